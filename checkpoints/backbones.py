@@ -1,0 +1,249 @@
+"""Backbone factory: every probe, detector and segmenter gets its backbone from here.
+
+A :class:`Backbone` wraps one torchvision or timm model whose classifier has been removed. Its
+``net`` attribute holds the model with the library's own parameter names; ``net.state_dict()`` is
+the *canonical* state dict that every checkpoint format is mapped into (torchvision names for
+``resnet50``, ``mobilenet_v2``...; timm names for ``timm:vit_small_patch16_224``...). Weights are
+never downloaded: models are always built with random initialisation.
+
+Two views of an image batch ``x`` (N x 3 x H x W):
+- ``backbone(x)``: pooled features, N x ``num_features`` (global average pool for CNNs, the
+  class token / pooled token for ViTs), what linear, kNN and semi-supervised probes use;
+- ``backbone.feature_maps(x)``: ``{"res2": stride 4, "res3": stride 8, "res4": stride 16,
+  "res5": stride 32}`` maps (stride relative to the input; a CIFAR stem divides each by 4), what
+  detection and segmentation heads use. ``backbone.stage_channels`` gives their channel counts.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+STAGES = ("res2", "res3", "res4", "res5")
+
+# Torchvision classification backbones the factory knows how to cut into stages.
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                       "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d", "resnext101_32x8d")
+# mobilenet_v2 ``features`` indices whose outputs are at stride 4/8/16/32.
+MOBILENET_V2_STAGE_ENDS = {"res2": 3, "res3": 6, "res4": 13, "res5": 18}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What is needed to rebuild a backbone; stored in checkpoints and result records."""
+
+    arch: str
+    cifar_stem: bool = False
+    # torchvision ResNets only: replace stride by dilation in (res3, res4, res5).
+    dilation: tuple[bool, bool, bool] = (False, False, False)
+    # timm only: input size the model is built for (ViT position embeddings).
+    img_size: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "cifar_stem": self.cifar_stem, "dilation": list(self.dilation),
+                "img_size": self.img_size, "extra": dict(self.extra)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BackboneSpec":
+        return cls(arch=d["arch"], cifar_stem=bool(d.get("cifar_stem", False)),
+                   dilation=tuple(d.get("dilation", (False, False, False))),
+                   img_size=d.get("img_size"), extra=dict(d.get("extra") or {}))
+
+
+def is_timm(arch: str) -> bool:
+    return arch.startswith("timm:")
+
+
+def family(arch: str) -> str:
+    """``resnet`` | ``mobilenet_v2`` | ``timm``: decides how the model is cut into stages."""
+    if is_timm(arch):
+        return "timm"
+    if arch in TORCHVISION_RESNETS:
+        return "resnet"
+    if arch == "mobilenet_v2":
+        return "mobilenet_v2"
+    raise ValueError(f"unknown backbone arch {arch!r}; known: {', '.join(TORCHVISION_RESNETS)}, "
+                     "mobilenet_v2, or timm:<model name>")
+
+
+def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool = False,
+                           dilation=(False, False, False), img_size: int | None = None) -> nn.Module:
+    """The full library model *with* its classifier (randomly initialised), as pretraining wants it.
+
+    ``num_classes`` sizes the last layer, which is how the official MoCo builds its encoders
+    (``base_encoder(num_classes=dim)``).
+    """
+    fam = family(arch)
+    if fam == "timm":
+        import timm
+
+        kwargs = {"pretrained": False, "num_classes": num_classes}
+        if img_size is not None:
+            kwargs["img_size"] = img_size
+        return timm.create_model(arch[len("timm:"):], **kwargs)
+    import torchvision
+
+    ctor = getattr(torchvision.models, arch)
+    if fam == "resnet":
+        model = ctor(weights=None, num_classes=num_classes)
+        _dilate_stages(model, dilation)
+        if cifar_stem:
+            # NOTE: CIFAR-style stem (3x3 conv, stride 1, no max-pool) as in SimCLR/MoCo CIFAR
+            # experiments; it changes conv1's shape, so such checkpoints only load into this variant.
+            model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            model.maxpool = nn.Identity()
+        return model
+    if cifar_stem:
+        raise ValueError(f"--cifar-stem is only supported for ResNets, not {arch}")
+    return ctor(weights=None, num_classes=num_classes)
+
+
+def _dilate_stages(model: nn.Module, dilation) -> None:
+    """Trade stride for dilation in layer2..4 (res3..res5), in place, for any torchvision ResNet.
+
+    NOTE: torchvision's ``replace_stride_with_dilation`` refuses BasicBlock (ResNet-18/34); doing it
+    here on the built model works for both block types and gives the same result for Bottleneck:
+    the stage's first block keeps the previous dilation, the others get the new one, and strided
+    convolutions (the 3x3 and the shortcut) get stride 1. Parameter shapes do not change.
+    """
+    current = 1
+    for i, dilate in enumerate(dilation):
+        if not dilate:
+            continue
+        layer = getattr(model, f"layer{i + 2}")
+        previous, current = current, current * 2
+        for j, block in enumerate(layer):
+            d = previous if j == 0 else current
+            for conv in block.modules():
+                if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3):
+                    conv.stride, conv.dilation, conv.padding = (1, 1), (d, d), (d, d)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+
+
+def _remove_classifier(model: nn.Module, arch: str) -> tuple[nn.Module, int]:
+    fam = family(arch)
+    if fam == "timm":
+        model.reset_classifier(0)
+        return model, model.num_features
+    if fam == "resnet":
+        n = model.fc.in_features
+        model.fc = nn.Identity()
+        return model, n
+    n = model.classifier[-1].in_features
+    model.classifier = nn.Identity()
+    return model, n
+
+
+class Backbone(nn.Module):
+    """A classifier-free library model plus the two views (pooled, stage maps) of its features."""
+
+    def __init__(self, spec: BackboneSpec, net: nn.Module, num_features: int):
+        super().__init__()
+        self.spec = spec
+        self.arch = spec.arch
+        self.net = net
+        self.num_features = num_features
+        self.family = family(spec.arch)
+        self.mean = IMAGENET_MEAN
+        self.std = IMAGENET_STD
+        self.stage_channels = self._probe_stage_channels()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # N x num_features
+
+    # -- stage maps ---------------------------------------------------------------------------
+    def feature_maps(self, x: torch.Tensor, stages=STAGES) -> "OrderedDict[str, torch.Tensor]":
+        if self.family == "resnet":
+            return self._resnet_maps(x, stages)
+        if self.family == "mobilenet_v2":
+            return self._mobilenet_maps(x, stages)
+        return self._timm_maps(x, stages)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        return n.maxpool(n.relu(n.bn1(n.conv1(x))))
+
+    def _resnet_maps(self, x, stages):
+        out = OrderedDict()
+        x = self.stem(x)
+        last = max(STAGES.index(s) for s in stages)
+        for i, name in enumerate(STAGES[: last + 1]):
+            x = getattr(self.net, f"layer{i + 1}")(x)
+            if name in stages:
+                out[name] = x
+        return out
+
+    def _mobilenet_maps(self, x, stages):
+        out = OrderedDict()
+        ends = {v: k for k, v in MOBILENET_V2_STAGE_ENDS.items()}
+        last = max(MOBILENET_V2_STAGE_ENDS[s] for s in stages)
+        for i, block in enumerate(self.net.features[: last + 1]):
+            x = block(x)
+            if (i + 1) in ends and ends[i + 1] in stages:
+                out[ends[i + 1]] = x
+        return out
+
+    def _timm_maps(self, x, stages):
+        net = self.net
+        if hasattr(net, "patch_embed"):
+            # Plain ViT: one stride-16 map; a simple pyramid (ViTDet-style, parameter-free:
+            # resampling instead of learned deconvolutions) provides the other strides.
+            feats = net.forward_intermediates(x, indices=1, intermediates_only=True)[-1]
+            pyramid = {"res2": F.interpolate(feats, scale_factor=4.0, mode="bilinear", align_corners=False),
+                       "res3": F.interpolate(feats, scale_factor=2.0, mode="bilinear", align_corners=False),
+                       "res4": feats,
+                       "res5": F.max_pool2d(feats, 2)}
+            return OrderedDict((s, pyramid[s]) for s in STAGES if s in stages)
+        feats = net.forward_intermediates(x, intermediates_only=True)
+        # CNNs in timm report 4 or 5 stages; the last four are strides 4..32.
+        feats = feats[-4:]
+        return OrderedDict((s, f) for s, f in zip(STAGES, feats) if s in stages)
+
+    @torch.no_grad()
+    def _probe_stage_channels(self) -> dict[str, int]:
+        size = self.spec.img_size or 64
+        was_training = self.training
+        self.eval()
+        try:
+            maps = self.feature_maps(torch.zeros(1, 3, size, size))
+        finally:
+            self.train(was_training)
+        return {k: v.shape[1] for k, v in maps.items()}
+
+
+def build_backbone(arch: str | BackboneSpec, *, cifar_stem: bool = False,
+                   dilation=(False, False, False), img_size: int | None = None,
+                   seed: int | None = None) -> Backbone:
+    """A randomly initialised backbone (``seed`` makes the initialisation reproducible)."""
+    spec = arch if isinstance(arch, BackboneSpec) else BackboneSpec(
+        arch=arch, cifar_stem=cifar_stem, dilation=tuple(dilation), img_size=img_size)
+    if seed is not None:
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+    try:
+        model = build_classifier_model(spec.arch, num_classes=1000, cifar_stem=spec.cifar_stem,
+                                       dilation=spec.dilation, img_size=spec.img_size)
+    finally:
+        if seed is not None:
+            torch.random.set_rng_state(state)
+    net, num_features = _remove_classifier(model, spec.arch)
+    return Backbone(spec, net, num_features)
+
+
+def canonical_keys(arch: str | BackboneSpec) -> dict[str, tuple[int, ...]]:
+    """Every parameter and buffer name of the backbone with its shape (what a checkpoint must hold)."""
+    with torch.device("meta"):
+        spec = arch if isinstance(arch, BackboneSpec) else BackboneSpec(arch=arch)
+        model = build_classifier_model(spec.arch, num_classes=1000, cifar_stem=spec.cifar_stem,
+                                       dilation=spec.dilation, img_size=spec.img_size)
+        net, _ = _remove_classifier(model, spec.arch)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}

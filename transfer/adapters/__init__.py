@@ -1,0 +1,1 @@
+"""Writers for other engines: detectron2, mmseg/mmdet/mmpretrain, torchvision, timm, safetensors."""

@@ -1,0 +1,59 @@
+"""Key-name rule tables shared by the readers (``formats.py``) and writers (``transfer/adapters``).
+
+A rule table is an ordered list of ``(regex, replacement)`` pairs; every rule is applied once, in
+order, to every key (``re.sub(pattern, replacement, key, count=1)``). Wrapper prefixes are removed
+with ``startswith`` by :func:`strip_prefix`, never with ``str.replace``, which would also match in
+the middle of a key (``module.`` inside ``encoder.module.x``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+Rules = tuple[tuple[str, str], ...]
+
+
+def apply_rules(key: str, rules: Rules) -> str:
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key, count=1)
+    return key
+
+
+def strip_prefix(key: str, prefixes: Iterable[str]) -> str | None:
+    """``key`` without the first prefix of ``prefixes`` it starts with; ``None`` if none does."""
+    for prefix in prefixes:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return None
+
+
+# torchvision ResNet -> detectron2 ResNet, the rules of MoCo's convert-pretrain-to-detectron2.py:
+# keys outside ``layerN`` belong to the stem; layer1..4 are res2..5; bnK is convK's norm; the
+# projection shortcut is ``shortcut`` (+ ``.norm``). The classifier is removed before these run.
+TORCHVISION_TO_DETECTRON2: Rules = (
+    (r"^(?!layer)", "stem."),
+    (r"^layer1\.", "res2."),
+    (r"^layer2\.", "res3."),
+    (r"^layer3\.", "res4."),
+    (r"^layer4\.", "res5."),
+    (r"(^|\.)bn([123])\.", r"\1conv\2.norm."),
+    (r"\.downsample\.0\.", ".shortcut."),
+    (r"\.downsample\.1\.", ".shortcut.norm."),
+)
+
+# The inverse (reading detectron2 ``.pkl`` files back into torchvision names).
+DETECTRON2_TO_TORCHVISION: Rules = (
+    (r"^stem\.", ""),
+    (r"^res2\.", "layer1."),
+    (r"^res3\.", "layer2."),
+    (r"^res4\.", "layer3."),
+    (r"^res5\.", "layer4."),
+    (r"\.shortcut\.norm\.", ".downsample.1."),
+    (r"\.shortcut\.", ".downsample.0."),
+    (r"(^|\.)conv([123])\.norm\.", r"\1bn\2."),
+)
+
+# mmseg / mmdet / mmpretrain ``ResNet`` (``style='pytorch'``) uses torchvision's names under a
+# ``backbone.`` prefix (its norms are built with postfixes 1..3 -> ``bn1..3``).
+MM_BACKBONE_PREFIX = "backbone."

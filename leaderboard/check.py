@@ -1,0 +1,227 @@
+"""The CI gate: compare the current records with a committed baseline.
+
+A baseline is a JSON file::
+
+    {"format": "mocobench-baseline", "version": 1, "created": "...", "note": "...",
+     "defaults": {"tolerance": 2.0, "k": 3.0},
+     "entries": [
+       {"checkpoint": "random-resnet18", "task": "knn", "protocol": "dino", "metric": "top1",
+        "value": 21.5, "tolerance": 8.0},
+       {"checkpoint": "moco_v2", "task": "knn", "protocol": "dino", "metric": "top1",
+        "relative_to": "random-resnet18", "value": 9.0, "tolerance": 6.0},
+       {"checkpoint": "moco_v2", "task": "linear", "protocol": "fast", "metric": "top1",
+        "value": 40.1, "std": 0.8, "n": 3, "k": 3.0, "tolerance": 2.0}
+     ]}
+
+Each entry names one (checkpoint, task, protocol, metric) cell of the table (``dataset`` and
+``engine`` may be added when the name alone is ambiguous). The compared quantity ``q`` is the
+cell's mean over seeds, or with ``relative_to`` the difference between this checkpoint's mean
+and that checkpoint's mean in the same column (e.g. "pretrained kNN minus random-init kNN"),
+which is stable where absolute values on tiny data are not.
+
+The allowed drop is ``k x std`` when the entry has ``k``, ``n >= 2`` and ``std > 0``, else
+``tolerance`` (absolute, in the metric's units: points of percent). An entry regresses when
+``q < value - allowed`` (all metrics here are higher-is-better; ``"direction": "lower"`` flips
+it). A baseline entry with no current result is a failure too. Moving up beyond the allowed
+band is reported as "improved" and passes; ``--update-baseline`` records the new values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from leaderboard.records import code_version
+from leaderboard.table import DISPLAY_METRICS, Table, load_table
+
+BASELINE_FORMAT = "mocobench-baseline"
+BASELINE_VERSION = 1
+DEFAULT_TOLERANCE = 2.0   # points of percent
+DEFAULT_K = 3.0
+
+
+class BaselineError(ValueError):
+    """A baseline file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class Outcome:
+    entry: dict
+    current: float | None
+    allowed: float
+    status: str        # "ok" | "improved" | "REGRESSED" | "MISSING" | "ERROR"
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("REGRESSED", "MISSING", "ERROR")
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.current is None else self.current - float(self.entry["value"])
+
+
+def read_baseline(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BaselineError(f"{path}: no such baseline file (write one with --update-baseline)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BaselineError(f"{path}: not a readable JSON baseline ({e})") from None
+    if not isinstance(obj, dict) or obj.get("format") != BASELINE_FORMAT:
+        raise BaselineError(f"{path}: not a mocobench baseline (format should be {BASELINE_FORMAT!r})")
+    if int(obj.get("version", 0)) > BASELINE_VERSION:
+        raise BaselineError(f"{path}: baseline version {obj['version']} is newer than this mocobench "
+                            f"understands ({BASELINE_VERSION})")
+    for i, e in enumerate(obj.get("entries", [])):
+        missing = [k for k in ("checkpoint", "task", "protocol", "metric", "value") if k not in e]
+        if missing:
+            raise BaselineError(f"{path}: entry {i} lacks {', '.join(missing)}")
+    return obj
+
+
+def _find(table: Table, entry: dict, checkpoint: str):
+    """The (row, column) cells of ``table`` that ``entry`` names for ``checkpoint``."""
+    rows = [r for r in table.measured_rows() if r.name == checkpoint]
+    cols = [c for c in table.columns
+            if c.task == entry["task"] and c.protocol == entry["protocol"] and c.metric == entry["metric"]
+            and entry.get("dataset") in (None, c.dataset) and entry.get("engine") in (None, c.engine)]
+    return [(r, c) for r in rows for c in cols if table.cell(r, c) is not None]
+
+
+def _table_error(table: Table, row, col) -> str | None:
+    marker = f"cell ({row.key}, {col.task} [{col.protocol}] on {col.dataset}, engine {col.engine})"
+    return next((e for e in table.errors if marker in e), None)
+
+
+def allowed_drop(entry: dict, defaults: dict) -> float:
+    k = entry.get("k")
+    std, n = entry.get("std"), entry.get("n") or 1
+    if k is not None and std and n >= 2:
+        return float(k) * float(std)
+    return float(entry.get("tolerance", defaults.get("tolerance", DEFAULT_TOLERANCE)))
+
+
+def evaluate(entry: dict, table: Table, defaults: dict) -> Outcome:
+    allowed = allowed_drop(entry, defaults)
+    name = entry["checkpoint"]
+    found = _find(table, entry, name)
+    if not found:
+        return Outcome(entry, None, allowed, "MISSING", "no current result")
+    if len(found) > 1:
+        cols = ", ".join(c.label for _, c in found)
+        return Outcome(entry, None, allowed, "ERROR", f"ambiguous: several columns match ({cols}); "
+                       "add dataset/engine to the entry")
+    row, col = found[0]
+    if (err := _table_error(table, row, col)):
+        return Outcome(entry, None, allowed, "ERROR", err)
+    current = table.cell(row, col).mean
+    if entry.get("relative_to"):
+        ref_rows = [r for r in table.measured_rows() if r.name == entry["relative_to"]]
+        ref = table.cell(ref_rows[0], col) if ref_rows else None
+        if ref is None:
+            return Outcome(entry, None, allowed, "MISSING",
+                           f"no current result for the reference {entry['relative_to']!r}")
+        current = current - ref.mean
+    sign = -1.0 if entry.get("direction") == "lower" else 1.0
+    change = sign * (current - float(entry["value"]))
+    status = "REGRESSED" if change < -allowed - 1e-9 else "improved" if change > allowed + 1e-9 else "ok"
+    return Outcome(entry, current, allowed, status)
+
+
+def check(table: Table, baseline: dict) -> list[Outcome]:
+    defaults = baseline.get("defaults") or {}
+    return [evaluate(e, table, defaults) for e in baseline.get("entries", [])]
+
+
+def _entry_name(e: dict) -> str:
+    rel = f" - {e['relative_to']}" if e.get("relative_to") else ""
+    return f"{e['checkpoint']}{rel}"
+
+
+def format_outcomes(outcomes: list[Outcome], *, only_moved: bool = True) -> str:
+    shown = [o for o in outcomes
+             if not only_moved or o.failed or o.status == "improved" or (o.delta and abs(o.delta) > 1e-9)]
+    head = ("checkpoint", "task", "protocol", "metric", "baseline", "current", "delta", "allowed", "status")
+    lines = []
+    for o in shown:
+        e = o.entry
+        lines.append((_entry_name(e), e["task"], e["protocol"], e["metric"], f"{float(e['value']):.2f}",
+                      "-" if o.current is None else f"{o.current:.2f}",
+                      "-" if o.delta is None else f"{o.delta:+.2f}", f"±{o.allowed:.2f}",
+                      o.status + (f" ({o.detail})" if o.detail else "")))
+    if not lines:
+        return "nothing moved"
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+                     + [fmt.format(*line) for line in lines])
+
+
+def new_baseline(table: Table, old: dict | None = None, *, note: str = "") -> dict:
+    """A baseline from the table's measured cells. Entries of ``old`` keep their settings
+    (tolerance, k, relative_to, direction) with updated values; cells ``old`` lacks are added
+    with the default tolerance (and ``k`` when they have several seeds)."""
+    defaults = (old or {}).get("defaults") or {"tolerance": DEFAULT_TOLERANCE, "k": DEFAULT_K}
+    entries, seen = [], set()
+    for e in (old or {}).get("entries", []):
+        o = evaluate(e, table, defaults)
+        if o.current is None:
+            continue  # no result for it any more: dropped from the new baseline
+        row, col = _find(table, e, e["checkpoint"])[0]
+        cell = table.cell(row, col)
+        upd = dict(e, value=round(o.current, 4))
+        if not e.get("relative_to"):
+            upd.update(n=cell.n, std=None if cell.std is None else round(cell.std, 4))
+        entries.append(upd)
+        if not e.get("relative_to"):
+            seen.add((row.name, col))
+    for row in table.measured_rows():
+        for col in table.columns:
+            cell = table.cell(row, col)
+            if cell is None or (row.name, col) in seen or col.metric not in DISPLAY_METRICS.get(col.task, ()):
+                continue
+            e: dict[str, Any] = {"checkpoint": row.name, "task": col.task, "protocol": col.protocol,
+                                 "dataset": col.dataset, "engine": col.engine, "metric": col.metric,
+                                 "value": round(cell.mean, 4), "n": cell.n,
+                                 "std": None if cell.std is None else round(cell.std, 4),
+                                 "tolerance": defaults.get("tolerance", DEFAULT_TOLERANCE)}
+            if cell.n >= 2:
+                e["k"] = defaults.get("k", DEFAULT_K)
+            entries.append(e)
+    return {"format": BASELINE_FORMAT, "version": BASELINE_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "code_version": code_version(), "note": note or (old or {}).get("note", ""),
+            "defaults": defaults, "entries": entries}
+
+
+def run_check(baseline_path: str | Path, results_dir: str | Path, *, update: bool = False,
+              out=print) -> int:
+    """What ``mocobench leaderboard check`` does; returns the exit code."""
+    from mocobench.io import atomic_write_json
+
+    table = load_table(results_dir, reported=False, all_metrics=True)
+    for p in table.problems:
+        out(f"warning: {p}")
+    baseline_path = Path(baseline_path)
+    old = read_baseline(baseline_path) if (baseline_path.exists() or not update) else None
+    if update:
+        new = new_baseline(table, old)
+        if not new["entries"]:
+            out(f"no measured results under {results_dir}: baseline not written")
+            return 1
+        atomic_write_json(baseline_path, new)
+        out(f"wrote {baseline_path} ({len(new['entries'])} entries from {results_dir})")
+        return 0
+    outcomes = check(table, old)
+    out(format_outcomes(outcomes))
+    failed = [o for o in outcomes if o.failed]
+    improved = [o for o in outcomes if o.status == "improved"]
+    out(f"{len(outcomes)} baseline entries: {len(outcomes) - len(failed) - len(improved)} ok, "
+        f"{len(improved)} improved, {len(failed)} failed"
+        + (" (run with --update-baseline to record the improvements)" if improved and not failed else ""))
+    return 1 if failed else 0

@@ -1,0 +1,103 @@
+"""``mocobench leaderboard``: the results table (md/csv/html), and ``leaderboard check``, the CI gate.
+
+    mocobench leaderboard [--results DIR] [--format md|csv|html] [-o OUT] [--rows all|measured|reported]
+    mocobench leaderboard check --baseline BASELINE.json [--results DIR] [--update-baseline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_RESULTS = "outputs/results"
+
+
+def _table_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mocobench leaderboard",
+        description="Build the leaderboard from result records: one row per checkpoint, one column per "
+                    "(task, protocol, dataset, engine, metric), with the papers' reported rows. "
+                    "'mocobench leaderboard check --help' for the CI gate.")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help=f"records folder (default {DEFAULT_RESULTS})")
+    p.add_argument("--format", choices=("md", "csv", "html"), default="md")
+    p.add_argument("-o", "--output", help="write here (atomically) instead of printing")
+    p.add_argument("--rows", choices=("all", "measured", "reported"), default="all",
+                   help="which rows to show (default all: measured, then the papers' reported rows)")
+    p.add_argument("--no-reported", action="store_true", help="same as --rows measured")
+    p.add_argument("--all-metrics", action="store_true",
+                   help="every metric of the records (per-class AP/IoU too), not only the papers' columns")
+    p.add_argument("--title", default="mocobench leaderboard", help="HTML page title")
+    return p
+
+
+def _check_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mocobench leaderboard check",
+        description="Compare the current records with a baseline; exit 1 on a regression beyond tolerance "
+                    "or a baseline entry with no result. See docs/leaderboard.md for the baseline format.")
+    p.add_argument("--baseline", required=True, help="baseline JSON file")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help=f"records folder (default {DEFAULT_RESULTS})")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="write a new baseline from the current records (keeps each existing entry's "
+                        "tolerance/k/relative_to settings) instead of checking")
+    return p
+
+
+def check_main(argv: list[str]) -> int:
+    from leaderboard.check import BaselineError, run_check
+
+    args = _check_parser().parse_args(argv)
+    try:
+        return run_check(args.baseline, args.results, update=args.update_baseline)
+    except BaselineError as e:
+        print(f"mocobench leaderboard check: {e}", file=sys.stderr)
+        return 2
+
+
+def render(results: str | Path, fmt: str, *, rows: str = "all", all_metrics: bool = False,
+           title: str = "mocobench leaderboard", plots: bool = True) -> tuple[str, "object"]:
+    """The leaderboard text in ``fmt`` and the table it came from; raises TableError on a
+    protocol mismatch."""
+    from leaderboard import table as tb
+
+    table = tb.load_table(results, reported=rows != "measured", all_metrics=all_metrics)
+    tb.check_table(table)
+    table = table.restrict(rows=rows)
+    if fmt == "md":
+        return tb.to_markdown(table), table
+    if fmt == "csv":
+        return tb.to_csv(table), table
+    from leaderboard.html import render as render_html
+
+    return render_html(table, title=title, results_dir=str(results), plots=plots), table
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "check":
+        return check_main(argv[1:])
+    from leaderboard.table import TableError
+
+    args = _table_parser().parse_args(argv)
+    rows = "measured" if args.no_reported else args.rows
+    try:
+        text, table = render(args.results, args.format, rows=rows, all_metrics=args.all_metrics,
+                             title=args.title)
+    except TableError as e:
+        print(f"mocobench leaderboard: {e}", file=sys.stderr)
+        return 1
+    for p in table.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    if args.output:
+        from mocobench.io import atomic_write_text
+
+        atomic_write_text(args.output, text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

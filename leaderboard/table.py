@@ -1,0 +1,439 @@
+"""Records -> the leaderboard table: one row per checkpoint, one column per (task, protocol,
+dataset, engine, metric), cells ``mean ± std (n)`` over seeds.
+
+Everything here is derived from the records on disk and from ``reported.csv`` (the papers'
+numbers, kept as data). No number is typed into this file.
+
+Invariants:
+- a column never mixes protocols, datasets, engines or metrics: they are its key;
+- a cell holds the records of one checkpoint for one column; if those records disagree on the
+  protocol's settings (the resolved config minus per-run keys such as the seed, or the dataset's
+  split sizes), the cell is an error and :func:`build_table` reports it with both files named;
+- several records with the same seed in one cell: the newest (by timestamp) counts, so re-running
+  one evaluation replaces its number instead of double-counting it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from leaderboard.records import TASKS, Problem, load_records
+
+REPORTED_CSV = Path(__file__).with_name("reported.csv")
+
+# The papers' column order: ImageNet linear (paper protocol first), kNN, semi-supervised,
+# detection (VOC07+12, then COCO), segmentation (Cityscapes, then VOC 2012).
+TASK_ORDER = {t: i for i, t in enumerate(TASKS)}
+DATASET_ORDER = {"imagenet": 0, "voc07+12": 1, "voc": 1, "voc2007": 1, "coco": 2, "cityscapes": 3,
+                 "voc2012": 4}
+# Protocols that reproduce a paper's setting come first in their task, in this order.
+PAPER_PROTOCOLS = ("paper", "moco-voc-c4-24k", "coco-c4-1x", "coco-c4-2x", "coco-fpn-1x",
+                   "coco-fpn-2x", "moco-fcn", "mmseg-fcn-40k", "mmseg-fcn-80k")
+# Metrics shown in the table per task, in order; the CSV's --all-metrics keeps every metric.
+DISPLAY_METRICS = {
+    "linear": ("top1", "top5"),
+    "knn": ("top1",),
+    "semi-1pct": ("top1",),
+    "semi-10pct": ("top1",),
+    "detection": ("AP50", "AP", "AP75", "bbox_AP", "segm_AP"),
+    "segmentation": ("mIoU",),
+}
+METRIC_LABELS = {"top1": "top-1", "top5": "top-5", "bbox_AP": "APbb", "segm_AP": "APmk",
+                 "bbox_AP50": "APbb50", "bbox_AP75": "APbb75"}
+TASK_LABELS = {"linear": "linear", "knn": "kNN", "semi-1pct": "semi 1%", "semi-10pct": "semi 10%",
+               "detection": "det", "segmentation": "seg"}
+DATASET_LABELS = {"imagenet": "ImageNet", "voc07+12": "VOC07+12", "voc": "VOC", "voc2007": "VOC07",
+                  "coco": "COCO", "cityscapes": "Cityscapes", "voc2012": "VOC12"}
+
+# Config keys that change from run to run without changing the protocol (compared by each
+# component of a dotted key), and keys that evaluations store as outcomes next to their settings
+# (the L2 strength a sweep chose, cache hits, timings). Everything else in a record's config is
+# part of the protocol.
+RUN_KEYS = frozenset({
+    "seed", "seeds", "results", "results_dir", "out", "out_dir", "output", "output_dir", "run_dir",
+    "work_dir", "device", "workers", "num_workers", "checkpoint", "checkpoint_arg", "checkpoint_path",
+    "data", "data_dir", "data_root", "root", "path", "cache", "cache_dir", "resume", "log_every",
+    "print_freq", "progress", "verbose", "dist_url", "world_size", "rank", "local_rank", "gpu", "nproc",
+    "threads", "num_threads", "pin_memory", "labels", "unreadable", "feature_dim",
+})
+OUTCOME_PREFIXES = ("chosen_", "cache_", "best_", "selected_")
+OUTCOME_SUFFIXES = ("_time_s", "_holdout_top1", "_seconds")
+
+
+def _is_run_key(dotted: str) -> bool:
+    return any(part in RUN_KEYS or part.startswith(OUTCOME_PREFIXES) or part.endswith(OUTCOME_SUFFIXES)
+               for part in dotted.split("."))
+
+
+# Exported-backbone file names that say nothing about the checkpoint: the row is then named
+# after the folder that holds the file (``runs/moco_v2/backbone.pth`` -> ``moco_v2``).
+GENERIC_STEMS = frozenset({"backbone", "checkpoint", "model", "model_best", "final", "last",
+                           "checkpoint_final", "weights"})
+
+METHOD_ORDER = {"moco_v1": 0, "moco_v2": 1, "moco": 1, "unimoco": 2, "smog": 3}
+
+
+class TableError(ValueError):
+    """The records cannot make a table (protocol mismatch in a cell, bad reported.csv)."""
+
+
+@dataclass(frozen=True, order=True)
+class Column:
+    task: str
+    protocol: str
+    dataset: str
+    engine: str
+    metric: str
+
+    def sort_key(self) -> tuple:
+        proto = (PAPER_PROTOCOLS.index(self.protocol) if self.protocol in PAPER_PROTOCOLS
+                 else len(PAPER_PROTOCOLS), self.protocol)
+        metrics = DISPLAY_METRICS.get(self.task, ())
+        metric = (metrics.index(self.metric) if self.metric in metrics else len(metrics), self.metric)
+        return (TASK_ORDER.get(self.task, len(TASK_ORDER)), self.task,
+                DATASET_ORDER.get(self.dataset, len(DATASET_ORDER)), self.dataset,
+                proto, self.engine, metric)
+
+    @property
+    def label(self) -> str:
+        ds = DATASET_LABELS.get(self.dataset, self.dataset)
+        text = f"{ds} {TASK_LABELS.get(self.task, self.task)} {METRIC_LABELS.get(self.metric, self.metric)}"
+        if self.engine == "torchvision" or self.engine == self.protocol:
+            extra = self.protocol
+        else:
+            extra = f"{self.protocol}, {self.engine}"
+        return f"{text} [{extra}]"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"task": self.task, "protocol": self.protocol, "dataset": self.dataset,
+                "engine": self.engine, "metric": self.metric}
+
+
+@dataclass
+class Row:
+    key: str                      # unique within the table
+    name: str                     # what the table shows
+    method: str | None
+    arch: str | None
+    epochs: int | None
+    label_fraction: float | None  # percent
+    kind: str                     # "measured" | "reported" | "unverified"
+    source: str = ""              # reported rows: where the numbers come from
+
+    @property
+    def label_fraction_text(self) -> str:
+        if self.label_fraction is None:
+            return ""
+        return f"{self.label_fraction:g}%"
+
+
+@dataclass
+class Cell:
+    values: list[float]
+    seeds: list[int] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    reported_std: float | None = None   # reported rows: the paper's own ± and n
+    reported_n: int | None = None
+    source: str = ""
+    digits: int | None = None           # reported rows: as many decimals as the source gives
+
+    @property
+    def n(self) -> int:
+        return self.reported_n if self.reported_n is not None else len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation (n - 1) over seeds; ``None`` for a single value."""
+        if self.reported_std is not None:
+            return self.reported_std
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    def text(self, digits: int = 1) -> str:
+        digits = self.digits if self.digits is not None else digits
+        if self.std is None:
+            return f"{self.mean:.{digits}f}" if self.n <= 1 else f"{self.mean:.{digits}f} ({self.n})"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} ({self.n})"
+
+
+@dataclass
+class Table:
+    rows: list[Row]
+    columns: list[Column]
+    cells: dict[tuple[str, Column], Cell]
+    problems: list[str] = field(default_factory=list)   # skipped record files
+    errors: list[str] = field(default_factory=list)     # protocol mismatches
+
+    def cell(self, row: Row | str, column: Column) -> Cell | None:
+        return self.cells.get((row.key if isinstance(row, Row) else row, column))
+
+    def measured_rows(self) -> list[Row]:
+        return [r for r in self.rows if r.kind == "measured"]
+
+    def reported_rows(self) -> list[Row]:
+        return [r for r in self.rows if r.kind != "measured"]
+
+    def restrict(self, *, rows: str = "all", columns: Iterable[Column] | None = None) -> "Table":
+        """A view with only measured/reported rows and the columns that still hold a value."""
+        keep = [r for r in self.rows if rows == "all" or (rows == "measured") == (r.kind == "measured")]
+        keys = {r.key for r in keep}
+        cols = [c for c in (self.columns if columns is None else columns)
+                if any((k, c) in self.cells for k in keys)]
+        return Table(keep, cols, {k: v for k, v in self.cells.items() if k[0] in keys},
+                     self.problems, self.errors)
+
+
+# ---------------------------------------------------------------- names and fingerprints
+
+def checkpoint_display_name(ckpt: dict) -> str:
+    name = str(ckpt.get("name") or "?")
+    path = ckpt.get("path")
+    if name in GENERIC_STEMS and path and not str(path).startswith("random:"):
+        parent = Path(str(path)).parent.name
+        if parent:
+            return parent
+    return name
+
+
+def _percent(fraction: Any) -> float | None:
+    if fraction is None or fraction == "":
+        return None
+    f = float(fraction)
+    return f * 100.0 if f <= 1.0 else f   # records may store 0.1 or 10 for 10%
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def protocol_settings(rec: dict) -> dict[str, Any]:
+    """What must agree between records of one cell: the config without per-run keys, and the
+    dataset's split sizes."""
+    settings = {f"config.{k}": v for k, v in _flatten(rec.get("config") or {}).items()
+                if not _is_run_key(k)}
+    splits = (rec.get("dataset") or {}).get("splits") or {}
+    settings.update({f"dataset.splits.{k}": v for k, v in splits.items()})
+    return settings
+
+
+def _describe_mismatch(a: tuple[str, dict], b: tuple[str, dict]) -> str:
+    (fa, sa), (fb, sb) = a, b
+    diffs = []
+    for k in sorted(set(sa) | set(sb)):
+        if sa.get(k, "<absent>") != sb.get(k, "<absent>"):
+            diffs.append(f"{k} = {json.dumps(sa.get(k, '<absent>'))} in {fa} but "
+                         f"{json.dumps(sb.get(k, '<absent>'))} in {fb}")
+    return "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 5 else "")
+
+
+# ---------------------------------------------------------------- reported rows
+
+def load_reported(path: str | Path = REPORTED_CSV) -> list[dict[str, Any]]:
+    """The papers' numbers: one dict per (row, column) value, with its source and status."""
+    path = Path(path)
+    need = ("row", "method", "arch", "epochs", "label_fraction", "task", "protocol", "dataset",
+            "engine", "metric", "value", "std", "n", "status", "source")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in need if c not in (reader.fieldnames or [])]
+        if missing:
+            raise TableError(f"{path}: missing columns {', '.join(missing)}")
+        out = []
+        for lineno, r in enumerate(reader, start=2):
+            if r["status"] not in ("reported", "unverified"):
+                raise TableError(f"{path}:{lineno}: status must be 'reported' or 'unverified', "
+                                 f"not {r['status']!r}")
+            if not r["source"].strip():
+                raise TableError(f"{path}:{lineno}: every reported number needs a source")
+            try:
+                value = float(r["value"])
+                std = float(r["std"]) if r["std"] else None
+                n = int(r["n"]) if r["n"] else None
+            except ValueError as e:
+                raise TableError(f"{path}:{lineno}: {e}") from None
+            digits = len(r["value"].partition(".")[2])
+            out.append(r | {"value": value, "std": std, "n": n, "lineno": lineno, "digits": digits})
+    return out
+
+
+# ---------------------------------------------------------------- the table
+
+def _row_from_checkpoint(key: str, name: str, ckpt: dict) -> Row:
+    epochs = ckpt.get("epochs")
+    return Row(key=key, name=name, method=ckpt.get("method"), arch=ckpt.get("arch"),
+               epochs=int(epochs) if isinstance(epochs, (int, float)) else None,
+               label_fraction=_percent(ckpt.get("label_fraction")), kind="measured")
+
+
+def build_table(records: list[dict], *, reported: list[dict] | None = None,
+                files: list[str] | None = None, problems: Iterable[Problem | str] = (),
+                all_metrics: bool = False) -> Table:
+    """The table from ``records`` (+ ``reported`` rows). ``files[i]`` names ``records[i]`` in
+    messages. Protocol mismatches are collected in ``Table.errors`` (see :func:`check_table`)."""
+    files = files or [f"record {r.get('id', i)}" for i, r in enumerate(records)]
+
+    # Rows: one per checkpoint, identified by (display name, sha256 or path).
+    identity: dict[tuple[str, str], str] = {}
+    names: dict[str, set[tuple[str, str]]] = {}
+    for rec in records:
+        ck = rec["checkpoint"]
+        ident = (checkpoint_display_name(ck), str(ck.get("sha256") or ck.get("path") or ""))
+        names.setdefault(ident[0], set()).add(ident)
+    for name, idents in names.items():
+        for ident in sorted(idents):
+            identity[ident] = name if len(idents) == 1 else f"{name}@{ident[1][:8]}"
+
+    rows: dict[str, Row] = {}
+    # (row key, column) -> {seed: (timestamp, value, file, settings)}
+    by_cell: dict[tuple[str, Column], dict[int, tuple[str, float, str, dict]]] = {}
+    for rec, fname in zip(records, files):
+        ck = rec["checkpoint"]
+        key = identity[(checkpoint_display_name(ck), str(ck.get("sha256") or ck.get("path") or ""))]
+        rows.setdefault(key, _row_from_checkpoint(key, key, ck))
+        settings = protocol_settings(rec)
+        shown = DISPLAY_METRICS.get(rec["task"], ())
+        for metric, value in rec["metrics"].items():
+            if not all_metrics and metric not in shown:
+                continue
+            col = Column(rec["task"], str(rec["protocol"]), str(rec["dataset"].get("name")),
+                         str(rec.get("engine") or "torchvision"), metric)
+            seeds = by_cell.setdefault((key, col), {})
+            old = seeds.get(rec["seed"])
+            if old is None or str(rec.get("timestamp", "")) >= old[0]:
+                seeds[rec["seed"]] = (str(rec.get("timestamp", "")), float(value), fname, settings)
+
+    cells: dict[tuple[str, Column], Cell] = {}
+    errors: dict[tuple, str] = {}
+    for (key, col), seeds in by_cell.items():
+        entries = [seeds[s] for s in sorted(seeds)]
+        first = entries[0]
+        for other in entries[1:]:
+            if other[3] != first[3]:
+                where = (key, col.task, col.protocol, col.dataset, col.engine)
+                errors.setdefault(where, (
+                    f"protocol mismatch in cell ({key}, {col.task} [{col.protocol}] on {col.dataset}, "
+                    f"engine {col.engine}): its records disagree on the protocol's settings: "
+                    f"{_describe_mismatch((first[2], first[3]), (other[2], other[3]))}. "
+                    f"Re-run one of them with the other's settings, or give the variant its own "
+                    f"protocol name."))
+                break
+        cells[(key, col)] = Cell(values=[e[1] for e in entries], seeds=sorted(seeds),
+                                 files=[e[2] for e in entries])
+
+    measured = sorted(rows.values(), key=_measured_order)
+    table_rows = list(measured)
+    for r in reported or []:
+        key = f"reported: {r['row']}"
+        if key not in rows:
+            rows[key] = Row(key=key, name=r["row"], method=r["method"] or None, arch=r["arch"] or None,
+                            epochs=int(r["epochs"]) if r["epochs"] else None,
+                            label_fraction=_percent(r["label_fraction"]) if r["label_fraction"] != "" else None,
+                            kind=r["status"], source=r["source"])
+            table_rows.append(rows[key])
+        elif r["source"] not in rows[key].source:
+            rows[key].source += f"; {r['source']}"
+        col = Column(r["task"], r["protocol"], r["dataset"], r["engine"], r["metric"])
+        if (key, col) in cells:
+            raise TableError(f"{REPORTED_CSV.name}:{r['lineno']}: a second value for {r['row']!r} in "
+                             f"column {col.label}")
+        cells[(key, col)] = Cell(values=[r["value"]], reported_std=r["std"], reported_n=r["n"],
+                                 source=r["source"], digits=r.get("digits"))
+
+    columns = sorted({c for _, c in cells}, key=Column.sort_key)
+    return Table(table_rows, columns, cells, problems=[str(p) for p in problems],
+                 errors=list(errors.values()))
+
+
+def _measured_order(row: Row) -> tuple:
+    # Pretrained methods in the papers' order, UniMoCo by label fraction, random init last.
+    random = row.method in ("random-init", "random") or row.name.startswith("random")
+    return (random, METHOD_ORDER.get(row.method or "", len(METHOD_ORDER)),
+            row.label_fraction if row.label_fraction is not None else -1.0, row.name)
+
+
+def check_table(table: Table) -> None:
+    if table.errors:
+        raise TableError("\n".join(table.errors))
+
+
+def load_table(results_dir: str | Path, *, reported: bool = True, all_metrics: bool = False) -> Table:
+    """Read every record under ``results_dir`` (skipping corrupt and newer-schema files, which are
+    listed in ``Table.problems``) and build the table, with the papers' rows when ``reported``."""
+    from leaderboard.records import iter_record_files
+
+    records, files, problems = [], [], []
+    for path, rec in iter_record_files(results_dir):
+        if isinstance(rec, Problem):
+            problems.append(rec)
+        else:
+            records.append(rec)
+            files.append(str(path))
+    return build_table(records, reported=load_reported() if reported else None, files=files,
+                       problems=problems, all_metrics=all_metrics)
+
+
+# ---------------------------------------------------------------- text outputs
+
+ROW_FIELDS = ("checkpoint", "method", "arch", "epochs", "labels", "kind")
+
+
+def _row_fields(row: Row) -> list[str]:
+    return [row.name, row.method or "", row.arch or "", "" if row.epochs is None else str(row.epochs),
+            row.label_fraction_text, row.kind]
+
+
+def to_markdown(table: Table, digits: int = 1) -> str:
+    head = list(ROW_FIELDS) + [c.label for c in table.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 6 + ["---:"] * len(table.columns)) + "|"]
+    for row in table.rows:
+        cells = [(c.text(digits) if (c := table.cell(row, col)) else "") for col in table.columns]
+        lines.append("| " + " | ".join(_row_fields(row) + cells) + " |")
+    sources = [(r.name, r.kind, r.source) for r in table.reported_rows()]
+    if sources:
+        lines += ["", "Reported rows (numbers from the papers, not measured here):", ""]
+        lines += [f"- {name}{' (UNVERIFIED)' if kind == 'unverified' else ''}: {src}"
+                  for name, kind, src in sources]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """Wide CSV: the row fields, then per column its mean, and its std and n when any cell of the
+    column has several seeds (or a reported ±)."""
+    import io
+
+    multi = {c for c in table.columns
+             if any((cell := table.cell(r, c)) and cell.n > 1 for r in table.rows)}
+    head = list(ROW_FIELDS) + ["source"]
+    for c in table.columns:
+        head += [c.label] + ([f"{c.label} std", f"{c.label} n"] if c in multi else [])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(head)
+    for row in table.rows:
+        out = _row_fields(row) + [row.source]
+        for c in table.columns:
+            cell = table.cell(row, c)
+            out.append("" if cell is None else _num(cell.mean))
+            if c in multi:
+                out += ["" if cell is None or cell.std is None else _num(cell.std),
+                        "" if cell is None else str(cell.n)]
+        w.writerow(out)
+    return buf.getvalue()
+
+
+def _num(x: float) -> str:
+    return "" if x is None or math.isnan(x) else repr(round(x, 6))

@@ -1,0 +1,5 @@
+import sys
+
+from mocobench.data.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""``mocobench pretrain``: parse the command line into a PretrainConfig and run the loop.
+
+    mocobench pretrain --method moco_v2 --data DIR --arch resnet50 --out RUN_DIR \\
+        [--preset NAME] [--key=value ...] [--resume auto|PATH] [--label-fraction p | --supervised-list FILE]
+
+Under torchrun every process runs this same command (``torchrun --nproc_per_node 8 -m pretrain ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pretrain.config import PRESETS, PretrainConfig, apply_overrides, resolve_preset
+from pretrain.methods import METHODS
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mocobench pretrain",
+        description="Pretrain a backbone with MoCo v1/v2, UniMoCo or SMoG (also under torchrun). "
+                    "Any config field can be set with --key=value (e.g. --K=4096 --lr=0.06 --epochs=10).",
+        epilog=f"presets: tiny (per method), {', '.join(PRESETS)}")
+    p.add_argument("--method", required=True, choices=list(METHODS))
+    p.add_argument("--data", required=True, help="ImageNet-layout root with train/<class>/<image> "
+                   "(the embedded dataset's root, with imagenet/train, works too)")
+    p.add_argument("--out", required=True, help="run directory: checkpoints, log.jsonl, config.json, backbone.pth")
+    p.add_argument("--arch", help="torchvision name (resnet50, resnet18, ...) or timm:<name>")
+    p.add_argument("--preset", help="paper or CPU preset (default: the method's 200/400-epoch paper preset)")
+    p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--label-fraction", type=float, help="UniMoCo: labeled fraction in [0, 1]")
+    labels.add_argument("--supervised-list", help="UniMoCo: file of labeled image names")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def resolve(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
+    """Split ``--key=value`` config overrides from the named options and build the config."""
+    named, overrides = [], {}
+    p = parser()
+    known = {opt for action in p._actions for opt in action.option_strings}
+    for arg in argv:
+        if arg.startswith("--") and "=" in arg and arg.split("=", 1)[0] not in known:
+            key, value = arg[2:].split("=", 1)
+            overrides[key] = value
+        else:
+            named.append(arg)
+    args = p.parse_args(named)
+    cfg = resolve_preset(args.preset, args.method)
+    if args.arch:
+        overrides.setdefault("arch", args.arch)
+    if args.label_fraction is not None:
+        overrides["label_fraction"] = str(args.label_fraction)
+    if args.supervised_list:
+        overrides["supervised_list"] = args.supervised_list
+    cfg = apply_overrides(cfg, overrides)
+    if (cfg.label_fraction or cfg.supervised_list) and cfg.method != "unimoco":
+        raise ValueError("--label-fraction / --supervised-list only apply to --method unimoco")
+    return args, cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, cfg = resolve(argv)
+    except ValueError as e:
+        print(f"mocobench pretrain: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        import json
+
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    from pretrain.train import train
+
+    try:
+        path = train(cfg, args.data, args.out, resume=args.resume)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"mocobench pretrain: {e}", file=sys.stderr)
+        return 2
+    print(f"backbone written to {path}")
+    return 0

@@ -1,0 +1,188 @@
+"""The pretraining configuration: one frozen dataclass, presets as plain values, ``--key=value``.
+
+Every field is used by the training loop or by the method the config names; fields of other methods
+are ignored (and recorded as they are, so a checkpoint says exactly what ran). The resolved config
+is stored in every checkpoint, in ``RUN_DIR/config.json`` and in the exported backbone's metadata.
+
+NOTE: STYLE.md suggests one dataclass per method; MoCo, UniMoCo and SMoG share the whole training
+loop and most fields, so one flat dataclass keeps ``--key=value`` overrides in a single namespace and
+every value's origin in this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    method: str = "moco_v2"  # a key of pretrain.methods.METHODS
+    # -- backbone
+    arch: str = "resnet50"  # torchvision name or timm:<name>
+    cifar_stem: bool = False  # ResNets: 3x3 stride-1 conv1, no max-pool
+    img_size: int = 224  # side of the (global) crops
+    # -- MoCo / UniMoCo (dim, m also SMoG)
+    dim: int = 128  # embedding size d
+    K: int = 65536  # queue length
+    m: float = 0.999  # momentum of the key (momentum) encoder
+    T: float = 0.07  # softmax temperature
+    mlp: bool = False  # MoCo v2 MLP head
+    shuffle_bn_groups: int = 1  # one process: key batch in G sub-batches with their own BN stats
+    label_fraction: float = 0.0  # UniMoCo: fraction of labeled images (class-balanced draw), 0..1
+    supervised_list: str = ""  # UniMoCo: file of labeled image names (overrides label_fraction)
+    # -- SMoG
+    n_groups: int = 3000  # number of groups C
+    beta: float = 0.99  # group momentum β
+    tau: float = 0.1  # group temperature τ
+    hidden_dim: int = 2048  # projection / prediction hidden width
+    reset_every: int = 300  # R: k-means reset of the groups and momentum branch every R steps
+    bank_size: int = 65536  # memory bank of momentum features for the k-means
+    kmeans_iters: int = 10
+    local_crops: int = 0  # multi-crop: number of small crops
+    local_size: int = 96  # side of the small crops
+    # -- augmentation
+    augmentation: str = "moco_v2"  # moco_v1 | moco_v2 | smog
+    crop_min_scale: float = 0.2
+    # -- optimisation (lr is for the global batch_size, as in the papers)
+    epochs: int = 200
+    batch_size: int = 256  # global batch, split over the processes
+    optimizer: str = "sgd"  # sgd | lars
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # step | cosine
+    milestones: tuple[int, ...] = (120, 160)  # step schedule: ×0.1 at these epochs
+    warmup_epochs: float = 0.0
+    # -- runtime
+    seed: int = 0
+    workers: int = 8  # DataLoader workers per process
+    device: str = ""  # "" = cuda if available else cpu
+    precision: str = "bf16"  # bf16 (autocast, GPU only) | fp32
+    channels_last: bool = True  # GPU only
+    compile: bool = False  # torch.compile the encoders (GPU only)
+    sync_bn: bool = False  # SyncBatchNorm in the online branch under DDP
+    max_steps_per_epoch: int = 0  # 0 = the whole epoch (short runs and tests)
+    ckpt_every: int = 1000  # steps between checkpoints (and one at every epoch end)
+    keep_checkpoints: int = 2
+    log_every: int = 20
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+# -- paper presets ------------------------------------------------------------------------------
+# MoCo v1 (He et al. 2020, Sec. 4 and the official main_moco.py defaults).
+MOCO_V1_200EP = PretrainConfig(
+    method="moco_v1", arch="resnet50", dim=128, K=65536, m=0.999, T=0.07, mlp=False,
+    augmentation="moco_v1", epochs=200, batch_size=256, lr=0.03, momentum=0.9, weight_decay=1e-4,
+    schedule="step", milestones=(120, 160))
+# MoCo v2 (Chen et al. 2020): MLP head, T 0.2, aug+, cosine.
+MOCO_V2_200EP = replace(MOCO_V1_200EP, method="moco_v2", T=0.2, mlp=True, augmentation="moco_v2",
+                        schedule="cosine")
+MOCO_V2_800EP = replace(MOCO_V2_200EP, epochs=800)
+# UniMoCo (Dai et al. 2021): MoCo v2 settings, 800 epochs, 0/10/30/60/100 % labels.
+UNIMOCO_800EP_0PCT = replace(MOCO_V2_800EP, method="unimoco", label_fraction=0.0)
+UNIMOCO_800EP_10PCT = replace(UNIMOCO_800EP_0PCT, label_fraction=0.1)
+UNIMOCO_800EP_30PCT = replace(UNIMOCO_800EP_0PCT, label_fraction=0.3)
+UNIMOCO_800EP_60PCT = replace(UNIMOCO_800EP_0PCT, label_fraction=0.6)
+UNIMOCO_800EP_100PCT = replace(UNIMOCO_800EP_0PCT, label_fraction=1.0)
+# SMoG (Pang et al. 2022), ResNet-50: 3k groups, β 0.99, τ 0.1, reset every 300 iterations,
+# LARS, batch 4096, 2x224 + 4x96 crops.
+# NOTE: no official code; lr (LARS, 0.3·batch/256 = 4.8), weight decay 1e-6, 10 warmup epochs,
+# momentum 0.99 and the bank size follow BYOL-style conventions and lightly's example, as far as the
+# paper leaves them open.
+SMOG_400EP = PretrainConfig(
+    method="smog", arch="resnet50", dim=128, m=0.99, n_groups=3000, beta=0.99, tau=0.1, hidden_dim=2048,
+    reset_every=300, bank_size=65536, augmentation="smog", crop_min_scale=0.14, local_crops=4,
+    local_size=96, epochs=400, batch_size=4096, optimizer="lars", lr=4.8, weight_decay=1e-6,
+    schedule="cosine", warmup_epochs=10)
+SMOG_800EP = replace(SMOG_400EP, epochs=800)
+
+# -- CPU presets: the embedded dataset at "small" scale (64 px images), ~1 minute on 2 cores --------
+# ResNet-18 with its ImageNet stem on 40 px crops (feature maps 10 → 2 px), small queue, few epochs.
+_TINY = dict(arch="resnet18", img_size=40, crop_min_scale=0.3, epochs=6, batch_size=64, lr=0.06, K=1024,
+             warmup_epochs=1.0, schedule="cosine", workers=1, device="cpu", precision="fp32",
+             channels_last=False, ckpt_every=200, log_every=5)
+TINY = {
+    "moco_v1": replace(MOCO_V1_200EP, **_TINY, m=0.99),
+    "moco_v2": replace(MOCO_V2_200EP, **_TINY, m=0.99),
+    "unimoco": replace(UNIMOCO_800EP_0PCT, **_TINY, m=0.99),
+    "smog": replace(SMOG_400EP, **{**_TINY, "lr": 0.06}, optimizer="sgd", weight_decay=1e-4, m=0.99,
+                    n_groups=64, hidden_dim=512, reset_every=30, bank_size=2048, local_crops=0),
+}
+
+PRESETS = {
+    "moco_v1_200ep": MOCO_V1_200EP,
+    "moco_v2_200ep": MOCO_V2_200EP,
+    "moco_v2_800ep": MOCO_V2_800EP,
+    "unimoco_800ep_0pct": UNIMOCO_800EP_0PCT,
+    "unimoco_800ep_10pct": UNIMOCO_800EP_10PCT,
+    "unimoco_800ep_30pct": UNIMOCO_800EP_30PCT,
+    "unimoco_800ep_60pct": UNIMOCO_800EP_60PCT,
+    "unimoco_800ep_100pct": UNIMOCO_800EP_100PCT,
+    "smog_400ep": SMOG_400EP,
+    "smog_800ep": SMOG_800EP,
+    **{f"tiny_{method}": cfg for method, cfg in TINY.items()},
+}
+# the preset used when --preset is not given
+DEFAULT_PRESET = {"moco_v1": "moco_v1_200ep", "moco_v2": "moco_v2_200ep",
+                  "unimoco": "unimoco_800ep_0pct", "smog": "smog_400ep"}
+
+
+def resolve_preset(name: str | None, method: str) -> PretrainConfig:
+    """``tiny`` means ``tiny_<method>``; a preset of another method is an error."""
+    name = name or DEFAULT_PRESET[method]
+    if name == "tiny":
+        name = f"tiny_{method}"
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: tiny, {', '.join(PRESETS)}")
+    cfg = PRESETS[name]
+    if cfg.method != method:
+        raise ValueError(f"preset {name!r} is for --method {cfg.method}, not {method}")
+    return cfg
+
+
+def _parse(value: str, typ, key: str):
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--{key}: expected true/false, got {value!r}")
+    if origin is tuple:
+        inner = typing.get_args(typ)[0]
+        return tuple(inner(v) for v in value.split(",") if v.strip())
+    try:
+        return typ(value)
+    except ValueError:
+        raise ValueError(f"--{key}: expected {typ.__name__}, got {value!r}") from None
+
+
+def apply_overrides(cfg: PretrainConfig, overrides: dict[str, str]) -> PretrainConfig:
+    """``{"K": "4096", "lr": "0.1", "milestones": "60,80"}`` → a new config; unknown keys are errors.
+
+    Keys may be spelled with ``-`` or ``_`` (``--shuffle-bn-groups=4``).
+    """
+    hints = typing.get_type_hints(PretrainConfig)
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    lowered = {f.lower(): f for f in fields}
+    changes = {}
+    for raw, value in overrides.items():
+        key = raw.replace("-", "_")
+        key = key if key in fields else lowered.get(key.lower(), key)
+        if key not in fields:
+            raise ValueError(f"unknown config key --{raw}; keys: {', '.join(sorted(fields))}")
+        changes[key] = _parse(value, hints[key], raw)
+    return replace(cfg, **changes)
+
+
+def from_dict(d: dict) -> PretrainConfig:
+    """The config stored in a checkpoint (``to_dict()``) back as a dataclass."""
+    d = dict(d)
+    d["milestones"] = tuple(d.get("milestones", ()))
+    return PretrainConfig(**d)

@@ -1,0 +1,106 @@
+"""Process-group helpers: rank/world queries, ``concat_all_gather`` and shuffle BN.
+
+Everything here works with and without an initialised process group: with one process the
+gather is the identity and the "all processes" are this one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device: str) -> bool:
+    """Initialise the default group from torchrun's environment (RANK, WORLD_SIZE, ...).
+
+    Returns True when a group was created. NCCL on GPU, gloo on CPU.
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or is_distributed():
+        return False
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    return True
+
+
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (n x ...) from every process, concatenated in rank order: (world*n) x ...
+
+    No gradient flows through the result (as in the official MoCo). Every process must pass the
+    same ``n``.
+    """
+    if not is_distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def broadcast_permutation(n: int, device) -> torch.Tensor:
+    """A random permutation of ``range(n)`` drawn on rank 0 (its RNG) and sent to every process."""
+    perm = torch.randperm(n).to(device)
+    if is_distributed():
+        dist.broadcast(perm, src=0)
+    return perm
+
+
+@torch.no_grad()
+def batch_shuffle_ddp(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle BN, step 1: this process's slice of the globally shuffled batch.
+
+    Returns ``(x_shuffled_local, idx_unshuffle)``. ``x``: n x C x H x W per process; the global
+    batch (world*n) is permuted with a permutation drawn on rank 0, and rank r keeps positions
+    ``r*n .. (r+1)*n`` of the permuted batch.
+    """
+    n = x.shape[0]
+    x_all = concat_all_gather(x)  # (world*n) x C x H x W
+    perm = broadcast_permutation(x_all.shape[0], x.device)
+    idx_unshuffle = torch.argsort(perm)
+    mine = perm.view(world_size(), n)[rank()]
+    return x_all[mine], idx_unshuffle
+
+
+@torch.no_grad()
+def batch_unshuffle_ddp(y: torch.Tensor, idx_unshuffle: torch.Tensor) -> torch.Tensor:
+    """Shuffle BN, step 2: gather the keys computed on shuffled slices and take back ours."""
+    n = y.shape[0]
+    y_all = concat_all_gather(y)  # (world*n) x dim, in shuffled order
+    mine = idx_unshuffle.view(world_size(), n)[rank()]
+    return y_all[mine]
+
+
+def grouped_forward(encoder, x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Single-process shuffle BN: permute the batch, run ``groups`` sub-batches (each with its own
+    BN statistics), undo the permutation. ``groups == 1`` is one forward over the whole batch.
+
+    NOTE: the official code requires DDP for shuffle BN; with one process its BN would see the whole
+    key batch at once, which is what ``groups == 1`` computes.
+    """
+    if groups <= 1:
+        return encoder(x)
+    n = x.shape[0]
+    if n < groups:
+        raise ValueError(f"--shuffle-bn-groups {groups} is larger than the key batch ({n})")
+    perm = torch.randperm(n, device=x.device)
+    chunks = torch.tensor_split(x[perm], groups)
+    y = torch.cat([encoder(c) for c in chunks], dim=0)
+    return y[torch.argsort(perm)]

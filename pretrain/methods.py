@@ -1,0 +1,28 @@
+"""The registry of pretraining methods: a dict literal, one entry per ``--method``.
+
+Each entry names the method's builder (config -> ``nn.Module``), its training step (model or its
+DDP wrapper, list of views, labels -> loss), the online encoder whose body is exported as the
+pretrained backbone, and the online sub-modules that get SyncBatchNorm with ``--sync_bn``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+from pretrain import moco, smog, unimoco
+
+
+class Method(NamedTuple):
+    build: Callable
+    train_step: Callable
+    online_encoder: Callable
+    online_modules: tuple[str, ...]
+    uses_labels: bool
+
+
+METHODS = {
+    "moco_v1": Method(moco.build, moco.train_step, moco.online_encoder, ("encoder_q",), False),
+    "moco_v2": Method(moco.build, moco.train_step, moco.online_encoder, ("encoder_q",), False),
+    "unimoco": Method(unimoco.build, unimoco.train_step, moco.online_encoder, ("encoder_q",), True),
+    "smog": Method(smog.build, smog.train_step, smog.online_encoder, ("backbone", "projector", "predictor"), False),
+}

@@ -1,0 +1,160 @@
+"""MoCo v1 / v2 (He et al. 2020; Chen et al. 2020): pure logits, no-grad state updates, builder.
+
+Algorithm 1 of the paper, per step (N queries, K queue entries, dim-d embeddings):
+
+    θk ← m·θk + (1−m)·θq                 (before the keys are computed; parameters only)
+    q = normalize(f_q(x_q))              N x d
+    k = normalize(f_k(x_k)), no grad     N x d, computed with shuffle BN
+    l_pos = q·k                          N x 1
+    l_neg = q·queue                      N x K
+    logits = [l_pos, l_neg] / T          N x (1+K), target 0, cross-entropy
+    enqueue(all_gather(k))               after the logits, oldest keys overwritten
+
+The state dict uses the official names (``encoder_q.*``, ``encoder_k.*``, ``fc.0``/``fc.2`` for the
+MLP head, ``queue``, ``queue_ptr``), so an official checkpoint's ``state_dict`` without its
+``module.`` prefix loads into :class:`MoCo` to continue training.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pretrain import distributed
+
+
+# -- pure function ----------------------------------------------------------------------------
+
+def info_nce_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, T: float) -> torch.Tensor:
+    """Logits of the InfoNCE loss; the positive is column 0.
+
+    q, k: N x d (L2-normalised); queue: d x K. Returns N x (1+K) = [q·k, q·queue] / T, in float32.
+    NOTE: the official code computes the logits in the encoder's dtype; we compute them in float32
+    so that bf16 autocast does not round q·k (|q·k| ≤ 1, resolution 2^-8 in bf16) before the 1/T.
+    """
+    q, k, queue = q.float(), k.float(), queue.float()
+    l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)  # N x 1
+    l_neg = torch.einsum("nc,ck->nk", q, queue)  # N x K
+    return torch.cat([l_pos, l_neg], dim=1) / T  # logits: N x (1+K)
+
+
+# -- no-grad state updates --------------------------------------------------------------------
+
+@torch.no_grad()
+def momentum_update(online: nn.Module, momentum: nn.Module, m: float) -> None:
+    """θk ← m·θk + (1−m)·θq over parameters (not buffers), as the official code does.
+
+    Called in ``forward`` before the keys are computed, i.e. after the previous optimizer step.
+    """
+    for p_q, p_k in zip(online.parameters(), momentum.parameters()):
+        p_k.mul_(m).add_(p_q.detach(), alpha=1.0 - m)
+
+
+@torch.no_grad()
+def dequeue_and_enqueue(queue: torch.Tensor, queue_ptr: torch.Tensor, keys: torch.Tensor) -> None:
+    """Write ``keys`` (B x d, all processes' keys in rank order) over the oldest queue columns.
+
+    queue: d x K; queue_ptr: 1-element long tensor, the column the next key goes to.
+    NOTE: the official code asserts ``K % B == 0``; we wrap around the end of the queue instead, so
+    any K and batch size work (a batch larger than K keeps its last K keys).
+    """
+    K = queue.shape[1]
+    B = keys.shape[0]
+    ptr = int(queue_ptr[0])
+    if B > K:
+        ptr, keys, B = (ptr + B - K) % K, keys[-K:], K
+    cols = (ptr + torch.arange(B, device=queue.device)) % K
+    queue[:, cols] = keys.t().to(queue.dtype)
+    queue_ptr[0] = (ptr + B) % K
+
+
+# -- the module -------------------------------------------------------------------------------
+
+def classifier_name(encoder: nn.Module) -> str:
+    """The attribute holding the last Linear layer: ``fc`` (torchvision ResNets) or ``head`` (timm)."""
+    for name in ("fc", "head"):
+        if isinstance(getattr(encoder, name, None), nn.Linear):
+            return name
+    raise ValueError(f"{type(encoder).__name__} has neither an 'fc' nor a 'head' Linear layer; "
+                     "MoCo needs the classifier it replaces by its projection")
+
+
+def add_mlp_head(encoder: nn.Module) -> None:
+    """MoCo v2's head: the classifier ``fc`` (dim_mlp → dim) becomes Linear-ReLU-``fc``, so its
+    parameters are named ``fc.0.*`` and ``fc.2.*`` as in the official code."""
+    name = classifier_name(encoder)
+    fc = getattr(encoder, name)
+    dim_mlp = fc.weight.shape[1]
+    setattr(encoder, name, nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), fc))
+
+
+class MoCo(nn.Module):
+    """The official builder's interface: ``base_encoder(num_classes=dim)`` makes each encoder.
+
+    ``shuffle_bn_groups`` (one process only): compute the keys in that many randomly drawn
+    sub-batches, each with its own BN statistics. Under DDP keys always use cross-process shuffle BN.
+    """
+
+    def __init__(self, base_encoder, dim: int = 128, K: int = 65536, m: float = 0.999,
+                 T: float = 0.07, mlp: bool = False, shuffle_bn_groups: int = 1):
+        super().__init__()
+        self.K, self.m, self.T, self.shuffle_bn_groups = K, m, T, shuffle_bn_groups
+        self.encoder_q = base_encoder(num_classes=dim)
+        self.encoder_k = base_encoder(num_classes=dim)
+        if mlp:
+            add_mlp_head(self.encoder_q)
+            add_mlp_head(self.encoder_k)
+        for p_q, p_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
+            p_k.data.copy_(p_q.data)
+            p_k.requires_grad = False
+        self.register_buffer("queue", F.normalize(torch.randn(dim, K), dim=0))  # d x K
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @torch.no_grad()
+    def keys(self, im_k: torch.Tensor) -> torch.Tensor:
+        """Momentum update, then k = normalize(f_k(x_k)) with shuffle BN: N x d."""
+        momentum_update(self.encoder_q, self.encoder_k, self.m)
+        if distributed.is_distributed():
+            im_k, idx_unshuffle = distributed.batch_shuffle_ddp(im_k)
+            k = F.normalize(self.encoder_k(im_k), dim=1)
+            return distributed.batch_unshuffle_ddp(k, idx_unshuffle)
+        return F.normalize(distributed.grouped_forward(self.encoder_k, im_k, self.shuffle_bn_groups), dim=1)
+
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor):
+        """Returns ``(logits, targets)``: N x (1+K) logits and the N positive indices (all 0)."""
+        q = F.normalize(self.encoder_q(im_q), dim=1)  # N x d
+        k = self.keys(im_k)  # N x d
+        # the queue is cloned: the enqueue below overwrites it, autograd still needs the old one
+        logits = info_nce_logits(q, k, self.queue.clone().detach(), self.T)
+        targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        dequeue_and_enqueue(self.queue, self.queue_ptr, distributed.concat_all_gather(k))
+        return logits, targets
+
+
+# -- builder and training step ----------------------------------------------------------------
+
+def base_encoder(cfg):
+    """``base_encoder(num_classes=dim)`` for the config's arch (torchvision or ``timm:`` name)."""
+    from checkpoints.backbones import build_classifier_model
+
+    return functools.partial(build_classifier_model, cfg.arch, cifar_stem=cfg.cifar_stem,
+                             img_size=cfg.img_size if cfg.arch.startswith("timm:") else None)
+
+
+def build(cfg) -> MoCo:
+    return MoCo(base_encoder(cfg), dim=cfg.dim, K=cfg.K, m=cfg.m, T=cfg.T, mlp=cfg.mlp,
+                shuffle_bn_groups=cfg.shuffle_bn_groups)
+
+
+def train_step(model, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """InfoNCE loss of one batch; ``model`` may be the DDP wrapper."""
+    logits, targets = model(views[0], views[1])
+    return F.cross_entropy(logits, targets)
+
+
+def online_encoder(model: MoCo) -> nn.Module:
+    """The encoder whose body is exported as the pretrained backbone (its classifier is dropped)."""
+    return model.encoder_q

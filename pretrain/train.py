@@ -1,0 +1,286 @@
+"""The pretraining loop, top to bottom: setup, data, model, resume, train, checkpoint, export.
+
+Conventions:
+- ``step`` counts optimizer steps over the whole run; checkpoints store (epoch, batch_in_epoch), the
+  position of the next batch, and every piece of state, so a resumed run computes exactly what an
+  uninterrupted one computes (CPU, same thread count).
+- Model-level randomness (shuffle-BN permutations, k-means initialisation) draws from torch's RNG
+  reseeded at every step from (seed, step, rank); augmentations are seeded per image
+  (``pretrain.data``). The RNG states are stored in the checkpoint as well.
+- the momentum update runs inside the method's forward, i.e. after the previous optimizer step and
+  before the keys are computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mocobench.io import atomic_torch_save, atomic_write_json, progress
+from pretrain import augment, data, distributed
+from pretrain.config import PretrainConfig, from_dict
+from pretrain.lars import LARS
+from pretrain.methods import METHODS
+from pretrain.schedules import learning_rate
+
+CKPT_FORMAT = "mocobench-pretrain"
+CKPT_VERSION = 1
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step) * 4099 + rank
+
+
+def build_optimizer(cfg: PretrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "lars":
+        return LARS(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd or lars")
+
+
+def rng_state() -> dict:
+    """Every RNG state as tensors and lists (loadable with ``torch.load(weights_only=True)``)."""
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": [version, list(internal), gauss]}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"step_{step:08d}.pth"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("step_*.pth"))
+    return found[-1] if found else None
+
+
+def body_state_dict(encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """The encoder's state dict without its classifier/projection (``fc.*`` or ``head.*``): the
+    canonical backbone state dict of ``checkpoints.backbones``."""
+    heads = tuple(f"{name}." for name in ("fc", "head") if hasattr(encoder, name))
+    return {k: v for k, v in encoder.state_dict().items() if not k.startswith(heads)}
+
+
+def export_backbone(cfg: PretrainConfig, model: nn.Module, path: Path, step: int, epochs_done: int) -> Path:
+    """Copy the online encoder's body into a canonical Backbone (strictly) and save it."""
+    from checkpoints.backbones import build_backbone
+    from checkpoints.load import save_backbone, strict_load
+
+    backbone = build_backbone(cfg.arch, cifar_stem=cfg.cifar_stem,
+                              img_size=cfg.img_size if cfg.arch.startswith("timm:") else None)
+    encoder = METHODS[cfg.method].online_encoder(model)
+    encoder = getattr(encoder, "_orig_mod", encoder)
+    strict_load(backbone, body_state_dict(encoder), source=f"{cfg.method} online encoder")
+    meta = {"method": cfg.method, "arch": cfg.arch, "epochs": epochs_done,
+            "label_fraction": label_fraction_of(cfg), "config": cfg.to_dict(), "step": step, "seed": cfg.seed}
+    return save_backbone(path, backbone, meta)
+
+
+def label_fraction_of(cfg: PretrainConfig) -> float | None:
+    if cfg.method != "unimoco":
+        return 0.0
+    if cfg.supervised_list:
+        return None  # given by the list; the run's log says how many images it names
+    return float(cfg.label_fraction)
+
+
+class JsonLog:
+    """``RUN_DIR/log.jsonl``: one JSON object per line, appended (main process only).
+
+    NOTE: unlike every other file this one is appended to rather than rewritten atomically: a log of
+    a long run would otherwise be rewritten at every line. A kill can at most truncate the last line;
+    a resumed run appends after it (steps between the last checkpoint and the kill appear twice,
+    the later lines are the ones that count).
+    """
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, **fields) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"time": round(time.time(), 3), **fields}) + "\n")
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume: str | None = None) -> Path:
+    """Pretrain; returns the path of the exported backbone (``RUN_DIR/backbone.pth``)."""
+    # ---- setup: processes, device, determinism
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    distributed.init_from_env(device)
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    on_gpu = device.startswith("cuda")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    per_rank = cfg.batch_size // world
+    method = METHODS[cfg.method]
+    log = JsonLog(run_dir / "log.jsonl", main)
+
+    # ---- data
+    folder = data.ImageFolder(data.train_root(data_dir))
+    labels, label_info = (data.labeled_mask(cfg, folder, run_dir, main) if method.uses_labels
+                          else ([-1] * len(folder), {"labeled": 0, "source": "none"}))
+    dataset = data.SeededViews(folder, augment.build(cfg), labels, cfg.seed)
+    sampler = data.EpochSampler(len(dataset), per_rank, rank, world, cfg.seed)
+    iters = sampler.batches_per_epoch
+    if cfg.max_steps_per_epoch:
+        iters = min(iters, cfg.max_steps_per_epoch)
+    total_steps = iters * cfg.epochs
+
+    # ---- model and optimizer (same initialisation on every process)
+    torch.manual_seed(cfg.seed)
+    model = method.build(cfg)
+    if cfg.sync_bn and world > 1:
+        for name in method.online_modules:
+            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name)))
+    model.to(device)
+    use_channels_last = cfg.channels_last and on_gpu
+    if use_channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+
+    # ---- resume
+    start_epoch, start_batch, step, skipped = 0, 0, 0, 0
+    ckpt_file = latest_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
+    if ckpt_file is not None:
+        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        if ckpt.get("format") != CKPT_FORMAT:
+            raise ValueError(f"{ckpt_file}: not a mocobench pretraining checkpoint")
+        saved = from_dict(ckpt["config"])
+        if saved.method != cfg.method or saved.arch != cfg.arch:
+            raise ValueError(f"{ckpt_file}: checkpoint of {saved.method}/{saved.arch}, this run is "
+                             f"{cfg.method}/{cfg.arch}")
+        model.load_state_dict(ckpt["model"], strict=True)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+        skipped = ckpt.get("skipped_images", 0) if main else 0
+        if main:
+            print(f"resuming from {ckpt_file} (step {step}, epoch {start_epoch}, batch {start_batch})")
+    if main:
+        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        log.write(event="start", step=step, world_size=world, device=device, images=len(folder),
+                  labels=label_info, resumed_from=str(ckpt_file) if ckpt_file else None, config=cfg.to_dict())
+
+    # ---- fast paths (GPU)
+    if cfg.compile:
+        if on_gpu:
+            for child in model.children():
+                child.compile()  # in place: parameter names (and checkpoints) do not change
+        else:
+            warnings.warn("compile=true is only used on GPU; running eagerly")
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.precision == "bf16" and on_gpu
+                else nullcontext())
+    net = model
+    if world > 1:
+        # NOTE: the official code keeps DDP's default broadcast_buffers=True, which re-sends the
+        # whole queue from rank 0 at every step. The queues, label queue and groups are identical
+        # on every process by construction (gathered keys), so we skip that traffic; BN running
+        # statistics then stay per process and rank 0's are the ones saved and exported.
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_gpu else None,
+                                                  broadcast_buffers=False)
+
+    def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
+        nonlocal skipped
+        total_skipped = skipped
+        if world > 1:
+            t = torch.tensor([skipped], device=device)
+            torch.distributed.all_reduce(t)
+            total_skipped = int(t)
+        if not main:
+            return
+        path = checkpoint_path(run_dir, step)
+        atomic_torch_save({"format": CKPT_FORMAT, "version": CKPT_VERSION, "method": cfg.method,
+                           "arch": cfg.arch, "config": cfg.to_dict(), "step": step, "epoch": epoch,
+                           "batch_in_epoch": batch_in_epoch, "world_size": world,
+                           "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "rng": rng_state(), "skipped_images": total_skipped}, path)
+        for old in sorted((run_dir / "checkpoints").glob("step_*.pth"))[:-cfg.keep_checkpoints]:
+            old.unlink()
+        log.write(event="checkpoint", step=step, epoch=epoch, batch_in_epoch=batch_in_epoch, path=str(path))
+
+    # ---- train
+    bar = progress(total=total_steps, initial=step, desc=f"pretrain {cfg.method}", unit="step",
+                   disable=None if main else True)
+    t_last, step_last = time.perf_counter(), step
+    for epoch in range(start_epoch, cfg.epochs):
+        first = start_batch if epoch == start_epoch else 0
+        if first >= iters:
+            continue
+        sampler.set_epoch(epoch, first)
+        dataset.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=sampler,
+                                             num_workers=cfg.workers, collate_fn=data.collate_fill,
+                                             pin_memory=on_gpu, drop_last=True)
+        model.train()
+        for b, (views, batch_labels, n_skipped) in enumerate(loader, start=first):
+            if b >= iters:
+                break
+            lr = learning_rate(cfg, epoch + b / iters)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(step_seed(cfg.seed, step, rank))
+            memory_format = torch.channels_last if use_channels_last else torch.contiguous_format
+            views = [v.to(device, non_blocking=True).contiguous(memory_format=memory_format) for v in views]
+            batch_labels = batch_labels.to(device, non_blocking=True)
+
+            with autocast:
+                loss = method.train_step(net, views, batch_labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            skipped += n_skipped
+            bar.update(1)
+
+            if step % cfg.log_every == 0 or b + 1 == iters:
+                loss_value = float(loss.detach())
+                if not torch.isfinite(torch.tensor(loss_value)):
+                    raise FloatingPointError(f"loss is {loss_value} at step {step}; lower lr or use fp32")
+                now = time.perf_counter()
+                img_s = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
+                t_last, step_last = now, step
+                bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{img_s:.0f}", lr=f"{lr:.3g}")
+                log.write(step=step, epoch=epoch, lr=lr, loss=loss_value, img_per_s=round(img_s, 1),
+                          skipped_images=skipped)
+            if step % cfg.ckpt_every == 0 and b + 1 < iters:
+                save_checkpoint(epoch, b + 1)
+        save_checkpoint(epoch + 1, 0)
+    bar.close()
+
+    # ---- export
+    out = run_dir / "backbone.pth"
+    if main:
+        export_backbone(cfg, model, out, step, cfg.epochs)
+        log.write(event="done", step=step, backbone=str(out), skipped_images=skipped)
+    if distributed.is_distributed():
+        torch.distributed.barrier()
+    return out

@@ -1,0 +1,121 @@
+"""Every format of checkpoints/formats.py: read from a file in its project's layout, exactly.
+
+Parametrized over ``layouts.LAYOUTS``; a test checks that every entry of ``FORMATS`` has a layout,
+so a new format without a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+import torchvision
+
+from checkpoints import CheckpointError, load_backbone
+from checkpoints.cli import inspect_main
+from checkpoints.formats import FORMATS
+
+from layouts import LAYOUTS, body, delete_key, save
+
+
+@pytest.fixture(scope="module")
+def sources():
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(num_classes=8)
+    # running stats that are not the init values, so a buffer loaded from the wrong place shows
+    for mod in resnet.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-1, 1)
+            mod.running_var.uniform_(0.5, 2)
+    # img_size 32 keeps the ViT cheap; the reader derives the input size from pos_embed
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=8, img_size=32)
+    return {"resnet": resnet, "vit": vit}
+
+
+# what the report's metadata must say for some layouts (their files say so)
+EXPECTED_METADATA = {
+    "moco-v2": {"method": "moco_v2", "epochs": 200}, "unimoco": {"method": "unimoco"},
+    "mocobench-pretrain-unimoco": {"method": "unimoco", "epochs": 800, "label_fraction": 0.1},
+    "mocobench-pretrain-smog": {"method": "smog", "epochs": 400},
+    "solo-learn": {"method": "mocov2plus", "epochs": 399},
+    "mmselfsup": {"epochs": 200, "mmselfsup_version": "1.0.0"},
+    "dino-vit": {"method": "dino", "epochs": 100}, "moco-v3-vit": {"method": "moco_v3", "epochs": 300},
+    "pycontrast-infomin": {"method": "InfoMin", "epochs": 200}, "swav": {"method": "swav"},
+    "deepcluster-v2": {"method": "deepcluster_v2/sela_v2"},
+}
+
+
+def test_every_format_has_a_layout():
+    tested = {fmt for _, _, fmt, _ in LAYOUTS.values()}
+    # "torchvision/timm" is reported as "torchvision" or "timm" by arch
+    tested |= {"torchvision/timm"} if {"torchvision", "timm"} <= tested else set()
+    assert set(FORMATS) <= tested, f"formats without a test layout: {set(FORMATS) - tested}"
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layout_loads_exactly_and_strictly(layout, sources, tmp_path, capsys):
+    build, source, expected_format, reasons = LAYOUTS[layout]
+    model = sources[source]
+    obj, how = build(model)
+    path = tmp_path / "ckpt.bin"  # the name says nothing: detection reads the contents
+    save(obj, how, path)
+
+    backbone, report = load_backbone(path)
+    assert report.format == expected_format
+    want = body(model)
+    got = backbone.net.state_dict()
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert torch.equal(got[k], v), f"{layout}: {k} differs from the source weights"
+    assert reasons <= set(report.dropped.values()), f"missing drop reasons: {reasons - set(report.dropped.values())}"
+    meta = EXPECTED_METADATA.get(layout, {})
+    assert {k: report.metadata.get(k) for k in meta} == meta
+    if layout == "mocobench-pretrain-unimoco":
+        fields = report.record_fields()
+        assert (fields["method"], fields["epochs"], fields["label_fraction"]) == ("unimoco", 800, 0.1)
+
+    # inspect reports the same dropped keys (and their reasons)
+    assert inspect_main([str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["format"] == expected_format and shown["dropped"] == report.dropped
+    assert shown["num_params"] == sum(p.numel() for p in model.parameters()) - sum(
+        p.numel() for n, p in model.named_parameters() if n.startswith(("fc.", "head.")))
+
+    # removing one backbone tensor from the file makes loading fail and names the key
+    target = "layer3.1.conv2.weight" if source == "resnet" else "blocks.5.attn.qkv.weight"
+    file_key = next(k for k, v in report.key_map.items() if v == target)
+    if how == "safetensors":
+        from safetensors.torch import load_file
+
+        obj = {k: v for k, v in load_file(str(path)).items() if k != file_key}
+    else:
+        assert delete_key(obj, file_key)
+    save(obj, how, path)
+    with pytest.raises(CheckpointError, match=target.replace(".", r"\.")):
+        load_backbone(path)
+
+
+def test_moco_v3_vit_small_gets_twelve_heads(tmp_path):
+    # MoCo v3's ViT-S: same shapes as timm's vit_small (6 heads) but 12 heads
+    vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=8, num_heads=12, img_size=32)
+    obj, how = LAYOUTS["moco-v3-vit"][0](vit)
+    save(obj, how, tmp_path / "v3.pth")
+    backbone, report = load_backbone(tmp_path / "v3.pth")
+    assert report.arch == "timm:vit_small_patch16_224"
+    assert backbone.net.blocks[0].attn.num_heads == 12
+    x = torch.randn(1, 3, 32, 32)
+    vit.eval(), backbone.eval()
+    with torch.no_grad():
+        assert torch.allclose(backbone(x), vit.forward_head(vit.forward_features(x), pre_logits=True), atol=1e-5)
+
+
+def test_arch_override_and_unknown_arch(sources, tmp_path):
+    obj, how = LAYOUTS["torchvision"][0](sources["resnet"])
+    save(obj, how, tmp_path / "r18.pth")
+    with pytest.raises(CheckpointError, match="missing"):
+        load_backbone(tmp_path / "r18.pth", arch="resnet34")
+    torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointError, match="match no known architecture"):
+        load_backbone(tmp_path / "odd.pth")

@@ -1,0 +1,99 @@
+"""The CI gate: absolute and k x std tolerances, relative entries, missing results, --update-baseline."""
+
+from __future__ import annotations
+
+import json
+
+from leaderboard import cli
+from leaderboard.check import BASELINE_FORMAT, read_baseline
+
+
+def _baseline(path, entries, **extra):
+    path.write_text(json.dumps({"format": BASELINE_FORMAT, "version": 1, "entries": entries, **extra}))
+    return path
+
+
+def _entry(checkpoint="moco_v2", task="knn", protocol="dino-knn", metric="top1", **kw):
+    return {"checkpoint": checkpoint, "task": task, "protocol": protocol, "metric": metric, **kw}
+
+
+def _run(tmp_path, baseline, capsys):
+    rc = cli.main(["check", "--baseline", str(baseline), "--results", str(tmp_path / "results")])
+    return rc, capsys.readouterr().out
+
+
+def test_absolute_tolerance(tmp_path, add_record, capsys):
+    add_record(tmp_path / "results", "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    ok = _baseline(tmp_path / "b1.json", [_entry(value=41.5, tolerance=2.0)])
+    rc, out = _run(tmp_path, ok, capsys)
+    assert rc == 0 and "ok" in out and "-1.50" in out
+    bad = _baseline(tmp_path / "b2.json", [_entry(value=42.5, tolerance=2.0)])
+    rc, out = _run(tmp_path, bad, capsys)
+    assert rc == 1 and "REGRESSED" in out and "moco_v2" in out and "-2.50" in out
+    up = _baseline(tmp_path / "b3.json", [_entry(value=30.0, tolerance=2.0)])
+    rc, out = _run(tmp_path, up, capsys)
+    assert rc == 0 and "improved" in out and "--update-baseline" in out
+
+
+def test_k_times_std_when_the_baseline_has_seeds(tmp_path, add_record, capsys):
+    add_record(tmp_path / "results", "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    # allowed drop = 3 x 0.4 = 1.2 (not the 5.0 absolute tolerance)
+    b = _baseline(tmp_path / "b.json", [_entry(value=41.0, std=0.4, n=3, k=3.0, tolerance=5.0)])
+    assert _run(tmp_path, b, capsys)[0] == 0
+    b = _baseline(tmp_path / "b.json", [_entry(value=41.3, std=0.4, n=3, k=3.0, tolerance=5.0)])
+    rc, out = _run(tmp_path, b, capsys)
+    assert rc == 1 and "±1.20" in out
+    # one seed: std does not apply, the absolute tolerance does
+    b = _baseline(tmp_path / "b.json", [_entry(value=44.0, std=0.4, n=1, k=3.0, tolerance=5.0)])
+    assert _run(tmp_path, b, capsys)[0] == 0
+
+
+def test_missing_result_fails(tmp_path, add_record, capsys):
+    add_record(tmp_path / "results", "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    b = _baseline(tmp_path / "b.json", [_entry(value=40.0), _entry(task="linear", protocol="fast", value=50.0)])
+    rc, out = _run(tmp_path, b, capsys)
+    assert rc == 1 and "MISSING" in out and "linear" in out
+
+
+def test_relative_entry(tmp_path, add_record, capsys):
+    res = tmp_path / "results"
+    add_record(res, "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    add_record(res, "random-resnet18", "knn", "dino-knn", {"top1": 25.0})
+    # pretrained must stay at least 14 - 10 = 4 points above random init
+    b = _baseline(tmp_path / "b.json", [_entry(value=14.0, tolerance=10.0, relative_to="random-resnet18")])
+    rc, out = _run(tmp_path, b, capsys)
+    assert rc == 0 and "moco_v2 - random-resnet18" in out
+    add_record(res, "random-resnet18", "knn", "dino-knn", {"top1": 36.0}, seed=1)   # random mean 30.5
+    b = _baseline(tmp_path / "b.json", [_entry(value=15.0, tolerance=5.0, relative_to="random-resnet18")])
+    rc, out = _run(tmp_path, b, capsys)
+    assert rc == 1 and "REGRESSED" in out and "9.50" in out
+
+
+def test_update_baseline_keeps_settings(tmp_path, add_record, capsys):
+    res = tmp_path / "results"
+    add_record(res, "moco_v2", "knn", "dino-knn", {"top1": 40.0, "top5": 80.0})
+    add_record(res, "random-resnet18", "knn", "dino-knn", {"top1": 25.0})
+    for seed, v in enumerate([50.0, 52.0]):
+        add_record(res, "moco_v2", "linear", "fast", {"top1": v}, seed=seed)
+    path = _baseline(tmp_path / "b.json", [_entry(value=1.0, tolerance=7.0, relative_to="random-resnet18")],
+                     note="keep me")
+    assert cli.main(["check", "--baseline", str(path), "--results", str(res), "--update-baseline"]) == 0
+    new = read_baseline(path)
+    assert new["note"] == "keep me"
+    rel = [e for e in new["entries"] if e.get("relative_to")]
+    assert rel == [_entry(value=15.0, tolerance=7.0, relative_to="random-resnet18")]
+    lin = [e for e in new["entries"] if e["task"] == "linear"]
+    assert len(lin) == 1 and lin[0]["value"] == 51.0 and lin[0]["n"] == 2 and lin[0]["k"] == 3.0
+    assert abs(lin[0]["std"] - 2 ** 0.5) < 1e-3
+    assert not list(tmp_path.glob(".b.json.*"))   # written atomically, no temporary left
+    capsys.readouterr()
+    assert cli.main(["check", "--baseline", str(path), "--results", str(res)]) == 0
+
+
+def test_bad_baseline_file_is_a_clear_error(tmp_path, capsys):
+    p = tmp_path / "b.json"
+    p.write_text("{oops")
+    assert cli.main(["check", "--baseline", str(p), "--results", str(tmp_path)]) == 2
+    assert f"{p}: not a readable JSON baseline" in capsys.readouterr().err
+    assert cli.main(["check", "--baseline", str(tmp_path / "none.json"), "--results", str(tmp_path)]) == 2
+    assert "no such baseline file" in capsys.readouterr().err

@@ -1,0 +1,207 @@
+"""The table: columns keyed by (task, protocol, dataset, engine, metric), mean ± std (n) over seeds,
+protocol mismatches and bad record files reported with clear messages."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+
+import pytest
+
+from leaderboard import cli
+from leaderboard.records import SCHEMA_VERSION
+from leaderboard.table import Column, load_reported, load_table, to_csv, to_markdown
+
+
+def _col(table, task, protocol, metric, dataset=None):
+    cols = [c for c in table.columns if (c.task, c.protocol, c.metric) == (task, protocol, metric)
+            and dataset in (None, c.dataset)]
+    assert len(cols) == 1, cols
+    return cols[0]
+
+
+def test_mean_std_n_over_seeds(tmp_path, add_record):
+    values = [41.0, 43.5, 42.25]
+    for seed, v in enumerate(values):
+        add_record(tmp_path, "moco_v2", "linear", "fast", {"top1": v, "top5": 90.0}, seed=seed)
+    table = load_table(tmp_path, reported=False)
+    row = table.measured_rows()[0]
+    assert row.name == "moco_v2"   # generic file name "backbone" -> the run folder's name
+    cell = table.cell(row, _col(table, "linear", "fast", "top1"))
+    # independent statement: sample std with n - 1
+    mean = sum(values) / 3
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    assert cell.mean == pytest.approx(mean) and cell.std == pytest.approx(std) and cell.n == 3
+    assert cell.text() == f"{mean:.1f} ± {std:.1f} (3)"
+    assert f"{mean:.1f} ± {std:.1f} (3)" in to_markdown(table)
+
+
+def test_columns_never_mix_protocol_dataset_engine(tmp_path, add_record):
+    add_record(tmp_path, "moco_v2", "linear", "fast", {"top1": 40.0})
+    add_record(tmp_path, "moco_v2", "linear", "paper", {"top1": 50.0})
+    add_record(tmp_path, "moco_v2", "linear", "fast", {"top1": 60.0}, dataset="fashion-mnist")
+    add_record(tmp_path, "moco_v2", "detection", "tiny", {"AP50": 10.0}, dataset="voc")
+    add_record(tmp_path, "moco_v2", "detection", "tiny", {"AP50": 20.0}, dataset="voc", engine="detectron2")
+    table = load_table(tmp_path, reported=False)
+    cols = {(c.task, c.protocol, c.dataset, c.engine, c.metric) for c in table.columns}
+    assert len(cols) == len(table.columns) == 5
+    row = table.measured_rows()[0]
+    got = sorted(table.cell(row, c).mean for c in table.columns)
+    assert got == [10.0, 20.0, 40.0, 50.0, 60.0]   # each value alone in its own cell
+    # papers' order: linear paper before fast; linear before detection
+    order = [(c.task, c.protocol) for c in table.columns if c.dataset != "fashion-mnist"]
+    assert order.index(("linear", "paper")) < order.index(("linear", "fast")) < order.index(("detection", "tiny"))
+
+
+def test_protocol_mismatch_is_a_clear_error(tmp_path, add_record, capsys):
+    add_record(tmp_path, "moco_v2", "linear", "paper", {"top1": 40.0}, seed=0, config={"epochs": 100, "seed": 0})
+    add_record(tmp_path, "moco_v2", "linear", "paper", {"top1": 30.0}, seed=1, config={"epochs": 5, "seed": 1})
+    table = load_table(tmp_path, reported=False)
+    assert len(table.errors) == 1
+    msg = table.errors[0]
+    assert "protocol mismatch" in msg and "moco_v2" in msg and "[paper]" in msg
+    assert "config.epochs = 100" in msg and "but 5" in msg and ".json" in msg
+    assert cli.main(["--results", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "protocol mismatch" in err and "config.epochs" in err
+
+
+def test_seed_and_run_keys_do_not_count_as_protocol(tmp_path, add_record):
+    for seed in range(2):
+        add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0 + seed}, seed=seed,
+                   config={"k": 20, "seed": seed, "cache_dir": f"/tmp/{seed}", "cache_hits": {"train": bool(seed)}})
+    table = load_table(tmp_path, reported=False)
+    assert table.errors == []
+    assert table.cell(table.measured_rows()[0], table.columns[0]).n == 2
+
+
+def test_split_sizes_are_part_of_the_protocol(tmp_path, add_record):
+    add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0}, seed=0, splits={"train": 100, "val": 40})
+    add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 41.0}, seed=1, splits={"train": 1000, "val": 40})
+    table = load_table(tmp_path, reported=False)
+    assert len(table.errors) == 1 and "dataset.splits.train = 100" in table.errors[0]
+
+
+def test_rerun_of_one_seed_replaces_it(tmp_path, add_record):
+    import time
+
+    add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0}, seed=0)
+    time.sleep(1.1)   # timestamps have 1 s resolution
+    add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 45.0}, seed=0)
+    table = load_table(tmp_path, reported=False)
+    cell = table.cell(table.measured_rows()[0], table.columns[0])
+    assert cell.values == [45.0] and cell.n == 1
+
+
+def test_corrupt_record_is_named_and_skipped(tmp_path, add_record, capsys):
+    add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    bad = tmp_path / "knn-broken.json"
+    bad.write_text('{"schema_version": 1, "task": "kn')
+    table = load_table(tmp_path, reported=False)
+    assert len(table.measured_rows()) == 1
+    assert len(table.problems) == 1 and str(bad) in table.problems[0] and "corrupt record" in table.problems[0]
+    assert cli.main(["--results", str(tmp_path), "--rows", "measured"]) == 0
+    captured = capsys.readouterr()
+    assert "40.0" in captured.out
+    assert f"warning: {bad}: corrupt record, skipped" in captured.err
+
+
+def test_newer_schema_is_reported_not_guessed(tmp_path, add_record, capsys):
+    rec = add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    newer = dict(rec, schema_version=SCHEMA_VERSION + 1, id="future", metrics={"top1": 99.0})
+    path = tmp_path / "knn-future.json"
+    path.write_text(json.dumps(newer))
+    table = load_table(tmp_path, reported=False)
+    cell = table.cell(table.measured_rows()[0], table.columns[0])
+    assert cell.values == [40.0]   # the newer record's 99.0 is not used
+    assert len(table.problems) == 1
+    msg = table.problems[0]
+    assert str(path) in msg and f"schema_version {SCHEMA_VERSION + 1} is newer" in msg and "upgrade mocobench" in msg
+    assert cli.main(["--results", str(tmp_path), "--rows", "measured"]) == 0
+    assert "is newer than this mocobench understands" in capsys.readouterr().err
+
+
+def test_same_name_different_checkpoints_get_separate_rows(tmp_path, add_record):
+    from leaderboard.records import new_record, write_record
+
+    for sha in ("a" * 64, "b" * 64):
+        ck = {"name": "r50_ssl", "path": f"/ckpts/{sha[0]}/r50_ssl.pth", "sha256": sha, "arch": "resnet50"}
+        write_record(tmp_path, new_record(checkpoint=ck, task="knn", protocol="dino-knn",
+                                          dataset={"name": "imagenet", "splits": {}}, metrics={"top1": 1.0},
+                                          config={}, seed=0, wall_time_s=0.0, device="cpu"))
+    names = sorted(r.name for r in load_table(tmp_path, reported=False).rows)
+    assert names == ["r50_ssl@aaaaaaaa", "r50_ssl@bbbbbbbb"]
+
+
+# The papers' numbers, restated here from the issue independently of reported.csv.
+ISSUE_NUMBERS = [
+    ("MoCo v1 R50 200ep", "linear", "paper", "top1", 60.6),
+    ("MoCo v1 R50 200ep (5 runs)", "linear", "paper", "top1", 60.8),
+    ("MoCo v2 R50 200ep", "linear", "paper", "top1", 67.5),
+    ("MoCo v2 R50 200ep (released model)", "linear", "paper", "top1", 67.7),
+    ("MoCo v2 R50 800ep", "linear", "paper", "top1", 71.1),
+    ("Supervised IN-1M R50", "detection", "moco-voc-c4-24k", "AP50", 81.3),
+    ("Supervised IN-1M R50", "detection", "moco-voc-c4-24k", "AP", 53.5),
+    ("Supervised IN-1M R50", "detection", "moco-voc-c4-24k", "AP75", 58.8),
+    ("MoCo v1 R50 200ep", "detection", "moco-voc-c4-24k", "AP50", 81.5),
+    ("MoCo v1 R50 200ep", "detection", "moco-voc-c4-24k", "AP", 55.9),
+    ("MoCo v1 R50 200ep", "detection", "moco-voc-c4-24k", "AP75", 62.6),
+    ("MoCo v2 R50 200ep", "detection", "moco-voc-c4-24k", "AP50", 82.4),
+    ("MoCo v2 R50 200ep", "detection", "moco-voc-c4-24k", "AP", 57.0),
+    ("MoCo v2 R50 200ep", "detection", "moco-voc-c4-24k", "AP75", 63.6),
+    ("MoCo v2 R50 800ep", "detection", "moco-voc-c4-24k", "AP50", 82.5),
+    ("MoCo v2 R50 800ep", "detection", "moco-voc-c4-24k", "AP", 57.4),
+    ("MoCo v2 R50 800ep", "detection", "moco-voc-c4-24k", "AP75", 64.0),
+    *[(f"UniMoCo R50 800ep {p}%", "linear", "paper", m, v) for p, m, v in [
+        (0, "top1", 71.1), (0, "top5", 90.1), (10, "top1", 72.0), (10, "top5", 90.3), (30, "top1", 75.1),
+        (30, "top5", 92.5), (60, "top1", 76.2), (60, "top5", 93.0), (100, "top1", 76.4), (100, "top5", 93.1)]],
+    *[(f"UniMoCo R50 800ep {p}%", "detection", "coco-c4-1x", "bbox_AP", v)
+      for p, v in [(0, 39.0), (10, 39.3), (30, 39.6), (60, 39.8), (100, 39.6)]],
+    ("Cross-entropy R50 100% (UniMoCo README)", "linear", "paper", "top1", 76.5),
+    ("Cross-entropy R50 100% (UniMoCo README)", "linear", "paper", "top5", 93.1),
+    ("Cross-entropy R50 100% (UniMoCo README)", "detection", "coco-c4-1x", "bbox_AP", 38.2),
+    ("SMoG", "linear", "unstated", "top1", 77.7),
+    ("SMoG", "semi-1pct", "unstated", "top1", 63.6),
+    ("SMoG", "detection", "unstated", "bbox_AP", 40.1),
+    ("SMoG", "detection", "unstated", "segm_AP", 36.9),
+    ("SMoG", "segmentation", "unstated", "mIoU", 76.03),
+    ("SMoG", "segmentation", "unstated", "mIoU", 76.22),
+]
+
+
+def test_reported_rows_hold_the_papers_numbers(tmp_path):
+    reported = load_reported()
+    got = sorted((r["row"], r["task"], r["protocol"], r["metric"], r["value"]) for r in reported)
+    assert got == sorted(ISSUE_NUMBERS)
+    for r in reported:
+        assert r["source"].strip()
+        assert (r["status"] == "unverified") == (r["method"] == "smog")
+    stds = {r["row"]: (r["std"], r["n"]) for r in reported if r["std"] is not None}
+    assert stds == {"MoCo v1 R50 200ep (5 runs)": (0.2, 5), "MoCo v2 R50 200ep": (0.1, 5)}
+    table = load_table(tmp_path)   # no records: reported rows only
+    assert {r.kind for r in table.rows} == {"reported", "unverified"}
+    md = to_markdown(table)
+    assert "67.5 ± 0.1 (5)" in md and "| 76.03 |" in md and "UNVERIFIED" in md
+
+
+def test_csv_values_equal_the_means(tmp_path, add_record):
+    for seed, v in enumerate([10.0, 20.0]):
+        add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": v}, seed=seed)
+    add_record(tmp_path, "random-resnet18", "knn", "dino-knn", {"top1": 5.0})
+    table = load_table(tmp_path, reported=False)
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
+    label = table.columns[0].label
+    by_name = {r["checkpoint"]: r for r in rows}
+    assert float(by_name["moco_v2"][label]) == 15.0
+    assert float(by_name["moco_v2"][f"{label} std"]) == pytest.approx(statistics.stdev([10.0, 20.0]))
+    assert by_name["moco_v2"][f"{label} n"] == "2"
+    assert float(by_name["random-resnet18"][label]) == 5.0
+    assert [r["checkpoint"] for r in rows] == ["moco_v2", "random-resnet18"]   # random init last
+
+
+def test_column_label_names_everything():
+    c = Column("detection", "moco-voc-c4-24k", "voc07+12", "detectron2", "AP50")
+    assert c.label == "VOC07+12 det AP50 [moco-voc-c4-24k, detectron2]"

@@ -1,0 +1,81 @@
+"""``mocobench eval linear|knn|semi`` end to end on a tiny ImageNet-layout folder."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leaderboard.records import load_records
+from transfer.cli import eval_main
+
+
+@pytest.fixture(scope="module")
+def tiny_imagenet(tmp_path_factory):
+    """``root/imagenet/{train,val}/c<k>/*.JPEG`` of 3 colour classes, one broken image, a 10 % list."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 10), ("val", 4)):
+        for c in range(3):
+            d = root / "imagenet" / split / f"n0{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                a = np.clip(rng.normal(60 + 70 * c, 30, (36, 36, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(a).save(d / f"n0{c}_{split}{i}.JPEG")
+    (root / "imagenet" / "train" / "n00" / "n00_broken.JPEG").write_bytes(b"\xff\xd8 truncated")
+    names = [f"n0{c}_train{i}.JPEG" for c in range(3) for i in range(3)]
+    (root / "imagenet" / "10percent.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def run(task, tiny, results, *extra):
+    args = [task, "--checkpoint", "random:resnet18", "--data", str(tiny), "--results", str(results),
+            "--img-size", "32", "--workers", "0", *extra]
+    assert eval_main(args) == 0
+    recs, problems = load_records(results)
+    assert not problems
+    return recs
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_fast_linear_knn_and_cache_reuse(tiny_imagenet, tmp_path):
+    cache = tmp_path / "cache"
+    recs = run("linear", tiny_imagenet, tmp_path / "r1", "--protocol", "fast", "--cache-dir", str(cache))
+    (rec,) = recs
+    assert rec["task"] == "linear" and rec["protocol"] == "fast"
+    assert rec["dataset"]["splits"] == {"train": 31, "val": 12}
+    assert rec["dataset"]["unreadable"] == {"train": 1, "val": 0}
+    assert rec["config"]["cache_hits"] == {"train": False, "val": False}
+    assert rec["config"]["chosen_l2"] in rec["config"]["l2_grid"]
+    assert 0 <= rec["metrics"]["top1"] <= 100 and rec["metrics"]["top5"] == 100.0  # 3 classes
+    # same checkpoint and data: features come from the cache (kNN shares them)
+    recs = run("knn", tiny_imagenet, tmp_path / "r2", "--cache-dir", str(cache))
+    assert recs[0]["task"] == "knn" and recs[0]["config"]["cache_hits"] == {"train": True, "val": True}
+    assert recs[0]["config"]["k"] == 20 and recs[0]["config"]["T"] == 0.07
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_paper_linear_and_semi_write_records(tiny_imagenet, tmp_path):
+    (rec,) = run("linear", tiny_imagenet, tmp_path / "p", "--epochs", "1", "--batch-size=16")
+    assert rec["protocol"] == "paper" and rec["config"]["lr"] == 30.0 and rec["config"]["epochs"] == 1
+    assert rec["dataset"]["unreadable"]["train"] == 1
+    (rec,) = run("semi", tiny_imagenet, tmp_path / "s", "--protocol", "tiny", "--labels", "10percent",
+                 "--epochs", "1", "--label-pct", "10")
+    assert rec["task"] == "semi-10pct" and rec["config"]["chosen_lr"] in rec["config"]["lr_grid"]
+    assert set(rec["config"]["lr_grid_holdout_top1"]) == {"0.01", "0.05"}
+    assert rec["dataset"]["splits"]["train_labelled"] == 9 and rec["config"]["n_holdout"] == 3
+
+
+def test_bad_input_is_a_clear_error(tiny_imagenet, tmp_path, capsys):
+    assert eval_main(["knn", "--checkpoint", "random:resnet18", "--data", str(tmp_path),
+                      "--results", str(tmp_path)]) == 2
+    assert "expected" in capsys.readouterr().err
+    assert eval_main(["linear", "--checkpoint", "random:resnet18", "--data", str(tiny_imagenet),
+                      "--results", str(tmp_path), "--lrr=3"]) == 2
+    assert "unknown option --lrr" in capsys.readouterr().err
+    assert eval_main(["semi", "--checkpoint", "random:resnet18", "--data", str(tiny_imagenet),
+                      "--results", str(tmp_path), "--labels", "nope.txt"]) == 2
+    assert "nope.txt" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+"""DINO's weighted k-NN against a brute-force statement of the same rule."""
+
+import math
+
+import pytest
+import torch
+
+from transfer.classification.knn import knn_accuracy, knn_scores
+
+
+def brute_force_votes(train, train_labels, test, num_classes, k, T):
+    """Full cosine-similarity matrix, then an explicit per-sample vote loop in plain Python."""
+    def unit(row):
+        norm = math.sqrt(sum(x * x for x in row))
+        return [x / norm for x in row]
+
+    train = [unit(row) for row in train.tolist()]
+    test = [unit(row) for row in test.tolist()]
+    labels = train_labels.tolist()
+    out = []
+    for q in test:
+        sims = [sum(a * b for a, b in zip(q, t)) for t in train]  # one row of the full matrix
+        neighbours = sorted(range(len(sims)), key=lambda j: -sims[j])[:k]
+        votes = [0.0] * num_classes
+        for j in neighbours:
+            votes[labels[j]] += math.exp(sims[j] / T)
+        out.append(votes)
+    return out
+
+
+@pytest.mark.parametrize("test_chunk,train_chunk", [(1024, 1 << 20), (7, 13), (1, 5)])
+def test_knn_equals_brute_force(test_chunk, train_chunk):
+    g = torch.Generator().manual_seed(0)
+    C, k, T = 6, 20, 0.07
+    train = torch.randn(150, 16, generator=g, dtype=torch.float64).float()
+    train_labels = torch.randint(0, C, (150,), generator=g)
+    test = torch.randn(40, 16, generator=g)
+    votes = knn_scores(train, train_labels, test, C, k=k, T=T, test_chunk=test_chunk,
+                       train_chunk=train_chunk)
+    ref = torch.tensor(brute_force_votes(train, train_labels, test, C, k, T), dtype=torch.float64)
+    torch.testing.assert_close(votes.double(), ref, rtol=2e-4, atol=0.0)
+
+    test_labels = torch.randint(0, C, (40,), generator=g)
+    acc = knn_accuracy(train, train_labels, test, test_labels, C, k=k, T=T, test_chunk=test_chunk,
+                       train_chunk=train_chunk)
+    ranked = [sorted(range(C), key=lambda c: -v[c]) for v in ref.tolist()]
+    top1 = 100 * sum(r[0] == y for r, y in zip(ranked, test_labels.tolist())) / 40
+    top5 = 100 * sum(y in r[:5] for r, y in zip(ranked, test_labels.tolist())) / 40
+    assert acc["top1"] == pytest.approx(top1) and acc["top5"] == pytest.approx(top5)
+
+
+def test_knn_recovers_clusters_and_k_larger_than_train():
+    g = torch.Generator().manual_seed(1)
+    centres = torch.randn(4, 32, generator=g) * 5
+    train_labels = torch.arange(4).repeat_interleave(5)
+    train = centres[train_labels] + 0.1 * torch.randn(20, 32, generator=g)
+    test = centres + 0.1 * torch.randn(4, 32, generator=g)
+    # k = 50 > 20 train images: every train image votes, the nearest class still wins
+    acc = knn_accuracy(train, train_labels, test, torch.arange(4), 4, k=50, T=0.07, train_chunk=6)
+    assert acc["top1"] == 100.0

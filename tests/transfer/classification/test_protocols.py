@@ -1,0 +1,43 @@
+import dataclasses
+
+import pytest
+
+from transfer.classification import protocols as P
+
+
+@pytest.mark.parametrize("task,name", [(t, n) for t, table in P.PROTOCOLS.items() for n in table])
+def test_every_preset_is_frozen_plain_values_and_overridable(task, name):
+    protocol, cfg = P.get_preset(task, name)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.img_size = 1
+    d = P.to_dict(cfg)
+    assert all(isinstance(v, (int, float, str, bool, list)) for v in d.values())
+    small = P.apply_overrides(cfg, {"img-size": "64"})
+    assert small.img_size == 64 and P.resize_for(small) == 73  # 64 * 256 / 224
+
+
+def test_paper_preset_is_mocos_protocol():
+    cfg = P.LINEAR_PRESETS["paper"]
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.epochs, cfg.milestones) == \
+        (30.0, 0.9, 0.0, 256, 100, (60, 80))
+    assert P.resize_for(cfg) == 256 and cfg.img_size == 224 and cfg.fc_init_std == 0.01
+
+
+def test_overrides_parse_types_and_scale_milestones():
+    cfg = P.apply_overrides(P.LINEAR_PRESETS["paper"], {"epochs": "10", "lr": "3", "schedule": "step"})
+    assert cfg.epochs == 10 and cfg.lr == 3.0 and cfg.milestones == (6, 8)
+    cfg = P.apply_overrides(P.LINEAR_PRESETS["paper"], {"epochs": "10", "milestones": "5,9"})
+    assert cfg.milestones == (5, 9)
+    fast = P.apply_overrides(P.FAST_PRESETS["fast"], {"l2_grid": "1e-3, 1e-2"})
+    assert fast.l2_grid == (1e-3, 1e-2)
+    semi = P.apply_overrides(P.SEMI_PRESETS["simclr"], {"nesterov": "false"})
+    assert semi.nesterov is False
+
+
+def test_unknown_key_and_bad_value_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown option --lrr"):
+        P.apply_overrides(P.LINEAR_PRESETS["paper"], {"lrr": "1"})
+    with pytest.raises(ValueError, match="nesterov"):
+        P.apply_overrides(P.SEMI_PRESETS["simclr"], {"nesterov": "maybe"})
+    with pytest.raises(ValueError, match="unknown linear protocol"):
+        P.get_preset("linear", "papr")

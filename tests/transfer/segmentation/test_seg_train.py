@@ -1,0 +1,135 @@
+"""Trainer: deterministic stream, exact resume, CLI records, score CLI, mmseg engine refusal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mocobench.data.cityscapes import CityscapesSegmentation
+from transfer.segmentation.data import TrainStream
+from transfer.segmentation.model import build_model
+from transfer.segmentation.protocols import get_protocol, override
+from transfer.segmentation.train import train
+
+PROTO = override(get_protocol("tiny", "cityscapes"),
+                 ["crop=32,32", "batch_size=2", "iters=3", "checkpoint_every=1", "lr=0.05"])
+
+
+def _fresh(root):
+    torch.manual_seed(0)
+    model, report = build_model("random:resnet18", PROTO.head, 19)
+    ds = CityscapesSegmentation(root, "train")
+    stream = TrainStream(ds, 0, PROTO.crop, PROTO.scale_range, PROTO.flip, model.backbone.mean, model.backbone.std)
+    return model, stream, report.record_fields()
+
+
+def test_stream_is_a_function_of_seed_and_position(cityscapes_small):
+    _, s1, _ = _fresh(cityscapes_small)
+    _, s2, _ = _fresh(cityscapes_small)
+    a, b = s1[13], s2[13]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(s1[13][0], s1[14][0])
+
+
+def test_exact_resume(cityscapes_small, tmp_path):
+    dev = torch.device("cpu")
+    model, stream, ck = _fresh(cityscapes_small)
+    full = train(model, stream, PROTO, device=dev, seed=0, checkpoint=ck)
+    model2, stream2, ck2 = _fresh(cityscapes_small)
+    part = train(model2, stream2, PROTO, device=dev, seed=0, work_dir=tmp_path, checkpoint=ck2, stop_at=1)
+    assert part.iterations == 1
+    model3, stream3, ck3 = _fresh(cityscapes_small)
+    rest = train(model3, stream3, PROTO, device=dev, seed=0, resume=tmp_path / "last.pth", checkpoint=ck3)
+    assert rest.iterations == 3
+    assert part.losses + rest.losses == full.losses
+    s_full, s_res = model.state_dict(), model3.state_dict()
+    assert all(torch.equal(s_full[k], s_res[k]) for k in s_full)
+    # a different protocol refuses to resume from that state
+    with pytest.raises(ValueError, match="different protocol"):
+        train(model3, stream3, override(PROTO, ["lr=0.1"]), device=dev, seed=0,
+              resume=tmp_path / "last.pth", checkpoint=ck3)
+
+
+@pytest.mark.slow
+def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_reference):
+    from leaderboard.records import load_records
+    from transfer.segmentation.cli import eval_main
+
+    code = eval_main("segmentation", [
+        "--checkpoint", "random:resnet18", "--dataset", "cityscapes", "--data", str(synth_tiny),
+        "--protocol", "tiny", "--results", str(tmp_path / "res"), "--seeds", "2", "--max-iters", "1",
+        "--crop=32,32", "--save-predictions", str(tmp_path / "pred")])
+    assert code == 0
+    records, problems = load_records(tmp_path / "res")
+    assert not problems and len(records) == 2 and {r["seed"] for r in records} == {0, 1}
+    r = records[0]
+    assert r["task"] == "segmentation" and r["dataset"]["name"] == "Cityscapes" and r["protocol"] == "tiny"
+    assert {"mIoU", "mAcc", "aAcc"} <= set(r["metrics"]) and r["config"]["iters"] == 1
+    assert any(k.startswith("IoU/") for k in r["metrics"])
+    # the predictions it wrote score to the same mIoU through `mocobench score cityscapes`
+    from transfer.segmentation.cli import score_main
+
+    capsys.readouterr()
+    seed0 = next(x for x in records if x["seed"] == 0)
+    assert score_main("cityscapes", ["--gt", str(synth_tiny / "cityscapes" / "gtFine" / "val"),
+                                     "--pred", str(tmp_path / "pred" / "s0")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["metrics"]["mIoU"] == pytest.approx(seed0["metrics"]["mIoU"], abs=1e-9)
+    # and the evaluation's own numbers equal cityscapesscripts on those label-id PNGs
+    from mocobench.data import cityscapes as cs
+
+    gt_files = cs.list_ground_truth(synth_tiny / "cityscapes" / "gtFine" / "val")
+    ref = cs_reference.scores(gt_files, cs.match_predictions(gt_files, tmp_path / "pred" / "s0"))
+    cs_reference.compare(seed0["metrics"], ref)
+
+
+def test_score_voc_cli_and_errors(voc_small, tmp_path, capsys):
+    from transfer.segmentation.cli import score_main
+
+    voc = voc_small / "VOCdevkit" / "VOC2012"
+    args = ["--gt", str(voc / "SegmentationClass"), "--pred", str(voc / "SegmentationClass"),
+            "--split", str(voc / "ImageSets" / "Segmentation" / "val.txt")]
+    assert score_main("voc-seg", args) == 0
+    m = json.loads(capsys.readouterr().out)["metrics"]
+    # ground truth scored against itself: 255 borders are ignored, everything else is right
+    assert m["mIoU"] == 100.0 and m["aAcc"] == 100.0
+    assert score_main("voc-seg", args[:3] + [str(tmp_path)] + args[4:]) == 2
+    assert "prediction for" in capsys.readouterr().err
+
+
+def test_mmseg_engine_fails_at_once_saying_why(tmp_path, capsys):
+    from transfer.segmentation.cli import eval_main
+    from transfer.segmentation.mmseg_engine import why_unavailable
+
+    reason = why_unavailable()
+    if reason is None:
+        pytest.skip("mmseg is usable here")
+    code = eval_main("segmentation", ["--checkpoint", "random:resnet50", "--dataset", "cityscapes",
+                                      "--data", str(tmp_path), "--protocol", "mmseg-fcn-40k",
+                                      "--engine", "mmseg", "--results", str(tmp_path)])
+    assert code == 2
+    assert "--engine mmseg is not usable here" in capsys.readouterr().err
+
+
+class MessageHub:  # stands in for the objects mmengine pickles into its checkpoints
+    def __init__(self, a):
+        self.a = a
+
+
+def test_mmseg_trusted_load_only_inside_the_work_dir(tmp_path):
+    """mmengine's own checkpoints need full unpickling under torch >= 2.6; nothing else gets it."""
+    from transfer.segmentation.mmseg_engine import _trusted_torch_load
+
+    obj = {"message_hub": MessageHub(1)}  # not a weights_only-safe type
+    work, other = tmp_path / "work", tmp_path / "other"
+    work.mkdir(), other.mkdir()
+    torch.save(obj, work / "iter_1.pth")
+    torch.save(obj, other / "x.pth")
+    with _trusted_torch_load(work):
+        assert torch.load(work / "iter_1.pth")["message_hub"].a == 1
+        with pytest.raises(Exception, match="[Ww]eights only"):
+            torch.load(other / "x.pth")
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        torch.load(work / "iter_1.pth")

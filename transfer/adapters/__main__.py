@@ -1,0 +1,5 @@
+import sys
+
+from transfer.adapters.cli import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""``mocobench convert CKPT --to FORMAT -o OUT``: any readable checkpoint into another engine's format.
+
+Optionally writes the engine's config next to the weights (``--config PROTOCOL``): detectron2
+YAML for ``moco-voc-c4-24k``/``coco-{c4,fpn}-{1x,2x}``, MMSegmentation Python for
+``fcn-r50-d8-cityscapes-{40k,80k}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from checkpoints import CheckpointError, LoadReport, load_backbone
+from checkpoints.backbones import Backbone
+
+
+def _meta(report: LoadReport) -> dict:
+    return {"source": report.path, "source_sha256": report.sha256, "source_format": report.format,
+            "arch": report.arch, **{k: v for k, v in report.metadata.items() if k != "config"}}
+
+
+def _detectron2(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
+    from transfer.adapters.detectron2 import write_detectron2_config, write_detectron2_pkl
+
+    written = [write_detectron2_pkl(out, backbone.net.state_dict(), _meta(report))]
+    if args.config:
+        cfg_out = Path(args.config_out or out.with_suffix(".yaml"))
+        written.append(write_detectron2_config(args.config, out.resolve(), cfg_out, dataset_root=args.data_root,
+                                               norm=args.norm or "naiveSyncBN"))
+    return written
+
+
+def _mm(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
+    from transfer.adapters.mmseg import write_mmseg_checkpoint, write_mmseg_config
+
+    written = [write_mmseg_checkpoint(out, backbone.net.state_dict(), _meta(report))]
+    if args.config:
+        cfg_out = Path(args.config_out or out.with_suffix(".py"))
+        written.append(write_mmseg_config(args.config, out.resolve(), cfg_out,
+                                          data_root=args.data_root or "data/cityscapes/",
+                                          norm=args.norm or "SyncBN"))
+    return written
+
+
+def _torchvision(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
+    from transfer.adapters.torchvision_timm import to_torchvision, write_state_dict
+
+    return [write_state_dict(out, to_torchvision(backbone.net.state_dict(), report.arch))]
+
+
+def _timm(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
+    from transfer.adapters.torchvision_timm import to_timm, write_state_dict
+
+    state, model_name = to_timm(backbone.net.state_dict(), report.arch)
+    print(f"timm model: timm.create_model({model_name!r})")
+    return [write_state_dict(out, state)]
+
+
+def _safetensors(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
+    from transfer.adapters.safetensors_file import write_safetensors
+
+    return [write_safetensors(out, backbone.net.state_dict(), backbone.spec.to_dict(), _meta(report))]
+
+
+def _mocobench(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
+    from checkpoints import save_backbone
+
+    return [save_backbone(out, backbone, _meta(report))]
+
+
+# --to FORMAT -> writer(backbone, report, out, args) -> written paths
+WRITERS: dict[str, Callable] = {
+    "detectron2": _detectron2,
+    "mmseg": _mm,
+    "mmdet": _mm,
+    "mmpretrain": _mm,
+    "torchvision": _torchvision,
+    "timm": _timm,
+    "safetensors": _safetensors,
+    "mocobench": _mocobench,
+}
+
+
+def convert(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, **options) -> list[Path]:
+    """Python entry point of ``mocobench convert``; ``options``: config, config_out, data_root, norm."""
+    if to not in WRITERS:
+        raise ValueError(f"unknown target format {to!r}; known: {', '.join(WRITERS)}")
+    backbone, report = load_backbone(ckpt, arch=arch)
+    args = argparse.Namespace(config=None, config_out=None, data_root=None, norm=None)
+    vars(args).update(options)
+    return WRITERS[to](backbone, report, Path(out), args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mocobench convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ckpt", help="checkpoint file (any supported format), zoo name or random:ARCH")
+    parser.add_argument("--to", required=True, choices=list(WRITERS))
+    parser.add_argument("-o", "--out", required=True, help="output weights file")
+    parser.add_argument("--arch", help="override arch detection (e.g. resnet50, timm:vit_small_patch16_224)")
+    parser.add_argument("--config", help="also write an engine config for this protocol")
+    parser.add_argument("--config-out", help="config path (default: next to the weights)")
+    parser.add_argument("--data-root", help="dataset root written into the config")
+    parser.add_argument("--norm", help="norm layer in the config (detectron2: naiveSyncBN|SyncBN|BN; mmseg: SyncBN|BN)")
+    args = parser.parse_args(argv)
+    try:
+        written = convert(args.ckpt, args.to, args.out, arch=args.arch, config=args.config,
+                          config_out=args.config_out, data_root=args.data_root, norm=args.norm)
+    except (CheckpointError, ValueError) as e:
+        print(f"mocobench convert: {e}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    return 0

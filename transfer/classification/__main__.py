@@ -1,0 +1,5 @@
+import sys
+
+from transfer.classification.cli import main
+
+sys.exit(main())

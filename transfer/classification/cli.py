@@ -1,0 +1,304 @@
+"""``mocobench eval {linear,knn,semi}``: run one classification-transfer evaluation, write one record.
+
+    mocobench eval linear --checkpoint CKPT --data IMAGENET_DIR --results RESULTS [--protocol paper|mocov3-vit|fast|fast-aug]
+    mocobench eval knn    --checkpoint CKPT --data IMAGENET_DIR --results RESULTS
+    mocobench eval semi   --checkpoint CKPT --data IMAGENET_DIR --labels 10percent --results RESULTS [--protocol simclr|mmselfsup|tiny]
+
+Common options: ``--img-size N`` (crop; the resize keeps the 256/224 ratio), ``--epochs N``,
+``--seed N``, ``--device``, ``--cache-dir`` (fast linear and kNN features), and any field of the
+protocol's config as ``--key=value`` (``--lr=10``, ``--l2-grid=1e-4,1e-3``, ``--k=10``).
+``--checkpoint random:ARCH[:SEED]`` evaluates a randomly initialised backbone.
+``paper`` and ``semi`` run on several GPUs under ``torchrun --nproc_per_node=N -m mocobench eval ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from transfer.classification import protocols as P
+
+SEMI_TASKS = {1: "semi-1pct", 10: "semi-10pct"}
+
+
+def build_parser(task: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"mocobench eval {task}",
+        description=f"{task} classification transfer; protocols: {', '.join(P.PROTOCOLS[task])} "
+                    f"(default {P.DEFAULT_PROTOCOL[task]}). Any config field can be set as --key=value.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file, or random:ARCH[:SEED]")
+    p.add_argument("--data", required=True,
+                   help="folder with train/ and val/ (ImageNet layout), or the embedded dataset root")
+    p.add_argument("--results", required=True, help="folder the result record is written into")
+    p.add_argument("--protocol", default=None)
+    p.add_argument("--arch", default=None, help="backbone arch, for files that do not name it")
+    p.add_argument("--img-size", type=int, default=None, help="crop size (resize scales with it)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--dataset-name", default=None)
+    if task in ("linear", "knn"):
+        p.add_argument("--cache-dir", default=None,
+                       help="feature cache (fast linear, kNN); default $MOCOBENCH_FEATURE_CACHE or "
+                            "~/.cache/mocobench/features")
+        p.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
+    if task == "semi":
+        p.add_argument("--labels", required=True,
+                       help="subset file (SimCLR 1percent.txt / 10percent.txt or a UniMoCo list), or "
+                            "the bare name of one next to train/ and val/ (10percent)")
+        p.add_argument("--label-pct", type=int, choices=sorted(SEMI_TASKS), default=None,
+                       help="record task semi-1pct / semi-10pct (default: from the file's name or size)")
+    return p
+
+
+def split_overrides(rest: list[str]) -> dict[str, str]:
+    """``--key=value`` / ``--key value`` pairs that argparse did not know, for the config."""
+    out, i = {}, 0
+    while i < len(rest):
+        tok = rest[i]
+        if not tok.startswith("--"):
+            raise ValueError(f"unexpected argument {tok!r}")
+        if "=" in tok:
+            k, v = tok[2:].split("=", 1)
+        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+            k, v = tok[2:], rest[i + 1]
+            i += 1
+        else:
+            raise ValueError(f"{tok} needs a value (--key=value)")
+        out[k] = v
+        i += 1
+    return out
+
+
+def resolve_config(task: str, args, overrides: dict[str, str]):
+    protocol, preset = P.get_preset(task, args.protocol)
+    overrides = dict(overrides)
+    for name in ("img_size", "epochs", "workers"):
+        value = getattr(args, name)
+        if value is not None:
+            if not hasattr(preset, name):
+                raise ValueError(f"--{name.replace('_', '-')} does not apply to the {protocol} protocol")
+            overrides[name] = str(value)
+    return protocol, P.apply_overrides(preset, overrides)
+
+
+def eval_main(task: str, argv: list[str]) -> int:
+    parser = build_parser(task)
+    args, rest = parser.parse_known_args(argv)
+    prog = f"mocobench eval {task}"
+    try:
+        overrides = split_overrides(rest)
+        protocol, cfg = resolve_config(task, args, overrides)
+    except ValueError as e:
+        parser.print_usage(sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        record = run(task, protocol, cfg, args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    if record is None:  # a non-zero rank under torchrun
+        return 0
+    m = record["metrics"]
+    print(f"{prog} [{protocol}] {record['checkpoint']['name']}: top-1 {m['top1']:.2f}  "
+          f"top-5 {m['top5']:.2f}  ({record['wall_time_s']:.1f} s) -> {record['_path']}")
+    return 0
+
+
+def run(task: str, protocol: str, cfg, args) -> dict | None:
+    """Run the evaluation and write its record; returns the record (None on non-zero ranks)."""
+    from checkpoints.load import load_backbone
+    from leaderboard.records import new_record, write_record
+    from transfer.classification import data as D
+
+    rank, world = D.init_distributed()
+    t0 = time.perf_counter()
+    torch.manual_seed(args.seed)
+    imagenet = D.resolve_imagenet(args.data)
+    device = D.pick_device(args.device)
+    backbone, report = load_backbone(args.checkpoint, arch=args.arch)
+    backbone = D.prepare_model(backbone, device)
+    log = print if D.is_main() else (lambda *a, **k: None)
+
+    if task == "linear" and protocol in P.FAST_PRESETS:
+        metrics, info, splits, skipped, record_task = _run_fast(backbone, report, imagenet, cfg, args,
+                                                               device, log)
+    elif task == "knn":
+        metrics, info, splits, skipped, record_task = _run_knn(backbone, report, imagenet, cfg, args,
+                                                              device, log)
+    elif task == "linear":
+        metrics, info, splits, skipped, record_task = _run_paper(backbone, imagenet, cfg, args, device,
+                                                                log, world)
+    else:
+        metrics, info, splits, skipped, record_task = _run_semi(backbone, imagenet, cfg, args, device,
+                                                               log, world)
+    if not D.is_main():
+        return None
+    config = {"protocol": protocol, **P.to_dict(cfg), "resize": P.resize_for(cfg),
+              "checkpoint_arg": str(args.checkpoint), "world_size": world, **info}
+    rec = new_record(checkpoint=report.record_fields(), task=record_task, protocol=protocol,
+                     dataset=D.dataset_fields(args.dataset_name or D.dataset_name(args.data, imagenet),
+                                              imagenet, splits, skipped),
+                     metrics=metrics, config=config, seed=args.seed,
+                     wall_time_s=time.perf_counter() - t0,
+                     device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device))
+    path = write_record(args.results, rec)
+    rec["_path"] = str(path)
+    return rec
+
+
+# -- one function per protocol family ---------------------------------------------------------
+def _datasets(imagenet: Path, train_tf, val_tf):
+    from mocobench.data.imagefolder import ImageFolder
+
+    train = ImageFolder(imagenet / "train", train_tf)
+    val = ImageFolder(imagenet / "val", val_tf, classes=train.classes)
+    return train, val
+
+
+def _features(backbone, report, imagenet, cfg, args, device, log, aug_views: int = 0):
+    """Centre-crop train/val features (+ augmented train views), through the cache."""
+    from transfer.classification import data as D
+    from transfer.classification.features import (cache_key, cached_features, checkpoint_identity,
+                                                  default_cache_dir, extract_features)
+
+    mean, std = backbone.mean, backbone.std
+    resize = P.resize_for(cfg)
+    eval_tf = D.eval_transform(cfg.img_size, resize, mean, std)
+    train, val = _datasets(imagenet, eval_tf, eval_tf)
+    cache_dir = None if args.no_cache else Path(args.cache_dir or default_cache_dir())
+    ckpt = checkpoint_identity(report)
+    base_tf = {"img_size": cfg.img_size, "resize": resize, "mean": list(mean), "std": list(std)}
+    hits = {}
+
+    def get(ds, name, tf_desc, seed=None):
+        def compute():
+            if seed is not None:
+                torch.manual_seed(seed)
+            loader = D.make_loader(ds, cfg.batch_size, workers=cfg.workers, device=device,
+                                   seed=seed or 0)
+            return extract_features(backbone, loader, device, desc=f"features {name}")
+        key = cache_key(ckpt, ds, tf_desc)
+        f, y, s, hit = cached_features(cache_dir, key, compute, log=log)
+        hits[name] = hit
+        return f, y, s
+
+    train_f, train_y, train_s = get(train, "train", {**base_tf, "kind": "center"})
+    val_f, val_y, val_s = get(val, "val", {**base_tf, "kind": "center"})
+    views = [train_f]
+    if aug_views:
+        from mocobench.data.imagefolder import ImageFolder
+
+        aug = ImageFolder(imagenet / "train", D.train_transform(cfg.img_size, mean, std))
+        for v in range(aug_views):
+            seed = args.seed * 1000 + v
+            f, y, _ = get(aug, f"train-aug{v}", {**base_tf, "kind": "rrc-flip", "view": v, "seed": seed},
+                          seed=seed)
+            if not torch.equal(y, train_y):
+                raise RuntimeError("augmented views do not align with the centre-crop features")
+            views.append(f)
+    splits = {"train": len(train), "val": len(val)}
+    skipped = {"train": train_s, "val": val_s}
+    info = {"cache_hits": hits, "cache_dir": str(cache_dir) if cache_dir else None,
+            "feature_dim": int(train_f.shape[1])}
+    return views, train_y, val_f, val_y, len(train.classes), splits, skipped, info
+
+
+def _run_fast(backbone, report, imagenet, cfg, args, device, log):
+    from transfer.classification.linear import fast_linear_probe
+
+    views, train_y, val_f, val_y, C, splits, skipped, info = _features(
+        backbone, report, imagenet, cfg, args, device, log, aug_views=cfg.aug_views)
+    metrics, fit_info = fast_linear_probe(views, train_y, val_f, val_y, C, cfg, device,
+                                          seed=args.seed, log=log)
+    return metrics, {**info, **fit_info}, splits, skipped, "linear"
+
+
+def _run_knn(backbone, report, imagenet, cfg, args, device, log):
+    from transfer.classification.knn import knn_accuracy
+
+    views, train_y, val_f, val_y, C, splits, skipped, info = _features(
+        backbone, report, imagenet, cfg, args, device, log)
+    metrics = knn_accuracy(views[0].to(device), train_y, val_f.to(device), val_y, C, k=cfg.k, T=cfg.T,
+                           test_chunk=cfg.test_chunk, train_chunk=cfg.train_chunk)
+    return metrics, info, splits, skipped, "knn"
+
+
+def _run_paper(backbone, imagenet, cfg, args, device, log, world):
+    from torch.utils.data import DistributedSampler
+
+    from transfer.classification import data as D
+    from transfer.classification.linear import train_linear_paper
+
+    train, val = _datasets(imagenet, D.train_transform(cfg.img_size, backbone.mean, backbone.std),
+                           D.eval_transform(cfg.img_size, P.resize_for(cfg), backbone.mean, backbone.std))
+    if cfg.batch_size % world:
+        raise ValueError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
+    per_rank = cfg.batch_size // world
+    sampler = DistributedSampler(train, shuffle=True, seed=args.seed) if D.distributed() else None
+    train_loader = D.make_loader(train, per_rank, shuffle=True, workers=cfg.workers, device=device,
+                                 sampler=sampler, seed=args.seed)
+    val_loader = D.make_loader(D.eval_subset(val), per_rank, workers=cfg.workers, device=device)
+    metrics, info = train_linear_paper(backbone, train_loader, val_loader, len(train.classes), cfg,
+                                       device, sampler=sampler, log=log)
+    skipped = info.pop("unreadable")
+    return metrics, info, {"train": len(train), "val": len(val)}, skipped, "linear"
+
+
+def _run_semi(backbone, imagenet, cfg, args, device, log, world):
+    from mocobench.data.imagefolder import ImageFolder
+    from transfer.classification import data as D
+    from transfer.classification.semi import semi_supervised
+
+    labels = D.resolve_labels(args.labels, imagenet)
+    train_tf = D.train_transform(cfg.img_size, backbone.mean, backbone.std)
+    eval_tf = D.eval_transform(cfg.img_size, P.resize_for(cfg), backbone.mean, backbone.std)
+    full_train = ImageFolder(imagenet / "train")
+    lab_train = ImageFolder(imagenet / "train", train_tf, subset=labels, classes=full_train.classes)
+    lab_eval = ImageFolder(imagenet / "train", eval_tf, subset=labels, classes=full_train.classes)
+    val = ImageFolder(imagenet / "val", eval_tf, classes=full_train.classes)
+    pct = args.label_pct or label_pct(labels, len(lab_train), len(full_train))
+    if cfg.batch_size % world:
+        raise ValueError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
+    cfg_rank = dataclasses.replace(cfg, batch_size=cfg.batch_size // world) if world > 1 else cfg
+    metrics, info = semi_supervised(backbone, lab_train, lab_eval, val, len(full_train.classes),
+                                    cfg_rank, pct, device, seed=args.seed, log=log)
+    skipped = info.pop("unreadable")
+    info["labels"] = str(labels)
+    info["label_pct"] = pct
+    return metrics, info, {"train": len(full_train), "train_labelled": len(lab_train),
+                           "val": len(val)}, skipped, SEMI_TASKS[pct]
+
+
+def label_pct(labels: Path, n_labelled: int, n_train: int) -> int:
+    """1 or 10: from the file name (``1percent``, ``10percent``) or else the subset's size."""
+    name = labels.name.lower()
+    for pct in (10, 1):
+        if name.startswith(f"{pct}percent") or name.startswith(f"{pct}pct"):
+            return pct
+    frac = 100.0 * n_labelled / n_train
+    for pct in (1, 10):
+        if 0.5 * pct <= frac <= 1.5 * pct:
+            return pct
+    raise ValueError(f"{labels}: {n_labelled} of {n_train} train images ({frac:.1f} %) is neither a "
+                     f"1 % nor a 10 % subset; records exist for semi-1pct and semi-10pct only "
+                     f"(give --label-pct 1 or 10 to file it under one of them)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in P.PROTOCOLS:
+        print(f"usage: python -m transfer.classification {{{','.join(P.PROTOCOLS)}}} [options]",
+              file=sys.stderr)
+        return 2
+    return eval_main(argv[0], argv[1:])

@@ -1,0 +1,191 @@
+"""Data, device and multi-process plumbing shared by the classification protocols.
+
+- :func:`resolve_imagenet` finds ``train/`` and ``val/`` under ``--data`` (an ImageNet folder, or the
+  embedded dataset's root holding ``imagenet/``);
+- :func:`train_transform` / :func:`eval_transform`: ``RandomResizedCrop + flip`` and
+  ``Resize + CenterCrop``, normalised with the backbone's mean/std;
+- :func:`make_loader`: a DataLoader with workers, pinned memory and :func:`collate_skip`, so
+  unreadable images are dropped and counted;
+- distributed helpers for ``torchrun``: :func:`init_distributed`, :func:`shard_indices` (each rank an
+  exact, unpadded shard of the eval set) and :func:`reduce_counts` (sum of correct counts and totals,
+  never an average of per-rank accuracies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
+
+from mocobench.data.imagefolder import ImageFolder, collate_skip
+
+
+# -- data -------------------------------------------------------------------------------------
+def resolve_imagenet(data: str | os.PathLike) -> Path:
+    """The folder holding ``train/`` and ``val/``: ``data`` itself or ``data/imagenet``."""
+    root = Path(data)
+    for cand in (root, root / "imagenet"):
+        if (cand / "train").is_dir() and (cand / "val").is_dir():
+            return cand
+    raise FileNotFoundError(f"--data {root}: expected {root}/train and {root}/val (ImageNet layout "
+                            f"train/<class>/<image>), or the embedded dataset root with {root}/imagenet/")
+
+
+def resolve_labels(labels: str, imagenet: Path) -> Path:
+    """``--labels``: a file path, or a bare name (``10percent``) of a list next to train/ and val/."""
+    path = Path(labels)
+    if path.is_file():
+        return path
+    for cand in (imagenet / labels, imagenet / f"{labels}.txt"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"--labels {labels}: no such file (also looked for {imagenet / labels}"
+                            f"[.txt])")
+
+
+def train_transform(img_size: int, mean, std):
+    from torchvision import transforms as T
+
+    return T.Compose([T.RandomResizedCrop(img_size), T.RandomHorizontalFlip(), T.ToTensor(),
+                      T.Normalize(mean, std)])
+
+
+def eval_transform(img_size: int, resize: int, mean, std):
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(resize), T.CenterCrop(img_size), T.ToTensor(), T.Normalize(mean, std)])
+
+
+def make_loader(dataset, batch_size: int, *, shuffle: bool = False, workers: int = 0,
+                device: torch.device | None = None, sampler=None, drop_last: bool = False,
+                seed: int = 0) -> DataLoader:
+    """Batches of ``((images, labels), n_skipped)`` from :func:`collate_skip`."""
+    workers = min(workers, os.cpu_count() or 1)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, num_workers=workers, collate_fn=collate_skip,
+                      pin_memory=device is not None and device.type == "cuda",
+                      persistent_workers=False, drop_last=drop_last, generator=g)
+
+
+def dataset_fields(name: str, path: Path, splits: dict[str, int], skipped: dict[str, int]) -> dict:
+    """The record's ``dataset`` field; ``unreadable`` counts images skipped per split."""
+    return {"name": name, "path": str(path), "splits": dict(splits), "unreadable": dict(skipped)}
+
+
+def dataset_name(data: str | os.PathLike, imagenet: Path) -> str:
+    """``synth-<scale>`` for the embedded dataset, ``fashion-mnist`` for its export, else the
+    folder's name (``imagenet``, ``ILSVRC2012``...)."""
+    import json
+
+    for info_file, name in (("synth_info.json", "synth"), ("fashion_mnist_info.json", "fashion-mnist")):
+        for folder in (imagenet, imagenet.parent):
+            if (folder / info_file).is_file():
+                if name == "synth":
+                    try:
+                        scale = json.loads((folder / info_file).read_text()).get("scale")
+                    except (OSError, ValueError):
+                        scale = None
+                    return f"synth-{scale}" if scale else "synth"
+                return name
+    return imagenet.resolve().name
+
+
+# -- device -----------------------------------------------------------------------------------
+def pick_device(name: str | None = None) -> torch.device:
+    if name:
+        return torch.device(name)
+    if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; nothing on CPU (CPU bf16 is slower than fp32 on most CPUs)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move to ``device``; channels_last on CUDA (faster convolutions with bf16 there)."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda" and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+# -- distributed ------------------------------------------------------------------------------
+def init_distributed() -> tuple[int, int]:
+    """``(rank, world_size)``; initialises the process group when launched by ``torchrun``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s share of ``range(n)``: every index exactly once across ranks, no padding.
+
+    NOTE: ``DistributedSampler`` pads the last shard by repeating samples, which would count some
+    validation images twice; evaluation uses this strided shard instead.
+    """
+    return list(range(rank, n, world))
+
+
+def eval_subset(dataset):
+    if not distributed():
+        return dataset
+    return Subset(dataset, shard_indices(len(dataset), dist.get_rank(), dist.get_world_size()))
+
+
+def reduce_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor of counts (correct top-1, correct top-5, total, skipped...) over ranks.
+
+    Accuracies are formed from the summed counts afterwards, so shards of unequal size weigh by
+    their number of images, not equally.
+    """
+    counts = counts.detach().to(torch.float64)
+    if distributed():
+        backend = dist.get_backend()
+        t = counts.cuda() if backend == "nccl" else counts.cpu()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        counts = t.cpu()
+    return counts.cpu()
+
+
+def is_main() -> bool:
+    return not distributed() or dist.get_rank() == 0
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[int]:
+    """Number of rows whose label is among the ``k`` highest scores, for each ``k``.
+
+    ``k`` larger than the number of classes counts every row (top-5 of a 3-class problem is 100 %).
+    """
+    maxk = min(max(ks), scores.shape[1])
+    pred = scores.topk(maxk, dim=1).indices  # N x maxk
+    hit = pred.eq(labels.view(-1, 1))  # N x maxk
+    return [int(hit[:, :min(k, maxk)].any(dim=1).sum()) for k in ks]

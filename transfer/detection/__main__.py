@@ -1,0 +1,5 @@
+import sys
+
+from transfer.detection.cli import main
+
+sys.exit(main())

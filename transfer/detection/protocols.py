@@ -1,0 +1,155 @@
+"""Detection fine-tuning protocols: one frozen dataclass, presets as plain values.
+
+The MoCo presets follow the official MoCo detection configs (``detection/configs/`` of
+facebookresearch/moco, on top of detectron2's defaults):
+
+- ``Base-RCNN-C4-BN.yaml``: R50-C4, ``Res5ROIHeadsExtraNorm``, SyncBN everywhere, ``FREEZE_AT 0``,
+  RGB input with ImageNet mean/std (torchvision-style checkpoints), batch 16, lr 0.02,
+  precise BN before testing;
+- ``pascal_voc_R_50_C4_24k_moco.yaml``: VOC07+12 trainval -> VOC07 test, 24k iterations, steps
+  18k/22k, warmup 100, train short side 480..800 step 32, test 800;
+- ``coco_R_50_C4_{1x,2x}_moco.yaml``: Mask R-CNN C4, 90k (60k/80k) or 180k (120k/160k)
+  iterations, train short side 640..800 step 32, test 800;
+- ``coco_R_50_FPN_{1x,2x}_moco.yaml``: Mask R-CNN FPN with SyncBN in FPN and heads (4conv1fc box
+  head, 4-conv mask head).
+
+``tiny`` is this project's CPU protocol for the embedded dataset and the tests: ResNet-sized
+settings shrunk to ~100 px images and a short schedule. Its numbers are smoke figures, not
+comparable with the papers'.
+
+Overrides: ``resolve_protocol("moco-voc-c4-24k", {"max_iter": "200"})``; the resolved protocol
+goes into every result record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+class ProtocolError(ValueError):
+    """An unknown protocol or a bad override; the message says which."""
+
+
+@dataclass(frozen=True)
+class DetectionProtocol:
+    name: str
+    dataset: str                      # "voc" | "coco" | "any" (tiny runs on both)
+    model: str = "c4"                 # "c4" | "fpn"
+    mask_on: bool | None = None       # None: masks for COCO, boxes only for VOC
+    # -- solver (detectron2's SOLVER.*), for ``reference_batch`` images per iteration --
+    ims_per_batch: int = 16
+    reference_batch: int = 16         # lr is scaled linearly by ims_per_batch / reference_batch
+    base_lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    max_iter: int = 24000
+    steps: tuple[int, ...] = (18000, 22000)
+    gamma: float = 0.1
+    warmup_iters: int = 100
+    warmup_factor: float = 0.001      # linear warmup from base_lr * warmup_factor
+    # -- input (INPUT.*): the short side is drawn from min_size_train, the long side capped --
+    min_size_train: tuple[int, ...] = tuple(range(480, 801, 32))
+    max_size_train: int = 1333
+    min_size_test: int = 800
+    max_size_test: int = 1333
+    hflip: bool = True
+    # -- model (MODEL.*) --
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_pre_nms_top_n_train: int = 12000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 6000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_batch_size_per_image: int = 256
+    roi_batch_size_per_image: int = 512
+    roi_pool_size: int = 14           # C4 only: RoIAlign output (res5 halves it); FPN uses 7 / 14
+    score_thresh_test: float = 0.05
+    nms_thresh_test: float = 0.5
+    detections_per_img: int = 100
+    # -- test --
+    precise_bn_iters: int = 200       # TEST.PRECISE_BN (0: off)
+    # -- run --
+    checkpoint_period: int = 5000
+    num_workers: int = 4
+    bf16: bool = True                 # autocast on GPU only
+
+    @property
+    def train_sets(self) -> tuple[tuple[str, str], ...]:
+        return (("2007", "trainval"), ("2012", "trainval"))
+
+    def uses_masks(self, dataset: str) -> bool:
+        return self.mask_on if self.mask_on is not None else dataset == "coco"
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+MOCO_VOC_C4_24K = DetectionProtocol(name="moco-voc-c4-24k", dataset="voc")
+
+_COCO = dict(dataset="coco", min_size_train=tuple(range(640, 801, 32)), mask_on=True)
+COCO_C4_1X = DetectionProtocol(name="coco-c4-1x", max_iter=90000, steps=(60000, 80000),
+                               warmup_iters=1000, **_COCO)
+COCO_C4_2X = DetectionProtocol(name="coco-c4-2x", max_iter=180000, steps=(120000, 160000),
+                               warmup_iters=1000, **_COCO)
+_FPN = dict(model="fpn", rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=1000,
+            rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000)
+COCO_FPN_1X = DetectionProtocol(name="coco-fpn-1x", max_iter=90000, steps=(60000, 80000),
+                                warmup_iters=1000, **_COCO, **_FPN)
+COCO_FPN_2X = DetectionProtocol(name="coco-fpn-2x", max_iter=180000, steps=(120000, 160000),
+                                warmup_iters=1000, **_COCO, **_FPN)
+
+# CPU smoke protocol for the embedded dataset (~100-160 px scenes, objects of 8-60 px), sized
+# for ResNet-18 on 2 cores: 2 images per iteration, 16 RoIs per image pooled 6x6 (res5 on every RoI
+# is most of the C4 detector's cost), 80 iterations.
+TINY = DetectionProtocol(
+    name="tiny", dataset="any", ims_per_batch=2, reference_batch=2, base_lr=0.01, max_iter=80,
+    steps=(60,), warmup_iters=10, min_size_train=(112, 128, 144), max_size_train=240,
+    min_size_test=128, max_size_test=240, anchor_sizes=(16, 32, 64, 128),
+    rpn_pre_nms_top_n_train=400, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=200,
+    rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=64, roi_batch_size_per_image=16,
+    roi_pool_size=6, detections_per_img=50, precise_bn_iters=4, checkpoint_period=1000, num_workers=0)
+
+PROTOCOLS = {p.name: p for p in (MOCO_VOC_C4_24K, COCO_C4_1X, COCO_C4_2X, COCO_FPN_1X, COCO_FPN_2X, TINY)}
+
+
+def _parse(field: dataclasses.Field, text: str):
+    kind = str(field.type)
+    try:
+        if kind.startswith("tuple"):
+            items = [t for t in text.replace("(", "").replace(")", "").split(",") if t.strip()]
+            cast = float if "float" in kind else int
+            return tuple(cast(t) for t in items)
+        if kind.startswith("bool"):
+            if text.lower() in ("none", "null") and "None" in kind:
+                return None
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        return text
+    except ValueError:
+        raise ProtocolError(f"--{field.name}={text}: expected {kind}") from None
+
+
+def resolve_protocol(name: str, overrides: dict[str, str] | None = None) -> DetectionProtocol:
+    """The preset ``name`` with ``--key=value`` overrides (values as strings) applied."""
+    if name not in PROTOCOLS:
+        raise ProtocolError(f"unknown detection protocol {name!r} (known: {', '.join(PROTOCOLS)})")
+    fields = {f.name: f for f in dataclasses.fields(DetectionProtocol)}
+    changes = {}
+    for key, text in (overrides or {}).items():
+        if key not in fields or key == "name":
+            raise ProtocolError(f"unknown protocol key {key!r} (keys: {', '.join(k for k in fields if k != 'name')})")
+        changes[key] = _parse(fields[key], str(text))
+    p = dataclasses.replace(PROTOCOLS[name], **changes)
+    if p.model not in ("c4", "fpn"):
+        raise ProtocolError(f"model must be c4 or fpn, not {p.model!r}")
+    if any(s >= p.max_iter for s in p.steps) and changes.get("max_iter") and "steps" not in changes:
+        # A shortened run keeps the schedule's shape: steps scale with max_iter.
+        base = PROTOCOLS[name]
+        p = dataclasses.replace(p, steps=tuple(int(s * p.max_iter / base.max_iter) for s in base.steps))
+    return p

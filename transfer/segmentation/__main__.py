@@ -1,0 +1,5 @@
+import sys
+
+from transfer.segmentation.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""Segmentation networks: a dilated backbone (output stride 16) plus an FCN or DeepLabV3 head.
+
+MoCo's appendix (FCN-16s, the head every MoCo segmentation number uses): res5's 3x3 convolutions
+get dilation 2 and stride 1, so res5 is stride 16; then two extra 3x3 convolutions of 256 channels
+with BN and ReLU and dilation 6; then a 1x1 convolution for per-pixel classification; the logits
+are upsampled bilinearly to the input size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# res5 dilated -> stride 16 (the MoCo FCN); pass as ``load_backbone(..., dilation=OS16)``
+OS16 = (False, False, True)
+
+
+class FCNHead(nn.Sequential):
+    """MoCo's FCN head: 2 x (3x3 conv 256, dilation 6, BN, ReLU) + 1x1 classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 256, dilation: int = 6):
+        layers = []
+        c = in_channels
+        for _ in range(2):
+            layers += [nn.Conv2d(c, channels, 3, padding=dilation, dilation=dilation, bias=False),
+                       nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+            c = channels
+        layers.append(nn.Conv2d(channels, num_classes, 1))
+        super().__init__(*layers)
+
+
+def deeplabv3_head(in_channels: int, num_classes: int) -> nn.Module:
+    """torchvision's DeepLabV3 head (ASPP + 3x3 conv + 1x1 classifier).
+
+    NOTE: torchvision's default atrous rates (12, 24, 36) are for output stride 8; at output stride
+    16 the DeepLabV3 paper uses (6, 12, 18), which we use.
+    """
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+    return DeepLabHead(in_channels, num_classes, atrous_rates=(6, 12, 18))
+
+
+HEADS = {
+    "fcn": FCNHead,
+    "deeplabv3": deeplabv3_head,
+}
+
+
+class SegmentationModel(nn.Module):
+    """``backbone`` (a :class:`checkpoints.backbones.Backbone`) + head on its res5 map."""
+
+    def __init__(self, backbone: nn.Module, head: str, num_classes: int):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r} (known: {', '.join(HEADS)})")
+        self.backbone = backbone
+        self.head = HEADS[head](backbone.stage_channels["res5"], num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: N x 3 x H x W (normalised) -> logits N x K x H x W
+        feats = self.backbone.feature_maps(x, stages=("res5",))["res5"]  # N x C x H/16 x W/16
+        logits = self.head(feats)                                           # N x K x H/16 x W/16
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_model(checkpoint: str, head: str, num_classes: int, sync_bn: bool = False):
+    """Load ``checkpoint`` strictly as a dilated (OS16) backbone and put ``head`` on it.
+
+    Returns ``(model, LoadReport)``. ``sync_bn`` converts every BN (backbone and head) to SyncBN,
+    as in the MoCo protocol; it only matters under torchrun with more than one process.
+    """
+    from checkpoints.load import load_backbone
+
+    backbone, report = load_backbone(checkpoint, dilation=OS16)
+    if backbone.family != "resnet":
+        raise ValueError(f"{checkpoint}: segmentation transfer needs a ResNet backbone (dilated res5); "
+                         f"got {backbone.arch}")
+    model = SegmentationModel(backbone, head, num_classes)
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model, report

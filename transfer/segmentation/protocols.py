@@ -1,0 +1,114 @@
+"""Segmentation fine-tuning protocols: one frozen dataclass, presets as plain values.
+
+``PROTOCOLS[name][dataset]`` is the preset; ``--key=value`` on the command line replaces fields
+(:func:`override`). The resolved protocol goes into every training checkpoint and result record.
+
+- ``moco-fcn``: MoCo's appendix. FCN-16s on a dilated R50; random scale in [0.5, 2.0], crop,
+  horizontal flip; batch 16, weight decay 1e-4, SGD momentum 0.9; Cityscapes: crop 769, lr 0.01,
+  90k iterations; VOC: crop 513, lr 0.003, 30k iterations (train_aug); lr x0.1 at 70% and 90%;
+  SyncBN; inference on the full image.
+- ``mmseg-fcn-40k`` / ``mmseg-fcn-80k``: the schedule of MMSegmentation's
+  ``fcn_r50-d8_4xb2-{40k,80k}_cityscapes-512x1024`` (crop 512x1024, batch 8, lr 0.01 poly 0.9 down
+  to 1e-4, weight decay 5e-4). With ``--engine mmseg`` those configs run as they are; with the
+  torchvision engine the same schedule trains this module's FCN head.
+  NOTE: mmseg's R50-D8 is output stride 8 with an auxiliary head on res4; the torchvision engine
+  keeps MoCo's OS16 FCN head so that the two torchvision protocols differ only in the schedule.
+- ``tiny``: a CPU smoke protocol (small crops, 40 iterations) for the embedded dataset; its
+  numbers only rank checkpoints against each other on that data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SegProtocol:
+    name: str
+    head: str = "fcn"                       # key of model.HEADS
+    train_split: str = "train"
+    val_split: str = "val"
+    crop: tuple[int, int] = (769, 769)      # H, W of training crops
+    batch_size: int = 16                    # global, over all processes
+    iters: int = 90_000
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "step"                  # "step" (x0.1 at lr_steps) or "poly"
+    lr_steps: tuple[float, ...] = (0.7, 0.9)  # fractions of iters
+    poly_power: float = 0.9
+    min_lr: float = 0.0
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale of the original image
+    flip: bool = True
+    sync_bn: bool = True
+    inference: str = "whole"               # "whole" or "slide"
+    slide_crop: tuple[int, int] = (769, 769)
+    slide_stride: tuple[int, int] = (513, 513)
+    num_workers: int = 4
+    checkpoint_every: int = 5_000          # iterations between resumable checkpoints
+    log_every: int = 50
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+MOCO_FCN_CITYSCAPES = SegProtocol(name="moco-fcn", crop=(769, 769), lr=0.01, iters=90_000)
+MOCO_FCN_VOC = SegProtocol(name="moco-fcn", train_split="train_aug", crop=(513, 513), lr=0.003,
+                           iters=30_000, slide_crop=(513, 513), slide_stride=(341, 341))
+MMSEG_FCN_40K = SegProtocol(name="mmseg-fcn-40k", crop=(512, 1024), batch_size=8, iters=40_000,
+                            lr=0.01, weight_decay=5e-4, schedule="poly", min_lr=1e-4,
+                            slide_crop=(512, 1024), slide_stride=(341, 683), checkpoint_every=4_000)
+MMSEG_FCN_80K = dataclasses.replace(MMSEG_FCN_40K, name="mmseg-fcn-80k", iters=80_000,
+                                    checkpoint_every=8_000)
+TINY = SegProtocol(name="tiny", crop=(96, 96), batch_size=4, iters=40, lr=0.02, weight_decay=1e-4,
+                   scale_range=(0.75, 1.25), sync_bn=False, slide_crop=(96, 96), slide_stride=(64, 64),
+                   num_workers=0, checkpoint_every=20, log_every=10)
+
+# protocol -> dataset -> preset
+PROTOCOLS: dict[str, dict[str, SegProtocol]] = {
+    "moco-fcn": {"cityscapes": MOCO_FCN_CITYSCAPES, "voc2012": MOCO_FCN_VOC},
+    "mmseg-fcn-40k": {"cityscapes": MMSEG_FCN_40K},
+    "mmseg-fcn-80k": {"cityscapes": MMSEG_FCN_80K},
+    "tiny": {"cityscapes": TINY, "voc2012": TINY},
+}
+
+
+def get_protocol(name: str, dataset: str) -> SegProtocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown segmentation protocol {name!r} (known: {', '.join(PROTOCOLS)})")
+    if dataset not in PROTOCOLS[name]:
+        raise ValueError(f"protocol {name!r} is defined for {', '.join(PROTOCOLS[name])}, not {dataset!r}")
+    return PROTOCOLS[name][dataset]
+
+
+def _parse(text: str, current):
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if isinstance(current, tuple):
+        parts = [p for p in text.replace("x", ",").split(",") if p]
+        kind = type(current[0]) if current else float
+        return tuple(kind(p) for p in parts)
+    return type(current)(text)
+
+
+def override(protocol: SegProtocol, overrides: list[str]) -> SegProtocol:
+    """Apply ``key=value`` strings (``crop=512,1024`` or ``crop=512x1024`` for pairs)."""
+    fields = {f.name: f for f in dataclasses.fields(protocol)}
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.lstrip("-").partition("=")
+        key = key.replace("-", "_")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        if key not in fields:
+            raise ValueError(f"unknown protocol field {key!r} (fields: {', '.join(fields)})")
+        try:
+            changes[key] = _parse(value, getattr(protocol, key))
+        except ValueError as e:
+            raise ValueError(f"override {item!r}: {e}") from None
+    return dataclasses.replace(protocol, **changes)

@@ -1,0 +1,237 @@
+"""Iteration-based fine-tuning of a segmentation model, read top to bottom.
+
+Sections: learning-rate schedule; distributed setup; resumable state; the training loop;
+``run`` (train one seed, evaluate on val, return metrics). Under torchrun every process builds
+the same model, takes its share of each global batch (SyncBN across processes when the protocol
+asks for it) and evaluates its share of the val set; rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mocobench.io import atomic_torch_save, progress
+from transfer.segmentation.data import IGNORE, PositionBatches, TrainStream, build_dataset, collate
+from transfer.segmentation.inference import autocast, evaluate, prediction_writer
+from transfer.segmentation.model import build_model
+from transfer.segmentation.protocols import SegProtocol
+
+STATE_FORMAT = "mocobench-segmentation-train"
+
+
+# -- learning-rate schedule ------------------------------------------------------------------
+def lr_at(p: SegProtocol, it: int) -> float:
+    """lr for iteration ``it`` (0-based). step: x0.1 at each fraction in ``lr_steps`` of ``iters``;
+    poly: (lr - min_lr) * (1 - it/iters)^power + min_lr, as MMSegmentation's PolyLR."""
+    if p.schedule == "step":
+        drops = sum(it >= int(round(f * p.iters)) for f in p.lr_steps)
+        return p.lr * (0.1 ** drops)
+    if p.schedule == "poly":
+        return (p.lr - p.min_lr) * (1.0 - it / p.iters) ** p.poly_power + p.min_lr
+    raise ValueError(f"unknown lr schedule {p.schedule!r} (step, poly)")
+
+
+# -- distributed -----------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | None) -> tuple[Dist, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world == 1:
+        return Dist(), torch.device(device)
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device(device)
+    return Dist(rank, world, local_rank), dev
+
+
+# -- resumable state -------------------------------------------------------------------------
+def save_state(path: Path, *, model, optimizer, iteration: int, protocol: SegProtocol, seed: int,
+               checkpoint: dict, skipped: int) -> None:
+    state = {
+        "format": STATE_FORMAT, "version": 1,
+        "iteration": iteration,        # iterations completed
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "protocol": protocol.to_dict(), "seed": seed, "checkpoint": checkpoint,
+        "skipped": skipped,
+        # the data stream is a function of (seed, position), so only torch's own RNG remains
+        "rng_cpu": torch.random.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    atomic_torch_save(state, path)
+
+
+def load_state(path: Path, *, protocol: SegProtocol, seed: int, checkpoint: dict) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path}: not a segmentation training state ({STATE_FORMAT})")
+    theirs = dict(state["protocol"])
+    ours = protocol.to_dict()
+    diff = [k for k in ours if k not in ("checkpoint_every", "log_every", "num_workers")
+            and _norm(theirs.get(k)) != _norm(ours[k])]
+    if diff:
+        raise ValueError(f"{path}: was written with a different protocol ({', '.join(diff)}); "
+                         "resume with the same settings or use a fresh --work-dir")
+    if state["seed"] != seed:
+        raise ValueError(f"{path}: was written for seed {state['seed']}, not {seed}")
+    if state["checkpoint"].get("sha256") != checkpoint.get("sha256") or \
+            state["checkpoint"].get("name") != checkpoint.get("name"):
+        raise ValueError(f"{path}: was written for checkpoint {state['checkpoint'].get('name')}, "
+                         f"not {checkpoint.get('name')}")
+    return state
+
+
+def _norm(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+# -- training --------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    iterations: int
+    skipped_train: int
+    losses: list[float] = field(default_factory=list)
+
+
+def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, seed: int,
+          dist_info: Dist = Dist(), work_dir: Path | None = None, resume: Path | None = None,
+          checkpoint: dict | None = None, stop_at: int | None = None) -> TrainResult:
+    """Train ``model`` for ``p.iters`` iterations (or until ``stop_at``), resuming from ``resume``."""
+    checkpoint = checkpoint or {}
+    net = model
+    if dist_info.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    # weight decay on every parameter, BN and biases included, as MoCo's detectron2 setup does
+    optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum,
+                                weight_decay=p.weight_decay)
+    start, skipped = 0, 0
+    if resume is not None:
+        state = load_state(resume, protocol=p, seed=seed, checkpoint=checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.random.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        start, skipped = state["iteration"], state["skipped"]
+    end = p.iters if stop_at is None else min(stop_at, p.iters)
+    loader = torch.utils.data.DataLoader(
+        stream, batch_sampler=PositionBatches(start, end, p.batch_size, dist_info.rank, dist_info.world),
+        num_workers=p.num_workers, collate_fn=collate, pin_memory=device.type == "cuda",
+        persistent_workers=False)
+    result = TrainResult(iterations=start, skipped_train=skipped)
+    model.train()
+    bar = progress(total=end - start, desc="train", unit="it", disable=None if dist_info.main else True)
+    for it, (images, targets, n_skipped) in enumerate(loader, start=start):
+        lr = lr_at(p, it)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        images = images.to(device, non_blocking=True)    # N x 3 x h x w
+        targets = targets.to(device, non_blocking=True)  # N x h x w
+        with autocast(device):
+            logits = net(images)                          # N x K x h x w
+        loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        result.skipped_train += int(n_skipped)
+        result.iterations = it + 1
+        result.losses.append(float(loss.detach()))
+        bar.update(1)
+        if (it + 1) % p.log_every == 0:
+            bar.set_postfix(loss=f"{result.losses[-1]:.3f}", lr=f"{lr:.2e}")
+        if work_dir is not None and dist_info.main and ((it + 1) % p.checkpoint_every == 0 or it + 1 == end):
+            save_state(work_dir / "last.pth", model=model, optimizer=optimizer, iteration=it + 1,
+                       protocol=p, seed=seed, checkpoint=checkpoint, skipped=result.skipped_train)
+    bar.close()
+    if not torch.isfinite(torch.tensor(result.losses[-1:] or [0.0])).all():
+        raise FloatingPointError(f"training diverged: loss {result.losses[-1]} at iteration {result.iterations}")
+    return result
+
+
+# -- one seed: train + evaluate ------------------------------------------------------------
+@dataclass
+class RunOutput:
+    metrics: dict
+    report: object
+    train_size: int
+    val_size: int
+    skipped_train: int
+    skipped_val: int
+    wall_time_s: float
+    losses: list[float]
+
+
+def run(*, checkpoint: str, dataset: str, data_root: str, protocol: SegProtocol, seed: int,
+        device: str | None = None, work_dir: str | None = None, resume: str | None = None,
+        predictions_dir: str | None = None, stop_at: int | None = None) -> RunOutput:
+    t0 = time.time()
+    dist_info, dev = init_distributed(device)
+    torch.manual_seed(seed)
+    train_set = build_dataset(dataset, data_root, protocol.train_split)
+    val_set = build_dataset(dataset, data_root, protocol.val_split)
+    # NOTE: torch's SyncBatchNorm only runs on GPUs; a multi-process CPU run (gloo) keeps
+    # per-process BN statistics and says so.
+    sync_bn = protocol.sync_bn and dist_info.world > 1
+    if sync_bn and dev.type != "cuda":
+        import warnings
+
+        warnings.warn("SyncBN needs CUDA; this multi-process CPU run uses per-process BN")
+        sync_bn = False
+    model, report = build_model(checkpoint, protocol.head, train_set.num_classes, sync_bn=sync_bn)
+    model.to(dev)
+    backbone = model.backbone
+    stream = TrainStream(train_set, seed, protocol.crop, protocol.scale_range, protocol.flip,
+                         backbone.mean, backbone.std)
+    wd = Path(work_dir) if work_dir else None
+    if wd is not None:
+        wd.mkdir(parents=True, exist_ok=True)
+    resume_path = None
+    if resume == "auto":
+        resume_path = wd / "last.pth" if wd is not None and (wd / "last.pth").is_file() else None
+        if resume_path is not None:
+            try:  # a state of another run (other checkpoint, protocol or seed) is not resumed
+                load_state(resume_path, protocol=protocol, seed=seed, checkpoint=report.record_fields())
+            except (ValueError, RuntimeError) as e:
+                import warnings
+
+                warnings.warn(f"not resuming: {e}; starting over")
+                resume_path = None
+    elif resume:
+        resume_path = Path(resume)
+    res = train(model, stream, protocol, device=dev, seed=seed, dist_info=dist_info, work_dir=wd,
+                resume=resume_path, checkpoint=report.record_fields(), stop_at=stop_at)
+    writer = prediction_writer(dataset, predictions_dir) if predictions_dir else None
+    cm, skipped_val = evaluate(model, val_set, device=dev, mean=backbone.mean, std=backbone.std,
+                               inference=protocol.inference, slide_crop=protocol.slide_crop,
+                               slide_stride=protocol.slide_stride, rank=dist_info.rank,
+                               world=dist_info.world, write_prediction=writer)
+    metrics = cm.scores(val_set.classes)
+    return RunOutput(metrics=metrics, report=report, train_size=len(train_set), val_size=len(val_set),
+                     skipped_train=res.skipped_train, skipped_val=skipped_val,
+                     wall_time_s=time.time() - t0, losses=res.losses)

@@ -406,7 +406,7 @@ def guess_arch(keys: dict[str, tuple], hint: str | None = None) -> tuple[str | N
 
 # -- reading ------------------------------------------------------------------------------------
 def _to_tensor(v: Any) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+    return torch.from_numpy(np.asarray(v, order="C")) if isinstance(v, np.ndarray) else v  # keeps 0-d arrays 0-d
 
 
 def map_keys(fmt: Format, state: dict) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, str]]:
@@ -564,11 +564,14 @@ def read_checkpoint(path: Path, *, arch: str | None = None, **build_kwargs):
 _INIT_OPS = frozenset({"uniform_", "normal_", "fill_", "zero_", "copy_", "clamp_", "clamp_min_",
                        "clamp_max_", "erfinv_", "mul_", "add_", "sub_", "div_", "exp_", "sqrt_",
                        "abs_", "neg_", "random_", "bernoulli_", "exponential_", "log_normal_",
-                       "masked_fill_"})
+                       "masked_fill_",
+                       # torch.nn.init functions (they take the tensor as ``tensor=``)
+                       "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
+                       "trunc_normal_", "constant_", "zeros_", "ones_", "orthogonal_", "eye_", "dirac_"})
 
 
 class _SkipInit(torch.overrides.TorchFunctionMode):
-    """Skips the weight initialisers' in-place ops (on meta tensors only, or on all tensors).
+    """Replaces weight initialisation by zero-filling (on meta tensors only, or on all tensors).
 
     Used while building a model whose every parameter and persistent buffer is about to be
     replaced: random initialisation is wasted work there (timm's trunc_normal_ alone takes
@@ -580,11 +583,14 @@ class _SkipInit(torch.overrides.TorchFunctionMode):
         self.meta_only = meta_only
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in _INIT_OPS and args and isinstance(args[0], torch.Tensor) and (
-                args[0].is_meta or not self.meta_only):
-            return args[0]
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in _INIT_OPS:
+            tensor = args[0] if args else kwargs.get("tensor")
+            if isinstance(tensor, torch.Tensor) and (tensor.is_meta or not self.meta_only):
+                # zeros, not the uninitialised memory: denormals in it make the shape probe
+                # (a forward pass in Backbone.__init__) many times slower
+                return tensor if tensor.is_meta else tensor.detach().zero_()
+        return func(*args, **kwargs)
 
 
 def build_uninitialised(spec: BackboneSpec):

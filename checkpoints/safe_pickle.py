@@ -122,12 +122,14 @@ def sniff(path: Path) -> str:
         raise CheckpointError(f"{path}: the file is empty")
     if head.startswith(ZIP_MAGIC):
         return "torch-zip"
-    if head[:1] == b"\x80":  # pickle protocol >= 2 (legacy torch files start with a pickle too)
-        return "pickle"
+    # safetensors: 8-byte little-endian header length, then a JSON header. Checked before pickle:
+    # the length's first byte can be 0x80.
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
-        if head[8:9] == b"{" and n < (1 << 28):
+        if head[8:9] == b"{" and 8 + n <= path.stat().st_size:
             return "safetensors"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"  # pickle protocol 2-5 (legacy torch files start with a pickle too)
     raise CheckpointError(f"{path}: not a checkpoint file (neither a torch zip file, a pickle nor "
                           f"safetensors; first bytes {head[:8]!r})")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from leaderboard.records import TASKS, Problem, load_records
+from leaderboard.records import TASKS, Problem
 
 REPORTED_CSV = Path(__file__).with_name("reported.csv")
 

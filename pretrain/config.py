@@ -103,8 +103,8 @@ SMOG_400EP = PretrainConfig(
 SMOG_800EP = replace(SMOG_400EP, epochs=800)
 
 # -- CPU presets: the embedded dataset at "small" scale (64 px images), ~1 minute on 2 cores --------
-# ResNet-18 with its ImageNet stem on 40 px crops (feature maps 10 → 2 px), small queue, few epochs.
-_TINY = dict(arch="resnet18", img_size=40, crop_min_scale=0.3, epochs=6, batch_size=64, lr=0.06, K=1024,
+# ResNet-18 with its ImageNet stem on 32 px crops (feature maps 8 → 1 px), small queue, few epochs.
+_TINY = dict(arch="resnet18", img_size=32, crop_min_scale=0.3, epochs=4, batch_size=64, lr=0.06, K=1024,
              warmup_epochs=1.0, schedule="cosine", workers=1, device="cpu", precision="fp32",
              channels_last=False, ckpt_every=200, log_every=5)
 TINY = {

@@ -12,7 +12,8 @@ import time
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mocobench data", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="mocobench data",
+                                description="generate the embedded dataset or convert real files to ImageNet layout")
     sub = p.add_subparsers(dest="what", required=True)
     s = sub.add_parser("synth", help="write the procedurally generated dataset in the real formats")
     s.add_argument("--out", required=True, help="output folder (created)")

@@ -34,9 +34,19 @@ def load_coco(annotation_file: str | os.PathLike):
         raise COCOFormatError(f"{path}: COCO annotation file not found")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(path))
+            coco = COCO(str(path))
+            anns = coco.dataset.get("annotations", [])
+            lowest = min((a["id"] for a in anns), default=1)
+            if lowest < 1:
+                # NOTE: COCOeval marks matches by annotation id and treats id 0 as "no match", so a
+                # ground truth with id 0 can never be a true positive. labelme's export numbers
+                # annotations from 0; we shift every id up (in memory only) so all are >= 1.
+                for a in anns:
+                    a["id"] += 1 - lowest
+                coco.createIndex()
     except (ValueError, KeyError, TypeError, AssertionError) as e:
         raise COCOFormatError(f"{path}: not a COCO instances file ({type(e).__name__}: {e})") from None
+    return coco
 
 
 def coco_split_paths(coco_root: str | os.PathLike, split: str) -> tuple[Path, Path]:

@@ -53,8 +53,7 @@ def _torchvision(backbone: Backbone, report: LoadReport, out: Path, args) -> lis
 def _timm(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
     from transfer.adapters.torchvision_timm import to_timm, write_state_dict
 
-    state, model_name = to_timm(backbone.net.state_dict(), report.arch)
-    print(f"timm model: timm.create_model({model_name!r})")
+    state, _ = to_timm(backbone.net.state_dict(), report.arch)
     return [write_state_dict(out, state)]
 
 
@@ -113,4 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for path in written:
         print(f"wrote {path}")
+    if args.to in ("torchvision", "timm"):
+        print(f"load it into the {args.to} model of the same arch; only the classifier is missing")
     return 0

@@ -28,7 +28,7 @@ SEMI_TASKS = {1: "semi-1pct", 10: "semi-10pct"}
 
 def build_parser(task: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=f"mocobench eval {task}",
+        prog=f"mocobench eval {task}", allow_abbrev=False,
         description=f"{task} classification transfer; protocols: {', '.join(P.PROTOCOLS[task])} "
                     f"(default {P.DEFAULT_PROTOCOL[task]}). Any config field can be set as --key=value.")
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or random:ARCH[:SEED]")

@@ -66,7 +66,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="number of runs (seeds 0..N-1); MoCo recommends 5 for VOC")
     p.add_argument("--seed", type=int, default=None, help="run this one seed only")
     p.add_argument("--results", required=True, help="folder for result records")
-    p.add_argument("--work-dir", default=None, help="checkpoints, logs and detections (default: RESULTS/work)")
+    p.add_argument("--work-dir", default=None,
+                   help="work checkpoints, losses and detections (default: work/detection next to RESULTS; "
+                        "kept out of RESULTS, which holds records only)")
     p.add_argument("--max-iters", type=int, default=None, help="shorthand for --max_iter=N")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a work checkpoint exists")
@@ -109,7 +111,7 @@ def eval_main(task: str, argv: list[str]) -> int:
               f"not {args.dataset}", file=sys.stderr)
         return 2
     seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
-    work = Path(args.work_dir) if args.work_dir else Path(args.results) / "work"
+    work = Path(args.work_dir) if args.work_dir else Path(args.results).resolve().parent / "work" / "detection"
     if args.engine == "detectron2":
         from transfer.detection.detectron2_engine import Detectron2Unavailable, run_detectron2
 

@@ -152,7 +152,8 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
     rank, world, _ = dist_info()
     work_dir = Path(work_dir)
     ckpt_path = work_dir / "last.pt"
-    fingerprint = dict(fingerprint or {}, protocol=p.to_dict(), seed=seed, world=world)
+    # JSON round trip: what is stored compares equal to what a later run computes.
+    fingerprint = json.loads(json.dumps(dict(fingerprint or {}, protocol=p.to_dict(), seed=seed, world=world)))
     if p.ims_per_batch % world:
         raise ValueError(f"ims_per_batch={p.ims_per_batch} is not divisible by the {world} processes")
 
@@ -160,8 +161,8 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
     optimizer = torch.optim.SGD(param_groups(model, p.weight_decay), lr=lr_at(0, p), momentum=p.momentum)
     start = 0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["fingerprint"] != json.loads(json.dumps(fingerprint)):
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state["fingerprint"] != fingerprint:
             raise RuntimeError(f"{ckpt_path}: work checkpoint of a different run (checkpoint, protocol, "
                                f"seed or world size differ); use --no-resume or another --work-dir")
         unwrap(model).load_state_dict(state["model"])
@@ -406,10 +407,11 @@ def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_
                         desc=f"{p.name} s{seed}")
         if stop_at is not None and stop_at < p.max_iter:
             continue
+        net = unwrap(model)
+        # On every process: under DDP the BN layers are SyncBatchNorm and synchronise.
+        bn_iters = precise_bn(net, train_set, p, seed, dev)
         if rank != 0:
             continue
-        net = unwrap(model)
-        bn_iters = precise_bn(net, train_set, p, seed, dev)
         predictions = predict(net, test_set, p, dev, desc=f"{p.name} s{seed} test")
         if dataset == "voc":
             result = score_voc(predictions, test_set, seed_dir / "detections", year=2007)

@@ -120,7 +120,7 @@ def _eval_one(args, protocol, seed: int) -> int:
                   seed=seed, device=args.device, work_dir=str(work),
                   resume=None if args.resume == "no" else args.resume,
                   predictions_dir=(str(Path(args.save_predictions) / f"s{seed}") if args.save_predictions else None))
-    except (ValueError, FileNotFoundError) as e:  # bad data, checkpoint or protocol: say which
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad data, checkpoint, protocol; divergence
         print(f"mocobench eval segmentation: {e}", file=sys.stderr)
         return 2
     import os

@@ -8,6 +8,7 @@ asks for it) and evaluates its share of the val set; rank 0 writes checkpoints.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -162,6 +163,9 @@ def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, s
         result.skipped_train += int(n_skipped)
         result.iterations = it + 1
         result.losses.append(float(loss.detach()))
+        if not math.isfinite(result.losses[-1]):
+            raise FloatingPointError(f"training diverged: loss {result.losses[-1]} at iteration {it} "
+                                     f"(lr {lr:g}); lower --lr")
         bar.update(1)
         if (it + 1) % p.log_every == 0:
             bar.set_postfix(loss=f"{result.losses[-1]:.3f}", lr=f"{lr:.2e}")
@@ -169,8 +173,6 @@ def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, s
             save_state(work_dir / "last.pth", model=model, optimizer=optimizer, iteration=it + 1,
                        protocol=p, seed=seed, checkpoint=checkpoint, skipped=result.skipped_train)
     bar.close()
-    if not torch.isfinite(torch.tensor(result.losses[-1:] or [0.0])).all():
-        raise FloatingPointError(f"training diverged: loss {result.losses[-1]} at iteration {result.iterations}")
     return result
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mocobench.data.fashion_mnist import CLASSES, export_imagefolder, load_split, read_idx
+from mocobench.data.fashion_mnist import CLASSES, load_split, read_idx
 from mocobench.data.imagefolder import ImageFolder
 
 
@@ -66,9 +66,12 @@ def test_corrupt_files_are_clear_errors(fashion_mnist_dir, tmp_path):
         read_idx(tmp_path / "nope.gz")
 
 
-def test_export_imagefolder_reads_back(fashion_mnist_dir, train_split, tmp_path):
-    counts = export_imagefolder(fashion_mnist_dir, tmp_path / "fm", limit_per_class=3)
-    assert counts == {"train": 30, "val": 30}
+def test_export_imagefolder_reads_back(fashion_mnist_dir, train_split, tmp_path, capsys):
+    from mocobench.cli import main
+
+    assert main(["data", "fashion-mnist", "--src", str(fashion_mnist_dir), "--out", str(tmp_path / "fm"),
+                 "--limit-per-class", "3"]) == 0
+    assert f"to {tmp_path / 'fm'}: train 30, val 30" in capsys.readouterr().out
     train = ImageFolder(tmp_path / "fm" / "train")
     val = ImageFolder(tmp_path / "fm" / "val")
     assert sorted(train.classes) == sorted(CLASSES) and val.classes == train.classes

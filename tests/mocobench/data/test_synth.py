@@ -146,7 +146,6 @@ def test_coco_polygons_match_drawn_pixels():
     """annToMask of each annotation polygon covers the object's drawn pixels (unoccluded ones)."""
     from pycocotools import mask as mask_utils
 
-    rng = draw.image_rng(0, "test", 0)
     checked = 0
     for index in range(6):
         rng = draw.image_rng(0, "test", index)

@@ -26,7 +26,7 @@ def test_lbfgs_logistic_regression_matches_sklearn():
     l2 = 1e-2
     W, b = fit_logistic_regression(X.double(), y, 4, l2, max_iter=500)
     # sklearn minimises C * sum CE + 1/2 ||W||^2 (intercept unpenalised): C = 1 / (N * l2)
-    ref = sklearn.LogisticRegression(C=1.0 / (len(y) * l2), tol=1e-10, max_iter=5000)
+    ref = sklearn.LogisticRegression(C=1.0 / (len(y) * l2), tol=1e-8, max_iter=2000)
     ref.fit(X.double().numpy(), y.numpy())
     probs = torch.softmax(X.double() @ W + b, dim=1)
     torch.testing.assert_close(probs, torch.from_numpy(ref.predict_proba(X.double().numpy())), atol=2e-4, rtol=0)

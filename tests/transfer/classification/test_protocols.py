@@ -41,3 +41,19 @@ def test_unknown_key_and_bad_value_are_clear_errors():
         P.apply_overrides(P.SEMI_PRESETS["simclr"], {"nesterov": "maybe"})
     with pytest.raises(ValueError, match="unknown linear protocol"):
         P.get_preset("linear", "papr")
+
+
+def test_cli_override_parsing_and_label_fraction():
+    from pathlib import Path
+
+    from transfer.classification.cli import label_pct, split_overrides
+
+    assert split_overrides(["--lr=3", "--k", "10", "--l2-grid=1e-4,1e-3"]) == {
+        "lr": "3", "k": "10", "l2-grid": "1e-4,1e-3"}
+    with pytest.raises(ValueError, match="needs a value"):
+        split_overrides(["--lr"])
+    assert label_pct(Path("1percent.txt"), 5, 999) == 1
+    assert label_pct(Path("10percent.txt"), 5, 999) == 10
+    assert label_pct(Path("unimoco_10percent.txt"), 120, 1200) == 10  # by size
+    with pytest.raises(ValueError, match="neither a 1 % nor a 10 % subset"):
+        label_pct(Path("unimoco_30percent.txt"), 360, 1200)

@@ -133,3 +133,20 @@ def test_mmseg_trusted_load_only_inside_the_work_dir(tmp_path):
             torch.load(other / "x.pth")
     with pytest.raises(Exception, match="[Ww]eights only"):
         torch.load(work / "iter_1.pth")
+
+
+def test_voc_evaluation_and_written_predictions_agree(voc_small, tmp_path):
+    """evaluate() on VOC (sliding window) and `score voc-seg` on the palette PNGs it wrote."""
+    from mocobench.data.voc_seg import VOCSegmentation
+    from transfer.segmentation.inference import evaluate, prediction_writer
+    from transfer.segmentation.score import score_voc
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 21, 1)  # any per-pixel classifier
+    val = VOCSegmentation(voc_small, "val")
+    cm, skipped = evaluate(model, val, device=torch.device("cpu"), mean=(0.5,) * 3, std=(0.25,) * 3,
+                           inference="slide", slide_crop=(32, 32), slide_stride=(20, 20),
+                           write_prediction=prediction_writer("voc2012", tmp_path))
+    voc = voc_small / "VOCdevkit" / "VOC2012"
+    scored = score_voc(voc / "SegmentationClass", tmp_path, voc / "ImageSets" / "Segmentation" / "val.txt")
+    assert skipped == 0 and scored["metrics"] == cm.scores(val.classes)

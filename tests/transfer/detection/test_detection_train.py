@@ -1,0 +1,195 @@
+"""Protocols, schedule, data stream, exact resume, and whole-pipeline smoke runs (``slow``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from transfer.detection import protocols
+from transfer.detection.protocols import PROTOCOLS, TINY, ProtocolError, resolve_protocol
+from transfer.detection.train import IterationBatches, hflip, lr_at, scaled_lr, train
+
+
+def make_voc(root, n_trainval=6, n_test=3, size=(64, 80)):
+    """A VOCdevkit with VOC2007 trainval/test and VOC2012 trainval of coloured rectangles."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for year, splits in (("2007", {"trainval": n_trainval, "test": n_test}), ("2012", {"trainval": 2})):
+        d = root / "VOCdevkit" / f"VOC{year}"
+        for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        k = 0
+        for split, n in splits.items():
+            ids = []
+            for _ in range(n):
+                k += 1
+                image_id = f"{year}_{k:06d}"
+                ids.append(image_id)
+                h, w = size
+                arr = (rng.random((h, w, 3)) * 60).astype(np.uint8)
+                objs = []
+                for name, colour in (("dog", (250, 40, 40)), ("cat", (40, 40, 250))):
+                    x0, y0 = int(rng.integers(0, w - 24)), int(rng.integers(0, h - 24))
+                    x1, y1 = x0 + int(rng.integers(12, 24)), y0 + int(rng.integers(12, 24))
+                    arr[y0:y1, x0:x1] = colour
+                    objs.append(f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin>"
+                                f"<ymin>{y0 + 1}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+                Image.fromarray(arr).save(d / "JPEGImages" / f"{image_id}.jpg", quality=95)
+                (d / "Annotations" / f"{image_id}.xml").write_text(
+                    f"<annotation><filename>{image_id}.jpg</filename><size><width>{w}</width>"
+                    f"<height>{h}</height><depth>3</depth></size>{''.join(objs)}</annotation>")
+            (d / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return root / "VOCdevkit"
+
+
+SMALL = dataclasses.replace(TINY, ims_per_batch=2, reference_batch=2, min_size_train=(56, 64), max_size_train=96,
+                            min_size_test=64, max_size_test=96, precise_bn_iters=1, max_iter=3, steps=(2,),
+                            warmup_iters=2)
+
+
+# -- protocols and schedule ------------------------------------------------------------------------
+
+def test_moco_presets():
+    voc = PROTOCOLS["moco-voc-c4-24k"]
+    assert (voc.ims_per_batch, voc.base_lr, voc.max_iter, voc.steps, voc.warmup_iters) == (16, 0.02, 24000, (18000, 22000), 100)
+    assert voc.min_size_train == tuple(range(480, 801, 32)) and voc.min_size_test == 800
+    assert voc.model == "c4" and not voc.uses_masks("voc")
+    assert PROTOCOLS["coco-c4-2x"].max_iter == 180000 and PROTOCOLS["coco-c4-2x"].uses_masks("coco")
+    assert PROTOCOLS["coco-fpn-1x"].model == "fpn" and PROTOCOLS["coco-fpn-1x"].steps == (60000, 80000)
+    assert all(p.name == name for name, p in PROTOCOLS.items())
+
+
+def test_overrides():
+    p = resolve_protocol("moco-voc-c4-24k", {"max_iter": "2400", "base_lr": "0.01", "hflip": "false"})
+    assert p.max_iter == 2400 and p.base_lr == 0.01 and p.hflip is False
+    assert p.steps == (1800, 2200)  # a shortened run keeps the schedule's shape
+    p = resolve_protocol("tiny", {"min_size_train": "64,80", "mask_on": "true", "model": "fpn"})
+    assert p.min_size_train == (64, 80) and p.mask_on is True and p.model == "fpn"
+    with pytest.raises(ProtocolError, match="unknown protocol key 'lrr'"):
+        resolve_protocol("tiny", {"lrr": "1"})
+    with pytest.raises(ProtocolError, match="max_iter"):
+        resolve_protocol("tiny", {"max_iter": "ten"})
+    with pytest.raises(ProtocolError, match="unknown detection protocol"):
+        resolve_protocol("voc", {})
+
+
+def test_lr_schedule_and_linear_scaling():
+    p = dataclasses.replace(PROTOCOLS["moco-voc-c4-24k"], ims_per_batch=8)
+    assert scaled_lr(p) == pytest.approx(0.01)  # 0.02 x 8 / 16
+    assert lr_at(0, p) == pytest.approx(0.01 * 0.001)
+    assert lr_at(50, p) == pytest.approx(0.01 * (0.001 * 0.5 + 0.5))
+    assert lr_at(100, p) == pytest.approx(0.01)
+    assert lr_at(17999, p) == pytest.approx(0.01)
+    assert lr_at(18000, p) == pytest.approx(0.001)
+    assert lr_at(22000, p) == pytest.approx(0.0001)
+
+
+def test_iteration_stream_is_a_permutation_per_epoch_and_flips_are_consistent():
+    class Fake:
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            t = {"boxes": torch.tensor([[1.0, 2.0, 4.0, 6.0]]), "labels": torch.tensor([1])}
+            t["masks"] = torch.zeros(1, 8, 10, dtype=torch.uint8)
+            t["masks"][0, 2:6, 1:4] = 1
+            return torch.arange(80.0).reshape(1, 8, 10).expand(3, 8, 10).clone(), t
+
+    b = IterationBatches(Fake(), batch_size=2, seed=3)
+    seen = [i for it in range(5) for i in b.indices(it)]  # 10 images = 2 epochs
+    assert sorted(seen[:5]) == list(range(5)) and sorted(seen[5:]) == list(range(5))
+    assert b.indices(4) == IterationBatches(Fake(), batch_size=2, seed=3).indices(4)
+    assert b.indices(0) != IterationBatches(Fake(), batch_size=2, seed=4).indices(0) or \
+        b.indices(1) != IterationBatches(Fake(), batch_size=2, seed=4).indices(1)
+    image, t = Fake()[0]
+    fimage, ft = hflip(image, t)
+    ys, xs = np.nonzero(ft["masks"][0].numpy())
+    assert ft["boxes"][0].tolist() == [float(xs.min()), 2.0, float(xs.max() + 1), 6.0]  # box = mask extent
+    assert torch.equal(fimage[0, :, 0], image[0, :, -1])
+    # per-(seed, iteration, position) flips: repeated reads give the same batch
+    a, c = b[7], b[7]
+    assert all(torch.equal(x[0], y[0]) for x, y in zip(a, c))
+
+
+# -- exact resume ---------------------------------------------------------------------------------
+
+def test_exact_resume(tmp_path):
+    from checkpoints.load import load_backbone
+    from mocobench.data.voc import VOCDetection
+    from transfer.detection.models import build_detector
+
+    devkit = make_voc(tmp_path)
+    data = VOCDetection(devkit, sets=[("2007", "trainval")])
+
+    def fresh():
+        torch.manual_seed(0)
+        backbone, _ = load_backbone("random:resnet18")
+        return build_detector(backbone, 20, SMALL)
+
+    straight = fresh()
+    train(straight, data, SMALL, 0, tmp_path / "a", torch.device("cpu"))
+    killed = fresh()
+    train(killed, data, SMALL, 0, tmp_path / "b", torch.device("cpu"), stop_at=1)
+    torch.manual_seed(123)  # whatever happened to the process in between
+    resumed = fresh()
+    summary = train(resumed, data, SMALL, 0, tmp_path / "b", torch.device("cpu"))
+    assert summary["start_iteration"] == 1
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    losses = [json.loads(line)["iteration"] for line in (tmp_path / "b" / "losses.jsonl").read_text().splitlines()]
+    assert losses == [0, 1, 2]
+    # a different run refuses the work folder
+    with pytest.raises(RuntimeError, match="different run"):
+        train(fresh(), data, dataclasses.replace(SMALL, base_lr=0.5), 0, tmp_path / "b", torch.device("cpu"))
+
+
+# -- whole pipeline -------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_eval_detection_voc_and_coco_write_records(synth_tiny, tmp_path):
+    from leaderboard.records import load_records
+    from transfer.detection.cli import eval_main
+
+    small = ["--max-iters", "2", "--min_size_train=64", "--min_size_test=64", "--max_size_train=96",
+             "--max_size_test=96", "--precise_bn_iters=1", "--warmup_iters=1"]
+    assert eval_main("detection", ["--checkpoint", "random:resnet18", "--dataset", "voc", "--data",
+                                   str(synth_tiny / "VOCdevkit"), "--protocol", "tiny", "--results",
+                                   str(tmp_path / "res"), *small]) == 0
+    assert eval_main("detection", ["--checkpoint", "random:resnet18", "--dataset", "coco", "--data",
+                                   str(synth_tiny), "--protocol", "tiny", "--results", str(tmp_path / "res"),
+                                   *small]) == 0
+    records, problems = load_records(tmp_path / "res")
+    assert problems == [] and len(records) == 2
+    voc = next(r for r in records if r["dataset"]["name"] == "VOC07+12")
+    coco = next(r for r in records if r["dataset"]["name"] == "COCO")
+    assert voc["task"] == "detection" and voc["protocol"] == "tiny" and voc["engine"] == "torchvision"
+    assert {"AP", "AP50", "AP75"} <= set(voc["metrics"]) and 0 <= voc["metrics"]["AP50"] <= 100
+    assert voc["config"]["protocol"]["max_iter"] == 2 and voc["config"]["lr_scaling"].startswith("linear")
+    assert {"bbox_AP", "bbox_AP50", "segm_AP"} <= set(coco["metrics"])
+    assert coco["config"]["model"] == "c4-mask-rcnn"
+    # the VOC detections were written in the devkit's format and scored from those files
+    work = list((tmp_path / "work" / "detection").glob("*-voc-s0"))[0]
+    assert (work / "detections" / "comp4_det_test_aeroplane.txt").exists()
+
+
+def test_detectron2_engine_fails_at_once_without_detectron2(tmp_path, capsys):
+    pytest.importorskip("torch")
+    try:
+        import detectron2  # noqa: F401
+        pytest.skip("detectron2 is installed")
+    except ImportError:
+        pass
+    from transfer.detection.cli import eval_main
+
+    rc = eval_main("detection", ["--checkpoint", "random:resnet50", "--dataset", "voc", "--data", str(tmp_path),
+                                 "--protocol", "moco-voc-c4-24k", "--engine", "detectron2",
+                                 "--results", str(tmp_path / "r")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "detectron2 is not installed" in err and "pip install" in err
+    assert not (tmp_path / "r").exists()

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
-from mocobench.data.imagefolder import ImageFolder, collate_skip
+from mocobench.data.imagefolder import collate_skip
 
 
 # -- data -------------------------------------------------------------------------------------

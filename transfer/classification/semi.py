@@ -23,7 +23,7 @@ from torch.utils.data import DistributedSampler, Subset
 
 from mocobench.io import progress
 from transfer.classification.data import (autocast, distributed, eval_subset, make_loader,
-                                          prepare_model, to_device)
+                                          prepare_model, reduce_counts, to_device)
 from transfer.classification.linear import evaluate, holdout_split, init_fc
 
 
@@ -131,6 +131,7 @@ def semi_supervised(backbone: nn.Module, labelled_train, labelled_eval, val_data
                                      device, seed, desc=f"semi final lr {best_lr:g}")
     val_loader = make_loader(eval_subset(val_dataset), cfg.batch_size, workers=cfg.workers, device=device)
     metrics, val_skipped = evaluate(model, val_loader, device, num_classes)
+    train_skipped = int(reduce_counts(torch.tensor([float(train_skipped)]))[0])  # over ranks
     info = {"chosen_lr": best_lr, "lr_grid_holdout_top1": {f"{k:g}": v for k, v in sweep.items()},
             "epochs": epochs, "n_labelled": len(labels), "n_fit": int(len(fit_idx)),
             "n_holdout": int(len(held_idx)), "train_time_s": time.perf_counter() - t0,

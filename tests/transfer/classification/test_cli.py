@@ -1,7 +1,5 @@
 """``mocobench eval linear|knn|semi`` end to end on a tiny ImageNet-layout folder."""
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest

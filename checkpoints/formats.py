@@ -581,15 +581,19 @@ class _SkipInit(torch.overrides.TorchFunctionMode):
     def __init__(self, meta_only: bool):
         super().__init__()
         self.meta_only = meta_only
+        self.zeroed: set[int] = set()  # data pointers already zero-filled (initialisers chain ops)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if getattr(func, "__name__", "") in _INIT_OPS:
             tensor = args[0] if args else kwargs.get("tensor")
             if isinstance(tensor, torch.Tensor) and (tensor.is_meta or not self.meta_only):
-                # zeros, not the uninitialised memory: denormals in it make the shape probe
-                # (a forward pass in Backbone.__init__) many times slower
-                return tensor if tensor.is_meta else tensor.detach().zero_()
+                # zeros, once, not the uninitialised memory: denormals in it make the shape
+                # probe (a forward pass in Backbone.__init__) many times slower
+                if not tensor.is_meta and tensor.data_ptr() not in self.zeroed:
+                    self.zeroed.add(tensor.data_ptr())
+                    tensor.detach().zero_()
+                return tensor
         return func(*args, **kwargs)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 

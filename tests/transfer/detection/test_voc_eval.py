@@ -266,3 +266,12 @@ def test_results_files_round_trip_and_score_cli(labelme_dir, tmp_path, capsys):
                               "--year", "2007"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["per_class"]["bus"]["AP50"] == pytest.approx(100 * 6 / 11)  # r = 0..0.5
+
+
+def test_11_point_thresholds_are_computed_as_the_reference_code_does():
+    # 10 positives; ranks TP TP TP FP TP: recall .1 .2 .3 .3 .4, precision 1 1 1 .75 .8.
+    # The reference code's threshold 0.3 is 3 * 0.1 = 0.30000000000000004 > 3/10, so the recall-0.3
+    # point does not count for it: p(0.3) = 0.8, not 1.
+    rec = np.array([1, 2, 3, 3, 4]) / 10
+    prec = np.array([1, 1, 1, 0.75, 0.8])
+    assert voc_ap(rec, prec, use_07_metric=True) == pytest.approx((3 * 1 + 2 * 0.8) / 11)

@@ -144,8 +144,9 @@ def _entry_name(e: dict) -> str:
 
 
 def format_outcomes(outcomes: list[Outcome], *, only_moved: bool = True) -> str:
+    # "moved": beyond the baseline's rounding (values are stored with 4 decimals)
     shown = [o for o in outcomes
-             if not only_moved or o.failed or o.status == "improved" or (o.delta and abs(o.delta) > 1e-9)]
+             if not only_moved or o.failed or o.status == "improved" or (o.delta and abs(o.delta) >= 0.005)]
     head = ("checkpoint", "task", "protocol", "metric", "baseline", "current", "delta", "allowed", "status")
     lines = []
     for o in shown:

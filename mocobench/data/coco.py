@@ -18,7 +18,7 @@ import io
 import os
 from pathlib import Path
 
-from mocobench.data.voc import read_rgb
+from mocobench.data.voc import first_readable
 
 
 class COCOFormatError(ValueError):
@@ -130,14 +130,7 @@ class COCODetection:
         return target
 
     def __getitem__(self, index: int):
-        # An unreadable image is skipped (the next one is returned) and counted in ``skipped``.
-        for offset in range(len(self)):
-            i = (index + offset) % len(self)
-            image = read_rgb(self.image_path(i), self.skipped)
-            if image is not None:
-                break
-        else:
-            raise COCOFormatError(f"{self.image_dir}: no readable image")
+        i, image = first_readable(self, index, COCOFormatError(f"{self.image_dir}: no readable image"))
         target = self.target(i)
         if self.transforms is not None:
             image, target = self.transforms(image, target)

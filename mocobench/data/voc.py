@@ -179,18 +179,25 @@ class VOCDetection:
                 "image_id": index, "size": (ann.height, ann.width)}
 
     def __getitem__(self, index: int):
-        # An unreadable image is skipped (the next one is returned) and counted in ``skipped``.
-        for offset in range(len(self)):
-            i = (index + offset) % len(self)
-            image = read_rgb(self.image_path(i), self.skipped)
-            if image is not None:
-                break
-        else:
-            raise VOCFormatError(f"{self.devkit_root}: no readable image in {self.sets}")
+        i, image = first_readable(self, index, VOCFormatError(f"{self.devkit_root}: no readable image in {self.sets}"))
         target = self.target(i)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
+
+
+def first_readable(dataset, index: int, error: Exception):
+    """``(i, image)`` for the first readable image from ``index`` on (wrapping around).
+
+    An unreadable image is skipped (the next one is returned) and counted in ``dataset.skipped``;
+    ``error`` is raised when no image of the dataset can be read.
+    """
+    for offset in range(len(dataset)):
+        i = (index + offset) % len(dataset)
+        image = read_rgb(dataset.image_path(i), dataset.skipped)
+        if image is not None:
+            return i, image
+    raise error
 
 
 def read_rgb(path: Path, skipped: list[str] | None = None):

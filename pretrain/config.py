@@ -15,6 +15,8 @@ import dataclasses
 import typing
 from dataclasses import dataclass, replace
 
+from mocobench.overrides import parse_value
+
 
 @dataclass(frozen=True)
 class PretrainConfig:
@@ -146,21 +148,7 @@ def resolve_preset(name: str | None, method: str) -> PretrainConfig:
     return cfg
 
 
-def _parse(value: str, typ, key: str):
-    origin = typing.get_origin(typ)
-    if typ is bool:
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"--{key}: expected true/false, got {value!r}")
-    if origin is tuple:
-        inner = typing.get_args(typ)[0]
-        return tuple(inner(v) for v in value.split(",") if v.strip())
-    try:
-        return typ(value)
-    except ValueError:
-        raise ValueError(f"--{key}: expected {typ.__name__}, got {value!r}") from None
+
 
 
 def apply_overrides(cfg: PretrainConfig, overrides: dict[str, str]) -> PretrainConfig:
@@ -177,7 +165,7 @@ def apply_overrides(cfg: PretrainConfig, overrides: dict[str, str]) -> PretrainC
         key = key if key in fields else lowered.get(key.lower(), key)
         if key not in fields:
             raise ValueError(f"unknown config key --{raw}; keys: {', '.join(sorted(fields))}")
-        changes[key] = _parse(value, hints[key], raw)
+        changes[key] = parse_value(value, hints[key], raw)
     return replace(cfg, **changes)
 
 

@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from mocobench.overrides import field_types, parse_value
+
 
 @dataclass(frozen=True)
 class LinearConfig:
@@ -135,22 +137,7 @@ def to_dict(cfg) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _parse(value: str, current: Any, name: str):
-    if isinstance(current, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"--{name}: expected true/false, got {value!r}")
-    if isinstance(current, tuple):
-        parts = [p for p in value.replace(",", " ").split() if p]
-        elem = type(current[0]) if current else float
-        return tuple(elem(p) for p in parts)
-    if isinstance(current, int):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    return value
+
 
 
 def apply_overrides(cfg, overrides: dict[str, str]):
@@ -166,7 +153,7 @@ def apply_overrides(cfg, overrides: dict[str, str]):
         if name not in known:
             raise ValueError(f"unknown option --{key} for {type(cfg).__name__}; "
                              f"known: {', '.join(sorted(known))}")
-        changes[name] = _parse(text, getattr(cfg, name), key)
+        changes[name] = parse_value(text, field_types(type(cfg))[name], key)
     if ("epochs" in changes and "milestones" not in changes and getattr(cfg, "milestones", ())
             and getattr(cfg, "epochs", 0) > 0):
         e0, e1 = cfg.epochs, changes["epochs"]

@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from mocobench.overrides import field_types, parse_value
+
 
 class ProtocolError(ValueError):
     """An unknown protocol or a bad override; the message says which."""
@@ -114,25 +116,10 @@ PROTOCOLS = {p.name: p for p in (MOCO_VOC_C4_24K, COCO_C4_1X, COCO_C4_2X, COCO_F
 
 
 def _parse(field: dataclasses.Field, text: str):
-    kind = str(field.type)
     try:
-        if kind.startswith("tuple"):
-            items = [t for t in text.replace("(", "").replace(")", "").split(",") if t.strip()]
-            cast = float if "float" in kind else int
-            return tuple(cast(t) for t in items)
-        if kind.startswith("bool"):
-            if text.lower() in ("none", "null") and "None" in kind:
-                return None
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        return text
-    except ValueError:
-        raise ProtocolError(f"--{field.name}={text}: expected {kind}") from None
+        return parse_value(text, field_types(DetectionProtocol)[field.name], field.name)
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
 
 
 def resolve_protocol(name: str, overrides: dict[str, str] | None = None) -> DetectionProtocol:

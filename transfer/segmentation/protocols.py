@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from mocobench.overrides import field_types, parse_value
+
 
 @dataclass(frozen=True)
 class SegProtocol:
@@ -82,18 +84,7 @@ def get_protocol(name: str, dataset: str) -> SegProtocol:
     return PROTOCOLS[name][dataset]
 
 
-def _parse(text: str, current):
-    if isinstance(current, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected true/false, got {text!r}")
-    if isinstance(current, tuple):
-        parts = [p for p in text.replace("x", ",").split(",") if p]
-        kind = type(current[0]) if current else float
-        return tuple(kind(p) for p in parts)
-    return type(current)(text)
+
 
 
 def override(protocol: SegProtocol, overrides: list[str]) -> SegProtocol:
@@ -108,7 +99,7 @@ def override(protocol: SegProtocol, overrides: list[str]) -> SegProtocol:
         if key not in fields:
             raise ValueError(f"unknown protocol field {key!r} (fields: {', '.join(fields)})")
         try:
-            changes[key] = _parse(value, getattr(protocol, key))
+            changes[key] = parse_value(value, field_types(type(protocol))[key], key)
         except ValueError as e:
             raise ValueError(f"override {item!r}: {e}") from None
     return dataclasses.replace(protocol, **changes)

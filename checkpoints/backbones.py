@@ -91,8 +91,24 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
         kwargs = {"pretrained": False, "num_classes": num_classes}
         if img_size is not None:
             kwargs["img_size"] = img_size
+        if any(dilation):
+            # timm CNNs dilate through output_stride: res5 dilated = 16, res4 and res5 = 8
+            strides = {(False, False, True): 16, (False, True, True): 8}
+            if tuple(dilation) not in strides:
+                raise ValueError(f"{arch}: dilation {tuple(dilation)} is not an output stride timm can build "
+                                 "(use (False, False, True) or (False, True, True))")
+            kwargs["output_stride"] = strides[tuple(dilation)]
         kwargs.update(timm_kwargs or {})
-        return timm.create_model(arch[len("timm:"):], **kwargs)
+        try:
+            return timm.create_model(arch[len("timm:"):], **kwargs)
+        except TypeError as e:
+            if "output_stride" in str(e):
+                raise ValueError(f"{arch} cannot be dilated (its timm constructor has no output_stride)") from e
+            # CNNs (timm ResNets, ConvNeXts...) take any input size and have no img_size argument
+            if "img_size" not in str(e) or "img_size" not in kwargs:
+                raise
+            kwargs.pop("img_size")
+            return timm.create_model(arch[len("timm:"):], **kwargs)
     import torchvision
 
     ctor = getattr(torchvision.models, arch)

@@ -104,17 +104,19 @@ SMOG_400EP = PretrainConfig(
     schedule="cosine", warmup_epochs=10)
 SMOG_800EP = replace(SMOG_400EP, epochs=800)
 
-# -- CPU presets: the embedded dataset at "small" scale (64 px images), ~1 minute on 2 cores --------
-# ResNet-18 with its ImageNet stem on 32 px crops (feature maps 8 → 1 px), small queue, few epochs.
-_TINY = dict(arch="resnet18", img_size=32, crop_min_scale=0.3, epochs=4, batch_size=64, lr=0.06, K=1024,
-             warmup_epochs=1.0, schedule="cosine", workers=1, device="cpu", precision="fp32",
+# -- CPU presets: the embedded dataset at "small" scale (64 px images), about a minute on 2 cores -----
+# timm's test_resnet (a 4-stage ResNet, deep stem, widths 32-48-48-96, 0.4M parameters) at 64 px:
+# five times the steps per second of ResNet-18, which is what lets learning show within a minute.
+# (ResNet-18 at 32 px learns nothing measurable in ~150 steps on `small`: kNN at random-init level.)
+_TINY = dict(arch="timm:test_resnet", img_size=64, crop_min_scale=0.3, epochs=8, batch_size=32, lr=0.06,
+             K=1024, warmup_epochs=1.0, schedule="cosine", workers=0, device="cpu", precision="fp32",
              channels_last=False, ckpt_every=200, log_every=5)
 TINY = {
     "moco_v1": replace(MOCO_V1_200EP, **_TINY, m=0.99),
     "moco_v2": replace(MOCO_V2_200EP, **_TINY, m=0.99),
     "unimoco": replace(UNIMOCO_800EP_0PCT, **_TINY, m=0.99),
     "smog": replace(SMOG_400EP, **{**_TINY, "lr": 0.06}, optimizer="sgd", weight_decay=1e-4, m=0.99,
-                    n_groups=64, hidden_dim=512, reset_every=30, bank_size=2048, local_crops=0),
+                    n_groups=64, hidden_dim=512, reset_every=100, bank_size=2048, local_crops=0),
 }
 
 PRESETS = {

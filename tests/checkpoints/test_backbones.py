@@ -71,3 +71,15 @@ def test_timm_vit_gives_pooled_features_and_a_pyramid():
 def test_unknown_arch_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown backbone arch 'resnet7'"):
         build_backbone("resnet7")
+
+
+def test_timm_resnet_dilation_is_output_stride():
+    """A timm ResNet dilated at res5 keeps its parameter names and shapes (so a checkpoint loads
+    into it) and halves res5's stride; a ViT cannot be dilated and says so."""
+    plain = build_backbone("timm:test_resnet", seed=0).eval()
+    os16 = build_backbone("timm:test_resnet", dilation=(False, False, True), seed=0).eval()
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in os16.state_dict().items()}
+    x = torch.randn(1, 3, 96, 96)
+    assert plain.feature_maps(x)["res5"].shape[-1] == 3 and os16.feature_maps(x)["res5"].shape[-1] == 6
+    with pytest.raises(ValueError, match="cannot be dilated"):
+        build_backbone("timm:vit_tiny_patch16_224", img_size=32, dilation=(False, False, True))

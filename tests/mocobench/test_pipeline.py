@@ -23,7 +23,7 @@ def test_quick_plan_pretrains_then_evaluates_every_checkpoint(tmp_path):
     assert names[0] == "data synth"
     pre = [n for n in names if n.startswith("pretrain")]
     assert pre and all(names.index(n) < names.index(f"eval linear-fast {n.split()[1]}") for n in pre)
-    assert any(n.endswith("random-resnet18") for n in names)
+    assert any(n.endswith("random-timm-test_resnet") for n in names)
     tasks = {s.argv[1] for s in stages if s.argv[0] == "eval"}
     assert tasks == {"linear", "knn", "semi", "detection", "segmentation"}
     for s in stages:
@@ -50,13 +50,13 @@ def test_resume_skips_finished_work(tmp_path):
     rec = {"id": "abc", "task": "knn", "protocol": "dino-knn", "seed": 0,
            "checkpoint": {"name": "backbone", "path": str(backbone)}}
     rnd = {"id": "def", "task": "semi-10pct", "protocol": "tiny", "seed": 0,
-           "checkpoint": {"name": "random-resnet18", "path": "random:resnet18"}}
+           "checkpoint": {"name": "random-timm-test_resnet", "path": "random:timm:test_resnet"}}
     stages = {s.name: s for s in _plan(["--quick", "--out", str(tmp_path)], [rec, rnd])}
     assert "exists" in stages["pretrain moco_v2"].done
     assert stages["eval knn-dino-knn moco_v2"].done == "record abc exists"
-    assert stages["eval semi10-tiny random-resnet18"].done == "record def exists"
+    assert stages["eval semi10-tiny random-timm-test_resnet"].done == "record def exists"
     assert stages["eval linear-fast moco_v2"].done is None
-    assert stages["eval knn-dino-knn random-resnet18"].done is None
+    assert stages["eval knn-dino-knn random-timm-test_resnet"].done is None
 
 
 def test_given_checkpoints_skip_pretraining(tmp_path):
@@ -154,6 +154,6 @@ def test_failed_and_unbuilt_stages_are_reported_not_fatal(tmp_path, monkeypatch,
     rc = P.main(["--quick", "--out", str(tmp_path), "--checkpoint", "/x.pth", "--no-random"])
     out = capsys.readouterr().out
     assert rc == 1
-    assert "n/a      eval det-voc-tiny x" in out and "not built yet" in out
+    assert "n/a      eval det-voc-tiny-fpn x" in out and "not built yet" in out
     assert "FAIL     eval knn-dino-knn x" in out and "RuntimeError: boom" in out
     assert "ok       eval linear-fast x" in out and "ok       eval seg-cityscapes-tiny x" in out and "(cpu " in out

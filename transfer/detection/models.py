@@ -153,7 +153,7 @@ def build_c4(backbone: Backbone, num_classes: int, protocol, mask: bool = False)
 
 def build_fpn(backbone: Backbone, num_classes: int, protocol, mask: bool = False) -> nn.Module:
     """R50-FPN Faster R-CNN (or Mask R-CNN) with BN in FPN and heads."""
-    trunk = FPNTrunk(backbone)
+    trunk = FPNTrunk(backbone, protocol.fpn_channels)
     c = trunk.out_channels
     n_levels = 5  # P2..P6
     sizes = tuple(protocol.anchor_sizes)
@@ -164,14 +164,14 @@ def build_fpn(backbone: Backbone, num_classes: int, protocol, mask: bool = False
     names = ["0", "1", "2", "3"]
     kwargs = _common_kwargs(protocol, backbone)
     box = dict(box_roi_pool=MultiScaleRoIAlign(names, 7, 0),
-               box_head=FastRCNNConvFCHead((c, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d),
+               box_head=FastRCNNConvFCHead((c, 7, 7), [c] * 4, [1024], norm_layer=nn.BatchNorm2d),
                box_predictor=FastRCNNPredictor(1024, num_classes + 1))
     if not mask:
         return FasterRCNN(trunk, rpn_anchor_generator=anchors, rpn_head=rpn_head, **box, **kwargs)
     return MaskRCNN(trunk, rpn_anchor_generator=anchors, rpn_head=rpn_head, **box,
                     mask_roi_pool=MultiScaleRoIAlign(names, 14, 0),
-                    mask_head=MaskRCNNHeads(c, [256] * 4, 1, norm_layer=nn.BatchNorm2d),
-                    mask_predictor=MaskRCNNPredictor(256, 256, num_classes + 1), **kwargs)
+                    mask_head=MaskRCNNHeads(c, [c] * 4, 1, norm_layer=nn.BatchNorm2d),
+                    mask_predictor=MaskRCNNPredictor(c, c, num_classes + 1), **kwargs)
 
 
 MODELS = {"c4": build_c4, "fpn": build_fpn}

@@ -58,6 +58,7 @@ class DetectionProtocol:
     hflip: bool = True
     # -- model (MODEL.*) --
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    fpn_channels: int = 256           # FPN.OUT_CHANNELS, also the width of the FPN box/mask head convs
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     rpn_pre_nms_top_n_train: int = 12000
     rpn_post_nms_top_n_train: int = 2000
@@ -112,7 +113,13 @@ TINY = DetectionProtocol(
     rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=64, roi_batch_size_per_image=16,
     roi_pool_size=6, detections_per_img=50, precise_bn_iters=4, checkpoint_period=1000, num_workers=0)
 
-PROTOCOLS = {p.name: p for p in (MOCO_VOC_C4_24K, COCO_C4_1X, COCO_C4_2X, COCO_FPN_1X, COCO_FPN_2X, TINY)}
+# the same with an FPN detector: for backbones that are not torchvision ResNets (timm CNNs,
+# MobileNetV2), e.g. the CPU pipeline's timm:test_resnet
+# (64-channel FPN: at 256 the FPN, RPN and 4-conv box head cost ~100 s per CPU run, against ~20 s)
+TINY_FPN = dataclasses.replace(TINY, name="tiny-fpn", model="fpn", fpn_channels=64)
+
+PROTOCOLS = {p.name: p for p in (MOCO_VOC_C4_24K, COCO_C4_1X, COCO_C4_2X, COCO_FPN_1X, COCO_FPN_2X, TINY,
+                                 TINY_FPN)}
 
 
 def _parse(field: dataclasses.Field, text: str):

@@ -74,9 +74,9 @@ def build_model(checkpoint: str, head: str, num_classes: int, sync_bn: bool = Fa
     from checkpoints.load import load_backbone
 
     backbone, report = load_backbone(checkpoint, dilation=OS16)
-    if backbone.family != "resnet":
-        raise ValueError(f"{checkpoint}: segmentation transfer needs a ResNet backbone (dilated res5); "
-                         f"got {backbone.arch}")
+    if backbone.family == "mobilenet_v2":
+        raise ValueError(f"{checkpoint}: segmentation transfer needs a ResNet backbone (dilated res5, "
+                         f"torchvision or timm); got {backbone.arch}")
     model = SegmentationModel(backbone, head, num_classes)
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

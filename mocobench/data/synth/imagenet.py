@@ -1,8 +1,10 @@
 """The classification part: an ImageNet-layout folder with label-subset files.
 
 ``imagenet/{train,val}/<class>/<file>.JPEG``. Class ``k`` is the ``k``-th shape filled with the
-``k``-th texture (``s03_star`` is a star with concentric rings); its two colours are random per
-image. Every image shows one dominant object of its class on a cluttered background, with 1-2
+``k``-th texture (``s03_star`` is a star with concentric rings). As in natural images, colour
+is a partial cue: in 80 % of the images the object's main colour has the class's hue (±0.03 of the
+hue circle) and its second colour is a dark, desaturated complement; in the rest both colours are
+random. Every image shows one dominant object of its class on a cluttered background, with 1-2
 smaller distractors whose shape and texture never form a class (shape ``i`` with texture ``j != i``), and
 sometimes a distractor that occludes part of the main object.
 
@@ -12,6 +14,7 @@ File names follow ImageNet: ``<class>_<n>.JPEG`` in train and ``synth_val_<nnnnn
 
 from __future__ import annotations
 
+import colorsys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,19 @@ def class_names(n_classes: int) -> list[str]:
     return [f"s{k:02d}_{draw.SHAPE_NAMES[k]}" for k in range(n_classes)]
 
 
+# how often the object's colours come from its class's palette (the rest: random colours)
+CLASS_COLOUR_P = 0.8
+
+
+def class_colours(rng: np.random.Generator, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class ``k``'s palette: a saturated, bright colour of hue ``k / n`` (± 0.03) and a dark,
+    desaturated colour of the complementary hue (so the texture stays visible)."""
+    hue = (k / n + rng.normal(0, 0.03)) % 1.0
+    a = colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.6, 1.0))
+    b = colorsys.hsv_to_rgb((hue + 0.5) % 1.0, rng.uniform(0.2, 0.6), rng.uniform(0.15, 0.45))
+    return np.float32(a) * 255, np.float32(b) * 255
+
+
 def render(rng: np.random.Generator, size: int, k: int) -> np.ndarray:
     """One ``size x size`` RGB image of class ``k``."""
     n = len(draw.SHAPE_NAMES)
@@ -52,7 +68,8 @@ def render(rng: np.random.Generator, size: int, k: int) -> np.ndarray:
     cx, cy = size * (0.5 + rng.uniform(-0.15, 0.15, 2))
     ang = rng.uniform(0, 2 * np.pi)
     poly = draw.place(draw.SHAPES[draw.SHAPE_NAMES[k]], cx, cy, r, ang, rng.uniform(0.8, 1.25))
-    draw.paint_object(img, poly, draw.TEXTURE_NAMES[k], cx, cy, r, ang, rng)
+    colours = class_colours(rng, k, n) if rng.random() < CLASS_COLOUR_P else None
+    draw.paint_object(img, poly, draw.TEXTURE_NAMES[k], cx, cy, r, ang, rng, colours=colours)
     if rng.random() < 0.25:  # an occluder in front of the object's rim
         a = rng.uniform(0, 2 * np.pi)
         distractor(cx + r * np.cos(a), cy + r * np.sin(a), size * rng.uniform(0.1, 0.18))

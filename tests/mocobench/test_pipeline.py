@@ -157,3 +157,19 @@ def test_failed_and_unbuilt_stages_are_reported_not_fatal(tmp_path, monkeypatch,
     assert "n/a      eval det-voc-tiny-fpn x" in out and "not built yet" in out
     assert "FAIL     eval knn-dino-knn x" in out and "RuntimeError: boom" in out
     assert "ok       eval linear-fast x" in out and "ok       eval seg-cityscapes-tiny x" in out and "(cpu " in out
+
+
+def test_forked_stage_has_exit_code_and_log(tmp_path):
+    """A stage run in a forked child reports the command's exit code and writes its output (and
+    argparse's errors) to the stage log, as a fresh process would."""
+    import sys
+
+    if not hasattr(__import__("os"), "fork"):
+        pytest.skip("no fork on this platform")
+    log = tmp_path / "logs" / "stage.log"
+    assert P.run_forked(["--version"], [sys.executable, "-m", "mocobench", "--version"], log, {}) == 0
+    text = log.read_text()
+    assert text.startswith("$ ") and "mocobench" in text.splitlines()[1]
+    bad = tmp_path / "logs" / "bad.log"
+    assert P.run_forked(["data", "synth", "--no-such-flag"], ["x"], bad, {}) == 2
+    assert "error: the following arguments are required: --out" in bad.read_text()

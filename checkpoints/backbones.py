@@ -99,16 +99,15 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
                                  "(use (False, False, True) or (False, True, True))")
             kwargs["output_stride"] = strides[tuple(dilation)]
         kwargs.update(timm_kwargs or {})
-        try:
-            return timm.create_model(arch[len("timm:"):], **kwargs)
-        except TypeError as e:
-            if "output_stride" in str(e):
-                raise ValueError(f"{arch} cannot be dilated (its timm constructor has no output_stride)") from e
-            # CNNs (timm ResNets, ConvNeXts...) take any input size and have no img_size argument
-            if "img_size" not in str(e) or "img_size" not in kwargs:
-                raise
-            kwargs.pop("img_size")
-            return timm.create_model(arch[len("timm:"):], **kwargs)
+        while True:
+            try:
+                return timm.create_model(arch[len("timm:"):], **kwargs)
+            except TypeError as e:
+                if "output_stride" in str(e):
+                    raise ValueError(f"{arch} cannot be dilated (its timm constructor has no output_stride)") from e
+                # CNNs (timm ResNets, ConvNeXts...) take any input size and have no img_size argument
+                if "img_size" not in str(e) or kwargs.pop("img_size", None) is None:
+                    raise
     import torchvision
 
     ctor = getattr(torchvision.models, arch)

@@ -76,7 +76,7 @@ def test_unknown_arch_is_a_clear_error():
 def test_timm_resnet_dilation_is_output_stride():
     """A timm ResNet dilated at res5 keeps its parameter names and shapes (so a checkpoint loads
     into it) and halves res5's stride; a ViT cannot be dilated and says so."""
-    plain = build_backbone("timm:test_resnet", seed=0).eval()
+    plain = build_backbone("timm:test_resnet", img_size=64, seed=0).eval()  # a CNN: img_size is dropped
     os16 = build_backbone("timm:test_resnet", dilation=(False, False, True), seed=0).eval()
     assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in os16.state_dict().items()}
     x = torch.randn(1, 3, 96, 96)

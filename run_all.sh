@@ -3,6 +3,8 @@
 #   ./run_all.sh              set up .venv, generate the embedded dataset, run every stage on CPU
 #   ./run_all.sh --quick      the same pipeline at smoke scale
 #   ./run_all.sh test         set up .venv, then run the test suite (pytest); extra args go to pytest
+#   ./run_all.sh engines      set up .venv, then install the real detectron2 and MMSegmentation
+#                             engines into it (tools/engines/; the tests use them when present)
 #   ./run_all.sh --help       all options (real data, GPUs, torchrun, SLURM, given checkpoints)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -35,6 +37,10 @@ setup() {
 }
 
 setup
+if [ "${1:-}" = "engines" ]; then
+  shift
+  exec bash "$ROOT/tools/engines/install.sh" "$PY" "$@"
+fi
 if [ "${1:-}" = "test" ]; then
   shift
   exec "$PY" -m pytest "$@"

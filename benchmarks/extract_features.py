@@ -53,7 +53,7 @@ def time_random(backbone, device, batch, img_size, iters, warmup, bf16, channels
 def time_folder(backbone, device, data, batch, img_size, workers, bf16, channels_last, limit) -> float:
     from torch.utils.data import Subset
 
-    from mocobench.data.imagefolder import ImageFolder
+    from core.data.imagefolder import ImageFolder
     from transfer.classification.data import eval_transform, make_loader
     from transfer.classification.features import extract_features
 

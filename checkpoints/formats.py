@@ -39,7 +39,7 @@ from checkpoints.errors import CheckpointError
 from checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, Rules, apply_rules, strip_prefix
 from checkpoints.load import OWN_FORMAT, LoadReport, check_state_keys, strict_load
 from checkpoints.safe_pickle import decode_json_metadata, read_file
-from mocobench.io import sha256_file
+from core.io import sha256_file
 
 # Classifier / projection keys of a backbone model after prefix stripping: dropped as "head".
 HEAD_PREFIXES = ("fc.", "classifier.", "head.", "head_dist.")

@@ -15,7 +15,7 @@ import torch
 
 from checkpoints.backbones import Backbone, BackboneSpec, build_backbone
 from checkpoints.errors import CheckpointError
-from mocobench.io import atomic_torch_save
+from core.io import atomic_torch_save
 
 OWN_FORMAT = "mocobench-backbone"
 OWN_VERSION = 1

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from leaderboard.records import code_version
+from core.records import code_version
 from leaderboard.table import DISPLAY_METRICS, Table, load_table
 
 BASELINE_FORMAT = "mocobench-baseline"
@@ -203,7 +203,7 @@ def new_baseline(table: Table, old: dict | None = None, *, note: str = "") -> di
 def run_check(baseline_path: str | Path, results_dir: str | Path, *, update: bool = False,
               out=print) -> int:
     """What ``mocobench leaderboard check`` does; returns the exit code."""
-    from mocobench.io import atomic_write_json
+    from core.io import atomic_write_json
 
     table = load_table(results_dir, reported=False, all_metrics=True)
     for p in table.problems:

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in table.problems:
         print(f"warning: {p}", file=sys.stderr)
     if args.output:
-        from mocobench.io import atomic_write_text
+        from core.io import atomic_write_text
 
         atomic_write_text(args.output, text)
         print(f"wrote {args.output}", file=sys.stderr)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from leaderboard.records import TASKS, Problem
+from core.records import TASKS, Problem
 
 REPORTED_CSV = Path(__file__).with_name("reported.csv")
 
@@ -373,7 +373,7 @@ def check_table(table: Table) -> None:
 def load_table(results_dir: str | Path, *, reported: bool = True, all_metrics: bool = False) -> Table:
     """Read every record under ``results_dir`` (skipping corrupt and newer-schema files, which are
     listed in ``Table.problems``) and build the table, with the papers' rows when ``reported``."""
-    from leaderboard.records import iter_record_files
+    from core.records import iter_record_files
 
     records, files, problems = [], [], []
     for path, rec in iter_record_files(results_dir):

@@ -1,3 +1,9 @@
-"""mocobench: pretraining and transfer evaluation for self-supervised visual representations."""
+"""mocobench: pretraining and transfer evaluation for self-supervised visual representations.
 
-__version__ = "0.1.0"
+This package is the top floor: the ``mocobench`` command table (``cli``) and the pipeline that runs
+every stage (``pipeline``). It may import every other package; none imports it.
+"""
+
+from core import __version__
+
+__all__ = ["__version__"]

@@ -12,7 +12,7 @@ import sys
 
 # subcommand: (module, function, one-line description)
 COMMANDS = {
-    "data": ("mocobench.data.cli", "main", "generate the embedded dataset (synth) or convert real files (fashion-mnist)"),
+    "data": ("core.data.cli", "main", "generate the embedded dataset (synth) or convert real files (fashion-mnist)"),
     "pretrain": ("pretrain.cli", "main", "pretrain a backbone with MoCo v1/v2, UniMoCo or SMoG (also under torchrun)"),
     "inspect": ("checkpoints.cli", "inspect_main", "detect a checkpoint's format and show the keys used, dropped and its metadata"),
     "convert": ("transfer.adapters.cli", "main", "convert a checkpoint for detectron2, mmseg/mmdet, torchvision, timm or safetensors"),
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
-        from mocobench import __version__
+        from core import __version__
 
         print(f"mocobench {__version__}")
         return 0

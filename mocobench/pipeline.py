@@ -546,7 +546,7 @@ def _main(args) -> int:
                         preload=not (args.no_preload or args.slurm or args.dry_run))
     if args.slurm and not args.dry_run:
         import_submitit()   # fail now, not after an hour of stages
-    from leaderboard.records import load_records
+    from core.records import load_records
 
     records, _ = load_records(out / "results") if (out / "results").exists() else ([], [])
     stages = plan(args, mode, out, records)
@@ -612,7 +612,7 @@ def leaderboard(out: Path, mode: Mode) -> int:
     """Print the measured table; write the full table (with the papers' rows) as md, csv and html."""
     from leaderboard.cli import render
     from leaderboard.table import TableError
-    from mocobench.io import atomic_write_text
+    from core.io import atomic_write_text
 
     results = out / "results"
     if not results.exists():

@@ -15,7 +15,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, replace
 
-from mocobench.overrides import parse_value
+from core.overrides import parse_value
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mocobench.io import atomic_torch_save, atomic_write_json, progress
+from core.io import atomic_torch_save, atomic_write_json, progress
 from pretrain import augment, data, distributed
 from pretrain.config import PretrainConfig, from_dict
 from pretrain.lars import LARS

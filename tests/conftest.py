@@ -56,7 +56,7 @@ def mobilenet_v2_imagenet_path() -> Path:
 @pytest.fixture(scope="session")
 def synth_tiny(tmp_path_factory) -> Path:
     """The embedded dataset at ``tiny`` scale, generated once per test session."""
-    from mocobench.data.synth import generate
+    from core.data.synth import generate
 
     out = tmp_path_factory.mktemp("synth")
     generate(out, seed=0, scale="tiny")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from checkpoints.keymaps import TORCHVISION_TO_DETECTRON2, apply_rules
-from mocobench.io import atomic_write, atomic_write_text
+from core.io import atomic_write, atomic_write_text
 
 ROI_HEAD_NAME = "Res5ROIHeadsExtraNorm"
 NORMS = ("naiveSyncBN", "SyncBN", "BN", "FrozenBN", "GN")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from checkpoints.keymaps import MM_BACKBONE_PREFIX
-from mocobench.io import atomic_torch_save, atomic_write_text
+from core.io import atomic_torch_save, atomic_write_text
 
 # protocol -> (iterations, checkpoint/validation interval)
 PROTOCOLS = {

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from checkpoints.load import OWN_FORMAT
-from mocobench.io import atomic_write_bytes
+from core.io import atomic_write_bytes
 
 
 def write_safetensors(path: str | os.PathLike, state: dict[str, torch.Tensor], spec: dict,

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from checkpoints.backbones import TORCHVISION_RESNETS, is_timm
-from mocobench.io import atomic_torch_save
+from core.io import atomic_torch_save
 
 
 def to_torchvision(state: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:

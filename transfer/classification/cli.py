@@ -118,7 +118,7 @@ def eval_main(task: str, argv: list[str]) -> int:
 def run(task: str, protocol: str, cfg, args) -> dict | None:
     """Run the evaluation and write its record; returns the record (None on non-zero ranks)."""
     from checkpoints.load import load_backbone
-    from leaderboard.records import new_record, write_record
+    from core.records import new_record, write_record
     from transfer.classification import data as D
 
     rank, world = D.init_distributed()
@@ -159,7 +159,7 @@ def run(task: str, protocol: str, cfg, args) -> dict | None:
 
 # -- one function per protocol family ---------------------------------------------------------
 def _datasets(imagenet: Path, train_tf, val_tf):
-    from mocobench.data.imagefolder import ImageFolder
+    from core.data.imagefolder import ImageFolder
 
     train = ImageFolder(imagenet / "train", train_tf)
     val = ImageFolder(imagenet / "val", val_tf, classes=train.classes)
@@ -197,7 +197,7 @@ def _features(backbone, report, imagenet, cfg, args, device, log, aug_views: int
     val_f, val_y, val_s = get(val, "val", {**base_tf, "kind": "center"})
     views = [train_f]
     if aug_views:
-        from mocobench.data.imagefolder import ImageFolder
+        from core.data.imagefolder import ImageFolder
 
         aug = ImageFolder(imagenet / "train", D.train_transform(cfg.img_size, mean, std))
         for v in range(aug_views):
@@ -256,7 +256,7 @@ def _run_paper(backbone, imagenet, cfg, args, device, log, world):
 
 
 def _run_semi(backbone, imagenet, cfg, args, device, log, world):
-    from mocobench.data.imagefolder import ImageFolder
+    from core.data.imagefolder import ImageFolder
     from transfer.classification import data as D
     from transfer.classification.semi import semi_supervised
 

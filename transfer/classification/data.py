@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
-from mocobench.data.imagefolder import collate_skip
+from core.data.imagefolder import collate_skip
 
 
 # -- data -------------------------------------------------------------------------------------

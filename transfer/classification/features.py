@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from mocobench.io import atomic_torch_save, progress
+from core.io import atomic_torch_save, progress
 from transfer.classification.data import autocast, to_device
 
 FEATURE_VERSION = 2

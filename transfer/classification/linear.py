@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mocobench.io import progress
+from core.io import progress
 from transfer.classification.data import (autocast, distributed, reduce_counts, to_device,
                                           topk_correct)
 

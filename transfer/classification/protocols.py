@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from mocobench.overrides import field_types, parse_value
+from core.overrides import field_types, parse_value
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler, Subset
 
-from mocobench.io import progress
+from core.io import progress
 from transfer.classification.data import (autocast, distributed, eval_subset, make_loader,
                                           prepare_model, reduce_counts, to_device)
 from transfer.classification.linear import evaluate, holdout_split, init_fc

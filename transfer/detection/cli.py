@@ -32,7 +32,7 @@ def _score_parser() -> argparse.ArgumentParser:
 
 def score_main(kind: str, argv: list[str]) -> int:
     from transfer.detection.voc_eval import VOCResultsError, score_voc_dir
-    from mocobench.data.voc import VOCFormatError
+    from core.data.voc import VOCFormatError
 
     if kind != "voc":
         print(f"mocobench score: {kind!r} is not a detection score kind (voc)", file=sys.stderr)

@@ -46,7 +46,7 @@ def register_datasets(dataset: str, data_root: str | os.PathLike) -> tuple[list[
 
     root = Path(data_root)
     if dataset == "voc":
-        from mocobench.data.voc import year_dir
+        from core.data.voc import year_dir
 
         specs = [("mocobench_voc_2007_trainval", "2007", "trainval"),
                  ("mocobench_voc_2012_trainval", "2012", "trainval"),
@@ -55,7 +55,7 @@ def register_datasets(dataset: str, data_root: str | os.PathLike) -> tuple[list[
             if name not in DatasetCatalog.list():
                 register_pascal_voc(name, str(year_dir(root, year)), split, int(year))
         return [s[0] for s in specs[:2]], [specs[2][0]]
-    from mocobench.data.coco import coco_split_paths
+    from core.data.coco import coco_split_paths
 
     if not (root / "annotations").is_dir() and (root / "coco").is_dir():
         root = root / "coco"
@@ -119,7 +119,7 @@ def run_detectron2(checkpoint: str, protocol, dataset: str, data_root, seeds, re
     from detectron2.engine import launch
 
     from checkpoints.load import load_backbone
-    from leaderboard.records import new_record, write_record
+    from core.records import new_record, write_record
     from transfer.adapters.detectron2 import PROTOCOLS as D2_PROTOCOLS, write_detectron2_config, write_detectron2_pkl
 
     if protocol.name not in D2_PROTOCOLS:

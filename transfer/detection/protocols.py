@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from mocobench.overrides import field_types, parse_value
+from core.overrides import field_types, parse_value
 
 
 class ProtocolError(ValueError):

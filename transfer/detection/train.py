@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mocobench.io import atomic_torch_save, atomic_write_json, progress
+from core.io import atomic_torch_save, atomic_write_json, progress
 
 # -- data ------------------------------------------------------------------------------------------
 
@@ -221,7 +221,7 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
     if rank == 0 and losses_log:
         log_path = work_dir / "losses.jsonl"
         old = log_path.read_text() if log_path.exists() and start > 0 else ""
-        from mocobench.io import atomic_write_text
+        from core.io import atomic_write_text
 
         atomic_write_text(log_path, old + "".join(json.dumps(r) + "\n" for r in losses_log))
     return {"start_iteration": start, "end_iteration": end, "final_loss": losses_log[-1]["loss"] if losses_log else None}
@@ -341,14 +341,14 @@ def build_datasets(dataset: str, data_root: str | os.PathLike, with_masks: bool)
     """(train set, test set, dataset record dict) for ``voc`` (07+12 trainval / 07 test) or ``coco``."""
     root = Path(data_root)
     if dataset == "voc":
-        from mocobench.data.voc import VOC07_TEST, VOC0712_TRAIN, VOCDetection
+        from core.data.voc import VOC07_TEST, VOC0712_TRAIN, VOCDetection
 
         train = VOCDetection(root, sets=VOC0712_TRAIN)
         test = VOCDetection(root, sets=VOC07_TEST)
         info = {"name": "VOC07+12", "path": str(root), "test": "VOC2007 test",
                 "splits": {"voc_2007_trainval+voc_2012_trainval": len(train), "voc_2007_test": len(test)}}
         return train, test, info
-    from mocobench.data.coco import COCODetection, coco_split_paths
+    from core.data.coco import COCODetection, coco_split_paths
 
     if not (root / "annotations").is_dir() and (root / "coco" / "annotations").is_dir():
         root = root / "coco"
@@ -380,7 +380,7 @@ def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_
     import random
 
     from checkpoints.load import load_backbone
-    from leaderboard.records import new_record, write_record
+    from core.records import new_record, write_record
     from transfer.detection.models import build_detector
 
     p = protocol

@@ -93,7 +93,7 @@ def _work_dir(args, protocol, seed: int) -> Path:
 def _eval_one(args, protocol, seed: int) -> int:
     import time
 
-    from leaderboard.records import new_record, write_record
+    from core.records import new_record, write_record
 
     work = _work_dir(args, protocol, seed)
     if args.engine == "mmseg":

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mocobench.io import progress
+from core.io import progress
 from transfer.segmentation.data import READ_ERRORS, normalize
 from transfer.segmentation.metrics import ConfusionMatrix
 

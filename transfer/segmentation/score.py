@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mocobench.data import cityscapes as cs
-from mocobench.data import voc_seg
-from mocobench.io import progress
+from core.data import cityscapes as cs
+from core.data import voc_seg
+from core.io import progress
 from transfer.segmentation.metrics import ConfusionMatrix
 
 
@@ -95,7 +95,7 @@ def voc_palette() -> list[int]:
 def _write_png(path, arr: np.ndarray, palette=None) -> Path:
     from PIL import Image
 
-    from mocobench.io import atomic_write
+    from core.io import atomic_write
 
     im = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))  # mode L
     if palette is not None:

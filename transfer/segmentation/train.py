@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mocobench.io import atomic_torch_save, progress
+from core.io import atomic_torch_save, progress
 from transfer.segmentation.data import IGNORE, PositionBatches, TrainStream, build_dataset, collate
 from transfer.segmentation.inference import autocast, evaluate, prediction_writer
 from transfer.segmentation.model import build_model

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leaderboard.records import load_records
+from core.records import load_records
 from transfer.cli import eval_main
 
 

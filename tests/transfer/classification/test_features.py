@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from checkpoints.load import LoadReport
-from mocobench.data.imagefolder import ImageFolder
+from core.data.imagefolder import ImageFolder
 from transfer.classification.data import eval_transform, make_loader
 from transfer.classification.features import (cache_key, cached_features, checkpoint_identity,
                                               extract_features)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mocobench.data.imagefolder import collate_skip
+from core.data.imagefolder import collate_skip
 from transfer.classification import protocols as P
 from transfer.classification.linear import (BackboneChangedError, check_unchanged,
                                             fast_linear_probe, fit_logistic_regression,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mocobench.data.coco import COCODetection
+from core.data.coco import COCODetection
 from transfer.detection.train import coco_results, score_coco
 
 

@@ -120,7 +120,7 @@ def test_iteration_stream_is_a_permutation_per_epoch_and_flips_are_consistent():
 
 def test_exact_resume(tmp_path):
     from checkpoints.load import load_backbone
-    from mocobench.data.voc import VOCDetection
+    from core.data.voc import VOCDetection
     from transfer.detection.models import build_detector
 
     devkit = make_voc(tmp_path)
@@ -152,7 +152,7 @@ def test_exact_resume(tmp_path):
 
 @pytest.mark.slow
 def test_eval_detection_voc_and_coco_write_records(synth_tiny, tmp_path):
-    from leaderboard.records import load_records
+    from core.records import load_records
     from transfer.detection.cli import eval_main
 
     small = ["--max-iters", "2", "--min_size_train=64", "--min_size_test=64", "--max_size_train=96",

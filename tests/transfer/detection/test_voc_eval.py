@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from mocobench.data.voc import VOCAnnotation, VOCObject, load_annotations
+from core.data.voc import VOCAnnotation, VOCObject, load_annotations
 from transfer.detection import voc_eval
 from transfer.detection.voc_eval import evaluate_voc, voc_ap
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mocobench.data import cityscapes as cs
+from core.data import cityscapes as cs
 
 # label id -> RGB colour of its texture; label ids from the official table (road, building,
 # vegetation, sky, car, and 0 = unlabeled, which is ignored)

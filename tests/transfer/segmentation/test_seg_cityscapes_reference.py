@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mocobench.data import cityscapes as cs
+from core.data import cityscapes as cs
 from transfer.segmentation.score import score_cityscapes
 
 

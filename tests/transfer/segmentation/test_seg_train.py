@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mocobench.data.cityscapes import CityscapesSegmentation
+from core.data.cityscapes import CityscapesSegmentation
 from transfer.segmentation.data import TrainStream
 from transfer.segmentation.model import build_model
 from transfer.segmentation.protocols import get_protocol, override
@@ -54,7 +54,7 @@ def test_exact_resume(cityscapes_small, tmp_path):
 
 @pytest.mark.slow
 def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_reference):
-    from leaderboard.records import load_records
+    from core.records import load_records
     from transfer.segmentation.cli import eval_main
 
     code = eval_main("segmentation", [
@@ -78,7 +78,7 @@ def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_re
     out = json.loads(capsys.readouterr().out)
     assert out["metrics"]["mIoU"] == pytest.approx(seed0["metrics"]["mIoU"], abs=1e-9)
     # and the evaluation's own numbers equal cityscapesscripts on those label-id PNGs
-    from mocobench.data import cityscapes as cs
+    from core.data import cityscapes as cs
 
     gt_files = cs.list_ground_truth(synth_tiny / "cityscapes" / "gtFine" / "val")
     ref = cs_reference.scores(gt_files, cs.match_predictions(gt_files, tmp_path / "pred" / "s0"))
@@ -137,7 +137,7 @@ def test_mmseg_trusted_load_only_inside_the_work_dir(tmp_path):
 
 def test_voc_evaluation_and_written_predictions_agree(voc_small, tmp_path):
     """evaluate() on VOC (sliding window) and `score voc-seg` on the palette PNGs it wrote."""
-    from mocobench.data.voc_seg import VOCSegmentation
+    from core.data.voc_seg import VOCSegmentation
     from transfer.segmentation.inference import evaluate, prediction_writer
     from transfer.segmentation.score import score_voc
 

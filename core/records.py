@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mocobench.io import atomic_write_json
+from core.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 
@@ -52,7 +52,7 @@ class RecordError(ValueError):
 def code_version() -> str:
     """``mocobench <version>+g<commit>[.dirty]`` when run from a git checkout (asked once per
     process: a process that writes many records runs git once)."""
-    from mocobench import __version__
+    from core import __version__
 
     root = Path(__file__).resolve().parent.parent
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mocobench.data import voc_seg
+from core.data import voc_seg
 
 # classes each labelme example image contains (from labelme's own .npy export, -1 = border)
 LABELME_CLASSES = {

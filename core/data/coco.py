@@ -18,7 +18,7 @@ import io
 import os
 from pathlib import Path
 
-from mocobench.data.voc import first_readable
+from core.data.voc import first_readable
 
 
 class COCOFormatError(ValueError):

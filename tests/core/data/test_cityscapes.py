@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mocobench.data import cityscapes as cs
+from core.data import cityscapes as cs
 
 
 def test_train_ids_follow_the_official_label_table():

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from mocobench.overrides import field_types, parse_value
+from core.overrides import field_types, parse_value
 
 
 @dataclasses.dataclass(frozen=True)

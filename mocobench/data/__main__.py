@@ -1,5 +1,0 @@
-import sys
-
-from mocobench.data.cli import main
-
-sys.exit(main())

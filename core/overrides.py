@@ -3,12 +3,17 @@
 The text is converted by the field's type hint: ``bool`` (true/false/yes/no/on/off/1/0), ``int``,
 ``float``, ``str``, ``tuple[T, ...]`` (items separated by commas, spaces or ``x`` as in
 ``512x1024``; parentheses ignored) and ``X | None`` (``none``/``null`` give ``None``).
+
+The command lines collect unknown options with :func:`split_overrides`; configs apply them with
+:func:`apply_overrides` (or :func:`parse_overrides` when a protocol adjusts dependent fields).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 TRUE = ("1", "true", "yes", "on")
@@ -45,3 +50,58 @@ def parse_value(text: str, hint: Any, key: str) -> Any:
         name = getattr(hint, "__name__", str(hint))
         raise ValueError(f"--{key}: expected {name}, got {text!r}") from None
     return text
+
+
+def split_overrides(argv: Sequence[str]) -> dict[str, str]:
+    """``--key=value`` and ``--key value`` tokens (what argparse did not know) as ``{key: text}``.
+
+    Keys are returned as typed; :func:`parse_overrides` maps them to fields. A token that is not an
+    option, or an option without a value, is a ``ValueError`` naming it.
+    """
+    out, i = {}, 0
+    while i < len(argv):
+        tok = argv[i]
+        if not tok.startswith("--") or len(tok) == 2:
+            raise ValueError(f"unexpected argument {tok!r} (overrides are --key=value)")
+        if "=" in tok:
+            key, text = tok[2:].split("=", 1)
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            key, text = tok[2:], argv[i + 1]
+            i += 1
+        else:
+            raise ValueError(f"{tok} needs a value (--key=value)")
+        out[key] = text
+        i += 1
+    return out
+
+
+def field_name(cls, key: str, exclude: Iterable[str] = ()) -> str:
+    """The field of dataclass ``cls`` that ``--key`` names.
+
+    One rule for every config: ``-`` and ``_`` are the same; the exact spelling wins; otherwise the
+    key matches a field that differs only in case (``--t=0.2`` is ``T``), if exactly one does.
+    """
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in set(exclude)]
+    name = key.replace("-", "_")
+    if name in names:
+        return name
+    folded = [n for n in names if n.lower() == name.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise ValueError(f"unknown option --{key} for {cls.__name__}; known: {', '.join(sorted(names))}")
+
+
+def parse_overrides(cls, overrides: Mapping[str, Any], exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """``{"key": "text"}`` -> ``{field: value}`` for dataclass ``cls``; ``exclude`` fields are refused."""
+    hints, changes = field_types(cls), {}
+    for key, text in overrides.items():
+        name = field_name(cls, key, exclude)
+        if name in changes:
+            raise ValueError(f"--{key} given twice (as --{name})")
+        changes[name] = parse_value(str(text), hints[name], key)
+    return changes
+
+
+def apply_overrides(cfg, overrides: Mapping[str, Any], exclude: Iterable[str] = ()):
+    """A copy of the frozen dataclass ``cfg`` with ``--key=value`` overrides applied."""
+    return dataclasses.replace(cfg, **parse_overrides(type(cfg), overrides, exclude))

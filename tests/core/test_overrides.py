@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from core.overrides import field_types, parse_value
+from core.overrides import apply_overrides, field_name, field_types, parse_value, split_overrides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,3 +29,48 @@ def test_values_follow_the_field_type(key, text, expected):
 def test_bad_values_name_the_key(key, text):
     with pytest.raises(ValueError, match=f"--{key}: expected"):
         parse_value(text, field_types(Cfg)[key], key)
+
+
+@dataclasses.dataclass(frozen=True)
+class Paper:
+    K: int = 65536
+    T: float = 0.07
+    shuffle_bn_groups: int = 1
+    name: str = "moco"
+
+
+def test_split_overrides_takes_both_spellings_and_refuses_strays():
+    assert split_overrides(["--lr=3", "--k", "10", "--l2-grid=1e-4,1e-3", "--lr2", "-1"]) == {
+        "lr": "3", "k": "10", "l2-grid": "1e-4,1e-3", "lr2": "-1"}
+    with pytest.raises(ValueError, match="--lr needs a value"):
+        split_overrides(["--lr"])
+    with pytest.raises(ValueError, match="unexpected argument 'x'"):
+        split_overrides(["x"])
+
+
+@pytest.mark.parametrize("key,field", [("K", "K"), ("k", "K"), ("t", "T"), ("shuffle-bn-groups", "shuffle_bn_groups"),
+                                       ("Shuffle_BN_groups", "shuffle_bn_groups")])
+def test_one_key_rule_for_every_config(key, field):
+    assert field_name(Paper, key) == field
+
+
+def test_exact_case_wins_and_ambiguity_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Both:
+        k: int = 1
+        K: int = 2
+
+    assert field_name(Both, "k") == "k" and field_name(Both, "K") == "K"
+    with pytest.raises(ValueError, match="unknown option --kk"):
+        field_name(Both, "kk")
+
+
+def test_apply_overrides_converts_and_names_unknown_or_excluded_keys():
+    cfg = apply_overrides(Paper(), {"k": "4096", "t": "0.2", "shuffle-bn-groups": "4"})
+    assert cfg == Paper(K=4096, T=0.2, shuffle_bn_groups=4)
+    with pytest.raises(ValueError, match=r"unknown option --queue for Paper; known: K, T, name, shuffle_bn_groups"):
+        apply_overrides(Paper(), {"queue": "1"})
+    with pytest.raises(ValueError, match="unknown option --name"):
+        apply_overrides(Paper(), {"name": "x"}, exclude=("name",))
+    with pytest.raises(ValueError, match="given twice"):
+        apply_overrides(Paper(), {"K": "1", "k": "2"})

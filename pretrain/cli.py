@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pretrain.config import PRESETS, PretrainConfig, apply_overrides, resolve_preset
+from core.overrides import apply_overrides
+from pretrain.config import PRESETS, PretrainConfig, resolve_preset
 from pretrain.methods import METHODS
 
 

@@ -3,6 +3,7 @@
 Every field is used by the training loop or by the method the config names; fields of other methods
 are ignored (and recorded as they are, so a checkpoint says exactly what ran). The resolved config
 is stored in every checkpoint, in ``RUN_DIR/config.json`` and in the exported backbone's metadata.
+``--key=value`` overrides go through ``core.overrides.apply_overrides`` (``pretrain/cli.py``).
 
 NOTE: STYLE.md suggests one dataclass per method; MoCo, UniMoCo and SMoG share the whole training
 loop and most fields, so one flat dataclass keeps ``--key=value`` overrides in a single namespace and
@@ -12,10 +13,7 @@ every value's origin in this file.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, replace
-
-from core.overrides import parse_value
 
 
 @dataclass(frozen=True)
@@ -148,27 +146,6 @@ def resolve_preset(name: str | None, method: str) -> PretrainConfig:
     if cfg.method != method:
         raise ValueError(f"preset {name!r} is for --method {cfg.method}, not {method}")
     return cfg
-
-
-
-
-
-def apply_overrides(cfg: PretrainConfig, overrides: dict[str, str]) -> PretrainConfig:
-    """``{"K": "4096", "lr": "0.1", "milestones": "60,80"}`` → a new config; unknown keys are errors.
-
-    Keys may be spelled with ``-`` or ``_`` (``--shuffle-bn-groups=4``).
-    """
-    hints = typing.get_type_hints(PretrainConfig)
-    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
-    lowered = {f.lower(): f for f in fields}
-    changes = {}
-    for raw, value in overrides.items():
-        key = raw.replace("-", "_")
-        key = key if key in fields else lowered.get(key.lower(), key)
-        if key not in fields:
-            raise ValueError(f"unknown config key --{raw}; keys: {', '.join(sorted(fields))}")
-        changes[key] = parse_value(value, hints[key], raw)
-    return replace(cfg, **changes)
 
 
 def from_dict(d: dict) -> PretrainConfig:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from checkpoints.load import load_backbone
-from pretrain.config import PRESETS, TINY, apply_overrides, resolve_preset
+from core.overrides import apply_overrides
+from pretrain.config import PRESETS, TINY, resolve_preset
 from pretrain.methods import METHODS
 from pretrain.train import export_backbone
 
@@ -47,7 +48,7 @@ def test_presets_and_overrides():
     assert (v2.T, v2.mlp, v2.schedule, v2.epochs, v2.augmentation) == (0.2, True, "cosine", 800, "moco_v2")
     cfg = apply_overrides(v1, {"K": "4096", "shuffle-bn-groups": "4", "milestones": "60,80", "mlp": "true"})
     assert (cfg.K, cfg.shuffle_bn_groups, cfg.milestones, cfg.mlp) == (4096, 4, (60, 80), True)
-    with pytest.raises(ValueError, match="unknown config key --queue_size"):
+    with pytest.raises(ValueError, match="unknown option --queue_size"):
         apply_overrides(v1, {"queue_size": "1"})
     with pytest.raises(ValueError, match="is for --method moco_v1"):
         resolve_preset("moco_v1_200ep", "smog")

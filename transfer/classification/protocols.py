@@ -13,10 +13,10 @@ paper's crop ratio.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from core.overrides import field_types, parse_value
+from core.overrides import parse_overrides
 
 
 @dataclass(frozen=True)
@@ -137,23 +137,13 @@ def to_dict(cfg) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-
-
-
 def apply_overrides(cfg, overrides: dict[str, str]):
-    """``cfg`` with fields replaced from ``{"key": "text"}`` (``-`` or ``_`` both accepted).
+    """``cfg`` with ``--key=value`` overrides applied (``core.overrides``' rules).
 
     Changing ``epochs`` of a step-schedule preset scales its milestones proportionally unless the
     milestones are given too (``--epochs 10`` of the paper protocol steps at 6 and 8).
     """
-    known = {f.name: f for f in fields(cfg)}
-    changes = {}
-    for key, text in overrides.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise ValueError(f"unknown option --{key} for {type(cfg).__name__}; "
-                             f"known: {', '.join(sorted(known))}")
-        changes[name] = parse_value(text, field_types(type(cfg))[name], key)
+    changes = parse_overrides(type(cfg), overrides)
     if ("epochs" in changes and "milestones" not in changes and getattr(cfg, "milestones", ())
             and getattr(cfg, "epochs", 0) > 0):
         e0, e1 = cfg.epochs, changes["epochs"]

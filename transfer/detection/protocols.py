@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from core.overrides import field_types, parse_value
+from core.overrides import parse_overrides
 
 
 class ProtocolError(ValueError):
@@ -122,23 +122,14 @@ PROTOCOLS = {p.name: p for p in (MOCO_VOC_C4_24K, COCO_C4_1X, COCO_C4_2X, COCO_F
                                  TINY_FPN)}
 
 
-def _parse(field: dataclasses.Field, text: str):
-    try:
-        return parse_value(text, field_types(DetectionProtocol)[field.name], field.name)
-    except ValueError as e:
-        raise ProtocolError(str(e)) from None
-
-
 def resolve_protocol(name: str, overrides: dict[str, str] | None = None) -> DetectionProtocol:
-    """The preset ``name`` with ``--key=value`` overrides (values as strings) applied."""
+    """The preset ``name`` with ``--key=value`` overrides (``core.overrides``' rules) applied."""
     if name not in PROTOCOLS:
         raise ProtocolError(f"unknown detection protocol {name!r} (known: {', '.join(PROTOCOLS)})")
-    fields = {f.name: f for f in dataclasses.fields(DetectionProtocol)}
-    changes = {}
-    for key, text in (overrides or {}).items():
-        if key not in fields or key == "name":
-            raise ProtocolError(f"unknown protocol key {key!r} (keys: {', '.join(k for k in fields if k != 'name')})")
-        changes[key] = _parse(fields[key], str(text))
+    try:
+        changes = parse_overrides(DetectionProtocol, overrides or {}, exclude=("name",))
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
     p = dataclasses.replace(PROTOCOLS[name], **changes)
     if p.model not in ("c4", "fpn"):
         raise ProtocolError(f"model must be c4 or fpn, not {p.model!r}")

@@ -20,9 +20,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from core.overrides import field_types, parse_value
+from core.overrides import apply_overrides, split_overrides
 
 
 @dataclass(frozen=True)
@@ -84,22 +85,9 @@ def get_protocol(name: str, dataset: str) -> SegProtocol:
     return PROTOCOLS[name][dataset]
 
 
-
-
-
-def override(protocol: SegProtocol, overrides: list[str]) -> SegProtocol:
-    """Apply ``key=value`` strings (``crop=512,1024`` or ``crop=512x1024`` for pairs)."""
-    fields = {f.name: f for f in dataclasses.fields(protocol)}
-    changes = {}
-    for item in overrides:
-        key, sep, value = item.lstrip("-").partition("=")
-        key = key.replace("-", "_")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        if key not in fields:
-            raise ValueError(f"unknown protocol field {key!r} (fields: {', '.join(fields)})")
-        try:
-            changes[key] = parse_value(value, field_types(type(protocol))[key], key)
-        except ValueError as e:
-            raise ValueError(f"override {item!r}: {e}") from None
-    return dataclasses.replace(protocol, **changes)
+def override(protocol: SegProtocol, overrides: Mapping[str, str] | Sequence[str]) -> SegProtocol:
+    """``protocol`` with overrides applied (``core.overrides``' rules): ``{"crop": "512x1024"}``, or
+    the command line's ``["--crop=512x1024", "iters=7"]`` (leading dashes optional)."""
+    if not isinstance(overrides, Mapping):
+        overrides = split_overrides(["--" + item.lstrip("-") for item in overrides])
+    return apply_overrides(protocol, overrides)

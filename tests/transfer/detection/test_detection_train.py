@@ -70,7 +70,7 @@ def test_overrides():
     assert p.steps == (1800, 2200)  # a shortened run keeps the schedule's shape
     p = resolve_protocol("tiny", {"min_size_train": "64,80", "mask_on": "true", "model": "fpn"})
     assert p.min_size_train == (64, 80) and p.mask_on is True and p.model == "fpn"
-    with pytest.raises(ProtocolError, match="unknown protocol key 'lrr'"):
+    with pytest.raises(ProtocolError, match="unknown option --lrr"):
         resolve_protocol("tiny", {"lrr": "1"})
     with pytest.raises(ProtocolError, match="max_iter"):
         resolve_protocol("tiny", {"max_iter": "ten"})

@@ -69,7 +69,7 @@ def test_moco_presets_follow_the_paper():
 def test_overrides():
     p = override(get_protocol("tiny", "cityscapes"), ["--crop=32x48", "iters=7", "flip=false", "head=deeplabv3"])
     assert (p.crop, p.iters, p.flip, p.head) == ((32, 48), 7, False, "deeplabv3")
-    with pytest.raises(ValueError, match="unknown protocol field 'lrr'"):
+    with pytest.raises(ValueError, match="unknown option --lrr"):
         override(p, ["lrr=1"])
 
 

@@ -3,7 +3,8 @@
 Every file the suite writes (checkpoints, records, caches, exported configs) goes through one of
 the ``atomic_*`` functions: the bytes are written to a temporary file in the destination folder,
 flushed to disk, then renamed over the destination, so a reader never sees a half-written file and
-a kill leaves either the old file or the new one.
+a kill leaves either the old file or the new one. The one exception is :class:`StepLog`, an
+append-only JSON-lines history that is rewritten atomically whenever a run resumes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from typing import Any, Callable, Iterable, TypeVar
 T = TypeVar("T")
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it back at once (no thread writes files here
+    # between the two calls that would care).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True) -> Path:
     """Call ``write(fileobj)`` on a temporary file next to ``path`` and rename it into place."""
     path = Path(path)
@@ -29,6 +38,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        # NOTE: mkstemp creates the file 0600 whatever the umask; a plain open() would give
+        # 0666 & ~umask, which is what a team sharing a results folder expects.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -57,6 +69,37 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+class StepLog:
+    """An append-only JSON-lines history of a resumable loop, one row per step (``row[key]``).
+
+    :meth:`resume` keeps exactly the rows of the steps before ``start`` (in order, each once) and
+    rewrites the file atomically, so a torn last line or the rows of steps a kill made the run
+    repeat are cut; :meth:`append` then adds each new row at once (flushed, so a kill keeps the
+    rows written so far). Returns from :meth:`resume` the steps below ``start`` that have no row
+    (a history lost by an older writer), for the caller to report.
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str = "iteration"):
+        self.path, self.key = Path(path), key
+
+    def resume(self, start: int) -> list[int]:
+        rows: dict[int, str] = {}
+        if start > 0 and self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    step = json.loads(line)[self.key]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a kill
+                if isinstance(step, int) and 0 <= step < start:
+                    rows.setdefault(step, line)
+        atomic_write_text(self.path, "".join(rows[s] + "\n" for s in sorted(rows)))
+        return [s for s in range(start) if s not in rows]
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "",

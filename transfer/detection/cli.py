@@ -3,11 +3,13 @@
 ::
 
     mocobench eval detection --checkpoint CKPT --dataset voc --data DIR --protocol moco-voc-c4-24k \\
-        [--engine torchvision|detectron2] [--seeds 5] --results RESULTS_DIR [--key=value ...]
+        [--engine torchvision|detectron2] [--seed S | --seeds S1 S2 ...] [--work-dir DIR] \\
+        --results RESULTS_DIR [--key=value ...]
     mocobench score voc --devkit VOCdevkit/VOC2007 --split test --detections DIR [--year 2007]
 
 ``--key=value`` overrides any field of the protocol (``--max_iter=200``, ``--base_lr=0.01``);
-``--max-iters N`` is a shorthand for ``--max_iter=N``.
+``--max-iters N`` is a shorthand for ``--max_iter=N``. ``--seed``/``--seeds``, ``--work-dir``,
+``--results`` and ``--device`` mean the same in every task (``transfer/run_options.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def _score_parser() -> argparse.ArgumentParser:
@@ -53,7 +54,9 @@ def score_main(kind: str, argv: list[str]) -> int:
 def _eval_parser() -> argparse.ArgumentParser:
     from transfer.detection.protocols import PROTOCOLS
 
-    p = argparse.ArgumentParser(prog="mocobench eval detection",
+    from transfer.run_options import add_run_options
+
+    p = argparse.ArgumentParser(prog="mocobench eval detection", allow_abbrev=False,
                                 description="Fine-tune a detector from a backbone checkpoint and evaluate it "
                                             "(one result record per seed).")
     p.add_argument("--checkpoint", required=True, help="checkpoint file or random:ARCH[:SEED]")
@@ -63,55 +66,36 @@ def _eval_parser() -> argparse.ArgumentParser:
                         "holding train2017/, val2017/ and annotations/ (a folder holding coco/ works too)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), required=True)
     p.add_argument("--engine", choices=("torchvision", "detectron2"), default="torchvision")
-    p.add_argument("--seeds", type=int, default=1, help="number of runs (seeds 0..N-1); MoCo recommends 5 for VOC")
-    p.add_argument("--seed", type=int, default=None, help="run this one seed only")
-    p.add_argument("--results", required=True, help="folder for result records")
-    p.add_argument("--work-dir", default=None,
-                   help="work checkpoints, losses and detections (default: work/detection next to RESULTS; "
-                        "kept out of RESULTS, which holds records only)")
+    add_run_options(p, "detection")  # --results, --seed/--seeds (MoCo averages 5 VOC runs), --work-dir, --device
     p.add_argument("--max-iters", type=int, default=None, help="shorthand for --max_iter=N")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a work checkpoint exists")
     return p
 
 
-def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Separate ``--key=value`` protocol overrides (keys with ``_`` or not known to argparse)."""
-    from transfer.detection.protocols import DetectionProtocol
-    import dataclasses
-
-    fields = {f.name for f in dataclasses.fields(DetectionProtocol)}
-    rest, overrides = [], {}
-    for a in argv:
-        if a.startswith("--") and "=" in a and a[2:].split("=", 1)[0] in fields:
-            k, v = a[2:].split("=", 1)
-            overrides[k] = v
-        else:
-            rest.append(a)
-    return rest, overrides
-
-
 def eval_main(task: str, argv: list[str]) -> int:
-    from transfer.detection.protocols import ProtocolError, resolve_protocol
+    from core.overrides import split_overrides
+    from transfer.detection.protocols import resolve_protocol
+    from transfer.run_options import seeds_of, work_root
 
     if task != "detection":
         print(f"mocobench eval: {task!r} is not handled by transfer.detection", file=sys.stderr)
         return 2
-    rest, overrides = split_overrides(argv)
-    args = _eval_parser().parse_args(rest)
-    if args.max_iters is not None:
-        overrides["max_iter"] = str(args.max_iters)
+    parser = _eval_parser()
+    args, rest = parser.parse_known_args(argv)
     try:
+        overrides = split_overrides(rest)
+        if args.max_iters is not None:
+            overrides["max_iter"] = str(args.max_iters)
+        seeds = seeds_of(args)
         protocol = resolve_protocol(args.protocol, overrides)
-    except ProtocolError as e:
+    except ValueError as e:  # ProtocolError too
         print(f"mocobench eval detection: {e}", file=sys.stderr)
         return 2
     if protocol.dataset not in (args.dataset, "any"):
         print(f"mocobench eval detection: protocol {protocol.name} is for {protocol.dataset}, "
               f"not {args.dataset}", file=sys.stderr)
         return 2
-    seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
-    work = Path(args.work_dir) if args.work_dir else Path(args.results).resolve().parent / "work" / "detection"
+    work = work_root(args, "detection")
     if args.engine == "detectron2":
         from transfer.detection.detectron2_engine import Detectron2Unavailable, run_detectron2
 
@@ -121,7 +105,7 @@ def eval_main(task: str, argv: list[str]) -> int:
             print(f"mocobench eval detection: {e}", file=sys.stderr)
             return 2
     else:
-        from transfer.detection.train import run_eval
+        from transfer.detection.run import run_eval
 
         paths = run_eval(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results, work,
                          device=args.device, resume=not args.no_resume)

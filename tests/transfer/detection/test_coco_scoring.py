@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.data.coco import COCODetection
-from transfer.detection.train import coco_results, score_coco
+from transfer.detection.evaluate import coco_results, score_coco
 
 
 def predictions_from_targets(ds, drop=()):

@@ -1,0 +1,56 @@
+"""The options every ``mocobench eval TASK`` shares, with one meaning in every task.
+
+- ``--results DIR``: the folder the result records go into (records only; rank 0 writes them);
+- ``--seed S`` runs this one seed; ``--seeds S1 S2 ...`` runs these seeds; neither: the
+  protocol's seeds (:data:`DEFAULT_SEEDS` for every protocol today). One record per seed;
+- ``--work-dir DIR``: working files (training state, logs, predictions); each seed runs in its own
+  folder ``DIR/<checkpoint>-<sha256[:8]>-<protocol>-<dataset>-s<seed>`` (:func:`run_dir`).
+  Default: ``work/<task>`` next to ``RESULTS`` (never inside it);
+- ``--device``: ``cpu``, ``cuda``, ``cuda:1``; default CUDA when present (``core.dist.setup``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_SEEDS = (0,)
+
+
+def add_run_options(parser: argparse.ArgumentParser, task: str) -> None:
+    parser.add_argument("--results", required=True, help="folder for result records (one per seed)")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=None, help="run this one seed only")
+    seeds.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                       help=f"run these seeds, one record each (default: "
+                            f"{' '.join(map(str, DEFAULT_SEEDS))})")
+    parser.add_argument("--work-dir", default=None,
+                        help=f"working files, one folder per seed inside (default: work/{task} next to "
+                             f"RESULTS)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+
+
+def seeds_of(args: argparse.Namespace, default: tuple[int, ...] = DEFAULT_SEEDS) -> list[int]:
+    """The seeds to run: ``--seed``, else ``--seeds``, else ``default``; a repeated seed is refused."""
+    if args.seed is not None:
+        return [args.seed]
+    seeds = list(args.seeds) if args.seeds else list(default)
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"--seeds repeats {', '.join(map(str, repeated))}")
+    return seeds
+
+
+def work_root(args: argparse.Namespace, task: str) -> Path:
+    """``--work-dir`` or ``<parent of RESULTS>/work/<task>``."""
+    if args.work_dir:
+        return Path(args.work_dir)
+    return Path(args.results).resolve().parent / "work" / task
+
+
+def run_dir(root: str | Path, checkpoint: dict, protocol: str, dataset: str, seed: int) -> Path:
+    """The folder of one (checkpoint, protocol, dataset, seed) run under ``root``; ``checkpoint`` is
+    a record's checkpoint fields (``name``, ``sha256``)."""
+    sha = (checkpoint.get("sha256") or "nosha")[:8]
+    tag = f"{checkpoint.get('name') or 'checkpoint'}-{sha}-{protocol}-{dataset}-s{seed}"
+    return Path(root) / "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)

@@ -28,6 +28,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -143,10 +144,45 @@ def record_filename(rec: dict) -> str:
     return f"{rec['task']}-{rec['protocol']}-{safe}-s{rec['seed']}-{rec['id']}.json"
 
 
-def write_record(results_dir: str | os.PathLike, rec: dict) -> Path:
-    """Write ``rec`` atomically as its own file under ``results_dir``; returns the path."""
+def write_record(results_dir: str | os.PathLike, rec: dict, fallback_dir: str | os.PathLike | None = None) -> Path:
+    """Write ``rec`` atomically as its own file under ``results_dir``; returns the path.
+
+    A result can take hours to compute, so a failed write (full disk, read-only folder, a file
+    where the folder should be) does not lose it: the record is printed to stderr as JSON, then
+    written to ``fallback_dir`` (the run's work folder) or, failing that, the current folder, and
+    the error raised names both the path that failed and where the record now is.
+    """
     validate(rec, "<record to write>")
-    return atomic_write_json(Path(results_dir) / record_filename(rec), rec)
+    name = record_filename(rec)
+    target = Path(results_dir) / name
+    try:
+        return atomic_write_json(target, rec)
+    except OSError as first:
+        text = json.dumps(rec, indent=2, sort_keys=True)
+        print(f"could not write the record to {target} ({first.strerror or first}); the record:\n{text}",
+              file=sys.stderr)
+        for folder in [fallback_dir, Path.cwd()]:
+            if folder is None:
+                continue
+            try:
+                saved = atomic_write_json(Path(folder) / name, rec)
+            except OSError:
+                continue
+            raise RecordWriteError(f"{target}: {first.strerror or first}; the record was saved to {saved} "
+                                   f"instead (move it into the results folder)", saved) from first
+        raise RecordWriteError(f"{target}: {first.strerror or first}; no fallback folder was writable, the "
+                               f"record is printed above", None) from first
+
+
+class RecordWriteError(OSError):
+    """A record could not be written where asked; ``saved`` is where it went instead (or None)."""
+
+    def __init__(self, message: str, saved: Path | None):
+        super().__init__(message)
+        self.saved = saved
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""OpenMMLab checkpoints (mmseg / mmdet / mmpretrain) and the MMSegmentation FCN config.
+"""OpenMMLab checkpoints (mmseg / mmdet / mmpretrain) and MMSegmentation FCN configs.
 
 Checkpoint: ``{"meta": {...}, "state_dict": {"backbone.<torchvision name>": tensor}}``. OpenMMLab's
 ``ResNet`` (``style='pytorch'``) names its layers like torchvision (``conv1``, ``bn1``,
@@ -6,19 +6,22 @@ Checkpoint: ``{"meta": {...}, "state_dict": {"backbone.<torchvision name>": tens
 values only, so the file loads under ``torch.load(weights_only=True)``; the source checkpoint's own
 metadata goes under ``meta["mocobench"]`` (read back by ``checkpoints.formats``).
 
-Config: a complete MMSegmentation 1.x Python config (no ``_base_`` files) equal to mmseg's
-``fcn_r50-d8_4xb2-{40k,80k}_cityscapes-512x1024.py`` except for the backbone:
+Config: a complete MMSegmentation 1.x Python config (no ``_base_`` files), one :class:`FCNConfig`
+per mmseg config it reproduces (:data:`PROTOCOLS`): ``fcn_r50-d8_4xb2-{40k,80k}_cityscapes-512x1024``
+and ``fcn_r50-d8_4xb4-{20k,40k}_voc12aug-512x512``, equal to mmseg's except for the backbone:
 
 NOTE: mmseg's FCN R50-D8 uses ``ResNetV1c`` (a 3-conv deep stem) initialised from
 ``open-mmlab://resnet50_v1c``; a torchvision-layout checkpoint (every SSL release) has the 7x7
 stem, so we use ``type='ResNet'`` with ``style='pytorch'`` and load it through
 ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``, as mmselfsup's own
-segmentation benchmark configs do.
+segmentation benchmark configs do. ResNet-18/34 get the head widths of mmseg's R18 configs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +30,69 @@ import torch
 from checkpoints.keymaps import MM_BACKBONE_PREFIX
 from core.io import atomic_torch_save, atomic_write_text
 
-# protocol -> (iterations, checkpoint/validation interval)
-PROTOCOLS = {
-    "fcn-r50-d8-cityscapes-40k": (40000, 4000),
-    "fcn-r50-d8-cityscapes-80k": (80000, 8000),
+
+@dataclass(frozen=True)
+class FCNConfig:
+    """One MMSegmentation FCN-D8 config, in mmseg's terms (``crop`` is H, W as mmseg's
+    ``crop_size``; ``scale`` is the (long edge, short edge) bound of its ``Resize``)."""
+
+    dataset: str = "cityscapes"               # key of DATASETS
+    depth: int = 50                           # 18, 34, 50, 101
+    crop: tuple[int, int] = (512, 1024)
+    scale: tuple[int, int] = (2048, 1024)
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    flip: bool = True
+    batch_size: int = 2                       # per GPU
+    num_workers: int = 2
+    iters: int = 40_000
+    checkpoint_every: int = 4_000
+    log_every: int = 50
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "poly"                    # "poly" (PolyLR) or "step" (MultiStepLR, x0.1)
+    poly_power: float = 0.9
+    min_lr: float = 1e-4
+    lr_steps: tuple[int, ...] = ()            # iterations, for schedule="step"
+    norm: str = "SyncBN"
+    inference: str = "whole"                  # "whole" or "slide"
+    slide_crop: tuple[int, int] = (512, 1024)
+    slide_stride: tuple[int, int] = (341, 683)
+
+    def with_crop(self, crop: tuple[int, int]) -> "FCNConfig":
+        """This config with training crop ``crop`` and the resize bound changed in proportion, as
+        mmseg's configs keep them (Cityscapes: scale = 2 x crop; VOC: (4 W, H))."""
+        (h0, w0), (l0, s0) = self.crop, self.scale
+        h, w = crop
+        return dataclasses.replace(self, crop=(h, w), scale=(round(l0 * w / w0), round(s0 * h / h0)))
+
+
+CITYSCAPES_40K = FCNConfig()
+VOC_20K = FCNConfig(dataset="voc2012", crop=(512, 512), scale=(2048, 512), batch_size=4, iters=20_000,
+                    num_workers=4,
+                    checkpoint_every=2_000, slide_crop=(512, 512), slide_stride=(341, 341))
+PROTOCOLS: dict[str, FCNConfig] = {
+    "fcn-r50-d8-cityscapes-40k": CITYSCAPES_40K,
+    "fcn-r50-d8-cityscapes-80k": dataclasses.replace(CITYSCAPES_40K, iters=80_000, checkpoint_every=8_000),
+    "fcn-r50-d8-voc12aug-20k": VOC_20K,
+    "fcn-r50-d8-voc12aug-40k": dataclasses.replace(VOC_20K, iters=40_000, checkpoint_every=4_000),
 }
+# dataset -> (mmseg dataset type, classes, default data folders relative to data_root, as mmseg's
+# docs lay them out: Cityscapes after mmseg's converter wrote *_gtFine_labelTrainIds.png; VOC with
+# the SBD-augmented masks)
+DATASETS = {
+    "cityscapes": ("CityscapesDataset", 19, {
+        "train": {"img_path": "leftImg8bit/train", "seg_map_path": "gtFine/train", "ann_file": ""},
+        "val": {"img_path": "leftImg8bit/val", "seg_map_path": "gtFine/val", "ann_file": ""}}),
+    "voc2012": ("PascalVOCDataset", 21, {
+        "train": {"img_path": "JPEGImages", "seg_map_path": "SegmentationClassAug",
+                  "ann_file": "ImageSets/Segmentation/train_aug.txt"},
+        "val": {"img_path": "JPEGImages", "seg_map_path": "SegmentationClass",
+                "ann_file": "ImageSets/Segmentation/val.txt"}}),
+}
+# depth -> (res5 channels, res4 channels, decode head width, auxiliary head width)
+HEAD_WIDTHS = {18: (512, 256, 128, 64), 34: (512, 256, 128, 64), 50: (2048, 1024, 512, 256),
+               101: (2048, 1024, 512, 256)}
 
 
 def _plain_meta(meta: dict | None) -> dict[str, Any]:
@@ -60,14 +121,13 @@ def write_mmseg_checkpoint(path: str | os.PathLike, state: dict[str, torch.Tenso
     return atomic_torch_save(to_mmseg(state, meta), path)
 
 
-CONFIG_TEMPLATE = '''# FCN R50-D8, Cityscapes 512x1024, {iters} iterations -- written by mocobench
-# (transfer/adapters/mmseg.py). Same as mmseg's fcn_r50-d8_4xb2-{short}_cityscapes-512x1024.py
-# (4 GPUs x 2 images) except the backbone: torchvision-layout ResNet-50 (style='pytorch', 7x7 stem)
-# initialised from the converted checkpoint below.
+CONFIG_TEMPLATE = '''# {title} -- written by mocobench (transfer/adapters/mmseg.py).
+# mmseg's {mmseg_name} except the backbone: torchvision-layout ResNet-{depth} (style='pytorch',
+# 7x7 stem) initialised from the converted checkpoint below.
 checkpoint = {ckpt!r}
 data_root = {data_root!r}
 norm_cfg = dict(type={norm!r}, requires_grad=True)
-crop_size = (512, 1024)
+crop_size = {crop!r}
 data_preprocessor = dict(
     type='SegDataPreProcessor',
     mean=[123.675, 116.28, 103.53],
@@ -82,7 +142,7 @@ model = dict(
     pretrained=None,
     backbone=dict(
         type='ResNet',
-        depth=50,
+        depth={depth},
         num_stages=4,
         out_indices=(0, 1, 2, 3),
         dilations=(1, 1, 2, 4),
@@ -94,82 +154,84 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
     decode_head=dict(
         type='FCNHead',
-        in_channels=2048,
+        in_channels={c5},
         in_index=3,
-        channels=512,
+        channels={w5},
         num_convs=2,
         concat_input=True,
         dropout_ratio=0.1,
-        num_classes=19,
+        num_classes={num_classes},
         norm_cfg=norm_cfg,
         align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     auxiliary_head=dict(
         type='FCNHead',
-        in_channels=1024,
+        in_channels={c4},
         in_index=2,
-        channels=256,
+        channels={w4},
         num_convs=1,
         concat_input=False,
         dropout_ratio=0.1,
-        num_classes=19,
+        num_classes={num_classes},
         norm_cfg=norm_cfg,
         align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
     train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    test_cfg={test_cfg})
 
-dataset_type = 'CityscapesDataset'
+dataset_type = {dataset_type!r}
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomResize', scale={scale!r}, ratio_range={ratio_range!r}, keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
+    dict(type='RandomFlip', prob={flip_prob}),
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 1024), keep_ratio=True),
+    dict(type='Resize', scale={scale!r}, keep_ratio=True),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
     batch_size={batch_size},
-    num_workers=2,
-    persistent_workers=True,
+    num_workers={num_workers},
+    persistent_workers={persistent},
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/train'),
+        data_prefix=dict(img_path={train_img!r}, seg_map_path={train_seg!r}),
+        ann_file={train_ann!r},
         pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
+    num_workers={num_workers},
+    persistent_workers={persistent},
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
+        data_prefix=dict(img_path={val_img!r}, seg_map_path={val_seg!r}),
+        ann_file={val_ann!r},
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0005)
+optimizer = dict(type='SGD', lr={lr!r}, momentum={momentum!r}, weight_decay={weight_decay!r})
 optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer, clip_grad=None)
 param_scheduler = [
-    dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end={iters}, by_epoch=False),
+    {scheduler},
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters={iters}, val_interval={interval})
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    logger=dict(type='LoggerHook', interval={log_every}, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval={interval}),
     sampler_seed=dict(type='DistSamplerSeedHook'),
@@ -190,20 +252,89 @@ tta_model = dict(type='SegTTAModel')
 '''
 
 
+def mmseg_config_text(fcn: FCNConfig, ckpt_path: str | os.PathLike, *, data_root: str | os.PathLike,
+                      folders: dict | None = None, name: str = "") -> str:
+    """The config for ``fcn``; ``folders`` replaces :data:`DATASETS`' train/val data folders
+    (``{"train": {"img_path", "seg_map_path", "ann_file"}, "val": {...}}``, absolute or relative
+    to ``data_root``)."""
+    if fcn.dataset not in DATASETS:
+        raise ValueError(f"mmseg config: unknown dataset {fcn.dataset!r} (known: {', '.join(DATASETS)})")
+    if fcn.depth not in HEAD_WIDTHS:
+        raise ValueError(f"mmseg config: ResNet depth {fcn.depth} is not one of {sorted(HEAD_WIDTHS)}")
+    if fcn.schedule not in ("poly", "step") or fcn.inference not in ("whole", "slide"):
+        raise ValueError(f"mmseg config: schedule {fcn.schedule!r} (poly|step) or inference "
+                         f"{fcn.inference!r} (whole|slide) is not one mmseg runs")
+    dataset_type, num_classes, default_folders = DATASETS[fcn.dataset]
+    folders = folders or default_folders
+    c5, c4, w5, w4 = HEAD_WIDTHS[fcn.depth]
+    if fcn.schedule == "poly":
+        scheduler = (f"dict(type='PolyLR', eta_min={fcn.min_lr!r}, power={fcn.poly_power!r}, begin=0, "
+                     f"end={fcn.iters}, by_epoch=False)")
+    else:
+        scheduler = f"dict(type='MultiStepLR', milestones={list(fcn.lr_steps)!r}, gamma=0.1, by_epoch=False)"
+    test_cfg = ("dict(mode='whole')" if fcn.inference == "whole" else
+                f"dict(mode='slide', crop_size={fcn.slide_crop!r}, stride={fcn.slide_stride!r})")
+    return CONFIG_TEMPLATE.format(
+        title=f"FCN R{fcn.depth}-D8, {dataset_type}, crop {fcn.crop[0]}x{fcn.crop[1]}, {fcn.iters} iterations",
+        mmseg_name=name or "FCN R50-D8 config", ckpt=str(ckpt_path), data_root=str(data_root),
+        norm=fcn.norm, crop=tuple(fcn.crop), depth=fcn.depth, c5=c5, c4=c4, w5=w5, w4=w4,
+        num_classes=num_classes, test_cfg=test_cfg, dataset_type=dataset_type, scale=tuple(fcn.scale),
+        ratio_range=tuple(fcn.ratio_range), flip_prob=0.5 if fcn.flip else 0.0,
+        batch_size=fcn.batch_size, num_workers=fcn.num_workers, persistent=fcn.num_workers > 0,
+        train_img=folders["train"]["img_path"], train_seg=folders["train"]["seg_map_path"],
+        train_ann=folders["train"]["ann_file"], val_img=folders["val"]["img_path"],
+        val_seg=folders["val"]["seg_map_path"], val_ann=folders["val"]["ann_file"],
+        lr=fcn.lr, momentum=fcn.momentum, weight_decay=fcn.weight_decay, scheduler=scheduler,
+        iters=fcn.iters, interval=fcn.checkpoint_every, log_every=fcn.log_every)
+
+
 def write_mmseg_config(protocol: str, ckpt_path: str | os.PathLike, out_path: str | os.PathLike, *,
                        data_root: str | os.PathLike = "data/cityscapes/", norm: str = "SyncBN",
-                       batch_size: int = 2, max_iters: int | None = None) -> Path:
-    """Write the MMSegmentation config for ``protocol`` (see :data:`PROTOCOLS`).
-
-    ``batch_size`` is per GPU (mmseg's default 2 on 4 GPUs); ``max_iters`` shortens the schedule
-    for smoke runs; ``norm="BN"`` for a single process without distributed init.
-    """
+                       batch_size: int | None = None, max_iters: int | None = None) -> Path:
+    """Write the MMSegmentation config of ``protocol`` (a key of :data:`PROTOCOLS`) as mmseg's
+    own tools read it. ``batch_size`` is per GPU; ``max_iters`` shortens the schedule (the
+    checkpoint interval shrinks with it); ``norm="BN"`` for one process."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown mmseg protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    iters, interval = PROTOCOLS[protocol]
+    fcn = dataclasses.replace(PROTOCOLS[protocol], norm=norm)
+    if batch_size:
+        fcn = dataclasses.replace(fcn, batch_size=batch_size)
     if max_iters:
-        iters, interval = max_iters, max(1, min(interval, max_iters))
-    text = CONFIG_TEMPLATE.format(iters=iters, short=protocol.rsplit("-", 1)[-1], ckpt=str(ckpt_path),
-                                  data_root=str(data_root), norm=norm, batch_size=batch_size,
-                                  interval=interval)
-    return atomic_write_text(out_path, text)
+        fcn = dataclasses.replace(fcn, iters=max_iters, checkpoint_every=max(1, min(fcn.checkpoint_every, max_iters)))
+    return atomic_write_text(out_path, mmseg_config_text(fcn, ckpt_path, data_root=data_root, name=protocol))
+
+
+def _find(pipeline: list[dict], kind: str) -> dict:
+    return next((t for t in pipeline if t.get("type") == kind), {})
+
+
+def describe(cfg: dict, world: int) -> dict[str, Any]:
+    """The settings a (merged) mmseg config runs, read back from it under the field names of
+    ``transfer.segmentation.protocols.SegProtocol`` (plus ``mmseg_``-prefixed extras)."""
+    train = cfg["train_dataloader"]
+    pipeline = train["dataset"]["pipeline"]
+    resize, crop = _find(pipeline, "RandomResize"), _find(pipeline, "RandomCrop")
+    opt = cfg["optim_wrapper"]["optimizer"]
+    sched = cfg["param_scheduler"][0] if cfg.get("param_scheduler") else {}
+    model = cfg["model"]
+    test = model.get("test_cfg") or {}
+    out = {
+        "head": model["decode_head"]["type"], "crop": list(crop.get("crop_size", ())),
+        "batch_size": train["batch_size"] * world, "iters": cfg["train_cfg"]["max_iters"],
+        "lr": opt["lr"], "momentum": opt.get("momentum"), "weight_decay": opt.get("weight_decay"),
+        "schedule": {"PolyLR": "poly", "MultiStepLR": "step"}.get(sched.get("type"), sched.get("type")),
+        "scale_range": list(resize.get("ratio_range", ())),
+        "flip": _find(pipeline, "RandomFlip").get("prob", 0) > 0,
+        "sync_bn": model["backbone"]["norm_cfg"]["type"] == "SyncBN" and world > 1,
+        "inference": test.get("mode", "whole"), "num_workers": train["num_workers"],
+        "checkpoint_every": cfg["default_hooks"]["checkpoint"]["interval"],
+        "log_every": cfg["default_hooks"]["logger"]["interval"],
+        "mmseg_scale": list(resize.get("scale", ())), "mmseg_depth": model["backbone"]["depth"],
+    }
+    if out["schedule"] == "poly":
+        out.update(poly_power=sched.get("power"), min_lr=sched.get("eta_min"))
+    elif out["schedule"] == "step":
+        out.update(lr_steps=[m / out["iters"] for m in sched.get("milestones", [])])
+    if out["inference"] == "slide":
+        out.update(slide_crop=list(test["crop_size"]), slide_stride=list(test["stride"]))
+    return out

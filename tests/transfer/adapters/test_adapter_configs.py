@@ -66,9 +66,11 @@ def test_mmseg_config_is_python_mmseg_reads(protocol, tmp_path):
     assert backbone["type"] == "ResNet" and backbone["depth"] == 50 and backbone["style"] == "pytorch"
     assert backbone["dilations"] == (1, 1, 2, 4) and backbone["strides"] == (1, 2, 1, 1)
     assert backbone["init_cfg"] == {"type": "Pretrained", "checkpoint": "/w/r50_mmseg.pth", "prefix": "backbone."}
-    assert model["decode_head"]["num_classes"] == 19 and model["decode_head"]["type"] == "FCNHead"
-    assert namespace["crop_size"] == (512, 1024) and namespace["data_root"] == "/data/cityscapes/"
+    # mmseg's configs: Cityscapes 19 classes, 512x1024 crops, 2 per GPU; VOC 21, 512x512, 4 per GPU
+    classes, crop, per_gpu = (19, (512, 1024), 2) if "cityscapes" in protocol else (21, (512, 512), 4)
+    assert model["decode_head"]["num_classes"] == classes and model["decode_head"]["type"] == "FCNHead"
+    assert namespace["crop_size"] == crop and namespace["data_root"] == "/data/cityscapes/"
     iters = int(protocol.rsplit("-", 1)[-1][:-1]) * 1000
     assert namespace["train_cfg"]["max_iters"] == iters
     assert namespace["param_scheduler"][0]["end"] == iters
-    assert namespace["train_dataloader"]["batch_size"] == 2
+    assert namespace["train_dataloader"]["batch_size"] == per_gpu

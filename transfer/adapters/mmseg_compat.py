@@ -1,0 +1,101 @@
+"""What MMSegmentation 1.2.2 needs from this environment, applied only while the engine runs.
+
+Both patches are context managers that :mod:`transfer.segmentation.mmseg_engine` enters around
+its work and that undo themselves on exit; importing this module changes nothing.
+
+1. :func:`mmcv_ops_stub` -- mmcv-lite (the pure-Python mmcv wheel) has no compiled ops, but
+   mmseg's imports reach ``mmcv.ops``, whose modules call ``ext_loader.load_ext("_ext", [...])``
+   (import ``mmcv._ext`` and check that each named function exists). FCN on a ResNet never calls
+   one. The stub answers every attribute with a function that raises a clear error if called.
+   It needs a ``__spec__``: mmengine's ``Runner.from_cfg`` walks modules with pkgutil, which
+   fails on a module without one. When a full mmcv with real ops is installed, nothing is stubbed.
+2. :func:`trusted_checkpoints` -- mmengine saves its resumable checkpoints with pickled Python
+   objects (message hub, history buffers, numpy arrays) and reads them with a bare ``torch.load``,
+   which under torch >= 2.6 means ``weights_only=True`` and fails on resume. Instead of patching
+   ``torch.load`` (process-wide), this registers a loader in mmengine's own ``CheckpointLoader``
+   table for the given paths only (this run's work dir, the file named by ``--resume``): those
+   are unpickled with ``weights_only=False``; every other path keeps mmengine's default loader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.machinery
+import importlib.util
+import os
+import re
+import sys
+import types
+from pathlib import Path
+
+EXT = "mmcv._ext"
+
+
+class _NoCompiledOps(types.ModuleType):
+    """``mmcv._ext`` for mmcv-lite: every op exists by name and raises when called."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def missing(*args, **kwargs):
+            raise RuntimeError(
+                f"mmcv._ext.{name} was called, but mmcv-lite has no compiled ops (mocobench stubs "
+                "mmcv._ext so that MMSegmentation imports; FCN on a ResNet needs no op). This model "
+                "needs the full mmcv wheel built for this torch/CUDA.")
+
+        missing.__name__ = missing.__qualname__ = name
+        return missing
+
+
+def _has_real_ops() -> bool:
+    if EXT in sys.modules:
+        return not isinstance(sys.modules[EXT], _NoCompiledOps)
+    try:
+        return importlib.util.find_spec(EXT) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def mmcv_ops_stub():
+    """Within the block, ``import mmcv._ext`` gives the stub unless the real ops are installed."""
+    if _has_real_ops() or EXT in sys.modules:
+        yield
+        return
+    stub = _NoCompiledOps(EXT, "mocobench stub: mmcv-lite has no compiled ops")
+    stub.__spec__ = importlib.machinery.ModuleSpec(EXT, None)
+    sys.modules[EXT] = stub
+    try:
+        yield
+    finally:
+        # mmseg modules imported meanwhile keep their reference; a later run installs it again
+        if sys.modules.get(EXT) is stub:
+            del sys.modules[EXT]
+
+
+def _load_trusted(filename, map_location):
+    import torch
+
+    return torch.load(filename, map_location=map_location, weights_only=False)
+
+
+@contextlib.contextmanager
+def trusted_checkpoints(folders: list[str | os.PathLike], files: list[str | os.PathLike] = ()):
+    """Within the block, mmengine unpickles checkpoints under ``folders`` and the exact ``files``
+    with ``weights_only=False``; any other path goes to mmengine's usual loader.
+
+    mmengine picks a loader by ``re.match(prefix, path)`` over its table, so the prefixes are
+    escaped absolute paths (mmengine is given absolute paths: the work dir is resolved).
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    prefixes = [re.escape(str(Path(d).resolve()) + os.sep) for d in folders]
+    prefixes += [re.escape(str(Path(f).resolve())) + "$" for f in files]
+    # NOTE: mmengine has no unregister; its table is the class attribute ``_schemes``
+    saved = dict(CheckpointLoader._schemes)
+    CheckpointLoader.register_scheme(prefixes, _load_trusted, force=True)
+    try:
+        yield
+    finally:
+        CheckpointLoader._schemes = type(CheckpointLoader._schemes)(saved)

@@ -1,20 +1,29 @@
-"""The pipeline's plan, resume and launch logic, without running any stage (the `--quick` run itself
-is tests/test_run_all.py)."""
+"""The pipeline's plan, resume keys and launch logic, without running any real stage (the `--quick`
+run itself is tests/test_run_all.py; SLURM is tests/mocobench/test_slurm_cluster.py)."""
 
 from __future__ import annotations
 
-import sys
-import types
+import json
 from pathlib import Path
 
 import pytest
 
 from mocobench import pipeline as P
+from mocobench import resume
+from mocobench.launch import Launcher, run_forked
+from mocobench.stages import plan
 
 
 def _plan(argv, records=()):
+    """The plan, with ``records`` written as files ``OUT/recs/<i>.json``."""
     args = P.parse_args(argv)
-    return P.plan(args, P.choose_mode(args), Path(args.out), list(records))
+    files = []
+    for i, rec in enumerate(records):
+        path = Path(args.out) / "recs" / f"{i}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec))
+        files.append((path, rec))
+    return plan(args, P.choose_mode(args), Path(args.out), files)
 
 
 def test_quick_plan_pretrains_then_evaluates_every_checkpoint(tmp_path):
@@ -43,20 +52,120 @@ def test_default_plan_has_four_pretraining_runs(tmp_path):
     assert "small" in stages[0].argv
 
 
+def _finish(stages, out: Path, backbone: bool = True) -> list[dict]:
+    """Pretend every stage ran: resume entries marked finished, backbones and records in place."""
+    records = []
+    for st in stages:
+        resume.write_entry(out, st.name, st.key, st.config, finished=True)
+        if st.argv[0] == "pretrain" and backbone:
+            Path(st.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(st.output).write_bytes(b"x")
+        if st.argv[:2] == ["data", "synth"]:
+            Path(st.output).mkdir(parents=True, exist_ok=True)
+            (Path(st.output) / "synth_info.json").write_text('{"scale": "small"}')
+    for st in stages:
+        if st.argv[0] == "eval":
+            ckpt = st.argv[st.argv.index("--checkpoint") + 1]
+            ev = next(e for e in P.MODES["quick"].evals if st.name.startswith(f"eval {e.label} "))
+            records.append({"id": f"r{len(records)}", "task": ev.task, "protocol": ev.protocol, "seed": 0,
+                            "checkpoint": {"name": Path(ckpt).parent.name, "path": ckpt}})
+    return records
+
+
 def test_resume_skips_finished_work(tmp_path):
-    backbone = tmp_path / "runs" / "moco_v2" / "backbone.pth"
-    backbone.parent.mkdir(parents=True)
-    backbone.write_bytes(b"x")
-    rec = {"id": "abc", "task": "knn", "protocol": "dino-knn", "seed": 0,
-           "checkpoint": {"name": "backbone", "path": str(backbone)}}
-    rnd = {"id": "def", "task": "semi-10pct", "protocol": "tiny", "seed": 0,
-           "checkpoint": {"name": "random-timm-test_resnet", "path": "random:timm:test_resnet"}}
-    stages = {s.name: s for s in _plan(["--quick", "--out", str(tmp_path)], [rec, rnd])}
+    first = _plan(["--quick", "--out", str(tmp_path)])
+    records = _finish(first, tmp_path)
+    stages = {s.name: s for s in _plan(["--quick", "--out", str(tmp_path)], records)}
     assert "exists" in stages["pretrain moco_v2"].done
-    assert stages["eval knn-dino-knn moco_v2"].done == "record abc exists"
-    assert stages["eval semi10-tiny random-timm-test_resnet"].done == "record def exists"
-    assert stages["eval linear-fast moco_v2"].done is None
-    assert stages["eval knn-dino-knn random-timm-test_resnet"].done is None
+    assert stages["eval knn-dino-knn moco_v2"].done.startswith("record r")
+    assert all(s.done and not s.stale for s in stages.values())
+    # a deleted record is redone (and nothing else)
+    kept = [r for r in records if not (r["task"] == "knn" and "moco_v2" in r["checkpoint"]["path"])]
+    stages = {s.name: s for s in _plan(["--quick", "--out", str(tmp_path)], kept)}
+    assert [n for n, s in stages.items() if not s.done] == ["eval knn-dino-knn moco_v2"]
+
+
+def test_quick_then_default_run_redoes_what_changed(tmp_path):
+    """Issue 13: a --quick run followed by a default run in the same --out reused the quick run's
+    4-epoch backbone and its results. Each stage now has a resume key; a changed one is redone and
+    its old outputs (run folder, records) are moved aside."""
+    records = _finish(_plan(["--quick", "--out", str(tmp_path)]), tmp_path)
+    stages = {s.name: s for s in _plan(["--out", str(tmp_path)], records)}
+    pre = stages["pretrain moco_v2"]
+    assert pre.done is None and pre.stale == [tmp_path / "runs" / "moco_v2"]
+    assert "mode 'quick' -> 'default'" in pre.stale_why and "--epochs=4" in pre.stale_why
+    knn = stages["eval knn-dino-knn moco_v2"]
+    assert knn.done is None and tmp_path / "recs" / "1.json" in knn.stale
+    # the random baseline's evaluations ran with other schedules too (semi 2 vs 4 epochs)
+    assert stages["eval semi10-tiny random-timm-test_resnet"].done is None
+
+
+def test_changed_eval_arg_redoes_the_evaluations_only(tmp_path):
+    """Issue 13: a changed --eval-arg was ignored (the old records counted as done)."""
+    records = _finish(_plan(["--quick", "--out", str(tmp_path)]), tmp_path)
+    stages = _plan(["--quick", "--out", str(tmp_path), "--eval-arg=--batch-size=7"], records)
+    for st in stages:
+        if st.argv[0] == "eval":
+            assert st.done is None and "+--batch-size=7" in st.stale_why, st.name
+        else:
+            assert st.done, st.name
+
+
+def test_changed_protocol_code_redoes_its_stages(tmp_path, monkeypatch):
+    """The code version of a protocol is part of the key: an edited kNN source redoes kNN, not detection."""
+    src = tmp_path / "src"
+    for folder in {f for fs in resume.PROTOCOL_CODE.values() for f in fs}:
+        (src / folder).mkdir(parents=True, exist_ok=True)
+        (src / folder / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(resume, "ROOT", src)
+    resume.source_digest.cache_clear()
+    out = tmp_path / "out"
+    records = _finish(_plan(["--quick", "--out", str(out)]), out)
+    (src / "transfer" / "classification" / "a.py").write_text("x = 2\n")
+    resume.source_digest.cache_clear()
+    stages = {s.name: s for s in _plan(["--quick", "--out", str(out)], records)}
+    resume.source_digest.cache_clear()
+    assert stages["eval knn-dino-knn moco_v2"].done is None
+    assert stages["eval knn-dino-knn moco_v2"].stale_why == "configuration changed: code changed"
+    assert stages["eval det-voc-tiny-fpn moco_v2"].done and stages["pretrain moco_v2"].done
+
+
+def test_interrupted_stage_continues_and_older_outputs_are_redone(tmp_path):
+    stages = _plan(["--quick", "--out", str(tmp_path)])
+    pre = next(s for s in stages if s.name == "pretrain moco_v2")
+    resume.write_entry(tmp_path, pre.name, pre.key, pre.config, finished=False)   # started, killed
+    (tmp_path / "runs" / "moco_v2" / "checkpoints").mkdir(parents=True)
+    again = next(s for s in _plan(["--quick", "--out", str(tmp_path)]) if s.name == pre.name)
+    assert again.done is None and again.resumes and not again.stale
+    # a run folder with no resume entry (an older pipeline's) is not resumed from
+    resume.entry_path(tmp_path, pre.name).unlink()
+    again = next(s for s in _plan(["--quick", "--out", str(tmp_path)]) if s.name == pre.name)
+    assert again.stale == [tmp_path / "runs" / "moco_v2"] and "without a resume key" in again.stale_why
+
+
+def test_stale_outputs_are_moved_aside_before_the_stage_runs(tmp_path, monkeypatch, capsys):
+    ran = []
+
+    def fake_run(self, stage, env):
+        ran.append(stage.name)
+        assert not (tmp_path / "results" / "old.json").exists()   # moved before the run
+        return 0
+
+    results = tmp_path / "results"
+    results.mkdir()
+    old = {"schema_version": 1, "id": "old", "checkpoint": {"name": "random-timm-test_resnet",
+           "path": "random:timm:test_resnet"}, "task": "knn", "protocol": "dino-knn", "engine": "torchvision",
+           "dataset": {}, "metrics": {"top1": 1.0}, "seed": 0, "config": {}, "env": {}, "wall_time_s": 1.0,
+           "timestamp": "t"}
+    (results / "old.json").write_text(json.dumps(old))
+    monkeypatch.setattr(Launcher, "run", fake_run)
+    monkeypatch.setattr(P, "leaderboard", lambda out, mode: 0)
+    assert P.main(["--quick", "--out", str(tmp_path), "--only", "knn-dino-knn random"]) == 0
+    assert ran == ["eval knn-dino-knn random-timm-test_resnet"]
+    moved = list((tmp_path / "superseded").rglob("old.json"))
+    assert len(moved) == 1 and "moved aside" in capsys.readouterr().out
+    entry = resume.read_entry(tmp_path, ran[0])
+    assert entry["finished"] and entry["config"]["mode"] == "quick"
 
 
 def test_given_checkpoints_skip_pretraining(tmp_path):
@@ -88,7 +197,7 @@ def test_real_data_mode_finds_datasets_and_names_the_missing_ones(tmp_path):
 
 
 def test_torchrun_command_passes_multi_node_options():
-    launcher = P.Launcher(nproc=8, nnodes=2, node_rank=1, master_addr="node0", master_port=1234)
+    launcher = Launcher(nproc=8, nnodes=2, node_rank=1, master_addr="node0", master_port=1234)
     cmd = launcher.command(["eval", "linear"], distributed=True)
     assert cmd[1:3] == ["-m", "torch.distributed.run"]
     assert {"--nproc-per-node=8", "--nnodes=2", "--node-rank=1", "--master-addr=node0",
@@ -96,67 +205,57 @@ def test_torchrun_command_passes_multi_node_options():
     assert cmd[-4:] == ["-m", "mocobench", "eval", "linear"]
     # single-process stages (kNN, fast linear) never go through torchrun
     assert launcher.command(["eval", "knn"], distributed=False)[1:] == ["-m", "mocobench", "eval", "knn"]
-    assert P.Launcher(nproc=1).command(["pretrain"], distributed=True)[1:3] == ["-m", "mocobench"]
+    assert Launcher(nproc=1).command(["pretrain"], distributed=True)[1:3] == ["-m", "mocobench"]
 
 
-def test_slurm_without_submitit_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "submitit", None)   # import fails
-    with pytest.raises(SystemExit, match=r"--slurm needs submitit.*\[slurm\]"):
-        P.main(["--quick", "--out", str(tmp_path), "--slurm", "gpu"])
-
-
-def test_slurm_submits_each_stage(tmp_path, monkeypatch, capsys):
-    """A stand-in for submitit runs each job in-process, as its local executor would."""
-    submitted = []
-
-    class Job:
-        def __init__(self, fn, args):
-            self.job_id, self._fn, self._args = str(len(submitted)), fn, args
-
-        def result(self):
-            return 0
-
-    class Executor:
-        def __init__(self, folder):
-            self.params = {}
-
-        def update_parameters(self, **kw):
-            self.params.update(kw)
-
-        def submit(self, fn, *args):
-            submitted.append((self.params, args))
-            return Job(fn, args)
-
-    monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=Executor))
-    monkeypatch.setattr(P, "leaderboard", lambda out, mode: 0)
-    rc = P.main(["--quick", "--out", str(tmp_path), "--slurm", "gpu", "--only", "knn", "--no-random",
-                 "--checkpoint", "/x.pth"])
-    assert rc == 0
-    assert len(submitted) == 1
-    params, (launcher, argv, distributed, log, env) = submitted[0]
-    assert params["slurm_partition"] == "gpu" and argv[:2] == ["eval", "knn"]
-    assert "submitted eval knn-dino-knn x" in capsys.readouterr().out
-
-
-def test_failed_and_unbuilt_stages_are_reported_not_fatal(tmp_path, monkeypatch, capsys):
+def test_failed_stages_are_reported_not_fatal(tmp_path, monkeypatch, capsys):
     def fake_run(self, stage, env):
         stage.log.parent.mkdir(parents=True, exist_ok=True)
-        if stage.argv[:2] == ["eval", "detection"]:
-            stage.log.write_text("mocobench eval: not built yet (transfer.detection.cli is missing)\n")
-            return 2
         if stage.argv[:2] == ["eval", "knn"]:
             stage.log.write_text("Traceback ...\nRuntimeError: boom\n")
             return 1
         return 0
 
-    monkeypatch.setattr(P.Launcher, "run", fake_run)
+    monkeypatch.setattr(Launcher, "run", fake_run)
     monkeypatch.setattr(P, "leaderboard", lambda out, mode: 0)
     rc = P.main(["--quick", "--out", str(tmp_path), "--checkpoint", "/x.pth", "--no-random"])
     out = capsys.readouterr().out
     assert rc == 1
-    assert "n/a      eval det-voc-tiny-fpn x" in out and "not built yet" in out
     assert "FAIL     eval knn-dino-knn x" in out and "RuntimeError: boom" in out
     assert "ok       eval linear-fast x" in out and "ok       eval seg-cityscapes-tiny x" in out and "(cpu " in out
+    assert not resume.read_entry(tmp_path, "eval knn-dino-knn x")["finished"]
+
+
+def test_slurm_request_fits_each_stage():
+    """Issue 15: every stage asked for --nproc GPUs and 10 x nproc CPUs, which sbatch refuses on a
+    cluster without GPUs. The request is explicit now, and stages that need no GPU ask for none."""
+    from mocobench.slurm import SlurmOptions, describe, request
+    from mocobench.stages import Stage
+
+    launcher = Launcher(nproc=4, nnodes=2)
+    opts = SlurmOptions("gpu", gpus_per_node=4, mem="64G", timeout_min=60, extra={"account": "abc"})
+    data = request(opts, Stage("data synth", [], Path("x"), gpu=False), launcher)
+    assert "gpus_per_node" not in data and data["nodes"] == 1 and data["cpus_per_task"] == 1
+    pre = request(opts, Stage("pretrain moco_v2", [], Path("x"), distributed=True), launcher)
+    assert (pre["gpus_per_node"], pre["nodes"], pre["cpus_per_task"], pre["mem"]) == (4, 2, 4, "64G")
+    assert pre["additional_parameters"] == {"account": "abc"}
+    knn = request(opts, Stage("eval knn x", [], Path("x")), launcher)
+    assert (knn["gpus_per_node"], knn["nodes"]) == (1, 1)
+    none = request(SlurmOptions("cpu", gpus_per_node=0, cpus_per_task=3), Stage("pretrain m", [], Path("x"),
+                                                                                 distributed=True), launcher)
+    assert "gpus_per_node" not in none and none["cpus_per_task"] == 3
+    assert describe(none).startswith("partition=cpu nodes=2 ntasks-per-node=1 cpus-per-task=3 time=4320min")
+
+
+def test_slurm_options_are_checked(capsys):
+    with pytest.raises(SystemExit):
+        P.parse_args(["--quick", "--slurm-mem", "8G"])
+    assert "--slurm-mem only apply with --slurm PARTITION" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        P.parse_args(["--quick", "--slurm", "debug", "--slurm-arg", "account"])
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    args = P.parse_args(["--quick", "--slurm", "debug", "--slurm-arg", "qos=high", "--slurm-arg=--account=a"])
+    assert args.slurm_extra == {"qos": "high", "account": "a"}
 
 
 def test_forked_stage_has_exit_code_and_log(tmp_path):
@@ -167,9 +266,9 @@ def test_forked_stage_has_exit_code_and_log(tmp_path):
     if not hasattr(__import__("os"), "fork"):
         pytest.skip("no fork on this platform")
     log = tmp_path / "logs" / "stage.log"
-    assert P.run_forked(["--version"], [sys.executable, "-m", "mocobench", "--version"], log, {}) == 0
+    assert run_forked(["--version"], [sys.executable, "-m", "mocobench", "--version"], log, {}) == 0
     text = log.read_text()
     assert text.startswith("$ ") and "mocobench" in text.splitlines()[1]
     bad = tmp_path / "logs" / "bad.log"
-    assert P.run_forked(["data", "synth", "--no-such-flag"], ["x"], bad, {}) == 2
+    assert run_forked(["data", "synth", "--no-such-flag"], ["x"], bad, {}) == 2
     assert "error: the following arguments are required: --out" in bad.read_text()

@@ -1,0 +1,138 @@
+"""How a stage runs on this machine: the command (plain or under ``torchrun``), in a fresh process or
+a forked child of the pre-imported pipeline process, its output appended to the stage's log."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Launcher:
+    """Turns ``mocobench`` arguments into a command (plain or under torchrun) and runs it here."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    preload: bool = False   # run plain stages in forked children of this (pre-imported) process
+
+    def torchrun(self, distributed: bool) -> bool:
+        return distributed and (self.nproc > 1 or self.nnodes > 1)
+
+    def command(self, argv: list[str], distributed: bool, node_rank: int | None = None,
+                master_addr: str | None = None) -> list[str]:
+        if not self.torchrun(distributed):
+            return [sys.executable, "-m", "mocobench", *argv]
+        return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={self.nproc}",
+                f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank if node_rank is None else node_rank}",
+                f"--master-addr={master_addr or self.master_addr}", f"--master-port={self.master_port}",
+                "-m", "mocobench", *argv]
+
+    def run(self, stage, env: dict) -> int:
+        """Run one stage here (a forked child or a fresh process); its exit code."""
+        cmd = self.command(stage.argv, stage.distributed)
+        if self.preload and not self.torchrun(stage.distributed) and hasattr(os, "fork"):
+            return run_forked(stage.argv, cmd, stage.log, env)
+        return run_logged(cmd, stage.log, env)
+
+
+def run_logged(cmd: list[str], log: Path, env: dict, started=None) -> int:
+    """``cmd`` in a fresh process, its output appended to ``log``; its exit code. ``started(proc)``
+    is called once it runs (the SLURM job keeps its pid to forward preemption)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"$ {shlex.join(cmd)}\n")
+        f.flush()
+        with subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env) as proc:
+            if started is not None:
+                started(proc)
+            try:
+                while proc.poll() is None:   # not wait(): a signal handler may look at the child meanwhile
+                    time.sleep(0.2)
+            except BaseException:   # KeyboardInterrupt, SIGTERM of the pipeline: stop the stage too
+                proc.kill()
+                raise
+    return proc.returncode
+
+
+# what every stage imports first: ~5 s of a 2-core machine per stage when each is a fresh process
+PRELOAD_MODULES = ("numpy", "PIL.Image", "torch", "torchvision", "timm")
+
+
+def preload() -> None:
+    """Import the heavy libraries once, in the pipeline process, so forked stages start warm.
+
+    Importing creates no threads (torch starts its pools at the first parallel op), so forking
+    afterwards is safe; this process itself never runs a tensor op.
+    """
+    import importlib
+
+    for name in PRELOAD_MODULES:
+        importlib.import_module(name)
+
+
+def run_forked(argv: list[str], cmd: list[str], log: Path, env: dict) -> int:
+    """``mocobench ARGV`` in a forked child: the same process isolation, exit code and log as
+    :func:`run_logged` (``cmd`` is what the log shows), without the interpreter and import start-up."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"$ {shlex.join(cmd)}\n")
+        f.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 1
+            try:
+                os.dup2(f.fileno(), 1)
+                os.dup2(f.fileno(), 2)
+                # Python-level streams too (the parent's may be redirected objects, e.g. under pytest)
+                sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+                sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+                os.environ.clear()
+                os.environ.update(env)
+                from mocobench.cli import main as cli_main
+
+                code = cli_main(list(argv))
+            except SystemExit as e:
+                if isinstance(e.code, int) or e.code is None:
+                    code = e.code or 0
+                else:
+                    print(e.code, file=sys.stderr)
+                    code = 1
+            except BaseException:  # noqa: BLE001 - report like the interpreter would, then exit 1
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code if isinstance(code, int) else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by finished child processes (user + system)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def tail(path: Path, n: int = 4000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-n:].decode("utf-8", "replace")

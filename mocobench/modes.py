@@ -1,0 +1,151 @@
+"""What the pipeline runs in each mode: its pretraining runs, its evaluations, and where the real
+datasets are looked for (``--data-root``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+# ---------------------------------------------------------------- what runs, per mode
+
+@dataclass(frozen=True)
+class Run:
+    """One pretraining run: ``OUT/runs/<name>/backbone.pth``."""
+
+    name: str
+    method: str
+    preset: str | None                 # None: the method's paper preset
+    args: tuple[str, ...] = ()         # extra ``mocobench pretrain`` arguments
+
+
+@dataclass(frozen=True)
+class Eval:
+    """One evaluation of every checkpoint; ``task``/``protocol`` are what its record will hold."""
+
+    label: str                         # stage name part, e.g. "linear-fast"
+    task: str                          # record task (semi -> semi-1pct / semi-10pct)
+    protocol: str
+    argv: tuple[str, ...]              # ``mocobench eval ...`` arguments, {data} {work} filled in
+    needs: str                         # dataset key (see find_datasets)
+    distributed: bool = False          # may run under torchrun
+    seeds: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    synth_scale: str | None            # None: real data under --data-root
+    arch: str
+    runs: tuple[Run, ...]
+    evals: tuple[Eval, ...]
+
+
+def _cls(task: str, protocol: str, img: int | None, *extra: str, label: str | None = None,
+         record_task: str | None = None, distributed: bool = False) -> Eval:
+    argv = (task, "--data", "{imagenet}", "--protocol", protocol, *(("--img-size", str(img)) if img else ()),
+            *extra)
+    return Eval(label or f"{task}-{protocol}", record_task or task, protocol, argv, "imagenet",
+                distributed=distributed)
+
+
+def _embedded_evals(img: int, semi_epochs: int, det_iters: int | None, seg_iters: int | None,
+                    semi_img: int | None = None, semi_extra: tuple[str, ...] = ()) -> tuple[Eval, ...]:
+    det = ("--max-iters", str(det_iters)) if det_iters else ()
+    seg = ("--max-iters", str(seg_iters)) if seg_iters else ()
+    return (
+        _cls("linear", "fast", img, "--cache-dir", "{cache}", "--workers", "0"),
+        _cls("knn", "dino-knn", img, "--cache-dir", "{cache}", "--workers", "0"),
+        _cls("semi", "tiny", semi_img, "--labels", "10percent", "--epochs", str(semi_epochs), *semi_extra,
+             label="semi10-tiny", record_task="semi-10pct"),
+        Eval("det-voc-tiny-fpn", "detection", "tiny-fpn",
+             ("detection", "--dataset", "voc", "--data", "{voc}", "--protocol", "tiny-fpn", "--work-dir", "{work}",
+              *det),
+             "voc"),
+        Eval("seg-cityscapes-tiny", "segmentation", "tiny",
+             ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol", "tiny",
+              "--work-dir", "{work}", *seg), "cityscapes"),
+    )
+
+
+TINY_RUNS = (
+    Run("moco_v2", "moco_v2", "tiny"),
+    Run("unimoco_10pct", "unimoco", "tiny", ("--label-fraction", "0.1")),
+    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0")),
+    Run("smog", "smog", "tiny"),
+)
+
+MODES = {
+    # ./run_all.sh: the embedded `small` dataset (64 px classification images) on CPU
+    "default": Mode("default", "small", "timm:test_resnet", TINY_RUNS,
+                    _embedded_evals(img=64, semi_epochs=4, det_iters=None, seg_iters=None)),
+    # ./run_all.sh --quick: the `small` data, one shorter pretraining run (MoCo v2, 4 of the tiny
+    # preset's 8 epochs) and the random-init baseline, short evaluation schedules: every stage
+    # runs, in about 3 minutes, and kNN still shows learning (the CI gate checks the margin)
+    "quick": Mode("quick", "small", "timm:test_resnet",
+                  (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",)),),
+                  _embedded_evals(img=64, semi_epochs=2, det_iters=10, seg_iters=10,
+                                  semi_extra=("--lr-grid=0.05",))),
+    # --data-root DIR --preset paper: the papers' protocols on real data
+    "paper": Mode("paper", None, "resnet50",
+                  (Run("moco_v2_200ep", "moco_v2", "moco_v2_200ep"),
+                   Run("unimoco_800ep_10pct", "unimoco", "unimoco_800ep_10pct"),
+                   Run("unimoco_800ep_100pct", "unimoco", "unimoco_800ep_100pct"),
+                   Run("smog_400ep", "smog", "smog_400ep")),
+                  (_cls("linear", "paper", None, distributed=True),
+                   _cls("linear", "fast", None),
+                   _cls("knn", "dino-knn", None),
+                   _cls("semi", "simclr", None, "--labels", "{labels_1pct}", "--label-pct", "1",
+                        label="semi1-simclr", record_task="semi-1pct", distributed=True),
+                   _cls("semi", "simclr", None, "--labels", "{labels_10pct}", "--label-pct", "10",
+                        label="semi10-simclr", record_task="semi-10pct", distributed=True),
+                   Eval("det-voc-c4-24k", "detection", "moco-voc-c4-24k",
+                        ("detection", "--dataset", "voc", "--data", "{voc}", "--protocol", "moco-voc-c4-24k",
+                         "--work-dir", "{work}"), "voc", distributed=True),
+                   Eval("det-coco-c4-1x", "detection", "coco-c4-1x",
+                        ("detection", "--dataset", "coco", "--data", "{coco}", "--protocol", "coco-c4-1x",
+                         "--work-dir", "{work}"), "coco", distributed=True),
+                   Eval("seg-cityscapes-fcn", "segmentation", "moco-fcn",
+                        ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol",
+                         "moco-fcn", "--work-dir", "{work}"), "cityscapes", distributed=True),
+                   Eval("seg-voc2012-fcn", "segmentation", "moco-fcn",
+                        ("segmentation", "--dataset", "voc2012", "--data", "{voc2012}", "--protocol",
+                         "moco-fcn", "--work-dir", "{work}"), "voc2012", distributed=True))),
+}
+
+
+# ---------------------------------------------------------------- datasets on disk
+
+def find_datasets(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Which datasets are under ``root``: ``{key: path}`` and ``{key: why it is missing}``."""
+    found, missing = {}, {}
+
+    def first(key: str, candidates: list[Path], ok, what: str):
+        for c in candidates:
+            if ok(c):
+                found[key] = c
+                return
+        missing[key] = f"{what} not found under {root} (looked for {', '.join(str(c.relative_to(root)) for c in candidates)})"
+
+    tv = lambda p: (p / "train").is_dir() and (p / "val").is_dir()  # noqa: E731
+    first("imagenet", [root / "imagenet", root / "ILSVRC2012", root / "imagenet" / "ILSVRC2012",
+                       root / "ILSVRC" / "Data" / "CLS-LOC"], tv, "ImageNet (train/ and val/)")
+    vocdev = [root / "VOCdevkit", root / "voc" / "VOCdevkit", root / "voc"]
+    first("voc", vocdev, lambda p: (p / "VOC2007" / "Annotations").is_dir() and (p / "VOC2012" / "Annotations").is_dir(),
+          "VOCdevkit with VOC2007 and VOC2012")
+    first("voc2012", vocdev, lambda p: (p / "VOC2012" / "SegmentationClass").is_dir(),
+          "VOCdevkit/VOC2012 with SegmentationClass")
+    first("coco", [root / "coco", root / "COCO"], lambda p: (p / "annotations").is_dir() and (p / "val2017").is_dir(),
+          "COCO (annotations/ and val2017/)")
+    first("cityscapes", [root / "cityscapes", root / "Cityscapes"],
+          lambda p: (p / "leftImg8bit").is_dir() and (p / "gtFine").is_dir(), "Cityscapes (leftImg8bit/ and gtFine/)")
+    if "imagenet" in found:
+        for pct in (1, 10):
+            cands = [found["imagenet"] / f"{pct}percent.txt", root / f"{pct}percent.txt"]
+            hit = next((c for c in cands if c.is_file()), None)
+            if hit:
+                found[f"labels_{pct}pct"] = hit
+            else:
+                missing[f"labels_{pct}pct"] = (f"SimCLR's {pct}% subset file not found "
+                                               f"(looked for {', '.join(map(str, cands))})")
+    return found, missing

@@ -1,0 +1,139 @@
+"""The plan: the stages of one pipeline run, in order, each with its command, its resume key and
+whether it is done, cannot run (dataset absent), or must first move stale outputs aside."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mocobench import resume
+from mocobench.modes import Mode, find_datasets
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str]                    # ``mocobench`` arguments
+    log: Path
+    distributed: bool = False
+    gpu: bool = True                   # asks for GPUs when submitted to SLURM
+    done: str | None = None            # why it can be skipped (resume), if it can
+    missing: str | None = None         # why it cannot run (dataset absent)
+    needs: list[str] = field(default_factory=list)
+    output: str = ""
+    key: str = ""                      # resume key (see mocobench.resume)
+    config: dict = field(default_factory=dict)
+    stale: list[Path] = field(default_factory=list)   # moved aside before it runs
+    stale_why: str = ""
+    resumes: bool = False              # its resume entry matches: it continues from its own state
+
+
+def _same_checkpoint(rec_ckpt: dict, ckpt: str) -> bool:
+    path = str(rec_ckpt.get("path") or "")
+    if path == ckpt:
+        return True
+    try:
+        if Path(path).resolve() == Path(ckpt).resolve() and Path(ckpt).exists():
+            return True
+    except OSError:
+        pass
+    return not Path(ckpt).exists() and rec_ckpt.get("name") == ckpt   # a zoo name
+
+
+def matching_records(records: list[tuple[Path, dict]], ckpt: str, task: str, protocol: str,
+                     seed: int) -> list[tuple[Path, dict]]:
+    """The records (file, record) of this (checkpoint, task, protocol, seed)."""
+    return [(p, rec) for p, rec in records
+            if rec["task"] == task and rec["protocol"] == protocol and rec["seed"] == seed
+            and _same_checkpoint(rec["checkpoint"], ckpt)]
+
+
+def _resolve(st: Stage, out: Path, mode: Mode, inputs: dict[str, str], output_present: bool,
+             outputs: list[Path], done_why: str) -> None:
+    """Fill in the stage's key and what resuming means for it."""
+    st.config = resume.configuration(mode.name, st.argv, inputs)
+    st.key = resume.key_of(st.config)
+    verdict, why = resume.decide(resume.read_entry(out, st.name), st.key, st.config, output_present,
+                                 any(p.exists() for p in outputs))
+    if verdict == "done":
+        st.done = done_why
+    elif verdict == "continue":
+        st.resumes = True
+    elif verdict == "redo":
+        st.stale, st.stale_why = [p for p in outputs if p.exists()], why
+
+
+def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[Stage]:
+    logs = out / "logs"
+    stages: list[Stage] = []
+    datasets: dict[str, Path] = {}
+    missing: dict[str, str] = {}
+    data = out / "data"
+    upstream: dict[str, str] = {}      # inputs every stage shares (the embedded dataset's key)
+    if mode.synth_scale:
+        st = Stage("data synth", ["data", "synth", "--out", str(data), "--scale", mode.synth_scale],
+                   logs / "data-synth.log", gpu=False, output=str(data))
+        info = data / "synth_info.json"
+        present = info.exists() and json.loads(info.read_text()).get("scale") == mode.synth_scale
+        _resolve(st, out, mode, {}, present, [data], f"{data} exists")
+        stages.append(st)
+        upstream = {"data": st.key}
+        datasets = {"imagenet": data, "voc": data / "VOCdevkit", "coco": data / "coco",
+                    "cityscapes": data, "voc2012": data}
+    else:
+        datasets, missing = find_datasets(Path(args.data_root))
+
+    checkpoints: list[tuple[str, list[str], dict[str, str]]] = []   # (argument, stages it needs, inputs)
+    if args.checkpoint:
+        checkpoints = [(c, [], {"checkpoint": resume.file_identity(c)}) for c in args.checkpoint]
+    else:
+        for run in mode.runs:
+            run_dir = out / "runs" / run.name
+            backbone = run_dir / "backbone.pth"
+            argv = ["pretrain", "--method", run.method, "--data", str(datasets.get("imagenet", "")),
+                    "--out", str(run_dir), "--resume", "auto", *(("--preset", run.preset) if run.preset else ()),
+                    *(("--arch", mode.arch) if mode.synth_scale else ()), *run.args, *args.pretrain_arg]
+            st = Stage(f"pretrain {run.name}", argv, logs / f"pretrain-{run.name}.log", distributed=True,
+                       needs=["data synth"] if mode.synth_scale else [], output=str(backbone))
+            _resolve(st, out, mode, upstream, backbone.exists(), [run_dir], f"{backbone} exists")
+            if "imagenet" not in datasets:
+                st.missing = missing.get("imagenet", "ImageNet not found")
+            stages.append(st)
+            checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}))
+    if not args.no_random:
+        arch = args.random_arch or mode.arch
+        checkpoints.append((f"random:{arch}", [], {**upstream, "checkpoint": f"random:{arch}"}))
+
+    for ckpt, needs, inputs in checkpoints:
+        short = short_name(ckpt)
+        for ev in mode.evals:
+            work = out / "work" / ev.label / short
+            fill = {"work": str(work), "cache": str(out / "cache" / "features"),
+                    **{k: str(v) for k, v in datasets.items()}}
+            absent = [a[1:-1] for a in ev.argv if a.startswith("{") and a[1:-1] not in fill]
+            for seed in ev.seeds:
+                argv = ["eval", ev.argv[0], "--checkpoint", ckpt, "--results", str(out / "results"),
+                        *[a.format_map(fill) if "{" in a and a[1:-1] not in absent else a for a in ev.argv[1:]],
+                        *args.eval_arg]
+                if seed:
+                    argv += ["--seed", str(seed)]
+                st = Stage(f"eval {ev.label} {short}" + (f" seed {seed}" if seed else ""), argv,
+                           logs / f"eval-{ev.label}-{short}{'-s%d' % seed if seed else ''}.log",
+                           distributed=ev.distributed, needs=needs + (["data synth"] if mode.synth_scale else []))
+                found = matching_records(records, ckpt, ev.task, ev.protocol, seed)
+                _resolve(st, out, mode, inputs, bool(found), [p for p, _ in found] + [work],
+                         f"record {found[-1][1]['id']} exists" if found else "")
+                for key in [ev.needs, *absent]:   # the dataset, and e.g. {labels_1pct}
+                    if key not in datasets and st.missing is None:
+                        st.missing = missing.get(key, f"{key} not found")
+                stages.append(st)
+    return stages
+
+
+def short_name(ckpt: str) -> str:
+    if ckpt.startswith("random:"):
+        return "random-" + ckpt.split(":", 1)[1].replace(":", "-")
+    p = Path(ckpt)
+    name = p.parent.name if p.stem in ("backbone", "checkpoint", "model") and p.parent.name else p.stem
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -16,6 +16,8 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from core import ranges
+
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 
@@ -98,7 +100,7 @@ def parse_overrides(cls, overrides: Mapping[str, Any], exclude: Iterable[str] = 
         name = field_name(cls, key, exclude)
         if name in changes:
             raise ValueError(f"--{key} given twice (as --{name})")
-        changes[name] = parse_value(str(text), hints[name], key)
+        changes[name] = ranges.check(name, parse_value(str(text), hints[name], key), f"--{key}")
     return changes
 
 

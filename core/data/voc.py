@@ -55,11 +55,17 @@ class VOCAnnotation:
     objects: tuple[VOCObject, ...] = field(default_factory=tuple)
 
 
-def _flag(node: ET.Element | None) -> bool:
-    """``<difficult>1</difficult>`` -> True; ``<difficult/>``, ``0`` or missing -> False."""
+def _flag(node: ET.Element | None, path: Path) -> bool:
+    """``<difficult>1</difficult>`` -> True; ``<difficult/>``, ``0`` or missing -> False.
+
+    Anything else (``no``, ``2``, ``0.5``) is refused: a flag that changes which objects count
+    in the AP must not be guessed."""
     if node is None or node.text is None or not node.text.strip():
         return False
-    return bool(int(float(node.text.strip())))
+    text = node.text.strip()
+    if text not in ("0", "1"):
+        raise VOCFormatError(f"{path}: <{node.tag}> must be 0 or 1, not {text!r}")
+    return text == "1"
 
 
 def _number(obj: ET.Element, tag: str, path: Path) -> float:
@@ -95,8 +101,13 @@ def parse_voc_xml(path: str | os.PathLike) -> VOCAnnotation:
         bbox = tuple(_number(box, t, path) for t in ("xmin", "ymin", "xmax", "ymax"))
         if bbox[2] < bbox[0] or bbox[3] < bbox[1]:
             raise VOCFormatError(f"{path}: object {name!r} has an inverted box {bbox}")
-        objects.append(VOCObject(name=name, bbox=bbox, difficult=_flag(obj.find("difficult")),
-                                 truncated=_flag(obj.find("truncated"))))
+        # VOC boxes are 1-based and inclusive (xmax may equal the width); a box that leaves the
+        # image by more than a pixel is a broken annotation, not something to train on.
+        if bbox[0] < -1 or bbox[1] < -1 or bbox[2] > width + 1 or bbox[3] > height + 1:
+            raise VOCFormatError(f"{path}: object {name!r} box {bbox} lies outside the "
+                                 f"{width}x{height} image")
+        objects.append(VOCObject(name=name, bbox=bbox, difficult=_flag(obj.find("difficult"), path),
+                                 truncated=_flag(obj.find("truncated"), path)))
     return VOCAnnotation(filename=filename, width=width, height=height, objects=tuple(objects))
 
 

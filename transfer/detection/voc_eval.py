@@ -31,6 +31,7 @@ every class has positives, so the figures are the same.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import defaultdict
@@ -141,6 +142,11 @@ def evaluate_voc(annotations: dict[str, VOCAnnotation], detections: dict[str, li
     "per_class": {class: {"AP", "AP50", "AP75"}}, "classes_without_gt": [...], "num_images",
     "metric"}``, APs in percent.
     """
+    strange = sorted({(i, o.name) for i, a in annotations.items() for o in a.objects if o.name not in classes})
+    if strange:
+        # NOTE: dropping them would change the AP silently; `eval detection` refuses them too.
+        raise VOCResultsError(f"ground truth names classes outside the {len(classes)} scored ones: "
+                              + ", ".join(f"{n!r} in image {i}" for i, n in strange[:5]))
     unknown = sorted(set(detections) - set(classes))
     if unknown:
         raise VOCResultsError(f"detections for unknown classes {unknown}")
@@ -215,16 +221,25 @@ def read_voc_results(det_dir: str | os.PathLike, split: str, classes=VOC_CLASSES
             missing.append(c)
             continue
         rows = []
-        for n, line in enumerate(files[0].read_text().splitlines(), 1):
+        try:
+            text = files[0].read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise VOCResultsError(f"{files[0]}: not a text results file (binary content)") from None
+        for n, line in enumerate(text.splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
             if len(parts) != 6:
                 raise VOCResultsError(f"{files[0]}:{n}: expected 'image_id score xmin ymin xmax ymax', got {line!r}")
             try:
-                rows.append((parts[0], *map(float, parts[1:])))
+                values = [float(v) for v in parts[1:]]
             except ValueError:
                 raise VOCResultsError(f"{files[0]}:{n}: not numbers: {line!r}") from None
+            if not all(math.isfinite(v) for v in values):
+                raise VOCResultsError(f"{files[0]}:{n}: score and box must be finite: {line!r}")
+            if values[3] < values[1] or values[4] < values[2]:
+                raise VOCResultsError(f"{files[0]}:{n}: inverted box (xmax < xmin or ymax < ymin): {line!r}")
+            rows.append((parts[0], *values))
         out[c] = rows
     return out, missing
 

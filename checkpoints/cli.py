@@ -26,8 +26,7 @@ def inspect_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--all", action="store_true", help="list every key")
     args = parser.parse_args(argv)
-    from checkpoints.formats import inspect_checkpoint
-    from checkpoints.load import annotate_zoo, load_backbone, resolve_name
+    from checkpoints.load import annotate_zoo, inspect_checkpoint, load_backbone, resolve_name
 
     try:
         if args.ckpt.startswith("random:"):

@@ -1,4 +1,4 @@
-"""Key-name rule tables shared by the readers (``formats.py``) and writers (``transfer/adapters``).
+"""Key names: rule tables shared by the readers and the writers, and :func:`map_keys`.
 
 A rule table is an ordered list of ``(regex, replacement)`` pairs; every rule is applied once, in
 order, to every key (``re.sub(pattern, replacement, key, count=1)``). Wrapper prefixes are removed
@@ -57,3 +57,44 @@ DETECTRON2_TO_TORCHVISION: Rules = (
 # mmseg / mmdet / mmpretrain ``ResNet`` (``style='pytorch'``) uses torchvision's names under a
 # ``backbone.`` prefix (its norms are built with postfixes 1..3 -> ``bn1..3``).
 MM_BACKBONE_PREFIX = "backbone."
+
+
+# Classifier / projection keys of a backbone model after prefix stripping: dropped as "head".
+HEAD_PREFIXES = ("fc.", "classifier.", "head.", "head_dist.")
+HEAD_REASON = "head (classifier / projection MLP)"
+
+
+def map_keys(state: dict, keep: tuple[str, ...], drop: tuple[tuple[str, str], ...] = (), rules: Rules = (),
+             heads: tuple[str, ...] = HEAD_PREFIXES) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """``(mapped, key_map, dropped)`` of a flat weights dict, in three steps per key.
+
+    1. A key starting with a ``drop`` prefix is dropped with its reason.
+    2. Otherwise the wrapper prefix is stripped: the first of ``keep`` that some non-dropped key
+       starts with is the one in use; keys outside it are dropped and listed.
+    3. ``rules`` rename the rest; names starting with ``heads`` are dropped as the classifier.
+
+    ``mapped`` holds the values under canonical names, ``key_map`` the file key of each.
+    """
+    def dropped_reason(k):
+        return next((reason for prefix, reason in drop if k.startswith(prefix)), None)
+
+    keys = [k for k in state if isinstance(k, str)]
+    live = [k for k in keys if dropped_reason(k) is None]
+    prefix = next((p for p in keep if any(k.startswith(p) for k in live)), None)
+    mapped, key_map, dropped = {}, {}, {}
+    for k in keys:
+        reason = dropped_reason(k)
+        if reason is not None:
+            dropped[k] = reason
+            continue
+        rest = strip_prefix(k, (prefix,)) if prefix is not None else None
+        if rest is None:
+            dropped[k] = f"outside the backbone prefix {prefix!r}"
+            continue
+        name = apply_rules(rest, rules)
+        if name.startswith(heads):
+            dropped[k] = HEAD_REASON
+            continue
+        mapped[name] = state[k]
+        key_map[k] = name
+    return mapped, key_map, dropped

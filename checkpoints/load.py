@@ -1,95 +1,30 @@
-"""``load_backbone``: any checkpoint file (or ``random:ARCH``) into a canonical :class:`Backbone`.
+"""``load_backbone``: any checkpoint file, zoo name or ``random:ARCH`` into a canonical :class:`Backbone`.
 
-This first version reads this project's own backbone files, ``random:ARCH`` and plain
-torchvision/timm state dicts; the format table in ``checkpoints/formats.py`` extends it.
+:func:`resolve` reads, detects (``formats.FORMATS``), maps keys (``keymaps``), finds the arch
+(stated by the file, or ``arch_guess``) and checks every key and shape (``strict``) without
+building the model; :func:`read_checkpoint` then builds and fills it, :func:`inspect_checkpoint`
+only counts its parameters.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from checkpoints.backbones import Backbone, BackboneSpec, build_backbone
+from checkpoints.arch_guess import CANDIDATE_ARCHS, guess_arch, vit_img_size
+from checkpoints.backbones import Backbone, BackboneSpec, build_backbone, is_timm
 from checkpoints.errors import CheckpointError
-from core.io import atomic_torch_save
-
-OWN_FORMAT = "mocobench-backbone"
-OWN_VERSION = 1
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load_backbone` did; ``record_fields()`` is what a result record stores."""
-
-    path: str
-    name: str
-    sha256: str | None
-    format: str
-    arch: str
-    used_keys: list[str] = field(default_factory=list)
-    # key in the file -> why it was not loaded ("head", "momentum encoder", "queue", "optimizer", ...)
-    dropped: dict[str, str] = field(default_factory=dict)
-    # what the checkpoint says about itself: method, epochs, label_fraction, config, ...
-    metadata: dict[str, Any] = field(default_factory=dict)
-    # key in the file -> canonical key it was loaded into
-    key_map: dict[str, str] = field(default_factory=dict)
-    # canonical keys the file does not store and that were set to their initial value (only
-    # BatchNorm ``num_batches_tracked`` counters, which detectron2/VISSL files omit)
-    filled: list[str] = field(default_factory=list)
-    container: str = ""  # torch-zip | torch-legacy | pickle | safetensors
-    num_params: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything, as plain values (``mocobench inspect --json``)."""
-        return {"path": self.path, "name": self.name, "sha256": self.sha256, "format": self.format,
-                "container": self.container, "arch": self.arch, "num_params": self.num_params,
-                "used_keys": list(self.used_keys), "key_map": dict(self.key_map),
-                "dropped": dict(self.dropped), "filled": list(self.filled),
-                "metadata": dict(self.metadata)}
-
-    def record_fields(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "sha256": self.sha256, "format": self.format,
-                "arch": self.arch, "method": self.metadata.get("method"),
-                "epochs": self.metadata.get("epochs"),
-                "label_fraction": self.metadata.get("label_fraction")}
-
-
-def save_backbone(path: str | os.PathLike, backbone: Backbone, meta: dict[str, Any]) -> Path:
-    """Write ``backbone`` in this project's own format (loadable with ``weights_only=True``).
-
-    ``meta`` holds plain Python values only: method, epochs, label_fraction, config, step...
-    """
-    obj = {"format": OWN_FORMAT, "version": OWN_VERSION, "spec": backbone.spec.to_dict(),
-           "state_dict": {k: v.detach().cpu().clone() for k, v in backbone.net.state_dict().items()},
-           "meta": dict(meta)}
-    return atomic_torch_save(obj, path)
-
-
-def check_state_keys(expected: dict[str, tuple[int, ...]], state: dict[str, Any], source: str) -> None:
-    """Raise :class:`CheckpointError` unless ``state`` has exactly ``expected``'s keys and shapes."""
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
-        raise CheckpointError(f"{source}: backbone keys missing from the checkpoint: {shown}")
-    wrong = [f"{k} (file {tuple(state[k].shape)}, backbone {tuple(shape)})"
-             for k, shape in expected.items() if tuple(state[k].shape) != tuple(shape)]
-    if wrong:
-        raise CheckpointError(f"{source}: shape mismatch for {', '.join(wrong[:10])}")
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{source}: keys not in the backbone: {', '.join(unexpected[:20])}")
-
-
-def strict_load(backbone: Backbone, state: dict[str, torch.Tensor], source: str) -> list[str]:
-    """Copy ``state`` into ``backbone.net``; every parameter and buffer must be there with its shape."""
-    expected = {k: tuple(v.shape) for k, v in backbone.net.state_dict().items()}
-    check_state_keys(expected, state, f"{source} ({backbone.arch})")
-    backbone.net.load_state_dict(state, strict=True)
-    return sorted(state)
+from checkpoints.formats import FORMATS, detect_format
+from checkpoints.keymaps import map_keys
+from checkpoints.report import LoadReport, cached_sha256
+from checkpoints.safe_pickle import read_file
+from checkpoints.skip_init import build_uninitialised
+from checkpoints.strict import build_loaded, check_state_keys, expected_keys, fill_bn_counters
+from checkpoints.zoo import ZOO_PATH, cached_path, load_zoo
 
 
 def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None,
@@ -116,8 +51,6 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None,
                             format="random", arch=rand_arch,
                             metadata={"method": "random-init", "epochs": 0, "seed": seed})
         return backbone, report
-    from checkpoints.formats import read_checkpoint
-
     path, entry = resolve_name(text)
     backbone, report = read_checkpoint(path, arch=arch or (entry.arch if entry else None), **build_kwargs)
     if entry is not None:
@@ -125,13 +58,90 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None,
     return backbone, report
 
 
+def resolve(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs):
+    """``(spec, state, report)``: the file read, detected, mapped and checked; no weights loaded.
+
+    ``state`` has exactly the backbone's canonical keys and shapes (else :class:`CheckpointError`
+    naming the keys); ``report.num_params`` is still 0.
+    """
+    path = Path(path)
+    obj, container = read_file(path)
+    fmt = detect_format(obj)
+    if fmt is None:
+        top = sorted(map(str, obj))[:12] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: unrecognised checkpoint layout (container {container}; "
+                              f"top-level keys: {top}); known formats: {', '.join(FORMATS)}")
+    state, top_dropped = fmt.weights(obj)
+    problem = fmt.refuse(state)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    metadata = {k: v for k, v in fmt.metadata(obj, state).items() if v is not None}
+    mapped, key_map, dropped = map_keys(state, fmt.keep, fmt.drop, fmt.rules, fmt.heads)
+    if not mapped:
+        raise CheckpointError(f"{path}: detected as {fmt.name} ({fmt.saved_by}) but no backbone "
+                              f"weights were found under {fmt.keep}")
+    mapped = {k: _to_tensor(v) for k, v in mapped.items()}
+    spec = _spec(path, fmt, obj, metadata, mapped, arch, build_kwargs)
+    filled = fill_bn_counters(expected_keys(spec), mapped)
+    check_state_keys(expected_keys(spec), mapped, f"{path} ({fmt.name}, arch {spec.arch})")
+    report = LoadReport(path=str(path), name=path.stem, sha256=cached_sha256(path),
+                        format=fmt.label(spec.arch) if fmt.label else fmt.name, arch=spec.arch,
+                        used_keys=sorted(mapped), dropped=top_dropped | dropped, metadata=metadata,
+                        key_map=key_map, filled=filled, container=container)
+    return spec, mapped, report
+
+
+def _to_tensor(v: Any) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(v, order="C")) if isinstance(v, np.ndarray) else v  # keeps 0-d arrays 0-d
+
+
+def _spec(path: Path, fmt, obj: dict, metadata: dict, mapped: dict, arch: str | None,
+          build_kwargs: dict) -> BackboneSpec:
+    """How to build the backbone: what the file states (``arch=`` replaces its arch), else the
+    guessed arch with the ViT input size its position embedding implies."""
+    try:
+        stated = fmt.spec(obj, metadata)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    arch = arch or (stated or {}).get("arch")
+    if arch is None:
+        shapes = {k: tuple(v.shape) for k, v in mapped.items()}
+        arch, _ = guess_arch(shapes, metadata.get("arch"))
+        if arch is None:
+            raise CheckpointError(f"{path}: detected as {fmt.name}, but its {len(mapped)} backbone keys "
+                                  f"match no known architecture ({', '.join(CANDIDATE_ARCHS)}); pass arch=")
+    if stated:
+        fields = dict(stated) | {"arch": arch}
+    else:
+        shapes = {k: tuple(v.shape) for k, v in mapped.items() if k in ("pos_embed", "patch_embed.proj.weight")}
+        fields = {"arch": arch, "img_size": vit_img_size(arch, shapes), "extra": fmt.extra(arch)}
+    if is_timm(arch) and fields.get("img_size") is None and "patch_embed.proj.weight" in mapped:
+        fields["img_size"] = 224
+    return BackboneSpec.from_dict(fields | build_kwargs)
+
+
+def read_checkpoint(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs):
+    """``(backbone, report)``: :func:`resolve`, then build the backbone and load it strictly."""
+    spec, state, report = resolve(path, arch=arch, **build_kwargs)
+    backbone = build_loaded(spec, state, str(path))
+    report.num_params = sum(p.numel() for p in backbone.net.parameters())
+    return backbone, report
+
+
+def inspect_checkpoint(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs) -> LoadReport:
+    """The report of :func:`read_checkpoint` without loading weights (the backbone is built
+    uninitialised, only to count parameters)."""
+    spec, _, report = resolve(path, arch=arch, **build_kwargs)
+    backbone = build_uninitialised(spec) or build_backbone(spec)
+    report.num_params = sum(p.numel() for p in backbone.net.parameters())
+    return report
+
+
 def resolve_name(text: str):
     """``(path, zoo entry or None)`` for a file path or a zoo name (which must be fetched already)."""
     path = Path(text)
     if path.exists() or os.sep in text or "/" in text:
         return path, None
-    from checkpoints.zoo import ZOO_PATH, cached_path, load_zoo
-
     zoo = load_zoo()
     if text not in zoo:
         raise CheckpointError(f"{text}: no such file, and not a checkpoint name in {ZOO_PATH} "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 import warnings
 from contextlib import nullcontext
@@ -29,6 +30,7 @@ from pretrain import augment, data, distributed
 from pretrain.config import PretrainConfig, from_dict
 from pretrain.lars import LARS
 from pretrain.methods import METHODS
+from pretrain.preempt import Preempted, StopRequest
 from pretrain.schedules import learning_rate
 
 CKPT_FORMAT = "mocobench-pretrain"
@@ -85,7 +87,7 @@ def body_state_dict(encoder: nn.Module) -> dict[str, torch.Tensor]:
 def export_backbone(cfg: PretrainConfig, model: nn.Module, path: Path, step: int, epochs_done: int) -> Path:
     """Copy the online encoder's body into a canonical Backbone (strictly) and save it."""
     from checkpoints.backbones import build_backbone
-    from checkpoints.load import save_backbone, strict_load
+    from checkpoints import save_backbone, strict_load
 
     backbone = build_backbone(cfg.arch, cifar_stem=cfg.cifar_stem,
                               img_size=cfg.img_size if cfg.arch.startswith("timm:") else None)
@@ -231,6 +233,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     bar = progress(total=total_steps, initial=step, desc=f"pretrain {cfg.method}", unit="step",
                    disable=None if main else True)
     t_last, step_last = time.perf_counter(), step
+    stop = StopRequest().__enter__()   # SIGTERM/SIGUSR1: save at this step and stop (pretrain.preempt)
     for epoch in range(start_epoch, cfg.epochs):
         first = start_batch if epoch == start_epoch else 0
         if first >= iters:
@@ -271,9 +274,19 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
                 bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{img_s:.0f}", lr=f"{lr:.3g}")
                 log.write(step=step, epoch=epoch, lr=lr, loss=loss_value, img_per_s=round(img_s, 1),
                           skipped_images=skipped)
-            if step % cfg.ckpt_every == 0 and b + 1 < iters:
+            saved = step % cfg.ckpt_every == 0 and b + 1 < iters
+            if saved:
                 save_checkpoint(epoch, b + 1)
+            signum = stop.requested(device)
+            if signum:
+                if not saved:
+                    save_checkpoint(epoch, b + 1)   # b + 1 == iters resumes at the next epoch
+                stop.__exit__()
+                bar.close()
+                log.write(event="preempted", step=step, signal=signal.Signals(signum).name)
+                raise Preempted(step, signum, str(checkpoint_path(run_dir, step)))
         save_checkpoint(epoch + 1, 0)
+    stop.__exit__()
     bar.close()
 
     # ---- export

@@ -60,6 +60,15 @@ def own_pretrain_moco(m):
             "skipped_images": 0}, "torch"
 
 
+def own_backbone(m):
+    """checkpoints.write.save_backbone's file: the backbone under its own names and the spec it was
+    built with (a ViT at 32 px: the stated img_size, not the 224 default, must be used)."""
+    spec = {"arch": "timm:vit_tiny_patch16_224", "cifar_stem": False, "dilation": [False] * 3,
+            "img_size": 32, "extra": {}}
+    return {"format": "mocobench-backbone", "version": 1, "spec": spec, "state_dict": body(m),
+            "meta": {"method": "moco_v2", "epochs": 200}}, "torch"
+
+
 def own_pretrain_smog(m):
     sd = body(m)
     model = prefixed(sd, "backbone.") | perturbed(sd, "backbone_k.") | mlp_head(8, "projector.")
@@ -219,6 +228,7 @@ def timm_train_checkpoint(m):
 
 # layout -> (builder, source model "resnet" | "vit", expected format, reasons that must be reported)
 LAYOUTS = {
+    "mocobench-backbone": (own_backbone, "vit", "mocobench-backbone", set()),
     "mocobench-pretrain-unimoco": (own_pretrain_moco, "resnet", "mocobench-pretrain",
                                    {"momentum encoder (encoder_k)", "queue (and its pointer)", "label queue",
                                     "optimizer state"}),

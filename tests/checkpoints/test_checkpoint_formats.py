@@ -39,6 +39,7 @@ EXPECTED_METADATA = {
     "moco-v2": {"method": "moco_v2", "epochs": 200}, "unimoco": {"method": "unimoco"},
     "mocobench-pretrain-unimoco": {"method": "unimoco", "epochs": 800, "label_fraction": 0.1},
     "mocobench-pretrain-smog": {"method": "smog", "epochs": 400},
+    "mocobench-backbone": {"method": "moco_v2", "epochs": 200},
     "solo-learn": {"method": "mocov2plus", "epochs": 399},
     "mmselfsup": {"epochs": 200, "mmselfsup_version": "1.0.0"},
     "dino-vit": {"method": "dino", "epochs": 100}, "moco-v3-vit": {"method": "moco_v3", "epochs": 300},

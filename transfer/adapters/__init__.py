@@ -1,1 +1,3 @@
-"""Writers for other engines: detectron2, mmseg/mmdet/mmpretrain, torchvision, timm, safetensors."""
+"""Engine adapters: what detectron2 and mmseg/mmdet/mmpretrain need (key names, configs, files); the
+``mocobench convert`` command. torchvision/timm state dicts and safetensors are written by
+``checkpoints.write``."""

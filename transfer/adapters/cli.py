@@ -14,6 +14,7 @@ from typing import Callable
 
 from checkpoints import CheckpointError, LoadReport, load_backbone
 from checkpoints.backbones import Backbone
+from checkpoints.write import save_backbone, to_timm, to_torchvision, write_safetensors, write_state_dict
 
 
 def _meta(report: LoadReport) -> dict:
@@ -45,27 +46,19 @@ def _mm(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
 
 
 def _torchvision(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
-    from transfer.adapters.torchvision_timm import to_torchvision, write_state_dict
-
     return [write_state_dict(out, to_torchvision(backbone.net.state_dict(), report.arch))]
 
 
 def _timm(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
-    from transfer.adapters.torchvision_timm import to_timm, write_state_dict
-
     state, _ = to_timm(backbone.net.state_dict(), report.arch)
     return [write_state_dict(out, state)]
 
 
 def _safetensors(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
-    from transfer.adapters.safetensors_file import write_safetensors
-
     return [write_safetensors(out, backbone.net.state_dict(), backbone.spec.to_dict(), _meta(report))]
 
 
 def _mocobench(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
-    from checkpoints import save_backbone
-
     return [save_backbone(out, backbone, _meta(report))]
 
 

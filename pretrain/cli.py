@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    from pretrain.preempt import EXIT_PREEMPTED, Preempted
     from pretrain.train import train
 
     try:
@@ -80,5 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"mocobench pretrain: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"mocobench pretrain: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     print(f"backbone written to {path}")
     return 0

@@ -1,0 +1,67 @@
+"""SLURM's preemption signal: SIGUSR1 (or SIGTERM) mid-epoch saves a checkpoint at that exact step and
+exits with 75; ``--resume auto`` continues from that step and ends with the uninterrupted run's weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.cli import main as cli_main
+from pretrain.preempt import EXIT_PREEMPTED
+from pretrain_helpers import write_image_folder
+
+ROOT = Path(__file__).parent.parent.parent
+# 24 images in batches of 4: 6 steps per epoch, 2 epochs; checkpoints only at epoch ends (and on a signal)
+ARGS = ["--method", "moco_v2", "--preset", "tiny", "--img_size=16", "--batch_size=4", "--K=8", "--epochs=2",
+        "--ckpt_every=1000", "--log_every=1", "--lr=0.05", "--workers=0"]
+
+
+def _events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_preemption_signal_saves_exact_step_and_resume_continues(tmp_path):
+    data = write_image_folder(tmp_path / "data", n_classes=3, per_class=8, size=20)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MOCOBENCH_PROGRESS": "0"}
+    run = tmp_path / "preempted"
+    cmd = [sys.executable, "-m", "pretrain", "--data", str(data), "--out", str(run), *ARGS]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ((run / "log.jsonl").exists() and any(e.get("step", 0) >= 2 and "loss" in e for e in _events(run))):
+        assert p.poll() is None and time.time() < deadline, p.communicate()[1][-3000:]
+        time.sleep(0.02)
+    p.send_signal(signal.SIGUSR1)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == EXIT_PREEMPTED, err[-3000:]
+    stopped = [e for e in _events(run) if e.get("event") == "preempted"]
+    assert len(stopped) == 1 and stopped[0]["signal"] == "SIGUSR1", err[-2000:]
+    step = stopped[0]["step"]
+    assert 2 <= step < 12 and step != 6, f"stopped at step {step}: not mid-run"
+    saved = torch.load(run / "checkpoints" / f"step_{step:08d}.pth", weights_only=True)
+    assert (saved["epoch"], saved["batch_in_epoch"]) == divmod(step, 6)
+    assert "preempted by SIGUSR1" in err and not (run / "backbone.pth").exists()
+
+    resumed = subprocess.run(cmd + ["--resume", "auto"], env=env, capture_output=True, text=True, timeout=200)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    starts = [e for e in _events(run) if e.get("event") == "start"]
+    assert starts[-1]["step"] == step    # continued from the preemption checkpoint, not from 0
+
+    full = tmp_path / "full"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # as OMP_NUM_THREADS=1 in the subprocesses: same float reductions
+    try:
+        assert cli_main(["--data", str(data), "--out", str(full), *ARGS]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a = torch.load(full / "backbone.pth", weights_only=True)["state_dict"]
+    b = torch.load(run / "backbone.pth", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -74,7 +74,8 @@ def mmcv_ops_stub():
             del sys.modules[EXT]
 
 
-def _load_trusted(filename, map_location):
+def load_from_this_run(filename, map_location):
+    # mmengine logs "Loads checkpoint by <name[10:]> backend": "this_run"
     import torch
 
     return torch.load(filename, map_location=map_location, weights_only=False)
@@ -94,7 +95,7 @@ def trusted_checkpoints(folders: list[str | os.PathLike], files: list[str | os.P
     prefixes += [re.escape(str(Path(f).resolve())) + "$" for f in files]
     # NOTE: mmengine has no unregister; its table is the class attribute ``_schemes``
     saved = dict(CheckpointLoader._schemes)
-    CheckpointLoader.register_scheme(prefixes, _load_trusted, force=True)
+    CheckpointLoader.register_scheme(prefixes, load_from_this_run, force=True)
     try:
         yield
     finally:

@@ -1,8 +1,8 @@
 """``mocobench eval segmentation ...`` and ``mocobench score {cityscapes,voc-seg} ...``.
 
     mocobench eval segmentation --checkpoint CKPT --dataset cityscapes --data DIR \\
-        --protocol moco-fcn --results RESULTS [--engine torchvision|mmseg] [--seeds N] \\
-        [--max-iters N] [--key=value ...]
+        --protocol moco-fcn --results RESULTS [--engine torchvision|mmseg] \\
+        [--seed S | --seeds S1 S2 ...] [--work-dir DIR] [--max-iters N] [--key=value ...]
     torchrun --nproc-per-node 8 -m transfer eval segmentation ...      # DDP + SyncBN
     mocobench score cityscapes --gt gtFine/val --pred PRED_DIR
     mocobench score voc-seg --gt VOC2012/SegmentationClass --pred PRED_DIR --split val.txt
@@ -20,6 +20,7 @@ DATASET_NAMES = {"cityscapes": "Cityscapes", "voc2012": "VOC2012"}
 
 
 def _eval_parser() -> argparse.ArgumentParser:
+    from transfer.run_options import add_run_options
     from transfer.segmentation.protocols import PROTOCOLS
 
     ap = argparse.ArgumentParser(
@@ -35,48 +36,58 @@ def _eval_parser() -> argparse.ArgumentParser:
                          "the embedded dataset's root works for both")
     ap.add_argument("--protocol", default="moco-fcn", choices=list(PROTOCOLS))
     ap.add_argument("--engine", default="torchvision", choices=["torchvision", "mmseg"])
-    ap.add_argument("--results", required=True, help="folder for result records")
-    ap.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...)")
-    ap.add_argument("--seed", type=int, default=0, help="first seed")
+    add_run_options(ap, "segmentation")  # --results, --seed/--seeds, --work-dir, --device
     ap.add_argument("--max-iters", type=int, default=None,
                     help="shorten the schedule to N iterations (same as --iters=N; lr steps scale)")
-    ap.add_argument("--work-dir", default=None,
-                    help="where resumable training state goes (default RESULTS/work/segmentation/...)")
     ap.add_argument("--resume", default="auto",
                     help="'auto' (resume from WORK_DIR/last.pth if present), 'no', or a state file")
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="--engine mmseg only: set keys of the MMSegmentation config, merged last as "
+                         "mmseg's tools do (e.g. optim_wrapper.optimizer.lr=0.02 "
+                         "model.decode_head.dropout_ratio=0.0); recorded, and the merged config is "
+                         "kept beside the record")
     ap.add_argument("--save-predictions", default=None,
                     help="write val predictions here (Cityscapes: label-id PNGs; VOC: palette PNGs)")
     return ap
 
 
 def eval_main(task: str, argv: list[str]) -> int:
+    from core.overrides import split_overrides
+    from transfer.run_options import seeds_of
     from transfer.segmentation.protocols import get_protocol, override
 
     ap = _eval_parser()
     args, rest = ap.parse_known_args(argv)
-    bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
-    if bad:
-        ap.error(f"unrecognized arguments: {' '.join(bad)}")
     try:
-        protocol = get_protocol(args.protocol, args.dataset)
-        overrides = rest + ([f"iters={args.max_iters}"] if args.max_iters else [])
-        protocol = override(protocol, overrides)
+        overrides = split_overrides(rest)
+        if args.max_iters:
+            overrides["iters"] = str(args.max_iters)
+        seeds = seeds_of(args)
+        protocol = override(get_protocol(args.protocol, args.dataset), overrides)
     except ValueError as e:
         print(f"mocobench eval segmentation: {e}", file=sys.stderr)
         return 2
+    if args.cfg_options and args.engine != "mmseg":
+        print("mocobench eval segmentation: --cfg-options sets MMSegmentation config keys; it needs "
+              "--engine mmseg (protocol fields are --key=value)", file=sys.stderr)
+        return 2
     if args.engine == "mmseg":
-        from transfer.segmentation.mmseg_engine import MMSEG_PROTOCOLS, why_unavailable
+        from transfer.segmentation.mmseg_engine import check_protocol, why_unavailable
 
-        if protocol.name not in MMSEG_PROTOCOLS:
-            print(f"mocobench eval segmentation: --engine mmseg runs {', '.join(MMSEG_PROTOCOLS)}, "
-                  f"not {protocol.name!r}", file=sys.stderr)
+        if args.save_predictions:
+            print("mocobench eval segmentation: --save-predictions is not available with --engine mmseg",
+                  file=sys.stderr)
+            return 2
+        try:
+            check_protocol(protocol, args.dataset)
+        except ValueError as e:
+            print(f"mocobench eval segmentation: {e}", file=sys.stderr)
             return 2
         reason = why_unavailable()
         if reason:
             print(f"mocobench eval segmentation: --engine mmseg is not usable here: {reason}", file=sys.stderr)
             return 2
-    for seed in range(args.seed, args.seed + args.seeds):
+    for seed in seeds:
         code = _eval_one(args, protocol, seed)
         if code:
             return code
@@ -84,10 +95,13 @@ def eval_main(task: str, argv: list[str]) -> int:
 
 
 def _work_dir(args, protocol, seed: int) -> Path:
-    if args.work_dir:
-        return Path(args.work_dir) / f"s{seed}"
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(args.checkpoint).name)
-    return Path(args.results) / "work" / "segmentation" / f"{args.dataset}-{protocol.name}-{safe}-s{seed}"
+    """The seed's folder under ``--work-dir`` (``transfer/run_options.py``'s rule, as every task),
+    named by the checkpoint's name and sha256 as loading reports them."""
+    from checkpoints.load import load_backbone
+    from transfer.run_options import run_dir, work_root
+
+    _, report = load_backbone(args.checkpoint)
+    return run_dir(work_root(args, "segmentation"), report.record_fields(), protocol.name, args.dataset, seed)
 
 
 def _eval_one(args, protocol, seed: int) -> int:
@@ -95,22 +109,24 @@ def _eval_one(args, protocol, seed: int) -> int:
 
     from core.records import new_record, write_record
 
-    work = _work_dir(args, protocol, seed)
+    try:
+        work = _work_dir(args, protocol, seed)
+    except (ValueError, FileNotFoundError) as e:  # a checkpoint that cannot be loaded
+        print(f"mocobench eval segmentation: {e}", file=sys.stderr)
+        return 2
     if args.engine == "mmseg":
-        from checkpoints.load import load_backbone
-        from transfer.segmentation.mmseg_engine import run_mmseg
+        from transfer.segmentation.mmseg_engine import eval_seed
 
-        t0 = time.time()
-        _, report = load_backbone(args.checkpoint)
-        metrics = run_mmseg(checkpoint=args.checkpoint, protocol=protocol.name, data_root=args.data,
-                            work_dir=str(work), seed=seed, resume=args.resume == "auto",
-                            iters=protocol.iters, batch_size=protocol.batch_size)
-        rec = new_record(checkpoint=report.record_fields(), task="segmentation", protocol=protocol.name,
-                         dataset={"name": DATASET_NAMES[args.dataset], "path": str(args.data), "splits": {}},
-                         metrics=metrics, config={"engine": "mmseg", "mmseg_config": str(work / f"{protocol.name}.py")},
-                         seed=seed, wall_time_s=time.time() - t0, device=args.device or "cuda", engine="mmseg")
-        path = write_record(args.results, rec)
-        print(json.dumps({"seed": seed, "record": str(path), **metrics}))
+        try:
+            out = eval_seed(checkpoint=args.checkpoint, dataset=args.dataset,
+                            dataset_name=DATASET_NAMES[args.dataset], data_root=args.data, protocol=protocol,
+                            work_dir=str(work), results=args.results, seed=seed, resume=args.resume,
+                            device=args.device, cfg_options=args.cfg_options)
+        except (ValueError, FileNotFoundError) as e:  # bad data, checkpoint, protocol, option, work dir
+            print(f"mocobench eval segmentation: {e}", file=sys.stderr)
+            return 2
+        if out["record"]:
+            print(json.dumps({"seed": seed, **{k: out.get(k) for k in ("record", "mIoU", "mAcc", "aAcc", "skipped")}}))
         return 0
 
     from transfer.segmentation.train import run
@@ -123,22 +139,18 @@ def _eval_one(args, protocol, seed: int) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad data, checkpoint, protocol; divergence
         print(f"mocobench eval segmentation: {e}", file=sys.stderr)
         return 2
-    import os
-
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not out.dist.main:  # rank 0 alone writes the record
         return 0
     metrics = {k: v for k, v in out.metrics.items() if not k.startswith("Acc/") and not math.isnan(v)}
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     rec = new_record(
         checkpoint=out.report.record_fields(), task="segmentation", protocol=protocol.name,
         dataset={"name": DATASET_NAMES[args.dataset], "path": str(args.data),
                  "splits": {protocol.train_split: out.train_size, protocol.val_split: out.val_size}},
         metrics=metrics,
         config={**protocol.to_dict(), "dataset": args.dataset, "skipped_train": out.skipped_train,
-                "skipped_val": out.skipped_val, "world_size": int(os.environ.get("WORLD_SIZE", "1"))},
-        seed=seed, wall_time_s=out.wall_time_s, device=device, engine="torchvision")
+                "skipped_val": out.skipped_val, "world_size": out.dist.world, "sync_bn": out.sync_bn,
+                "work_dir": str(work)},
+        seed=seed, wall_time_s=out.wall_time_s, device=str(out.device), engine="torchvision")
     path = write_record(args.results, rec)
     print(json.dumps({"seed": seed, "record": str(path), "mIoU": metrics.get("mIoU"),
                       "mAcc": metrics.get("mAcc"), "aAcc": metrics.get("aAcc"),

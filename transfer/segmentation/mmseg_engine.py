@@ -1,129 +1,341 @@
-"""``--engine mmseg``: run MMSegmentation's own FCN R50-D8 training and testing on a converted backbone.
+"""``--engine mmseg``: MMSegmentation's own FCN training and testing on a converted backbone.
 
-Used only when MMSegmentation and mmcv with compiled ops import; otherwise :func:`why_unavailable`
-says why and the CLI stops before doing any work. Two traps met when installing it:
+One seed, top to bottom (:func:`eval_seed`): refuse what mmseg cannot run; convert the checkpoint
+(``backbone.`` keys, :mod:`transfer.adapters.mmseg`); lay out the data as mmseg reads it; write
+the FCN config from the protocol; merge ``--cfg-options`` last (as mmseg's ``tools/train.py``);
+train; test once; rank 0 writes the record, the merged config beside it, and a done marker.
 
-1. mmsegmentation 1.2.2 asserts ``mmcv<2.2.0`` at import time and needs ``ftfy`` and ``regex``
-   without declaring them: each is checked separately so the message names the fix.
-2. mmengine saves its own checkpoints with pickled Python objects (message hub, history buffers)
-   and loads them with a bare ``torch.load``; under torch >= 2.6 that defaults to
-   ``weights_only=True`` and fails on resume. :func:`_trusted_torch_load` lets ``torch.load``
-   unpickle only files inside this run's own work dir (written by mmengine in this run), and
-   keeps ``weights_only=True`` for everything else. The converted backbone we hand to mmseg is a
-   plain tensor dict that loads under ``weights_only=True`` anyway.
+- Data. Cityscapes: mmseg reads ``*_gtFine_labelTrainIds.png``, which only mmseg's converter
+  writes; the suite's data has ``labelIds``, so the train-id masks are written into the work dir
+  (``labelTrainIds/<split>/<city>/``) with the official table (``core.data.cityscapes``). VOC: the
+  split's id list is rewritten one id per line (``train_aug`` lists also come with two columns).
+- Protocol fields become mmseg settings (crop, scale range, flip, batch, workers, schedule,
+  inference, intervals); mmseg's resize bound follows the crop (``FCNConfig.with_crop``), so
+  small images are not blown up to 2048x1024. The record's config is read back from the merged
+  mmseg config (``describe``), so ``--cfg-options`` changes show in the record.
+- NOTE: mmseg's configs validate every ``val_interval`` iterations and at the end of training;
+  we drop the validation loop and test once after training (the same weights and val set give
+  the number mmseg reports at the end).
+- Resume (``--resume``): ``auto`` continues from mmengine's last checkpoint in the work dir, ``no``
+  starts at iteration 0, a path resumes from that mmengine checkpoint. A finished run (done marker
+  with the same configuration, its record present) is not run again; the work dir of another
+  configuration is refused.
+- The mmseg compatibility patches (``transfer.adapters.mmseg_compat``) hold only inside
+  :func:`eval_seed`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import hashlib
 import importlib
-import os
+import json
+import time
+import uuid
 from pathlib import Path
 
-# our protocol -> the mmseg config it reproduces (a key of transfer.adapters.mmseg.PROTOCOLS)
+from core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+# (our protocol, dataset) -> the mmseg config it reproduces (a key of transfer.adapters.mmseg.PROTOCOLS)
 MMSEG_PROTOCOLS = {
-    "mmseg-fcn-40k": "fcn-r50-d8-cityscapes-40k",
-    "mmseg-fcn-80k": "fcn-r50-d8-cityscapes-80k",
+    ("mmseg-fcn-40k", "cityscapes"): "fcn-r50-d8-cityscapes-40k",
+    ("mmseg-fcn-80k", "cityscapes"): "fcn-r50-d8-cityscapes-80k",
+    ("mmseg-fcn-20k", "voc2012"): "fcn-r50-d8-voc12aug-20k",
+    ("mmseg-fcn-40k", "voc2012"): "fcn-r50-d8-voc12aug-40k",
 }
+DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
+RUN_FILE, DONE_FILE = "mocobench_run.json", "mocobench_done.json"
 
 
 def why_unavailable() -> str | None:
     """None when mmseg can run here; else one line saying what is missing and how to fix it."""
-    for mod, fix in (("mmengine", "pip install mmengine"),
-                     ("mmcv", "pip install 'mmcv>=2.0.0,<2.2.0' -f https://download.openmmlab.com/mmcv/dist/<cu>/<torch>/index.html"),
-                     ("ftfy", "pip install ftfy (mmsegmentation needs it but does not declare it)"),
-                     ("regex", "pip install regex (mmsegmentation needs it but does not declare it)")):
+    from transfer.adapters.mmseg_compat import mmcv_ops_stub
+
+    fix = "bash tools/engines/mmseg.sh PYTHON (or ./run_all.sh engines)"
+    for mod in ("mmengine", "mmcv", "ftfy", "regex"):
         try:
             importlib.import_module(mod)
         except ImportError as e:
-            return f"{mod} is not importable ({e}); {fix}"
+            return f"{mod} is not importable ({e}); install the engine: {fix}"
     import mmcv
 
     version = tuple(int(x) for x in mmcv.__version__.split(".")[:2] if x.isdigit())
     if version >= (2, 2):
-        return (f"mmcv {mmcv.__version__} is installed but mmsegmentation 1.2.x asserts mmcv<2.2.0; "
-                "install mmcv 2.1.x built for this torch")
-    try:
-        importlib.import_module("mmcv._ext")
-    except ImportError as e:
-        return (f"mmcv {mmcv.__version__} has no compiled ops (mmcv._ext: {e}); install the full mmcv "
-                "wheel for this torch/CUDA, not mmcv-lite")
-    try:
-        importlib.import_module("mmseg")
-    except (ImportError, AssertionError) as e:
-        return f"mmsegmentation is not importable ({type(e).__name__}: {e}); pip install mmsegmentation"
-    try:
-        importlib.import_module("transfer.adapters.mmseg")
-    except ImportError as e:
-        return f"the mmseg adapter (transfer.adapters.mmseg) is not available ({e})"
+        return f"mmcv {mmcv.__version__} is installed but mmsegmentation 1.2.x asserts mmcv<2.2.0; {fix}"
+    with mmcv_ops_stub():
+        try:
+            importlib.import_module("mmseg")
+        except (ImportError, AssertionError) as e:
+            return f"mmsegmentation is not importable ({type(e).__name__}: {e}); {fix}"
     return None
 
 
-@contextlib.contextmanager
-def _trusted_torch_load(work_dir: Path):
-    """Within the block, ``torch.load`` of a file under ``work_dir`` defaults to weights_only=False."""
-    import torch
-
-    original = torch.load
-    root = Path(work_dir).resolve()
-
-    def load(f, *args, **kwargs):
-        if "weights_only" not in kwargs and isinstance(f, (str, os.PathLike)):
-            try:
-                inside = Path(f).resolve().is_relative_to(root)
-            except OSError:
-                inside = False
-            if inside:
-                kwargs["weights_only"] = False
-        return original(f, *args, **kwargs)
-
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = original
+def check_protocol(protocol, dataset: str) -> None:
+    """Raise ValueError unless ``--engine mmseg`` can run ``protocol`` on ``dataset``."""
+    if (protocol.name, dataset) not in MMSEG_PROTOCOLS:
+        runs = ", ".join(f"{p} on {d}" for p, d in MMSEG_PROTOCOLS)
+        raise ValueError(f"--engine mmseg runs {runs}; not {protocol.name!r} on {dataset}")
+    if protocol.head != "fcn":
+        raise ValueError(f"--engine mmseg builds mmseg's FCN head; head={protocol.head!r} runs on "
+                         "--engine torchvision")
 
 
-def run_mmseg(*, checkpoint: str, protocol: str, data_root: str, work_dir: str, seed: int,
-              resume: bool = False, iters: int | None = None, batch_size: int = 8) -> dict:
-    """Convert, write the config, train and test with mmseg; returns ``{"mIoU", "mAcc", "aAcc"}``
-    in percent as mmseg's ``IoUMetric`` reports them (rounded to 0.01 by mmseg)."""
-    reason = why_unavailable()
-    if reason:
-        raise RuntimeError(f"--engine mmseg is not usable here: {reason}")
-    if protocol not in MMSEG_PROTOCOLS:
-        raise ValueError(f"--engine mmseg runs {', '.join(MMSEG_PROTOCOLS)}, not {protocol!r}")
-    from mmengine.config import Config
-    from mmengine.runner import Runner
+def fcn_config(protocol, dataset: str, arch: str, world: int, device_type: str):
+    """The ``FCNConfig`` that runs ``protocol`` (every field of it) in ``world`` processes."""
+    from transfer.adapters.mmseg import PROTOCOLS
 
-    from checkpoints.load import load_backbone
-    from transfer.adapters import mmseg as adapter
+    check_protocol(protocol, dataset)
+    if arch not in DEPTHS:
+        raise ValueError(f"--engine mmseg builds mmseg's ResNet ({', '.join(DEPTHS)}); the checkpoint is {arch}")
+    if protocol.batch_size % world:
+        raise ValueError(f"batch_size={protocol.batch_size} does not split over {world} processes")
+    sync = protocol.sync_bn and world > 1
+    if sync and device_type != "cuda":
+        raise ValueError("sync_bn=true with several processes needs CUDA (torch's SyncBatchNorm has no "
+                         "CPU kernel); pass --sync-bn=false")
+    base = PROTOCOLS[MMSEG_PROTOCOLS[(protocol.name, dataset)]]
+    return dataclasses.replace(
+        base.with_crop(tuple(protocol.crop)), depth=DEPTHS[arch], ratio_range=tuple(protocol.scale_range),
+        flip=protocol.flip, batch_size=protocol.batch_size // world, num_workers=protocol.num_workers,
+        iters=protocol.iters, checkpoint_every=max(1, min(protocol.checkpoint_every, protocol.iters)),
+        log_every=protocol.log_every, lr=protocol.lr, momentum=protocol.momentum,
+        weight_decay=protocol.weight_decay, schedule=protocol.schedule, poly_power=protocol.poly_power,
+        min_lr=protocol.min_lr, lr_steps=tuple(int(round(f * protocol.iters)) for f in protocol.lr_steps),
+        norm="SyncBN" if sync else "BN", inference=protocol.inference,
+        slide_crop=tuple(protocol.slide_crop), slide_stride=tuple(protocol.slide_stride))
 
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    backbone, report = load_backbone(checkpoint)
-    ckpt_path = work / "backbone_mmseg.pth"
-    adapter.write_mmseg_checkpoint(ckpt_path, backbone.net.state_dict(),
-                                   {"arch": backbone.arch, **report.record_fields()})
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    default_iters = adapter.PROTOCOLS[MMSEG_PROTOCOLS[protocol]][0]
-    cfg_path = adapter.write_mmseg_config(
-        MMSEG_PROTOCOLS[protocol], ckpt_path, work / f"{protocol}.py", data_root=data_root,
-        # SyncBN needs a process group; a single process trains with plain BN
-        norm="SyncBN" if world > 1 else "BN", batch_size=max(batch_size // world, 1),
-        max_iters=iters if iters and iters != default_iters else None)
-    cfg = Config.fromfile(str(cfg_path))
-    cfg.work_dir = str(work)
-    cfg.launcher = "pytorch" if world > 1 else "none"
-    cfg.randomness = dict(seed=seed, deterministic=False)
-    cfg.resume = bool(resume)
-    with _trusted_torch_load(work):
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-        results = runner.test()
+
+def parse_cfg_options(items: list[str]) -> dict:
+    """``key=value`` strings -> dict, values parsed as mmseg's ``--cfg-options`` (mmengine's DictAction)."""
+    from mmengine.config import DictAction
+
     out = {}
-    for key in ("mIoU", "mAcc", "aAcc"):
-        if key not in results:
-            raise RuntimeError(f"mmseg test results have no {key}: {sorted(results)}")
-        out[key] = float(results[key])
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--cfg-options {item!r} is not key=value")
+        out[key] = DictAction._parse_iterable(value)
     return out
+
+
+def _check_keys(cfg, options: dict) -> None:
+    """An option whose parent key is not in the config would be added and never read: refuse it."""
+    for key in options:
+        parent, node = key.split(".")[:-1], cfg
+        for i, part in enumerate(parent):
+            node = node[int(part)] if isinstance(node, list) and part.isdigit() else (
+                node.get(part) if hasattr(node, "get") else None)
+            if node is None:
+                raise ValueError(f"--cfg-options {key}: the mmseg config has no {'.'.join(parent[:i + 1])}")
+        if not parent and key not in cfg:
+            raise ValueError(f"--cfg-options {key}: the mmseg config has no top-level key {key!r}")
+
+
+# -- data as mmseg reads it ----------------------------------------------------------------------
+def _cityscapes_root(data_root: str) -> Path:
+    root = Path(data_root)
+    if not (root / "leftImg8bit").is_dir() and (root / "cityscapes" / "leftImg8bit").is_dir():
+        root = root / "cityscapes"  # the embedded dataset's root
+    return root.resolve()
+
+
+def _write_train_ids(root: Path, split: str, out: Path) -> int:
+    """``out/<city>/<stem>_gtFine_labelTrainIds.png`` for each image of ``split``; returns the count.
+    A mask already written (atomically, so complete) is kept."""
+    import io
+
+    from PIL import Image
+
+    from core.data.cityscapes import list_samples, read_label_ids, to_train_ids
+
+    samples = list_samples(root, split)
+    for s in samples:
+        dst = out / s.image.parent.name / f"{s.stem}_gtFine_labelTrainIds.png"
+        if not dst.is_file():
+            buf = io.BytesIO()
+            Image.fromarray(to_train_ids(read_label_ids(s.label))).save(buf, format="PNG")
+            atomic_write_bytes(dst, buf.getvalue())
+    return len(samples)
+
+
+def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool) -> tuple[Path, dict, dict]:
+    """``(data_root, folders, split sizes)`` for the mmseg config; rank 0 (``main``) writes files."""
+    folders, sizes = {}, {}
+    if dataset == "cityscapes":
+        root = _cityscapes_root(data_root)
+        for kind, split in (("train", protocol.train_split), ("val", protocol.val_split)):
+            out = work / "labelTrainIds" / split
+            if main:
+                sizes[split] = _write_train_ids(root, split, out)
+            folders[kind] = {"img_path": str(root / "leftImg8bit" / split), "seg_map_path": str(out),
+                             "ann_file": ""}
+        return root, folders, sizes
+    from core.data.voc_seg import VOCSegmentation
+
+    for kind, split in (("train", protocol.train_split), ("val", protocol.val_split)):
+        ds = VOCSegmentation(data_root, split)  # checks the list and that every mask exists
+        ids_file = work / "splits" / f"{split}.txt"
+        if main:
+            atomic_write_text(ids_file, "\n".join(ds.ids) + "\n")
+        sizes[split] = len(ds)
+        folders[kind] = {"img_path": str(ds.root / "JPEGImages"), "seg_map_path": str(ds.mask_dir),
+                         "ann_file": str(ids_file)}
+    return ds.root, folders, sizes
+
+
+# -- one seed --------------------------------------------------------------------------------------
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    """The installed engine packages (mmcv or mmcv-lite, whichever is there)."""
+    from importlib import metadata
+
+    out = {}
+    for package in ("mmsegmentation", "mmengine", "mmcv", "mmcv-lite"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _backbone_check(expected: dict, source: str):
+    """An mmengine hook: before training from iteration 0, every backbone tensor must equal the
+    converted checkpoint's (same key set, same values); the result goes into mmseg's log."""
+    import torch
+    from mmengine.hooks import Hook
+    from mmengine.model import is_model_wrapper
+
+    class BackboneCheck(Hook):
+        start_iter = None
+
+        def before_train(self, runner):
+            self.start_iter = runner.iter
+            if runner.iter != 0:
+                return  # resumed: the weights are the checkpoint's, not the initial ones
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            got = model.backbone.state_dict()
+            missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+            differ = [k for k in expected if k in got and not torch.equal(got[k].cpu(), expected[k])]
+            if missing or unexpected or differ:
+                raise RuntimeError(f"mmseg backbone does not match {source}: missing {missing[:5]}, "
+                                   f"unexpected {unexpected[:5]}, different values {differ[:5]}")
+            runner.logger.info(f"mocobench: all {len(expected)} backbone keys of {source} matched "
+                               "the mmseg model (same names, equal values)")
+
+    return BackboneCheck()
+
+
+def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: str, protocol,
+              work_dir: str, results: str, seed: int, resume: str = "auto", device: str | None = None,
+              cfg_options: list[str] = ()) -> dict:
+    """Train and test one seed with mmseg; rank 0 writes the record. Returns a summary (``record``,
+    ``mIoU``, ``mAcc``, ``aAcc``, ``resumed``, ``skipped``)."""
+    from checkpoints.load import load_backbone
+    from core import dist
+    from core.records import new_record, record_filename, write_record
+    from transfer.adapters import mmseg as adapter
+    from transfer.adapters.mmseg_compat import mmcv_ops_stub, trusted_checkpoints
+
+    t0 = time.time()
+    info, dev = dist.setup(device)
+    work = Path(work_dir).resolve()
+    backbone, report = load_backbone(checkpoint)
+    fcn = fcn_config(protocol, dataset, backbone.arch, info.world, dev.type)
+    with mmcv_ops_stub():
+        from mmengine.config import Config
+        from mmengine.device import get_device
+        from mmengine.runner import Runner
+
+        if get_device() != dev.type:
+            raise ValueError(f"--device {device or dev}: mmengine places the model on {get_device()} (the "
+                             "first available of cuda, npu, mlu, mps, cpu); for the CPU on a GPU "
+                             "machine run with CUDA_VISIBLE_DEVICES=")
+        if dev.type == "cuda":
+            import torch
+
+            torch.cuda.set_device(dev)
+        options = parse_cfg_options(list(cfg_options))
+        key = {"checkpoint": report.record_fields(), "dataset": dataset, "data": str(Path(data_root).resolve()),
+               "protocol": protocol.to_dict(), "cfg_options": options, "seed": seed, "world": info.world}
+        digest = _digest(key)
+        done = _read_json(work / DONE_FILE)
+        if done and resume != "no" and done.get("digest") == digest and Path(done.get("record", "")).is_file():
+            print(f"[mmseg] {work}: finished already, record {done['record']} (not run again)")
+            return {**done["summary"], "record": done["record"], "skipped": True}
+        if done and resume == "no" and Path(done.get("record", "")).is_file():
+            raise ValueError(f"--resume no: {work} holds a finished run whose record is {done['record']}; "
+                             "remove that record (or use another --work-dir) to run it again")
+        previous = _read_json(work / RUN_FILE)
+        if previous and resume != "no" and previous.get("digest") != digest:
+            differ = sorted(k for k in key if previous.get("key", {}).get(k) != json.loads(json.dumps(key[k], default=str)))
+            raise ValueError(f"{work} holds a run of another configuration (differs in {', '.join(differ)}); "
+                             "use another --work-dir, or --resume no to start it over")
+        resume_file = None
+        if resume not in ("auto", "no"):
+            resume_file = Path(resume).resolve()
+            if not resume_file.is_file():
+                raise FileNotFoundError(f"--resume {resume}: no such mmengine checkpoint file")
+
+        ckpt_path = work / "backbone_mmseg.pth"
+        converted = adapter.to_mmseg(backbone.net.state_dict(), {"arch": backbone.arch, **report.record_fields()})
+        root, folders, sizes = data_folders(dataset, data_root, protocol, work, info.main)
+        if info.main:
+            atomic_write_json(work / RUN_FILE, {"digest": digest, "key": key})
+            adapter.write_mmseg_checkpoint(ckpt_path, backbone.net.state_dict(),
+                                           {"arch": backbone.arch, **report.record_fields()})
+            atomic_write_text(work / "mmseg_config.py", adapter.mmseg_config_text(
+                fcn, ckpt_path, data_root=root, folders=folders, name=MMSEG_PROTOCOLS[(protocol.name, dataset)]))
+        dist.barrier()
+        cfg = Config.fromfile(str(work / "mmseg_config.py"))
+        cfg.work_dir = str(work)
+        cfg.launcher = "pytorch" if info.world > 1 else "none"
+        cfg.randomness = dict(seed=seed, deterministic=False)
+        cfg.experiment_name = f"{protocol.name}-s{seed}-{uuid.uuid4().hex[:6]}"
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None  # test once, after training
+        cfg.resume = resume != "no"
+        cfg.load_from = str(resume_file) if resume_file else None
+        _check_keys(cfg, options)
+        cfg.merge_from_dict(options)  # last, as mmseg's tools/train.py does
+        prefix = adapter.MM_BACKBONE_PREFIX
+        expected = {k[len(prefix):]: v for k, v in converted["state_dict"].items()}
+        with trusted_checkpoints([work], [resume_file] if resume_file else []):
+            runner = Runner.from_cfg(cfg)
+            check = _backbone_check(expected, str(ckpt_path))
+            runner.register_hook(check, priority="LOWEST")
+            runner.train()
+            scores = runner.test()
+        ran_on = str(next(runner.model.parameters()).device)
+        log_file = str(Path(runner.log_dir) / f"{runner.timestamp}.log")
+    metrics = {}
+    for name in ("mIoU", "mAcc", "aAcc"):
+        if name not in scores:
+            raise RuntimeError(f"mmseg test results have no {name}: {sorted(scores)}")
+        metrics[name] = round(float(scores[name]), 2)  # mmseg rounds to 0.01 (in float32)
+    if not info.main:
+        return {**metrics, "record": None, "skipped": False}
+    settings = adapter.describe(cfg.to_dict(), info.world)
+    rec = new_record(
+        checkpoint=report.record_fields(), task="segmentation", protocol=protocol.name,
+        dataset={"name": dataset_name, "path": str(data_root), "splits": sizes}, metrics=metrics,
+        config={**protocol.to_dict(), **settings, "dataset": dataset, "world_size": info.world,
+                "mmseg_protocol": MMSEG_PROTOCOLS[(protocol.name, dataset)], "cfg_options": options,
+                "mmseg_versions": _versions(),
+                "mmseg_config": None},
+        seed=seed, wall_time_s=time.time() - t0, device=ran_on, engine="mmseg")
+    cfg_file = Path(results) / Path(record_filename(rec)).with_suffix(".mmseg.py").name
+    rec["config"]["mmseg_config"] = cfg_file.name
+    atomic_write_text(cfg_file, cfg.pretty_text)
+    path = write_record(results, rec)
+    summary = {**metrics, "log": log_file, "device": ran_on}
+    atomic_write_json(work / DONE_FILE, {"digest": digest, "record": str(path.resolve()), "summary": summary})
+    return {**summary, "record": str(path), "start_iter": check.start_iter, "skipped": False}

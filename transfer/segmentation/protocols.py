@@ -9,7 +9,8 @@
   SyncBN; inference on the full image.
 - ``mmseg-fcn-40k`` / ``mmseg-fcn-80k``: the schedule of MMSegmentation's
   ``fcn_r50-d8_4xb2-{40k,80k}_cityscapes-512x1024`` (crop 512x1024, batch 8, lr 0.01 poly 0.9 down
-  to 1e-4, weight decay 5e-4). With ``--engine mmseg`` those configs run as they are; with the
+  to 1e-4, weight decay 5e-4); on VOC 2012 ``mmseg-fcn-20k`` / ``mmseg-fcn-40k`` are
+  ``fcn_r50-d8_4xb4-{20k,40k}_voc12aug-512x512`` (crop 512x512, batch 16, train_aug). With ``--engine mmseg`` those configs run as they are; with the
   torchvision engine the same schedule trains this module's FCN head.
   NOTE: mmseg's R50-D8 is output stride 8 with an auxiliary head on res4; the torchvision engine
   keeps MoCo's OS16 FCN head so that the two torchvision protocols differ only in the schedule.
@@ -64,6 +65,12 @@ MMSEG_FCN_40K = SegProtocol(name="mmseg-fcn-40k", crop=(512, 1024), batch_size=8
                             slide_crop=(512, 1024), slide_stride=(341, 683), checkpoint_every=4_000)
 MMSEG_FCN_80K = dataclasses.replace(MMSEG_FCN_40K, name="mmseg-fcn-80k", iters=80_000,
                                     checkpoint_every=8_000)
+# mmseg's fcn_r50-d8_4xb4-{20k,40k}_voc12aug-512x512 (4 GPUs x 4 images)
+MMSEG_FCN_VOC_20K = dataclasses.replace(MMSEG_FCN_40K, name="mmseg-fcn-20k", train_split="train_aug",
+                                        crop=(512, 512), batch_size=16, iters=20_000, slide_crop=(512, 512),
+                                        slide_stride=(341, 341), checkpoint_every=2_000)
+MMSEG_FCN_VOC_40K = dataclasses.replace(MMSEG_FCN_VOC_20K, name="mmseg-fcn-40k", iters=40_000,
+                                        checkpoint_every=4_000)
 TINY = SegProtocol(name="tiny", crop=(96, 96), batch_size=4, iters=40, lr=0.02, weight_decay=1e-4,
                    scale_range=(0.75, 1.25), sync_bn=False, slide_crop=(96, 96), slide_stride=(64, 64),
                    num_workers=0, checkpoint_every=20, log_every=10)
@@ -71,7 +78,8 @@ TINY = SegProtocol(name="tiny", crop=(96, 96), batch_size=4, iters=40, lr=0.02, 
 # protocol -> dataset -> preset
 PROTOCOLS: dict[str, dict[str, SegProtocol]] = {
     "moco-fcn": {"cityscapes": MOCO_FCN_CITYSCAPES, "voc2012": MOCO_FCN_VOC},
-    "mmseg-fcn-40k": {"cityscapes": MMSEG_FCN_40K},
+    "mmseg-fcn-20k": {"voc2012": MMSEG_FCN_VOC_20K},
+    "mmseg-fcn-40k": {"cityscapes": MMSEG_FCN_40K, "voc2012": MMSEG_FCN_VOC_40K},
     "mmseg-fcn-80k": {"cityscapes": MMSEG_FCN_80K},
     "tiny": {"cityscapes": TINY, "voc2012": TINY},
 }

@@ -24,7 +24,7 @@ import torch.nn.functional as F  # noqa: E402
 
 
 def bench(device: torch.device, arch: str, head: str, size, batch: int, steps: int, warmup: int) -> dict:
-    from transfer.segmentation.inference import autocast
+    from core.dist import autocast
     from transfer.segmentation.model import build_model
 
     model, _ = build_model(f"random:{arch}", head, 19)

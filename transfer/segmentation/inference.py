@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from core import dist
+from core.dist import autocast
 from core.io import progress
 from transfer.segmentation.data import READ_ERRORS, normalize
 from transfer.segmentation.metrics import ConfusionMatrix
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on GPU; full precision on CPU (CPU bf16 is slower than fp32 on most CPUs)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.no_grad()
@@ -58,8 +52,10 @@ def predict_slide(model, x: torch.Tensor, crop: tuple[int, int], stride: tuple[i
 def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str = "whole",
              slide_crop=(769, 769), slide_stride=(513, 513), rank: int = 0, world: int = 1,
              write_prediction=None, desc: str = "eval") -> tuple[ConfusionMatrix, int]:
-    """Confusion matrix over the whole of ``dataset`` (this rank takes images rank::world, then the
-    matrices are summed over ranks) and the number of unreadable images skipped.
+    """Confusion matrix over the whole of ``dataset`` and the number of unreadable images skipped.
+
+    Each rank takes its shard (``core.dist.shard_indices``: every image once, no padding); the
+    matrices and counts are summed over ranks, which is exactly the matrix of one process.
 
     ``write_prediction(name, train_ids_np)`` is called per image when given (e.g. to write
     Cityscapes label-id PNGs for the official script).
@@ -68,7 +64,7 @@ def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str 
     model.eval()
     cm = ConfusionMatrix(dataset.num_classes, device=device)
     skipped = 0
-    indices = range(rank, len(dataset), world)
+    indices = dist.shard_indices(len(dataset), rank, world)
     for i in progress(indices, total=len(indices), desc=desc, unit="img", disable=None if rank == 0 else True):
         try:
             image, target, name = dataset[i]
@@ -90,10 +86,7 @@ def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str 
         if write_prediction is not None:
             write_prediction(name, pred.cpu().numpy().astype(np.uint8))
     cm.all_reduce()
-    if world > 1:
-        t = torch.tensor([skipped], device=device)
-        torch.distributed.all_reduce(t)
-        skipped = int(t.item())
+    skipped = int(dist.all_reduce_sum(torch.tensor([skipped]))[0])
     model.train(was_training)
     return cm, skipped
 

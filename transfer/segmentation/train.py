@@ -1,15 +1,14 @@
 """Iteration-based fine-tuning of a segmentation model, read top to bottom.
 
-Sections: learning-rate schedule; distributed setup; resumable state; the training loop;
-``run`` (train one seed, evaluate on val, return metrics). Under torchrun every process builds
-the same model, takes its share of each global batch (SyncBN across processes when the protocol
-asks for it) and evaluates its share of the val set; rank 0 writes checkpoints.
+Sections: learning-rate schedule; resumable state; the training loop; ``run`` (train one seed,
+evaluate on val, return metrics). Under torchrun (``core.dist.setup``) every process builds the
+same model, takes its share of each global batch (SyncBN across processes when the protocol asks
+for it and the run is on GPUs) and evaluates its share of the val set; rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from core import dist
+from core.dist import Dist, autocast
 from core.io import atomic_torch_save, progress
 from transfer.segmentation.data import IGNORE, PositionBatches, TrainStream, build_dataset, collate
-from transfer.segmentation.inference import autocast, evaluate, prediction_writer
+from transfer.segmentation.inference import evaluate, prediction_writer
 from transfer.segmentation.model import build_model
 from transfer.segmentation.protocols import SegProtocol
 
@@ -36,38 +37,6 @@ def lr_at(p: SegProtocol, it: int) -> float:
     if p.schedule == "poly":
         return (p.lr - p.min_lr) * (1.0 - it / p.iters) ** p.poly_power + p.min_lr
     raise ValueError(f"unknown lr schedule {p.schedule!r} (step, poly)")
-
-
-# -- distributed -----------------------------------------------------------------------------
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str | None) -> tuple[Dist, torch.device]:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if world == 1:
-        return Dist(), torch.device(device)
-    import torch.distributed as dist
-
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if device.startswith("cuda"):
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device(device)
-    return Dist(rank, world, local_rank), dev
 
 
 # -- resumable state -------------------------------------------------------------------------
@@ -181,6 +150,9 @@ def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, s
 class RunOutput:
     metrics: dict
     report: object
+    device: torch.device
+    dist: Dist
+    sync_bn: bool
     train_size: int
     val_size: int
     skipped_train: int
@@ -193,7 +165,7 @@ def run(*, checkpoint: str, dataset: str, data_root: str, protocol: SegProtocol,
         device: str | None = None, work_dir: str | None = None, resume: str | None = None,
         predictions_dir: str | None = None, stop_at: int | None = None) -> RunOutput:
     t0 = time.time()
-    dist_info, dev = init_distributed(device)
+    dist_info, dev = dist.setup(device)
     torch.manual_seed(seed)
     train_set = build_dataset(dataset, data_root, protocol.train_split)
     val_set = build_dataset(dataset, data_root, protocol.val_split)
@@ -234,6 +206,6 @@ def run(*, checkpoint: str, dataset: str, data_root: str, protocol: SegProtocol,
                                slide_stride=protocol.slide_stride, rank=dist_info.rank,
                                world=dist_info.world, write_prediction=writer)
     metrics = cm.scores(val_set.classes)
-    return RunOutput(metrics=metrics, report=report, train_size=len(train_set), val_size=len(val_set),
+    return RunOutput(metrics=metrics, report=report, device=dev, dist=dist_info, sync_bn=sync_bn, train_size=len(train_set), val_size=len(val_set),
                      skipped_train=res.skipped_train, skipped_val=skipped_val,
                      wall_time_s=time.time() - t0, losses=res.losses)

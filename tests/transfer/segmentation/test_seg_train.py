@@ -59,12 +59,16 @@ def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_re
 
     code = eval_main("segmentation", [
         "--checkpoint", "random:resnet18", "--dataset", "cityscapes", "--data", str(synth_tiny),
-        "--protocol", "tiny", "--results", str(tmp_path / "res"), "--seeds", "2", "--max-iters", "1",
+        "--protocol", "tiny", "--results", str(tmp_path / "res"), "--seeds", "0", "3", "--max-iters", "1",
         "--crop=32,32", "--save-predictions", str(tmp_path / "pred")])
     assert code == 0
     records, problems = load_records(tmp_path / "res")
-    assert not problems and len(records) == 2 and {r["seed"] for r in records} == {0, 1}
+    assert not problems and len(records) == 2 and {r["seed"] for r in records} == {0, 3}
     r = records[0]
+    assert r["config"]["world_size"] == 1 and r["env"]["device"] == "cpu"
+    # the default work dir, as every task: work/<task> next to RESULTS, a folder per seed
+    work = sorted((tmp_path / "work" / "segmentation").glob("random-resnet18-nosha-tiny-cityscapes-s*"))
+    assert [w.name[-2:] for w in work] == ["s0", "s3"] and all((w / "last.pth").is_file() for w in work)
     assert r["task"] == "segmentation" and r["dataset"]["name"] == "Cityscapes" and r["protocol"] == "tiny"
     assert {"mIoU", "mAcc", "aAcc"} <= set(r["metrics"]) and r["config"]["iters"] == 1
     assert any(k.startswith("IoU/") for k in r["metrics"])

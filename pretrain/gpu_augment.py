@@ -1,0 +1,329 @@
+"""The device input path: batched JPEG decoding and the papers' augmentations as tensor ops on the
+training device (``input_pipeline=device``), instead of PIL in DataLoader workers (``pil``).
+
+DataLoader workers only read file bytes (:class:`RawImages`); the training process decodes the
+whole batch with ``torchvision.io.decode_jpeg(..., device=...)`` (nvJPEG on a GPU) and applies every
+view's augmentation to the batch at once (:class:`DeviceViews`). The augmentations are those of
+``pretrain.augment`` with the same parameters and the same distributions (``tests/pretrain/
+test_gpu_augment.py`` checks both against the PIL transforms):
+
+    random resized crop (scale, ratio 3/4-4/3, torchvision's 10 tries then centre crop), colour
+    jitter (factors and a random order per image, as ``ColorJitter``), grayscale, Gaussian blur
+    (σ ~ U(0.1, 2), kernel ≈ 10 % of the crop, reflect padding), solarize, horizontal flip,
+    ImageNet normalisation.
+
+NOTE: the PIL path rounds to uint8 after every operation; here the image stays float in [0, 1]
+after the crop's resize (antialiased bilinear, as PIL's), so pixel values differ by about one
+grey level. The flip is applied last: it commutes with every other (pointwise or symmetric) op.
+
+Randomness: all parameters of a batch are drawn on the CPU from a generator seeded by
+(seed, epoch, batch, rank) (:func:`batch_seed`), so a resumed run sees exactly the augmentations an
+uninterrupted one saw, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torch.utils.data
+
+from checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale (PIL: 0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view's augmentation; the PIL transform of ``pretrain.augment`` with the same numbers."""
+
+    size: int
+    scale: tuple[float, float]
+    jitter: tuple[float, float, float, float]  # brightness, contrast, saturation, hue
+    jitter_p: float
+    gray_p: float
+    blur_p: float = 0.0
+    solarize_p: float = 0.0
+    flip_p: float = 0.5
+    gray_first: bool = False  # MoCo v1 turns an image gray before the jitter
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    @property
+    def blur_kernel(self) -> int:
+        return max(3, int(0.1 * self.size) // 2 * 2 + 1)  # as pretrain.augment._blur
+
+
+def view_specs(cfg) -> list[ViewSpec]:
+    """The views of the config's ``augmentation``, in the order of ``pretrain.augment.build``."""
+    s, lo = cfg.img_size, cfg.crop_min_scale
+    if cfg.augmentation == "moco_v1":
+        return [ViewSpec(s, (lo, 1.0), (0.4, 0.4, 0.4, 0.4), 1.0, 0.2, gray_first=True)] * 2
+    if cfg.augmentation == "moco_v2":
+        return [ViewSpec(s, (lo, 1.0), (0.4, 0.4, 0.4, 0.1), 0.8, 0.2, blur_p=0.5)] * 2
+    if cfg.augmentation == "smog":
+        byol = dict(jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, gray_p=0.2)
+        return [ViewSpec(s, (lo, 1.0), blur_p=1.0, **byol), ViewSpec(s, (lo, 1.0), blur_p=0.1, solarize_p=0.2, **byol),
+                *[ViewSpec(cfg.local_size, (0.05, lo), blur_p=0.5, **byol)] * cfg.local_crops]
+    raise ValueError(f"unknown augmentation {cfg.augmentation!r}; use moco_v1, moco_v2 or smog")
+
+
+# -- parameters: drawn on the CPU, one row per image ------------------------------------------
+
+def crop_params(heights: torch.Tensor, widths: torch.Tensor, scale, ratio, g: torch.Generator,
+                tries: int = 10) -> torch.Tensor:
+    """N x 4 (top, left, h, w): ``RandomResizedCrop.get_params`` for N images at once.
+
+    Per image: up to ``tries`` draws of area ~ U(scale)·H·W and log-aspect ~ U(log ratio), the first
+    that fits is taken; if none fits, the largest centre crop with the aspect clamped to ``ratio``.
+    """
+    n = len(heights)
+    H, W = heights[:, None].double(), widths[:, None].double()  # N x 1
+    area = H * W * torch.empty(n, tries, dtype=torch.float64).uniform_(scale[0], scale[1], generator=g)
+    log_r = torch.empty(n, tries, dtype=torch.float64).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
+    aspect = torch.exp(log_r)
+    w = torch.round(torch.sqrt(area * aspect))  # N x tries
+    h = torch.round(torch.sqrt(area / aspect))
+    fits = (w > 0) & (w <= W) & (h > 0) & (h <= H)
+    first = fits.double().argmax(dim=1, keepdim=True)  # N x 1: first try that fits
+    h, w = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
+    u = torch.rand(n, 2, dtype=torch.float64, generator=g)
+    top = torch.floor(u[:, 0] * (heights - h + 1))
+    left = torch.floor(u[:, 1] * (widths - w + 1))
+    # fallback: centre crop
+    in_ratio = widths.double() / heights.double()
+    cw = torch.where(in_ratio < ratio[0], widths.double(), torch.where(in_ratio > ratio[1], torch.round(heights * ratio[1]), widths.double()))
+    ch = torch.where(in_ratio < ratio[0], torch.round(widths / ratio[0]), heights.double())
+    ok = fits.any(dim=1)
+    h, w = torch.where(ok, h, ch), torch.where(ok, w, cw)
+    top = torch.where(ok, top, torch.div(heights - ch, 2, rounding_mode="floor"))
+    left = torch.where(ok, left, torch.div(widths - cw, 2, rounding_mode="floor"))
+    return torch.stack([top, left, h, w], dim=1).long()
+
+
+@dataclass
+class ViewParams:
+    """Everything random about one view of a batch of N images (CPU tensors)."""
+
+    crops: torch.Tensor  # N x 4 long: top, left, h, w
+    jitter: torch.Tensor  # N bool: colour jitter applied
+    factors: torch.Tensor  # N x 4: brightness, contrast, saturation factors and hue shift
+    order: torch.Tensor  # N x 4: the order of the four jitter ops (a permutation per image)
+    gray: torch.Tensor  # N bool
+    blur: torch.Tensor  # N bool
+    sigma: torch.Tensor  # N
+    solarize: torch.Tensor  # N bool
+    flip: torch.Tensor  # N bool
+
+
+def draw_params(spec: ViewSpec, heights: torch.Tensor, widths: torch.Tensor, g: torch.Generator) -> ViewParams:
+    n = len(heights)
+
+    def coin(p: float) -> torch.Tensor:
+        return torch.rand(n, generator=g) < p
+
+    b, c, s, hue = spec.jitter
+    lo = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -hue])
+    hi = torch.tensor([1 + b, 1 + c, 1 + s, hue])
+    return ViewParams(crops=crop_params(heights, widths, spec.scale, spec.ratio, g), jitter=coin(spec.jitter_p),
+                      factors=lo + (hi - lo) * torch.rand(n, 4, generator=g),
+                      order=torch.rand(n, 4, generator=g).argsort(dim=1), gray=coin(spec.gray_p),
+                      blur=coin(spec.blur_p), sigma=0.1 + 1.9 * torch.rand(n, generator=g),
+                      solarize=coin(spec.solarize_p), flip=coin(spec.flip_p))
+
+
+# -- batched tensor ops: x is N x 3 x H x W float in [0, 1], f a per-image factor (N) ----------
+
+def _per_image(f: torch.Tensor) -> torch.Tensor:
+    return f.view(-1, 1, 1, 1)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """N x 1 x H x W luma."""
+    w = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def blend(x: torch.Tensor, other: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return (_per_image(f) * x + (1 - _per_image(f)) * other).clamp_(0, 1)
+
+
+def adjust_brightness(x, f):
+    return blend(x, torch.zeros_like(x[:, :1]), f)
+
+
+def adjust_contrast(x, f):
+    return blend(x, grayscale(x).mean(dim=(1, 2, 3), keepdim=True), f)
+
+
+def adjust_saturation(x, f):
+    return blend(x, grayscale(x), f)
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue by ``shift`` (in turns, per image) in HSV space."""
+    r, g, b = x.unbind(dim=1)
+    v, argmax = x.max(dim=1)
+    chroma = v - x.min(dim=1).values
+    s = chroma / torch.where(v > 0, v, torch.ones_like(v))
+    c = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    h = torch.where(argmax == 0, (g - b) / c, torch.where(argmax == 1, 2 + (b - r) / c, 4 + (r - g) / c))
+    h = torch.where(chroma > 0, h / 6, torch.zeros_like(h))
+    h = torch.remainder(h + shift.view(-1, 1, 1), 1.0)
+    # back to RGB: each channel k is v - v·s·clamp(min(m, 4 - m), 0, 1) with m = (n_k + 6h) mod 6
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    m = torch.remainder(n + 6 * h.unsqueeze(1), 6)
+    return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.minimum(m, 4 - m).clamp(0, 1)
+
+
+JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``ColorJitter`` per image: op ``order[i, k]`` is the k-th applied to image i. factors: N x 4
+    (on x's device); order: N x 4 on the CPU, so that choosing the images does not wait for the GPU."""
+    for k in range(4):
+        for op in range(4):
+            sel = (order[:, k] == op).nonzero().squeeze(1).to(x.device)
+            if len(sel):
+                x[sel] = JITTER_OPS[op](x[sel], factors[sel, op])
+    return x
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
+    """Separable Gaussian blur with a k-tap kernel and σ per image, reflect padding."""
+    n, c, H, W = x.shape
+    t = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
+    kern = torch.exp(-0.5 * (t / sigma.view(-1, 1)) ** 2)  # N x k
+    kern = (kern / kern.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (N*3) x k
+    y = F.pad(x.reshape(1, n * c, H, W), (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    y = F.conv2d(y, kern.view(n * c, 1, 1, k), groups=n * c)
+    y = F.conv2d(y, kern.view(n * c, 1, k, 1), groups=n * c)
+    return y.view(n, c, H, W)
+
+
+def resized_crops(images: list[torch.Tensor], crops: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop each uint8 3 x H_i x W_i image at its (top, left, h, w) and resize it to size x size
+    (bilinear, antialiased as PIL); N x 3 x size x size float in [0, 1]."""
+    out = torch.empty(len(images), 3, size, size, device=images[0].device)
+    for i, (img, (t, l, h, w)) in enumerate(zip(images, crops.tolist())):
+        patch = img[None, :, t:t + h, l:l + w].float()
+        out[i] = F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    return out.div_(255).clamp_(0, 1)
+
+
+def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(_per_image(mask.to(a.device)), a, b)
+
+
+def apply_view(images: list[torch.Tensor], spec: ViewSpec, p: ViewParams) -> torch.Tensor:
+    """One view of the batch: N x 3 x size x size, normalised, on the images' device."""
+    dev = images[0].device
+    x = resized_crops(images, p.crops, spec.size)
+
+    def gray(x):
+        return _where(p.gray, grayscale(x).expand_as(x), x)
+
+    if spec.gray_first:
+        x = gray(x)
+    on = p.jitter.nonzero().squeeze(1)
+    if len(on):
+        x[on.to(dev)] = color_jitter(x[on.to(dev)], p.factors[on].to(dev), p.order[on])
+    if not spec.gray_first:
+        x = gray(x)
+    on = p.blur.nonzero().squeeze(1)
+    if len(on):
+        x[on.to(dev)] = gaussian_blur(x[on.to(dev)], p.sigma[on].to(dev), spec.blur_kernel)
+    x = _where(p.solarize, torch.where(x >= 128 / 255, 1 - x, x), x)
+    x = _where(p.flip, x.flip(-1), x)
+    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+# -- the data path: bytes in workers, decode + views on the device ----------------------------
+
+def batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
+    return ((seed * 1_000_003 + epoch) * 100_000_007 + batch) * 4099 + rank
+
+
+class RawImages(torch.utils.data.Dataset):
+    """Item i: ``(file bytes as a uint8 tensor, label, path)`` of image i; no decoding here."""
+
+    def __init__(self, folder, labels: list[int]):
+        self.folder, self.labels = folder, labels
+
+    def __len__(self) -> int:
+        return len(self.folder.samples)
+
+    def set_epoch(self, epoch: int) -> None:  # the augmentation is drawn per batch, not per item
+        pass
+
+    def __getitem__(self, i: int):
+        path, _ = self.folder.samples[i]
+        with open(path, "rb") as f:
+            data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+        return data, self.labels[i], path
+
+
+def collate_raw(batch: list):
+    data, labels, paths = zip(*batch)
+    return list(data), torch.tensor(labels), list(paths)
+
+
+def decode(data: list[torch.Tensor], paths: list[str], device) -> tuple[list[torch.Tensor], list[int]]:
+    """Decode a batch on ``device``: ``(RGB uint8 images, indices of the unreadable ones)``.
+
+    One batched ``decode_jpeg`` call; if it fails (a PNG, a corrupt file), image by image, with
+    ``decode_image`` on the CPU as the fallback for formats other than JPEG.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    # NOTE: torchvision 0.29 deprecates its decoders in favour of TorchCodec, which this suite does
+    # not depend on; they are still the ones with a batched nvJPEG path.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
+        try:
+            return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device)), []
+        except RuntimeError:
+            return _decode_one_by_one(data, paths, device)
+
+
+def _decode_one_by_one(data, paths, device):
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    images, bad = [], []
+    for i, (d, path) in enumerate(zip(data, paths)):
+        try:
+            images.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            try:
+                images.append(decode_image(d, mode=ImageReadMode.RGB).to(device))
+            except RuntimeError as e:
+                warnings.warn(f"skipping unreadable image {path}: {e}", stacklevel=2)
+                bad.append(i)
+    return images, bad
+
+
+class DeviceViews:
+    """``(raw batch, seed) -> (views, labels, n_skipped)`` on ``device``: the device counterpart of
+    ``SeededViews`` + ``collate_fill``; unreadable images are replaced by repeating readable ones."""
+
+    def __init__(self, cfg, device):
+        self.specs, self.device = view_specs(cfg), torch.device(device)
+
+    def __call__(self, raw, seed: int):
+        data, labels, paths = raw
+        images, bad = decode(data, paths, self.device)
+        if not images:
+            raise RuntimeError(f"all {len(data)} images of a batch are unreadable; see the warnings above")
+        keep = [i for i in range(len(data)) if i not in set(bad)]
+        fill = [i % len(images) for i in range(len(bad))]
+        images, labels = images + [images[i] for i in fill], labels[keep + [keep[i] for i in fill]]
+        heights = torch.tensor([img.shape[-2] for img in images])
+        widths = torch.tensor([img.shape[-1] for img in images])
+        g = torch.Generator().manual_seed(seed)
+        views = [apply_view(images, spec, draw_params(spec, heights, widths, g)) for spec in self.specs]
+        return views, labels, len(bad)

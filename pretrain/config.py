@@ -59,9 +59,11 @@ class PretrainConfig:
     seed: int = 0
     workers: int = 8  # DataLoader workers per process
     device: str = ""  # "" = cuda if available else cpu
-    precision: str = "bf16"  # bf16 (autocast, GPU only) | fp32
-    channels_last: bool = True  # GPU only
-    compile: bool = False  # torch.compile the encoders (GPU only)
+    precision: str = "bf16"  # bf16 (autocast) | fp32; on any device (pretrain.fast_paths)
+    channels_last: bool = True  # NHWC weights and views, on any device
+    compile: bool = False  # torch.compile each top-level sub-module (inductor; GPU, or CPU with a C compiler)
+    input_pipeline: str = "pil"  # pil: decode + PIL augmentations in DataLoader workers | device: workers
+    #   read bytes, decode_jpeg + tensor-op augmentations on the training device (pretrain.gpu_augment)
     sync_bn: bool = False  # SyncBatchNorm in the online branch under DDP
     max_steps_per_epoch: int = 0  # 0 = the whole epoch (short runs and tests)
     ckpt_every: int = 1000  # steps between checkpoints (and one at every epoch end)

@@ -327,3 +327,14 @@ class DeviceViews:
         g = torch.Generator().manual_seed(seed)
         views = [apply_view(images, spec, draw_params(spec, heights, widths, g)) for spec in self.specs]
         return views, labels, len(bad)
+
+
+PIPELINES = ("pil", "device")
+
+
+def device_views(cfg, device) -> DeviceViews | None:
+    """The device path for ``input_pipeline=device``; ``None`` for the PIL path."""
+    if cfg.input_pipeline not in PIPELINES:
+        raise ValueError(f"input_pipeline={cfg.input_pipeline!r}: use pil (decode and augment in DataLoader "
+                         f"workers) or device (decode_jpeg and tensor-op augmentations on the training device)")
+    return DeviceViews(cfg, device) if cfg.input_pipeline == "device" else None

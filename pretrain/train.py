@@ -18,15 +18,13 @@ import os
 import random
 import signal
 import time
-import warnings
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from core.io import atomic_torch_save, atomic_write_json, progress
-from pretrain import augment, data, distributed
+from pretrain import augment, data, distributed, fast_paths, gpu_augment
 from pretrain.config import PretrainConfig, from_dict
 from pretrain.lars import LARS
 from pretrain.methods import METHODS
@@ -150,7 +148,10 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     folder = data.ImageFolder(data.train_root(data_dir))
     labels, label_info = (data.labeled_mask(cfg, folder, run_dir, main) if method.uses_labels
                           else ([-1] * len(folder), {"labeled": 0, "source": "none"}))
-    dataset = data.SeededViews(folder, augment.build(cfg), labels, cfg.seed)
+    # input_pipeline=device: workers read bytes, decode + augmentations run on `dev` (pretrain.gpu_augment)
+    device_views = gpu_augment.device_views(cfg, device)
+    dataset = (gpu_augment.RawImages(folder, labels) if device_views
+               else data.SeededViews(folder, augment.build(cfg), labels, cfg.seed))
     sampler = data.EpochSampler(len(dataset), per_rank, rank, world, cfg.seed)
     iters = sampler.batches_per_epoch
     if cfg.max_steps_per_epoch:
@@ -164,9 +165,8 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         for name in method.online_modules:
             setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name)))
     model.to(device)
-    use_channels_last = cfg.channels_last and on_gpu
-    if use_channels_last:
-        model.to(memory_format=torch.channels_last)
+    memory_format = fast_paths.memory_format(cfg)
+    model.to(memory_format=memory_format)
     optimizer = build_optimizer(cfg, model)
 
     # ---- resume
@@ -192,15 +192,10 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         log.write(event="start", step=step, world_size=world, device=device, images=len(folder),
                   labels=label_info, resumed_from=str(ckpt_file) if ckpt_file else None, config=cfg.to_dict())
 
-    # ---- fast paths (GPU)
+    # ---- fast paths, on any device (pretrain.fast_paths)
     if cfg.compile:
-        if on_gpu:
-            for child in model.children():
-                child.compile()  # in place: parameter names (and checkpoints) do not change
-        else:
-            warnings.warn("compile=true is only used on GPU; running eagerly")
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.precision == "bf16" and on_gpu
-                else nullcontext())
+        fast_paths.compile_in_place(model)
+    autocast = fast_paths.autocast(cfg, torch.device(device))
     net = model
     if world > 1:
         # NOTE: the official code keeps DDP's default broadcast_buffers=True, which re-sends the
@@ -241,17 +236,18 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         sampler.set_epoch(epoch, first)
         dataset.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=sampler,
-                                             num_workers=cfg.workers, collate_fn=data.collate_fill,
+                                             num_workers=cfg.workers, collate_fn=gpu_augment.collate_raw if device_views else data.collate_fill,
                                              pin_memory=on_gpu, drop_last=True)
         model.train()
-        for b, (views, batch_labels, n_skipped) in enumerate(loader, start=first):
+        for b, batch in enumerate(loader, start=first):
             if b >= iters:
                 break
+            views, batch_labels, n_skipped = (device_views(batch, gpu_augment.batch_seed(cfg.seed, epoch, b, rank))
+                                              if device_views else batch)
             lr = learning_rate(cfg, epoch + b / iters)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             torch.manual_seed(step_seed(cfg.seed, step, rank))
-            memory_format = torch.channels_last if use_channels_last else torch.contiguous_format
             views = [v.to(device, non_blocking=True).contiguous(memory_format=memory_format) for v in views]
             batch_labels = batch_labels.to(device, non_blocking=True)
 

@@ -29,6 +29,7 @@ band is reported as "improved" and passes; ``--update-baseline`` records the new
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,10 +78,25 @@ def read_baseline(path: str | Path) -> dict:
     if int(obj.get("version", 0)) > BASELINE_VERSION:
         raise BaselineError(f"{path}: baseline version {obj['version']} is newer than this mocobench "
                             f"understands ({BASELINE_VERSION})")
-    for i, e in enumerate(obj.get("entries", [])):
+    entries = obj.get("entries")
+    if not isinstance(entries, list) or not entries:
+        # A gate that checks nothing must not pass.
+        raise BaselineError(f"{path}: the baseline has no entries, so it would check nothing")
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise BaselineError(f"{path}: entry {i} is not an object")
         missing = [k for k in ("checkpoint", "task", "protocol", "metric", "value") if k not in e]
         if missing:
             raise BaselineError(f"{path}: entry {i} lacks {', '.join(missing)}")
+        for key in ("value", "tolerance", "std", "k", "n"):
+            v = e.get(key)
+            if key != "value" and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise BaselineError(f"{path}: entry {i} ({e['checkpoint']}, {e['task']}): {key} must be a "
+                                    f"finite number, not {v!r}")
+            if key != "value" and v < 0:
+                raise BaselineError(f"{path}: entry {i} ({e['checkpoint']}, {e['task']}): {key} must be >= 0")
     return obj
 
 

@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _table_parser().parse_args(argv)
     rows = "measured" if args.no_reported else args.rows
+    if rows != "reported" and not Path(args.results).is_dir():
+        print(f"mocobench leaderboard: {args.results}: no such results folder (use --rows reported for the "
+              f"papers' numbers alone)", file=sys.stderr)
+        return 1
     try:
         text, table = render(args.results, args.format, rows=rows, all_metrics=args.all_metrics,
                              title=args.title)

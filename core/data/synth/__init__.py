@@ -63,6 +63,8 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, scale: str = "tiny", for
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: --out is a file, not a folder; choose a folder to generate into")
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "synth_info.json"
     key = {"format_version": FORMAT_VERSION, "seed": int(seed), "scale": scale}

@@ -67,6 +67,13 @@ def pick_device(name: str | None = None, local_rank: int | None = None) -> torch
     return torch.device(name)
 
 
+def device_name(device: torch.device) -> str:
+    """What a record states as its device: ``cpu``, or ``cuda:N (GPU model)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def setup(device: str | None = None) -> tuple[Dist, torch.device]:
     """Initialise the process group when launched by torchrun; returns ``(Dist, device)``."""
     info = env_dist()

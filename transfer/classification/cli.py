@@ -5,8 +5,10 @@
     mocobench eval semi   --checkpoint CKPT --data IMAGENET_DIR --labels 10percent --results RESULTS [--protocol simclr|mmselfsup|tiny]
 
 Common options: ``--img-size N`` (crop; the resize keeps the 256/224 ratio), ``--epochs N``,
-``--seed N``, ``--device``, ``--cache-dir`` (fast linear and kNN features), and any field of the
-protocol's config as ``--key=value`` (``--lr=10``, ``--l2-grid=1e-4,1e-3``, ``--k=10``).
+``--cache-dir`` (fast linear and kNN features), and any field of the protocol's config as
+``--key=value`` (``--lr=10``, ``--l2-grid=1e-4,1e-3``, ``--k=10``). ``--seed S``/``--seeds S1 S2 ...``
+(one record per seed), ``--work-dir`` (each seed's ``log.txt``), ``--results`` and ``--device``
+mean the same in every task (``transfer/run_options.py``).
 ``--checkpoint random:ARCH[:SEED]`` evaluates a randomly initialised backbone.
 ``paper`` and ``semi`` run on several GPUs under ``torchrun --nproc_per_node=N -m mocobench eval ...``.
 """
@@ -21,7 +23,9 @@ from pathlib import Path
 
 import torch
 
+from core import dist
 from transfer.classification import protocols as P
+from transfer.run_options import add_run_options, run_dir, seeds_of, work_root
 
 SEMI_TASKS = {1: "semi-1pct", 10: "semi-10pct"}
 
@@ -34,14 +38,12 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or random:ARCH[:SEED]")
     p.add_argument("--data", required=True,
                    help="folder with train/ and val/ (ImageNet layout), or the embedded dataset root")
-    p.add_argument("--results", required=True, help="folder the result record is written into")
+    add_run_options(p, task)  # --results, --seed/--seeds, --work-dir, --device
     p.add_argument("--protocol", default=None)
     p.add_argument("--arch", default=None, help="backbone arch, for files that do not name it")
     p.add_argument("--img-size", type=int, default=None, help="crop size (resize scales with it)")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--dataset-name", default=None)
     if task in ("linear", "knn"):
@@ -58,25 +60,6 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     return p
 
 
-def split_overrides(rest: list[str]) -> dict[str, str]:
-    """``--key=value`` / ``--key value`` pairs that argparse did not know, for the config."""
-    out, i = {}, 0
-    while i < len(rest):
-        tok = rest[i]
-        if not tok.startswith("--"):
-            raise ValueError(f"unexpected argument {tok!r}")
-        if "=" in tok:
-            k, v = tok[2:].split("=", 1)
-        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-            k, v = tok[2:], rest[i + 1]
-            i += 1
-        else:
-            raise ValueError(f"{tok} needs a value (--key=value)")
-        out[k] = v
-        i += 1
-    return out
-
-
 def resolve_config(task: str, args, overrides: dict[str, str]):
     protocol, preset = P.get_preset(task, args.protocol)
     overrides = dict(overrides)
@@ -90,69 +73,81 @@ def resolve_config(task: str, args, overrides: dict[str, str]):
 
 
 def eval_main(task: str, argv: list[str]) -> int:
+    from core.overrides import split_overrides
+
     parser = build_parser(task)
     args, rest = parser.parse_known_args(argv)
     prog = f"mocobench eval {task}"
     try:
         overrides = split_overrides(rest)
         protocol, cfg = resolve_config(task, args, overrides)
+        seeds = seeds_of(args)
     except ValueError as e:
         parser.print_usage(sys.stderr)
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        record = run(task, protocol, cfg, args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
-    if record is None:  # a non-zero rank under torchrun
-        return 0
-    m = record["metrics"]
-    print(f"{prog} [{protocol}] {record['checkpoint']['name']}: top-1 {m['top1']:.2f}  "
-          f"top-5 {m['top5']:.2f}  ({record['wall_time_s']:.1f} s) -> {record['_path']}")
+    for seed in seeds:
+        try:
+            record = run(task, protocol, cfg, args, seed)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 2
+        if record is None:  # a non-zero rank under torchrun
+            continue
+        m = record["metrics"]
+        print(f"{prog} [{protocol}] {record['checkpoint']['name']} seed {seed}: top-1 {m['top1']:.2f}  "
+              f"top-5 {m['top5']:.2f}  ({record['wall_time_s']:.1f} s) -> {record['_path']}")
     return 0
 
 
-def run(task: str, protocol: str, cfg, args) -> dict | None:
-    """Run the evaluation and write its record; returns the record (None on non-zero ranks)."""
+def run(task: str, protocol: str, cfg, args, seed: int) -> dict | None:
+    """Run the evaluation with ``seed`` and write its record (rank 0) and the lines it logged
+    (``log.txt`` in the seed's work folder); returns the record (None on non-zero ranks)."""
     from checkpoints.load import load_backbone
+    from core.io import atomic_write_text
     from core.records import new_record, write_record
     from transfer.classification import data as D
 
-    rank, world = D.init_distributed()
+    info_dist, device = dist.setup(args.device)
+    world = info_dist.world
     t0 = time.perf_counter()
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     imagenet = D.resolve_imagenet(args.data)
-    device = D.pick_device(args.device)
     backbone, report = load_backbone(args.checkpoint, arch=args.arch)
     backbone = D.prepare_model(backbone, device)
-    log = print if D.is_main() else (lambda *a, **k: None)
+    lines: list[str] = []
+
+    def log(msg: str) -> None:
+        if info_dist.main:
+            print(msg)
+            lines.append(msg)
 
     if task == "linear" and protocol in P.FAST_PRESETS:
         metrics, info, splits, skipped, record_task = _run_fast(backbone, report, imagenet, cfg, args,
-                                                               device, log)
+                                                               seed, device, log)
     elif task == "knn":
         metrics, info, splits, skipped, record_task = _run_knn(backbone, report, imagenet, cfg, args,
-                                                              device, log)
+                                                              seed, device, log)
     elif task == "linear":
-        metrics, info, splits, skipped, record_task = _run_paper(backbone, imagenet, cfg, args, device,
+        metrics, info, splits, skipped, record_task = _run_paper(backbone, imagenet, cfg, seed, device,
                                                                 log, world)
     else:
-        metrics, info, splits, skipped, record_task = _run_semi(backbone, imagenet, cfg, args, device,
-                                                               log, world)
-    if not D.is_main():
+        metrics, info, splits, skipped, record_task = _run_semi(backbone, imagenet, cfg, args, seed,
+                                                               device, log, world)
+    if not info_dist.main:
         return None
+    dataset = args.dataset_name or D.dataset_name(args.data, imagenet)
+    work = run_dir(work_root(args, task), report.record_fields(), protocol, dataset, seed)
     config = {"protocol": protocol, **P.to_dict(cfg), "resize": P.resize_for(cfg),
-              "checkpoint_arg": str(args.checkpoint), "world_size": world, **info}
+              "checkpoint_arg": str(args.checkpoint), "world_size": world, "work_dir": str(work), **info}
     rec = new_record(checkpoint=report.record_fields(), task=record_task, protocol=protocol,
-                     dataset=D.dataset_fields(args.dataset_name or D.dataset_name(args.data, imagenet),
-                                              imagenet, splits, skipped),
-                     metrics=metrics, config=config, seed=args.seed,
-                     wall_time_s=time.perf_counter() - t0,
-                     device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device))
+                     dataset=D.dataset_fields(dataset, imagenet, splits, skipped),
+                     metrics=metrics, config=config, seed=seed,
+                     wall_time_s=time.perf_counter() - t0, device=dist.device_name(device))
     path = write_record(args.results, rec)
+    atomic_write_text(work / "log.txt", "".join(line + "\n" for line in lines + [f"record: {path}"]))
     rec["_path"] = str(path)
     return rec
 
@@ -166,7 +161,7 @@ def _datasets(imagenet: Path, train_tf, val_tf):
     return train, val
 
 
-def _features(backbone, report, imagenet, cfg, args, device, log, aug_views: int = 0):
+def _features(backbone, report, imagenet, cfg, args, seed, device, log, aug_views: int = 0):
     """Centre-crop train/val features (+ augmented train views), through the cache."""
     from transfer.classification import data as D
     from transfer.classification.features import (cache_key, cached_features, checkpoint_identity,
@@ -201,9 +196,9 @@ def _features(backbone, report, imagenet, cfg, args, device, log, aug_views: int
 
         aug = ImageFolder(imagenet / "train", D.train_transform(cfg.img_size, mean, std))
         for v in range(aug_views):
-            seed = args.seed * 1000 + v
-            f, y, _ = get(aug, f"train-aug{v}", {**base_tf, "kind": "rrc-flip", "view": v, "seed": seed},
-                          seed=seed)
+            view_seed = seed * 1000 + v
+            f, y, _ = get(aug, f"train-aug{v}", {**base_tf, "kind": "rrc-flip", "view": v, "seed": view_seed},
+                          seed=view_seed)
             if not torch.equal(y, train_y):
                 raise RuntimeError("augmented views do not align with the centre-crop features")
             views.append(f)
@@ -214,27 +209,27 @@ def _features(backbone, report, imagenet, cfg, args, device, log, aug_views: int
     return views, train_y, val_f, val_y, len(train.classes), splits, skipped, info
 
 
-def _run_fast(backbone, report, imagenet, cfg, args, device, log):
+def _run_fast(backbone, report, imagenet, cfg, args, seed, device, log):
     from transfer.classification.linear import fast_linear_probe
 
     views, train_y, val_f, val_y, C, splits, skipped, info = _features(
-        backbone, report, imagenet, cfg, args, device, log, aug_views=cfg.aug_views)
+        backbone, report, imagenet, cfg, args, seed, device, log, aug_views=cfg.aug_views)
     metrics, fit_info = fast_linear_probe(views, train_y, val_f, val_y, C, cfg, device,
-                                          seed=args.seed, log=log)
+                                          seed=seed, log=log)
     return metrics, {**info, **fit_info}, splits, skipped, "linear"
 
 
-def _run_knn(backbone, report, imagenet, cfg, args, device, log):
+def _run_knn(backbone, report, imagenet, cfg, args, seed, device, log):
     from transfer.classification.knn import knn_accuracy
 
     views, train_y, val_f, val_y, C, splits, skipped, info = _features(
-        backbone, report, imagenet, cfg, args, device, log)
+        backbone, report, imagenet, cfg, args, seed, device, log)
     metrics = knn_accuracy(views[0].to(device), train_y, val_f.to(device), val_y, C, k=cfg.k, T=cfg.T,
                            test_chunk=cfg.test_chunk, train_chunk=cfg.train_chunk)
     return metrics, info, splits, skipped, "knn"
 
 
-def _run_paper(backbone, imagenet, cfg, args, device, log, world):
+def _run_paper(backbone, imagenet, cfg, seed, device, log, world):
     from torch.utils.data import DistributedSampler
 
     from transfer.classification import data as D
@@ -245,9 +240,9 @@ def _run_paper(backbone, imagenet, cfg, args, device, log, world):
     if cfg.batch_size % world:
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
     per_rank = cfg.batch_size // world
-    sampler = DistributedSampler(train, shuffle=True, seed=args.seed) if D.distributed() else None
+    sampler = DistributedSampler(train, shuffle=True, seed=seed) if world > 1 else None
     train_loader = D.make_loader(train, per_rank, shuffle=True, workers=cfg.workers, device=device,
-                                 sampler=sampler, seed=args.seed)
+                                 sampler=sampler, seed=seed)
     val_loader = D.make_loader(D.eval_subset(val), per_rank, workers=cfg.workers, device=device)
     metrics, info = train_linear_paper(backbone, train_loader, val_loader, len(train.classes), cfg,
                                        device, sampler=sampler, log=log)
@@ -255,7 +250,7 @@ def _run_paper(backbone, imagenet, cfg, args, device, log, world):
     return metrics, info, {"train": len(train), "val": len(val)}, skipped, "linear"
 
 
-def _run_semi(backbone, imagenet, cfg, args, device, log, world):
+def _run_semi(backbone, imagenet, cfg, args, seed, device, log, world):
     from core.data.imagefolder import ImageFolder
     from transfer.classification import data as D
     from transfer.classification.semi import semi_supervised
@@ -272,7 +267,7 @@ def _run_semi(backbone, imagenet, cfg, args, device, log, world):
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
     cfg_rank = dataclasses.replace(cfg, batch_size=cfg.batch_size // world) if world > 1 else cfg
     metrics, info = semi_supervised(backbone, lab_train, lab_eval, val, len(full_train.classes),
-                                    cfg_rank, pct, device, seed=args.seed, log=log)
+                                    cfg_rank, pct, device, seed=seed, log=log)
     skipped = info.pop("unreadable")
     info["labels"] = str(labels)
     info["label_pct"] = pct

@@ -6,21 +6,20 @@
   ``Resize + CenterCrop``, normalised with the backbone's mean/std;
 - :func:`make_loader`: a DataLoader with workers, pinned memory and :func:`collate_skip`, so
   unreadable images are dropped and counted;
-- distributed helpers for ``torchrun``: :func:`init_distributed`, :func:`shard_indices` (each rank an
-  exact, unpadded shard of the eval set) and :func:`reduce_counts` (sum of correct counts and totals,
-  never an average of per-rank accuracies).
+- :func:`eval_subset`: this rank's exact, unpadded shard of an eval set under ``torchrun``
+  (``core.dist`` sets up the process group and device and sums correct counts and totals over
+  ranks, never averaging per-rank accuracies).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
+from core import dist
 from core.data.imagefolder import collate_skip
 
 
@@ -97,21 +96,6 @@ def dataset_name(data: str | os.PathLike, imagenet: Path) -> str:
 
 
 # -- device -----------------------------------------------------------------------------------
-def pick_device(name: str | None = None) -> torch.device:
-    if name:
-        return torch.device(name)
-    if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; nothing on CPU (CPU bf16 is slower than fp32 on most CPUs)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Move to ``device``; channels_last on CUDA (faster convolutions with bf16 there)."""
     model = model.to(device)
@@ -128,55 +112,11 @@ def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 # -- distributed ------------------------------------------------------------------------------
-def init_distributed() -> tuple[int, int]:
-    """``(rank, world_size)``; initialises the process group when launched by ``torchrun``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size()
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def shard_indices(n: int, rank: int, world: int) -> list[int]:
-    """Rank ``rank``'s share of ``range(n)``: every index exactly once across ranks, no padding.
-
-    NOTE: ``DistributedSampler`` pads the last shard by repeating samples, which would count some
-    validation images twice; evaluation uses this strided shard instead.
-    """
-    return list(range(rank, n, world))
-
-
 def eval_subset(dataset):
-    if not distributed():
+    """This rank's shard of ``dataset`` (all of it in one process)."""
+    if dist.world_size() == 1:
         return dataset
-    return Subset(dataset, shard_indices(len(dataset), dist.get_rank(), dist.get_world_size()))
-
-
-def reduce_counts(counts: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor of counts (correct top-1, correct top-5, total, skipped...) over ranks.
-
-    Accuracies are formed from the summed counts afterwards, so shards of unequal size weigh by
-    their number of images, not equally.
-    """
-    counts = counts.detach().to(torch.float64)
-    if distributed():
-        backend = dist.get_backend()
-        t = counts.cuda() if backend == "nccl" else counts.cpu()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        counts = t.cpu()
-    return counts.cpu()
-
-
-def is_main() -> bool:
-    return not distributed() or dist.get_rank() == 0
+    return Subset(dataset, dist.shard_indices(len(dataset), dist.rank(), dist.world_size()))
 
 
 # -- metrics ----------------------------------------------------------------------------------

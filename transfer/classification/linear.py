@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core import dist
+from core.dist import autocast
 from core.io import progress
-from transfer.classification.data import (autocast, distributed, reduce_counts, to_device,
-                                          topk_correct)
+from transfer.classification.data import to_device, topk_correct
 
 
 class BackboneChangedError(RuntimeError):
@@ -74,7 +75,7 @@ def evaluate(model_fn, loader, device, num_classes: int, desc: str = "val") -> t
         counts[0] += c1
         counts[1] += c5
         counts[2] += len(labels)
-    counts = reduce_counts(counts)
+    counts = dist.all_reduce_sum(counts)
     return accuracies(counts), int(counts[3])
 
 
@@ -98,7 +99,7 @@ def train_linear_paper(backbone: nn.Module, train_loader, val_loader, num_classe
     before = snapshot(backbone)
     fc = init_fc(backbone.num_features, num_classes, cfg.fc_init_std).to(device)
     fc_train = fc
-    if distributed():
+    if dist.world_size() > 1:
         fc_train = nn.parallel.DistributedDataParallel(
             fc, device_ids=[device.index] if device.type == "cuda" else None)
     base_lr = cfg.lr * (cfg.batch_size / 256 if cfg.lr_scale_by_batch else 1.0)
@@ -131,7 +132,7 @@ def train_linear_paper(backbone: nn.Module, train_loader, val_loader, num_classe
     train_time = time.perf_counter() - t0
     check_unchanged(before, backbone)
     metrics, val_skipped = evaluate(lambda x: fc(backbone(x).float()), val_loader, device, num_classes)
-    train_skipped = int(reduce_counts(torch.tensor([float(skipped)]))[0])
+    train_skipped = int(dist.all_reduce_sum(torch.tensor([float(skipped)]))[0])
     return metrics, {"train_time_s": train_time, "lr": base_lr,
                      "unreadable": {"train": train_skipped, "val": val_skipped}}
 

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler, Subset
 
+from core import dist
+from core.dist import autocast
 from core.io import progress
-from transfer.classification.data import (autocast, distributed, eval_subset, make_loader,
-                                          prepare_model, reduce_counts, to_device)
+from transfer.classification.data import eval_subset, make_loader, prepare_model, to_device
 from transfer.classification.linear import evaluate, holdout_split, init_fc
 
 
@@ -62,7 +63,7 @@ def fine_tune(backbone: nn.Module, dataset, num_classes: int, lr: float, epochs:
     model.backbone.requires_grad_(True)
     train_model = model
     sampler = None
-    if distributed():
+    if dist.world_size() > 1:
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -131,7 +132,7 @@ def semi_supervised(backbone: nn.Module, labelled_train, labelled_eval, val_data
                                      device, seed, desc=f"semi final lr {best_lr:g}")
     val_loader = make_loader(eval_subset(val_dataset), cfg.batch_size, workers=cfg.workers, device=device)
     metrics, val_skipped = evaluate(model, val_loader, device, num_classes)
-    train_skipped = int(reduce_counts(torch.tensor([float(train_skipped)]))[0])  # over ranks
+    train_skipped = int(dist.all_reduce_sum(torch.tensor([float(train_skipped)]))[0])  # over ranks
     info = {"chosen_lr": best_lr, "lr_grid_holdout_top1": {f"{k:g}": v for k, v in sweep.items()},
             "epochs": epochs, "n_labelled": len(labels), "n_fit": int(len(fit_idx)),
             "n_holdout": int(len(held_idx)), "train_time_s": time.perf_counter() - t0,

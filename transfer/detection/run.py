@@ -100,6 +100,6 @@ def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_
                   "work_dir": str(seed_dir), **extra}
         rec = new_record(checkpoint=report.record_fields(), task="detection", protocol=p.name,
                          dataset=info, metrics=metrics, config=config, seed=seed,
-                         wall_time_s=time.time() - t0, device=str(dev), engine="torchvision")
+                         wall_time_s=time.time() - t0, device=dist.device_name(dev), engine="torchvision")
         written.append(write_record(results_dir, rec))
     return written

@@ -105,8 +105,7 @@ def _work_dir(args, protocol, seed: int) -> Path:
 
 
 def _eval_one(args, protocol, seed: int) -> int:
-    import time
-
+    from core.dist import device_name
     from core.records import new_record, write_record
 
     try:
@@ -150,7 +149,7 @@ def _eval_one(args, protocol, seed: int) -> int:
         config={**protocol.to_dict(), "dataset": args.dataset, "skipped_train": out.skipped_train,
                 "skipped_val": out.skipped_val, "world_size": out.dist.world, "sync_bn": out.sync_bn,
                 "work_dir": str(work)},
-        seed=seed, wall_time_s=out.wall_time_s, device=str(out.device), engine="torchvision")
+        seed=seed, wall_time_s=out.wall_time_s, device=device_name(out.device), engine="torchvision")
     path = write_record(args.results, rec)
     print(json.dumps({"seed": seed, "record": str(path), "mIoU": metrics.get("mIoU"),
                       "mAcc": metrics.get("mAcc"), "aAcc": metrics.get("aAcc"),

@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from transfer.classification.data import reduce_counts, shard_indices, topk_correct
+from core.dist import all_reduce_sum, shard_indices
+from transfer.classification.data import topk_correct
 from transfer.classification.linear import accuracies
 
 
@@ -31,7 +32,7 @@ def _worker(rank, world, port, queue):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     # rank 0: 9 of 10 correct; rank 1: 0 of 2 correct. Global: 9 / 12 = 75 %, mean of ranks = 45 %.
     counts = torch.tensor([[9.0, 10.0, 10.0, 1.0], [0.0, 1.0, 2.0, 0.0]][rank])
-    acc = accuracies(reduce_counts(counts))
+    acc = accuracies(all_reduce_sum(counts))
     queue.put((rank, acc["top1"]))
     dist.destroy_process_group()
 
@@ -54,4 +55,4 @@ def test_two_process_gloo_reduction_weighs_shards_by_size():
 
 
 def test_reduce_is_identity_in_one_process():
-    assert reduce_counts(torch.tensor([3, 4, 5])).tolist() == [3.0, 4.0, 5.0]
+    assert all_reduce_sum(torch.tensor([3, 4, 5])).tolist() == [3.0, 4.0, 5.0]

@@ -223,6 +223,7 @@ def _main(args) -> int:
             status[st.name] = "FAIL"
             last = [ln for ln in tail(st.log).splitlines() if ln.strip() and not ln.startswith("SLURM job ")][-1:]
             where = getattr(runner, "last_failure", "")
+            last = [ln for ln in last if ln not in where]
             print(f"{prefix} FAIL     {st.name:<{width}}  {dt:7.1f} s  exit {rc}: {(last or [''])[0][:160]} "
                   f"(log {st.log}{'; ' + where if where else ''})", flush=True)
 

@@ -165,7 +165,15 @@ class SlurmRunner:
         folder = stage.log.parent / "slurm" / "%j"
         executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=3)
         executor.update_parameters(**params)
-        job = executor.submit(StageJob(self.launcher), stage.argv, stage.distributed, str(stage.log), env)
+        try:
+            job = executor.submit(StageJob(self.launcher), stage.argv, stage.distributed, str(stage.log), env)
+        except Exception as e:  # noqa: BLE001 - submitit's FailedJobError carries sbatch's message
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            self.last_failure = f"sbatch refused the job: {' / '.join(lines[-2:])[:300]}"
+            stage.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(stage.log, "a", encoding="utf-8") as f:
+                f.write(f"{self.last_failure}\n")
+            return 1
         job_log = Path(str(job.paths.stderr))
         print(f"      submitted {stage.name} as SLURM job {job.job_id} (log {stage.log}, job log {job_log})",
               flush=True)
@@ -190,7 +198,8 @@ class SlurmRunner:
                 gone_since = None
             time.sleep(self.poll_s)
         try:
-            return int(job.result()), "finished"
+            rc = int(job.result())
+            return rc, f"exited with code {rc}"
         except Exception as e:  # noqa: BLE001 - submitit raises its own failure types
             last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]
             return 1, f"failed: {last[0][:200]}"

@@ -1,0 +1,144 @@
+"""``mocobench.pipeline --slurm`` against a real one-node SLURM cluster (see slurm_cluster.py) and real
+submitit: the records equal a local run's, a failing job is reported with its id and log, a
+cancelled pretraining job continues from its checkpoint, a preempted one is requeued and continues.
+
+Reduced stages on the ``small`` embedded dataset (generated once, linked as ``OUT/data``): kNN of
+the random-init baseline, and a short MoCo v2 pretraining (32 px, batches of 16, 40 steps)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("submitit", reason="the SLURM tests need submitit (pip install -e '.[test]')")
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PRETRAIN = ["--only", "pretrain", *(f"--pretrain-arg=--{kv}" for kv in (
+    "epochs=1", "max_steps_per_epoch=40", "ckpt_every=4", "img_size=32", "batch_size=16", "K=64", "log_every=1"))]
+
+
+def pipeline(out: Path, *argv: str, background: bool = False):
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, MOCOBENCH_PROGRESS="0", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "mocobench.pipeline", "--quick", "--out", str(out), *argv]
+    if background:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def with_data(out: Path, synth: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data").symlink_to(synth, target_is_directory=True)
+    return out
+
+
+def records(out: Path) -> list[dict]:
+    """The records under ``OUT/results``, with ``OUT`` itself written as ``OUT``."""
+    return [json.loads(p.read_text().replace(str(out), "OUT")) for p in sorted((out / "results").glob("*.json"))]
+
+
+def events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").exists() else []
+
+
+def running_job(cluster, name: str, timeout_s: float = 120) -> str:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        ids = cluster.run("squeue", "-h", "-t", "RUNNING", "-n", name, "-o", "%i").split()
+        if ids:
+            return ids[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no running job {name}: {cluster.run('squeue', '-t', 'all')}")
+
+
+def wait_for_step(run: Path, proc, step: int, timeout_s: float = 240) -> None:
+    deadline = time.time() + timeout_s
+    while not any(e.get("step", 0) >= step and "loss" in e for e in events(run)):
+        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        assert time.time() < deadline, f"pretraining never reached step {step}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_slurm_run_leaves_the_same_records_as_a_local_run(slurm, synth_small, tmp_path):
+    stage = ["--only", "knn-dino-knn random", "--slurm-gpus-per-node", "0"]
+    local = pipeline(with_data(tmp_path / "local", synth_small), *stage[:2])
+    assert local.returncode == 0, local.stdout[-4000:]
+    run = pipeline(with_data(tmp_path / "slurm", synth_small), *stage, "--slurm", slurm.partition)
+    assert run.returncode == 0, run.stdout[-4000:] + slurm.logs()
+    # the request is printed before submission and fits a cluster without GPUs
+    assert re.search(r"slurm request for eval knn-dino-knn random-timm-test_resnet: partition=debug nodes=1 "
+                     r"ntasks-per-node=1 cpus-per-task=1 time=4320min gpus-per-node=0", run.stdout), run.stdout
+    job = re.search(r"as SLURM job (\d+)", run.stdout).group(1)
+    assert slurm.host in slurm.run("squeue", "-h", "-j", job, "-t", "all", "-o", "%N")   # really ran there
+    a, b = records(tmp_path / "local"), records(tmp_path / "slurm")
+    assert len(a) == len(b) == 1
+    same = ("task", "protocol", "seed", "metrics", "config", "dataset")
+    assert {k: a[0][k] for k in same} == {k: b[0][k] for k in same}
+    assert a[0]["checkpoint"]["name"] == b[0]["checkpoint"]["name"]
+
+
+@pytest.mark.slow
+def test_failed_slurm_stage_exits_nonzero_with_job_id_and_log(slurm, tmp_path):
+    out = tmp_path / "out"
+    stage = ["--only", "knn", "--checkpoint", str(tmp_path / "no-such.pth"), "--no-random", "--slurm", slurm.partition]
+    # the default request (--nproc GPUs) does not fit a cluster without GPUs: sbatch's reason is shown
+    refused = pipeline(out, *stage)
+    assert refused.returncode == 1 and "sbatch refused the job: sbatch: error: Invalid generic resource" in \
+        refused.stdout, refused.stdout[-3000:]
+    run = pipeline(out, *stage, "--slurm-gpus-per-node", "0")
+    assert run.returncode == 1, run.stdout[-3000:]
+    line = next(ln for ln in run.stdout.splitlines() if " FAIL " in ln)
+    job = re.search(r"SLURM job (\d+) exited with code (\d+); job log (\S+)\)", line)
+    assert job and job.group(2) != "0", line
+    assert Path(job.group(3)).is_file() and job.group(1) in job.group(3)
+    log = out / "logs" / "eval-knn-dino-knn-no-such.log"
+    assert f"(log {log};" in line and "no-such.pth" in log.read_text()
+
+
+@pytest.mark.slow
+def test_cancelled_pretraining_job_continues_from_its_checkpoint(slurm, synth_small, tmp_path):
+    out = with_data(tmp_path / "out", synth_small)
+    run_dir = out / "runs" / "moco_v2"
+    first = pipeline(out, *PRETRAIN, "--slurm", slurm.partition, "--slurm-gpus-per-node", "0", background=True)
+    job = running_job(slurm, "mocobench-pretrain-moco_v2")
+    wait_for_step(run_dir, first, 6)
+    slurm.run("scancel", job)
+    text = first.communicate(timeout=120)[0]
+    assert first.returncode == 1 and f"SLURM job {job}" in text, text[-3000:]
+    saved = max(int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.pth"))
+    assert 4 <= saved < 40 and not (run_dir / "backbone.pth").exists()
+
+    again = pipeline(out, *PRETRAIN, "--slurm", slurm.partition, "--slurm-gpus-per-node", "0")
+    assert again.returncode == 0, again.stdout[-3000:]
+    starts = [e for e in events(run_dir) if e.get("event") == "start"]
+    assert [s["step"] for s in starts] == [0, saved]   # resumed from the last checkpoint, not from 0
+    assert events(run_dir)[-1]["event"] == "done" and events(run_dir)[-1]["step"] == 40
+
+
+@pytest.mark.slow
+def test_preempted_pretraining_job_saves_requeues_and_continues(slurm, synth_small, tmp_path):
+    """SLURM preemption as submitit tests it (SIGTERM, then submitit's SIGUSR2): the command saves a
+    checkpoint at its step and exits 75; the job's checkpoint() requeues it; it continues and ends."""
+    out = with_data(tmp_path / "out", synth_small)
+    run_dir = out / "runs" / "moco_v2"
+    proc = pipeline(out, *PRETRAIN, "--slurm", slurm.partition, "--slurm-gpus-per-node", "0", background=True)
+    job = running_job(slurm, "mocobench-pretrain-moco_v2")
+    wait_for_step(run_dir, proc, 6)
+    slurm.run("scancel", "--signal=TERM", job)
+    slurm.run("scancel", "--signal=USR2", job)
+    text = proc.communicate(timeout=400)[0]
+    assert proc.returncode == 0, text[-3000:] + slurm.logs()
+    ev = events(run_dir)
+    stopped = [e for e in ev if e.get("event") == "preempted"]
+    assert len(stopped) == 1 and stopped[0]["signal"] == "SIGTERM", ev
+    starts = [e["step"] for e in ev if e.get("event") == "start"]
+    assert starts == [0, stopped[0]["step"]] and ev[-1]["event"] == "done" and ev[-1]["step"] == 40
+    assert "job requeued" in (out / "logs" / "pretrain-moco_v2.log").read_text()

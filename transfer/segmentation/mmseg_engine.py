@@ -268,13 +268,13 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
         key = {"checkpoint": report.record_fields(), "dataset": dataset, "data": str(Path(data_root).resolve()),
                "protocol": protocol.to_dict(), "cfg_options": options, "seed": seed, "world": info.world}
         digest = _digest(key)
-        done = _read_json(work / DONE_FILE)
-        if done and resume != "no" and done.get("digest") == digest and Path(done.get("record", "")).is_file():
-            print(f"[mmseg] {work}: finished already, record {done['record']} (not run again)")
-            return {**done["summary"], "record": done["record"], "skipped": True}
-        if done and resume == "no" and Path(done.get("record", "")).is_file():
-            raise ValueError(f"--resume no: {work} holds a finished run whose record is {done['record']}; "
-                             "remove that record (or use another --work-dir) to run it again")
+        done = _read_json(work / DONE_FILE) or {}
+        if done.get("digest") == digest and Path(done.get("record", "")).is_file():
+            if resume == "auto":
+                print(f"[mmseg] {work}: finished already, record {done['record']} (not run again)")
+                return {**done["summary"], "record": done["record"], "skipped": True}
+            raise ValueError(f"--resume {resume}: {work} holds the finished run whose record is "
+                             f"{done['record']}; remove that record (or use another --work-dir) to run it again")
         previous = _read_json(work / RUN_FILE)
         if previous and resume != "no" and previous.get("digest") != digest:
             differ = sorted(k for k in key if previous.get("key", {}).get(k) != json.loads(json.dumps(key[k], default=str)))

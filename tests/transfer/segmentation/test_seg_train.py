@@ -117,28 +117,6 @@ def test_mmseg_engine_fails_at_once_saying_why(tmp_path, capsys):
     assert "--engine mmseg is not usable here" in capsys.readouterr().err
 
 
-class MessageHub:  # stands in for the objects mmengine pickles into its checkpoints
-    def __init__(self, a):
-        self.a = a
-
-
-def test_mmseg_trusted_load_only_inside_the_work_dir(tmp_path):
-    """mmengine's own checkpoints need full unpickling under torch >= 2.6; nothing else gets it."""
-    from transfer.segmentation.mmseg_engine import _trusted_torch_load
-
-    obj = {"message_hub": MessageHub(1)}  # not a weights_only-safe type
-    work, other = tmp_path / "work", tmp_path / "other"
-    work.mkdir(), other.mkdir()
-    torch.save(obj, work / "iter_1.pth")
-    torch.save(obj, other / "x.pth")
-    with _trusted_torch_load(work):
-        assert torch.load(work / "iter_1.pth")["message_hub"].a == 1
-        with pytest.raises(Exception, match="[Ww]eights only"):
-            torch.load(other / "x.pth")
-    with pytest.raises(Exception, match="[Ww]eights only"):
-        torch.load(work / "iter_1.pth")
-
-
 def test_voc_evaluation_and_written_predictions_agree(voc_small, tmp_path):
     """evaluate() on VOC (sliding window) and `score voc-seg` on the palette PNGs it wrote."""
     from core.data.voc_seg import VOCSegmentation

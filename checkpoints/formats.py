@@ -151,8 +151,9 @@ FORMATS: dict[str, Format] = {
         and o["format"].startswith("mocobench") and o["format"] != OWN_FORMAT,
         weights=lambda o: weights_in(o, "model", "state_dict"),
         keep=("module.encoder_q.", "encoder_q.", "module.backbone.", "backbone."),
-        # MoCo / UniMoCo (pretrain/moco.py, unimoco.py) and SMoG (pretrain/smog.py) state
-        drop=MOMENTUM_DROPS + (("backbone_k.", "momentum encoder (backbone_k)"),
+        # MoCo / UniMoCo (pretrain/moco.py, unimoco.py) and SMoG (pretrain/smog.py) state; queues
+        # and the bank are pretrain.ring_buffer.RingBuffer modules (queue.keys, queue.labels, ...)
+        drop=(("queue.labels", "label queue"),) + MOMENTUM_DROPS + (("backbone_k.", "momentum encoder (backbone_k)"),
                                ("projector_k.", "momentum projector"), ("projector.", "projection head"),
                                ("predictor.", "predictor MLP"), ("groups", "SMoG group features"),
                                ("bank", "SMoG feature bank (and its pointer/count)"),

@@ -1,65 +1,23 @@
-"""Process-group helpers: rank/world queries, ``concat_all_gather`` and shuffle BN.
+"""MoCo's shuffle BN, across processes (DDP) or within one (sub-batches).
 
-Everything here works with and without an initialised process group: with one process the
-gather is the identity and the "all processes" are this one.
+Rank, world size and the gather come from ``core.dist``; with one process the gather is the
+identity and the "all processes" are this one.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
-import torch.distributed as dist
+import torch.distributed
 
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main() -> bool:
-    return rank() == 0
-
-
-def init_from_env(device: str) -> bool:
-    """Initialise the default group from torchrun's environment (RANK, WORLD_SIZE, ...).
-
-    Returns True when a group was created. NCCL on GPU, gloo on CPU.
-    """
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or is_distributed():
-        return False
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend=backend)
-    return True
-
-
-@torch.no_grad()
-def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
-    """``x`` (n x ...) from every process, concatenated in rank order: (world*n) x ...
-
-    No gradient flows through the result (as in the official MoCo). Every process must pass the
-    same ``n``.
-    """
-    if not is_distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
+from core import dist
 
 
 @torch.no_grad()
 def broadcast_permutation(n: int, device) -> torch.Tensor:
     """A random permutation of ``range(n)`` drawn on rank 0 (its RNG) and sent to every process."""
     perm = torch.randperm(n).to(device)
-    if is_distributed():
-        dist.broadcast(perm, src=0)
+    if dist.is_distributed():
+        torch.distributed.broadcast(perm, src=0)
     return perm
 
 
@@ -72,10 +30,10 @@ def batch_shuffle_ddp(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``r*n .. (r+1)*n`` of the permuted batch.
     """
     n = x.shape[0]
-    x_all = concat_all_gather(x)  # (world*n) x C x H x W
+    x_all = dist.concat_all_gather(x)  # (world*n) x C x H x W
     perm = broadcast_permutation(x_all.shape[0], x.device)
     idx_unshuffle = torch.argsort(perm)
-    mine = perm.view(world_size(), n)[rank()]
+    mine = perm.view(dist.world_size(), n)[dist.rank()]
     return x_all[mine], idx_unshuffle
 
 
@@ -83,8 +41,8 @@ def batch_shuffle_ddp(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def batch_unshuffle_ddp(y: torch.Tensor, idx_unshuffle: torch.Tensor) -> torch.Tensor:
     """Shuffle BN, step 2: gather the keys computed on shuffled slices and take back ours."""
     n = y.shape[0]
-    y_all = concat_all_gather(y)  # (world*n) x dim, in shuffled order
-    mine = idx_unshuffle.view(world_size(), n)[rank()]
+    y_all = dist.concat_all_gather(y)  # (world*n) x dim, in shuffled order
+    mine = idx_unshuffle.view(dist.world_size(), n)[dist.rank()]
     return y_all[mine]
 
 

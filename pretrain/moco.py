@@ -10,9 +10,11 @@ Algorithm 1 of the paper, per step (N queries, K queue entries, dim-d embeddings
     logits = [l_pos, l_neg] / T          N x (1+K), target 0, cross-entropy
     enqueue(all_gather(k))               after the logits, oldest keys overwritten
 
-The state dict uses the official names (``encoder_q.*``, ``encoder_k.*``, ``fc.0``/``fc.2`` for the
-MLP head, ``queue``, ``queue_ptr``), so an official checkpoint's ``state_dict`` without its
-``module.`` prefix loads into :class:`MoCo` to continue training.
+:class:`MoCo` spells these out as ``keys``, ``logits``, ``targets`` and ``enqueue``; UniMoCo replaces
+only ``targets`` and ``enqueue``. The encoders keep the official names (``encoder_q.*``,
+``encoder_k.*``, ``fc.0``/``fc.2`` for the MLP head).
+NOTE: the official queue is ``queue`` (d x K) with ``queue_ptr``; ours is a
+:class:`~pretrain.ring_buffer.RingBuffer`: ``queue.keys`` (K x d), ``queue.ptr``, ``queue.count``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core import dist
 from pretrain import distributed
+from pretrain.ring_buffer import RingBuffer
 
 
 # -- pure function ----------------------------------------------------------------------------
@@ -31,13 +35,13 @@ from pretrain import distributed
 def info_nce_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, T: float) -> torch.Tensor:
     """Logits of the InfoNCE loss; the positive is column 0.
 
-    q, k: N x d (L2-normalised); queue: d x K. Returns N x (1+K) = [q·k, q·queue] / T, in float32.
+    q, k: N x d (L2-normalised); queue: K x d. Returns N x (1+K) = [q·k, q·queueᵀ] / T, in float32.
     NOTE: the official code computes the logits in the encoder's dtype; we compute them in float32
     so that bf16 autocast does not round q·k (|q·k| ≤ 1, resolution 2^-8 in bf16) before the 1/T.
     """
     q, k, queue = q.float(), k.float(), queue.float()
     l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)  # N x 1
-    l_neg = torch.einsum("nc,ck->nk", q, queue)  # N x K
+    l_neg = torch.einsum("nc,kc->nk", q, queue)  # N x K
     return torch.cat([l_pos, l_neg], dim=1) / T  # logits: N x (1+K)
 
 
@@ -51,24 +55,6 @@ def momentum_update(online: nn.Module, momentum: nn.Module, m: float) -> None:
     """
     for p_q, p_k in zip(online.parameters(), momentum.parameters()):
         p_k.mul_(m).add_(p_q.detach(), alpha=1.0 - m)
-
-
-@torch.no_grad()
-def dequeue_and_enqueue(queue: torch.Tensor, queue_ptr: torch.Tensor, keys: torch.Tensor) -> None:
-    """Write ``keys`` (B x d, all processes' keys in rank order) over the oldest queue columns.
-
-    queue: d x K; queue_ptr: 1-element long tensor, the column the next key goes to.
-    NOTE: the official code asserts ``K % B == 0``; we wrap around the end of the queue instead, so
-    any K and batch size work (a batch larger than K keeps its last K keys).
-    """
-    K = queue.shape[1]
-    B = keys.shape[0]
-    ptr = int(queue_ptr[0])
-    if B > K:
-        ptr, keys, B = (ptr + B - K) % K, keys[-K:], K
-    cols = (ptr + torch.arange(B, device=queue.device)) % K
-    queue[:, cols] = keys.t().to(queue.dtype)
-    queue_ptr[0] = (ptr + B) % K
 
 
 # -- the module -------------------------------------------------------------------------------
@@ -110,27 +96,40 @@ class MoCo(nn.Module):
         for p_q, p_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
             p_k.data.copy_(p_q.data)
             p_k.requires_grad = False
-        self.register_buffer("queue", F.normalize(torch.randn(dim, K), dim=0))  # d x K
-        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        # keys: K x d (drawn as the official d x K, so a seed gives the official initial queue)
+        self.queue = RingBuffer(keys=F.normalize(torch.randn(dim, K), dim=0).t().contiguous())
 
     @torch.no_grad()
     def keys(self, im_k: torch.Tensor) -> torch.Tensor:
         """Momentum update, then k = normalize(f_k(x_k)) with shuffle BN: N x d."""
         momentum_update(self.encoder_q, self.encoder_k, self.m)
-        if distributed.is_distributed():
+        if dist.is_distributed():
             im_k, idx_unshuffle = distributed.batch_shuffle_ddp(im_k)
             k = F.normalize(self.encoder_k(im_k), dim=1)
             return distributed.batch_unshuffle_ddp(k, idx_unshuffle)
         return F.normalize(distributed.grouped_forward(self.encoder_k, im_k, self.shuffle_bn_groups), dim=1)
 
-    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor):
-        """Returns ``(logits, targets)``: N x (1+K) logits and the N positive indices (all 0)."""
+    def logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """N x (1+K) against the queue as it was before this batch (cloned: the enqueue overwrites
+        it while autograd still needs the old one)."""
+        return info_nce_logits(q, k, self.queue.keys.clone().detach(), self.T)
+
+    def targets(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The positive of every query is its own key, column 0: N (long)."""
+        return torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+
+    @torch.no_grad()
+    def enqueue(self, k: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Every process's keys, in rank order, over the oldest queue slots."""
+        self.queue.push(keys=dist.concat_all_gather(k))
+
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, labels: torch.Tensor | None = None):
+        """Returns ``(logits, targets)``: N x (1+K) logits and what :meth:`targets` makes of them."""
         q = F.normalize(self.encoder_q(im_q), dim=1)  # N x d
         k = self.keys(im_k)  # N x d
-        # the queue is cloned: the enqueue below overwrites it, autograd still needs the old one
-        logits = info_nce_logits(q, k, self.queue.clone().detach(), self.T)
-        targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        dequeue_and_enqueue(self.queue, self.queue_ptr, distributed.concat_all_gather(k))
+        logits = self.logits(q, k)
+        targets = self.targets(logits, labels)
+        self.enqueue(k, labels)
         return logits, targets
 
 

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain import distributed
+from core import dist
 from pretrain.moco import momentum_update
+from pretrain.ring_buffer import RingBuffer
 
 
 # -- pure functions ---------------------------------------------------------------------------
@@ -91,8 +92,8 @@ def prediction_head(dim: int, hidden: int) -> nn.Sequential:
 
 class SMoG(nn.Module):
     """Online branch (``backbone``, ``projector``, ``predictor``), momentum branch (``backbone_k``,
-    ``projector_k``), buffers ``groups`` (C x d), ``bank`` (B x d), ``bank_ptr``, ``bank_count``,
-    ``iteration`` (steps taken, decides the resets)."""
+    ``projector_k``), buffers ``groups`` (C x d), ``iteration`` (steps taken, decides the resets) and
+    the memory bank of momentum features, a ring (``bank.features``: B x d)."""
 
     def __init__(self, backbone: nn.Module, num_features: int, dim: int = 128, hidden: int = 2048,
                  n_groups: int = 3000, beta: float = 0.99, tau: float = 0.1, m: float = 0.99,
@@ -110,31 +111,19 @@ class SMoG(nn.Module):
         # NOTE: lightly starts from uniform random group features; we start from random unit
         # vectors (they are replaced by k-means at the first reset anyway).
         self.register_buffer("groups", F.normalize(torch.randn(n_groups, dim), dim=1))
-        self.register_buffer("bank", torch.zeros(bank_size, dim))
-        self.register_buffer("bank_ptr", torch.zeros(1, dtype=torch.long))
-        self.register_buffer("bank_count", torch.zeros(1, dtype=torch.long))
+        self.bank = RingBuffer(features=torch.zeros(bank_size, dim))
         self.register_buffer("iteration", torch.zeros(1, dtype=torch.long))
 
     # -- no-grad state updates --
     @torch.no_grad()
     def reset(self) -> None:
         """G ← k-means(bank) and momentum branch ← online branch (parameters and BN buffers)."""
-        n = min(int(self.bank_count[0]), self.bank.shape[0])
-        if n >= self.groups.shape[0]:
-            self.groups.copy_(spherical_kmeans(self.bank[:n], self.groups.shape[0], self.kmeans_iters,
+        bank = self.bank.filled("features")
+        if bank.shape[0] >= self.groups.shape[0]:
+            self.groups.copy_(spherical_kmeans(bank, self.groups.shape[0], self.kmeans_iters,
                                                seed=self.seed * 1_000_003 + int(self.iteration[0])))
         self.backbone_k.load_state_dict(self.backbone.state_dict())
         self.projector_k.load_state_dict(self.projector.state_dict())
-
-    @torch.no_grad()
-    def enqueue(self, z: torch.Tensor) -> None:
-        """Write z (B x d) over the oldest bank rows (wrap-around)."""
-        size = self.bank.shape[0]
-        z = z[-size:]
-        rows = (int(self.bank_ptr[0]) + torch.arange(z.shape[0], device=z.device)) % size
-        self.bank[rows] = z.to(self.bank.dtype)
-        self.bank_ptr[0] = (int(self.bank_ptr[0]) + z.shape[0]) % size
-        self.bank_count[0] = min(int(self.bank_count[0]) + z.shape[0], size)
 
     @torch.no_grad()
     def momentum_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,12 +144,12 @@ class SMoG(nn.Module):
             a = [assign(zv, self.groups) for zv in z]  # 2 x N
             # NOTE: the paper updates the groups with momentum features (lightly's example uses the
             # online ones); all processes' features, so every process keeps the same groups.
-            z_all = torch.cat([distributed.concat_all_gather(zv) for zv in z])  # (2·world·N) x d
+            z_all = torch.cat([dist.concat_all_gather(zv) for zv in z])  # (2·world·N) x d
             a_all = assign(z_all, self.groups)
             # NOTE: order within a step is ambiguous in the paper; like lightly we assign with G_t,
             # then compute the logits against the updated G_{t+1}.
             self.groups.copy_(update_groups(self.groups, z_all, a_all, self.beta))
-            self.enqueue(z_all)
+            self.bank.push(features=z_all)
             self.iteration += 1
         groups = self.groups.clone()
 

@@ -14,7 +14,6 @@ Conventions:
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import time
@@ -23,16 +22,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core import dist
 from core.io import atomic_torch_save, atomic_write_json, progress
-from pretrain import augment, data, distributed, fast_paths, gpu_augment
+from pretrain import augment, data, fast_paths, gpu_augment
 from pretrain.config import PretrainConfig, from_dict
+from pretrain.divergence import DivergenceGuard
 from pretrain.lars import LARS
 from pretrain.methods import METHODS
 from pretrain.preempt import Preempted, StopRequest
 from pretrain.schedules import learning_rate
 
 CKPT_FORMAT = "mocobench-pretrain"
-CKPT_VERSION = 1
+CKPT_VERSION = 2  # 2: queues and the SMoG bank are pretrain.ring_buffer.RingBuffer modules
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -128,14 +129,11 @@ class JsonLog:
 def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume: str | None = None) -> Path:
     """Pretrain; returns the path of the exported backbone (``RUN_DIR/backbone.pth``)."""
     # ---- setup: processes, device, determinism
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    distributed.init_from_env(device)
-    rank, world = distributed.rank(), distributed.world_size()
-    main = rank == 0
-    if device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(device)
-    on_gpu = device.startswith("cuda")
+    place, dev = dist.setup(cfg.device or None)  # torchrun: process group, this process's GPU
+    rank, world, main = place.rank, place.world, place.main
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    device, on_gpu = str(dev), dev.type == "cuda"
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.batch_size % world:
@@ -176,6 +174,9 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
         if ckpt.get("format") != CKPT_FORMAT:
             raise ValueError(f"{ckpt_file}: not a mocobench pretraining checkpoint")
+        if ckpt.get("version") != CKPT_VERSION:
+            raise ValueError(f"{ckpt_file}: pretraining checkpoint version {ckpt.get('version')}, this code "
+                             f"resumes version {CKPT_VERSION} (its backbone still loads with load_backbone)")
         saved = from_dict(ckpt["config"])
         if saved.method != cfg.method or saved.arch != cfg.arch:
             raise ValueError(f"{ckpt_file}: checkpoint of {saved.method}/{saved.arch}, this run is "
@@ -205,8 +206,11 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_gpu else None,
                                                   broadcast_buffers=False)
 
+    guard = DivergenceGuard(device)  # a non-finite loss is seen at its step; nothing after it is saved
+
     def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
         nonlocal skipped
+        guard.check(model)  # every process, before anything is written
         total_skipped = skipped
         if world > 1:
             t = torch.tensor([skipped], device=device)
@@ -257,13 +261,13 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
             loss.backward()
             optimizer.step()
             step += 1
+            guard.update(loss, step)  # no host sync
             skipped += n_skipped
             bar.update(1)
 
             if step % cfg.log_every == 0 or b + 1 == iters:
+                guard.check()
                 loss_value = float(loss.detach())
-                if not torch.isfinite(torch.tensor(loss_value)):
-                    raise FloatingPointError(f"loss is {loss_value} at step {step}; lower lr or use fp32")
                 now = time.perf_counter()
                 img_s = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
                 t_last, step_last = now, step
@@ -286,10 +290,10 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     bar.close()
 
     # ---- export
+    guard.check(model)
     out = run_dir / "backbone.pth"
     if main:
         export_backbone(cfg, model, out, step, cfg.epochs)
         log.write(event="done", step=step, backbone=str(out), skipped_images=skipped)
-    if distributed.is_distributed():
-        torch.distributed.barrier()
+    dist.barrier()
     return out

@@ -4,8 +4,9 @@ The logits are MoCo's (``pretrain.moco.info_nce_logits``); only the targets chan
 query's own key) is always positive, and queue column j is positive iff the query is labeled and
 its label equals ``label_queue[j]``. Unlabeled images carry label −1.
 
-NOTE: the official UniMoCo copies MoCo's whole ``forward`` to change the targets; here the change is
-:func:`unimoco_targets`, one buffer (``label_queue``) and a loss.
+NOTE: the official UniMoCo copies MoCo's whole ``forward`` to change the targets; here UniMoCo
+replaces MoCo's ``targets`` (:func:`unimoco_targets`) and ``enqueue`` (the labels go into the key
+queue's ring as a second field, ``queue.labels``) and adds a loss.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pretrain import distributed
-from pretrain.moco import MoCo, base_encoder, dequeue_and_enqueue, info_nce_logits
+from core import dist
+from pretrain.moco import MoCo, base_encoder
 
 
 # -- pure functions ---------------------------------------------------------------------------
@@ -47,33 +48,20 @@ def unicon_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 # -- the module -------------------------------------------------------------------------------
 
 class UniMoCo(MoCo):
-    """MoCo with a ``label_queue`` buffer (K labels, −1 = unlabeled) enqueued with the keys."""
+    """MoCo whose queue also holds the keys' labels (``queue.labels``: K, −1 = unlabeled)."""
 
     def __init__(self, base_encoder, dim: int = 128, K: int = 65536, m: float = 0.999,
                  T: float = 0.2, mlp: bool = True, shuffle_bn_groups: int = 1):
         super().__init__(base_encoder, dim=dim, K=K, m=m, T=T, mlp=mlp, shuffle_bn_groups=shuffle_bn_groups)
-        self.register_buffer("label_queue", torch.full((K,), -1, dtype=torch.long))
+        self.queue.add("labels", torch.full((K,), -1, dtype=torch.long))
 
-    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, labels: torch.Tensor):
-        """Returns ``(logits, targets)``: N x (1+K) logits and N x (1+K) multi-hot targets."""
-        q = F.normalize(self.encoder_q(im_q), dim=1)  # N x d
-        k = self.keys(im_k)  # N x d
-        logits = info_nce_logits(q, k, self.queue.clone().detach(), self.T)
-        targets = unimoco_targets(labels, self.label_queue.clone())
-        # keys and labels share queue_ptr: enqueue the labels first, the keys move the pointer
-        update_label_queue(self.label_queue, self.queue_ptr, distributed.concat_all_gather(labels))
-        dequeue_and_enqueue(self.queue, self.queue_ptr, distributed.concat_all_gather(k))
-        return logits, targets
+    def targets(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """N x (1+K) multi-hot, against the labels of the queue before this batch."""
+        return unimoco_targets(labels, self.queue.labels.clone())
 
-
-@torch.no_grad()
-def update_label_queue(label_queue: torch.Tensor, queue_ptr: torch.Tensor, labels: torch.Tensor) -> None:
-    """Write ``labels`` (B) at the columns the keys go to (same wrap-around as the key queue);
-    leaves ``queue_ptr`` unchanged (``dequeue_and_enqueue`` moves it)."""
-    K, B, ptr = label_queue.shape[0], labels.shape[0], int(queue_ptr[0])
-    if B > K:
-        ptr, labels, B = (ptr + B - K) % K, labels[-K:], K
-    label_queue[(ptr + torch.arange(B, device=label_queue.device)) % K] = labels.to(label_queue.dtype)
+    @torch.no_grad()
+    def enqueue(self, k: torch.Tensor, labels: torch.Tensor) -> None:
+        self.queue.push(keys=dist.concat_all_gather(k), labels=dist.concat_all_gather(labels))
 
 
 # -- builder and training step ----------------------------------------------------------------

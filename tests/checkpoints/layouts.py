@@ -49,11 +49,12 @@ def body(model: nn.Module) -> dict:
 def own_pretrain_moco(m):
     sd = body(m)
     model = prefixed(sd, "encoder_q.") | mlp_head(8, "encoder_q.fc.") | perturbed(sd, "encoder_k.")
-    model |= {"queue": torch.randn(16, 64), "queue_ptr": torch.zeros(1, dtype=torch.long),
-              "label_queue": torch.full((64,), -1, dtype=torch.long)}
+    model |= {"queue.keys": torch.randn(64, 16), "queue.ptr": torch.zeros(1, dtype=torch.long),
+              "queue.count": torch.zeros(1, dtype=torch.long),
+              "queue.labels": torch.full((64,), -1, dtype=torch.long)}
     config = {"method": "unimoco", "arch": "resnet18", "epochs": 800, "label_fraction": 0.1,
               "cifar_stem": False, "img_size": None}
-    return {"format": "mocobench-pretrain", "version": 1, "method": "unimoco", "arch": "resnet18",
+    return {"format": "mocobench-pretrain", "version": 2, "method": "unimoco", "arch": "resnet18",
             "config": config, "step": 10, "epoch": 800, "batch_in_epoch": 0, "world_size": 1,
             "model": model, "optimizer": optimizer_state(m),
             "rng": {"torch": torch.get_rng_state(), "cuda": [], "python": [3, [1, 2], None]},
@@ -73,10 +74,10 @@ def own_pretrain_smog(m):
     sd = body(m)
     model = prefixed(sd, "backbone.") | perturbed(sd, "backbone_k.") | mlp_head(8, "projector.")
     model |= mlp_head(8, "projector_k.") | mlp_head(8, "predictor.")
-    model |= {"groups": torch.randn(30, 16), "bank": torch.zeros(64, 16),
-              "bank_ptr": torch.zeros(1, dtype=torch.long), "bank_count": torch.zeros(1, dtype=torch.long),
+    model |= {"groups": torch.randn(30, 16), "bank.features": torch.zeros(64, 16),
+              "bank.ptr": torch.zeros(1, dtype=torch.long), "bank.count": torch.zeros(1, dtype=torch.long),
               "iteration": torch.zeros(1, dtype=torch.long)}
-    return {"format": "mocobench-pretrain", "version": 1, "method": "smog", "arch": "resnet18",
+    return {"format": "mocobench-pretrain", "version": 2, "method": "smog", "arch": "resnet18",
             "config": {"method": "smog", "arch": "resnet18", "epochs": 400}, "step": 5, "epoch": 400,
             "model": model, "optimizer": optimizer_state(m)}, "torch"
 

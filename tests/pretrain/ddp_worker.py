@@ -48,7 +48,7 @@ def main(out: str) -> None:
             shuffled = torch.cat([F.normalize(copy.deepcopy(f_k)(x_all[perm.view(world, N)[r]]), dim=1)
                                   for r in range(world)])
             expected_keys = shuffled[torch.argsort(perm)]  # (world*N) x d, rank order
-        ptr = int(model.queue_ptr)
+        ptr = int(model.queue.ptr)
 
         torch.manual_seed(1000 * step + rank)  # ranks differ: rank 0's permutation must win
         logits, targets = ddp(im_q, im_k)
@@ -64,10 +64,10 @@ def main(out: str) -> None:
         opt.step()
 
         cols = (ptr + torch.arange(world * N)) % K
-        torch.testing.assert_close(model.queue[:, cols].t(), expected_keys, rtol=1e-5, atol=1e-6,
+        torch.testing.assert_close(model.queue.keys[cols], expected_keys, rtol=1e-5, atol=1e-6,
                                    msg=lambda m: f"step {step}: queued keys differ from the hand-computed ones: {m}")
         record["losses"].append(float(loss))
-        record["queues"].append(model.queue.clone())
+        record["queues"].append(model.queue.keys.clone())
         record["keys"].append(expected_keys)
     torch.save(record, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.moco import MoCo, dequeue_and_enqueue, info_nce_logits
+from pretrain.moco import MoCo, info_nce_logits
 from pretrain_helpers import TinyEncoder
 
 
@@ -22,7 +22,7 @@ def algorithm1_step(f_q, f_k, queue, x_q, x_k, m, T):
         k = F.normalize(f_k(x_k), dim=1)
     N, C = q.shape
     l_pos = torch.stack([q[i] @ k[i] for i in range(N)]).view(N, 1)  # bmm(q.view(N,1,C), k.view(N,C,1))
-    l_neg = torch.stack([torch.stack([q[i] @ queue[:, j] for j in range(queue.shape[1])]) for i in range(N)])
+    l_neg = torch.stack([torch.stack([q[i] @ queue[j] for j in range(queue.shape[0])]) for i in range(N)])
     logits = torch.cat([l_pos, l_neg], dim=1) / T
     loss = F.cross_entropy(logits, torch.zeros(N, dtype=torch.long))
     return q, k, logits, loss
@@ -37,7 +37,7 @@ def test_forward_matches_algorithm_1(mlp):
         for p in model.encoder_q.parameters():
             p.add_(0.1 * torch.randn_like(p))
     f_q, f_k = copy.deepcopy(model.encoder_q), copy.deepcopy(model.encoder_k)
-    queue0 = model.queue.clone()
+    queue0 = model.queue.keys.clone()  # K x d
     x_q, x_k = torch.randn(4, 3, 6, 6), torch.randn(4, 3, 6, 6)
 
     q_ref, k_ref, logits_ref, loss_ref = algorithm1_step(f_q, f_k, queue0, x_q, x_k, m=0.9, T=0.2)
@@ -51,9 +51,9 @@ def test_forward_matches_algorithm_1(mlp):
     for p, p_ref in zip(model.encoder_k.parameters(), f_k.parameters()):
         torch.testing.assert_close(p, p_ref)
     # enqueue: the 4 keys went into columns 0..3, the rest is untouched, the pointer moved
-    torch.testing.assert_close(model.queue[:, :4], k_ref.t(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(model.queue[:, 4:], queue0[:, 4:])
-    assert int(model.queue_ptr) == 4
+    torch.testing.assert_close(model.queue.keys[:4], k_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.queue.keys[4:], queue0[4:])
+    assert int(model.queue.ptr) == 4
     # the gradient reaches the query encoder only
     loss.backward()
     assert all(p.grad is not None for p in model.encoder_q.parameters())
@@ -63,36 +63,21 @@ def test_forward_matches_algorithm_1(mlp):
 def test_info_nce_logits_formula():
     torch.manual_seed(1)
     q, k = F.normalize(torch.randn(3, 5), dim=1), F.normalize(torch.randn(3, 5), dim=1)
-    queue = F.normalize(torch.randn(5, 7), dim=0)
+    queue = F.normalize(torch.randn(7, 5), dim=1)  # K x d
     logits = info_nce_logits(q, k, queue, 0.07)
-    expected = torch.cat([(q * k).sum(1, keepdim=True), q @ queue], 1) / 0.07
+    expected = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.t()], 1) / 0.07
     torch.testing.assert_close(logits, expected)
 
 
-def test_enqueue_wraps_around_when_K_is_not_a_multiple_of_the_batch():
-    K, d = 10, 2
-    queue, ptr = torch.zeros(d, K), torch.tensor([8])
-    keys = torch.arange(1, 4).float().view(3, 1).repeat(1, d)  # 3 keys: 1, 2, 3
-    dequeue_and_enqueue(queue, ptr, keys)
-    assert queue[0].tolist() == [3, 0, 0, 0, 0, 0, 0, 0, 1, 2]
-    assert int(ptr) == 1
-    # a batch larger than the queue keeps its last K keys, oldest first from the pointer
-    big = torch.arange(1, 14).float().view(13, 1).repeat(1, d)
-    dequeue_and_enqueue(queue, ptr, big)
-    assert int(ptr) == (1 + 13) % K
-    ring = [queue[0, (int(ptr) + j) % K].item() for j in range(K)]  # oldest .. newest
-    assert ring == list(range(4, 14))
-
-
-def test_state_dict_uses_the_official_names():
+def test_state_dict_uses_the_official_encoder_names():
     import torchvision
 
     with torch.device("meta"):  # names and shapes only
         model = MoCo(torchvision.models.resnet50, dim=128, K=65536, mlp=True)
     keys = set(model.state_dict())
-    assert {"queue", "queue_ptr", "encoder_q.fc.0.weight", "encoder_q.fc.2.weight",
+    assert {"queue.keys", "queue.ptr", "queue.count", "encoder_q.fc.0.weight", "encoder_q.fc.2.weight",
             "encoder_k.fc.0.bias", "encoder_k.conv1.weight", "encoder_q.layer4.2.bn3.running_var"} <= keys
-    assert model.queue.shape == (128, 65536) and model.encoder_q.fc[0].weight.shape == (2048, 2048)
+    assert model.queue.keys.shape == (65536, 128) and model.encoder_q.fc[0].weight.shape == (2048, 2048)
 
 
 def test_state_dict_round_trip_continues_training_identically():
@@ -102,5 +87,5 @@ def test_state_dict_round_trip_continues_training_identically():
     a(x, x)  # move the queue pointer
     b = MoCo(TinyEncoder, dim=8, K=6, m=0.9, T=0.2, mlp=True)
     b.load_state_dict({k: v.clone() for k, v in a.state_dict().items()}, strict=True)
-    assert int(b.queue_ptr) == 4
+    assert int(b.queue.ptr) == 4
     torch.testing.assert_close(a(x, x)[0], b(x, x)[0])

@@ -76,7 +76,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path):
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), f"{k} differs after resume"
-    assert torch.equal(a["model"]["label_queue"], b["model"]["label_queue"])
+    assert torch.equal(a["model"]["queue.labels"], b["model"]["queue.labels"])
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
     # the exported backbones hold the same weights

@@ -70,9 +70,9 @@ def test_label_queue_follows_the_key_queue():
     x = torch.randn(3, 3, 6, 6)
     logits, targets = model(x, x, torch.tensor([1, -1, 1]))
     assert targets.shape == logits.shape == (3, 6)
-    assert model.label_queue.tolist() == [1, -1, 1, -1, -1] and int(model.queue_ptr) == 3
+    assert model.queue.labels.tolist() == [1, -1, 1, -1, -1] and int(model.queue.ptr) == 3
     # second batch wraps around (K=5 is not a multiple of 3): columns 3, 4, 0; query 0 (label 1)
     # matches queue columns 0 and 2 (logit columns 1 and 3)
     logits, targets = model(x, x, torch.tensor([1, 2, -1]))
     assert targets[0].tolist() == [1, 1, 0, 1, 0, 0]
-    assert model.label_queue.tolist() == [-1, -1, 1, 1, 2] and int(model.queue_ptr) == 1
+    assert model.queue.labels.tolist() == [-1, -1, 1, 1, 2] and int(model.queue.ptr) == 1

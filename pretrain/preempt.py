@@ -1,4 +1,5 @@
-"""Preemption: SIGTERM or SIGUSR1 (SLURM's preemption and time-limit signals) ask the loop to stop.
+"""Preemption: SIGTERM, SIGUSR1 or SIGUSR2 (what SLURM sends on preemption and before the time limit;
+USR2 is submitit's choice, USR1 the usual ``--signal``) ask the loop to stop.
 
 The loop finishes the step it is in, saves a checkpoint at that exact position, writes a
 ``preempted`` event to ``log.jsonl`` and raises :class:`Preempted`; ``mocobench pretrain`` then
@@ -17,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 EXIT_PREEMPTED = 75
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(Exception):
@@ -28,7 +29,7 @@ class Preempted(Exception):
 
 
 class StopRequest:
-    """Context manager: while inside, SIGTERM/SIGUSR1 set a flag instead of killing the process."""
+    """Context manager: while inside, these signals set a flag instead of killing the process."""
 
     def __init__(self):
         self.signum = 0

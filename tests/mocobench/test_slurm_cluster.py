@@ -134,7 +134,14 @@ def test_preempted_pretraining_job_saves_requeues_and_continues(slurm, synth_sma
     wait_for_step(run_dir, proc, 6)
     slurm.run("scancel", "--signal=TERM", job)
     slurm.run("scancel", "--signal=USR2", job)
-    text = proc.communicate(timeout=400)[0]
+    # SLURM holds a requeued job for ~2 minutes (reason BeginTime); release it at once
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if "BeginTime" in slurm.run("squeue", "-h", "-j", job, "-o", "%r", check=False):
+            slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+            break
+        time.sleep(0.5)
+    text = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, text[-3000:] + slurm.logs()
     ev = events(run_dir)
     stopped = [e for e in ev if e.get("event") == "preempted"]

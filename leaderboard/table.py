@@ -2,7 +2,9 @@
 dataset, engine, metric), cells ``mean ± std (n)`` over seeds.
 
 Everything here is derived from the records on disk and from ``reported.csv`` (the papers'
-numbers, kept as data). No number is typed into this file.
+numbers, kept as data). No number is typed into this file. pandas does the arithmetic: one
+entry per (record, metric), the newest per seed kept, mean / std / n per cell (:func:`_aggregate`),
+and the pivot to the wide CSV (:func:`to_csv`).
 
 Invariants:
 - a column never mixes protocols, datasets, engines or metrics: they are its key;
@@ -18,10 +20,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+import pandas as pd
 
 from core.records import TASKS, Problem
 
@@ -135,28 +138,17 @@ class Row:
 
 @dataclass
 class Cell:
-    values: list[float]
+    """One row's number in one column: mean, sample std (n - 1; ``None`` for a single value) and n
+    over seeds, or a paper's value with its own ± and n."""
+
+    mean: float
+    std: float | None
+    n: int
+    values: list[float] = field(default_factory=list)   # measured: one per seed, in seed order
     seeds: list[int] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
-    reported_std: float | None = None   # reported rows: the paper's own ± and n
-    reported_n: int | None = None
     source: str = ""
     digits: int | None = None           # reported rows: as many decimals as the source gives
-
-    @property
-    def n(self) -> int:
-        return self.reported_n if self.reported_n is not None else len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-    @property
-    def std(self) -> float | None:
-        """Sample standard deviation (n - 1) over seeds; ``None`` for a single value."""
-        if self.reported_std is not None:
-            return self.reported_std
-        return statistics.stdev(self.values) if len(self.values) > 1 else None
 
     def text(self, digits: int = 1) -> str:
         digits = self.digits if self.digits is not None else digits
@@ -298,8 +290,7 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
             identity[ident] = name if len(idents) == 1 else f"{name}@{ident[1][:8]}"
 
     rows: dict[str, Row] = {}
-    # (row key, column) -> {seed: (timestamp, value, file, settings)}
-    by_cell: dict[tuple[str, Column], dict[int, tuple[str, float, str, dict]]] = {}
+    values = []  # one entry per (record, metric shown)
     for rec, fname in zip(records, files):
         ck = rec["checkpoint"]
         key = identity[(checkpoint_display_name(ck), str(ck.get("sha256") or ck.get("path") or ""))]
@@ -307,32 +298,12 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
         settings = protocol_settings(rec)
         shown = DISPLAY_METRICS.get(rec["task"], ())
         for metric, value in rec["metrics"].items():
-            if not all_metrics and metric not in shown:
-                continue
-            col = Column(rec["task"], str(rec["protocol"]), str(rec["dataset"].get("name")),
-                         str(rec.get("engine") or "torchvision"), metric)
-            seeds = by_cell.setdefault((key, col), {})
-            old = seeds.get(rec["seed"])
-            if old is None or str(rec.get("timestamp", "")) >= old[0]:
-                seeds[rec["seed"]] = (str(rec.get("timestamp", "")), float(value), fname, settings)
-
-    cells: dict[tuple[str, Column], Cell] = {}
-    errors: dict[tuple, str] = {}
-    for (key, col), seeds in by_cell.items():
-        entries = [seeds[s] for s in sorted(seeds)]
-        first = entries[0]
-        for other in entries[1:]:
-            if other[3] != first[3]:
-                where = (key, col.task, col.protocol, col.dataset, col.engine)
-                errors.setdefault(where, (
-                    f"protocol mismatch in cell ({key}, {col.task} [{col.protocol}] on {col.dataset}, "
-                    f"engine {col.engine}): its records disagree on the protocol's settings: "
-                    f"{_describe_mismatch((first[2], first[3]), (other[2], other[3]))}. "
-                    f"Re-run one of them with the other's settings, or give the variant its own "
-                    f"protocol name."))
-                break
-        cells[(key, col)] = Cell(values=[e[1] for e in entries], seeds=sorted(seeds),
-                                 files=[e[2] for e in entries])
+            if all_metrics or metric in shown:
+                col = Column(rec["task"], str(rec["protocol"]), str(rec["dataset"].get("name")),
+                             str(rec.get("engine") or "torchvision"), metric)
+                values.append({"row": key, "column": col, "seed": rec["seed"], "value": float(value),
+                               "timestamp": str(rec.get("timestamp", "")), "file": fname, "settings": settings})
+    cells, errors = _aggregate(values)
 
     measured = sorted(rows.values(), key=_measured_order)
     table_rows = list(measured)
@@ -350,12 +321,37 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
         if (key, col) in cells:
             raise TableError(f"{REPORTED_CSV.name}:{r['lineno']}: a second value for {r['row']!r} in "
                              f"column {col.label}")
-        cells[(key, col)] = Cell(values=[r["value"]], reported_std=r["std"], reported_n=r["n"],
-                                 source=r["source"], digits=r.get("digits"))
+        cells[(key, col)] = Cell(mean=r["value"], std=r["std"], n=r["n"] if r["n"] is not None else 1,
+                                 values=[r["value"]], source=r["source"], digits=r.get("digits"))
 
     columns = sorted({c for _, c in cells}, key=Column.sort_key)
-    return Table(table_rows, columns, cells, problems=[str(p) for p in problems],
-                 errors=list(errors.values()))
+    return Table(table_rows, columns, cells, problems=[str(p) for p in problems], errors=errors)
+
+
+def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list[str]]:
+    """Cells from one entry per (record, metric): the newest record per seed counts (ties: the
+    later file), then mean, std and n per (row, column); protocol mismatches as messages."""
+    if not values:
+        return {}, []
+    df = pd.DataFrame(values)
+    df["cell"] = df.groupby(["row", "column"], sort=False).ngroup()  # in order of first appearance
+    df = (df.sort_values("timestamp", kind="stable").drop_duplicates(["cell", "seed"], keep="last")
+          .sort_values(["cell", "seed"], kind="stable"))
+    stats = df.groupby("cell")["value"].agg(["mean", "std", "size"])
+    cells, errors = {}, []
+    for cell, g in df.groupby("cell", sort=True):
+        key, col = g["row"].iloc[0], g["column"].iloc[0]
+        mean, std, n = stats.loc[cell]
+        cells[(key, col)] = Cell(mean=float(mean), std=None if math.isnan(std) else float(std), n=int(n),
+                                 values=g["value"].tolist(), seeds=g["seed"].tolist(), files=g["file"].tolist())
+        first = (g["file"].iloc[0], g["settings"].iloc[0])
+        other = next(((f, st) for f, st in zip(g["file"], g["settings"]) if st != first[1]), None)
+        if other is not None:
+            errors.append(f"protocol mismatch in cell ({key}, {col.task} [{col.protocol}] on {col.dataset}, "
+                          f"engine {col.engine}): its records disagree on the protocol's settings: "
+                          f"{_describe_mismatch(first, other)}. Re-run one of them with the other's "
+                          f"settings, or give the variant its own protocol name.")
+    return cells, list(dict.fromkeys(errors))
 
 
 def _measured_order(row: Row) -> tuple:
@@ -413,26 +409,19 @@ def to_markdown(table: Table, digits: int = 1) -> str:
 def to_csv(table: Table) -> str:
     """Wide CSV: the row fields, then per column its mean, and its std and n when any cell of the
     column has several seeds (or a reported ±)."""
-    import io
-
-    multi = {c for c in table.columns
-             if any((cell := table.cell(r, c)) and cell.n > 1 for r in table.rows)}
-    head = list(ROW_FIELDS) + ["source"]
-    for c in table.columns:
-        head += [c.label] + ([f"{c.label} std", f"{c.label} n"] if c in multi else [])
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(head)
-    for row in table.rows:
-        out = _row_fields(row) + [row.source]
-        for c in table.columns:
-            cell = table.cell(row, c)
-            out.append("" if cell is None else _num(cell.mean))
-            if c in multi:
-                out += ["" if cell is None or cell.std is None else _num(cell.std),
-                        "" if cell is None else str(cell.n)]
-        w.writerow(out)
-    return buf.getvalue()
+    long = pd.DataFrame([{"row": row.key, "column": i, "mean": _num(cell.mean),
+                          "std": "" if cell.std is None else _num(cell.std), "n": cell.n}
+                         for row in table.rows for i, col in enumerate(table.columns)
+                         if (cell := table.cell(row, col))], columns=["row", "column", "mean", "std", "n"])
+    wide = long.pivot(index="row", columns="column").reindex(index=[r.key for r in table.rows])
+    multi = set(long.loc[long["n"] > 1, "column"])
+    out = pd.DataFrame([_row_fields(r) + [r.source] for r in table.rows], columns=[*ROW_FIELDS, "source"])
+    for i, col in enumerate(table.columns):
+        out[col.label] = wide[("mean", i)].fillna("").to_numpy()
+        if i in multi:
+            out[f"{col.label} std"] = wide[("std", i)].fillna("").to_numpy()
+            out[f"{col.label} n"] = wide[("n", i)].map(lambda n: "" if pd.isna(n) else str(int(n))).to_numpy()
+    return out.to_csv(index=False, lineterminator="\n")
 
 
 def _num(x: float) -> str:

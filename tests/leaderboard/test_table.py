@@ -205,3 +205,18 @@ def test_csv_values_equal_the_means(tmp_path, add_record):
 def test_column_label_names_everything():
     c = Column("detection", "moco-voc-c4-24k", "voc07+12", "detectron2", "AP50")
     assert c.label == "VOC07+12 det AP50 [moco-voc-c4-24k, detectron2]"
+
+
+def test_csv_gaps_and_single_values_are_blank_not_nan(tmp_path, add_record):
+    # pandas pivots the cells into the wide CSV: a missing cell and a single seed's std must stay
+    # empty (not "nan"), and n must stay an integer (not "2.0")
+    add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 10.0}, seed=0)
+    add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 20.0}, seed=1)
+    add_record(tmp_path, "random-resnet18", "knn", "dino-knn", {"top1": 5.0})
+    add_record(tmp_path, "random-resnet18", "linear", "fast", {"top1": 7.0})
+    table = load_table(tmp_path, reported=False)
+    rows = {r["checkpoint"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
+    knn, linear = _col(table, "knn", "dino-knn", "top1").label, _col(table, "linear", "fast", "top1").label
+    assert rows["moco_v2"][f"{knn} n"] == "2" and rows["random-resnet18"][f"{knn} n"] == "1"
+    assert rows["random-resnet18"][f"{knn} std"] == "" and rows["moco_v2"][linear] == ""
+    assert f"{linear} std" not in rows["moco_v2"]   # no cell of that column has several seeds

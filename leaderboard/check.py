@@ -5,9 +5,9 @@ A baseline is a JSON file::
     {"format": "mocobench-baseline", "version": 1, "created": "...", "note": "...",
      "defaults": {"tolerance": 2.0, "k": 3.0},
      "entries": [
-       {"checkpoint": "random-timm-test_resnet", "task": "knn", "protocol": "dino", "metric": "top1",
+       {"checkpoint": "random-timm-test_resnet", "task": "knn", "protocol": "dino-knn", "metric": "top1",
         "value": 21.5, "tolerance": 8.0},
-       {"checkpoint": "moco_v2", "task": "knn", "protocol": "dino", "metric": "top1",
+       {"checkpoint": "moco_v2", "task": "knn", "protocol": "dino-knn", "metric": "top1",
         "relative_to": "random-timm-test_resnet", "value": 9.0, "tolerance": 6.0},
        {"checkpoint": "moco_v2", "task": "linear", "protocol": "fast", "metric": "top1",
         "value": 40.1, "std": 0.8, "n": 3, "k": 3.0, "tolerance": 2.0}

@@ -299,6 +299,9 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
         cfg = Config.fromfile(str(work / "mmseg_config.py"))
         cfg.work_dir = str(work)
         cfg.launcher = "pytorch" if info.world > 1 else "none"
+        if info.world > 1 and dev.type == "cpu":  # mmengine's default DDP wrapper names a GPU (LOCAL_RANK)
+            cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
+                                         broadcast_buffers=False)
         cfg.randomness = dict(seed=seed, deterministic=False)
         cfg.experiment_name = f"{protocol.name}-s{seed}-{uuid.uuid4().hex[:6]}"
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None  # test once, after training

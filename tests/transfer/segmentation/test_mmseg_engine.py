@@ -174,3 +174,23 @@ def test_mmseg_voc2012_fcn_end_to_end(mmseg_ready, synth_tiny, moco_r18, tmp_pat
     # another configuration in the same work dir is refused instead of resumed
     code, _, err = _eval([*argv[:-1], "--train-split=val"], capsys)
     assert code == 2 and "another configuration" in err and "protocol" in err
+
+
+@pytest.mark.slow
+def test_mmseg_under_torchrun_rank0_alone_writes(mmseg_ready, synth_tiny, moco_r18, tmp_path):
+    """Two CPU processes (gloo, DDP without device ids): one record, stating both processes."""
+    import subprocess
+    import sys
+
+    ckpt, _ = moco_r18
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "transfer", "eval",
+           "segmentation", "--checkpoint", str(ckpt), "--dataset", "cityscapes", "--data", str(synth_tiny),
+           "--protocol", "mmseg-fcn-40k", "--engine", "mmseg", "--results", str(results),
+           "--work-dir", str(tmp_path / "work"), "--seed", "0", *SMALL, "--crop=32,64", "--sync-bn=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MOCOBENCH_PROGRESS": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (rec,), _ = load_records(results)
+    assert rec["config"]["world_size"] == 2 and rec["config"]["batch_size"] == 2
+    assert len(list(results.glob("*.mmseg.py"))) == 1

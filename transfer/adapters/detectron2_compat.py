@@ -29,49 +29,30 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import importlib.machinery
 import sys
 import types
+
+from transfer.adapters.compiled_ops_stub import MissingCompiledOp, compiled_ops_stub, is_stub  # noqa: F401
 
 # np.<name> -> the builtin it aliased before numpy 1.24
 NUMPY_ALIASES = {"str": builtins.str, "int": builtins.int, "float": builtins.float,
                  "object": builtins.object, "bool": builtins.bool}
-STUB_MARK = "__mocobench_stub__"
-
-
-class MissingCompiledOp(RuntimeError):
-    """A detectron2 op that needs the compiled ``detectron2._C`` was called."""
 
 
 def _stub_c_module() -> types.ModuleType:
-    mod = types.ModuleType("detectron2._C")
-    # without a spec, pkgutil/importlib.util.find_spec("detectron2._C") raise ValueError
-    mod.__spec__ = importlib.machinery.ModuleSpec("detectron2._C", None)
-    setattr(mod, STUB_MARK, True)
-    mod.get_compiler_version = lambda: "none (detectron2._C not built; mocobench stub)"
-    mod.get_cuda_version = lambda: "none (detectron2._C not built; mocobench stub)"
-    mod.has_cuda = lambda: False
-
-    def __getattr__(name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-
-        def missing(*args, **kwargs):
-            raise MissingCompiledOp(
-                f"detectron2._C.{name} is a compiled op, and this detectron2 has no compiled ops "
-                "(installed by tools/engines/detectron2.sh). The R50-C4/FPN Faster and Mask R-CNN "
-                "configs never call one; a config that does needs a detectron2 built from source.")
-        return missing
-
-    mod.__getattr__ = __getattr__
-    return mod
+    version = "none (detectron2._C not built; mocobench stub)"
+    return compiled_ops_stub(
+        "detectron2._C", "this detectron2 has no compiled ops (installed by tools/engines/detectron2.sh). "
+        "The R50-C4/FPN Faster and Mask R-CNN configs never call one; a config that does needs a "
+        "detectron2 built from source.",
+        get_compiler_version=lambda: version, get_cuda_version=lambda: version, has_cuda=lambda: False)
 
 
 def has_compiled_ops() -> bool:
     """True when a real (compiled) ``detectron2._C`` can be imported."""
     mod = sys.modules.get("detectron2._C")
     if mod is not None:
-        return not getattr(mod, STUB_MARK, False)
+        return not is_stub(mod)
     try:
         import detectron2._C  # noqa: F401
     except ImportError:

@@ -6,9 +6,9 @@ its work and that undo themselves on exit; importing this module changes nothing
 1. :func:`mmcv_ops_stub` -- mmcv-lite (the pure-Python mmcv wheel) has no compiled ops, but
    mmseg's imports reach ``mmcv.ops``, whose modules call ``ext_loader.load_ext("_ext", [...])``
    (import ``mmcv._ext`` and check that each named function exists). FCN on a ResNet never calls
-   one. The stub answers every attribute with a function that raises a clear error if called.
-   It needs a ``__spec__``: mmengine's ``Runner.from_cfg`` walks modules with pkgutil, which
-   fails on a module without one. When a full mmcv with real ops is installed, nothing is stubbed.
+   one. The stub (``transfer.adapters.compiled_ops_stub``) answers every attribute with a function
+   that raises a clear error if called, and has the ``__spec__`` that mmengine's
+   ``Runner.from_cfg`` needs (it walks modules with pkgutil, which fails on a module without one). When a full mmcv with real ops is installed, nothing is stubbed.
 2. :func:`trusted_checkpoints` -- mmengine saves its resumable checkpoints with pickled Python
    objects (message hub, history buffers, numpy arrays) and reads them with a bare ``torch.load``,
    which under torch >= 2.6 means ``weights_only=True`` and fails on resume. Instead of patching
@@ -20,37 +20,20 @@ its work and that undo themselves on exit; importing this module changes nothing
 from __future__ import annotations
 
 import contextlib
-import importlib.machinery
 import importlib.util
 import os
 import re
 import sys
-import types
 from pathlib import Path
+
+from transfer.adapters.compiled_ops_stub import compiled_ops_stub, is_stub
 
 EXT = "mmcv._ext"
 
 
-class _NoCompiledOps(types.ModuleType):
-    """``mmcv._ext`` for mmcv-lite: every op exists by name and raises when called."""
-
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-
-        def missing(*args, **kwargs):
-            raise RuntimeError(
-                f"mmcv._ext.{name} was called, but mmcv-lite has no compiled ops (mocobench stubs "
-                "mmcv._ext so that MMSegmentation imports; FCN on a ResNet needs no op). This model "
-                "needs the full mmcv wheel built for this torch/CUDA.")
-
-        missing.__name__ = missing.__qualname__ = name
-        return missing
-
-
 def _has_real_ops() -> bool:
     if EXT in sys.modules:
-        return not isinstance(sys.modules[EXT], _NoCompiledOps)
+        return not is_stub(sys.modules[EXT])
     try:
         return importlib.util.find_spec(EXT) is not None
     except (ImportError, ValueError):
@@ -63,8 +46,9 @@ def mmcv_ops_stub():
     if _has_real_ops() or EXT in sys.modules:
         yield
         return
-    stub = _NoCompiledOps(EXT, "mocobench stub: mmcv-lite has no compiled ops")
-    stub.__spec__ = importlib.machinery.ModuleSpec(EXT, None)
+    stub = compiled_ops_stub(EXT, "mmcv-lite has none (mocobench stubs mmcv._ext so that MMSegmentation "
+                                  "imports; FCN on a ResNet calls no op). This model needs the full mmcv "
+                                  "wheel built for this torch/CUDA.")
     sys.modules[EXT] = stub
     try:
         yield

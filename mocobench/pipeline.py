@@ -94,6 +94,10 @@ def parse_args(argv: list[str] | None):
         p.error("--preset paper needs --data-root DIR (the papers' protocols run on the real datasets)")
     if args.data_root and not Path(args.data_root).is_dir():
         p.error(f"--data-root {args.data_root}: no such folder")
+    if args.slurm and (args.nnodes < 1 or args.node_rank):
+        p.error("with --slurm the pipeline runs once and SLURM places the nodes: give --nnodes, not --node-rank")
+    if not 0 <= args.node_rank < args.nnodes:
+        p.error(f"--node-rank {args.node_rank}: must be in [0, --nnodes={args.nnodes})")
     slurm_only = [flag for flag, value in (("--slurm-gpus-per-node", args.slurm_gpus_per_node),
                                            ("--slurm-cpus-per-task", args.slurm_cpus_per_task),
                                            ("--slurm-mem", args.slurm_mem), ("--slurm-arg", args.slurm_arg))
@@ -186,6 +190,7 @@ def _main(args) -> int:
     print(f"mocobench pipeline: {mode.name} mode, {len(stages)} stages, outputs in {out}/ "
           f"(logs in {out / 'logs'}/)", flush=True)
     width = max((len(s.name) for s in stages), default=10)
+    node = 0 if args.slurm else args.node_rank   # on SLURM this process runs once and submits every node
     status: dict[str, str] = {}
     for i, st in enumerate(stages, 1):
         prefix = f"[{i:>2}/{len(stages)}]"
@@ -193,6 +198,10 @@ def _main(args) -> int:
         if st.done:
             status[st.name] = "skip"
             print(f"{prefix} skip     {st.name:<{width}}  (done: {st.done})", flush=True)
+            continue
+        if node > 0 and not launcher.torchrun(st.distributed):
+            status[st.name] = "node 0"
+            print(f"{prefix} node 0   {st.name:<{width}}  (one process: node 0 runs it)", flush=True)
             continue
         if st.missing:
             status[st.name] = "missing"
@@ -208,15 +217,19 @@ def _main(args) -> int:
             redo = f"  (redo: {st.stale_why})" if st.stale else ""
             print(f"{prefix} would run {st.name:<{width}}  $ {shlex.join(cmd)}{redo}", flush=True)
             continue
-        if st.stale:
-            resume.supersede(out, st.stale, st.stale_why)
-        resume.write_entry(out, st.name, st.key, st.config, finished=False)
+        if node > 0:   # OUT is shared: node 0 alone moves stale outputs and writes resume entries
+            st.log = st.log.with_suffix(f".node{node}.log")
+        else:
+            if st.stale:
+                resume.supersede(out, st.stale, st.stale_why)
+            resume.write_entry(out, st.name, st.key, st.config, finished=False)
         t0, cpu0 = time.perf_counter(), children_cpu()
         st.log.unlink(missing_ok=True)
         rc = runner.run(st, env)
         dt, cpu = time.perf_counter() - t0, children_cpu() - cpu0
         if rc == 0:
-            resume.write_entry(out, st.name, st.key, st.config, finished=True)
+            if node == 0:
+                resume.write_entry(out, st.name, st.key, st.config, finished=True)
             status[st.name] = "ok"
             print(f"{prefix} ok       {st.name:<{width}}  {dt:7.1f} s  (cpu {cpu:.0f} s)  {st.output}", flush=True)
         else:
@@ -228,10 +241,10 @@ def _main(args) -> int:
                   f"(log {st.log}{'; ' + where if where else ''})", flush=True)
 
     rc_board = 0
-    if not args.dry_run:
+    if not args.dry_run and node == 0:
         rc_board = leaderboard(out, mode)
     total = time.perf_counter() - t_start
-    counts = {k: sum(1 for v in status.values() if v == k) for k in ("ok", "skip", "FAIL", "missing", "blocked")}
+    counts = {k: sum(1 for v in status.values() if v == k) for k in ("ok", "skip", "node 0", "FAIL", "missing", "blocked")}
     print(f"pipeline finished in {total:.1f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v), flush=True)
     return 1 if counts["FAIL"] or counts["blocked"] or rc_board else 0
 

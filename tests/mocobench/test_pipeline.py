@@ -272,3 +272,21 @@ def test_forked_stage_has_exit_code_and_log(tmp_path):
     bad = tmp_path / "logs" / "bad.log"
     assert run_forked(["data", "synth", "--no-such-flag"], ["x"], bad, {}) == 2
     assert "error: the following arguments are required: --out" in bad.read_text()
+
+
+def test_second_node_runs_only_torchrun_stages_and_writes_no_state(tmp_path, monkeypatch, capsys):
+    """With --nnodes 2 every node runs the pipeline on a shared OUT: node 1 joins the torchrun stages
+    only; single-process stages, resume entries, moving stale outputs and the leaderboard are node 0's
+    (else records and files would be written twice)."""
+    ran = []
+    monkeypatch.setattr(Launcher, "run", lambda self, stage, env: ran.append((stage.name, stage.log.name)) or 0)
+    monkeypatch.setattr(P, "leaderboard", lambda out, mode: ran.append(("leaderboard", "")) or 0)
+    argv = ["--quick", "--out", str(tmp_path), "--nproc", "1", "--nnodes", "2", "--master-addr", "node0"]
+    assert P.main([*argv, "--node-rank", "1"]) == 0
+    assert ran == [("pretrain moco_v2", "pretrain-moco_v2.node1.log")]
+    assert not (tmp_path / "state").exists() and "node 0   eval knn-dino-knn moco_v2" in capsys.readouterr().out
+    ran.clear()
+    assert P.main([*argv, "--node-rank", "0"]) == 0
+    assert ("data synth", "data-synth.log") in ran and ("leaderboard", "") in ran and len(ran) == 13
+    with pytest.raises(SystemExit):
+        P.parse_args([*argv, "--node-rank", "2"])

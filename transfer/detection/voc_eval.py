@@ -237,8 +237,11 @@ def read_voc_results(det_dir: str | os.PathLike, split: str, classes=VOC_CLASSES
                 raise VOCResultsError(f"{files[0]}:{n}: not numbers: {line!r}") from None
             if not all(math.isfinite(v) for v in values):
                 raise VOCResultsError(f"{files[0]}:{n}: score and box must be finite: {line!r}")
-            if values[3] < values[1] or values[4] < values[2]:
-                raise VOCResultsError(f"{files[0]}:{n}: inverted box (xmax < xmin or ymax < ymin): {line!r}")
+            # 1-based inclusive: a continuous box under one pixel wide is written with xmax in
+            # [xmin - 1, xmin) (as detectron2's VOC evaluator writes it); only less is inverted
+            if values[3] < values[1] - 1 or values[4] < values[2] - 1:
+                raise VOCResultsError(f"{files[0]}:{n}: inverted box (xmax < xmin - 1 or ymax < ymin - 1): "
+                                      f"{line!r}")
             rows.append((parts[0], *values))
         out[c] = rows
     return out, missing

@@ -1,4 +1,4 @@
-"""The loss history across a kill and resume; two-process (gloo, CPU) sharded evaluation."""
+"""Exact resume and the loss history across a kill; two-process (gloo, CPU) sharded evaluation."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from test_detection_train import SMALL, make_voc
 from transfer.detection import train as train_module
 from transfer.detection.train import train
 
-# a work checkpoint after every iteration, so a kill between two can be placed anywhere
-EVERY = dataclasses.replace(SMALL, checkpoint_period=1)
+# a work checkpoint after iteration 1 (and at the end): the kill below comes right after it
+EVERY = dataclasses.replace(SMALL, checkpoint_period=2)
 
 
 def _fresh():
@@ -37,14 +37,15 @@ class Killed(Exception):
     pass
 
 
-def test_loss_history_is_appended_as_it_goes_and_resumed_once(tmp_path, monkeypatch):
+def test_kill_and_resume_exact_weights_and_loss_history(tmp_path, monkeypatch):
     from core.data.voc import VOCDetection
 
     data = VOCDetection(make_voc(tmp_path), sets=[("2007", "trainval")])
     cpu = torch.device("cpu")
-    train(_fresh(), data, EVERY, 0, tmp_path / "a", cpu)
-    straight = _rows(tmp_path / "a" / "losses.jsonl")
-    assert [r["iteration"] for r in straight] == [0, 1, 2]
+    straight = _fresh()
+    train(straight, data, EVERY, 0, tmp_path / "a", cpu)
+    straight_log = _rows(tmp_path / "a" / "losses.jsonl")
+    assert [r["iteration"] for r in straight_log] == [0, 1, 2]
 
     real_lr_at = train_module.lr_at
 
@@ -58,13 +59,20 @@ def test_loss_history_is_appended_as_it_goes_and_resumed_once(tmp_path, monkeypa
         train(_fresh(), data, EVERY, 0, tmp_path / "b", cpu)
     monkeypatch.setattr(train_module, "lr_at", real_lr_at)
     log = tmp_path / "b" / "losses.jsonl"
-    assert _rows(log) == straight[:2]  # written as it went, not lost with the process
+    assert _rows(log) == straight_log[:2]  # written as it went, not lost with the process
     # a kill between appending iteration 2's row and saving its checkpoint, mid-way through a line
     with open(log, "a") as f:
-        f.write(json.dumps(dict(straight[2], loss=123.0)) + "\n" + '{"iteration": 3, "lo')
-    summary = train(_fresh(), data, EVERY, 0, tmp_path / "b", cpu)
+        f.write(json.dumps(dict(straight_log[2], loss=123.0)) + "\n" + '{"iteration": 3, "lo')
+    torch.manual_seed(123)  # whatever happened to the process in between
+    resumed = _fresh()
+    summary = train(resumed, data, EVERY, 0, tmp_path / "b", cpu)
     assert summary["start_iteration"] == 2
-    assert _rows(log) == straight  # every iteration once, the repeated one as the resumed run made it
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # bit-identical to the uninterrupted run
+    assert _rows(log) == straight_log  # every iteration once, the repeated one as the resumed run made it
+    # a different run refuses the work folder
+    with pytest.raises(RuntimeError, match="different run"):
+        train(_fresh(), data, dataclasses.replace(EVERY, base_lr=0.5), 0, tmp_path / "b", cpu)
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from checkpoints.load import load_backbone, save_backbone
+from checkpoints import load_backbone, save_backbone
 from transfer.detection.models import MODELS, AlignedRoIPool, PooledRes5, build_detector
 from transfer.detection.protocols import TINY
 

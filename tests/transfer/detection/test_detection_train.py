@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch
 
 from transfer.detection import protocols
 from transfer.detection.protocols import PROTOCOLS, TINY, ProtocolError, resolve_protocol
-from transfer.detection.train import IterationBatches, hflip, lr_at, scaled_lr, train
+from transfer.detection.train import IterationBatches, hflip, lr_at, scaled_lr
 
 
 def make_voc(root, n_trainval=6, n_test=3, size=(64, 80)):
@@ -116,36 +115,7 @@ def test_iteration_stream_is_a_permutation_per_epoch_and_flips_are_consistent():
     assert all(torch.equal(x[0], y[0]) for x, y in zip(a, c))
 
 
-# -- exact resume ---------------------------------------------------------------------------------
-
-def test_exact_resume(tmp_path):
-    from checkpoints.load import load_backbone
-    from core.data.voc import VOCDetection
-    from transfer.detection.models import build_detector
-
-    devkit = make_voc(tmp_path)
-    data = VOCDetection(devkit, sets=[("2007", "trainval")])
-
-    def fresh():
-        torch.manual_seed(0)
-        backbone, _ = load_backbone("random:resnet18")
-        return build_detector(backbone, 20, SMALL)
-
-    straight = fresh()
-    train(straight, data, SMALL, 0, tmp_path / "a", torch.device("cpu"))
-    killed = fresh()
-    train(killed, data, SMALL, 0, tmp_path / "b", torch.device("cpu"), stop_at=1)
-    torch.manual_seed(123)  # whatever happened to the process in between
-    resumed = fresh()
-    summary = train(resumed, data, SMALL, 0, tmp_path / "b", torch.device("cpu"))
-    assert summary["start_iteration"] == 1
-    sa, sb = straight.state_dict(), resumed.state_dict()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    losses = [json.loads(line)["iteration"] for line in (tmp_path / "b" / "losses.jsonl").read_text().splitlines()]
-    assert losses == [0, 1, 2]
-    # a different run refuses the work folder
-    with pytest.raises(RuntimeError, match="different run"):
-        train(fresh(), data, dataclasses.replace(SMALL, base_lr=0.5), 0, tmp_path / "b", torch.device("cpu"))
+# exact resume after a kill, and the loss history: test_detection_dist.py
 
 
 # -- whole pipeline -------------------------------------------------------------------------------

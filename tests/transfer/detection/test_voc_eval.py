@@ -275,3 +275,18 @@ def test_11_point_thresholds_are_computed_as_the_reference_code_does():
     rec = np.array([1, 2, 3, 3, 4]) / 10
     prec = np.array([1, 1, 1, 0.75, 0.8])
     assert voc_ap(rec, prec, use_07_metric=True) == pytest.approx((3 * 1 + 2 * 0.8) / 11)
+
+
+def test_sub_pixel_boxes_round_trip_and_truly_inverted_ones_are_refused(tmp_path):
+    # a continuous box 0.47 px wide becomes xmin 118.47, xmax 118.00 in the devkit's 1-based format
+    preds = [{"boxes": np.array([[117.47, 30.0, 118.0, 40.0]]), "scores": np.array([0.5]),
+              "labels": np.array([1])}]
+    dets = voc_eval.detections_from_predictions(preds, ["000018"])
+    voc_eval.write_voc_results(tmp_path / "ok", "test", dets)
+    back, _ = voc_eval.read_voc_results(tmp_path / "ok", "test")
+    assert back["aeroplane"] == [("000018", 0.5, 118.47, 31.0, 118.0, 40.0)]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "comp4_det_test_aeroplane.txt").write_text("000018 0.5 118.47 31.0 117.4 40.0\n")
+    with pytest.raises(voc_eval.VOCResultsError, match="inverted box"):
+        voc_eval.read_voc_results(bad, "test")

@@ -73,3 +73,49 @@ def test_bad_ground_truth_and_shapes_are_errors():
 
 def test_empty_matrix_gives_nan():
     assert math.isnan(ConfusionMatrix(2).scores()["mIoU"])
+
+
+def _shard_worker(rank, world, port, queue):
+    import os
+
+    import torch.distributed as dist
+
+    from core.dist import shard_indices
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    preds, targets = _images()
+    cm = ConfusionMatrix(5)
+    for i in shard_indices(len(preds), rank, world):  # 3 images on rank 0, 2 on rank 1
+        cm.update(torch.from_numpy(preds[i]), torch.from_numpy(targets[i]))
+    cm.all_reduce()
+    queue.put((rank, cm.mat.tolist(), str(cm.mat.dtype)))
+    dist.destroy_process_group()
+
+
+def _images():
+    rng = np.random.default_rng(7)
+    preds = [rng.integers(0, 5, (6, 7)) for _ in range(5)]
+    targets = [np.where(rng.random((6, 7)) < 0.1, 255, rng.integers(0, 5, (6, 7))) for _ in range(5)]
+    return preds, targets
+
+
+def test_two_processes_sum_their_shards_into_the_one_process_matrix():
+    import socket
+
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("fork")
+    queue = ctx.SimpleQueue()
+    mp.start_processes(_shard_worker, args=(2, port, queue), nprocs=2, join=True, start_method="fork")
+    out = dict((rank, (mat, dtype)) for rank, mat, dtype in (queue.get() for _ in range(2)))
+    one = ConfusionMatrix(5)
+    for p, t in zip(*_images()):
+        one.update(torch.from_numpy(p), torch.from_numpy(t))
+    assert out[0] == out[1] == (one.mat.tolist(), "torch.int64")

@@ -52,6 +52,13 @@ def moco_r18(tmp_path_factory) -> tuple[Path, dict]:
     return path, backbone
 
 
+def _argv(ckpt: Path, dataset: str, data: Path, protocol: str, tmp_path: Path, seed: int, *extra) -> list[str]:
+    """A short mmseg run's arguments; records go to TMP/results, work dirs under TMP/work."""
+    return ["--checkpoint", str(ckpt), "--dataset", dataset, "--data", str(data), "--protocol", protocol,
+            "--engine", "mmseg", "--results", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work"),
+            "--seed", str(seed), *SMALL, *extra]
+
+
 def _eval(argv, capsys) -> tuple[int, str, str]:
     from transfer.segmentation.cli import eval_main
 
@@ -111,10 +118,8 @@ def test_mmseg_cityscapes_fcn_end_to_end(mmseg_ready, synth_tiny, moco_r18, tmp_
 
     ckpt, backbone = moco_r18
     results, work_root = tmp_path / "results", tmp_path / "work"
-    argv = ["--checkpoint", str(ckpt), "--dataset", "cityscapes", "--data", str(synth_tiny),
-            "--protocol", "mmseg-fcn-40k", "--engine", "mmseg", "--results", str(results),
-            "--work-dir", str(work_root), "--seed", "0", *SMALL, "--crop=32,64",
-            "--cfg-options", "optim_wrapper.optimizer.lr=0.02"]
+    argv = _argv(ckpt, "cityscapes", synth_tiny, "mmseg-fcn-40k", tmp_path, 0, "--crop=32,64",
+                 "--cfg-options", "optim_wrapper.optimizer.lr=0.02")
     code, out, err = _eval(argv, capsys)
     assert code == 0, err
     rec = _check_record_and_log(results, work_root, backbone, lr=0.02)
@@ -155,9 +160,7 @@ def test_mmseg_voc2012_fcn_end_to_end(mmseg_ready, synth_tiny, moco_r18, tmp_pat
     ckpt, backbone = moco_r18
     results, work_root = tmp_path / "results", tmp_path / "work"
     # the embedded VOC has no SBD masks: train on train instead of train_aug
-    argv = ["--checkpoint", str(ckpt), "--dataset", "voc2012", "--data", str(synth_tiny),
-            "--protocol", "mmseg-fcn-20k", "--engine", "mmseg", "--results", str(results),
-            "--work-dir", str(work_root), "--seed", "1", *SMALL, "--crop=48,64", "--train-split=train"]
+    argv = _argv(ckpt, "voc2012", synth_tiny, "mmseg-fcn-20k", tmp_path, 1, "--crop=48,64", "--train-split=train")
     code, out, err = _eval(argv, capsys)
     assert code == 0, err
     rec = _check_record_and_log(results, work_root, backbone, lr=0.01)
@@ -185,9 +188,8 @@ def test_mmseg_under_torchrun_rank0_alone_writes(mmseg_ready, synth_tiny, moco_r
     ckpt, _ = moco_r18
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "transfer", "eval",
-           "segmentation", "--checkpoint", str(ckpt), "--dataset", "cityscapes", "--data", str(synth_tiny),
-           "--protocol", "mmseg-fcn-40k", "--engine", "mmseg", "--results", str(results),
-           "--work-dir", str(tmp_path / "work"), "--seed", "0", *SMALL, "--crop=32,64", "--sync-bn=false"]
+           "segmentation", *_argv(ckpt, "cityscapes", synth_tiny, "mmseg-fcn-40k", tmp_path, 0, "--crop=32,64",
+                                  "--sync-bn=false")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MOCOBENCH_PROGRESS": "0"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

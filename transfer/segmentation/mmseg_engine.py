@@ -290,7 +290,6 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
         converted = adapter.to_mmseg(backbone.net.state_dict(), {"arch": backbone.arch, **report.record_fields()})
         root, folders, sizes = data_folders(dataset, data_root, protocol, work, info.main)
         if info.main:
-            atomic_write_json(work / RUN_FILE, {"digest": digest, "key": key})
             adapter.write_mmseg_checkpoint(ckpt_path, backbone.net.state_dict(),
                                            {"arch": backbone.arch, **report.record_fields()})
             atomic_write_text(work / "mmseg_config.py", adapter.mmseg_config_text(
@@ -309,6 +308,8 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
         cfg.load_from = str(resume_file) if resume_file else None
         _check_keys(cfg, options)
         cfg.merge_from_dict(options)  # last, as mmseg's tools/train.py does
+        if info.main:  # from here on, the work dir belongs to this configuration
+            atomic_write_json(work / RUN_FILE, {"digest": digest, "key": key})
         prefix = adapter.MM_BACKBONE_PREFIX
         expected = {k[len(prefix):]: v for k, v in converted["state_dict"].items()}
         with trusted_checkpoints([work], [resume_file] if resume_file else []):

@@ -81,3 +81,17 @@ def test_cfg_options_shown_and_refused_without_mmseg(tmp_path, capsys):
                                       "--data", str(tmp_path), "--protocol", "tiny", "--results", str(tmp_path),
                                       "--cfg-options", "optim_wrapper.optimizer.lr=0.1"])
     assert code == 2 and "--cfg-options" in capsys.readouterr().err
+
+
+def test_cfg_option_outside_the_config_is_refused(synth_tiny, tmp_path, capsys):
+    """mmengine would add an unknown key and never read it; the engine refuses it, naming it."""
+    pytest.importorskip("mmseg", reason="MMSegmentation is not installed (bash tools/engines/mmseg.sh PYTHON)")
+    from transfer.segmentation.cli import eval_main
+
+    code = eval_main("segmentation", [
+        "--checkpoint", "random:resnet18", "--dataset", "voc2012", "--data", str(synth_tiny),
+        "--protocol", "mmseg-fcn-20k", "--engine", "mmseg", "--results", str(tmp_path / "r"),
+        "--work-dir", str(tmp_path / "w"), "--train-split=train", "--device", "cpu",
+        "--cfg-options", "optim_wraper.optimizer.lr=0.1"])
+    assert code == 2 and "optim_wraper" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() and not list((tmp_path / "w").rglob("mocobench_run.json"))

@@ -34,7 +34,7 @@ import time
 import uuid
 from pathlib import Path
 
-from core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from core.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 # (our protocol, dataset) -> the mmseg config it reproduces (a key of transfer.adapters.mmseg.PROTOCOLS)
 MMSEG_PROTOCOLS = {
@@ -235,11 +235,31 @@ def _backbone_check(expected: dict, source: str):
     return BackboneCheck()
 
 
+def _finished_run(work: Path, key: dict, digest: str, resume: str) -> dict | None:
+    """The summary of this configuration's finished run in ``work`` (``--resume auto``), else None;
+    raises ValueError when ``work`` must not be used as asked."""
+    done = _read_json(work / DONE_FILE) or {}
+    if done.get("digest") == digest and Path(done.get("record", "")).is_file():
+        if resume == "auto":
+            print(f"[mmseg] {work}: finished already, record {done['record']} (not run again)")
+            return {**done["summary"], "record": done["record"], "skipped": True}
+        raise ValueError(f"--resume {resume}: {work} holds the finished run whose record is "
+                         f"{done['record']}; remove that record (or use another --work-dir) to run it again")
+    previous = _read_json(work / RUN_FILE)
+    if previous and resume != "no" and previous.get("digest") != digest:
+        plain = json.loads(json.dumps(key, default=str))
+        differ = sorted(k for k in plain if previous.get("key", {}).get(k) != plain[k])
+        raise ValueError(f"{work} holds a run of another configuration (differs in {', '.join(differ)}); "
+                         "use another --work-dir, or --resume no to start it over")
+    return None
+
+
 def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: str, protocol,
               work_dir: str, results: str, seed: int, resume: str = "auto", device: str | None = None,
               cfg_options: list[str] = ()) -> dict:
-    """Train and test one seed with mmseg; rank 0 writes the record. Returns a summary (``record``,
-    ``mIoU``, ``mAcc``, ``aAcc``, ``resumed``, ``skipped``)."""
+    """Train and test one seed with mmseg; rank 0 writes the record. Returns a summary (``record``
+    (None on other ranks), ``mIoU``, ``mAcc``, ``aAcc``, ``skipped``, and for a run: ``log``,
+    ``device``, ``start_iter``)."""
     from checkpoints.load import load_backbone
     from core import dist
     from core.records import new_record, record_filename, write_record
@@ -265,21 +285,12 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
 
             torch.cuda.set_device(dev)
         options = parse_cfg_options(list(cfg_options))
-        key = {"checkpoint": report.record_fields(), "dataset": dataset, "data": str(Path(data_root).resolve()),
+        key = {"checkpoint": {k: v for k, v in report.record_fields().items() if k != "path"}, "dataset": dataset, "data": str(Path(data_root).resolve()),
                "protocol": protocol.to_dict(), "cfg_options": options, "seed": seed, "world": info.world}
         digest = _digest(key)
-        done = _read_json(work / DONE_FILE) or {}
-        if done.get("digest") == digest and Path(done.get("record", "")).is_file():
-            if resume == "auto":
-                print(f"[mmseg] {work}: finished already, record {done['record']} (not run again)")
-                return {**done["summary"], "record": done["record"], "skipped": True}
-            raise ValueError(f"--resume {resume}: {work} holds the finished run whose record is "
-                             f"{done['record']}; remove that record (or use another --work-dir) to run it again")
-        previous = _read_json(work / RUN_FILE)
-        if previous and resume != "no" and previous.get("digest") != digest:
-            differ = sorted(k for k in key if previous.get("key", {}).get(k) != json.loads(json.dumps(key[k], default=str)))
-            raise ValueError(f"{work} holds a run of another configuration (differs in {', '.join(differ)}); "
-                             "use another --work-dir, or --resume no to start it over")
+        finished = _finished_run(work, key, digest, resume)
+        if finished:
+            return finished
         resume_file = None
         if resume not in ("auto", "no"):
             resume_file = Path(resume).resolve()
@@ -290,8 +301,7 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
         converted = adapter.to_mmseg(backbone.net.state_dict(), {"arch": backbone.arch, **report.record_fields()})
         root, folders, sizes = data_folders(dataset, data_root, protocol, work, info.main)
         if info.main:
-            adapter.write_mmseg_checkpoint(ckpt_path, backbone.net.state_dict(),
-                                           {"arch": backbone.arch, **report.record_fields()})
+            atomic_torch_save(converted, ckpt_path)
             atomic_write_text(work / "mmseg_config.py", adapter.mmseg_config_text(
                 fcn, ckpt_path, data_root=root, folders=folders, name=MMSEG_PROTOCOLS[(protocol.name, dataset)]))
         dist.barrier()
@@ -333,8 +343,7 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
         dataset={"name": dataset_name, "path": str(data_root), "splits": sizes}, metrics=metrics,
         config={**protocol.to_dict(), **settings, "dataset": dataset, "world_size": info.world,
                 "mmseg_protocol": MMSEG_PROTOCOLS[(protocol.name, dataset)], "cfg_options": options,
-                "mmseg_versions": _versions(),
-                "mmseg_config": None},
+                "mmseg_versions": _versions(), "mmseg_config": None},
         seed=seed, wall_time_s=time.time() - t0, device=ran_on, engine="mmseg")
     cfg_file = Path(results) / Path(record_filename(rec)).with_suffix(".mmseg.py").name
     rec["config"]["mmseg_config"] = cfg_file.name

@@ -40,7 +40,7 @@ def _mm(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
     if args.config:
         cfg_out = Path(args.config_out or out.with_suffix(".py"))
         written.append(write_mmseg_config(args.config, out.resolve(), cfg_out,
-                                          data_root=args.data_root or "data/cityscapes/",
+                                          data_root=args.data_root, arch=report.arch,
                                           norm=args.norm or "SyncBN"))
     return written
 

@@ -90,6 +90,8 @@ DATASETS = {
         "val": {"img_path": "JPEGImages", "seg_map_path": "SegmentationClass",
                 "ann_file": "ImageSets/Segmentation/val.txt"}}),
 }
+# our arch names -> mmseg ResNet depth
+RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 # depth -> (res5 channels, res4 channels, decode head width, auxiliary head width)
 HEAD_WIDTHS = {18: (512, 256, 128, 64), 34: (512, 256, 128, 64), 50: (2048, 1024, 512, 256),
                101: (2048, 1024, 512, 256)}
@@ -289,14 +291,20 @@ def mmseg_config_text(fcn: FCNConfig, ckpt_path: str | os.PathLike, *, data_root
 
 
 def write_mmseg_config(protocol: str, ckpt_path: str | os.PathLike, out_path: str | os.PathLike, *,
-                       data_root: str | os.PathLike = "data/cityscapes/", norm: str = "SyncBN",
-                       batch_size: int | None = None, max_iters: int | None = None) -> Path:
+                       data_root: str | os.PathLike | None = None, norm: str = "SyncBN",
+                       arch: str = "resnet50", batch_size: int | None = None,
+                       max_iters: int | None = None) -> Path:
     """Write the MMSegmentation config of ``protocol`` (a key of :data:`PROTOCOLS`) as mmseg's
-    own tools read it. ``batch_size`` is per GPU; ``max_iters`` shortens the schedule (the
-    checkpoint interval shrinks with it); ``norm="BN"`` for one process."""
+    own tools read it, for a backbone of ``arch``. ``data_root`` defaults to mmseg's layout
+    (``data/cityscapes/``, ``data/VOCdevkit/VOC2012/``); ``batch_size`` is per GPU; ``max_iters``
+    shortens the schedule (the checkpoint interval shrinks with it); ``norm="BN"`` for one process."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown mmseg protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    fcn = dataclasses.replace(PROTOCOLS[protocol], norm=norm)
+    if arch not in RESNET_DEPTHS:
+        raise ValueError(f"mmseg config: the backbone is {arch}; mmseg's ResNet takes {', '.join(RESNET_DEPTHS)}")
+    fcn = dataclasses.replace(PROTOCOLS[protocol], norm=norm, depth=RESNET_DEPTHS[arch])
+    if data_root is None:
+        data_root = {"cityscapes": "data/cityscapes/", "voc2012": "data/VOCdevkit/VOC2012/"}[fcn.dataset]
     if batch_size:
         fcn = dataclasses.replace(fcn, batch_size=batch_size)
     if max_iters:

@@ -43,7 +43,6 @@ MMSEG_PROTOCOLS = {
     ("mmseg-fcn-20k", "voc2012"): "fcn-r50-d8-voc12aug-20k",
     ("mmseg-fcn-40k", "voc2012"): "fcn-r50-d8-voc12aug-40k",
 }
-DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 RUN_FILE, DONE_FILE = "mocobench_run.json", "mocobench_done.json"
 
 
@@ -82,11 +81,11 @@ def check_protocol(protocol, dataset: str) -> None:
 
 def fcn_config(protocol, dataset: str, arch: str, world: int, device_type: str):
     """The ``FCNConfig`` that runs ``protocol`` (every field of it) in ``world`` processes."""
-    from transfer.adapters.mmseg import PROTOCOLS
+    from transfer.adapters.mmseg import PROTOCOLS, RESNET_DEPTHS
 
     check_protocol(protocol, dataset)
-    if arch not in DEPTHS:
-        raise ValueError(f"--engine mmseg builds mmseg's ResNet ({', '.join(DEPTHS)}); the checkpoint is {arch}")
+    if arch not in RESNET_DEPTHS:
+        raise ValueError(f"--engine mmseg builds mmseg's ResNet ({', '.join(RESNET_DEPTHS)}); the checkpoint is {arch}")
     if protocol.batch_size % world:
         raise ValueError(f"batch_size={protocol.batch_size} does not split over {world} processes")
     sync = protocol.sync_bn and world > 1
@@ -95,7 +94,7 @@ def fcn_config(protocol, dataset: str, arch: str, world: int, device_type: str):
                          "CPU kernel); pass --sync-bn=false")
     base = PROTOCOLS[MMSEG_PROTOCOLS[(protocol.name, dataset)]]
     return dataclasses.replace(
-        base.with_crop(tuple(protocol.crop)), depth=DEPTHS[arch], ratio_range=tuple(protocol.scale_range),
+        base.with_crop(tuple(protocol.crop)), depth=RESNET_DEPTHS[arch], ratio_range=tuple(protocol.scale_range),
         flip=protocol.flip, batch_size=protocol.batch_size // world, num_workers=protocol.num_workers,
         iters=protocol.iters, checkpoint_every=max(1, min(protocol.checkpoint_every, protocol.iters)),
         log_every=protocol.log_every, lr=protocol.lr, momentum=protocol.momentum,

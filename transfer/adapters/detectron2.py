@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from checkpoints.keymaps import TORCHVISION_TO_DETECTRON2, apply_rules
+from checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, TORCHVISION_TO_DETECTRON2, apply_rules
 from core.io import atomic_write, atomic_write_text
 
 ROI_HEAD_NAME = "Res5ROIHeadsExtraNorm"
@@ -200,3 +200,172 @@ def register_roi_heads() -> str:
 
     ROI_HEADS_REGISTRY.register(Res5ROIHeadsExtraNorm)
     return ROI_HEAD_NAME
+
+
+# -- full R50-C4 Faster R-CNN: detectron2 <-> our torchvision-engine model ----------------------
+# (our prefix, detectron2 prefix, block rules for the remainder or None). Ours is
+# ``transfer.detection.models.build_c4``; detectron2's is GeneralizedRCNN with ROI_HEAD_NAME.
+# The res5 blocks go through the same torchvision<->detectron2 ResNet rules as a backbone,
+# under a ``layer4.``/``res5.`` stage name.
+C4_PREFIXES = (
+    ("backbone.", "backbone.", "resnet"),
+    ("roi_heads.box_head.res5_norm.norm.", "roi_heads.res5.norm.", None),  # before res5.: first match wins
+    ("roi_heads.box_head.res5_norm.res5.", "roi_heads.res5.", "res5"),
+    ("rpn.head.conv.0.0.", "proposal_generator.rpn_head.conv.", None),
+    ("rpn.head.cls_logits.", "proposal_generator.rpn_head.objectness_logits.", None),
+    ("rpn.head.bbox_pred.", "proposal_generator.rpn_head.anchor_deltas.", None),
+    ("roi_heads.box_predictor.", "roi_heads.box_predictor.", None),
+)
+
+
+def _anchor_order(n_sizes: int, n_ratios: int) -> list[int]:
+    """``order[t]`` = detectron2's anchor index for torchvision's anchor ``t`` at one position.
+
+    detectron2's ``DefaultAnchorGenerator`` lists the cell anchors size-major (``for size: for
+    ratio``), torchvision's ``AnchorGenerator`` ratio-major; the RPN head's output channels follow.
+    """
+    return [i * n_ratios + j for j in range(n_ratios) for i in range(n_sizes)]
+
+
+def _rename(key: str, to_d2: bool) -> str:
+    for ours, theirs, rules in C4_PREFIXES:
+        src, dst = (ours, theirs) if to_d2 else (theirs, ours)
+        if key.startswith(src):
+            rest = key[len(src):]
+            if rules == "res5":
+                stage = "layer4." if to_d2 else "res5."
+                rest = apply_rules(stage + rest, TORCHVISION_TO_DETECTRON2 if to_d2 else DETECTRON2_TO_TORCHVISION)
+                rest = rest[len("res5." if to_d2 else "layer4."):]
+            elif rules == "resnet":
+                rest = apply_rules(rest, TORCHVISION_TO_DETECTRON2 if to_d2 else DETECTRON2_TO_TORCHVISION)
+            return dst + rest
+    raise KeyError(f"{key!r} is not a key of an R50-C4 Faster R-CNN "
+                   f"({'ours' if to_d2 else 'detectron2'}; known prefixes: "
+                   f"{', '.join(p[0 if to_d2 else 1] for p in C4_PREFIXES)})")
+
+
+def c4_detector_to_detectron2(state: dict[str, torch.Tensor], n_sizes: int, n_ratios: int) -> dict[str, torch.Tensor]:
+    """Our R50-C4 Faster R-CNN state dict -> detectron2's (``n_sizes`` x ``n_ratios`` anchors).
+
+    Classes: ours has background at row 0 of ``cls_score`` and a (unused) background box at rows
+    0..3 of ``bbox_pred``; detectron2 has background last in ``cls_score`` and K class boxes.
+    """
+    order = torch.tensor(_anchor_order(n_sizes, n_ratios))
+    inverse = torch.argsort(order)  # detectron2 index -> ours
+    out = {}
+    for k, v in state.items():
+        name = _rename(k, to_d2=True)
+        if k.startswith("rpn.head.cls_logits."):
+            v = v[inverse]
+        elif k.startswith("rpn.head.bbox_pred."):
+            v = v.reshape(len(order), 4, *v.shape[1:])[inverse].reshape(v.shape)
+        elif k.startswith("roi_heads.box_predictor.cls_score."):
+            v = torch.cat([v[1:], v[:1]])  # background 0 -> last
+        elif k.startswith("roi_heads.box_predictor.bbox_pred."):
+            v = v[4:]  # drop the background box
+        out[name] = v.clone()
+    return out
+
+
+def c4_detector_from_detectron2(state: dict, n_sizes: int, n_ratios: int) -> dict[str, torch.Tensor]:
+    """detectron2's R50-C4 Faster R-CNN state dict (tensors or arrays) -> ours; inverse of
+    :func:`c4_detector_to_detectron2` (the background box rows, unused by both, become zeros)."""
+    order = torch.tensor(_anchor_order(n_sizes, n_ratios))
+    out = {}
+    for k, v in state.items():
+        v = torch.as_tensor(v)
+        name = _rename(k, to_d2=False)
+        if k.startswith("proposal_generator.rpn_head.objectness_logits."):
+            v = v[order]
+        elif k.startswith("proposal_generator.rpn_head.anchor_deltas."):
+            v = v.reshape(len(order), 4, *v.shape[1:])[order].reshape(v.shape)
+        elif k.startswith("roi_heads.box_predictor.cls_score."):
+            v = torch.cat([v[-1:], v[:-1]])  # background last -> 0
+        elif k.startswith("roi_heads.box_predictor.bbox_pred."):
+            v = torch.cat([torch.zeros_like(v[:4]), v])
+        out[name] = v.clone()
+    return out
+
+
+# -- every field of a resolved DetectionProtocol, in detectron2's config ----------------------------
+# field -> the detectron2 key(s) it sets; "-" marks a field that names or selects rather than sets
+# (checked against the detectron2 config instead). tests check this covers every protocol field.
+PROTOCOL_KEYS = {
+    "name": "-", "dataset": "-", "model": "- (must match the config's head)", "mask_on": "MODEL.MASK_ON",
+    "ims_per_batch": "SOLVER.IMS_PER_BATCH", "reference_batch": "SOLVER.BASE_LR (linear scaling)",
+    "base_lr": "SOLVER.BASE_LR", "momentum": "SOLVER.MOMENTUM", "weight_decay": "SOLVER.WEIGHT_DECAY",
+    "max_iter": "SOLVER.MAX_ITER", "steps": "SOLVER.STEPS", "gamma": "SOLVER.GAMMA",
+    "warmup_iters": "SOLVER.WARMUP_ITERS", "warmup_factor": "SOLVER.WARMUP_FACTOR",
+    "min_size_train": "INPUT.MIN_SIZE_TRAIN", "max_size_train": "INPUT.MAX_SIZE_TRAIN",
+    "min_size_test": "INPUT.MIN_SIZE_TEST", "max_size_test": "INPUT.MAX_SIZE_TEST", "hflip": "INPUT.RANDOM_FLIP",
+    "anchor_sizes": "MODEL.ANCHOR_GENERATOR.SIZES", "aspect_ratios": "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+    "fpn_channels": "MODEL.FPN.OUT_CHANNELS (FPN only)",
+    "rpn_pre_nms_top_n_train": "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "rpn_post_nms_top_n_train": "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "rpn_pre_nms_top_n_test": "MODEL.RPN.PRE_NMS_TOPK_TEST", "rpn_post_nms_top_n_test": "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "rpn_batch_size_per_image": "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    "roi_batch_size_per_image": "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "roi_pool_size": "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION (C4)",
+    "score_thresh_test": "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "nms_thresh_test": "MODEL.ROI_HEADS.NMS_THRESH_TEST",
+    "detections_per_img": "TEST.DETECTIONS_PER_IMAGE", "precise_bn_iters": "TEST.PRECISE_BN.{ENABLED,NUM_ITER}",
+    "checkpoint_period": "SOLVER.CHECKPOINT_PERIOD", "num_workers": "DATALOADER.NUM_WORKERS",
+    "bf16": "- (fp32; refused on CUDA: detectron2 0.6 has fp16 AMP only)",
+}
+
+
+def solver_steps(steps, max_iter: int) -> list[int]:
+    """LR steps detectron2 accepts: increasing, each in 1..max_iter-1 (a step at or past
+    ``max_iter`` never acts; fvcore's scheduler refuses it, and a repeated one)."""
+    return sorted({int(s) for s in steps if 0 < int(s) < max_iter})
+
+
+def protocol_settings(protocol, dataset: str, num_classes: int, device: str) -> dict[str, Any]:
+    """``{detectron2 key: value}`` for every field of the resolved ``protocol`` (see
+    :data:`PROTOCOL_KEYS`), plus the dataset's class count and the device. A field detectron2
+    cannot honour raises ``ValueError`` naming it."""
+    p = protocol
+    if p.name not in PROTOCOLS:
+        raise ValueError(f"protocol {p.name} has no detectron2 config (known: {', '.join(PROTOCOLS)})")
+    head = PROTOCOLS[p.name]["head"].lower()
+    if p.model != head:
+        raise ValueError(f"model={p.model}: the detectron2 config of {p.name} is {head.upper()}; "
+                         f"choose a {p.model.upper()} protocol instead")
+    mask = p.uses_masks(dataset)
+    if mask and dataset == "voc":
+        raise ValueError("mask_on=true: detectron2's VOC datasets have boxes only")
+    if head == "fpn" and p.roi_pool_size != 14:
+        raise ValueError(f"roi_pool_size={p.roi_pool_size}: the FPN heads pool 7x7 (box) and 14x14 (mask), "
+                         "as in our engine; roi_pool_size applies to C4 only")
+    if p.bf16 and device.startswith("cuda"):
+        raise ValueError("bf16=true: detectron2 0.6 trains in fp32 or fp16 AMP, not bf16; pass --bf16=false "
+                         "(fp32), and add --opts SOLVER.AMP.ENABLED True for fp16 AMP")
+    sizes = [list(p.anchor_sizes)] if head == "c4" else [[s] for s in (
+        p.anchor_sizes if len(p.anchor_sizes) == 5 else [p.anchor_sizes[0] * 2 ** i for i in range(5)])]
+    out = {
+        "MODEL.DEVICE": device, "MODEL.MASK_ON": mask, "MODEL.ROI_HEADS.NUM_CLASSES": num_classes,
+        "SOLVER.IMS_PER_BATCH": p.ims_per_batch,
+        "SOLVER.BASE_LR": p.base_lr * p.ims_per_batch / p.reference_batch,
+        "SOLVER.MOMENTUM": p.momentum, "SOLVER.WEIGHT_DECAY": p.weight_decay, "SOLVER.MAX_ITER": p.max_iter,
+        "SOLVER.STEPS": solver_steps(p.steps, p.max_iter), "SOLVER.GAMMA": p.gamma,
+        "SOLVER.WARMUP_ITERS": p.warmup_iters, "SOLVER.WARMUP_FACTOR": p.warmup_factor,
+        "SOLVER.CHECKPOINT_PERIOD": p.checkpoint_period,
+        "INPUT.MIN_SIZE_TRAIN": list(p.min_size_train), "INPUT.MAX_SIZE_TRAIN": p.max_size_train,
+        "INPUT.MIN_SIZE_TEST": p.min_size_test, "INPUT.MAX_SIZE_TEST": p.max_size_test,
+        "INPUT.RANDOM_FLIP": "horizontal" if p.hflip else "none",
+        "MODEL.ANCHOR_GENERATOR.SIZES": sizes, "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": [list(p.aspect_ratios)],
+        "MODEL.RPN.PRE_NMS_TOPK_TRAIN": p.rpn_pre_nms_top_n_train,
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN": p.rpn_post_nms_top_n_train,
+        "MODEL.RPN.PRE_NMS_TOPK_TEST": p.rpn_pre_nms_top_n_test,
+        "MODEL.RPN.POST_NMS_TOPK_TEST": p.rpn_post_nms_top_n_test,
+        "MODEL.RPN.BATCH_SIZE_PER_IMAGE": p.rpn_batch_size_per_image,
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": p.roi_batch_size_per_image,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST": p.score_thresh_test,
+        "MODEL.ROI_HEADS.NMS_THRESH_TEST": p.nms_thresh_test,
+        "TEST.DETECTIONS_PER_IMAGE": p.detections_per_img,
+        "TEST.PRECISE_BN.ENABLED": p.precise_bn_iters > 0, "TEST.PRECISE_BN.NUM_ITER": max(p.precise_bn_iters, 1),
+        "DATALOADER.NUM_WORKERS": p.num_workers,
+    }
+    if head == "c4":
+        out["MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION"] = p.roi_pool_size
+    else:
+        out["MODEL.FPN.OUT_CHANNELS"] = p.fpn_channels
+    return out

@@ -4,12 +4,13 @@
 
     mocobench eval detection --checkpoint CKPT --dataset voc --data DIR --protocol moco-voc-c4-24k \\
         [--engine torchvision|detectron2] [--seed S | --seeds S1 S2 ...] [--work-dir DIR] \\
-        --results RESULTS_DIR [--key=value ...]
+        --results RESULTS_DIR [--key=value ...] [--opts KEY VALUE ...]
     mocobench score voc --devkit VOCdevkit/VOC2007 --split test --detections DIR [--year 2007]
 
 ``--key=value`` overrides any field of the protocol (``--max_iter=200``, ``--base_lr=0.01``);
 ``--max-iters N`` is a shorthand for ``--max_iter=N``. ``--seed``/``--seeds``, ``--work-dir``,
 ``--results`` and ``--device`` mean the same in every task (``transfer/run_options.py``).
+``--opts KEY VALUE ...`` (``--engine detectron2`` only) sets detectron2 config keys, merged last.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ def _eval_parser() -> argparse.ArgumentParser:
     add_run_options(p, "detection")  # --results, --seed/--seeds (MoCo averages 5 VOC runs), --work-dir, --device
     p.add_argument("--max-iters", type=int, default=None, help="shorthand for --max_iter=N")
     p.add_argument("--no-resume", action="store_true", help="start over even if a work checkpoint exists")
+    p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="--engine detectron2 only: detectron2 config options as KEY VALUE pairs "
+                        "(e.g. --opts SOLVER.AMP.ENABLED True TEST.EVAL_PERIOD 0), merged last as "
+                        "detectron2's tools do and recorded")
     return p
 
 
@@ -96,12 +101,17 @@ def eval_main(task: str, argv: list[str]) -> int:
               f"not {args.dataset}", file=sys.stderr)
         return 2
     work = work_root(args, "detection")
+    if args.opts and args.engine != "detectron2":
+        print("mocobench eval detection: --opts sets detectron2 config keys (--engine detectron2); "
+              "the torchvision engine takes --key=value protocol overrides", file=sys.stderr)
+        return 2
     if args.engine == "detectron2":
         from transfer.detection.detectron2_engine import Detectron2Unavailable, run_detectron2
 
         try:
-            paths = run_detectron2(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results, work)
-        except Detectron2Unavailable as e:
+            paths = run_detectron2(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results, work,
+                                   device=args.device, opts=args.opts, resume=not args.no_resume)
+        except (Detectron2Unavailable, ValueError) as e:
             print(f"mocobench eval detection: {e}", file=sys.stderr)
             return 2
     else:

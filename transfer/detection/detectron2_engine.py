@@ -1,12 +1,24 @@
 """``--engine detectron2``: run MoCo's detection protocols with detectron2 itself.
 
-Steps per evaluation: load the checkpoint strictly (``checkpoints.load_backbone``), convert it
-with the detectron2 adapter (``transfer/adapters/detectron2.py``: ``write_detectron2_pkl``,
-``write_detectron2_config``), register the ``Res5ROIHeadsExtraNorm`` ROI head (the adapter's
-``register_roi_heads``) and the user's datasets under mocobench-specific names, then for each
-seed train with detectron2's ``DefaultTrainer`` (``detectron2.engine.launch`` over every visible
-GPU), evaluate with ``PascalVOCDetectionEvaluator`` (VOC) or ``COCOEvaluator`` (COCO), and write
-one result record per seed with ``engine="detectron2"``.
+Per evaluation: load the checkpoint strictly (``checkpoints.load_backbone``), write it as a
+detectron2 ``.pkl`` and a complete YAML config (``transfer/adapters/detectron2.py``), register the
+user's datasets under ``mocobench_*`` names, then per seed:
+
+1. the config: the protocol's YAML, then every field of the resolved protocol
+   (``protocol_settings``: solver, input sizes, anchors, RPN/ROI sampling, test thresholds,
+   precise BN, checkpoint period, workers), the device (``MODEL.DEVICE``), ``NUM_CLASSES`` from
+   the registered dataset's metadata, and last the user's ``--opts KEY VALUE ...`` (as
+   detectron2's own tools merge them). It is dumped to ``<run>/config.yaml``, and that file is
+   what the workers read;
+2. ``detectron2.engine.launch`` runs :func:`worker` (module level, so spawned processes can
+   unpickle it) on every GPU of ``--device cuda``, one process on CPU or ``cuda:N``;
+   ``dist_url="auto"`` (a free local port) for several GPUs. Each worker applies the
+   compatibility patches (``transfer/adapters/detectron2_compat.py``) for its own lifetime,
+   trains with ``DefaultTrainer`` (resuming from ``<run>/last_checkpoint`` when present), and
+   takes the evaluation the trainer already ran after the last iteration (no second one);
+3. hand-off: rank 0 writes ``<run>/results.json``; the parent reads it and writes exactly one
+   record per seed, with the engine config dumped beside it (``<record>.detectron2.yaml``);
+   ``<run>/record.json`` then names the record, so a rerun does not train or write again.
 
 When detectron2 cannot be imported, :func:`run_detectron2` fails at once (before any work) with
 :class:`Detectron2Unavailable`, whose message says how to install it.
@@ -14,16 +26,17 @@ When detectron2 cannot be imported, :func:`run_detectron2` fails at once (before
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 INSTALL_HINT = (
-    "detectron2 is not installed (import detectron2 failed). Install it for your torch and CUDA:\n"
-    "  pip install 'git+https://github.com/facebookresearch/detectron2.git'\n"
-    "(it compiles CUDA ops: a CUDA toolkit matching torch.version.cuda and a C++ compiler are needed; "
-    "see https://detectron2.readthedocs.io/en/latest/tutorials/install.html), "
-    "or use the default --engine torchvision, which runs the same protocols without it."
+    "detectron2 is not installed (import detectron2 failed). Install it into this environment with\n"
+    "  ./run_all.sh engines        (or: bash tools/engines/detectron2.sh PYTHON)\n"
+    "which installs detectron2 v0.6's Python package (no compiled ops, none are needed for these "
+    "protocols), or use the default --engine torchvision, which runs the same protocols without it."
 )
 
 
@@ -40,17 +53,23 @@ def require_detectron2():
 
 
 def register_datasets(dataset: str, data_root: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """Register the user's VOC or COCO folders under ``mocobench_*`` names; (train, test) names."""
+    """Register the user's VOC or COCO folders under ``mocobench_*`` names; (train, test) names.
+
+    The names carry a hash of the folder, so two data roots in one process never collide.
+    """
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances, register_pascal_voc
 
-    root = Path(data_root)
+    import hashlib
+
+    root = Path(data_root).resolve()
+    tag = hashlib.sha256(str(root).encode()).hexdigest()[:8]  # the same in every spawned process
     if dataset == "voc":
         from core.data.voc import year_dir
 
-        specs = [("mocobench_voc_2007_trainval", "2007", "trainval"),
-                 ("mocobench_voc_2012_trainval", "2012", "trainval"),
-                 ("mocobench_voc_2007_test", "2007", "test")]
+        specs = [(f"mocobench_{tag}_voc_2007_trainval", "2007", "trainval"),
+                 (f"mocobench_{tag}_voc_2012_trainval", "2012", "trainval"),
+                 (f"mocobench_{tag}_voc_2007_test", "2007", "test")]
         for name, year, split in specs:
             if name not in DatasetCatalog.list():
                 register_pascal_voc(name, str(year_dir(root, year)), split, int(year))
@@ -61,12 +80,28 @@ def register_datasets(dataset: str, data_root: str | os.PathLike) -> tuple[list[
         root = root / "coco"
     names = []
     for split in ("train2017", "val2017"):
-        name = f"mocobench_coco_{split}"
+        name = f"mocobench_{tag}_coco_{split}"
         images, ann = coco_split_paths(root, split)
         if name not in DatasetCatalog.list():
             register_coco_instances(name, {}, str(ann), str(images))
         names.append(name)
     return [names[0]], [names[1]]
+
+
+def dataset_classes(train_names, test_names) -> list[str]:
+    """The class names of the registered datasets (COCO's are known once its JSON is read);
+    train and test must agree."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    classes = []
+    for name in [*train_names, *test_names]:
+        meta = MetadataCatalog.get(name)
+        if not hasattr(meta, "thing_classes"):
+            DatasetCatalog.get(name)  # load_coco_json sets thing_classes
+        classes.append(list(meta.thing_classes))
+    if any(c != classes[0] for c in classes):
+        raise ValueError(f"the datasets {', '.join([*train_names, *test_names])} have different classes: {classes}")
+    return classes[0]
 
 
 def _metrics(results: dict, dataset: str) -> dict[str, float]:
@@ -82,84 +117,181 @@ def _metrics(results: dict, dataset: str) -> dict[str, float]:
     return out
 
 
-def _train_and_test(config_path: str, seed: int, train_names, test_names, dataset: str, out_dir: str):
-    """One detectron2 run (inside ``launch``); returns the evaluator's results on the main process."""
-    from detectron2.config import get_cfg
-    from detectron2.engine import DefaultTrainer, default_setup
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs: plain values, so spawned processes can unpickle it."""
+
+    config: str          # the dumped config (OUTPUT_DIR, SEED, datasets, weights inside)
+    dataset: str         # voc | coco
+    data_root: str
+    resume: bool = True
+
+
+def _trainer_class(dataset: str):
+    from detectron2.engine import DefaultTrainer
     from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 
-    from transfer.adapters.detectron2 import register_roi_heads
-
-    register_roi_heads()
+    from transfer.adapters.detectron2_compat import coco_evaluator_kwargs
 
     class Trainer(DefaultTrainer):
         @classmethod
         def build_evaluator(cls, cfg, dataset_name, output_folder=None):
             if dataset == "voc":
                 return PascalVOCDetectionEvaluator(dataset_name)
-            return COCOEvaluator(dataset_name, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
+            return COCOEvaluator(dataset_name, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"),
+                                 **coco_evaluator_kwargs())
 
+    return Trainer
+
+
+def worker(job: Job) -> None:
+    """One detectron2 process (inside ``launch``): train, then the trainer's own final evaluation;
+    rank 0 hands the results over in ``<OUTPUT_DIR>/results.json``."""
+    from transfer.adapters.detectron2_compat import patched
+
+    with patched():
+        from detectron2.config import get_cfg
+        from detectron2.engine import default_setup
+        from detectron2.utils import comm
+
+        from core.io import atomic_write_json
+        from transfer.adapters.detectron2 import register_roi_heads
+
+        register_roi_heads()
+        register_datasets(job.dataset, job.data_root)  # again in each spawned process
+        cfg = get_cfg()
+        cfg.merge_from_file(job.config)
+        cfg.freeze()
+        default_setup(cfg, None)
+        trainer = _trainer_class(job.dataset)(cfg)
+        trainer.resume_or_load(resume=job.resume)
+        start = trainer.start_iter
+        trainer.train()
+        # DefaultTrainer's EvalHook evaluated once after the last iteration (train() returns that
+        # only with TEST.EXPECTED_RESULTS set); a second evaluation here only if it did not run.
+        results = getattr(trainer, "_last_eval_results", None)
+        if results is None:
+            results = trainer.test(cfg, trainer.model)
+        if comm.is_main_process():
+            atomic_write_json(Path(cfg.OUTPUT_DIR) / "results.json",
+                              {"results": results, "start_iter": start, "max_iter": cfg.SOLVER.MAX_ITER})
+
+
+def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Path):
+    """The protocol YAML, then ``settings``, then ``opts`` (last); dumped to ``out_path``."""
+    from detectron2.config import get_cfg
+
+    from core.io import atomic_write_text
+
+    if len(opts) % 2:
+        raise ValueError(f"--opts takes KEY VALUE pairs; got an odd number of items: {opts}")
     cfg = get_cfg()
-    cfg.merge_from_file(config_path)
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = tuple(train_names), tuple(test_names)
-    cfg.SEED = seed
-    cfg.OUTPUT_DIR = out_dir
-    cfg.freeze()
-    default_setup(cfg, None)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=True)  # continues from OUTPUT_DIR/last_checkpoint if present
-    trainer.train()
-    return Trainer.test(cfg, trainer.model)
+    cfg.merge_from_file(str(base_yaml))
+    flat = [x for k, v in settings.items() for x in (k, v)]
+    cfg.merge_from_list(flat)
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError, ValueError) as e:  # yacs: "Non-existent config key", type mismatch
+        raise ValueError(f"--opts {' '.join(opts)}: {e}") from None
+    atomic_write_text(out_path, cfg.dump())
+    return cfg
 
 
-def run_detectron2(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_dir) -> list[Path]:
+def _device(device: str | None) -> tuple[str, int]:
+    """(MODEL.DEVICE, processes): ``cuda`` uses every visible GPU, ``cuda:N`` and ``cpu`` one process."""
+    import torch
+
+    from core.dist import pick_device
+
+    dev = pick_device(device, local_rank=0)
+    if dev.type != "cuda":
+        return "cpu", 1
+    if device and ":" in device:
+        torch.cuda.set_device(dev)
+        return "cuda", 1
+    return "cuda", torch.cuda.device_count()
+
+
+def run_detectron2(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_dir, *,
+                   device: str | None = None, opts: list[str] | tuple[str, ...] = (), resume: bool = True) -> list[Path]:
     """Convert, configure, train and evaluate with detectron2; one record per seed."""
     require_detectron2()
     import torch
-    from detectron2.engine import launch
+    import yaml
 
     from checkpoints.load import load_backbone
-    from core.records import new_record, write_record
-    from transfer.adapters.detectron2 import PROTOCOLS as D2_PROTOCOLS, write_detectron2_config, write_detectron2_pkl
+    from core.io import atomic_write_json, atomic_write_text
+    from core.records import new_record, record_filename, write_record
+    from transfer.adapters.detectron2 import (PROTOCOLS as D2_PROTOCOLS, protocol_settings, register_roi_heads,
+                                              write_detectron2_config, write_detectron2_pkl)
+    from transfer.adapters.detectron2_compat import patched
+    from transfer.run_options import run_dir
 
     if protocol.name not in D2_PROTOCOLS:
         raise ValueError(f"protocol {protocol.name} has no detectron2 config (known: {', '.join(D2_PROTOCOLS)}); "
-                         "the tiny protocol runs with --engine torchvision")
+                         "the tiny protocols run with --engine torchvision")
+    model_device, num_procs = _device(device)
     backbone, report = load_backbone(checkpoint)
     if backbone.arch != "resnet50":
         raise ValueError(f"the detectron2 configs are for ResNet-50 (MoCo's protocols), not {backbone.arch}")
-    work = Path(work_dir) / f"{report.name}-{(report.sha256 or 'nosha')[:8]}-{protocol.name}-detectron2"
-    weights = write_detectron2_pkl(work / "backbone.pkl", backbone.net.state_dict(), report.record_fields())
-    num_gpus = max(torch.cuda.device_count(), 1)
-    ims = protocol.ims_per_batch
-    train_names, test_names = register_datasets(dataset, data_root)
+    if protocol.ims_per_batch % num_procs:
+        raise ValueError(f"ims_per_batch={protocol.ims_per_batch} is not divisible by {num_procs} GPUs")
+    fields = report.record_fields()
+    tag = run_dir(work_dir, fields, "detectron2", "backbone", 0).name[:-len("-s0")]  # <ckpt>-<sha8>-detectron2-backbone
+    weights = write_detectron2_pkl(Path(work_dir) / f"{tag}.pkl", backbone.net.state_dict(), fields)
+    with patched():
+        register_roi_heads()
+        train_names, test_names = register_datasets(dataset, data_root)
+        classes = dataset_classes(train_names, test_names)
+        settings = protocol_settings(protocol, dataset, len(classes), model_device)
     written = []
     for seed in seeds:
         t0 = time.time()
-        out_dir = work / f"s{seed}"
-        config = write_detectron2_config(protocol.name, weights, out_dir / "config.yaml",
-                                         dataset_root=str(data_root), num_gpus=num_gpus, ims_per_batch=ims,
-                                         max_iter=protocol.max_iter if protocol.max_iter != D2_PROTOCOLS[protocol.name]["max_iter"] else None,
-                                         output_dir=str(out_dir))
-        results = {}
+        # beside our engine's folder for the same run, never the same one
+        out_dir = run_dir(work_dir, fields, f"{protocol.name}-detectron2", dataset, seed)
+        done = out_dir / "record.json"
+        if resume and done.is_file():
+            previous = Path(json.loads(done.read_text())["record"])
+            if previous.is_file():
+                print(f"[detectron2] seed {seed}: already evaluated, record {previous}")
+                written.append(previous)
+                continue
+        done.unlink(missing_ok=True)
+        (out_dir / "results.json").unlink(missing_ok=True)
+        base = write_detectron2_config(protocol.name, weights, out_dir / "protocol.yaml", dataset_root=str(data_root),
+                                       num_gpus=num_procs, ims_per_batch=protocol.ims_per_batch,
+                                       output_dir=str(out_dir))
+        run_settings = {**settings, "DATASETS.TRAIN": train_names, "DATASETS.TEST": test_names,
+                        "SEED": seed, "OUTPUT_DIR": str(out_dir)}
+        with patched():
+            cfg = build_config(base, run_settings, list(opts), out_dir / "config.yaml")
+        job = Job(config=str(out_dir / "config.yaml"), dataset=dataset, data_root=str(data_root), resume=resume)
+        with patched():  # for the parent's imports; each worker patches for itself
+            from detectron2.engine import launch
 
-        def main():
-            register_datasets(dataset, data_root)  # again in each spawned process
-            results.update(_train_and_test(str(config), seed, train_names, test_names, dataset, str(out_dir)) or {})
-
-        launch(main, num_gpus_per_machine=num_gpus if torch.cuda.is_available() else 1)
-        if not results:  # worker processes keep results to themselves; rank 0 ran in-process for 1 GPU
-            raise RuntimeError(f"{out_dir}: detectron2 returned no evaluation results "
-                               "(multi-GPU: see the log in that folder)")
+            launch(worker, num_procs, dist_url="auto" if num_procs > 1 else None, args=(job,))
+        handoff = out_dir / "results.json"
+        if not handoff.is_file():
+            raise RuntimeError(f"{out_dir}: detectron2 finished without results.json (see {out_dir / 'log.txt'})")
+        got = json.loads(handoff.read_text())
+        gpu = torch.cuda.get_device_name(0) if model_device == "cuda" else "cpu"
         rec = new_record(checkpoint=report.record_fields(), task="detection", protocol=protocol.name,
                          dataset={"name": "VOC07+12" if dataset == "voc" else "COCO", "path": str(data_root),
-                                  "test": "VOC2007 test" if dataset == "voc" else "val2017", "splits": {}},
-                         metrics=_metrics(results, dataset),
-                         config={"protocol": protocol.to_dict(), "detectron2_config": str(config),
-                                 "num_gpus": num_gpus, "ims_per_batch": ims,
-                                 "lr_scaling": f"linear: 0.02 x {ims} / 16"},
+                                  "test": "VOC2007 test" if dataset == "voc" else "val2017",
+                                  "splits": {"train": list(train_names), "test": list(test_names)}},
+                         metrics=_metrics(got["results"], dataset),
+                         config={"protocol": protocol.to_dict(), "num_classes": len(classes),
+                                 "detectron2_settings": run_settings, "opts": list(opts),
+                                 "detectron2_config": yaml.safe_load(cfg.dump()),
+                                 "num_processes": num_procs, "lr": cfg.SOLVER.BASE_LR,
+                                 "lr_scaling": f"linear: base_lr {protocol.base_lr} x ims_per_batch "
+                                               f"{protocol.ims_per_batch} / reference_batch {protocol.reference_batch}",
+                                 "resumed_from_iteration": got["start_iter"]},
                          seed=seed, wall_time_s=time.time() - t0,
-                         device=f"{num_gpus}x{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}",
-                         engine="detectron2")
-        written.append(write_record(results_dir, rec))
+                         device=f"{num_procs}x{gpu}" if model_device == "cuda" else "cpu", engine="detectron2")
+        rec["config"]["detectron2_config_file"] = record_filename(rec)[:-len(".json")] + ".detectron2.yaml"
+        atomic_write_text(Path(results_dir) / rec["config"]["detectron2_config_file"], cfg.dump())
+        path = write_record(results_dir, rec)
+        atomic_write_json(done, {"record": str(path.resolve())})
+        written.append(path)
     return written

@@ -22,24 +22,23 @@ def build_datasets(dataset: str, data_root: str | os.PathLike, with_masks: bool)
     if dataset == "voc":
         from core.data.voc import VOC07_TEST, VOC0712_TRAIN, VOCDetection
 
-        train = VOCDetection(root, sets=VOC0712_TRAIN)
-        test = VOCDetection(root, sets=VOC07_TEST)
+        train_set = VOCDetection(root, sets=VOC0712_TRAIN)
+        test_set = VOCDetection(root, sets=VOC07_TEST)
         info = {"name": "VOC07+12", "path": str(root), "test": "VOC2007 test",
-                "splits": {"voc_2007_trainval+voc_2012_trainval": len(train), "voc_2007_test": len(test)}}
-        return train, test, info
+                "splits": {"voc_2007_trainval+voc_2012_trainval": len(train_set), "voc_2007_test": len(test_set)}}
+        return train_set, test_set, info
     from core.data.coco import COCODetection, coco_split_paths
 
     if not (root / "annotations").is_dir() and (root / "coco" / "annotations").is_dir():
         root = root / "coco"
-    train = COCODetection(*coco_split_paths(root, "train2017"), with_masks=with_masks,
-                          remove_images_without_annotations=True)
-    test = COCODetection(*coco_split_paths(root, "val2017"), with_masks=False)
-    if train.cat_ids != test.cat_ids:
+    train_set = COCODetection(*coco_split_paths(root, "train2017"), with_masks=with_masks,
+                              remove_images_without_annotations=True)
+    test_set = COCODetection(*coco_split_paths(root, "val2017"), with_masks=False)
+    if train_set.cat_ids != test_set.cat_ids:
         raise ValueError(f"{root}: train2017 and val2017 have different categories")
     info = {"name": "COCO", "path": str(root), "test": "val2017",
-            "splits": {"train2017": len(train), "val2017": len(test)}}
-    return train, test, info
-
+            "splits": {"train2017": len(train_set), "val2017": len(test_set)}}
+    return train_set, test_set, info
 
 
 def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,

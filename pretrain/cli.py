@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.overrides import apply_overrides
+from core.overrides import apply_overrides, split_overrides
 from pretrain.config import PRESETS, PretrainConfig, resolve_preset
 from pretrain.methods import METHODS
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="mocobench pretrain",
+        prog="mocobench pretrain", allow_abbrev=False,
         description="Pretrain a backbone with MoCo v1/v2, UniMoCo or SMoG (also under torchrun). "
                     "Any config field can be set with --key=value (e.g. --K=4096 --lr=0.06 --epochs=10).",
         epilog=f"presets: tiny (per method), {', '.join(PRESETS)}")
@@ -37,17 +37,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def resolve(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
-    """Split ``--key=value`` config overrides from the named options and build the config."""
-    named, overrides = [], {}
-    p = parser()
-    known = {opt for action in p._actions for opt in action.option_strings}
-    for arg in argv:
-        if arg.startswith("--") and "=" in arg and arg.split("=", 1)[0] not in known:
-            key, value = arg[2:].split("=", 1)
-            overrides[key] = value
-        else:
-            named.append(arg)
-    args = p.parse_args(named)
+    """The named options, and the config: the preset with every other ``--key=value`` (or
+    ``--key value``) applied to its fields."""
+    args, rest = parser().parse_known_args(argv)
+    overrides = split_overrides(rest)
     cfg = resolve_preset(args.preset, args.method)
     if args.arch:
         overrides.setdefault("arch", args.arch)

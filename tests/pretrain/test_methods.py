@@ -52,3 +52,13 @@ def test_presets_and_overrides():
         apply_overrides(v1, {"queue_size": "1"})
     with pytest.raises(ValueError, match="is for --method moco_v1"):
         resolve_preset("moco_v1_200ep", "smog")
+
+
+def test_cli_overrides_use_the_shared_rules():
+    from pretrain.cli import resolve
+
+    base = ["--method", "unimoco", "--data", "d", "--out", "o", "--preset", "tiny"]
+    _, cfg = resolve(base + ["--K", "4096", "--t=0.3", "--shuffle-bn-groups=2", "--label_fraction=0.5"])
+    assert (cfg.K, cfg.T, cfg.shuffle_bn_groups, cfg.label_fraction) == (4096, 0.3, 2, 0.5)
+    with pytest.raises(ValueError, match="unknown option --lab "):  # no argparse abbreviation
+        resolve(base + ["--lab=0.5"])

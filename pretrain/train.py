@@ -42,13 +42,30 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 4099 + rank
 
 
+# Transformer parameters that AdamW does not decay (with every 1-d tensor: norms and biases), by the last
+# part of their name: timm's ``no_weight_decay()`` names for ViTs (position embedding, class, register and
+# distillation tokens) and Swin (absolute position embedding, relative position bias tables).
+NO_DECAY_NAMES = frozenset({"pos_embed", "cls_token", "reg_token", "dist_token", "absolute_pos_embed",
+                            "relative_position_bias_table"})
+
+
+def decays(name: str, p: torch.Tensor) -> bool:
+    return p.ndim > 1 and name.rsplit(".", 1)[-1] not in NO_DECAY_NAMES
+
+
 def build_optimizer(cfg: PretrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "lars":
         return LARS(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd or lars")
+    if cfg.optimizer == "adamw":
+        # betas (0.9, 0.999) as MoCo v3, DINO and MoBY; ``momentum`` is not used by AdamW.
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        return torch.optim.AdamW([
+            {"params": [p for n, p in named if decays(n, p)], "weight_decay": cfg.weight_decay},
+            {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}], lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd, lars or adamw")
 
 
 def rng_state() -> dict:

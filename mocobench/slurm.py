@@ -113,7 +113,8 @@ class StageJob:
         job = submitit.JobEnvironment()
         cmd = self.launcher.command(argv, distributed, node_rank=job.node, master_addr=job.hostnames[0])
         path = Path(log) if job.node == 0 else Path(log).with_suffix(f".node{job.node}.log")
-        return run_logged(cmd, path, env, started=self._started)
+        # the job's own variables win (SLURM_*, the GPUs SLURM gave it in CUDA_VISIBLE_DEVICES)
+        return run_logged(cmd, path, {**env, **os.environ}, started=self._started)
 
     def _started(self, proc: subprocess.Popen) -> None:
         self.pid = proc.pid

@@ -199,7 +199,8 @@ class SlurmRunner:
                 gone_since = None
             time.sleep(self.poll_s)
         try:
-            rc = int(job.result())
+            codes = [int(r) for r in job.results()]   # one per node (task)
+            rc = next((c for c in codes if c), 0)
             return rc, f"exited with code {rc}"
         except Exception as e:  # noqa: BLE001 - submitit raises its own failure types
             last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]

@@ -140,6 +140,9 @@ def test_mmseg_cityscapes_fcn_end_to_end(mmseg_ready, synth_tiny, moco_r18, tmp_
     code, out, _ = _eval(argv, capsys)
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["skipped"] is True
     assert len(load_records(results)[0]) == 1 and len(_logs(work_root)) == 1
+    # and starting it over would write a second record for the seed: refused, naming the record
+    code, _, err = _eval([*argv, "--resume", "no"], capsys)
+    assert code == 2 and "finished run" in err and str(results) in err
     # --resume PATH means that checkpoint: after a crash before the record (marker and record gone),
     # resuming from iteration 1 trains iteration 2 only and writes one record
     (results / rec["config"]["mmseg_config"]).unlink()

@@ -1,0 +1,437 @@
+"""One device check: pretraining, input pipelines, probes, detection and segmentation throughput.
+
+    python benchmarks/device_check.py                        # the GPU check, <= 8 min on one H200
+    python benchmarks/device_check.py --device cpu --smoke   # tiny sizes, ~1 min on CPU (a test runs it)
+
+It makes its own ImageNet-layout folder of generated JPEGs (224-400 px a side), then measures:
+(1) the pretraining model step (random views, forward + backward + optimizer step) of MoCo v2,
+UniMoCo and SMoG at their paper presets: fp32 eager, bf16 + channels_last, + torch.compile;
+(2) the input pipelines alone (PIL in DataLoader workers; decode_jpeg + tensor-op augmentations on
+the device) and ``pretrain.train.train`` end to end from the JPEG folder with each;
+(3) the official MoCo v2 recipe (``official_recipe.py``, written from the papers: fp32, eager, PIL
+with PIL's blur in DataLoader workers), model step and end to end, for the ratio;
+(4) feature extraction img/s as the linear/kNN probes run it; (5) R50-C4 detection and FCN
+segmentation training iterations/s at the protocols' sizes; peak GPU memory of every row.
+Prints a table and writes JSON (``--out``) after every row, so a run cut short keeps its rows.
+Compile rows run last and are skipped, with the reason, once ``--budget-s`` is close.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+os.environ.setdefault("MOCOBENCH_PROGRESS", "0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    arch: str
+    img_size: int
+    batch: int
+    K: int
+    model_warmup: int
+    model_steps: int
+    e2e_warmup: int  # end-to-end: at least one round of DataLoader workers before timing
+    e2e_steps: int
+    jpeg_px: tuple[int, int]
+    workers: int  # PIL path: DataLoader workers; the device path reads bytes with a quarter of them
+    det_arch: str
+    det_protocol: str
+    det_size: int  # short side (MoCo's VOC protocol trains at 480-800; we time the largest)
+    det_batch: int  # images per GPU: the protocol's 16 over 8 GPUs
+    seg_arch: str
+    seg_crop: tuple[int, int]  # Cityscapes moco-fcn: 769 x 769 crops, 16 over 8 GPUs
+    seg_batch: int
+    smog: dict  # SMoG fields that the sizes change (groups, bank, local crops)
+
+
+CORES = os.cpu_count() or 1
+FULL = Sizes("resnet50", 224, 256, 65536, 3, 10, 16, 32, (224, 400), min(16, CORES), "resnet50", "moco-voc-c4-24k",
+             800, 2, "resnet50", (769, 769), 2, {})
+# NOTE: 32 px, not less: below it timm's test_resnet reaches layer4 with a 1x1 map, where CPU bf16
+# autocast gives NaN weight gradients at random (docs/performance.md)
+SMOKE = Sizes("timm:test_resnet", 32, 4, 16, 1, 1, 1, 1, (40, 64), 1, "resnet18", "tiny", 96, 1, "resnet18", (64, 64), 1,
+              {"n_groups": 8, "bank_size": 32, "hidden_dim": 32, "local_size": 32, "local_crops": 1})
+VARIANTS = {"fp32 eager": dict(precision="fp32", channels_last=False, compile=False),
+            "bf16+channels_last": dict(precision="bf16", channels_last=True, compile=False),
+            "bf16+channels_last+compile": dict(precision="bf16", channels_last=True, compile=True)}
+METHOD_NAMES = ("moco_v2", "unimoco", "smog")
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if device.type == "cuda" else None
+
+
+def timed(fn, warmup: int, iters: int, device: torch.device, images_per_iter: int) -> dict:
+    """img/s and it/s of ``iters`` calls of ``fn`` after ``warmup`` calls; peak memory of all."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sync(device)
+    dt = time.perf_counter() - t
+    return {"img_s": images_per_iter * iters / dt, "it_s": iters / dt}
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def _write_jpegs(job) -> None:
+    import numpy as np
+    from PIL import Image
+
+    root, lo, hi, seed, indices = job
+    rng = np.random.default_rng(seed)
+    for i in indices:
+        h, w = (int(v) for v in rng.integers(lo, hi + 1, 2))
+        field = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BILINEAR)
+        img = np.asarray(field, dtype=np.int16) + rng.integers(-20, 21, (h, w, 3))
+        folder = Path(root) / "train" / f"n{i % 8:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"img_{i:06d}.JPEG", quality=90)
+
+
+def make_jpeg_folder(root: Path, n: int, px: tuple[int, int], procs: int) -> Path:
+    """``root/train/<8 classes>/*.JPEG``: n smooth colour fields with noise, sides in ``px``."""
+    import multiprocessing
+
+    jobs = [(str(root), px[0], px[1], k, range(k, n, procs)) for k in range(procs)]
+    if procs > 1:
+        with multiprocessing.get_context("fork").Pool(procs) as pool:  # no CUDA or threads started yet
+            pool.map(_write_jpegs, jobs)
+    else:
+        _write_jpegs(jobs[0])
+    return root
+
+
+# -- the official recipe (benchmarks/official_recipe.py) -----------------------------------
+
+def official_rows(data: Path, sz: Sizes, device: torch.device):
+    from official_recipe import OfficialMoCoV2, official_loader
+
+    torch.manual_seed(0)
+    model = OfficialMoCoV2(sz.arch, K=sz.K).to(device)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9,
+                          weight_decay=1e-4)
+
+    def step(views):
+        loss = model(views[0], views[1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    fixed = [torch.randn(sz.batch, 3, sz.img_size, sz.img_size, device=device) for _ in range(2)]
+    reset_peak(device)
+    yield "model step", "moco_v2", "official fp32 eager", "random views", \
+        lambda: {**timed(lambda: step(fixed), sz.model_warmup, sz.model_steps, device, sz.batch), "peak_mem_gib": peak_gib(device)}
+    batches = iter(official_loader(data / "train", sz.img_size, sz.batch, sz.workers, device))
+
+    def loaded_step():
+        views, _ = next(batches)
+        step([v.to(device, non_blocking=True) for v in views])
+
+    yield "end to end", "moco_v2", "official fp32 eager", f"PIL, {sz.workers} workers", \
+        lambda: {**timed(loaded_step, sz.e2e_warmup, sz.e2e_steps, device, sz.batch), "peak_mem_gib": peak_gib(device)}
+
+
+# -- ours -------------------------------------------------------------------------------------
+
+def config(method: str, sz: Sizes, device: torch.device, **kw):
+    from pretrain.config import resolve_preset
+
+    cfg = resolve_preset(None, method)  # the paper preset: what a GPU run of this method uses
+    smog = sz.smog if method == "smog" else {}
+    # the preset's lr is for its batch (SMoG: 4096); scaled linearly to ours, as the papers do
+    return dataclasses.replace(cfg, arch=sz.arch, img_size=sz.img_size, batch_size=sz.batch, K=sz.K,
+                               lr=cfg.lr * sz.batch / cfg.batch_size, device=str(device), **smog, **kw)
+
+
+def model_step(cfg, sz: Sizes, device: torch.device) -> dict:
+    from pretrain import fast_paths, gpu_augment
+    from pretrain.methods import METHODS
+    from pretrain.train import build_optimizer
+
+    method = METHODS[cfg.method]
+    torch.manual_seed(0)
+    model = method.build(cfg).to(device)
+    fmt = fast_paths.memory_format(cfg)
+    model.to(memory_format=fmt)
+    if cfg.compile:
+        fast_paths.compile_in_place(model)
+    opt = build_optimizer(cfg, model)
+    views = [torch.randn(sz.batch, 3, s.size, s.size, device=device).contiguous(memory_format=fmt)
+             for s in gpu_augment.view_specs(cfg)]
+    labels = torch.full((sz.batch,), -1, device=device)
+
+    def step():
+        with fast_paths.autocast(cfg, device):
+            loss = method.train_step(model, views, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    reset_peak(device)
+    return {**timed(step, sz.model_warmup + 2 * cfg.compile, sz.model_steps, device, sz.batch),
+            "peak_mem_gib": peak_gib(device)}
+
+
+def input_only(cfg, data: Path, sz: Sizes, device: torch.device) -> dict:
+    """Batches/s of the input pipeline alone (views on ``device``), over the timed steps."""
+    from core.data.imagefolder import ImageFolder
+    from pretrain import augment, gpu_augment
+    from pretrain import data as pdata
+
+    folder = ImageFolder(pdata.train_root(data))
+    views = gpu_augment.device_views(cfg, device)
+    ds = (gpu_augment.RawImages(folder, [-1] * len(folder)) if views
+          else pdata.SeededViews(folder, augment.build(cfg), [-1] * len(folder), cfg.seed))
+    loader = iter(torch.utils.data.DataLoader(ds, batch_size=sz.batch, shuffle=True, num_workers=cfg.workers,
+                                              collate_fn=gpu_augment.collate_raw if views else pdata.collate_fill,
+                                              pin_memory=device.type == "cuda", drop_last=True))
+
+    def step():
+        batch = next(loader)
+        out = views(batch, seed=0)[0] if views else [v.to(device, non_blocking=True) for v in batch[0]]
+        return out
+
+    return timed(step, sz.e2e_warmup, sz.e2e_steps, device, sz.batch)
+
+
+def end_to_end(cfg, data: Path, work: Path, device: torch.device) -> dict:
+    """``pretrain.train.train`` for warmup + steps batches; img/s between the log lines that close
+    the warm-up and the last step (each log line follows a sync on the loss)."""
+    from pretrain.train import train
+
+    run = Path(tempfile.mkdtemp(dir=work))
+    reset_peak(device)
+    train(cfg, data, run)
+    steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if "loss" in s]
+    first = next(s for s in steps if s["step"] >= cfg.log_every)
+    last = steps[-1]
+    return {"img_s": (last["step"] - first["step"]) * cfg.batch_size / max(last["time"] - first["time"], 1e-3),
+            "it_s": (last["step"] - first["step"]) / max(last["time"] - first["time"], 1e-3),
+            "peak_mem_gib": peak_gib(device)}
+
+
+def feature_rows(data: Path, sz: Sizes, device: torch.device):
+    from checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+    from core.data.imagefolder import ImageFolder
+    from core.dist import autocast
+    from transfer.classification.data import eval_transform, make_loader, prepare_model
+    from transfer.classification.features import extract_features
+
+    model = prepare_model(build_backbone(sz.arch, seed=0), device).eval()
+    x = torch.randn(sz.batch, 3, sz.img_size, sz.img_size, device=device)
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+    @torch.no_grad()
+    def forward():
+        with autocast(device):
+            model(x.contiguous(memory_format=fmt))
+
+    reset_peak(device)
+    yield "features", sz.arch, "as the probes (bf16+NHWC on GPU)", "random images", \
+        lambda: {**timed(forward, sz.model_warmup, sz.model_steps, device, sz.batch), "peak_mem_gib": peak_gib(device)}
+    ds = ImageFolder(data / "train", eval_transform(sz.img_size, round(sz.img_size * 256 / 224), IMAGENET_MEAN, IMAGENET_STD))
+
+    def from_folder():
+        t = time.perf_counter()
+        feats, _, _ = extract_features(model, make_loader(ds, sz.batch, workers=sz.workers, device=device), device)
+        sync(device)
+        rate = len(feats) / (time.perf_counter() - t)
+        return {"img_s": rate, "it_s": rate / sz.batch, "peak_mem_gib": peak_gib(device)}
+
+    yield "features", sz.arch, "as the probes (bf16+NHWC on GPU)", f"JPEG folder, {sz.workers} workers", from_folder
+
+
+def detection_row(sz: Sizes, device: torch.device) -> dict:
+    from checkpoints.backbones import build_backbone
+    from transfer.detection.models import build_detector
+    from transfer.detection.protocols import PROTOCOLS
+
+    p = PROTOCOLS[sz.det_protocol]
+    torch.manual_seed(0)
+    model = build_detector(build_backbone(sz.det_arch, seed=0), 20, p).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    h, w = sz.det_size, sz.det_size * 4 // 3  # VOC images are about 4:3
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, h, w, generator=g).to(device) for _ in range(sz.det_batch)]
+    boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.8], [0.2, 0.5, 0.35, 0.9]]) * torch.tensor([w, h, w, h])
+    targets = [{"boxes": boxes.to(device), "labels": torch.tensor([1, 2, 3], device=device)} for _ in images]
+    use_bf16 = p.bf16 and device.type == "cuda"  # as transfer/detection/train.py
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = sum(model(images, targets).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    reset_peak(device)
+    return {**timed(step, sz.model_warmup, sz.model_steps, device, sz.det_batch), "peak_mem_gib": peak_gib(device)}
+
+
+def segmentation_row(sz: Sizes, device: torch.device) -> dict:
+    from core.dist import autocast
+    from transfer.segmentation.model import build_model
+
+    model, _ = build_model(f"random:{sz.seg_arch}", "fcn", 19)
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(sz.seg_batch, 3, *sz.seg_crop, device=device)
+    y = torch.randint(0, 19, (sz.seg_batch, *sz.seg_crop), device=device)
+
+    def step():
+        with autocast(device):  # as transfer/segmentation/train.py
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, ignore_index=255)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    reset_peak(device)
+    return {**timed(step, sz.model_warmup, sz.model_steps, device, sz.seg_batch), "peak_mem_gib": peak_gib(device)}
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def goals(rows: list[dict], smoke: bool) -> dict:
+    """The issue's goal figures, read from the rows (meaningful for the full run on one H200)."""
+    def get(section, method, variant, pipeline=None):
+        found = [r for r in rows if (r["section"], r["method"], r["variant"]) == (section, method, variant)
+                 and (pipeline is None or r["pipeline"].startswith(pipeline)) and r.get("img_s")]
+        return found[0]["img_s"] if found else None
+
+    step = max(filter(None, [get("model step", "moco_v2", v) for v in list(VARIANTS)[1:]]), default=None)
+    inp = get("input only", "moco_v2", "device pipeline")
+    ours = get("end to end", "moco_v2", "bf16+channels_last", "device")
+    official = get("end to end", "moco_v2", "official fp32 eager")
+    ratio = ours / official if ours and official else None
+    return {"applies": not smoke, "moco_v2_bf16_model_step_img_s": step, "model_step_goal_2000": bool(step and step >= 2000),
+            "device_input_img_s": inp, "input_at_least_model_step": bool(inp and step and inp >= step),
+            "end_to_end_vs_official": ratio, "ratio_goal_1_5": bool(ratio and ratio >= 1.5)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default=None, help="cuda (default when present) or cpu")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (ResNet-18 at 32 px): checks that every row runs")
+    ap.add_argument("--out", default="outputs/device_check/device_check.json")
+    ap.add_argument("--budget-s", type=float, default=480, help="skip compile rows that would start later than this minus 120 s")
+    ap.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
+                    help="compile rows: auto = not with --smoke (inductor on CPU takes minutes), else yes")
+    ap.add_argument("--data", default=None, help="a JPEG folder made by an earlier run (else one is generated)")
+    args = ap.parse_args(argv)
+
+    from core.dist import pick_device
+    from core.io import atomic_write_json
+
+    try:
+        device = pick_device(args.device)
+    except RuntimeError as e:
+        ap.error(str(e))
+    sz = SMOKE if args.smoke else FULL
+    do_compile = args.compile == "yes" or (args.compile == "auto" and not args.smoke)
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="device_check_"))
+    n_images = sz.batch * (sz.e2e_warmup + sz.e2e_steps)
+    data = Path(args.data) if args.data else make_jpeg_folder(work / "jpegs", n_images, sz.jpeg_px,
+                                                                      1 if args.smoke else min(CORES, 16))
+    meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
+            "torch": torch.__version__, "cpu_cores": CORES, "smoke": args.smoke, "sizes": dataclasses.asdict(sz),
+            "images": n_images, "data": str(data), "data_s": round(time.perf_counter() - t0, 1),
+            "tf32_conv": torch.backends.cudnn.allow_tf32, "tf32_matmul": torch.backends.cuda.matmul.allow_tf32}
+    rows: list[dict] = []
+    print(f"{'section':<12} {'method/model':<16} {'variant':<28} {'pipeline':<34} {'img/s':>9} {'it/s':>8} "
+          f"{'peak GiB':>8} {'s':>6}", flush=True)
+
+    def record(section, method, variant, pipeline, run):
+        t = time.perf_counter()
+        try:
+            res = run() if callable(run) else run
+        except Exception as e:  # noqa: BLE001 - one failing row must not lose the others; it is reported
+            res = {"error": f"{type(e).__name__}: {e}"}
+        row = {"section": section, "method": method, "variant": variant, "pipeline": pipeline, **res,
+               "seconds": round(time.perf_counter() - t, 1)}
+        rows.append(row)
+        val = lambda k, f: format(row[k], f) if isinstance(row.get(k), float) else str(row.get(k, "-"))  # noqa: E731
+        print(f"{section:<12} {method:<16} {variant[:28]:<28} {pipeline:<34} {val('img_s', '9.1f'):>9} "
+              f"{val('it_s', '8.2f'):>8} {val('peak_mem_gib', '8.2f'):>8} {row['seconds']:>6}"
+              + (f"  {row.get('error') or row.get('skipped')}" if "error" in row or "skipped" in row else ""), flush=True)
+        atomic_write_json(args.out, {"meta": {**meta, "elapsed_s": round(time.perf_counter() - t0, 1)},
+                                     "rows": rows, "goals": goals(rows, args.smoke)})
+
+    # --smoke runs each code path once: UniMoCo's and SMoG's fp32 and PIL rows repeat MoCo v2's
+    dup = {"skipped": "--smoke: the same code path as moco_v2's row"}
+    for method in METHOD_NAMES:
+        for v in list(VARIANTS)[:2]:
+            record("model step", method, v, "random views", dup if args.smoke and method != "moco_v2" and v == "fp32 eager"
+                   else lambda: model_step(config(method, sz, device, **VARIANTS[v]), sz, device))
+    fast = VARIANTS["bf16+channels_last"]
+    e2e = dict(epochs=1, max_steps_per_epoch=sz.e2e_warmup + sz.e2e_steps, log_every=sz.e2e_warmup, ckpt_every=10 ** 9, **fast)
+    pipes = {"pil": (f"PIL, {sz.workers} workers", sz.workers), "device": ("device (decode_jpeg + tensor ops)", max(1, sz.workers // 4))}
+    for pipe, (label, workers) in pipes.items():
+        cfg = config("moco_v2", sz, device, input_pipeline=pipe, workers=workers)
+        record("input only", "moco_v2", f"{pipe} pipeline", label, lambda: input_only(cfg, data, sz, device))
+    for method in METHOD_NAMES:
+        for pipe, (label, workers) in pipes.items():
+            cfg = config(method, sz, device, input_pipeline=pipe, workers=workers, **e2e)
+            record("end to end", method, "bf16+channels_last", label, dup if args.smoke and method != "moco_v2" and pipe == "pil"
+                   else lambda: end_to_end(cfg, data, work, device))
+    for name, rows_of in (("official", official_rows), ("features", feature_rows)):
+        try:
+            for section, method, variant, pipeline, run in rows_of(data, sz, device):
+                record(section, method, variant, pipeline, run)
+        except Exception as e:  # noqa: BLE001 - reported as a row, as in record()
+            record(name, "-", "-", "-", {"error": f"{type(e).__name__}: {e}"})
+    record("detection", f"{sz.det_arch}-C4", f"{sz.det_protocol}, bf16 on GPU", f"{sz.det_batch} x {sz.det_size} px",
+           lambda: detection_row(sz, device))
+    record("segmentation", f"{sz.seg_arch}-FCN", "moco-fcn, bf16 on GPU", f"{sz.seg_batch} x {sz.seg_crop[0]} px",
+           lambda: segmentation_row(sz, device))
+    for method in METHOD_NAMES:
+        v = "bf16+channels_last+compile"
+        if not do_compile:
+            reason = "--compile=no" if args.compile == "no" else "--smoke (tests/pretrain/test_fast_paths.py compiles on CPU)"
+            record("model step", method, v, "random views", {"skipped": reason})
+        elif time.perf_counter() - t0 > args.budget_s - 120:
+            record("model step", method, v, "random views", {"skipped": f"time budget ({args.budget_s:.0f} s)"})
+        else:
+            record("model step", method, v, "random views", lambda: model_step(config(method, sz, device, **VARIANTS[v]), sz, device))
+    g = goals(rows, args.smoke)
+    print(json.dumps(g, indent=1))
+    print(f"{len(rows)} rows, {time.perf_counter() - t0:.0f} s; JSON: {args.out}")
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)  # the generated JPEGs and the runs (--data stays)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(main())

@@ -327,7 +327,8 @@ def describe(cfg: dict, world: int) -> dict[str, Any]:
     model = cfg["model"]
     test = model.get("test_cfg") or {}
     out = {
-        "head": {"FCNHead": "fcn"}.get(model["decode_head"]["type"], model["decode_head"]["type"]), "crop": list(crop.get("crop_size", ())),
+        "head": {"FCNHead": "fcn"}.get(model["decode_head"]["type"], model["decode_head"]["type"]),
+        "crop": list(crop.get("crop_size", ())),
         "batch_size": train["batch_size"] * world, "iters": cfg["train_cfg"]["max_iters"],
         "lr": opt["lr"], "momentum": opt.get("momentum"), "weight_decay": opt.get("weight_decay"),
         "schedule": {"PolyLR": "poly", "MultiStepLR": "step"}.get(sched.get("type"), sched.get("type")),

@@ -284,7 +284,9 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
 
             torch.cuda.set_device(dev)
         options = parse_cfg_options(list(cfg_options))
-        key = {"checkpoint": {k: v for k, v in report.record_fields().items() if k != "path"}, "dataset": dataset, "data": str(Path(data_root).resolve()),
+        # what makes this run this run (the checkpoint by content, not by where it lies)
+        key = {"checkpoint": {k: v for k, v in report.record_fields().items() if k != "path"},
+               "dataset": dataset, "data": str(Path(data_root).resolve()),
                "protocol": protocol.to_dict(), "cfg_options": options, "seed": seed, "world": info.world}
         digest = _digest(key)
         finished = _finished_run(work, key, digest, resume)

@@ -190,8 +190,8 @@ def test_mmseg_under_torchrun_rank0_alone_writes(mmseg_ready, synth_tiny, moco_r
 
     ckpt, _ = moco_r18
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "transfer", "eval",
-           "segmentation", *_argv(ckpt, "cityscapes", synth_tiny, "mmseg-fcn-40k", tmp_path, 0, "--crop=32,64",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "transfer", "eval", "segmentation", *_argv(ckpt, "cityscapes", synth_tiny, "mmseg-fcn-40k", tmp_path, 0, "--crop=32,64",
                                   "--sync-bn=false")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MOCOBENCH_PROGRESS": "0"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)

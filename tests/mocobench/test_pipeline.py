@@ -160,7 +160,7 @@ def test_stale_outputs_are_moved_aside_before_the_stage_runs(tmp_path, monkeypat
     (results / "old.json").write_text(json.dumps(old))
     monkeypatch.setattr(Launcher, "run", fake_run)
     monkeypatch.setattr(P, "leaderboard", lambda out, mode: 0)
-    assert P.main(["--quick", "--out", str(tmp_path), "--only", "knn-dino-knn random"]) == 0
+    assert P.main(["--quick", "--out", str(tmp_path), "--only", "knn-dino-knn random", "--no-preload"]) == 0
     assert ran == ["eval knn-dino-knn random-timm-test_resnet"]
     moved = list((tmp_path / "superseded").rglob("old.json"))
     assert len(moved) == 1 and "moved aside" in capsys.readouterr().out
@@ -218,7 +218,7 @@ def test_failed_stages_are_reported_not_fatal(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(Launcher, "run", fake_run)
     monkeypatch.setattr(P, "leaderboard", lambda out, mode: 0)
-    rc = P.main(["--quick", "--out", str(tmp_path), "--checkpoint", "/x.pth", "--no-random"])
+    rc = P.main(["--quick", "--out", str(tmp_path), "--checkpoint", "/x.pth", "--no-random", "--no-preload"])
     out = capsys.readouterr().out
     assert rc == 1
     assert "FAIL     eval knn-dino-knn x" in out and "RuntimeError: boom" in out

@@ -1,0 +1,90 @@
+"""``benchmarks/device_check.py``: the CPU smoke run passes and writes every row, so the GPU check
+cannot rot between GPU loans; its goal verdicts follow the issue's figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SCRIPT = ROOT / "benchmarks" / "device_check.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import device_check as dc  # noqa: E402
+
+SECTIONS = {"model step", "input only", "end to end", "features", "detection", "segmentation"}
+
+
+def test_cpu_smoke_run_measures_every_row(tmp_path):
+    out = tmp_path / "device_check.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MOCOBENCH_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - t
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    doc = json.loads(out.read_text())
+    rows, sz = doc["rows"], dc.SMOKE
+    assert {r["section"] for r in rows} == SECTIONS
+    assert not [r for r in rows if "error" in r]
+    # every method and variant has its model-step row; compile rows say why they did not run
+    for method in dc.METHOD_NAMES:
+        got = {r["variant"]: r for r in rows if (r["section"], r["method"]) == ("model step", method)}
+        assert set(got) == set(dc.VARIANTS) | ({"official fp32 eager"} if method == "moco_v2" else set())
+        assert "--smoke" in got["bf16+channels_last+compile"]["skipped"]
+        assert "img_s" in got["bf16+channels_last"]
+        e2e = [r for r in rows if (r["section"], r["method"]) == ("end to end", method) and "img_s" in r]
+        assert any(r["pipeline"].startswith("device") for r in e2e)
+    assert [r["variant"] for r in rows if r["section"] == "end to end" and r["method"] == "moco_v2"] == \
+        ["bf16+channels_last", "bf16+channels_last", "official fp32 eager"]
+    # each measured figure is a positive rate, img/s = it/s x images per iteration; no GPU memory on CPU
+    per_iter = {"detection": sz.det_batch, "segmentation": sz.seg_batch}
+    for r in rows:
+        if "skipped" in r:
+            continue
+        assert r["img_s"] > 0 and r["it_s"] > 0
+        assert r["img_s"] == pytest.approx(r["it_s"] * per_iter.get(r["section"], sz.batch), rel=1e-6)
+        assert r.get("peak_mem_gib") is None
+    assert doc["meta"]["smoke"] and doc["meta"]["images"] == sz.batch * (sz.e2e_warmup + sz.e2e_steps)
+    assert doc["goals"]["applies"] is False
+    assert f"{len(rows)} rows" in proc.stdout and "segmentation" in proc.stdout
+    print(f"device_check --device cpu --smoke: {seconds:.1f} s")
+
+
+def row(section, method, variant, pipeline, img_s):
+    return {"section": section, "method": method, "variant": variant, "pipeline": pipeline, "img_s": img_s}
+
+
+def test_goal_verdicts_follow_the_issues_figures():
+    rows = [row("model step", "moco_v2", "fp32 eager", "random views", 900.0),
+            row("model step", "moco_v2", "bf16+channels_last", "random views", 1900.0),
+            row("model step", "moco_v2", "bf16+channels_last+compile", "random views", 2400.0),
+            row("input only", "moco_v2", "device pipeline", "device (decode_jpeg + tensor ops)", 3000.0),
+            row("end to end", "moco_v2", "bf16+channels_last", "PIL, 16 workers", 1200.0),
+            row("end to end", "moco_v2", "bf16+channels_last", "device (decode_jpeg + tensor ops)", 1800.0),
+            row("end to end", "moco_v2", "official fp32 eager", "PIL, 16 workers", 1000.0)]
+    g = dc.goals(rows, smoke=False)
+    assert g["moco_v2_bf16_model_step_img_s"] == 2400.0  # the best bf16 row, fp32 does not count
+    assert g["model_step_goal_2000"] and g["input_at_least_model_step"] and g["ratio_goal_1_5"]
+    assert g["end_to_end_vs_official"] == pytest.approx(1.8)  # the device path's row, not the PIL one
+    rows[-1]["img_s"] = 1250.0
+    rows[3]["img_s"] = 2000.0
+    g = dc.goals(rows, smoke=False)
+    assert not g["ratio_goal_1_5"] and not g["input_at_least_model_step"]
+    assert dc.goals([], smoke=True) == {**{k: None for k in ("moco_v2_bf16_model_step_img_s", "device_input_img_s",
+                                                             "end_to_end_vs_official")},
+                                        "applies": False, "model_step_goal_2000": False,
+                                        "input_at_least_model_step": False, "ratio_goal_1_5": False}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
+def test_cuda_without_a_gpu_is_refused_clearly(capsys):
+    with pytest.raises(SystemExit) as e:
+        dc.main(["--device", "cuda", "--out", os.devnull])
+    assert e.value.code == 2 and "CUDA is not available" in capsys.readouterr().err

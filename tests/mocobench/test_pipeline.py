@@ -281,7 +281,7 @@ def test_second_node_runs_only_torchrun_stages_and_writes_no_state(tmp_path, mon
     ran = []
     monkeypatch.setattr(Launcher, "run", lambda self, stage, env: ran.append((stage.name, stage.log.name)) or 0)
     monkeypatch.setattr(P, "leaderboard", lambda out, mode: ran.append(("leaderboard", "")) or 0)
-    argv = ["--quick", "--out", str(tmp_path), "--nproc", "1", "--nnodes", "2", "--master-addr", "node0"]
+    argv = ["--quick", "--out", str(tmp_path), "--nproc", "1", "--nnodes", "2", "--master-addr", "node0", "--no-preload"]
     assert P.main([*argv, "--node-rank", "1"]) == 0
     assert ran == [("pretrain moco_v2", "pretrain-moco_v2.node1.log")]
     assert not (tmp_path / "state").exists() and "node 0   eval knn-dino-knn moco_v2" in capsys.readouterr().out

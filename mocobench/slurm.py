@@ -132,7 +132,8 @@ class StageJob:
             while _alive(self.pid) and time.time() < deadline:
                 time.sleep(0.2)
         with open(log, "a", encoding="utf-8") as f:
-            f.write("\nSLURM: preempted or at the time limit; checkpoint saved, job requeued\n")
+            f.write("\nSLURM: preempted or at the time limit; the command stopped (pretraining saves its step "
+                    "first), job requeued\n")
         return submitit.helpers.DelayedSubmission(StageJob(self.launcher), argv, distributed, log, env)
 
 

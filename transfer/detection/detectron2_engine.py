@@ -36,7 +36,9 @@ INSTALL_HINT = (
     "detectron2 is not installed (import detectron2 failed). Install it into this environment with\n"
     "  ./run_all.sh engines        (or: bash tools/engines/detectron2.sh PYTHON)\n"
     "which installs detectron2 v0.6's Python package (no compiled ops, none are needed for these "
-    "protocols), or use the default --engine torchvision, which runs the same protocols without it."
+    "protocols); or build it from source with a C++/CUDA toolchain: "
+    "pip install 'git+https://github.com/facebookresearch/detectron2.git'; "
+    "or use the default --engine torchvision, which runs the same protocols without it."
 )
 
 

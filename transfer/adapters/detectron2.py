@@ -244,47 +244,39 @@ def _rename(key: str, to_d2: bool) -> str:
                    f"{', '.join(p[0 if to_d2 else 1] for p in C4_PREFIXES)})")
 
 
+def _convert_c4(state: dict, n_sizes: int, n_ratios: int, to_d2: bool) -> dict[str, torch.Tensor]:
+    order = torch.tensor(_anchor_order(n_sizes, n_ratios))  # ours -> detectron2's index
+    perm = torch.argsort(order) if to_d2 else order
+    out = {}
+    for k, v in state.items():
+        v = torch.as_tensor(v)
+        name = _rename(k, to_d2)
+        ours = k if to_d2 else name
+        if ours.startswith("rpn.head.cls_logits."):
+            v = v[perm]
+        elif ours.startswith("rpn.head.bbox_pred."):
+            v = v.reshape(len(order), 4, *v.shape[1:])[perm].reshape(v.shape)
+        elif ours.startswith("roi_heads.box_predictor.cls_score."):
+            v = v.roll(-1 if to_d2 else 1, dims=0)  # background: our first row <-> detectron2's last
+        elif ours.startswith("roi_heads.box_predictor.bbox_pred."):
+            v = v[4:] if to_d2 else torch.cat([torch.zeros_like(v[:4]), v])  # our background box
+        out[name] = v.clone()
+    return out
+
+
 def c4_detector_to_detectron2(state: dict[str, torch.Tensor], n_sizes: int, n_ratios: int) -> dict[str, torch.Tensor]:
     """Our R50-C4 Faster R-CNN state dict -> detectron2's (``n_sizes`` x ``n_ratios`` anchors).
 
     Classes: ours has background at row 0 of ``cls_score`` and a (unused) background box at rows
     0..3 of ``bbox_pred``; detectron2 has background last in ``cls_score`` and K class boxes.
     """
-    order = torch.tensor(_anchor_order(n_sizes, n_ratios))
-    inverse = torch.argsort(order)  # detectron2 index -> ours
-    out = {}
-    for k, v in state.items():
-        name = _rename(k, to_d2=True)
-        if k.startswith("rpn.head.cls_logits."):
-            v = v[inverse]
-        elif k.startswith("rpn.head.bbox_pred."):
-            v = v.reshape(len(order), 4, *v.shape[1:])[inverse].reshape(v.shape)
-        elif k.startswith("roi_heads.box_predictor.cls_score."):
-            v = torch.cat([v[1:], v[:1]])  # background 0 -> last
-        elif k.startswith("roi_heads.box_predictor.bbox_pred."):
-            v = v[4:]  # drop the background box
-        out[name] = v.clone()
-    return out
+    return _convert_c4(state, n_sizes, n_ratios, to_d2=True)
 
 
 def c4_detector_from_detectron2(state: dict, n_sizes: int, n_ratios: int) -> dict[str, torch.Tensor]:
     """detectron2's R50-C4 Faster R-CNN state dict (tensors or arrays) -> ours; inverse of
     :func:`c4_detector_to_detectron2` (the background box rows, unused by both, become zeros)."""
-    order = torch.tensor(_anchor_order(n_sizes, n_ratios))
-    out = {}
-    for k, v in state.items():
-        v = torch.as_tensor(v)
-        name = _rename(k, to_d2=False)
-        if k.startswith("proposal_generator.rpn_head.objectness_logits."):
-            v = v[order]
-        elif k.startswith("proposal_generator.rpn_head.anchor_deltas."):
-            v = v.reshape(len(order), 4, *v.shape[1:])[order].reshape(v.shape)
-        elif k.startswith("roi_heads.box_predictor.cls_score."):
-            v = torch.cat([v[-1:], v[:-1]])  # background last -> 0
-        elif k.startswith("roi_heads.box_predictor.bbox_pred."):
-            v = torch.cat([torch.zeros_like(v[:4]), v])
-        out[name] = v.clone()
-    return out
+    return _convert_c4(state, n_sizes, n_ratios, to_d2=False)
 
 
 # -- every field of a resolved DetectionProtocol, in detectron2's config ----------------------------

@@ -258,3 +258,41 @@ def test_compat_patches_apply_only_inside_the_block(detectron2_ready):
         with pytest.raises(MissingCompiledOp, match="nms_rotated"):
             C.nms_rotated()
     assert (hasattr(Image, "LINEAR"), "str" in np.__dict__, "detectron2._C" in sys.modules) == before
+
+
+def test_c4_detector_converter_both_ways(detectron2_ready):
+    """Our R50-C4 Faster R-CNN -> detectron2's state dict (loads strictly into detectron2's model)
+    -> ours again: every tensor back, except our unused background box rows (zeros)."""
+    from checkpoints.load import load_backbone
+    from transfer.adapters.detectron2 import (c4_detector_from_detectron2, c4_detector_to_detectron2,
+                                              detectron2_config, register_roi_heads)
+    from transfer.adapters.detectron2_compat import patched
+    from transfer.detection.models import build_c4
+    from transfer.detection.protocols import MOCO_VOC_C4_24K
+
+    torch.manual_seed(0)
+    ours = build_c4(load_backbone("random:resnet50")[0], 20, MOCO_VOC_C4_24K).state_dict()
+    theirs = c4_detector_to_detectron2(ours, 5, 3)
+    with patched():
+        from detectron2.config import CfgNode, get_cfg
+        from detectron2.modeling import build_model
+
+        register_roi_heads()
+        cfg = get_cfg()
+        cfg.merge_from_other_cfg(CfgNode(detectron2_config("moco-voc-c4-24k", "unused.pkl")))
+        cfg.MODEL.DEVICE = "cpu"
+        model = build_model(cfg)
+    missing, unexpected = model.load_state_dict(theirs, strict=True)
+    assert not missing and not unexpected
+    # independent statements of the class layouts: background first (ours) / last (detectron2)
+    w = ours["roi_heads.box_predictor.cls_score.weight"]
+    assert torch.equal(theirs["roi_heads.box_predictor.cls_score.weight"], torch.cat([w[1:], w[:1]]))
+    assert torch.equal(theirs["roi_heads.box_predictor.bbox_pred.weight"], ours["roi_heads.box_predictor.bbox_pred.weight"][4:])
+    # anchor (size 64, ratio 2.0): detectron2 index 1 * 3 + 2 = 5, torchvision's 2 * 5 + 1 = 11
+    assert torch.equal(theirs["proposal_generator.rpn_head.objectness_logits.weight"][5],
+                       ours["rpn.head.cls_logits.weight"][11])
+    back = c4_detector_from_detectron2({k: v.numpy() for k, v in model.state_dict().items()}, 5, 3)
+    assert set(back) == set(ours)
+    for k, v in ours.items():
+        expect = torch.cat([torch.zeros(4, *v.shape[1:]), v[4:]]) if k.startswith("roi_heads.box_predictor.bbox_pred") else v
+        assert torch.equal(back[k], expect), k

@@ -205,7 +205,10 @@ def _device(device: str | None) -> tuple[str, int]:
 
     from core.dist import pick_device
 
-    dev = pick_device(device, local_rank=0)
+    try:
+        dev = pick_device(device, local_rank=0)
+    except RuntimeError as e:  # cuda asked for, none here: a usage error, reported without a traceback
+        raise ValueError(str(e)) from None
     if dev.type != "cuda":
         return "cpu", 1
     if device and ":" in device:

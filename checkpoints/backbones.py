@@ -213,9 +213,10 @@ class Backbone(nn.Module):
 
     def _timm_maps(self, x, stages):
         net = self.net
-        if hasattr(net, "patch_embed"):
-            # Plain ViT: one stride-16 map; a simple pyramid (ViTDet-style, parameter-free:
-            # resampling instead of learned deconvolutions) provides the other strides.
+        if len({f["reduction"] for f in net.feature_info}) == 1:
+            # Plain ViT (every block at the patch stride): one stride-16 map; a simple pyramid
+            # (ViTDet-style, parameter-free: resampling instead of learned deconvolutions) provides the
+            # other strides. Hierarchical Transformers (Swin: strides 4-32) take the CNN path below.
             feats = net.forward_intermediates(x, indices=1, intermediates_only=True)[-1]
             pyramid = {"res2": F.interpolate(feats, scale_factor=4.0, mode="bilinear", align_corners=False),
                        "res3": F.interpolate(feats, scale_factor=2.0, mode="bilinear", align_corners=False),

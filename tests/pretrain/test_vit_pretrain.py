@@ -173,3 +173,18 @@ def test_leaderboard_rows_keep_the_arch(tmp_path):
                        ("random-init", "timm:test_resnet"): 40.0, ("random-init", "timm:test_vit"): 25.0}
     assert len({r.name for r in table.rows}) == 4 and all(table.cell(r, col).n == 1 for r in table.rows)
     assert "timm:test_vit" in to_csv(table)
+
+
+def test_swin_stage_maps_are_its_own_strides_not_the_plain_vit_pyramid():
+    from checkpoints.backbones import BackboneSpec, build_backbone
+
+    small_swin = {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)}
+    swin = build_backbone(BackboneSpec("timm:swin_tiny_patch4_window7_224", img_size=224,
+                                       extra={"timm_kwargs": small_swin})).eval()
+    vit = build_backbone("timm:test_vit", img_size=64).eval()
+    with torch.no_grad():
+        s = swin.feature_maps(torch.zeros(1, 3, 224, 224))
+        v = vit.feature_maps(torch.zeros(1, 3, 64, 64))
+    assert {k: (m.shape[1], 224 // m.shape[-1]) for k, m in s.items()} == {
+        "res2": (16, 4), "res3": (32, 8), "res4": (64, 16), "res5": (128, 32)}
+    assert {k: 64 // m.shape[-1] for k, m in v.items()} == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}

@@ -57,9 +57,26 @@ def run_logged(cmd: list[str], log: Path, env: dict, started=None) -> int:
                 while proc.poll() is None:   # not wait(): a signal handler may look at the child meanwhile
                     time.sleep(0.2)
             except BaseException:   # KeyboardInterrupt, SIGTERM of the pipeline: stop the stage too
-                proc.kill()
+                stop(proc.pid)
                 raise
     return proc.returncode
+
+
+def stop(pid: int, grace_s: float = 60) -> None:
+    """SIGTERM a stage (pretraining saves its step and exits), SIGKILL it if it is not gone in time."""
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + grace_s
+        while time.time() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 # what every stage imports first: ~5 s of a 2-core machine per stage when each is a fresh process
@@ -118,7 +135,11 @@ def run_forked(argv: list[str], cmd: list[str], log: Path, env: dict) -> int:
                     sys.stderr.flush()
                 finally:
                     os._exit(code if isinstance(code, int) else 1)
-    _, status = os.waitpid(pid, 0)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except BaseException:   # KeyboardInterrupt, SIGTERM of the pipeline: stop the stage too
+        stop(pid)
+        raise
     return os.waitstatus_to_exitcode(status)
 
 

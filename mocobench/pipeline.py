@@ -125,8 +125,8 @@ def choose_mode(args) -> Mode:
 
 
 def _interrupt(signum, frame):
-    # SIGTERM (a job scheduler, `kill`) stops the running stage too: subprocess.run kills its child
-    # when an exception passes through it. The next run resumes.
+    # SIGTERM (a job scheduler, `kill`) stops the running stage too: the launcher passes SIGTERM on
+    # (pretraining saves its step) when an exception passes through its wait. The next run resumes.
     raise KeyboardInterrupt
 
 

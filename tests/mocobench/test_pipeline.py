@@ -290,3 +290,25 @@ def test_second_node_runs_only_torchrun_stages_and_writes_no_state(tmp_path, mon
     assert ("data synth", "data-synth.log") in ran and ("leaderboard", "") in ran and len(ran) == 13
     with pytest.raises(SystemExit):
         P.parse_args([*argv, "--node-rank", "2"])
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_pipeline_lets_pretraining_save_its_step(synth_small, tmp_path):
+    """A scheduler's SIGTERM to the local pipeline reaches the running stage (before: the forked stage
+    was left running, orphaned): pretraining saves its step and the next run continues from it."""
+    import signal
+
+    from pipeline_runs import PRETRAIN, events, pipeline, wait_for_step, with_data
+
+    out = with_data(tmp_path / "out", synth_small)
+    run_dir = out / "runs" / "moco_v2"
+    proc = pipeline(out, *PRETRAIN, background=True)
+    wait_for_step(run_dir, proc, 3)
+    proc.send_signal(signal.SIGTERM)
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130 and "run the same command again" in text, text[-3000:]
+    stopped = [e for e in events(run_dir) if e.get("event") == "preempted"]
+    assert len(stopped) == 1 and stopped[0]["signal"] == "SIGTERM", events(run_dir)[-3:]
+    again = pipeline(out, *PRETRAIN)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert [e["step"] for e in events(run_dir) if e.get("event") == "start"] == [0, stopped[0]["step"]]

@@ -29,6 +29,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # two R50-C4 detectors on 8 images
+
 TEST_SIZE, POST_NMS = 160, 20
 BOX_TOL, SCORE_TOL = 0.5, 1e-3
 

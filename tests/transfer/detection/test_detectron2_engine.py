@@ -104,6 +104,7 @@ def _check_run(results: Path, work: Path, *, classes: int, mask: bool) -> dict:
     return rec
 
 
+@pytest.mark.slow
 def test_detectron2_voc_c4_end_to_end(detectron2_ready, synth_tiny, moco_r50, tmp_path, capsys):
     results, work = tmp_path / "results", tmp_path / "work"
     argv = ["--checkpoint", str(moco_r50), "--dataset", "voc", "--data", str(synth_tiny / "VOCdevkit"),
@@ -123,6 +124,7 @@ def test_detectron2_voc_c4_end_to_end(detectron2_ready, synth_tiny, moco_r50, tm
     assert (run / "log.txt").read_text() == log_before
 
 
+@pytest.mark.slow
 def test_detectron2_coco_mask_c4_end_to_end(detectron2_ready, synth_tiny, moco_r50, tmp_path, capsys):
     results, work = tmp_path / "results", tmp_path / "work"
     n_classes = len(json.loads((synth_tiny / "coco/annotations/instances_val2017.json").read_text())["categories"])
@@ -138,6 +140,7 @@ def test_detectron2_coco_mask_c4_end_to_end(detectron2_ready, synth_tiny, moco_r
     assert len(load_records(results)[0]) == 1
 
 
+@pytest.mark.slow
 def test_detectron2_multi_gpu_launch_hands_results_back(detectron2_ready, synth_tiny, moco_r50, tmp_path,
                                                         monkeypatch):
     """The ``launch`` path for several GPUs: the worker and its job cross a process boundary, the

@@ -257,3 +257,27 @@ def test_device_views_decode_fill_and_reseed():
     again, _, _ = dv((data, torch.tensor([0, 1, 2, 3]), paths), seed=5)
     other, _, _ = dv((data, torch.tensor([0, 1, 2, 3]), paths), seed=6)
     assert torch.equal(views[0], again[0]) and not torch.equal(views[0], other[0])
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_device_pipeline_resumes_exactly(tmp_path):
+    """The device path draws each batch's views from (seed, epoch, batch, rank): a run resumed from
+    its checkpoint after step 2 of 4 ends with exactly the uninterrupted run's weights."""
+    from pretrain_helpers import write_image_folder
+
+    from pretrain.train import train
+
+    data = write_image_folder(tmp_path / "data", n_classes=2, per_class=4, size=20, corrupt=1)
+    cfg = cfg_of("moco_v2", img_size=16, batch_size=4, K=8, epochs=2, ckpt_every=1, keep_checkpoints=10,
+                 log_every=1, input_pipeline="device")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same float reductions in both runs
+    try:
+        train(cfg, data, tmp_path / "full")
+        resumed = tmp_path / "resumed"
+        train(cfg, data, resumed, resume=str(tmp_path / "full" / "checkpoints" / "step_00000002.pth"))
+    finally:
+        torch.set_num_threads(threads)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "step_00000004.pth", weights_only=True)["model"]
+    b = torch.load(resumed / "checkpoints" / "step_00000004.pth", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

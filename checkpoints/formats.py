@@ -34,9 +34,11 @@ from checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, HEAD_PREFIXES, HEAD_R
 from checkpoints.metadata import any_key
 from checkpoints.safe_pickle import decode_json_metadata
 
-# ``format`` of the files ``checkpoints.write`` saves (torch or safetensors): a backbone with its spec
+# ``format`` of the files ``checkpoints.write`` saves: a backbone with its spec (torch or
+# safetensors), and pretrain/'s resumable training state
 OWN_FORMAT = "mocobench-backbone"
 OWN_VERSION = 1
+PRETRAIN_FORMAT = "mocobench-pretrain"
 
 # Why top-level entries that are not the backbone's weights are not loaded.
 TOP_LEVEL_REASONS = {
@@ -145,10 +147,9 @@ FORMATS: dict[str, Format] = {
         detect=lambda o: isinstance(o, dict) and o.get("format") == OWN_FORMAT and isinstance(o.get("state_dict"), dict),
         weights=lambda o: (o["state_dict"], {}),
         keep=("",), heads=(), metadata=meta.own_backbone, spec=_own_spec),
-    "mocobench-pretrain": Format(
-        "mocobench-pretrain", "this project's pretrain/ (RUN_DIR/checkpoint*.pth)",
-        detect=lambda o: isinstance(o, dict) and isinstance(o.get("format"), str)
-        and o["format"].startswith("mocobench") and o["format"] != OWN_FORMAT,
+    PRETRAIN_FORMAT: Format(
+        PRETRAIN_FORMAT, "this project's pretrain/ (RUN_DIR/checkpoints/step_*.pth)",
+        detect=lambda o: isinstance(o, dict) and o.get("format") == PRETRAIN_FORMAT,
         weights=lambda o: weights_in(o, "model", "state_dict"),
         keep=("module.encoder_q.", "encoder_q.", "module.backbone.", "backbone."),
         # MoCo / UniMoCo (pretrain/moco.py, unimoco.py) and SMoG (pretrain/smog.py) state; queues

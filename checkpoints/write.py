@@ -11,6 +11,9 @@
   full library model reports exactly the classifier (``fc.*`` / ``classifier.1.*`` / ``head.*``)
   as missing and nothing else.
 
+- :func:`save_training_state`: pretrain/'s resumable checkpoint (``load_backbone`` reads its
+  online encoder).
+
 Engine-specific files (detectron2 ``.pkl``, mmseg checkpoints) are written by their adapters in
 ``transfer/adapters/``.
 """
@@ -25,7 +28,7 @@ from typing import Any
 import torch
 
 from checkpoints.backbones import TORCHVISION_RESNETS, Backbone, is_timm
-from checkpoints.formats import OWN_FORMAT, OWN_VERSION
+from checkpoints.formats import OWN_FORMAT, OWN_VERSION, PRETRAIN_FORMAT
 from core.io import atomic_torch_save, atomic_write_bytes
 
 
@@ -41,6 +44,13 @@ def save_backbone(path: str | os.PathLike, backbone: Backbone, meta: dict[str, A
     obj = {"format": OWN_FORMAT, "version": OWN_VERSION, "spec": backbone.spec.to_dict(),
            "state_dict": _cpu(backbone.net.state_dict()), "meta": dict(meta)}
     return atomic_torch_save(obj, path)
+
+
+def save_training_state(path: str | os.PathLike, state: dict[str, Any], version: int) -> Path:
+    """``{"format": "mocobench-pretrain", "version": version, **state}``; ``state`` holds method,
+    arch, config, step, epoch, batch_in_epoch and every tensor a resumed run needs (model,
+    optimizer, RNG), all loadable with ``weights_only=True``."""
+    return atomic_torch_save({"format": PRETRAIN_FORMAT, "version": version, **state}, path)
 
 
 def write_safetensors(path: str | os.PathLike, state: dict[str, torch.Tensor], spec: dict,

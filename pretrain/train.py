@@ -22,8 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from checkpoints import build_backbone, save_backbone, strict_load
+from checkpoints.formats import PRETRAIN_FORMAT
+from checkpoints.write import save_training_state
 from core import dist
-from core.io import atomic_torch_save, atomic_write_json, progress
+from core.io import atomic_write_json, progress
 from pretrain import augment, data, fast_paths, gpu_augment
 from pretrain.config import PretrainConfig, from_dict
 from pretrain.divergence import DivergenceGuard
@@ -32,7 +35,6 @@ from pretrain.methods import METHODS
 from pretrain.preempt import Preempted, StopRequest
 from pretrain.schedules import learning_rate
 
-CKPT_FORMAT = "mocobench-pretrain"
 CKPT_VERSION = 2  # 2: queues and the SMoG bank are pretrain.ring_buffer.RingBuffer modules
 
 
@@ -102,9 +104,6 @@ def body_state_dict(encoder: nn.Module) -> dict[str, torch.Tensor]:
 
 def export_backbone(cfg: PretrainConfig, model: nn.Module, path: Path, step: int, epochs_done: int) -> Path:
     """Copy the online encoder's body into a canonical Backbone (strictly) and save it."""
-    from checkpoints.backbones import build_backbone
-    from checkpoints import save_backbone, strict_load
-
     backbone = build_backbone(cfg.arch, cifar_stem=cfg.cifar_stem,
                               img_size=cfg.img_size if cfg.arch.startswith("timm:") else None)
     encoder = METHODS[cfg.method].online_encoder(model)
@@ -189,7 +188,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     ckpt_file = latest_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
     if ckpt_file is not None:
         ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-        if ckpt.get("format") != CKPT_FORMAT:
+        if ckpt.get("format") != PRETRAIN_FORMAT:
             raise ValueError(f"{ckpt_file}: not a mocobench pretraining checkpoint")
         if ckpt.get("version") != CKPT_VERSION:
             raise ValueError(f"{ckpt_file}: pretraining checkpoint version {ckpt.get('version')}, this code "
@@ -236,11 +235,10 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         if not main:
             return
         path = checkpoint_path(run_dir, step)
-        atomic_torch_save({"format": CKPT_FORMAT, "version": CKPT_VERSION, "method": cfg.method,
-                           "arch": cfg.arch, "config": cfg.to_dict(), "step": step, "epoch": epoch,
-                           "batch_in_epoch": batch_in_epoch, "world_size": world,
-                           "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                           "rng": rng_state(), "skipped_images": total_skipped}, path)
+        save_training_state(path, {"method": cfg.method, "arch": cfg.arch, "config": cfg.to_dict(), "step": step,
+                                   "epoch": epoch, "batch_in_epoch": batch_in_epoch, "world_size": world,
+                                   "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "rng": rng_state(), "skipped_images": total_skipped}, CKPT_VERSION)
         for old in sorted((run_dir / "checkpoints").glob("step_*.pth"))[:-cfg.keep_checkpoints]:
             old.unlink()
         log.write(event="checkpoint", step=step, epoch=epoch, batch_in_epoch=batch_in_epoch, path=str(path))

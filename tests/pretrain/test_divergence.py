@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 
 import pytest
 import torch
@@ -46,8 +47,13 @@ def test_no_checkpoint_is_saved_after_the_loss_diverges(tmp_path, monkeypatch):
         return loss * math.nan if len(calls) == 3 else loss
 
     monkeypatch.setitem(METHODS, "moco_v2", method._replace(train_step=poisoned))
-    with pytest.raises(FloatingPointError) as raised:
-        train_module.train(cfg, data, tmp_path / "run")
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        with pytest.raises(FloatingPointError) as raised:
+            train_module.train(cfg, data, tmp_path / "run")
+    finally:  # NOTE: train() leaves its preemption handlers installed when it raises
+        for s, h in handlers.items():
+            signal.signal(s, h)
     saved = sorted((tmp_path / "run" / "checkpoints").glob("step_*.pth"))
     assert [p.name for p in saved] == ["step_00000002.pth"]  # step 2 (ckpt_every), nothing later
     state = torch.load(saved[0], weights_only=True)["model"]

@@ -11,9 +11,9 @@ the device) and ``pretrain.train.train`` end to end from the JPEG folder with ea
 (3) the official MoCo v2 recipe (``official_recipe.py``, written from the papers: fp32, eager, PIL
 with PIL's blur in DataLoader workers), model step and end to end, for the ratio;
 (4) feature extraction img/s as the linear/kNN probes run it; (5) R50-C4 detection and FCN
-segmentation training iterations/s at the protocols' sizes; peak GPU memory of every row.
-Prints a table and writes JSON (``--out``) after every row, so a run cut short keeps its rows.
-Compile rows run last and are skipped, with the reason, once ``--budget-s`` is close.
+segmentation training iterations/s at the protocols' sizes; peak GPU memory of every row; (6) the
+top ops of MoCo v2's bf16 step (torch.profiler). Writes JSON (``--out``) after every row, so a
+run cut short keeps its rows; compile rows run last, skipped with the reason near ``--budget-s``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -29,7 +30,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 os.environ.setdefault("MOCOBENCH_PROGRESS", "0")
 
@@ -99,6 +99,12 @@ def timed(fn, warmup: int, iters: int, device: torch.device, images_per_iter: in
     return {"img_s": images_per_iter * iters / dt, "it_s": iters / dt}
 
 
+def sgd_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 # -- data -------------------------------------------------------------------------------------
 
 def _write_jpegs(job) -> None:
@@ -140,10 +146,7 @@ def official_rows(data: Path, sz: Sizes, device: torch.device):
                           weight_decay=1e-4)
 
     def step(views):
-        loss = model(views[0], views[1])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        sgd_step(opt, model(views[0], views[1]))
 
     fixed = [torch.randn(sz.batch, 3, sz.img_size, sz.img_size, device=device) for _ in range(2)]
     reset_peak(device)
@@ -171,7 +174,8 @@ def config(method: str, sz: Sizes, device: torch.device, **kw):
                                lr=cfg.lr * sz.batch / cfg.batch_size, device=str(device), **smog, **kw)
 
 
-def model_step(cfg, sz: Sizes, device: torch.device) -> dict:
+def build_step(cfg, sz: Sizes, device: torch.device):
+    """One pretraining step of the config's method on fixed random views, as a function."""
     from pretrain import fast_paths, gpu_augment
     from pretrain.methods import METHODS
     from pretrain.train import build_optimizer
@@ -191,13 +195,31 @@ def model_step(cfg, sz: Sizes, device: torch.device) -> dict:
     def step():
         with fast_paths.autocast(cfg, device):
             loss = method.train_step(model, views, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        sgd_step(opt, loss)
 
+    return step
+
+
+def model_step(cfg, sz: Sizes, device: torch.device) -> dict:
     reset_peak(device)
-    return {**timed(step, sz.model_warmup + 2 * cfg.compile, sz.model_steps, device, sz.batch),
+    return {**timed(build_step(cfg, sz, device), sz.model_warmup + 2 * cfg.compile, sz.model_steps, device, sz.batch),
             "peak_mem_gib": peak_gib(device)}
+
+
+def profile_row(cfg, sz: Sizes, device: torch.device, steps: int = 3) -> dict:
+    """The 12 ops that take most of the step's device (GPU) or CPU time: what limits a missed goal."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = build_step(cfg, sz, device)
+    step()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    top = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:12]
+    return {"top_ms_per_step": [[e.key, round(getattr(e, key) / 1e3 / steps, 3)] for e in top]}
 
 
 def input_only(cfg, data: Path, sz: Sizes, device: torch.device) -> dict:
@@ -216,8 +238,7 @@ def input_only(cfg, data: Path, sz: Sizes, device: torch.device) -> dict:
 
     def step():
         batch = next(loader)
-        out = views(batch, seed=0)[0] if views else [v.to(device, non_blocking=True) for v in batch[0]]
-        return out
+        return views(batch, seed=0)[0] if views else [v.to(device, non_blocking=True) for v in batch[0]]
 
     return timed(step, sz.e2e_warmup, sz.e2e_steps, device, sz.batch)
 
@@ -289,9 +310,7 @@ def detection_row(sz: Sizes, device: torch.device) -> dict:
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss = sum(model(images, targets).values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        sgd_step(opt, loss)
 
     reset_peak(device)
     return {**timed(step, sz.model_warmup, sz.model_steps, device, sz.det_batch), "peak_mem_gib": peak_gib(device)}
@@ -310,10 +329,7 @@ def segmentation_row(sz: Sizes, device: torch.device) -> dict:
     def step():
         with autocast(device):  # as transfer/segmentation/train.py
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, ignore_index=255)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        sgd_step(opt, F.cross_entropy(logits.float(), y, ignore_index=255))
 
     reset_peak(device)
     return {**timed(step, sz.model_warmup, sz.model_steps, device, sz.seg_batch), "peak_mem_gib": peak_gib(device)}
@@ -341,7 +357,7 @@ def goals(rows: list[dict], smoke: bool) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default=None, help="cuda (default when present) or cpu")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes (ResNet-18 at 32 px): checks that every row runs")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (timm's test_resnet at 32 px): every row runs")
     ap.add_argument("--out", default="outputs/device_check/device_check.json")
     ap.add_argument("--budget-s", type=float, default=480, help="skip compile rows that would start later than this minus 120 s")
     ap.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
@@ -368,8 +384,7 @@ def main(argv=None) -> int:
             "images": n_images, "data": str(data), "data_s": round(time.perf_counter() - t0, 1),
             "tf32_conv": torch.backends.cudnn.allow_tf32, "tf32_matmul": torch.backends.cuda.matmul.allow_tf32}
     rows: list[dict] = []
-    print(f"{'section':<12} {'method/model':<16} {'variant':<28} {'pipeline':<34} {'img/s':>9} {'it/s':>8} "
-          f"{'peak GiB':>8} {'s':>6}", flush=True)
+    print(f"{'section':<12} {'method/model':<16} {'variant':<28} {'pipeline':<34} {'img/s':>9} {'it/s':>8} {'peak GiB':>8} {'s':>6}")
 
     def record(section, method, variant, pipeline, run):
         t = time.perf_counter()
@@ -414,20 +429,18 @@ def main(argv=None) -> int:
            lambda: detection_row(sz, device))
     record("segmentation", f"{sz.seg_arch}-FCN", "moco-fcn, bf16 on GPU", f"{sz.seg_batch} x {sz.seg_crop[0]} px",
            lambda: segmentation_row(sz, device))
-    for method in METHOD_NAMES:
-        v = "bf16+channels_last+compile"
-        if not do_compile:
-            reason = "--compile=no" if args.compile == "no" else "--smoke (tests/pretrain/test_fast_paths.py compiles on CPU)"
-            record("model step", method, v, "random views", {"skipped": reason})
-        elif time.perf_counter() - t0 > args.budget_s - 120:
-            record("model step", method, v, "random views", {"skipped": f"time budget ({args.budget_s:.0f} s)"})
-        else:
-            record("model step", method, v, "random views", lambda: model_step(config(method, sz, device, **VARIANTS[v]), sz, device))
-    g = goals(rows, args.smoke)
-    print(json.dumps(g, indent=1))
+    v = "bf16+channels_last+compile"
+    for method in METHOD_NAMES:  # last: a compile takes a minute or more
+        skip = (("--compile=no" if args.compile == "no" else "--smoke (tests/pretrain/test_fast_paths.py compiles on CPU)")
+                if not do_compile else f"time budget ({args.budget_s:.0f} s)" if time.perf_counter() - t0 > args.budget_s - 120 else None)
+        record("model step", method, v, "random views",
+               {"skipped": skip} if skip else lambda: model_step(config(method, sz, device, **VARIANTS[v]), sz, device))
+    record("profile", "moco_v2", "bf16+channels_last", "random views",
+           lambda: profile_row(config("moco_v2", sz, device, **VARIANTS["bf16+channels_last"]), sz, device))
+    for name, ms in rows[-1].get("top_ms_per_step", []):
+        print(f"  {ms:9.3f} ms/step  {name}")
+    print(json.dumps(goals(rows, args.smoke), indent=1))
     print(f"{len(rows)} rows, {time.perf_counter() - t0:.0f} s; JSON: {args.out}")
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)  # the generated JPEGs and the runs (--data stays)
     return 1 if any("error" in r for r in rows) else 0
 

@@ -18,7 +18,7 @@ SCRIPT = ROOT / "benchmarks" / "device_check.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import device_check as dc  # noqa: E402
 
-SECTIONS = {"model step", "input only", "end to end", "features", "detection", "segmentation"}
+SECTIONS = {"model step", "input only", "end to end", "features", "detection", "segmentation", "profile"}
 
 
 def test_cpu_smoke_run_measures_every_row(tmp_path):
@@ -45,8 +45,11 @@ def test_cpu_smoke_run_measures_every_row(tmp_path):
         ["bf16+channels_last", "bf16+channels_last", "official fp32 eager"]
     # each measured figure is a positive rate, img/s = it/s x images per iteration; no GPU memory on CPU
     per_iter = {"detection": sz.det_batch, "segmentation": sz.seg_batch}
+    profiles = [r for r in rows if r["section"] == "profile"]
+    assert len(profiles) == 1 and len(profiles[0]["top_ms_per_step"]) == 12
+    assert all(ms >= 0 for _, ms in profiles[0]["top_ms_per_step"]) and profiles[0]["top_ms_per_step"][0][1] > 0
     for r in rows:
-        if "skipped" in r:
+        if "skipped" in r or r["section"] == "profile":
             continue
         assert r["img_s"] > 0 and r["it_s"] > 0
         assert r["img_s"] == pytest.approx(r["it_s"] * per_iter.get(r["section"], sz.batch), rel=1e-6)

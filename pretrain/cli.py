@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core import ranges
 from core.overrides import apply_overrides, split_overrides
 from pretrain.config import PRESETS, PretrainConfig, resolve_preset
 from pretrain.methods import METHODS
@@ -30,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="paper or CPU preset (default: the method's 200/400-epoch paper preset)")
     p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
     labels = p.add_mutually_exclusive_group()
-    labels.add_argument("--label-fraction", type=float, help="UniMoCo: labeled fraction in [0, 1]")
+    labels.add_argument("--label-fraction", type=ranges.arg("label_fraction", float), help="UniMoCo: labeled fraction in [0, 1]")
     labels.add_argument("--supervised-list", help="UniMoCo: file of labeled image names")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return p

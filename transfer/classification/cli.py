@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from core import dist
+from core import dist, ranges
 from transfer.classification import protocols as P
 from transfer.run_options import add_run_options, run_dir, seeds_of, work_root
 
@@ -41,10 +41,10 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     add_run_options(p, task)  # --results, --seed/--seeds, --work-dir, --device
     p.add_argument("--protocol", default=None)
     p.add_argument("--arch", default=None, help="backbone arch, for files that do not name it")
-    p.add_argument("--img-size", type=int, default=None, help="crop size (resize scales with it)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--img-size", type=ranges.arg("img_size"), default=None, help="crop size (resize scales with it)")
+    p.add_argument("--epochs", type=ranges.arg("epochs"), default=None)
+    p.add_argument("--workers", type=ranges.arg("workers"), default=None)
+    p.add_argument("--threads", type=ranges.arg("threads"), default=None, help="torch CPU threads")
     p.add_argument("--dataset-name", default=None)
     if task in ("linear", "knn"):
         p.add_argument("--cache-dir", default=None,

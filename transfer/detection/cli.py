@@ -19,6 +19,8 @@ import argparse
 import json
 import sys
 
+from core import ranges
+
 
 def _score_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mocobench score voc",
@@ -68,7 +70,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), required=True)
     p.add_argument("--engine", choices=("torchvision", "detectron2"), default="torchvision")
     add_run_options(p, "detection")  # --results, --seed/--seeds (MoCo averages 5 VOC runs), --work-dir, --device
-    p.add_argument("--max-iters", type=int, default=None, help="shorthand for --max_iter=N")
+    p.add_argument("--max-iters", type=ranges.arg("max_iters"), default=None, help="shorthand for --max_iter=N")
     p.add_argument("--no-resume", action="store_true", help="start over even if a work checkpoint exists")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="--engine detectron2 only: detectron2 config options as KEY VALUE pairs "

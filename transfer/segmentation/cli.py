@@ -16,6 +16,8 @@ import math
 import sys
 from pathlib import Path
 
+from core import ranges
+
 DATASET_NAMES = {"cityscapes": "Cityscapes", "voc2012": "VOC2012"}
 
 
@@ -37,7 +39,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     ap.add_argument("--protocol", default="moco-fcn", choices=list(PROTOCOLS))
     ap.add_argument("--engine", default="torchvision", choices=["torchvision", "mmseg"])
     add_run_options(ap, "segmentation")  # --results, --seed/--seeds, --work-dir, --device
-    ap.add_argument("--max-iters", type=int, default=None,
+    ap.add_argument("--max-iters", type=ranges.arg("max_iters"), default=None,
                     help="shorten the schedule to N iterations (same as --iters=N; lr steps scale)")
     ap.add_argument("--resume", default="auto",
                     help="'auto' (resume from WORK_DIR/last.pth if present), 'no', or a state file")
@@ -60,7 +62,7 @@ def eval_main(task: str, argv: list[str]) -> int:
     args, rest = ap.parse_known_args(argv)
     try:
         overrides = split_overrides(rest)
-        if args.max_iters:
+        if args.max_iters is not None:
             overrides["iters"] = str(args.max_iters)
         seeds = seeds_of(args)
         protocol = override(get_protocol(args.protocol, args.dataset), overrides)

@@ -81,6 +81,12 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs)
         raise CheckpointError(f"{path}: detected as {fmt.name} ({fmt.saved_by}) but no backbone "
                               f"weights were found under {fmt.keep}")
     mapped = {k: _to_tensor(v) for k, v in mapped.items()}
+    bad = [k for k, v in mapped.items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        # A diverged run's weights give features of NaN and a meaningless (yet written) result.
+        raise CheckpointError(f"{path}: {len(bad)} backbone tensor(s) hold NaN or infinite values, e.g. "
+                              f"{', '.join(sorted(bad)[:5])}; refusing to evaluate a diverged checkpoint")
     spec = _spec(path, fmt, obj, metadata, mapped, arch, build_kwargs)
     filled = fill_bn_counters(expected_keys(spec), mapped)
     check_state_keys(expected_keys(spec), mapped, f"{path} ({fmt.name}, arch {spec.arch})")

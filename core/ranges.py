@@ -55,16 +55,20 @@ RANGES: dict[str, Range] = {
     "mlp_dim": AT_LEAST_1, "num_groups": AT_LEAST_1, "groups": AT_LEAST_1, "seeds": AT_LEAST_1,
     "num_seeds": AT_LEAST_1, "eval_period": AT_LEAST_1, "log_every": AT_LEAST_1,
     "checkpoint_every": AT_LEAST_1, "save_every": AT_LEAST_1, "reset_every": AT_LEAST_1,
-    "views": AT_LEAST_1, "nproc": AT_LEAST_1, "nnodes": AT_LEAST_1,
+    "views": AT_LEAST_1, "nproc": AT_LEAST_1, "nnodes": AT_LEAST_1, "n_groups": AT_LEAST_1,
+    "hidden_dim": AT_LEAST_1, "bank_size": AT_LEAST_1, "kmeans_iters": AT_LEAST_1,
+    "ckpt_every": AT_LEAST_1, "keep_checkpoints": AT_LEAST_1, "local_size": AT_LEAST_1,
+    "shuffle_bn_groups": AT_LEAST_1,
     # counts that may be zero
     "workers": AT_LEAST_0, "num_workers": AT_LEAST_0, "warmup_epochs": AT_LEAST_0,
     "warmup_iters": AT_LEAST_0, "warmup": AT_LEAST_0, "seed": AT_LEAST_0, "threads": AT_LEAST_0,
-    "node_rank": AT_LEAST_0, "aug_views": AT_LEAST_0, "weight_decay": AT_LEAST_0, "wd": AT_LEAST_0,
+    "node_rank": AT_LEAST_0, "local_crops": AT_LEAST_0, "max_steps_per_epoch": AT_LEAST_0, "aug_views": AT_LEAST_0, "weight_decay": AT_LEAST_0, "wd": AT_LEAST_0,
     # rates, temperatures
     "lr": POSITIVE, "base_lr": POSITIVE, "T": POSITIVE, "tau": POSITIVE, "temperature": POSITIVE,
     # fractions and momenta
     "label_fraction": UNIT, "m": UNIT, "beta": UNIT, "momentum": UNIT_OPEN_TOP,
     "dropout": UNIT_OPEN_TOP, "fraction": UNIT, "percent": Range(0, 100),
+    "crop_min_scale": Range(0, 1, lo_open=True),
 }
 
 

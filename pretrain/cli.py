@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     labels.add_argument("--label-fraction", type=ranges.arg("label_fraction", float), help="UniMoCo: labeled fraction in [0, 1]")
     labels.add_argument("--supervised-list", help="UniMoCo: file of labeled image names")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume even though settings differ from the checkpoint's (both are recorded in "
+                        "config.json and log.jsonl); without it such a resume is refused")
     return p
 
 
@@ -71,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain.train import train
 
     try:
-        path = train(cfg, args.data, args.out, resume=args.resume)
-    except (FileNotFoundError, ValueError) as e:
+        path = train(cfg, args.data, args.out, resume=args.resume, allow_config_change=args.allow_config_change)
+    except (FileNotFoundError, ValueError) as e:  # bad input found while running: a failure, exit 1
         print(f"mocobench pretrain: {e}", file=sys.stderr)
-        return 2
+        return 1
     except Preempted as e:
         print(f"mocobench pretrain: {e}", file=sys.stderr)
         return EXIT_PREEMPTED

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from checkpoints import build_backbone, save_backbone, strict_load
+from checkpoints.errors import CheckpointError
 from checkpoints.formats import PRETRAIN_FORMAT
+from checkpoints.safe_pickle import read_file
 from checkpoints.write import save_training_state
 from core import dist
 from core.io import atomic_write_json, progress
@@ -95,6 +97,30 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+# Settings that change how a run is carried out, not what it computes: they may differ on resume.
+RUNTIME_ONLY = frozenset({"workers", "device", "log_every", "ckpt_every", "keep_checkpoints", "compile"})
+
+
+def config_changes(saved: PretrainConfig, now: PretrainConfig) -> dict[str, tuple]:
+    """``{field: (checkpoint's value, this run's value)}`` for every field that affects training."""
+    a, b = saved.to_dict(), now.to_dict()
+    return {k: (a.get(k), b[k]) for k in b if k not in RUNTIME_ONLY and a.get(k) != b[k]}
+
+
+def read_training_state(path: Path, offer_previous: bool) -> dict:
+    """A pretraining checkpoint, read safely; a corrupt latest one names the previous good one."""
+    try:
+        obj, _ = read_file(path)
+    except CheckpointError as e:
+        older = [p for p in sorted(path.parent.glob("step_*.pth")) if p.name < path.name] if offer_previous else []
+        hint = (f"; the previous checkpoint {older[-1]} may be intact: resume from it with --resume {older[-1]}"
+                if older else "")
+        raise ValueError(f"{e}{hint}") from None
+    if not isinstance(obj, dict) or obj.get("format") != PRETRAIN_FORMAT:
+        raise ValueError(f"{path}: not a mocobench pretraining checkpoint")
+    return obj
+
+
 def body_state_dict(encoder: nn.Module) -> dict[str, torch.Tensor]:
     """The encoder's state dict without its classifier/projection (``fc.*`` or ``head.*``): the
     canonical backbone state dict of ``checkpoints.backbones``."""
@@ -142,7 +168,8 @@ class JsonLog:
 
 # -- the loop -----------------------------------------------------------------------------------
 
-def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume: str | None = None) -> Path:
+def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume: str | None = None,
+          allow_config_change: bool = False) -> Path:
     """Pretrain; returns the path of the exported backbone (``RUN_DIR/backbone.pth``)."""
     # ---- setup: processes, device, determinism
     place, dev = dist.setup(cfg.device or None)  # torchrun: process group, this process's GPU
@@ -184,12 +211,10 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     optimizer = build_optimizer(cfg, model)
 
     # ---- resume
-    start_epoch, start_batch, step, skipped = 0, 0, 0, 0
+    start_epoch, start_batch, step, skipped, changed = 0, 0, 0, 0, {}
     ckpt_file = latest_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
     if ckpt_file is not None:
-        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-        if ckpt.get("format") != PRETRAIN_FORMAT:
-            raise ValueError(f"{ckpt_file}: not a mocobench pretraining checkpoint")
+        ckpt = read_training_state(ckpt_file, offer_previous=resume == "auto")
         if ckpt.get("version") != CKPT_VERSION:
             raise ValueError(f"{ckpt_file}: pretraining checkpoint version {ckpt.get('version')}, this code "
                              f"resumes version {CKPT_VERSION} (its backbone still loads with load_backbone)")
@@ -197,6 +222,12 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         if saved.method != cfg.method or saved.arch != cfg.arch:
             raise ValueError(f"{ckpt_file}: checkpoint of {saved.method}/{saved.arch}, this run is "
                              f"{cfg.method}/{cfg.arch}")
+        changed = config_changes(saved, cfg)
+        if changed and not allow_config_change:
+            raise ValueError(f"{ckpt_file}: this run's settings differ from the checkpoint's: "
+                             + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+                             + "; resume with the same settings, or pass --allow-config-change to train "
+                               "on with the new ones (both are then recorded)")
         model.load_state_dict(ckpt["model"], strict=True)
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
@@ -205,9 +236,16 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         if main:
             print(f"resuming from {ckpt_file} (step {step}, epoch {start_epoch}, batch {start_batch})")
     if main:
-        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        record = cfg.to_dict()
+        if changed:
+            # NOTE: steps before `step` ran with the old values; config.json says so.
+            history = json.loads((run_dir / "config.json").read_text()).get("changed_on_resume", []) \
+                if (run_dir / "config.json").is_file() else []
+            record["changed_on_resume"] = history + [{"step": step, "from": {k: a for k, (a, _) in changed.items()}}]
+        atomic_write_json(run_dir / "config.json", record)
         log.write(event="start", step=step, world_size=world, device=device, images=len(folder),
-                  labels=label_info, resumed_from=str(ckpt_file) if ckpt_file else None, config=cfg.to_dict())
+                  labels=label_info, resumed_from=str(ckpt_file) if ckpt_file else None, config=cfg.to_dict(),
+                  changed_on_resume={k: list(v) for k, v in changed.items()})
 
     # ---- fast paths, on any device (pretrain.fast_paths)
     if cfg.compile:

@@ -79,6 +79,9 @@ def convert(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, **o
     """Python entry point of ``mocobench convert``; ``options``: config, config_out, data_root, norm."""
     if to not in WRITERS:
         raise ValueError(f"unknown target format {to!r}; known: {', '.join(WRITERS)}")
+    targets = [Path(out)] + [Path(options[k]) for k in ("config_out",) if options.get(k)]
+    if Path(ckpt).exists() and any(t.exists() and t.resolve() == Path(ckpt).resolve() for t in targets):
+        raise ValueError(f"{out}: is the input checkpoint itself; write the conversion to another file")
     backbone, report = load_backbone(ckpt, arch=arch)
     args = argparse.Namespace(config=None, config_out=None, data_root=None, norm=None)
     vars(args).update(options)

@@ -1,0 +1,154 @@
+"""Hostile but realistic input: every case is one clear line and the documented exit code.
+
+Each row is a command line (with files the row makes) and what the answer must hold: exit 2 for
+usage errors (argparse or a setting out of range), 1 for a failure on input; no traceback ever
+(``--debug`` would show one); the one line names the file or setting at fault. Nothing in a row
+may write a record or a "passed" gate.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mocobench.cli import main
+
+VOC_XML = """<annotation><filename>{name}.jpg</filename><size><width>64</width><height>48</height>
+<depth>3</depth></size><object><name>{cls}</name><difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin>
+<ymin>4</ymin><xmax>{x1}</xmax><ymax>30</ymax></bndbox></object></annotation>"""
+
+
+class Evil:
+    def __reduce__(self):
+        return (shutil.rmtree, ("/nonexistent-mocobench-test",))
+
+
+def voc_devkit(root: Path, *, cls="dog", difficult="0", x0="4", x1="40", raw: str | None = None) -> Path:
+    dev = root / "VOC2007"
+    (dev / "Annotations").mkdir(parents=True)
+    (dev / "ImageSets" / "Main").mkdir(parents=True)
+    (dev / "ImageSets" / "Main" / "test.txt").write_text("000001\n")
+    xml = raw if raw is not None else VOC_XML.format(name="000001", cls=cls, difficult=difficult, x0=x0, x1=x1)
+    (dev / "Annotations" / "000001.xml").write_text(xml)
+    return dev
+
+
+def detections(root: Path, text: str | bytes, name: str = "det.txt") -> Path:
+    path = root / name
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return path
+
+
+def voc_results(root: Path, text: str | bytes) -> Path:
+    """A devkit results folder holding one class file, ``comp4_det_test_dog.txt``."""
+    folder = root / "results"
+    folder.mkdir()
+    detections(folder, text, "comp4_det_test_dog.txt")
+    return folder
+
+
+def tiny_checkpoint(root: Path, name="w.pth", *, nan=False) -> Path:
+    from torchvision.models import resnet18
+
+    sd = resnet18().state_dict()
+    if nan:
+        sd["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = root / name
+    torch.save(sd, path)
+    return path
+
+
+def baseline(root: Path, obj) -> Path:
+    path = root / "baseline.json"
+    if isinstance(obj, dict):
+        obj = json.dumps({"format": "mocobench-baseline", "version": 1, **obj})
+    path.write_text(obj)
+    (root / "results").mkdir(exist_ok=True)
+    return path
+
+
+# (id, builder(tmp) -> argv, exit code, words the message must contain)
+CASES = [
+    # -- settings out of range (class 1): exit 2, the setting named
+    ("pretrain-epochs-negative", lambda t, s: ["pretrain", "--method", "moco_v2", "--data", str(s), "--out", str(t / "r"), "--epochs=-3"], 2, ["epochs"]),
+    ("pretrain-label-fraction-negative", lambda t, s: ["pretrain", "--method", "unimoco", "--data", str(s), "--out", str(t / "r"), "--label-fraction", "-0.5"], 2, ["label"]),
+    ("pretrain-lr-nan", lambda t, s: ["pretrain", "--method", "moco_v2", "--data", str(s), "--out", str(t / "r"), "--lr=nan"], 2, ["lr"]),
+    ("pretrain-K-zero", lambda t, s: ["pretrain", "--method", "moco_v2", "--data", str(s), "--out", str(t / "r"), "--K=0"], 2, ["K"]),
+    ("linear-epochs-negative", lambda t, s: ["eval", "linear", "--checkpoint", "random:resnet18", "--data", str(s), "--results", str(t / "res"), "--epochs", "-3"], 2, ["epochs"]),
+    ("knn-k-negative", lambda t, s: ["eval", "knn", "--checkpoint", "random:resnet18", "--data", str(s), "--results", str(t / "res"), "--k=-5"], 2, ["k"]),
+    ("detection-max-iters-negative", lambda t, s: ["eval", "detection", "--checkpoint", "random:resnet18", "--dataset", "voc", "--data", str(s / "VOCdevkit"), "--protocol", "tiny", "--results", str(t / "res"), "--max-iters", "-1"], 2, ["max"]),
+    ("segmentation-max-iters-zero", lambda t, s: ["eval", "segmentation", "--checkpoint", "random:resnet18", "--dataset", "cityscapes", "--data", str(s / "cityscapes"), "--protocol", "tiny", "--results", str(t / "res"), "--max-iters", "0"], 2, ["max"]),
+    # -- checkpoints (class 3): exit 1, the file named
+    ("inspect-missing-file", lambda t, s: ["inspect", str(t / "nope.pth")], 1, ["nope.pth"]),
+    ("inspect-text-file", lambda t, s: ["inspect", str(detections(t, "hello\n"))], 1, ["det.txt"]),
+    ("inspect-truncated", lambda t, s: ["inspect", str(_truncate(tiny_checkpoint(t)))], 1, ["w.pth"]),
+    ("inspect-unknown-arch", lambda t, s: ["inspect", str(tiny_checkpoint(t)), "--arch", "resnet9000"], 1, ["resnet9000"]),
+    ("inspect-pickle-with-code", lambda t, s: ["inspect", str(_evil(t))], 1, ["evil.pth"]),
+    ("inspect-nan-weights", lambda t, s: ["inspect", str(tiny_checkpoint(t, nan=True))], 1, ["w.pth", "finite"]),
+    ("convert-onto-own-input", lambda t, s: ["convert", str(tiny_checkpoint(t)), "--to", "torchvision", "-o", str(t / "w.pth")], 1, ["w.pth"]),
+    ("convert-onto-a-directory", lambda t, s: ["convert", str(tiny_checkpoint(t)), "--to", "torchvision", "-o", str(t)], 1, ["folder"]),
+    ("fetch-unknown-name", lambda t, s: ["fetch", "no_such_checkpoint_xyz"], 2, ["no_such_checkpoint_xyz"]),
+    ("linear-missing-checkpoint", lambda t, s: ["eval", "linear", "--checkpoint", str(t / "nope.pth"), "--data", str(s), "--results", str(t / "res")], 2, ["nope.pth"]),
+    ("resume-from-text-file", lambda t, s: ["pretrain", "--method", "moco_v2", "--data", str(s), "--out", str(t / "r"), "--preset", "tiny", "--resume", str(detections(t, "not a checkpoint"))], 1, ["det.txt"]),
+    # -- scoring detections (classes 1 and 3)
+    ("score-voc-binary-detections", lambda t, s: ["score", "voc", "--devkit", str(voc_devkit(t)), "--detections", str(voc_results(t, b"\x00\x01\xff" * 50)), "--split", "test"], 1, ["comp4_det_test_dog.txt"]),
+    ("score-voc-nan-score", lambda t, s: ["score", "voc", "--devkit", str(voc_devkit(t)), "--detections", str(voc_results(t, "000001 nan 4 4 40 30\n")), "--split", "test"], 1, ["comp4_det_test_dog.txt"]),
+    ("score-voc-unknown-class-in-gt", lambda t, s: ["score", "voc", "--devkit", str(voc_devkit(t, cls="unicorn")), "--detections", str(voc_results(t, "000001 0.9 4 4 40 30\n")), "--split", "test"], 1, ["unicorn"]),
+    ("score-voc-difficult-no", lambda t, s: ["score", "voc", "--devkit", str(voc_devkit(t, difficult="no")), "--detections", str(voc_results(t, "000001 0.9 4 4 40 30\n")), "--split", "test"], 1, ["difficult"]),
+    ("score-voc-malformed-xml", lambda t, s: ["score", "voc", "--devkit", str(voc_devkit(t, raw="<annotation><object>")), "--detections", str(voc_results(t, "000001 0.9 4 4 40 30\n")), "--split", "test"], 1, ["000001.xml"]),
+    ("score-voc-box-outside-image", lambda t, s: ["score", "voc", "--devkit", str(voc_devkit(t, x0="4", x1="4000")), "--detections", str(voc_results(t, "000001 0.9 4 4 40 30\n")), "--split", "test"], 1, ["000001.xml"]),
+    ("score-cityscapes-missing-gt", lambda t, s: ["score", "cityscapes", "--gt", str(t / "nope"), "--pred", str(t)], 2, ["nope"]),
+    # -- leaderboard gate (class 1: a gate that checks nothing fails)
+    ("check-baseline-string-value", lambda t, s: ["leaderboard", "check", "--baseline", str(baseline(t, {"entries": [{"task": "knn", "metric": "top1", "value": "high", "tolerance": 1}]})), "--results", str(t / "results")], 2, ["baseline.json"]),
+    ("check-baseline-empty", lambda t, s: ["leaderboard", "check", "--baseline", str(baseline(t, {"entries": []})), "--results", str(t / "results")], 2, ["baseline.json"]),
+    ("check-baseline-not-json", lambda t, s: ["leaderboard", "check", "--baseline", str(baseline(t, "{not json")), "--results", str(t / "results")], 2, ["baseline.json"]),
+    ("leaderboard-missing-results", lambda t, s: ["leaderboard", "--results", str(t / "nope")], 1, ["nope"]),
+    # -- writing (class 4)
+    ("synth-onto-a-file", lambda t, s: ["data", "synth", "--out", str(detections(t, "x")), "--scale", "tiny"], 1, ["det.txt"]),
+    ("unknown-option", lambda t, s: ["eval", "knn", "--checkpoint", "random:resnet18", "--data", str(s), "--results", str(t / "res"), "--no-such-flag=1"], 2, ["no-such-flag"]),
+    ("pretrain-unknown-method", lambda t, s: ["pretrain", "--method", "byol", "--data", str(s), "--out", str(t / "r")], 2, ["byol"]),
+    ("inspect-empty-file", lambda t, s: ["inspect", str(detections(t, b""))], 1, ["det.txt", "empty"]),
+]
+
+
+def _truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+def _evil(root: Path) -> Path:
+    path = root / "evil.pth"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Evil()}, path)
+    return path
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(case, tmp_path, capsys, monkeypatch, synth_tiny):
+    name, build, code, words = case
+    monkeypatch.delenv("MOCOBENCH_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    argv = build(tmp_path, synth_tiny)
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse
+        rc = e.code
+    out = capsys.readouterr()
+    err = out.err.strip()
+    assert "Traceback" not in out.err + out.out, f"{name}: traceback\n{out.err}"
+    assert rc == code, f"{name}: exit {rc}, expected {code}; stderr:\n{err}"
+    last = err.splitlines()[-1] if err else ""
+    assert last.startswith("mocobench") or last.startswith("usage") or ": error:" in last, last
+    for w in words:
+        assert w.lower() in err.lower(), f"{name}: {w!r} not in the message:\n{err}"
+    assert not list(tmp_path.rglob("*.json")) or name.startswith("check") or name.startswith("leaderboard"), \
+        f"{name}: wrote {list(tmp_path.rglob('*.json'))}"
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 30

@@ -32,6 +32,19 @@ def add_run_options(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
 
 
+def parse_eval_args(parser: argparse.ArgumentParser, argv: list[str], max_iters_field: str):
+    """``(args, overrides, seeds)`` of a training task's command line: the known options, the
+    ``--key=value`` rest (with ``--max-iters N`` folded in as ``max_iters_field``) and the seeds.
+    A ``ValueError`` names what is wrong."""
+    from core.overrides import split_overrides
+
+    args, rest = parser.parse_known_args(argv)
+    overrides = split_overrides(rest)
+    if args.max_iters is not None:
+        overrides[max_iters_field] = str(args.max_iters)
+    return args, overrides, seeds_of(args)
+
+
 def seeds_of(args: argparse.Namespace, default: tuple[int, ...] = DEFAULT_SEEDS) -> list[int]:
     """The seeds to run: ``--seed``, else ``--seeds``, else ``default``; a repeated seed is refused."""
     if args.seed is not None:

@@ -80,20 +80,14 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def eval_main(task: str, argv: list[str]) -> int:
-    from core.overrides import split_overrides
     from transfer.detection.protocols import resolve_protocol
-    from transfer.run_options import seeds_of, work_root
+    from transfer.run_options import parse_eval_args, work_root
 
     if task != "detection":
         print(f"mocobench eval: {task!r} is not handled by transfer.detection", file=sys.stderr)
         return 2
-    parser = _eval_parser()
-    args, rest = parser.parse_known_args(argv)
     try:
-        overrides = split_overrides(rest)
-        if args.max_iters is not None:
-            overrides["max_iter"] = str(args.max_iters)
-        seeds = seeds_of(args)
+        args, overrides, seeds = parse_eval_args(_eval_parser(), argv, "max_iter")
         protocol = resolve_protocol(args.protocol, overrides)
     except ValueError as e:  # ProtocolError too
         print(f"mocobench eval detection: {e}", file=sys.stderr)

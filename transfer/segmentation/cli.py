@@ -54,17 +54,11 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def eval_main(task: str, argv: list[str]) -> int:
-    from core.overrides import split_overrides
-    from transfer.run_options import seeds_of
+    from transfer.run_options import parse_eval_args
     from transfer.segmentation.protocols import get_protocol, override
 
-    ap = _eval_parser()
-    args, rest = ap.parse_known_args(argv)
     try:
-        overrides = split_overrides(rest)
-        if args.max_iters is not None:
-            overrides["iters"] = str(args.max_iters)
-        seeds = seeds_of(args)
+        args, overrides, seeds = parse_eval_args(_eval_parser(), argv, "iters")
         protocol = override(get_protocol(args.protocol, args.dataset), overrides)
     except ValueError as e:
         print(f"mocobench eval segmentation: {e}", file=sys.stderr)

@@ -335,6 +335,9 @@ def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list
         return {}, []
     df = pd.DataFrame(values)
     df["cell"] = df.groupby(["row", "column"], sort=False).ngroup()  # in order of first appearance
+    # Settings are compared over every record of a cell, the replaced ones too: a rerun of a seed
+    # with other settings must not silently take the old result's place.
+    every = df.sort_values(["cell", "timestamp"], kind="stable")
     df = (df.sort_values("timestamp", kind="stable").drop_duplicates(["cell", "seed"], keep="last")
           .sort_values(["cell", "seed"], kind="stable"))
     stats = df.groupby("cell")["value"].agg(["mean", "std", "size"])
@@ -344,6 +347,8 @@ def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list
         mean, std, n = stats.loc[cell]
         cells[(key, col)] = Cell(mean=float(mean), std=None if math.isnan(std) else float(std), n=int(n),
                                  values=g["value"].tolist(), seeds=g["seed"].tolist(), files=g["file"].tolist())
+    for cell, g in every.groupby("cell", sort=True):
+        key, col = g["row"].iloc[0], g["column"].iloc[0]
         first = (g["file"].iloc[0], g["settings"].iloc[0])
         other = next(((f, st) for f, st in zip(g["file"], g["settings"]) if st != first[1]), None)
         if other is not None:

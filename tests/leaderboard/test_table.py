@@ -96,6 +96,15 @@ def test_rerun_of_one_seed_replaces_it(tmp_path, add_record):
     assert cell.values == [45.0] and cell.n == 1
 
 
+def test_rerun_of_one_seed_with_other_settings_is_an_error_not_a_replacement(tmp_path, add_record):
+    add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0}, seed=0, config={"k": 20, "seed": 0})
+    add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 45.0}, seed=0, config={"k": 5, "seed": 0})
+    table = load_table(tmp_path, reported=False)
+    assert len(table.errors) == 1
+    msg = table.errors[0]
+    assert ("config.k = 20" in msg and "but 5" in msg) or ("config.k = 5" in msg and "but 20" in msg)
+
+
 def test_corrupt_record_is_named_and_skipped(tmp_path, add_record, capsys):
     add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0})
     bad = tmp_path / "knn-broken.json"

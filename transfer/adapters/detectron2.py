@@ -300,7 +300,7 @@ PROTOCOL_KEYS = {
     "score_thresh_test": "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "nms_thresh_test": "MODEL.ROI_HEADS.NMS_THRESH_TEST",
     "detections_per_img": "TEST.DETECTIONS_PER_IMAGE", "precise_bn_iters": "TEST.PRECISE_BN.{ENABLED,NUM_ITER}",
     "checkpoint_period": "SOLVER.CHECKPOINT_PERIOD", "num_workers": "DATALOADER.NUM_WORKERS",
-    "bf16": "- (fp32; refused on CUDA: detectron2 0.6 has fp16 AMP only)",
+    "bf16": "- (fp32 by default with this engine; an explicit bf16=true is refused on CUDA: detectron2 0.6 has fp16 AMP only)",
 }
 
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -103,6 +104,11 @@ def eval_main(task: str, argv: list[str]) -> int:
         return 2
     if args.engine == "detectron2":
         from transfer.detection.detectron2_engine import Detectron2Unavailable, run_detectron2
+
+        if protocol.bf16 and "bf16" not in {k.replace("-", "_").lower() for k in overrides}:
+            # NOTE: the protocols default to bf16 for our engine; detectron2 0.6 has no bf16, so its
+            # default is fp32 (the record says bf16=false). An explicit --bf16=true is still refused.
+            protocol = dataclasses.replace(protocol, bf16=False)
 
         try:
             paths = run_detectron2(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results, work,

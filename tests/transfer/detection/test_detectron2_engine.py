@@ -299,3 +299,17 @@ def test_c4_detector_converter_both_ways(detectron2_ready):
     for k, v in ours.items():
         expect = torch.cat([torch.zeros(4, *v.shape[1:]), v[4:]]) if k.startswith("roi_heads.box_predictor.bbox_pred") else v
         assert torch.equal(back[k], expect), k
+
+
+def test_detectron2_engine_defaults_to_fp32_unless_bf16_is_asked(monkeypatch, tmp_path):
+    """The protocols' bf16 default is our engine's; detectron2 0.6 runs fp32 unless --bf16 is given."""
+    import transfer.detection.detectron2_engine as engine
+    from transfer.detection.cli import eval_main
+
+    seen = []
+    monkeypatch.setattr(engine, "run_detectron2", lambda ckpt, protocol, *a, **k: seen.append(protocol.bf16) or [])
+    base = ["--checkpoint", "random:resnet18", "--dataset", "voc", "--data", str(tmp_path), "--protocol", "tiny",
+            "--engine", "detectron2", "--results", str(tmp_path / "res")]
+    eval_main("detection", base)
+    eval_main("detection", base + ["--bf16=true"])
+    assert seen == [False, True]

@@ -179,6 +179,12 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # N x num_features
 
+    @property
+    def single_stride(self) -> bool:
+        """A plain ViT: every block at the patch stride (16), so res4 is its one native map and
+        res2, res3, res5 are resampled from it (see ``_timm_maps``)."""
+        return self.family == "timm" and len({f["reduction"] for f in self.net.feature_info}) == 1
+
     # -- stage maps ---------------------------------------------------------------------------
     def feature_maps(self, x: torch.Tensor, stages=STAGES) -> "OrderedDict[str, torch.Tensor]":
         if self.family == "resnet":
@@ -213,7 +219,7 @@ class Backbone(nn.Module):
 
     def _timm_maps(self, x, stages):
         net = self.net
-        if len({f["reduction"] for f in net.feature_info}) == 1:
+        if self.single_stride:
             # Plain ViT (every block at the patch stride): one stride-16 map; a simple pyramid
             # (ViTDet-style, parameter-free: resampling instead of learned deconvolutions) provides the
             # other strides. Hierarchical Transformers (Swin: strides 4-32) take the CNN path below.

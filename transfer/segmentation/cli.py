@@ -144,7 +144,7 @@ def _eval_one(args, protocol, seed: int) -> int:
         metrics=metrics,
         config={**protocol.to_dict(), "dataset": args.dataset, "skipped_train": out.skipped_train,
                 "skipped_val": out.skipped_val, "world_size": out.dist.world, "sync_bn": out.sync_bn,
-                "work_dir": str(work)},
+                "work_dir": str(work), **out.features},
         seed=seed, wall_time_s=out.wall_time_s, device=device_name(out.device), engine="torchvision")
     path = write_record(args.results, rec)
     print(json.dumps({"seed": seed, "record": str(path), "mIoU": metrics.get("mIoU"),

@@ -4,6 +4,11 @@ MoCo's appendix (FCN-16s, the head every MoCo segmentation number uses): res5's 
 get dilation 2 and stride 1, so res5 is stride 16; then two extra 3x3 convolutions of 256 channels
 with BN and ReLU and dilation 6; then a 1x1 convolution for per-pixel classification; the logits
 are upsampled bilinearly to the input size.
+
+Plain ViTs (every block at the patch stride, 16) cannot be dilated and need not be: the same head
+runs on their native stride-16 map (``res4``), not on the pooled stride-32 ``res5`` of the
+backbone's parameter-free pyramid. NOTE: MoCo's protocol is for ResNets only; this ViT path is the
+FCN head of the MoCo appendix at the same output stride, not a published ViT segmentation recipe.
 """
 
 from __future__ import annotations
@@ -48,36 +53,54 @@ HEADS = {
 
 
 class SegmentationModel(nn.Module):
-    """``backbone`` (a :class:`checkpoints.backbones.Backbone`) + head on its res5 map."""
+    """``backbone`` (a :class:`checkpoints.backbones.Backbone`) + head on its stride-16 map:
+    ``res5`` of a dilated CNN, ``res4`` of a plain ViT (``stage``)."""
 
-    def __init__(self, backbone: nn.Module, head: str, num_classes: int):
+    def __init__(self, backbone: nn.Module, head: str, num_classes: int, stage: str = "res5"):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r} (known: {', '.join(HEADS)})")
         self.backbone = backbone
-        self.head = HEADS[head](backbone.stage_channels["res5"], num_classes)
+        self.stage = stage
+        self.head = HEADS[head](backbone.stage_channels[stage], num_classes)
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: N x 3 x H x W (normalised) -> logits N x K x H x W
-        feats = self.backbone.feature_maps(x, stages=("res5",))["res5"]  # N x C x H/16 x W/16
-        logits = self.head(feats)                                           # N x K x H/16 x W/16
+        feats = self.backbone.feature_maps(x, stages=(self.stage,))[self.stage]  # N x C x H/16 x W/16
+        logits = self.head(feats)                                                 # N x K x H/16 x W/16
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def features_used(self) -> dict:
+        """What the head reads, for the record: the stage, its stride, whether res5 was dilated."""
+        b = self.backbone
+        return {"feature_stage": self.stage, "feature_stride": 16,
+                "backbone_dilation": list(b.spec.dilation), "backbone_single_stride": b.single_stride}
 
 
 def build_model(checkpoint: str, head: str, num_classes: int, sync_bn: bool = False):
-    """Load ``checkpoint`` strictly as a dilated (OS16) backbone and put ``head`` on it.
+    """Load ``checkpoint`` strictly and put ``head`` on its stride-16 map: a CNN is loaded dilated
+    (OS16, head on res5), a plain ViT as it is (head on res4).
 
     Returns ``(model, LoadReport)``. ``sync_bn`` converts every BN (backbone and head) to SyncBN,
     as in the MoCo protocol; it only matters under torchrun with more than one process.
     """
     from checkpoints.load import load_backbone
 
-    backbone, report = load_backbone(checkpoint, dilation=OS16)
+    # Whether the backbone is a plain ViT shows only once it is built. Loading it undilated first
+    # (the global RNG untouched, so the head's initialisation does not depend on it) and loading a
+    # CNN again dilated keeps the CNN path exactly what it was; the file's sha256 is memoised.
+    with torch.random.fork_rng(devices=[]):
+        backbone, report = load_backbone(checkpoint)
+    stage = "res4"
+    if not backbone.single_stride:
+        del backbone
+        backbone, report = load_backbone(checkpoint, dilation=OS16)
+        stage = "res5"
     if backbone.family == "mobilenet_v2":
         raise ValueError(f"{checkpoint}: segmentation transfer needs a ResNet backbone (dilated res5, "
-                         f"torchvision or timm); got {backbone.arch}")
-    model = SegmentationModel(backbone, head, num_classes)
+                         f"torchvision or timm) or a plain ViT; got {backbone.arch}")
+    model = SegmentationModel(backbone, head, num_classes, stage=stage)
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model, report

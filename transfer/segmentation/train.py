@@ -159,6 +159,7 @@ class RunOutput:
     skipped_val: int
     wall_time_s: float
     losses: list[float]
+    features: dict = field(default_factory=dict)  # SegmentationModel.features_used()
 
 
 def run(*, checkpoint: str, dataset: str, data_root: str, protocol: SegProtocol, seed: int,
@@ -208,4 +209,4 @@ def run(*, checkpoint: str, dataset: str, data_root: str, protocol: SegProtocol,
     metrics = cm.scores(val_set.classes)
     return RunOutput(metrics=metrics, report=report, device=dev, dist=dist_info, sync_bn=sync_bn, train_size=len(train_set), val_size=len(val_set),
                      skipped_train=res.skipped_train, skipped_val=skipped_val,
-                     wall_time_s=time.time() - t0, losses=res.losses)
+                     wall_time_s=time.time() - t0, losses=res.losses, features=model.features_used())

@@ -45,6 +45,17 @@ def _mm(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
     return written
 
 
+def _mmseg(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
+    """A plain timm ViT gets mmseg's ``VisionTransformer`` names; everything else as mmdet/mmpretrain."""
+    if not backbone.single_stride:
+        return _mm(backbone, report, out, args)
+    from transfer.adapters.mmseg_vit import write_mmseg_vit_checkpoint
+
+    if args.config:
+        raise ValueError(f"--config: the mmseg configs are FCN-D8 on a ResNet; none for {report.arch} yet")
+    return [write_mmseg_vit_checkpoint(out, backbone.net, _meta(report))]
+
+
 def _torchvision(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
     return [write_state_dict(out, to_torchvision(backbone.net.state_dict(), report.arch))]
 
@@ -65,7 +76,7 @@ def _mocobench(backbone: Backbone, report: LoadReport, out: Path, args) -> list[
 # --to FORMAT -> writer(backbone, report, out, args) -> written paths
 WRITERS: dict[str, Callable] = {
     "detectron2": _detectron2,
-    "mmseg": _mm,
+    "mmseg": _mmseg,
     "mmdet": _mm,
     "mmpretrain": _mm,
     "torchvision": _torchvision,

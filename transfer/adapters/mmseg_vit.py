@@ -16,6 +16,7 @@ mmseg's own ``tools/model_converters/vit2mmseg.py`` files expect. Use it as the 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +26,29 @@ from checkpoints.keymaps import Rules, apply_rules
 from core.io import atomic_torch_save
 from transfer.adapters.mmseg import _plain_meta
 
-# timm names -> mmseg VisionTransformer names (each rule applied once, in order)
-TIMM_TO_MMSEG_VIT: Rules = (
-    (r"^patch_embed\.proj\.", "patch_embed.projection."),
-    (r"^blocks\.(\d+)\.norm1\.", r"layers.\1.ln1."),
-    (r"^blocks\.(\d+)\.norm2\.", r"layers.\1.ln2."),
-    (r"^blocks\.(\d+)\.attn\.qkv\.weight$", r"layers.\1.attn.attn.in_proj_weight"),
-    (r"^blocks\.(\d+)\.attn\.qkv\.bias$", r"layers.\1.attn.attn.in_proj_bias"),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"layers.\1.attn.attn.out_proj."),
-    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"layers.\1.ffn.layers.0.0."),
-    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"layers.\1.ffn.layers.1."),
-    (r"^norm\.", "ln1."),
+# (timm name, mmseg name); ``{i}`` is the block index, a name ending in "." a module prefix
+NAMES = (
+    ("patch_embed.proj.", "patch_embed.projection."),
+    ("blocks.{i}.norm1.", "layers.{i}.ln1."),
+    ("blocks.{i}.norm2.", "layers.{i}.ln2."),
+    ("blocks.{i}.attn.qkv.weight", "layers.{i}.attn.attn.in_proj_weight"),
+    ("blocks.{i}.attn.qkv.bias", "layers.{i}.attn.attn.in_proj_bias"),
+    ("blocks.{i}.attn.proj.", "layers.{i}.attn.attn.out_proj."),
+    ("blocks.{i}.mlp.fc1.", "layers.{i}.ffn.layers.0.0."),
+    ("blocks.{i}.mlp.fc2.", "layers.{i}.ffn.layers.1."),
+    ("norm.", "ln1."),
 )
-# the inverse
-MMSEG_VIT_TO_TIMM: Rules = (
-    (r"^patch_embed\.projection\.", "patch_embed.proj."),
-    (r"^layers\.(\d+)\.ln1\.", r"blocks.\1.norm1."),
-    (r"^layers\.(\d+)\.ln2\.", r"blocks.\1.norm2."),
-    (r"^layers\.(\d+)\.attn\.attn\.in_proj_weight$", r"blocks.\1.attn.qkv.weight"),
-    (r"^layers\.(\d+)\.attn\.attn\.in_proj_bias$", r"blocks.\1.attn.qkv.bias"),
-    (r"^layers\.(\d+)\.attn\.attn\.out_proj\.", r"blocks.\1.attn.proj."),
-    (r"^layers\.(\d+)\.ffn\.layers\.0\.0\.", r"blocks.\1.mlp.fc1."),
-    (r"^layers\.(\d+)\.ffn\.layers\.1\.", r"blocks.\1.mlp.fc2."),
-    (r"^ln1\.", "norm."),
-)
+
+
+def _rules(pairs) -> Rules:
+    """``(source, target)`` name templates -> anchored ``(regex, replacement)`` rules."""
+    def pattern(src):
+        return "^" + re.escape(src).replace(re.escape("{i}"), r"(\d+)") + ("" if src.endswith(".") else "$")
+    return tuple((pattern(src), dst.replace("{i}", r"\1")) for src, dst in pairs)
+
+
+TIMM_TO_MMSEG_VIT: Rules = _rules(NAMES)
+MMSEG_VIT_TO_TIMM: Rules = _rules((m, t) for t, m in NAMES)
 SAME_NAME = ("cls_token", "pos_embed")
 
 

@@ -183,13 +183,18 @@ def mmselfsup(m):
 
 
 def _fake_history_buffer():
-    """An object pickled as mmengine.logging.history_buffer.HistoryBuffer (mmengine is not installed)."""
-    name = "mmengine.logging.history_buffer"
-    for part in ("mmengine", "mmengine.logging", name):
-        sys.modules.setdefault(part, types.ModuleType(part))
-    cls = type("HistoryBuffer", (), {"__module__": name})
-    sys.modules[name].HistoryBuffer = cls
-    buf = cls()
+    """An object pickled as mmengine.logging.history_buffer.HistoryBuffer: the real class where
+    mmengine is installed (the engine tests need the real package, so no stand-in may shadow it),
+    else a stand-in registered under that name."""
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer as cls
+    except ImportError:
+        name = "mmengine.logging.history_buffer"
+        for part in ("mmengine", "mmengine.logging", name):
+            sys.modules.setdefault(part, types.ModuleType(part))
+        cls = type("HistoryBuffer", (), {"__module__": name})
+        sys.modules[name].HistoryBuffer = cls
+    buf = cls.__new__(cls)
     buf._log_history = np.array([1.0, 2.0])
     buf.max_length = 1000000
     return buf

@@ -100,6 +100,9 @@ def test_preempted_pretraining_job_saves_requeues_and_continues(slurm, synth_sma
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:
         if "BeginTime" in slurm.run("squeue", "-h", "-j", job, "-o", "%r", check=False):
+            # slurmd refuses a credential created in the same second as the revoked one of the
+            # job's previous run ("Job credential revoked"): let that second pass first.
+            time.sleep(2.5)
             slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
             break
         time.sleep(0.5)

@@ -18,7 +18,7 @@ import io
 import os
 from pathlib import Path
 
-from core.data.voc import first_readable
+from core.data.voc import SkipUnreadable
 
 
 class COCOFormatError(ValueError):
@@ -55,7 +55,7 @@ def coco_split_paths(coco_root: str | os.PathLike, split: str) -> tuple[Path, Pa
     return root / split, root / "annotations" / f"instances_{split}.json"
 
 
-class COCODetection:
+class COCODetection(SkipUnreadable):
     """COCO images and instance targets for torchvision detection models.
 
     ``dataset[i]`` -> ``(image, target)``; ``target``: ``boxes`` (K x 4, ``x0 y0 x1 y1``),
@@ -129,9 +129,5 @@ class COCODetection:
             target["masks"] = torch.from_numpy(masks)
         return target
 
-    def __getitem__(self, index: int):
-        i, image = first_readable(self, index, COCOFormatError(f"{self.image_dir}: no readable image"))
-        target = self.target(i)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+    def no_image_error(self) -> Exception:
+        return COCOFormatError(f"{self.image_dir}: no readable image")

@@ -135,7 +135,25 @@ def load_annotations(year_dir_: str | os.PathLike, split: str) -> dict[str, VOCA
     return {i: parse_voc_xml(d / "Annotations" / f"{i}.xml") for i in read_image_set(d, split)}
 
 
-class VOCDetection:
+class SkipUnreadable:
+    """``dataset[i]`` -> ``(image, target)`` of the first readable image from ``i`` on (wrapping
+    around), transformed by ``self.transforms`` if set. An unreadable image is skipped and counted
+    in ``self.skipped``; ``self.no_image_error()`` is raised when no image can be read. The
+    detection datasets provide ``image_path(i)``, ``target(i)``, ``skipped`` and ``transforms``."""
+
+    def __getitem__(self, index: int):
+        for offset in range(len(self)):
+            i = (index + offset) % len(self)
+            image = read_rgb(self.image_path(i), self.skipped)
+            if image is not None:
+                target = self.target(i)
+                if self.transforms is not None:
+                    image, target = self.transforms(image, target)
+                return image, target
+        raise self.no_image_error()
+
+
+class VOCDetection(SkipUnreadable):
     """Images and targets of one or more VOC splits, as torchvision detection models take them.
 
     ``dataset[i]`` -> ``(image, target)``: ``image`` is a float tensor 3 x H x W in [0, 1] (RGB);
@@ -189,26 +207,8 @@ class VOCDetection:
         return {"boxes": boxes, "labels": labels, "difficult": difficult,
                 "image_id": index, "size": (ann.height, ann.width)}
 
-    def __getitem__(self, index: int):
-        i, image = first_readable(self, index, VOCFormatError(f"{self.devkit_root}: no readable image in {self.sets}"))
-        target = self.target(i)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
-
-
-def first_readable(dataset, index: int, error: Exception):
-    """``(i, image)`` for the first readable image from ``index`` on (wrapping around).
-
-    An unreadable image is skipped (the next one is returned) and counted in ``dataset.skipped``;
-    ``error`` is raised when no image of the dataset can be read.
-    """
-    for offset in range(len(dataset)):
-        i = (index + offset) % len(dataset)
-        image = read_rgb(dataset.image_path(i), dataset.skipped)
-        if image is not None:
-            return i, image
-    raise error
+    def no_image_error(self) -> Exception:
+        return VOCFormatError(f"{self.devkit_root}: no readable image in {self.sets}")
 
 
 def read_rgb(path: Path, skipped: list[str] | None = None):

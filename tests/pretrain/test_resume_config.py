@@ -29,7 +29,7 @@ def finished_run(tmp_path, monkeypatch):
 def test_resume_with_another_lr_is_refused_naming_the_field(finished_run, capsys):
     data, out = finished_run
     ckpt = sorted((out / "checkpoints").glob("step_*.pth"))[-1]
-    rc = cli_main(["--data", str(data), "--out", str(tmp_path_of(out) / "again"), *ARGS, "--lr=0.2",
+    rc = cli_main(["--data", str(data), "--out", str(out.parent / "again"), *ARGS, "--lr=0.2",
                    "--resume", str(ckpt)])
     err = capsys.readouterr().err
     assert rc != 0
@@ -39,7 +39,7 @@ def test_resume_with_another_lr_is_refused_naming_the_field(finished_run, capsys
 def test_resume_with_allowed_change_records_both(finished_run, capsys):
     data, out = finished_run
     ckpt = sorted((out / "checkpoints").glob("step_*.pth"))[-1]
-    again = tmp_path_of(out) / "again"
+    again = out.parent / "again"
     assert cli_main(["--data", str(data), "--out", str(again), *ARGS, "--lr=0.2", "--resume", str(ckpt),
                      "--allow-config-change"]) == 0
     config = json.loads((again / "config.json").read_text())
@@ -51,7 +51,7 @@ def test_runtime_settings_may_change_on_resume(finished_run):
     data, out = finished_run
     ckpt = sorted((out / "checkpoints").glob("step_*.pth"))[-1]
     args = [a for a in ARGS if not a.startswith("--log_every")]
-    assert cli_main(["--data", str(data), "--out", str(tmp_path_of(out) / "again"), *args, "--log_every=5",
+    assert cli_main(["--data", str(data), "--out", str(out.parent / "again"), *args, "--log_every=5",
                      "--lr=0.05", "--resume", str(ckpt)]) == 0
 
 
@@ -65,7 +65,3 @@ def test_corrupt_latest_checkpoint_names_the_previous_one(finished_run, capsys):
     err = capsys.readouterr().err
     assert rc != 0
     assert str(latest) in err and str(found[-2]) in err and "--resume" in err
-
-
-def tmp_path_of(out):
-    return out.parent

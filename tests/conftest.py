@@ -61,3 +61,16 @@ def synth_tiny(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     generate(out, seed=0, scale="tiny")
     return out
+
+
+@pytest.fixture()
+def hide_package(monkeypatch):
+    """``hide_package("detectron2")``: the package and its submodules import as missing for this test,
+    so "not installed" paths run whether or not the package is installed here."""
+    import sys
+
+    def hide(name: str) -> None:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")] + [name]:
+            monkeypatch.setitem(sys.modules, key, None)
+
+    return hide

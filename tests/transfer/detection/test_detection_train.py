@@ -148,13 +148,8 @@ def test_eval_detection_voc_and_coco_write_records(synth_tiny, tmp_path):
     assert (work / "detections" / "comp4_det_test_aeroplane.txt").exists()
 
 
-def test_detectron2_engine_fails_at_once_without_detectron2(tmp_path, capsys):
-    pytest.importorskip("torch")
-    try:
-        import detectron2  # noqa: F401
-        pytest.skip("detectron2 is installed")
-    except ImportError:
-        pass
+def test_detectron2_engine_fails_at_once_without_detectron2(tmp_path, capsys, hide_package):
+    hide_package("detectron2")
     from transfer.detection.cli import eval_main
 
     rc = eval_main("detection", ["--checkpoint", "random:resnet50", "--dataset", "voc", "--data", str(tmp_path),

@@ -41,7 +41,7 @@ class BackboneSpec:
 
     arch: str
     cifar_stem: bool = False
-    # torchvision ResNets only: replace stride by dilation in (res3, res4, res5).
+    # torchvision ResNets and MobileNetV2, timm CNNs: replace stride by dilation in (res3, res4, res5).
     dilation: tuple[bool, bool, bool] = (False, False, False)
     # timm only: input size the model is built for (ViT position embeddings).
     img_size: int | None = None
@@ -122,7 +122,12 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
         return model
     if cifar_stem:
         raise ValueError(f"--cifar-stem is only supported for ResNets, not {arch}")
-    return ctor(weights=None, num_classes=num_classes)
+    model = ctor(weights=None, num_classes=num_classes)
+    if fam == "mobilenet_v2":
+        _dilate_mobilenet_v2(model, dilation)
+    elif any(dilation):
+        raise ValueError(f"{arch} cannot be dilated (only ResNets, MobileNetV2 and timm CNNs can)")
+    return model
 
 
 def _dilate_stages(model: nn.Module, dilation) -> None:
@@ -146,6 +151,29 @@ def _dilate_stages(model: nn.Module, dilation) -> None:
                     conv.stride, conv.dilation, conv.padding = (1, 1), (d, d), (d, d)
             if block.downsample is not None:
                 block.downsample[0].stride = (1, 1)
+
+
+# the blocks of mobilenet_v2 ``features`` that halve the resolution at the start of res3, res4, res5
+MOBILENET_V2_STRIDED = (4, 7, 14)
+
+
+def _dilate_mobilenet_v2(model: nn.Module, dilation) -> None:
+    """Trade stride for dilation in res3..res5 of torchvision's MobileNetV2, in place, the way
+    :func:`_dilate_stages` does for ResNets (and DeepLab for MobileNets): the stage's strided block
+    gets stride 1 at the dilation so far, the blocks after it the doubled one. Only the 3x3
+    depthwise convolutions change; parameter shapes do not."""
+    dilated = {MOBILENET_V2_STRIDED[i] for i, d in enumerate(dilation) if d}
+    rate = 1
+    for i, block in enumerate(model.features):
+        convs = [m for m in block.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+        if i == 0 or not convs:     # the stem keeps its stride; the last block is a 1x1 convolution
+            continue
+        conv = convs[-1]
+        if i in dilated:
+            conv.stride, conv.dilation, conv.padding = (1, 1), (rate, rate), (rate, rate)
+            rate *= 2
+        elif rate > 1:
+            conv.dilation, conv.padding = (rate, rate), (rate, rate)
 
 
 def _remove_classifier(model: nn.Module, arch: str) -> tuple[nn.Module, int]:

@@ -83,3 +83,21 @@ def test_timm_resnet_dilation_is_output_stride():
     assert plain.feature_maps(x)["res5"].shape[-1] == 3 and os16.feature_maps(x)["res5"].shape[-1] == 6
     with pytest.raises(ValueError, match="cannot be dilated"):
         build_backbone("timm:vit_tiny_patch16_224", img_size=32, dilation=(False, False, True))
+
+
+@pytest.mark.parametrize("dilation, stride", [((False, False, True), 16), ((False, True, True), 8)])
+def test_dilated_mobilenet_v2_is_the_a_trous_form_of_the_same_network(dilation, stride):
+    """Stride traded for dilation (DeepLab's "a trous" rule) computes the undilated network's res5
+    at every other position: the dilated map subsampled by 32 / stride equals the original map,
+    with the same parameters. (Used by segmentation, issue 14.)"""
+    torch.manual_seed(0)
+    plain = build_backbone("mobilenet_v2").eval()
+    dilated = build_backbone("mobilenet_v2", dilation=dilation).eval()
+    assert set(plain.net.state_dict()) == set(dilated.net.state_dict())
+    dilated.net.load_state_dict(plain.net.state_dict())
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        a, b = plain.feature_maps(x)["res5"], dilated.feature_maps(x)["res5"]
+    assert b.shape[-2:] == (128 // stride, 160 // stride)
+    step = 32 // stride
+    torch.testing.assert_close(b[:, :, ::step, ::step], a, rtol=1e-4, atol=1e-4)

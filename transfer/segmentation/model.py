@@ -97,9 +97,6 @@ def build_model(checkpoint: str, head: str, num_classes: int, sync_bn: bool = Fa
         del backbone
         backbone, report = load_backbone(checkpoint, dilation=OS16)
         stage = "res5"
-    if backbone.family == "mobilenet_v2":
-        raise ValueError(f"{checkpoint}: segmentation transfer needs a ResNet backbone (dilated res5, "
-                         f"torchvision or timm) or a plain ViT; got {backbone.arch}")
     model = SegmentationModel(backbone, head, num_classes, stage=stage)
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -299,6 +299,7 @@ PROTOCOL_KEYS = {
     "roi_pool_size": "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION (C4)",
     "score_thresh_test": "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "nms_thresh_test": "MODEL.ROI_HEADS.NMS_THRESH_TEST",
     "detections_per_img": "TEST.DETECTIONS_PER_IMAGE", "precise_bn_iters": "TEST.PRECISE_BN.{ENABLED,NUM_ITER}",
+    "frozen_bn": "MODEL.RESNETS.NORM (FrozenBN when true, else the config's SyncBN-family norm)",
     "checkpoint_period": "SOLVER.CHECKPOINT_PERIOD", "num_workers": "DATALOADER.NUM_WORKERS",
     "bf16": "- (fp32 by default with this engine; an explicit bf16=true is refused on CUDA: detectron2 0.6 has fp16 AMP only)",
 }
@@ -356,6 +357,8 @@ def protocol_settings(protocol, dataset: str, num_classes: int, device: str) -> 
         "TEST.PRECISE_BN.ENABLED": p.precise_bn_iters > 0, "TEST.PRECISE_BN.NUM_ITER": max(p.precise_bn_iters, 1),
         "DATALOADER.NUM_WORKERS": p.num_workers,
     }
+    if p.frozen_bn:
+        out["MODEL.RESNETS.NORM"] = "FrozenBN"
     if head == "c4":
         out["MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION"] = p.roi_pool_size
     else:

@@ -70,6 +70,9 @@ class DetectionProtocol:
     score_thresh_test: float = 0.05
     nms_thresh_test: float = 0.5
     detections_per_img: int = 100
+    # backbone BN frozen (statistics and affine kept as loaded: detectron2's FrozenBN, its default for
+    # ImageNet-supervised backbones) instead of fine-tuned (the MoCo protocols: SyncBN)
+    frozen_bn: bool = False
     # -- test --
     precise_bn_iters: int = 200       # TEST.PRECISE_BN (0: off)
     # -- run --

@@ -13,7 +13,7 @@ import torch
 
 from core import dist
 from core.io import atomic_write_json
-from transfer.detection.train import precise_bn, train, unwrap
+from transfer.detection.train import freeze_bn, precise_bn, train, unwrap
 
 
 def build_datasets(dataset: str, data_root: str | os.PathLike, with_masks: bool):
@@ -64,6 +64,8 @@ def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_
         random.seed(seed)
         np.random.seed(seed)
         backbone, report = load_backbone(checkpoint)
+        if p.frozen_bn:
+            freeze_bn(backbone)
         mask = p.uses_masks(dataset)
         train_set, test_set, info = build_datasets(dataset, data_root, with_masks=mask)
         model = build_detector(backbone, len(train_set.classes), p, mask=mask)

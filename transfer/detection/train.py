@@ -225,6 +225,26 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
 
 
 @torch.no_grad()
+def freeze_bn(module: nn.Module) -> int:
+    """Replace every BatchNorm2d under ``module`` by a FrozenBatchNorm2d with its statistics and
+    affine parameters (detectron2's FrozenBN), in place; how many were replaced."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+            count += 1
+        else:
+            count += freeze_bn(child)
+    return count
+
+
 def precise_bn(model: nn.Module, dataset, protocol, seed: int, device: torch.device) -> int:
     """Recompute every BN's running statistics as the average over ``precise_bn_iters`` training
     batches with the weights fixed (detectron2's ``PreciseBN`` hook, which MoCo enables)."""

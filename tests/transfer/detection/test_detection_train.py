@@ -159,3 +159,37 @@ def test_detectron2_engine_fails_at_once_without_detectron2(tmp_path, capsys, hi
     err = capsys.readouterr().err
     assert "detectron2 is not installed" in err and "pip install" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_frozen_bn_keeps_the_loaded_statistics_while_training():
+    """``frozen_bn`` (detectron2's FrozenBN): every backbone BN becomes a fixed affine map of its
+    loaded statistics; in train mode it computes what the BN computed in eval mode, and a training
+    step changes neither its statistics nor its scale and shift."""
+    from torch import nn
+
+    from checkpoints.backbones import build_backbone
+    from transfer.detection.train import freeze_bn
+
+    torch.manual_seed(0)
+    backbone = build_backbone("mobilenet_v2")
+    for m in backbone.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = backbone.eval()(x)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
+    assert freeze_bn(backbone) == n_bn > 0
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
+    backbone.train()
+    torch.testing.assert_close(backbone(x), expected)
+    frozen = {k: v.clone() for k, v in backbone.state_dict().items() if "running" in k or k.endswith((".weight", ".bias"))}
+    opt = torch.optim.SGD(backbone.parameters(), lr=0.1)
+    backbone(x).sum().backward()
+    opt.step()
+    bn_keys = [k for k in frozen if "running_mean" in k]
+    for k in bn_keys:
+        prefix = k[: -len("running_mean")]
+        for leaf in ("running_mean", "running_var", "weight", "bias"):
+            assert torch.equal(backbone.state_dict()[prefix + leaf], frozen[prefix + leaf]), prefix + leaf

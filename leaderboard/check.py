@@ -216,6 +216,49 @@ def new_baseline(table: Table, old: dict | None = None, *, note: str = "") -> di
             "defaults": defaults, "entries": entries}
 
 
+def baseline_from_runs(tables: list[Table], old: dict, *, sources: list[str] | None = None) -> dict:
+    """The entries of ``old`` measured again in several runs of the same pipeline (one table per
+    run, each with another seed): each entry's ``value`` is the mean of the runs' values (for a
+    ``relative_to`` entry, of each run's difference), ``std`` and ``n`` their spread, ``runs`` the
+    values themselves; its allowed drop is then ``k x std`` (see :func:`allowed_drop`). An entry
+    some run lacks is an error: the spread would be measured on fewer runs than claimed."""
+    import statistics
+
+    defaults = old.get("defaults") or {"tolerance": DEFAULT_TOLERANCE, "k": DEFAULT_K}
+    entries = []
+    for e in old["entries"]:
+        values = []
+        for i, t in enumerate(tables):
+            o = evaluate(e, t, defaults)
+            if o.current is None:
+                where = sources[i] if sources else f"run {i + 1}"
+                raise BaselineError(f"{where}: no result for the entry {_entry_name(e)} {e['task']} "
+                                    f"[{e['protocol']}] {e['metric']} ({o.detail})")
+            values.append(o.current)
+        entries.append(dict(e, value=round(statistics.fmean(values), 4), n=len(values),
+                            std=round(statistics.stdev(values), 4) if len(values) > 1 else None,
+                            runs=[round(v, 4) for v in values]))
+    return {"format": BASELINE_FORMAT, "version": BASELINE_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "code_version": code_version(), "note": old.get("note", ""), "defaults": defaults,
+            "entries": entries}
+
+
+def update_from_runs(baseline_path: str | Path, results_dirs: list[str | Path], out=print) -> int:
+    """``leaderboard check --update-baseline --results R1 --results R2 ...``: the entries of the
+    existing baseline, measured in every run (see :func:`baseline_from_runs`)."""
+    from core.io import atomic_write_json
+
+    old = read_baseline(baseline_path)
+    tables = [load_table(d, reported=False, all_metrics=True) for d in results_dirs]
+    new = baseline_from_runs(tables, old, sources=[str(d) for d in results_dirs])
+    atomic_write_json(baseline_path, new)
+    widest = max(new["entries"], key=lambda e: (e["std"] or 0))
+    out(f"wrote {baseline_path} ({len(new['entries'])} entries, each measured in {len(tables)} runs; "
+        f"largest spread: {_entry_name(widest)} {widest['task']} {widest['metric']} std {widest['std']})")
+    return 0
+
+
 def run_check(baseline_path: str | Path, results_dir: str | Path, *, update: bool = False,
               out=print) -> int:
     """What ``mocobench leaderboard check`` does; returns the exit code."""

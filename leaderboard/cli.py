@@ -37,7 +37,10 @@ def _check_parser() -> argparse.ArgumentParser:
         description="Compare the current records with a baseline; exit 1 on a regression beyond tolerance "
                     "or a baseline entry with no result. See docs/leaderboard.md for the baseline format.")
     p.add_argument("--baseline", required=True, help="baseline JSON file")
-    p.add_argument("--results", default=DEFAULT_RESULTS, help=f"records folder (default {DEFAULT_RESULTS})")
+    p.add_argument("--results", action="append", default=None,
+                   help=f"records folder (default {DEFAULT_RESULTS}); with --update-baseline it may be given "
+                        "once per run of the same pipeline with another --seed: each entry's value is then the "
+                        "mean over the runs and its allowed drop k x their standard deviation")
     p.add_argument("--update-baseline", action="store_true",
                    help="write a new baseline from the current records (keeps each existing entry's "
                         "tolerance/k/relative_to settings) instead of checking")
@@ -47,9 +50,17 @@ def _check_parser() -> argparse.ArgumentParser:
 def check_main(argv: list[str]) -> int:
     from leaderboard.check import BaselineError, run_check
 
-    args = _check_parser().parse_args(argv)
+    parser = _check_parser()
+    args = parser.parse_args(argv)
+    results = args.results or [DEFAULT_RESULTS]
+    if len(results) > 1 and not args.update_baseline:
+        parser.error("several --results folders are for --update-baseline (one per seed); a check reads one")
     try:
-        return run_check(args.baseline, args.results, update=args.update_baseline)
+        if len(results) > 1:
+            from leaderboard.check import update_from_runs
+
+            return update_from_runs(args.baseline, results)
+        return run_check(args.baseline, results[0], update=args.update_baseline)
     except BaselineError as e:
         print(f"mocobench leaderboard check: {e}", file=sys.stderr)
         return 2

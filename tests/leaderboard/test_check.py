@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from leaderboard import cli
 from leaderboard.check import BASELINE_FORMAT, read_baseline
 
@@ -97,3 +99,51 @@ def test_bad_baseline_file_is_a_clear_error(tmp_path, capsys):
     assert f"{p}: not a readable JSON baseline" in capsys.readouterr().err
     assert cli.main(["check", "--baseline", str(tmp_path / "none.json"), "--results", str(tmp_path)]) == 2
     assert "no such baseline file" in capsys.readouterr().err
+
+
+def test_baseline_from_several_seed_runs(tmp_path, add_record, capsys):
+    """--update-baseline with one --results per seed run: each entry's value is the mean over the runs
+    (a relative entry: of each run's difference), std and n their spread, runs the values; the
+    allowed drop is then k x std, checked against an independent computation."""
+    import statistics
+
+    knn = {"moco_v2": [60.0, 62.0, 61.0], "random": [50.0, 50.5, 49.0]}
+    dirs = []
+    for i in range(3):
+        res = tmp_path / f"run{i}" / "results"
+        add_record(res, "moco_v2", "knn", "dino-knn", {"top1": knn["moco_v2"][i]}, seed=i)
+        add_record(res, "random", "knn", "dino-knn", {"top1": knn["random"][i]}, seed=i)
+        dirs += ["--results", str(res)]
+    b = _baseline(tmp_path / "b.json", [_entry(value=0.0, k=3.0),
+                                        _entry(value=0.0, k=3.0, relative_to="random")])
+    assert cli.main(["check", "--baseline", str(b), "--update-baseline", *dirs]) == 0
+    absolute, relative = read_baseline(b)["entries"]
+    assert absolute["runs"] == knn["moco_v2"] and absolute["n"] == 3
+    assert absolute["value"] == round(statistics.fmean(knn["moco_v2"]), 4)
+    diffs = [a - r for a, r in zip(knn["moco_v2"], knn["random"])]
+    assert relative["runs"] == diffs and relative["std"] == round(statistics.stdev(diffs), 4)
+    # a run 3 x std below the mean difference regresses, one just above passes
+    floor = statistics.fmean(diffs) - 3 * statistics.stdev(diffs)
+    for drop, rc in ((floor - 0.1, 1), (floor + 0.1, 0)):
+        res = tmp_path / f"check{rc}" / "results"
+        add_record(res, "moco_v2", "knn", "dino-knn", {"top1": 50.0 + drop})
+        add_record(res, "random", "knn", "dino-knn", {"top1": 50.0})
+        assert cli.main(["check", "--baseline", str(b), "--results", str(res)]) == rc, capsys.readouterr().out
+
+
+def test_several_results_folders_only_build_a_baseline(tmp_path, capsys):
+    b = _baseline(tmp_path / "b.json", [_entry(value=1.0)])
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--baseline", str(b), "--results", "a", "--results", "b"])
+    assert "a check reads one" in capsys.readouterr().err
+
+
+def test_a_seed_run_without_an_entry_is_refused(tmp_path, add_record, capsys):
+    add_record(tmp_path / "r0" / "results", "moco_v2", "knn", "dino-knn", {"top1": 60.0})
+    (tmp_path / "r1" / "results").mkdir(parents=True)
+    add_record(tmp_path / "r1" / "results", "moco_v2", "linear", "fast", {"top1": 60.0})
+    b = _baseline(tmp_path / "b.json", [_entry(value=1.0)])
+    rc = cli.main(["check", "--baseline", str(b), "--update-baseline", "--results", str(tmp_path / "r0" / "results"),
+                   "--results", str(tmp_path / "r1" / "results")])
+    assert rc == 2 and "r1/results: no result for the entry moco_v2 knn" in capsys.readouterr().err
+    assert read_baseline(b)["entries"][0]["value"] == 1.0   # not rewritten

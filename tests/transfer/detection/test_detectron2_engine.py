@@ -196,6 +196,8 @@ def test_every_protocol_field_reaches_detectron2_or_is_refused():
     assert (s["SOLVER.CHECKPOINT_PERIOD"], s["TEST.PRECISE_BN.ENABLED"]) == (7, False)
     assert s["MODEL.ANCHOR_GENERATOR.SIZES"] == [[16, 32]] and s["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS"] == [[1.0]]
     assert (s["MODEL.DEVICE"], s["MODEL.ROI_HEADS.NUM_CLASSES"], s["MODEL.MASK_ON"]) == ("cpu", 20, False)
+    assert "MODEL.RESNETS.NORM" not in s   # the config's SyncBN-family norm stays
+    assert protocol_settings(dataclasses.replace(p, frozen_bn=True), "voc", 20, "cpu")["MODEL.RESNETS.NORM"] == "FrozenBN"
     refusals = [(dict(bf16=True), "cuda", "voc", "bf16"), (dict(model="fpn"), "cpu", "voc", "model=fpn"),
                 (dict(mask_on=True), "cpu", "voc", "mask_on"),
                 (dict(name="coco-fpn-1x", model="fpn", roi_pool_size=10), "cpu", "coco", "roi_pool_size")]

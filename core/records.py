@@ -15,7 +15,8 @@ Schema (version 1)::
     metrics         dict     metric name -> float (accuracies and AP/mIoU in percent)
     seed            int
     config          dict     the resolved evaluation config
-    env             dict     code_version, python, torch, torchvision, timm, device, hostname
+    env             dict     code_version, python, torch, torchvision, timm, device, hostname,
+                             threads, cpu_capability (when torch ran)
     wall_time_s     float
     timestamp       str      UTC, ISO 8601
 """
@@ -83,10 +84,18 @@ def _version(package: str) -> str:
         return "missing"
 
 
-def environment(device: str) -> dict[str, str]:
-    return {"code_version": code_version(), "python": platform.python_version(),
-            "torch": _version("torch"), "torchvision": _version("torchvision"),
-            "timm": _version("timm"), "device": device, "hostname": socket.gethostname()}
+def environment(device: str) -> dict[str, Any]:
+    """Where the numbers came from. ``threads`` (torch's intra-op threads) and ``cpu_capability``
+    (the vector instructions its CPU kernels use) are what CPU results vary with between machines
+    that run the same code (docs/leaderboard.md, "Same command, same numbers")."""
+    env: dict[str, Any] = {"code_version": code_version(), "python": platform.python_version(),
+                           "torch": _version("torch"), "torchvision": _version("torchvision"),
+                           "timm": _version("timm"), "device": device, "hostname": socket.gethostname()}
+    torch = sys.modules.get("torch")   # a record written without torch (a scorer) names no threads
+    if torch is not None:
+        env["threads"] = torch.get_num_threads()
+        env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return env
 
 
 def new_record(*, checkpoint: dict, task: str, protocol: str, dataset: dict, metrics: dict,

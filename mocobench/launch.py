@@ -37,29 +37,66 @@ class Launcher:
 
     def run(self, stage, env: dict) -> int:
         """Run one stage here (a forked child or a fresh process); its exit code."""
+        return self.start(stage, env).wait()
+
+    def start(self, stage, env: dict) -> "Running":
+        """Start one stage here (a forked child or a fresh process) and return without waiting."""
         cmd = self.command(stage.argv, stage.distributed)
         if self.preload and not self.torchrun(stage.distributed) and hasattr(os, "fork"):
-            return run_forked(stage.argv, cmd, stage.log, env)
-        return run_logged(cmd, stage.log, env)
+            return Running(start_forked(stage.argv, cmd, stage.log, env))
+        return Running(start_logged(cmd, stage.log, env))
+
+
+class Running:
+    """A stage started on this machine: polled without blocking; its exit code and its own CPU
+    seconds once it has ended (``os.wait4``, so stages that run side by side are told apart)."""
+
+    def __init__(self, started: "int | subprocess.Popen"):
+        self.proc = started if isinstance(started, subprocess.Popen) else None
+        self.pid = started.pid if self.proc else started
+        self.rc: int | None = None
+        self.cpu = 0.0
+
+    def poll(self) -> int | None:
+        if self.rc is None:
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            if pid:
+                self.rc = os.waitstatus_to_exitcode(status)
+                self.cpu = usage.ru_utime + usage.ru_stime
+                if self.proc is not None:   # reaped here: Popen must not wait for it again
+                    self.proc.returncode = self.rc
+        return self.rc
+
+    def wait(self) -> int:
+        try:
+            while self.poll() is None:   # not a blocking wait: a signal handler may look at the child meanwhile
+                time.sleep(0.2)
+        except BaseException:   # KeyboardInterrupt, SIGTERM of the pipeline: stop the stage too
+            self.stop()
+            raise
+        return self.rc
+
+    def stop(self) -> None:
+        if self.rc is None:
+            stop(self.pid)
 
 
 def run_logged(cmd: list[str], log: Path, env: dict, started=None) -> int:
     """``cmd`` in a fresh process, its output appended to ``log``; its exit code. ``started(proc)``
     is called once it runs (the SLURM job keeps its pid to forward preemption)."""
+    proc = start_logged(cmd, log, env)
+    if started is not None:
+        started(proc)
+    return Running(proc).wait()
+
+
+def start_logged(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
+    """Start ``cmd`` in a fresh process, its output appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         f.flush()
-        with subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env) as proc:
-            if started is not None:
-                started(proc)
-            try:
-                while proc.poll() is None:   # not wait(): a signal handler may look at the child meanwhile
-                    time.sleep(0.2)
-            except BaseException:   # KeyboardInterrupt, SIGTERM of the pipeline: stop the stage too
-                stop(proc.pid)
-                raise
-    return proc.returncode
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
 def stop(pid: int, grace_s: float = 60) -> None:
@@ -98,6 +135,11 @@ def preload() -> None:
 def run_forked(argv: list[str], cmd: list[str], log: Path, env: dict) -> int:
     """``mocobench ARGV`` in a forked child: the same process isolation, exit code and log as
     :func:`run_logged` (``cmd`` is what the log shows), without the interpreter and import start-up."""
+    return Running(start_forked(argv, cmd, log, env)).wait()
+
+
+def start_forked(argv: list[str], cmd: list[str], log: Path, env: dict) -> int:
+    """Fork the child of :func:`run_forked` and return its pid without waiting."""
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -115,6 +157,9 @@ def run_forked(argv: list[str], cmd: list[str], log: Path, env: dict) -> int:
                 sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
                 os.environ.clear()
                 os.environ.update(env)
+                if env.get("OMP_NUM_THREADS", "").isdigit() and "torch" in sys.modules:
+                    # the OpenMP runtime read the variable when the parent imported torch
+                    sys.modules["torch"].set_num_threads(int(env["OMP_NUM_THREADS"]))
                 from mocobench.cli import main as cli_main
 
                 code = cli_main(list(argv))
@@ -135,12 +180,7 @@ def run_forked(argv: list[str], cmd: list[str], log: Path, env: dict) -> int:
                     sys.stderr.flush()
                 finally:
                     os._exit(code if isinstance(code, int) else 1)
-    try:
-        _, status = os.waitpid(pid, 0)
-    except BaseException:   # KeyboardInterrupt, SIGTERM of the pipeline: stop the stage too
-        stop(pid)
-        raise
-    return os.waitstatus_to_exitcode(status)
+    return pid
 
 
 def children_cpu() -> float:

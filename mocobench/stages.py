@@ -27,6 +27,7 @@ class Stage:
     stale: list[Path] = field(default_factory=list)   # moved aside before it runs
     stale_why: str = ""
     resumes: bool = False              # its resume entry matches: it continues from its own state
+    after: list[str] = field(default_factory=list)    # waits for these (they fill a cache it reads)
 
 
 def _same_checkpoint(rec_ckpt: dict, ckpt: str) -> bool:
@@ -84,56 +85,84 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
     else:
         datasets, missing = find_datasets(Path(args.data_root))
 
-    checkpoints: list[tuple[str, list[str], dict[str, str]]] = []   # (argument, stages it needs, inputs)
-    if args.checkpoint:
-        checkpoints = [(c, [], {"checkpoint": resume.file_identity(c)}) for c in args.checkpoint]
+    seed = getattr(args, "seed", 0) or 0
+    # (argument, stages it needs, inputs, which evaluations take it: Eval.on)
+    checkpoints: list[tuple[str, list[str], dict[str, str], str | None]] = []
+    if args.checkpoint:   # given checkpoints take every evaluation of the mode
+        checkpoints = [(c, [], {"checkpoint": resume.file_identity(c)}, None) for c in args.checkpoint]
     else:
         for run in mode.runs:
             run_dir = out / "runs" / run.name
             backbone = run_dir / "backbone.pth"
             argv = ["pretrain", "--method", run.method, "--data", str(datasets.get("imagenet", "")),
                     "--out", str(run_dir), "--resume", "auto", *(("--preset", run.preset) if run.preset else ()),
-                    *(("--arch", mode.arch) if mode.synth_scale else ()), *run.args, *args.pretrain_arg]
+                    *(("--arch", mode.arch) if mode.synth_scale else ()), *run.args,
+                    *((f"--seed={seed}",) if seed else ()), *args.pretrain_arg]
             st = Stage(f"pretrain {run.name}", argv, logs / f"pretrain-{run.name}.log", distributed=True,
                        needs=["data synth"] if mode.synth_scale else [], output=str(backbone))
             _resolve(st, out, mode, upstream, backbone.exists(), [run_dir], f"{backbone} exists")
             if "imagenet" not in datasets:
                 st.missing = missing.get("imagenet", "ImageNet not found")
             stages.append(st)
-            checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}))
+            checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}, "pretrained"))
+        for ref in mode.references:   # a published checkpoint, and a random init of its architecture
+            path = ref.find()
+            if path is None:
+                missing[ref.name] = ref.missing
+            checkpoints.append((str(path) if path else ref.name, [],
+                                {**upstream, "checkpoint": resume.file_identity(str(path)) if path else ref.name},
+                                "reference"))
+            if not args.no_random:
+                checkpoints.append(_random(ref.arch, seed, upstream, "reference"))
     if not args.no_random:
-        arch = args.random_arch or mode.arch
-        checkpoints.append((f"random:{arch}", [], {**upstream, "checkpoint": f"random:{arch}"}))
+        checkpoints.append(_random(args.random_arch or mode.arch, seed, upstream, "pretrained"))
 
-    for ckpt, needs, inputs in checkpoints:
+    for ckpt, needs, inputs, group in checkpoints:
         short = short_name(ckpt)
         for ev in mode.evals:
+            if group is not None and group not in ev.on:
+                continue
             work = out / "work" / ev.label / short
             fill = {"work": str(work), "cache": str(out / "cache" / "features"),
                     **{k: str(v) for k, v in datasets.items()}}
             absent = [a[1:-1] for a in ev.argv if a.startswith("{") and a[1:-1] not in fill]
-            for seed in ev.seeds:
+            for ev_seed in ((seed,) if seed else ev.seeds):
                 argv = ["eval", ev.argv[0], "--checkpoint", ckpt, "--results", str(out / "results"),
                         *[a.format_map(fill) if "{" in a and a[1:-1] not in absent else a for a in ev.argv[1:]],
                         *args.eval_arg]
-                if seed:
-                    argv += ["--seed", str(seed)]
-                st = Stage(f"eval {ev.label} {short}" + (f" seed {seed}" if seed else ""), argv,
-                           logs / f"eval-{ev.label}-{short}{'-s%d' % seed if seed else ''}.log",
+                if ev_seed:
+                    argv += ["--seed", str(ev_seed)]
+                st = Stage(f"eval {ev.label} {short}" + (f" seed {ev_seed}" if ev_seed else ""), argv,
+                           logs / f"eval-{ev.label}-{short}{'-s%d' % ev_seed if ev_seed else ''}.log",
                            distributed=ev.distributed, needs=needs + (["data synth"] if mode.synth_scale else []))
-                found = matching_records(records, ckpt, ev.task, ev.protocol, seed)
+                if "{cache}" in ev.argv:   # wait for the stage that fills this checkpoint's feature cache
+                    st.after = [s.name for s in stages if s.argv[2:4] == ["--checkpoint", ckpt]
+                                and "--cache-dir" in s.argv][:1]
+                found = matching_records(records, ckpt, ev.task, ev.protocol, ev_seed)
                 _resolve(st, out, mode, inputs, bool(found), [p for p, _ in found] + [work],
                          f"record {found[-1][1]['id']} exists" if found else "")
                 for key in [ev.needs, *absent]:   # the dataset, and e.g. {labels_1pct}
                     if key not in datasets and st.missing is None:
                         st.missing = missing.get(key, f"{key} not found")
+                if ckpt in missing and st.missing is None:   # a reference checkpoint not installed
+                    st.missing = missing[ckpt]
                 stages.append(st)
     return stages
 
 
+def _random(arch: str, seed: int, upstream: dict[str, str], group: str):
+    """The random-init baseline of ``arch``; with ``--seed S`` its initialisation is seeded with S
+    too (its row keeps the name ``random-<arch>``)."""
+    ckpt = f"random:{arch}" + (f":{seed}" if seed else "")
+    return ckpt, [], {**upstream, "checkpoint": ckpt}, group
+
+
 def short_name(ckpt: str) -> str:
     if ckpt.startswith("random:"):
-        return "random-" + ckpt.split(":", 1)[1].replace(":", "-")
+        parts = ckpt.split(":")[1:]
+        if parts[-1].isdigit():   # random:ARCH:SEED is named like random:ARCH (the stage adds "seed S")
+            parts = parts[:-1]
+        return "random-" + "-".join(parts)
     p = Path(ckpt)
     name = p.parent.name if p.stem in ("backbone", "checkpoint", "model") and p.parent.name else p.stem
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,5 +1,5 @@
 """The pipeline's plan, resume keys and launch logic, without running any real stage (the `--quick`
-run itself is tests/test_run_all.py; SLURM is tests/mocobench/test_slurm_cluster.py)."""
+run itself is tests/gate/; SLURM is tests/mocobench/test_slurm_cluster.py)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,109 @@ def test_quick_plan_pretrains_then_evaluates_every_checkpoint(tmp_path):
         if s.argv[0] == "eval":
             assert s.argv[s.argv.index("--results") + 1] == str(tmp_path / "results")
             assert not any("{" in a for a in s.argv)
+
+
+def test_quick_plan_gates_three_methods_and_a_real_pretrained_backbone(tmp_path):
+    """Issue 14: MoCo v2, UniMoCo (100 % labels) and SMoG on classification beside their random init;
+    torchvision's ImageNet MobileNetV2 and its random init on detection and segmentation."""
+    stages = _plan(["--quick", "--out", str(tmp_path)])
+    methods = [s.argv[s.argv.index("--method") + 1] for s in stages if s.argv[0] == "pretrain"]
+    assert methods == ["moco_v2", "unimoco", "smog"]
+    by_ckpt: dict[str, set[str]] = {}
+    for s in stages:
+        if s.argv[0] == "eval":
+            by_ckpt.setdefault(s.name.split()[2], set()).add(s.argv[1])
+    cls, dense = {"linear", "knn", "semi"}, {"detection", "segmentation"}
+    assert by_ckpt == {"moco_v2": cls, "unimoco_100pct": cls, "smog": cls, "random-timm-test_resnet": cls,
+                       "mobilenet_v2-b0353104": dense, "random-mobilenet_v2": dense}
+
+
+def test_an_absent_reference_checkpoint_is_named_not_fatal(tmp_path, monkeypatch):
+    from mocobench import modes
+
+    ref = modes.Reference("imagenet_mobilenet_v2", "mobilenet_v2", lambda: None, "install the weights package")
+    monkeypatch.setitem(modes.MODES, "quick", modes.Mode(**{**modes.MODES["quick"].__dict__, "references": (ref,)}))
+    stages = _plan(["--quick", "--out", str(tmp_path)])
+    ref_stages = [s for s in stages if s.name.split()[-1] == "imagenet_mobilenet_v2"]
+    assert len(ref_stages) == 2 and all(s.missing == "install the weights package" for s in ref_stages)
+    assert not any(s.missing for s in stages if s not in ref_stages)
+
+
+def test_seed_reaches_pretraining_evaluation_and_random_init(tmp_path):
+    stages = _plan(["--quick", "--seed", "3", "--out", str(tmp_path)])
+    for s in stages:
+        if s.argv[0] == "pretrain":
+            assert "--seed=3" in s.argv
+        elif s.argv[0] == "eval":
+            assert s.argv[s.argv.index("--seed") + 1] == "3" and s.name.endswith(" seed 3")
+            ckpt = s.argv[s.argv.index("--checkpoint") + 1]
+            assert not ckpt.startswith("random:") or ckpt.endswith(":3")
+    names = [s.name for s in stages]
+    assert "eval knn-dino-knn random-timm-test_resnet seed 3" in names
+    assert "--seed=0" not in str([s.argv for s in _plan(["--quick", "--out", str(tmp_path / "b")])])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--jobs", "0"], "--jobs 0: must be at least 1"),
+    (["--threads", "0"], "--threads 0: must be at least 1"),
+    (["--seed", "-1"], "--seed -1: must be at least 0"),
+    (["--jobs", "2", "--slurm", "debug"], "leave --jobs out"),
+    (["--jobs", "2", "--nproc", "2"], "leave --jobs out"),
+])
+def test_jobs_threads_and_seed_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        P.parse_args(["--quick", *argv])
+    assert message in capsys.readouterr().err
+
+
+class _FakeRun:
+    """A stage that 'runs' until the test ends it: what the scheduler sees of a process."""
+
+    def __init__(self, log, name):
+        self.name, self.rc, self.cpu = name, None, 0.0
+        log.append(("start", name))
+
+    def poll(self):
+        return self.rc
+
+    def stop(self):
+        self.rc = -15
+
+
+def test_side_by_side_stages_wait_for_what_they_need(tmp_path, monkeypatch, capsys):
+    """With --jobs 2: never more than two at once, an evaluation starts only after its pretraining
+    ended, kNN after the linear probe that fills its feature cache; every stage ends once."""
+    events, running = [], []
+
+    def start(self, stage, env):
+        assert env["OMP_NUM_THREADS"] == "1"
+        run = _FakeRun(events, stage.name)
+        running.append(run)
+        assert sum(r.rc is None for r in running) <= 2
+        return run
+
+    def sleep(_):   # each tick of the scheduler ends the oldest running stage
+        live = [r for r in running if r.rc is None]
+        if live:
+            live[0].rc = 0
+            events.append(("end", live[0].name))
+
+    monkeypatch.setattr(Launcher, "start", start)
+    monkeypatch.setattr(P.time, "sleep", sleep)
+    monkeypatch.setattr(P, "leaderboard", lambda out, mode: 0)
+    assert P.main(["--quick", "--out", str(tmp_path), "--jobs", "2", "--no-preload"]) == 0
+    order = [name for kind, name in events if kind == "start"]
+    ended = [name for kind, name in events if kind == "end"]
+    assert sorted(order) == sorted(ended) and len(order) == len(set(order)) == 20
+    for name in order:
+        if name.startswith("eval "):
+            ckpt = name.split()[2]
+            if f"pretrain {ckpt}" in order:
+                assert ended.index(f"pretrain {ckpt}") < [n for k, n in events if k == "start"].index(name)
+        if name.startswith("eval knn"):
+            lin = name.replace("knn-dino-knn", "linear-fast")
+            assert events.index(("end", lin)) < events.index(("start", name))
+    assert "2 at a time, 1 thread(s) each" in capsys.readouterr().out
 
 
 def test_default_plan_has_four_pretraining_runs(tmp_path):
@@ -127,7 +230,7 @@ def test_changed_protocol_code_redoes_its_stages(tmp_path, monkeypatch):
     resume.source_digest.cache_clear()
     assert stages["eval knn-dino-knn moco_v2"].done is None
     assert stages["eval knn-dino-knn moco_v2"].stale_why == "configuration changed: code changed"
-    assert stages["eval det-voc-tiny-fpn moco_v2"].done and stages["pretrain moco_v2"].done
+    assert stages["eval det-voc-tiny-fpn random-mobilenet_v2"].done and stages["pretrain moco_v2"].done
 
 
 def test_interrupted_stage_continues_and_older_outputs_are_redone(tmp_path):
@@ -160,7 +263,8 @@ def test_stale_outputs_are_moved_aside_before_the_stage_runs(tmp_path, monkeypat
     (results / "old.json").write_text(json.dumps(old))
     monkeypatch.setattr(Launcher, "run", fake_run)
     monkeypatch.setattr(P, "leaderboard", lambda out, mode: 0)
-    assert P.main(["--quick", "--out", str(tmp_path), "--only", "knn-dino-knn random", "--no-preload"]) == 0
+    assert P.main(["--quick", "--out", str(tmp_path), "--only", "knn-dino-knn random", "--no-preload",
+                   "--jobs", "1"]) == 0
     assert ran == ["eval knn-dino-knn random-timm-test_resnet"]
     moved = list((tmp_path / "superseded").rglob("old.json"))
     assert len(moved) == 1 and "moved aside" in capsys.readouterr().out
@@ -218,7 +322,8 @@ def test_failed_stages_are_reported_not_fatal(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(Launcher, "run", fake_run)
     monkeypatch.setattr(P, "leaderboard", lambda out, mode: 0)
-    rc = P.main(["--quick", "--out", str(tmp_path), "--checkpoint", "/x.pth", "--no-random", "--no-preload"])
+    rc = P.main(["--quick", "--out", str(tmp_path), "--checkpoint", "/x.pth", "--no-random", "--no-preload",
+                 "--jobs", "1"])
     out = capsys.readouterr().out
     assert rc == 1
     assert "FAIL     eval knn-dino-knn x" in out and "RuntimeError: boom" in out
@@ -283,11 +388,11 @@ def test_second_node_runs_only_torchrun_stages_and_writes_no_state(tmp_path, mon
     monkeypatch.setattr(P, "leaderboard", lambda out, mode: ran.append(("leaderboard", "")) or 0)
     argv = ["--quick", "--out", str(tmp_path), "--nproc", "1", "--nnodes", "2", "--master-addr", "node0", "--no-preload"]
     assert P.main([*argv, "--node-rank", "1"]) == 0
-    assert ran == [("pretrain moco_v2", "pretrain-moco_v2.node1.log")]
+    assert ran == [(f"pretrain {n}", f"pretrain-{n}.node1.log") for n in ("moco_v2", "unimoco_100pct", "smog")]
     assert not (tmp_path / "state").exists() and "node 0   eval knn-dino-knn moco_v2" in capsys.readouterr().out
     ran.clear()
     assert P.main([*argv, "--node-rank", "0"]) == 0
-    assert ("data synth", "data-synth.log") in ran and ("leaderboard", "") in ran and len(ran) == 13
+    assert ("data synth", "data-synth.log") in ran and ("leaderboard", "") in ran and len(ran) == 21
     with pytest.raises(SystemExit):
         P.parse_args([*argv, "--node-rank", "2"])
 

@@ -123,7 +123,7 @@ MODES = {
                    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=6")),
                    Run("smog", "smog", "tiny", ("--epochs=4",))),
                   _embedded_evals(img=64, semi_epochs=2, semi_extra=("--lr-grid=0.05",), dense_on=("reference",),
-                                  det=("--max-iters", "300", "--steps", "225", "--base-lr", "0.02")),
+                                  det=("--max-iters", "300", "--steps", "225", "--base-lr", "0.01")),
                   references=(IMAGENET_MOBILENET_V2,)),
     # --data-root DIR --preset paper: the papers' protocols on real data
     "paper": Mode("paper", None, "resnet50",

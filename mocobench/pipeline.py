@@ -200,12 +200,14 @@ def _main(args) -> int:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     threads, jobs = args.threads, args.jobs
-    if mode.synth_scale and not (args.slurm or launcher.torchrun(True)):
+    if mode.synth_scale:
         # Float sums depend on how the work is split across threads, so the embedded runs pin the
-        # thread count (the same records on any core count) and fill the cores with stages instead.
+        # thread count (the same records on any core count, here or on SLURM) and fill this
+        # machine's cores with stages instead.
         threads = threads or 1
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        jobs = jobs or max(1, cores // threads)
+        if not (args.slurm or launcher.torchrun(True)):
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            jobs = jobs or max(1, cores // threads)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t_start = time.perf_counter()

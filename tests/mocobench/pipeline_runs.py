@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-PRETRAIN = ["--only", "pretrain", *(f"--pretrain-arg=--{kv}" for kv in (
+PRETRAIN = ["--only", "pretrain moco_v2", *(f"--pretrain-arg=--{kv}" for kv in (
     "epochs=1", "max_steps_per_epoch=40", "ckpt_every=4", "img_size=32", "batch_size=16", "K=64", "log_every=1"))]
 
 

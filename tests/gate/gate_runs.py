@@ -1,0 +1,88 @@
+"""Running parts of the quick pipeline again beside an honest run's records, and the gate's verdict."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BASELINE = ROOT / "leaderboard" / "baselines" / "quick.json"
+QUICK_SEED = 7   # the committed baseline was measured on seeds 0-3: this is an honest re-run
+
+
+def quick(out: Path, *argv: str, timeout: int = 1200):
+    """``python -m mocobench.pipeline --quick --seed QUICK_SEED --out OUT ARGV`` (what ``./run_all.sh
+    --quick`` runs, with the seed), as a fresh process."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MOCOBENCH_PROGRESS="0")
+    return subprocess.run([sys.executable, "-m", "mocobench.pipeline", "--quick", "--seed", str(QUICK_SEED),
+                           "--out", str(out), *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def check(results: Path) -> tuple[int, str]:
+    """``mocobench leaderboard check --baseline quick.json --results RESULTS``: exit code and output."""
+    from leaderboard.check import run_check
+
+    lines: list[str] = []
+    rc = run_check(BASELINE, results, out=lines.append)
+    return rc, "\n".join(lines)
+
+
+def flagged(text: str, entry: str, task: str, metric: str | None = None) -> bool:
+    """Whether the check's table has ``entry`` (``checkpoint`` or ``checkpoint - reference``) on
+    ``task`` (and ``metric``) marked REGRESSED, or MISSING (the cell is no longer there at all)."""
+    return any(line.startswith(entry + " ") and f" {task} " in line and (metric is None or f" {metric} " in line)
+               and (" REGRESSED" in line or " MISSING" in line) for line in text.splitlines())
+
+
+def rerun(quick_run: Path, tmp_path: Path, names: list[str]) -> tuple[int, str]:
+    """Run the quick pipeline's stages named (by prefix) in ``names`` again, in this process, in a
+    copy of ``quick_run`` without their outputs; then the gate on the copy. A pretraining stage
+    brings every evaluation of its checkpoint with it (their records would otherwise be missing)."""
+    from core.records import iter_record_files
+    from leaderboard.table import checkpoint_display_name
+    from mocobench.cli import main as mocobench
+    from mocobench.modes import MODES
+    from mocobench.pipeline import parse_args
+    from mocobench.stages import plan
+
+    out = tmp_path / "outputs"
+    out.mkdir()
+    (out / "data").symlink_to(quick_run / "data", target_is_directory=True)
+    shutil.copytree(quick_run / "runs", out / "runs")
+    shutil.copytree(quick_run / "results", out / "results")
+    stages = plan(parse_args(["--quick", "--seed", str(QUICK_SEED), "--out", str(out)]), MODES["quick"], out, [])
+    pretrained = [n.split(" ", 1)[1] for n in names if n.startswith("pretrain ")]
+    chosen = [st for st in stages if any(st.name.startswith(n) for n in names)
+              or (st.name.startswith("eval ") and st.name.split()[2] in pretrained)]
+    assert len([st for st in chosen if any(st.name.startswith(n) for n in names)]) >= len(names), names
+    for name in pretrained:
+        shutil.rmtree(out / "runs" / name)
+    redo = {(st.argv[1], st.name.split()[2]) for st in chosen if st.argv[0] == "eval"}
+    for path, rec in iter_record_files(out / "results"):
+        task = rec["task"].split("-")[0] if rec["task"].startswith("semi") else rec["task"]
+        if (task, checkpoint_display_name(rec["checkpoint"])) in redo:
+            path.unlink()
+
+    threads, progress = torch.get_num_threads(), os.environ.get("MOCOBENCH_PROGRESS")
+    torch.set_num_threads(1)   # as the pipeline runs each stage
+    os.environ["MOCOBENCH_PROGRESS"] = "0"
+    try:
+        for st in chosen:
+            assert mocobench(list(st.argv)) == 0, f"{st.name} failed"
+    finally:
+        torch.set_num_threads(threads)
+        if progress is None:
+            os.environ.pop("MOCOBENCH_PROGRESS")
+        else:
+            os.environ["MOCOBENCH_PROGRESS"] = progress
+    records = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    assert len(records) == len(list((quick_run / "results").glob("*.json"))), "a record is missing or doubled"
+    return check(out / "results")

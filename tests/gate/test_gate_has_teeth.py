@@ -130,11 +130,12 @@ def test_linear_probe_on_a_reinitialised_backbone_fails_the_gate(quick_run, tmp_
 
     def reinitialised(checkpoint, **kw):
         backbone, report = load(checkpoint, **kw)
-        fresh, _ = load(f"random:{report.arch}:12345", **kw)
+        fresh, _ = load(f"random:{report.arch}:{QUICK_SEED}", **kw)   # the stage's seed
         return fresh, report   # the record still names the checkpoint
 
     monkeypatch.setattr(checkpoints.load, "load_backbone", reinitialised)
     rc, text = rerun(quick_run, tmp_path, ["eval linear-fast moco_v2"])
     assert rc == 1, text
     assert flagged(text, "moco_v2 - random-timm-test_resnet", "linear"), text
+    assert flagged(text, "moco_v2", "linear"), text
 

@@ -62,7 +62,8 @@ def test_unimoco_mask_without_labels_fails_the_gate(quick_run, tmp_path, monkeyp
     monkeypatch.setattr(pretrain.unimoco, "unimoco_targets", own_key_only)
     rc, text = rerun(quick_run, tmp_path, ["pretrain unimoco_100pct"])
     assert rc == 1, text
-    assert flagged(text, "unimoco_100pct - random-timm-test_resnet", "knn"), text
+    # with one positive per row UniMoCo is MoCo v2 trained longer: it no longer beats MoCo v2 on kNN
+    assert flagged(text, "unimoco_100pct - moco_v2", "knn"), text
 
 
 # -- 3. SMoG: every sample is assigned to group 0 --------------------------------------------------

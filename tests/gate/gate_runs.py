@@ -42,13 +42,9 @@ def flagged(text: str, entry: str, task: str, metric: str | None = None) -> bool
                and (" REGRESSED" in line or " MISSING" in line) for line in text.splitlines())
 
 
-def rerun(quick_run: Path, tmp_path: Path, names: list[str]) -> tuple[int, str]:
-    """Run the quick pipeline's stages named (by prefix) in ``names`` again, in this process, in a
-    copy of ``quick_run`` without their outputs; then the gate on the copy. A pretraining stage
-    brings every evaluation of its checkpoint with it (their records would otherwise be missing)."""
-    from core.records import iter_record_files
-    from leaderboard.table import checkpoint_display_name
-    from mocobench.cli import main as mocobench
+def quick_plan(quick_run: Path, tmp_path: Path):
+    """A new output folder beside ``quick_run`` (its embedded data linked in) and the quick
+    pipeline's stages planned there, with the session's seed: ``(out, stages)``."""
     from mocobench.modes import MODES
     from mocobench.pipeline import parse_args
     from mocobench.stages import plan
@@ -56,9 +52,38 @@ def rerun(quick_run: Path, tmp_path: Path, names: list[str]) -> tuple[int, str]:
     out = tmp_path / "outputs"
     out.mkdir()
     (out / "data").symlink_to(quick_run / "data", target_is_directory=True)
+    return out, plan(parse_args(["--quick", "--seed", str(QUICK_SEED), "--out", str(out)]), MODES["quick"], out, [])
+
+
+def run_stages(argvs: list[list[str]]) -> None:
+    """Each ``mocobench`` command in this process, as the pipeline runs a stage: one thread, no
+    progress bar (both restored afterwards, so monkeypatches of the test apply and nothing leaks)."""
+    from mocobench.cli import main as mocobench
+
+    threads, progress = torch.get_num_threads(), os.environ.get("MOCOBENCH_PROGRESS")
+    torch.set_num_threads(1)
+    os.environ["MOCOBENCH_PROGRESS"] = "0"
+    try:
+        for argv in argvs:
+            assert mocobench(list(argv)) == 0, f"mocobench {' '.join(argv[:2])} failed"
+    finally:
+        torch.set_num_threads(threads)
+        if progress is None:
+            os.environ.pop("MOCOBENCH_PROGRESS")
+        else:
+            os.environ["MOCOBENCH_PROGRESS"] = progress
+
+
+def rerun(quick_run: Path, tmp_path: Path, names: list[str]) -> tuple[int, str]:
+    """Run the quick pipeline's stages named (by prefix) in ``names`` again, in this process, in a
+    copy of ``quick_run`` without their outputs; then the gate on the copy. A pretraining stage
+    brings every evaluation of its checkpoint with it (their records would otherwise be missing)."""
+    from core.records import iter_record_files
+    from leaderboard.table import checkpoint_display_name
+
+    out, stages = quick_plan(quick_run, tmp_path)
     shutil.copytree(quick_run / "runs", out / "runs")
     shutil.copytree(quick_run / "results", out / "results")
-    stages = plan(parse_args(["--quick", "--seed", str(QUICK_SEED), "--out", str(out)]), MODES["quick"], out, [])
     pretrained = [n.split(" ", 1)[1] for n in names if n.startswith("pretrain ")]
     chosen = [st for st in stages if any(st.name.startswith(n) for n in names)
               or (st.name.startswith("eval ") and st.name.split()[2] in pretrained)]
@@ -71,18 +96,7 @@ def rerun(quick_run: Path, tmp_path: Path, names: list[str]) -> tuple[int, str]:
         if (task, checkpoint_display_name(rec["checkpoint"])) in redo:
             path.unlink()
 
-    threads, progress = torch.get_num_threads(), os.environ.get("MOCOBENCH_PROGRESS")
-    torch.set_num_threads(1)   # as the pipeline runs each stage
-    os.environ["MOCOBENCH_PROGRESS"] = "0"
-    try:
-        for st in chosen:
-            assert mocobench(list(st.argv)) == 0, f"{st.name} failed"
-    finally:
-        torch.set_num_threads(threads)
-        if progress is None:
-            os.environ.pop("MOCOBENCH_PROGRESS")
-        else:
-            os.environ["MOCOBENCH_PROGRESS"] = progress
+    run_stages([st.argv for st in chosen])
     records = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
     assert len(records) == len(list((quick_run / "results").glob("*.json"))), "a record is missing or doubled"
     return check(out / "results")

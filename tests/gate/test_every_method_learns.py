@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from gate_runs import BASELINE, QUICK_SEED
+from gate_runs import BASELINE, QUICK_SEED, quick_plan, run_stages
 
 RANDOM = "random-timm-test_resnet"
 
@@ -34,31 +34,15 @@ MOCO_V1_SEMI_MARGIN = (2.75, 0.66)
 
 
 @pytest.mark.slow
-def test_moco_v1_pretraining_beats_random_init_on_semi_supervised(quick_run, tmp_path, monkeypatch):
-    from mocobench.cli import main as mocobench
-    from mocobench.modes import MODES
-    from mocobench.pipeline import parse_args
-    from mocobench.stages import plan
-
-    import torch
-
-    out = tmp_path / "outputs"
-    out.mkdir()
-    (out / "data").symlink_to(quick_run / "data", target_is_directory=True)
-    stages = {st.name: st for st in plan(parse_args(["--quick", "--seed", str(QUICK_SEED), "--out", str(out)]),
-                                         MODES["quick"], out, [])}
+def test_moco_v1_pretraining_beats_random_init_on_semi_supervised(quick_run, tmp_path):
+    out, planned = quick_plan(quick_run, tmp_path)
+    stages = {st.name: st for st in planned}
     pre = list(stages["pretrain moco_v2"].argv)
     pre[pre.index("--method") + 1] = "moco_v1"
     pre[pre.index("--out") + 1] = str(out / "runs" / "moco_v1")
     semi = [str(out / "runs" / "moco_v1" / "backbone.pth") if a.endswith("moco_v2/backbone.pth") else a
             for a in stages[f"eval semi10-tiny moco_v2 seed {QUICK_SEED}"].argv]
-    monkeypatch.setenv("MOCOBENCH_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # as the pipeline runs each stage
-    try:
-        assert mocobench(pre) == 0 and mocobench(semi) == 0
-    finally:
-        torch.set_num_threads(threads)
+    run_stages([pre, semi])
     (rec,) = [json.loads(p.read_text()) for p in (out / "results").glob("semi-*.json")]
     assert rec["checkpoint"]["method"] == "moco_v1"
     (random,) = [json.loads(p.read_text()) for p in (quick_run / "results").glob(f"semi-*{RANDOM}*.json")]

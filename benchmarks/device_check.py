@@ -12,8 +12,9 @@ the device) and ``pretrain.train.train`` end to end from the JPEG folder with ea
 with PIL's blur in DataLoader workers), model step and end to end, for the ratio;
 (4) feature extraction img/s as the linear/kNN probes run it; (5) R50-C4 detection and FCN
 segmentation training iterations/s at the protocols' sizes; peak GPU memory of every row; (6) the
-top ops of MoCo v2's bf16 step (torch.profiler). Writes JSON (``--out``) after every row, so a
-run cut short keeps its rows; compile rows run last, skipped with the reason near ``--budget-s``.
+top ops of MoCo v2's bf16 step and of the device input path (torch.profiler). Writes JSON
+(``--out``) after every row, so a run cut short keeps its rows; compile rows run last, skipped with
+the reason near ``--budget-s``; ``--only`` picks groups of rows for a rerun on a short loan.
 """
 
 from __future__ import annotations
@@ -243,6 +244,43 @@ def input_only(cfg, data: Path, sz: Sizes, device: torch.device) -> dict:
     return timed(step, sz.e2e_warmup, sz.e2e_steps, device, sz.batch)
 
 
+def input_profile(cfg, data: Path, sz: Sizes, device: torch.device, batches: int = 4) -> dict:
+    """What limits the device input path: the top ops of decode + views over ``batches`` batches
+    already read into memory, with the wall time and the device's busy time per batch (a wall time
+    well above the busy time means the path waits on the host: launches or the decoder's syncs)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from core.data.imagefolder import ImageFolder
+    from pretrain import gpu_augment
+    from pretrain import data as pdata
+
+    folder = ImageFolder(pdata.train_root(data))
+    ds = gpu_augment.RawImages(folder, [-1] * len(folder))
+    raw = [gpu_augment.collate_raw([ds[i % len(ds)] for i in range(b * sz.batch, (b + 1) * sz.batch)])
+           for b in range(batches + 1)]
+    views = gpu_augment.device_views(cfg, device)
+    views(raw[0], seed=0)  # warm-up: the decoder's and the kernels' first calls
+    sync(device)
+    t = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")) as prof:
+        for b in range(1, batches + 1):
+            views(raw[b], seed=b)
+        sync(device)
+    wall = (time.perf_counter() - t) * 1e3 / batches
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = prof.key_averages()
+    top = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:12]
+    kernels = [e for e in events if device.type != "cuda" or e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(getattr(e, key) for e in kernels) / 1e3 / batches  # kernels and copies only: no double count
+    host = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    return {"top_ms_per_step": [[e.key, round(getattr(e, key) / 1e3 / batches, 3)] for e in top], "per": "batch",
+            "top_host_ms_per_batch": [[e.key, round(e.self_cpu_time_total / 1e3 / batches, 3), e.count // batches]
+                                      for e in host],
+            "ops_per_batch": sum(e.count for e in events if e.device_type != torch.autograd.DeviceType.CUDA) // batches,
+            "wall_ms_per_batch": round(wall, 3), "device_ms_per_batch": round(busy, 3),
+            "img_s": sz.batch / wall * 1e3, "it_s": 1e3 / wall}
+
+
 def end_to_end(cfg, data: Path, work: Path, device: torch.device) -> dict:
     """``pretrain.train.train`` for warmup + steps batches; img/s between the log lines that close
     the warm-up and the last step (each log line follows a sync on the loss)."""
@@ -337,6 +375,20 @@ def segmentation_row(sz: Sizes, device: torch.device) -> dict:
 
 # -- the run ----------------------------------------------------------------------------------
 
+SECTIONS = ("model step", "input only", "end to end", "official", "features", "detection", "segmentation",
+            "compile", "profile", "input profile")
+
+
+def print_top(rows: list[dict], section: str) -> None:
+    if rows and rows[-1]["section"] == section:
+        for name, ms in rows[-1].get("top_ms_per_step", []):
+            print(f"  {ms:9.3f} ms/{rows[-1].get('per', 'step')}  {name[:110]}")
+        for name, ms, calls in rows[-1].get("top_host_ms_per_batch", []):
+            print(f"  {ms:9.3f} ms/batch on the host, {calls:5d} calls  {name[:90]}")
+        if "wall_ms_per_batch" in rows[-1]:
+            print(f"  {rows[-1]['wall_ms_per_batch']:9.3f} ms/batch wall; device busy {rows[-1]['device_ms_per_batch']:.3f} "
+                  f"ms/batch; {rows[-1]['ops_per_batch']} host ops/batch")
+
 def goals(rows: list[dict], smoke: bool) -> dict:
     """The issue's goal figures, read from the rows (meaningful for the full run on one H200)."""
     def get(section, method, variant, pipeline=None):
@@ -363,7 +415,12 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                     help="compile rows: auto = not with --smoke (inductor on CPU takes minutes), else yes")
     ap.add_argument("--data", default=None, help="a JPEG folder made by an earlier run (else one is generated)")
+    ap.add_argument("--only", default=None, metavar="SECTION[,SECTION...]",
+                    help=f"run only these groups of rows, for a rerun on a short loan: {', '.join(SECTIONS)}")
     args = ap.parse_args(argv)
+    only = set(SECTIONS) if args.only is None else {s.strip() for s in args.only.split(",") if s.strip()}
+    if only - set(SECTIONS) or not only:
+        ap.error(f"--only {args.only!r}: choose among {', '.join(SECTIONS)}")
 
     from core.dist import pick_device
     from core.io import atomic_write_json
@@ -386,7 +443,9 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     print(f"{'section':<12} {'method/model':<16} {'variant':<28} {'pipeline':<34} {'img/s':>9} {'it/s':>8} {'peak GiB':>8} {'s':>6}")
 
-    def record(section, method, variant, pipeline, run):
+    def record(section, method, variant, pipeline, run, group=None):
+        if (group or section) not in only:
+            return
         t = time.perf_counter()
         try:
             res = run() if callable(run) else run
@@ -420,25 +479,31 @@ def main(argv=None) -> int:
             record("end to end", method, "bf16+channels_last", label, dup if args.smoke and method != "moco_v2" and pipe == "pil"
                    else lambda: end_to_end(cfg, data, work, device))
     for name, rows_of in (("official", official_rows), ("features", feature_rows)):
+        if name not in only:
+            continue
         try:
             for section, method, variant, pipeline, run in rows_of(data, sz, device):
-                record(section, method, variant, pipeline, run)
+                record(section, method, variant, pipeline, run, group=name)
         except Exception as e:  # noqa: BLE001 - reported as a row, as in record()
             record(name, "-", "-", "-", {"error": f"{type(e).__name__}: {e}"})
     record("detection", f"{sz.det_arch}-C4", f"{sz.det_protocol}, bf16 on GPU", f"{sz.det_batch} x {sz.det_size} px",
            lambda: detection_row(sz, device))
     record("segmentation", f"{sz.seg_arch}-FCN", "moco-fcn, bf16 on GPU", f"{sz.seg_batch} x {sz.seg_crop[0]} px",
            lambda: segmentation_row(sz, device))
+    record("profile", "moco_v2", "bf16+channels_last", "random views",
+           lambda: profile_row(config("moco_v2", sz, device, **VARIANTS["bf16+channels_last"]), sz, device))
+    print_top(rows, "profile")
+    label, workers = pipes["device"]
+    record("input profile", "moco_v2", "device pipeline", label,
+           lambda: input_profile(config("moco_v2", sz, device, input_pipeline="device", workers=workers), data, sz, device))
+    print_top(rows, "input profile")
     v = "bf16+channels_last+compile"
     for method in METHOD_NAMES:  # last: a compile takes a minute or more
         skip = (("--compile=no" if args.compile == "no" else "--smoke (tests/pretrain/test_fast_paths.py compiles on CPU)")
                 if not do_compile else f"time budget ({args.budget_s:.0f} s)" if time.perf_counter() - t0 > args.budget_s - 120 else None)
         record("model step", method, v, "random views",
-               {"skipped": skip} if skip else lambda: model_step(config(method, sz, device, **VARIANTS[v]), sz, device))
-    record("profile", "moco_v2", "bf16+channels_last", "random views",
-           lambda: profile_row(config("moco_v2", sz, device, **VARIANTS["bf16+channels_last"]), sz, device))
-    for name, ms in rows[-1].get("top_ms_per_step", []):
-        print(f"  {ms:9.3f} ms/step  {name}")
+               {"skipped": skip} if skip else lambda: model_step(config(method, sz, device, **VARIANTS[v]), sz, device),
+               group="compile")
     print(json.dumps(goals(rows, args.smoke), indent=1))
     print(f"{len(rows)} rows, {time.perf_counter() - t0:.0f} s; JSON: {args.out}")
     shutil.rmtree(work, ignore_errors=True)  # the generated JPEGs and the runs (--data stays)

@@ -273,12 +273,61 @@ def collate_raw(batch: list):
     return list(data), torch.tensor(labels), list(paths)
 
 
-def decode(data: list[torch.Tensor], paths: list[str], device) -> tuple[list[torch.Tensor], list[int]]:
+ORDERINGS = ("side_stream", "barrier", "none")
+
+
+def decode(data: list[torch.Tensor], paths: list[str], device,
+           ordering: str = "side_stream") -> tuple[list[torch.Tensor], list[int]]:
     """Decode a batch on ``device``: ``(RGB uint8 images, indices of the unreadable ones)``.
 
     One batched ``decode_jpeg`` call; if it fails (a PNG, a corrupt file), image by image, with
     ``decode_image`` on the CPU as the fallback for formats other than JPEG.
+
+    NOTE: nvJPEG's hardware decoder (A100, H100, H200) writes its output buffers without waiting for
+    the work queued on the stream it is given, and those buffers come from PyTorch's caching
+    allocator, which hands a block freed on a stream to that stream's next allocation while queued
+    kernels may still read it. The decode then overwrites live tensors: on an H200, MoCo v2 and
+    UniMoCo from the JPEG folder hit a non-finite loss within 7 steps (``benchmarks/device_check.py``)
+    while their views were finite on the CPU. Reported upstream (pytorch/vision#9606,
+    meta-pytorch/torchcodec#1634); ``benchmarks/nvjpeg_race.py`` measures it. ``ordering``:
+
+    - ``side_stream`` (default): decode on a stream of its own, idle at each call (the decode ends
+      with a host sync of it), whose pool never holds blocks of the training stream; the images
+      are then recorded on the training stream, so the allocator reuses none before the training
+      stream is done with it. The host need not wait for the queued training step.
+    - ``barrier``: wait on the host for the current stream's queued work first (simple, but the
+      host can no longer run ahead of the GPU).
+    - ``none``: as torchvision does it; only for ``benchmarks/nvjpeg_race.py``.
     """
+    if ordering not in ORDERINGS:
+        raise ValueError(f"decode ordering {ordering!r}: use one of {', '.join(ORDERINGS)}")
+    device = torch.device(device)
+    if device.type != "cuda" or ordering == "none":
+        return _decode(data, paths, device)
+    main = torch.cuda.current_stream(device)
+    if ordering == "barrier":
+        main.synchronize()
+        return _decode(data, paths, device)
+    side = _decode_stream(device)
+    side.synchronize()  # idle already (the last decode synced it); nothing of the training stream's
+    with torch.cuda.stream(side):
+        images, bad = _decode(data, paths, device)
+    main.wait_stream(side)
+    for img in images:
+        img.record_stream(main)
+    return images, bad
+
+
+_DECODE_STREAMS: dict = {}
+
+
+def _decode_stream(device: torch.device):
+    if device not in _DECODE_STREAMS:
+        _DECODE_STREAMS[device] = torch.cuda.Stream(device)
+    return _DECODE_STREAMS[device]
+
+
+def _decode(data, paths, device):
     from torchvision.io import ImageReadMode, decode_jpeg
 
     # NOTE: torchvision 0.29 deprecates its decoders in favour of TorchCodec, which this suite does

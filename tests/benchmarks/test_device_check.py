@@ -18,7 +18,8 @@ SCRIPT = ROOT / "benchmarks" / "device_check.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import device_check as dc  # noqa: E402
 
-SECTIONS = {"model step", "input only", "end to end", "features", "detection", "segmentation", "profile"}
+SECTIONS = {"model step", "input only", "end to end", "features", "detection", "segmentation", "profile",
+            "input profile"}
 
 
 def test_cpu_smoke_run_measures_every_row(tmp_path):
@@ -49,7 +50,7 @@ def test_cpu_smoke_run_measures_every_row(tmp_path):
     assert len(profiles) == 1 and len(profiles[0]["top_ms_per_step"]) == 12
     assert all(ms >= 0 for _, ms in profiles[0]["top_ms_per_step"]) and profiles[0]["top_ms_per_step"][0][1] > 0
     for r in rows:
-        if "skipped" in r or r["section"] == "profile":
+        if "skipped" in r or r["section"] in ("profile", "input profile"):
             continue
         assert r["img_s"] > 0 and r["it_s"] > 0
         assert r["img_s"] == pytest.approx(r["it_s"] * per_iter.get(r["section"], sz.batch), rel=1e-6)
@@ -91,3 +92,16 @@ def test_cuda_without_a_gpu_is_refused_clearly(capsys):
     with pytest.raises(SystemExit) as e:
         dc.main(["--device", "cuda", "--out", os.devnull])
     assert e.value.code == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
+def test_only_runs_the_chosen_groups_and_refuses_unknown_ones(tmp_path, capsys):
+    out = tmp_path / "only.json"
+    assert dc.main(["--device", "cpu", "--smoke", "--only", "input profile,official", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["section"] for r in rows} == {"input profile", "model step", "end to end"}  # official: both
+    assert all(r["variant"] == "official fp32 eager" for r in rows if r["section"] != "input profile")
+    prof = [r for r in rows if r["section"] == "input profile"][0]
+    assert prof["wall_ms_per_batch"] > 0 and prof["ops_per_batch"] > 0 and len(prof["top_host_ms_per_batch"]) == 12
+    with pytest.raises(SystemExit) as e:
+        dc.main(["--device", "cpu", "--smoke", "--only", "model steps", "--out", str(out)])
+    assert e.value.code == 2 and "choose among" in capsys.readouterr().err

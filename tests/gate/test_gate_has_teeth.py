@@ -46,7 +46,9 @@ def test_queue_never_refreshed_fails_the_gate(quick_run, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain.moco.MoCo, "enqueue", lambda self, k, labels: None)
     rc, text = rerun(quick_run, tmp_path, ["pretrain moco_v2"])
     assert rc == 1, text
-    assert flagged(text, "moco_v2 - random-timm-test_resnet", "knn"), text
+    # fast linear: 50.25 against the honest 59.00 (seed 7). kNN moves less (48.50 against 49.50) and
+    # its margin over random init varies too much across honest seeds (0.75-11.25) to gate on it
+    assert flagged(text, "moco_v2 - random-timm-test_resnet", "linear"), text
 
 
 # -- 2. UniMoCo: the positives mask ignores the labels (every row has one positive) ----------------
@@ -62,8 +64,10 @@ def test_unimoco_mask_without_labels_fails_the_gate(quick_run, tmp_path, monkeyp
     monkeypatch.setattr(pretrain.unimoco, "unimoco_targets", own_key_only)
     rc, text = rerun(quick_run, tmp_path, ["pretrain unimoco_100pct"])
     assert rc == 1, text
-    # with one positive per row UniMoCo is MoCo v2 trained longer: it no longer beats MoCo v2 on kNN
-    assert flagged(text, "unimoco_100pct - moco_v2", "knn"), text
+    # with one positive per row UniMoCo is MoCo v2 trained longer: kNN 55.50 against the honest
+    # 67.00 (seed 7), below the floor of 57.47 (its margin over MoCo v2, 18.50 -> 6.00, is not: that
+    # margin varies from 9.00 to 17.00 across honest seeds)
+    assert flagged(text, "unimoco_100pct", "knn"), text
 
 
 # -- 3. SMoG: every sample is assigned to group 0 --------------------------------------------------
@@ -83,10 +87,6 @@ def test_smog_all_in_group_0_fails_the_gate(quick_run, tmp_path, monkeypatch):
 
 # -- 4. Detection: box decoding swaps width and height ---------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "NOT CAUGHT YET (issue 14, open): the embedded VOC boxes are nearly square (width/height 0.85-1.18 "
-    "for 80 % of them), so swapping width and height barely moves their IoU; MobileNetV2 AP50 11.95 "
-    "with the swap (seed 7)"))
 def test_box_decoding_with_width_and_height_swapped_fails_the_gate(quick_run, tmp_path, monkeypatch):
     from torchvision.models.detection import _utils as det_utils
 

@@ -42,6 +42,12 @@ COCO_CATEGORIES = {
     "bottle": (44, "bottle", "kitchen"),
     "bus": (6, "bus", "vehicle"),
 }
+# Each kind's usual width / height, as real VOC classes have one (bottles stand, buses and boats lie
+# along the ground); an object's own varies around it by up to 1.4x either way (log-uniform). Without
+# it the rotated shapes give nearly square boxes, and a detector that swaps width and height when it
+# decodes its boxes loses nothing (issue 14's regression gate).
+KIND_ASPECT = {"aeroplane": 1.8, "bicycle": 1.5, "bird": 1.0, "boat": 1.7, "bottle": 0.4, "bus": 2.2}
+ASPECT_JITTER = 1.4
 MIN_VISIBLE = 0.15     # below: not annotated
 DIFFICULT_VISIBLE = 0.4
 DIFFICULT_SIDE = 0.06  # box side below this fraction of min(h, w): difficult
@@ -60,11 +66,16 @@ def render_scene(rng: np.random.Generator, h: int, w: int):
     n_shapes = len(draw.SHAPE_NAMES)
     inst = np.zeros((h, w), np.int32)
 
-    def put(shape, texture, cx, cy, r):
+    def put(shape, texture, cx, cy, r, aspect=1.0):
         ang = rng.uniform(0, 2 * np.pi)
         full = draw.place(draw.SHAPES[draw.SHAPE_NAMES[shape]], cx, cy, r, ang, rng.uniform(0.8, 1.25))
+        if aspect != 1.0:  # after the turn, so the box's width / height is the kind's
+            full = draw.stretch(full, cx, cy, aspect)
         mask = draw.paint_object(img, full, draw.TEXTURE_NAMES[texture], cx, cy, r, ang, rng)
         return full, mask
+
+    def kind_aspect(k):
+        return KIND_ASPECT[KINDS[k]] * np.exp(rng.uniform(-np.log(ASPECT_JITTER), np.log(ASPECT_JITTER)))
 
     # clutter: kinds that are not annotated (shapes 6-9, any other texture)
     for _ in range(rng.integers(1, 4)):
@@ -78,11 +89,12 @@ def render_scene(rng: np.random.Generator, h: int, w: int):
         gx, gy = rng.uniform(0.2 * w, 0.8 * w), rng.uniform(0.2 * h, 0.8 * h)
         for _ in range(rng.integers(4, 8)):
             r = m * rng.uniform(0.03, 0.05)
-            placed.append((k, *put(k, k, gx + rng.normal(0, 2.5 * r), gy + rng.normal(0, 2.5 * r), r), 0))
+            placed.append((k, *put(k, k, gx + rng.normal(0, 2.5 * r), gy + rng.normal(0, 2.5 * r), r,
+                                   kind_aspect(k)), 0))
     for _ in range(rng.integers(1, 5)):
         k = int(rng.integers(len(KINDS)))
         r = m * np.exp(rng.uniform(np.log(0.06), np.log(0.3)))
-        placed.append((k, *put(k, k, rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.95) * h, r), -1))
+        placed.append((k, *put(k, k, rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.95) * h, r, kind_aspect(k)), -1))
     for j, (_, _, mask, _) in enumerate(placed):  # painter's order: later objects cover earlier ones
         inst[mask] = j + 1
 

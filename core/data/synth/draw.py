@@ -137,6 +137,13 @@ def place(unit: np.ndarray, cx: float, cy: float, r: float, angle: float, aspect
     return np.stack([c * p[:, 0] - s * p[:, 1] + cx, s * p[:, 0] + c * p[:, 1] + cy], 1)
 
 
+def stretch(poly: np.ndarray, cx: float, cy: float, aspect: float) -> np.ndarray:
+    """Stretch x by sqrt(aspect) and shrink y by as much about (cx, cy): the area stays, the
+    extent's width / height is multiplied by ``aspect``."""
+    s = np.sqrt(aspect)
+    return (poly - [cx, cy]) * [s, 1 / s] + [cx, cy]
+
+
 def clip_polygon(poly: np.ndarray, w: float, h: float) -> np.ndarray:
     """Sutherland-Hodgman clip of ``poly`` (any simple polygon) to the rectangle [0, w] x [0, h]."""
     out = poly

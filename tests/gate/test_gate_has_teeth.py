@@ -72,9 +72,6 @@ def test_unimoco_mask_without_labels_fails_the_gate(quick_run, tmp_path, monkeyp
 
 # -- 3. SMoG: every sample is assigned to group 0 --------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "NOT CAUGHT YET (issue 14, open): at the quick run's 4 epochs SMoG's grouping does not shape the "
-    "backbone yet; all in group 0 gave kNN 45.75 / semi 24.75 against the honest 47.50 / 25.25 (seed 7)"))
 def test_smog_all_in_group_0_fails_the_gate(quick_run, tmp_path, monkeypatch):
     import pretrain.smog
 
@@ -82,7 +79,10 @@ def test_smog_all_in_group_0_fails_the_gate(quick_run, tmp_path, monkeypatch):
                         lambda z, groups: torch.zeros(z.shape[0], dtype=torch.long, device=z.device))
     rc, text = rerun(quick_run, tmp_path, ["pretrain smog"])
     assert rc == 1, text
-    assert flagged(text, "smog - random-timm-test_resnet", "semi-10pct"), text
+    # every feature pulled to one group collapses the backbone, which takes more than the 4 epochs
+    # the quick run used to give SMoG (there: kNN 45.75 against the honest 47.50); at 8 epochs, by
+    # hand, seed 7: kNN 30.00, fast linear 38.75, semi 12.50 against the honest 47.00 / 62.00 / 24.75
+    assert flagged(text, "smog", "knn"), text
 
 
 # -- 4. Detection: box decoding swaps width and height ---------------------------------------------

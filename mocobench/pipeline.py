@@ -1,7 +1,7 @@
 """What ``./run_all.sh`` runs: every stage of the suite, each as its own process, in order or side by side.
 
     python -m mocobench.pipeline                     embedded `small` dataset, CPU, ~5 min on 2 cores
-    python -m mocobench.pipeline --quick             the CI gate: 3 short pretraining runs, ~3 min
+    python -m mocobench.pipeline --quick             the CI gate: 3 short pretraining runs, ~3.5 min
     python -m mocobench.pipeline --data-root DIR --preset paper [--nproc 8] [--nnodes 2 --node-rank 0
         --master-addr HOST] [--slurm PARTITION]      the papers' protocols on real datasets
     python -m mocobench.pipeline --checkpoint CKPT [--checkpoint CKPT2 ...]   skip pretraining
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  ./run_all.sh                      # embedded small dataset, CPU, ~5 min on 2 cores\n"
-               "  ./run_all.sh --quick              # smoke scale, ~3 min\n"
+               "  ./run_all.sh --quick              # smoke scale, ~3.5 min\n"
                "  ./run_all.sh --data-root /data --preset paper --nproc 8\n"
                "  ./run_all.sh --data-root /data --preset paper --checkpoint moco_v2_800ep.pth.tar\n"
                "  ./run_all.sh --data-root /data --preset paper --slurm gpu --nproc 8 --nnodes 2")

@@ -116,8 +116,9 @@ MODES = {
                     _embedded_evals(img=64, semi_epochs=4), references=(IMAGENET_MOBILENET_V2,)),
     # ./run_all.sh --quick, the CI gate (leaderboard/baselines/quick.json): the `small` data, MoCo v2
     # and UniMoCo (100 % labels) shorter than the tiny preset, SMoG at its 8 epochs (a SMoG whose
-    # groups are broken only falls behind after 4), evaluated on classification beside their random init; detection and segmentation on the MobileNetV2 pair, which separates
-    # at these schedules where the CPU-sized pretraining does not. About 3.5 minutes on 2 cores (203 s).
+    # groups are broken only falls behind after 4), evaluated on classification beside their random
+    # init; detection and segmentation on the MobileNetV2 pair, which separates at these schedules
+    # where the CPU-sized pretraining does not. About 3.5 minutes on 2 cores (203 s).
     "quick": Mode("quick", "small", "timm:test_resnet",
                   (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",)),
                    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=6")),

@@ -218,9 +218,18 @@ def profile_row(cfg, sz: Sizes, device: torch.device, steps: int = 3) -> dict:
         for _ in range(steps):
             step()
         sync(device)
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    top = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:12]
-    return {"top_ms_per_step": [[e.key, round(getattr(e, key) / 1e3 / steps, 3)] for e in top]}
+    return {"top_ms_per_step": top_ops(prof.key_averages(), profiled_time(device), steps)}
+
+
+def profiled_time(device: torch.device) -> str:
+    """The profiler's per-op time to rank by: the GPU's on a GPU, else the CPU's."""
+    return "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+
+
+def top_ops(events, key: str, per: int, n: int = 12) -> list[list]:
+    """``[[op, ms per iteration], ...]`` of the ``n`` ops with the most ``key`` time over ``per`` iterations."""
+    top = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:n]
+    return [[e.key, round(getattr(e, key) / 1e3 / per, 3)] for e in top]
 
 
 def input_only(cfg, data: Path, sz: Sizes, device: torch.device) -> dict:
@@ -267,15 +276,12 @@ def input_profile(cfg, data: Path, sz: Sizes, device: torch.device, batches: int
             views(raw[b], seed=b)
         sync(device)
     wall = (time.perf_counter() - t) * 1e3 / batches
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    events = prof.key_averages()
-    top = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:12]
+    key, events = profiled_time(device), prof.key_averages()
     kernels = [e for e in events if device.type != "cuda" or e.device_type == torch.autograd.DeviceType.CUDA]
     busy = sum(getattr(e, key) for e in kernels) / 1e3 / batches  # kernels and copies only: no double count
-    host = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
-    return {"top_ms_per_step": [[e.key, round(getattr(e, key) / 1e3 / batches, 3)] for e in top], "per": "batch",
-            "top_host_ms_per_batch": [[e.key, round(e.self_cpu_time_total / 1e3 / batches, 3), e.count // batches]
-                                      for e in host],
+    calls = {e.key: e.count // batches for e in events}
+    return {"top_ms_per_step": top_ops(events, key, batches), "per": "batch",
+            "top_host_ms_per_batch": [[op, ms, calls[op]] for op, ms in top_ops(events, "self_cpu_time_total", batches)],
             "ops_per_batch": sum(e.count for e in events if e.device_type != torch.autograd.DeviceType.CUDA) // batches,
             "wall_ms_per_batch": round(wall, 3), "device_ms_per_batch": round(busy, 3),
             "img_s": sz.batch / wall * 1e3, "it_s": 1e3 / wall}

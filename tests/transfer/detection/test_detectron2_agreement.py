@@ -170,15 +170,13 @@ def distinct_scores(preds: list[dict]) -> list[dict]:
     keeps the file's order. Ties are a property of the inputs, not of either formula; without them
     the two scorers must agree exactly.
     """
-    out = [dict(p) for p in preds]
+    out = [{**p, "scores": p["scores"].clone().double()} for p in preds]
     for label in torch.unique(torch.cat([p["labels"] for p in preds])).tolist():
         where = [(i, j) for i, p in enumerate(preds) for j in (p["labels"] == label).nonzero().flatten().tolist()]
         scores = torch.tensor([float(preds[i]["scores"][j]) for i, j in where])
         assert len(where) < 1000
         for rank, k in enumerate(torch.argsort(scores, descending=True, stable=True).tolist()):
             i, j = where[k]
-            if out[i]["scores"] is preds[i]["scores"]:
-                out[i]["scores"] = preds[i]["scores"].clone().double()
             out[i]["scores"][j] = (len(where) - rank) / 1000
     return out
 

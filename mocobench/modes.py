@@ -18,6 +18,7 @@ class Run:
     method: str
     preset: str | None                 # None: the method's paper preset
     args: tuple[str, ...] = ()         # extra ``mocobench pretrain`` arguments
+    cost: float = 1.0                  # its CPU seconds on the embedded data, measured; orders side-by-side stages
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Eval:
     distributed: bool = False          # may run under torchrun
     seeds: tuple[int, ...] = (0,)
     on: tuple[str, ...] = ("pretrained", "reference")   # the checkpoints it evaluates (see Reference)
+    cost: float = 1.0                  # as Run.cost
 
 
 @dataclass(frozen=True)
@@ -59,28 +61,31 @@ class Mode:
 
 def _cls(task: str, protocol: str, img: int | None, *extra: str, label: str | None = None,
          record_task: str | None = None, distributed: bool = False,
-         on: tuple[str, ...] = ("pretrained", "reference")) -> Eval:
+         on: tuple[str, ...] = ("pretrained", "reference"), cost: float = 1.0) -> Eval:
     argv = (task, "--data", "{imagenet}", "--protocol", protocol, *(("--img-size", str(img)) if img else ()),
             *extra)
     return Eval(label or f"{task}-{protocol}", record_task or task, protocol, argv, "imagenet",
-                distributed=distributed, on=on)
+                distributed=distributed, on=on, cost=cost)
 
 
 def _embedded_evals(img: int, semi_epochs: int, det: tuple[str, ...] = (), seg: tuple[str, ...] = (),
                     semi_extra: tuple[str, ...] = (), dense_on: tuple[str, ...] = ("pretrained", "reference"),
-                    ) -> tuple[Eval, ...]:
-    cls_on = ("pretrained",)
+                    costs: dict[str, float] | None = None) -> tuple[Eval, ...]:
+    """The embedded data's evaluations; ``costs``: measured CPU seconds by stage label (Eval.cost)."""
+    cls_on, cost = ("pretrained",), (costs or {}).get
     return (
-        _cls("linear", "fast", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on),
-        _cls("knn", "dino-knn", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on),
+        _cls("linear", "fast", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on,
+             cost=cost("linear-fast", 1.0)),
+        _cls("knn", "dino-knn", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on,
+             cost=cost("knn-dino-knn", 1.0)),
         _cls("semi", "tiny", None, "--labels", "10percent", "--epochs", str(semi_epochs), *semi_extra,
-             label="semi10-tiny", record_task="semi-10pct", on=cls_on),
+             label="semi10-tiny", record_task="semi-10pct", on=cls_on, cost=cost("semi10-tiny", 1.0)),
         Eval("det-voc-tiny-fpn", "detection", "tiny-fpn",
              ("detection", "--dataset", "voc", "--data", "{voc}", "--protocol", "tiny-fpn", "--work-dir", "{work}",
-              *det), "voc", on=dense_on),
+              *det), "voc", on=dense_on, cost=cost("det-voc-tiny-fpn", 1.0)),
         Eval("seg-cityscapes-tiny", "segmentation", "tiny",
              ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol", "tiny",
-              "--work-dir", "{work}", *seg), "cityscapes", on=dense_on),
+              "--work-dir", "{work}", *seg), "cityscapes", on=dense_on, cost=cost("seg-cityscapes-tiny", 1.0)),
     )
 
 
@@ -118,13 +123,15 @@ MODES = {
     # and UniMoCo (100 % labels) shorter than the tiny preset, SMoG at its 8 epochs (a SMoG whose
     # groups are broken only falls behind after 4), evaluated on classification beside their random
     # init; detection and segmentation on the MobileNetV2 pair, which separates at these schedules
-    # where the CPU-sized pretraining does not. About 3.5 minutes on 2 cores (203 s).
+    # where the CPU-sized pretraining does not. Under 3 minutes on 2 cores (163 s).
     "quick": Mode("quick", "small", "timm:test_resnet",
-                  (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",)),
-                   Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=6")),
-                   Run("smog", "smog", "tiny", ("--epochs=8",))),
+                  (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",), cost=22),
+                   Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=6"), cost=33),
+                   Run("smog", "smog", "tiny", ("--epochs=8",), cost=66)),
                   _embedded_evals(img=64, semi_epochs=2, semi_extra=("--lr-grid=0.05",), dense_on=("reference",),
-                                  det=("--max-iters", "600", "--steps", "450", "--base-lr", "0.01")),
+                                  det=("--max-iters", "450", "--steps", "350", "--base-lr", "0.015"),
+                                  costs={"linear-fast": 5, "knn-dino-knn": 0.2, "semi10-tiny": 1.1,
+                                         "det-voc-tiny-fpn": 73, "seg-cityscapes-tiny": 5.6}),
                   references=(IMAGENET_MOBILENET_V2,)),
     # --data-root DIR --preset paper: the papers' protocols on real data
     "paper": Mode("paper", None, "resnet50",

@@ -1,7 +1,7 @@
 """What ``./run_all.sh`` runs: every stage of the suite, each as its own process, in order or side by side.
 
     python -m mocobench.pipeline                     embedded `small` dataset, CPU, ~5 min on 2 cores
-    python -m mocobench.pipeline --quick             the CI gate: 3 short pretraining runs, ~3.5 min
+    python -m mocobench.pipeline --quick             the CI gate: 3 short pretraining runs, < 3 min
     python -m mocobench.pipeline --data-root DIR --preset paper [--nproc 8] [--nnodes 2 --node-rank 0
         --master-addr HOST] [--slurm PARTITION]      the papers' protocols on real datasets
     python -m mocobench.pipeline --checkpoint CKPT [--checkpoint CKPT2 ...]   skip pretraining
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  ./run_all.sh                      # embedded small dataset, CPU, ~5 min on 2 cores\n"
-               "  ./run_all.sh --quick              # smoke scale, ~3.5 min\n"
+               "  ./run_all.sh --quick              # smoke scale, < 3 min\n"
                "  ./run_all.sh --data-root /data --preset paper --nproc 8\n"
                "  ./run_all.sh --data-root /data --preset paper --checkpoint moco_v2_800ep.pth.tar\n"
                "  ./run_all.sh --data-root /data --preset paper --slurm gpu --nproc 8 --nnodes 2")
@@ -230,7 +230,12 @@ def _main(args) -> int:
 class Schedule:
     """Runs the plan: in order, one stage at a time, or with ``jobs > 1`` up to that many side by
     side (each waits for the stages it needs and those it comes ``after``); one status line per
-    stage as it ends. Returns each stage's status."""
+    stage as it ends. Returns each stage's status.
+
+    Side by side, a free slot goes to the ready stage with the longest chain of work still behind
+    it (its ``cost`` plus the longest chain of the stages that wait for it), so the long stages do
+    not end up running last, alone on one core. The order changes no result: every stage has its
+    own process, seed and pinned thread count."""
 
     def __init__(self, stages, runner, launcher, env, out: Path, args, node: int, jobs: int):
         self.stages, self.runner, self.launcher, self.env = stages, runner, launcher, env
@@ -238,6 +243,7 @@ class Schedule:
         self.width = max((len(s.name) for s in stages), default=10)
         self.status: dict[str, str] = {}
         self.index = {st.name: i for i, st in enumerate(stages, 1)}
+        self.chain = chains(stages)
 
     def say(self, st, word: str, text: str) -> None:
         print(f"[{self.index[st.name]:>2}/{len(self.stages)}] {word:<8} {st.name:<{self.width}}  {text}", flush=True)
@@ -303,15 +309,13 @@ class Schedule:
         pending, running = list(self.stages), {}
         try:
             while pending or running:
-                for st in list(pending):
-                    waits = [n for n in st.needs + st.after if n in self.index and n not in self.status]
-                    if waits:
-                        continue
+                ready = [st for st in pending
+                         if not any(n in self.index and n not in self.status for n in st.needs + st.after)]
+                for st in ready:
                     if self.settle(st):
                         pending.remove(st)
-                        continue
-                    if len(running) >= self.jobs:
-                        break
+                ready = sorted((st for st in ready if st in pending), key=lambda st: -self.chain[st.name])
+                for st in ready[:self.jobs - len(running)]:   # sorted is stable: plan order on ties
                     pending.remove(st)
                     self.begin(st)
                     running[st.name] = (st, self.launcher.start(st, self.env), time.perf_counter())
@@ -325,6 +329,25 @@ class Schedule:
                 proc.stop()
             raise
         return self.status
+
+
+def chains(stages) -> dict[str, float]:
+    """Each stage's cost plus the longest chain of costs among the stages that wait for it."""
+    waiting: dict[str, list] = {st.name: [] for st in stages}
+    for st in stages:
+        for n in {*st.needs, *st.after}:
+            if n in waiting:
+                waiting[n].append(st)
+    chain: dict[str, float] = {}
+
+    def length(st) -> float:
+        if st.name not in chain:
+            chain[st.name] = st.cost + max((length(w) for w in waiting[st.name]), default=0.0)
+        return chain[st.name]
+
+    for st in stages:
+        length(st)
+    return chain
 
 
 def leaderboard(out: Path, mode: Mode) -> int:

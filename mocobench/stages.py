@@ -28,6 +28,7 @@ class Stage:
     stale_why: str = ""
     resumes: bool = False              # its resume entry matches: it continues from its own state
     after: list[str] = field(default_factory=list)    # waits for these (they fill a cache it reads)
+    cost: float = 1.0                  # estimated CPU seconds (modes' Run.cost, Eval.cost)
 
 
 def _same_checkpoint(rec_ckpt: dict, ckpt: str) -> bool:
@@ -99,7 +100,7 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                     *(("--arch", mode.arch) if mode.synth_scale else ()), *run.args,
                     *((f"--seed={seed}",) if seed else ()), *args.pretrain_arg]
             st = Stage(f"pretrain {run.name}", argv, logs / f"pretrain-{run.name}.log", distributed=True,
-                       needs=["data synth"] if mode.synth_scale else [], output=str(backbone))
+                       needs=["data synth"] if mode.synth_scale else [], output=str(backbone), cost=run.cost)
             _resolve(st, out, mode, upstream, backbone.exists(), [run_dir], f"{backbone} exists")
             if "imagenet" not in datasets:
                 st.missing = missing.get("imagenet", "ImageNet not found")
@@ -138,7 +139,8 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                     argv += ["--seed", str(ev_seed)]
                 st = Stage(f"eval {ev.label} {short}" + (f" seed {ev_seed}" if ev_seed else ""), argv,
                            logs / f"eval-{ev.label}-{short}{'-s%d' % ev_seed if ev_seed else ''}.log",
-                           distributed=ev.distributed, needs=needs + (["data synth"] if mode.synth_scale else []))
+                           distributed=ev.distributed, needs=needs + (["data synth"] if mode.synth_scale else []),
+                           cost=ev.cost)
                 if "{cache}" in ev.argv:   # wait for the stage that fills this checkpoint's feature cache
                     st.after = [s.name for s in stages if s.argv[2:4] == ["--checkpoint", ckpt]
                                 and "--cache-dir" in s.argv][:1]

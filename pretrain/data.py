@@ -53,7 +53,9 @@ class SeededViews(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         torch_state, py_state = torch.get_rng_state(), random.getstate()
         s = item_seed(self.seed, self.epoch, i)
-        torch.manual_seed(s)
+        # the CPU generator only: torch.manual_seed would also reach the CUDA/XPU/MTIA seeding hooks,
+        # which on a CPU-only process record a stack trace per call (a second an epoch on `small`)
+        torch.default_generator.manual_seed(s)
         random.seed(s)
         try:
             item = self.folder[i]

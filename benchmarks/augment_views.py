@@ -1,7 +1,7 @@
-"""ms per view of the PIL augmentations in one worker: ours (``pretrain.augment``) against the
+"""ms per view of the PIL augmentations in one worker: ours (``mocobench.pretrain.augment``) against the
 official MoCo v2 recipe's (``official_recipe.py``: PIL's blur), and the blur alone three ways.
 
-    python benchmarks/augment_views.py [--size 224] [--images 20] [--repeats 3]
+    python -m benchmarks.augment_views [--size 224] [--images 20] [--repeats 3]
 
 One thread, as in a DataLoader worker. Images are random, 224-400 px a side (the device check's).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -36,8 +35,8 @@ def main(argv=None) -> int:
     from torchvision import transforms as T
     from torchvision.transforms import functional as TF
 
-    from official_recipe import PILBlur
-    from pretrain import augment
+    from benchmarks.official_recipe import PILBlur
+    from mocobench.pretrain import augment
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -60,5 +59,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

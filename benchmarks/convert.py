@@ -1,6 +1,6 @@
 """Load + convert a ResNet-50 checkpoint to every target format; print the time of each.
 
-    python benchmarks/convert.py [--arch resnet50] [--repeats 3] [--threads 2]
+    python -m benchmarks.convert [--arch resnet50] [--repeats 3] [--threads 2]
 
 For each target of ``mocobench convert`` (transfer/adapters/cli.py WRITERS) the timed work is
 ``load_backbone(source)`` + the writer, i.e. what the command does; the best of ``--repeats``
@@ -20,11 +20,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from checkpoints import load_backbone  # noqa: E402
-from checkpoints.backbones import build_classifier_model  # noqa: E402
-from transfer.adapters.cli import WRITERS  # noqa: E402
+from mocobench.checkpoints import load_backbone
+from mocobench.checkpoints.backbones import build_classifier_model
+from mocobench.transfer.adapters.cli import WRITERS
 
 LIMIT_S = 2.0
 

@@ -1,6 +1,6 @@
 """Time ``mocobench data synth`` per scale and the Fashion-MNIST export; prints the figures.
 
-    python benchmarks/data_synth.py [--scales tiny small] [--fashion-mnist /usr/share/datasets/fashion-mnist]
+    python -m benchmarks.data_synth [--scales tiny small] [--fashion-mnist /usr/share/datasets/fashion-mnist]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main() -> None:
     p.add_argument("--fashion-mnist", default=None, help="also time the full Fashion-MNIST export from this folder")
     args = p.parse_args()
 
-    from core.data.synth import generate
+    from mocobench.datasets.synth import generate
 
     for scale in args.scales:
         with tempfile.TemporaryDirectory() as tmp:
@@ -31,7 +31,7 @@ def main() -> None:
             size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
             print(f"synth {scale:5s}: {wall:6.1f} s wall, {cpu:6.1f} s CPU, {n} scenes, {size / 2**20:.1f} MiB")
     if args.fashion_mnist:
-        from core.data.fashion_mnist import export_imagefolder
+        from mocobench.datasets.fashion_mnist import export_imagefolder
 
         with tempfile.TemporaryDirectory() as tmp:
             cpu0, t0 = time.process_time(), time.perf_counter()

@@ -1,7 +1,7 @@
 """Train-step and inference throughput of the torchvision-engine detectors (R50-C4, R50-FPN).
 
-    python benchmarks/detection_step.py                      # CPU (and GPU when available)
-    python benchmarks/detection_step.py --size 800 --iters 5 --device cuda --arch resnet50
+    python -m benchmarks.detection_step                      # CPU (and GPU when available)
+    python -m benchmarks.detection_step --size 800 --iters 5 --device cuda --arch resnet50
 
 Prints one line per (model, device): seconds per training iteration (forward, backward, SGD step)
 for ``--batch`` images at ``--size`` px short side, training images/s, and inference images/s
@@ -44,9 +44,9 @@ def sync(device):
 
 
 def bench(model_kind: str, args, device) -> dict:
-    from checkpoints.backbones import build_backbone
-    from transfer.detection.models import build_detector
-    from transfer.detection.protocols import PROTOCOLS
+    from mocobench.checkpoints.backbones import build_backbone
+    from mocobench.transfer.detection.models import build_detector
+    from mocobench.transfer.detection.protocols import PROTOCOLS
 
     base = PROTOCOLS["moco-voc-c4-24k" if model_kind == "c4" else "coco-fpn-1x"]
     p = dataclasses.replace(base, min_size_train=(args.size,), min_size_test=args.size,

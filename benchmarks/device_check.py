@@ -1,13 +1,13 @@
 """One device check: pretraining, input pipelines, probes, detection and segmentation throughput.
 
-    python benchmarks/device_check.py                        # the GPU check, <= 8 min on one H200
-    python benchmarks/device_check.py --device cpu --smoke   # tiny sizes, ~1 min on CPU (a test runs it)
+    python -m benchmarks.device_check                        # the GPU check, <= 8 min on one H200
+    python -m benchmarks.device_check --device cpu --smoke   # tiny sizes, ~1 min on CPU (a test runs it)
 
 It makes its own ImageNet-layout folder of generated JPEGs (224-400 px a side), then measures:
 (1) the pretraining model step (random views, forward + backward + optimizer step) of MoCo v2,
 UniMoCo and SMoG at their paper presets: fp32 eager, bf16 + channels_last, + torch.compile;
 (2) the input pipelines alone (PIL in DataLoader workers; decode_jpeg + tensor-op augmentations on
-the device) and ``pretrain.train.train`` end to end from the JPEG folder with each;
+the device) and ``mocobench.pretrain.train.train`` end to end from the JPEG folder with each;
 (3) the official MoCo v2 recipe (``official_recipe.py``, written from the papers: fp32, eager, PIL
 with PIL's blur in DataLoader workers), model step and end to end, for the ratio;
 (4) feature extraction img/s as the linear/kNN probes run it; (5) R50-C4 detection and FCN
@@ -139,7 +139,7 @@ def make_jpeg_folder(root: Path, n: int, px: tuple[int, int], procs: int) -> Pat
 # -- the official recipe (benchmarks/official_recipe.py) -----------------------------------
 
 def official_rows(data: Path, sz: Sizes, device: torch.device):
-    from official_recipe import OfficialMoCoV2, official_loader
+    from benchmarks.official_recipe import OfficialMoCoV2, official_loader
 
     torch.manual_seed(0)
     model = OfficialMoCoV2(sz.arch, K=sz.K).to(device)
@@ -166,7 +166,7 @@ def official_rows(data: Path, sz: Sizes, device: torch.device):
 # -- ours -------------------------------------------------------------------------------------
 
 def config(method: str, sz: Sizes, device: torch.device, **kw):
-    from pretrain.config import resolve_preset
+    from mocobench.pretrain.config import resolve_preset
 
     cfg = resolve_preset(None, method)  # the paper preset: what a GPU run of this method uses
     smog = sz.smog if method == "smog" else {}
@@ -177,9 +177,9 @@ def config(method: str, sz: Sizes, device: torch.device, **kw):
 
 def build_step(cfg, sz: Sizes, device: torch.device):
     """One pretraining step of the config's method on fixed random views, as a function."""
-    from pretrain import fast_paths, gpu_augment
-    from pretrain.methods import METHODS
-    from pretrain.train import build_optimizer
+    from mocobench.pretrain import fast_paths, gpu_augment
+    from mocobench.pretrain.methods import METHODS
+    from mocobench.pretrain.train import build_optimizer
 
     method = METHODS[cfg.method]
     torch.manual_seed(0)
@@ -234,9 +234,9 @@ def top_ops(events, key: str, per: int, n: int = 12) -> list[list]:
 
 def input_only(cfg, data: Path, sz: Sizes, device: torch.device) -> dict:
     """Batches/s of the input pipeline alone (views on ``device``), over the timed steps."""
-    from core.data.imagefolder import ImageFolder
-    from pretrain import augment, gpu_augment
-    from pretrain import data as pdata
+    from mocobench.datasets.imagefolder import ImageFolder
+    from mocobench.pretrain import augment, gpu_augment
+    from mocobench.pretrain import data as pdata
 
     folder = ImageFolder(pdata.train_root(data))
     views = gpu_augment.device_views(cfg, device)
@@ -259,9 +259,9 @@ def input_profile(cfg, data: Path, sz: Sizes, device: torch.device, batches: int
     well above the busy time means the path waits on the host: launches or the decoder's syncs)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from core.data.imagefolder import ImageFolder
-    from pretrain import gpu_augment
-    from pretrain import data as pdata
+    from mocobench.datasets.imagefolder import ImageFolder
+    from mocobench.pretrain import gpu_augment
+    from mocobench.pretrain import data as pdata
 
     folder = ImageFolder(pdata.train_root(data))
     ds = gpu_augment.RawImages(folder, [-1] * len(folder))
@@ -288,9 +288,9 @@ def input_profile(cfg, data: Path, sz: Sizes, device: torch.device, batches: int
 
 
 def end_to_end(cfg, data: Path, work: Path, device: torch.device) -> dict:
-    """``pretrain.train.train`` for warmup + steps batches; img/s between the log lines that close
+    """``mocobench.pretrain.train.train`` for warmup + steps batches; img/s between the log lines that close
     the warm-up and the last step (each log line follows a sync on the loss)."""
-    from pretrain.train import train
+    from mocobench.pretrain.train import train
 
     run = Path(tempfile.mkdtemp(dir=work))
     reset_peak(device)
@@ -305,11 +305,11 @@ def end_to_end(cfg, data: Path, work: Path, device: torch.device) -> dict:
 
 
 def feature_rows(data: Path, sz: Sizes, device: torch.device):
-    from checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
-    from core.data.imagefolder import ImageFolder
-    from core.dist import autocast
-    from transfer.classification.data import eval_transform, make_loader, prepare_model
-    from transfer.classification.features import extract_features
+    from mocobench.checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+    from mocobench.datasets.imagefolder import ImageFolder
+    from mocobench.core.dist import autocast
+    from mocobench.transfer.classification.data import eval_transform, make_loader, prepare_model
+    from mocobench.transfer.classification.features import extract_features
 
     model = prepare_model(build_backbone(sz.arch, seed=0), device).eval()
     x = torch.randn(sz.batch, 3, sz.img_size, sz.img_size, device=device)
@@ -336,9 +336,9 @@ def feature_rows(data: Path, sz: Sizes, device: torch.device):
 
 
 def detection_row(sz: Sizes, device: torch.device) -> dict:
-    from checkpoints.backbones import build_backbone
-    from transfer.detection.models import build_detector
-    from transfer.detection.protocols import PROTOCOLS
+    from mocobench.checkpoints.backbones import build_backbone
+    from mocobench.transfer.detection.models import build_detector
+    from mocobench.transfer.detection.protocols import PROTOCOLS
 
     p = PROTOCOLS[sz.det_protocol]
     torch.manual_seed(0)
@@ -361,8 +361,8 @@ def detection_row(sz: Sizes, device: torch.device) -> dict:
 
 
 def segmentation_row(sz: Sizes, device: torch.device) -> dict:
-    from core.dist import autocast
-    from transfer.segmentation.model import build_model
+    from mocobench.core.dist import autocast
+    from mocobench.transfer.segmentation.model import build_model
 
     model, _ = build_model(f"random:{sz.seg_arch}", "fcn", 19)
     model.to(device).train()
@@ -428,8 +428,8 @@ def main(argv=None) -> int:
     if only - set(SECTIONS) or not only:
         ap.error(f"--only {args.only!r}: choose among {', '.join(SECTIONS)}")
 
-    from core.dist import pick_device
-    from core.io import atomic_write_json
+    from mocobench.core.dist import pick_device
+    from mocobench.core.io import atomic_write_json
 
     try:
         device = pick_device(args.device)
@@ -517,5 +517,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

@@ -1,8 +1,8 @@
 """Feature-extraction throughput (img/s) of a frozen backbone: what ``fast`` linear and kNN spend.
 
-    .venv/bin/python benchmarks/extract_features.py                        # ResNet-50, 224 px, CPU (+GPU if any)
-    .venv/bin/python benchmarks/extract_features.py --arch resnet18 --img-size 64 --batch-size 64
-    .venv/bin/python benchmarks/extract_features.py --data DIR/imagenet/val  # + JPEG decoding through the DataLoader
+    .venv/bin/python -m benchmarks.extract_features                        # ResNet-50, 224 px, CPU (+GPU if any)
+    .venv/bin/python -m benchmarks.extract_features --arch resnet18 --img-size 64 --batch-size 64
+    .venv/bin/python -m benchmarks.extract_features --data DIR/imagenet/val  # + JPEG decoding through the DataLoader
 
 Variants: fp32 with the default (NCHW) layout and with channels_last, on every device; bf16
 autocast with and without channels_last on CUDA only (CPU bf16 is not used by the probes). The
@@ -53,9 +53,9 @@ def time_random(backbone, device, batch, img_size, iters, warmup, bf16, channels
 def time_folder(backbone, device, data, batch, img_size, workers, bf16, channels_last, limit) -> float:
     from torch.utils.data import Subset
 
-    from core.data.imagefolder import ImageFolder
-    from transfer.classification.data import eval_transform, make_loader
-    from transfer.classification.features import extract_features
+    from mocobench.datasets.imagefolder import ImageFolder
+    from mocobench.transfer.classification.data import eval_transform, make_loader
+    from mocobench.transfer.classification.features import extract_features
 
     ds = ImageFolder(data, eval_transform(img_size, round(img_size * 256 / 224), backbone.mean, backbone.std))
     if limit:
@@ -86,7 +86,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from checkpoints.backbones import build_backbone
+    from mocobench.checkpoints.backbones import build_backbone
 
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     print(f"{args.arch} {args.img_size} px, batch {args.batch_size}, torch {torch.__version__}, "

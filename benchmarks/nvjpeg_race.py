@@ -1,8 +1,8 @@
 """Does a CUDA ``decode_jpeg`` overwrite memory that queued kernels still read? With each of
-``pretrain.gpu_augment.decode``'s orderings: ``none`` (as torchvision), ``barrier``, ``side_stream``.
+``mocobench.pretrain.gpu_augment.decode``'s orderings: ``none`` (as torchvision), ``barrier``, ``side_stream``.
 
-    python benchmarks/nvjpeg_race.py                     # on a GPU: ~10 s
-    python benchmarks/nvjpeg_race.py --device cpu --trials 3   # the code path only (a test runs it)
+    python -m benchmarks.nvjpeg_race                     # on a GPU: ~10 s
+    python -m benchmarks.nvjpeg_race --device cpu --trials 3   # the code path only (a test runs it)
 
 Each trial fills "victim" tensors with known values (one per image, the size of its decoded
 output), queues a long matrix computation and then one sum per victim on the current stream, frees
@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -39,7 +37,7 @@ def jpeg_batch(n: int, h: int, w: int) -> list[torch.Tensor]:
 def trial(jpegs: list[torch.Tensor], h: int, w: int, device: torch.device, ordering: str, busy: torch.Tensor,
           busy_iters: int) -> bool:
     """True when a queued sum read memory the decoder had written (the trial is corrupted)."""
-    from pretrain.gpu_augment import decode
+    from mocobench.pretrain.gpu_augment import decode
 
     numel = 3 * h * w // 4  # float32 victims of the decoded images' byte size
     victims = [torch.full((numel,), float(i + 1), device=device) for i in range(len(jpegs))]
@@ -66,8 +64,8 @@ def main(argv=None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
-    from core.dist import pick_device
-    from pretrain.gpu_augment import ORDERINGS
+    from mocobench.core.dist import pick_device
+    from mocobench.pretrain.gpu_augment import ORDERINGS
 
     device = pick_device(args.device)
     h, w = args.size
@@ -83,12 +81,11 @@ def main(argv=None) -> int:
         result[ordering] = {"corrupted": bad, "seconds": round(time.perf_counter() - t, 1)}
         print(f"{ordering:<12} {bad:>10} {args.trials:>7} {result[ordering]['seconds']:>6}", flush=True)
     if args.out:
-        from core.io import atomic_write_json
+        from mocobench.core.io import atomic_write_json
 
         atomic_write_json(args.out, result)
     return 1 if result["barrier"]["corrupted"] or result["side_stream"]["corrupted"] else 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

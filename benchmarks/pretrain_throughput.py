@@ -1,7 +1,7 @@
 """Pretraining throughput (images/s) per method: our step with its fast paths vs plain fp32 eager.
 
-    python benchmarks/pretrain_throughput.py --arch resnet18 --img-size 64 --batch 64 --device cpu
-    python benchmarks/pretrain_throughput.py --arch resnet50 --img-size 224 --batch 256 --device cuda --compile
+    python -m benchmarks.pretrain_throughput --arch resnet18 --img-size 64 --batch 64 --device cpu
+    python -m benchmarks.pretrain_throughput --arch resnet50 --img-size 224 --batch 256 --device cuda --compile
 
 "ours" is the training loop's step (forward incl. momentum update and queue/group updates,
 backward, SGD step) with bf16 autocast + channels_last (+ torch.compile with --compile) on GPU;
@@ -19,8 +19,8 @@ from contextlib import nullcontext
 
 import torch
 
-from pretrain.config import TINY
-from pretrain.methods import METHODS
+from mocobench.pretrain.config import TINY
+from mocobench.pretrain.methods import METHODS
 
 
 def measure(cfg, device: str, batch: int, steps: int, warmup: int, fast: bool, compile_: bool) -> float:

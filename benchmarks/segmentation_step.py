@@ -1,7 +1,7 @@
 """Segmentation train-step and inference throughput (img/s) at Cityscapes resolution.
 
-    .venv/bin/python benchmarks/segmentation_step.py                      # R50 FCN, 512x1024, CPU (+GPU if any)
-    .venv/bin/python benchmarks/segmentation_step.py --arch resnet18 --head deeplabv3 --size 769,769
+    .venv/bin/python -m benchmarks.segmentation_step                      # R50 FCN, 512x1024, CPU (+GPU if any)
+    .venv/bin/python -m benchmarks.segmentation_step --arch resnet18 --head deeplabv3 --size 769,769
 
 A train step is forward + cross-entropy + backward + SGD step on a batch of random crops (the
 model is the MoCo FCN on a dilated backbone, output stride 16); inference is a whole-image
@@ -13,19 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
 
 def bench(device: torch.device, arch: str, head: str, size, batch: int, steps: int, warmup: int) -> dict:
-    from core.dist import autocast
-    from transfer.segmentation.model import build_model
+    from mocobench.core.dist import autocast
+    from mocobench.transfer.segmentation.model import build_model
 
     model, _ = build_model(f"random:{arch}", head, 19)
     model.to(device)

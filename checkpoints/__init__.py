@@ -7,12 +7,12 @@ Which file holds what: ``backbones`` (factory), ``formats`` (the table of layout
 ``zoo`` and ``fetch``.
 """
 
-from checkpoints.backbones import Backbone, BackboneSpec, build_backbone, canonical_keys
-from checkpoints.errors import CheckpointError
-from checkpoints.load import load_backbone
-from checkpoints.report import LoadReport
-from checkpoints.strict import strict_load
-from checkpoints.write import save_backbone
+from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone, canonical_keys
+from mocobench.checkpoints.errors import CheckpointError
+from mocobench.checkpoints.load import load_backbone
+from mocobench.checkpoints.report import LoadReport
+from mocobench.checkpoints.strict import strict_load
+from mocobench.checkpoints.write import save_backbone
 
 __all__ = ["Backbone", "BackboneSpec", "build_backbone", "canonical_keys", "CheckpointError",
            "LoadReport", "load_backbone", "save_backbone", "strict_load"]

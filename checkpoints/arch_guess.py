@@ -7,8 +7,8 @@ decides the order in which they are tried.
 
 from __future__ import annotations
 
-from checkpoints.backbones import TORCHVISION_RESNETS, BackboneSpec, is_timm
-from checkpoints.strict import expected_keys
+from mocobench.checkpoints.backbones import TORCHVISION_RESNETS, BackboneSpec, is_timm
+from mocobench.checkpoints.strict import expected_keys
 
 CANDIDATE_ARCHS = (*TORCHVISION_RESNETS, "mobilenet_v2",
                    "timm:vit_small_patch16_224", "timm:vit_base_patch16_224", "timm:vit_tiny_patch16_224",

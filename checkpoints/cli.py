@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from checkpoints.errors import CheckpointError
+from mocobench.checkpoints.errors import CheckpointError
 
 
 def _human(n: int) -> str:
@@ -26,7 +26,7 @@ def inspect_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--all", action="store_true", help="list every key")
     args = parser.parse_args(argv)
-    from checkpoints.load import annotate_zoo, inspect_checkpoint, load_backbone, resolve_name
+    from mocobench.checkpoints.load import annotate_zoo, inspect_checkpoint, load_backbone, resolve_name
 
     try:
         if args.ckpt.startswith("random:"):
@@ -75,8 +75,8 @@ def inspect_main(argv: list[str] | None = None) -> int:
 
 
 def fetch_main(argv: list[str] | None = None) -> int:
-    from checkpoints.fetch import fetch
-    from checkpoints.zoo import cache_dir, cached_path, load_zoo
+    from mocobench.checkpoints.fetch import fetch
+    from mocobench.checkpoints.zoo import cache_dir, cached_path, load_zoo
 
     parser = argparse.ArgumentParser(prog="mocobench fetch",
                                      description="Download a zoo checkpoint into the cache "

@@ -5,7 +5,7 @@ HTTP ``Range`` request (a server that ignores Range gets a fresh download). The 
 hashed and only then renamed to its final name, so the cache never holds an unverified file under
 a checkpoint's name.
 
-NOTE: this is the one writer that does not go through ``core.io.atomic_*``: the part file is
+NOTE: this is the one writer that does not go through ``mocobench.core.io.atomic_*``: the part file is
 the resume state and must survive a kill; the final name still appears only by ``os.replace``.
 """
 
@@ -18,9 +18,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from checkpoints.errors import CheckpointError
-from checkpoints.zoo import ZooEntry, cached_path
-from core.io import progress
+from mocobench.checkpoints.errors import CheckpointError
+from mocobench.checkpoints.zoo import ZooEntry, cached_path
+from mocobench.core.io import progress
 
 CHUNK = 1 << 20
 

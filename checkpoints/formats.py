@@ -27,14 +27,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from checkpoints import metadata as meta
-from checkpoints.backbones import is_timm
-from checkpoints.errors import CheckpointError
-from checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, HEAD_PREFIXES, HEAD_REASON, Rules
-from checkpoints.metadata import any_key
-from checkpoints.safe_pickle import decode_json_metadata
+from mocobench.checkpoints import metadata as meta
+from mocobench.checkpoints.backbones import is_timm
+from mocobench.checkpoints.errors import CheckpointError
+from mocobench.checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, HEAD_PREFIXES, HEAD_REASON, Rules
+from mocobench.checkpoints.metadata import any_key
+from mocobench.checkpoints.safe_pickle import decode_json_metadata
 
-# ``format`` of the files ``checkpoints.write`` saves: a backbone with its spec (torch or
+# ``format`` of the files ``mocobench.checkpoints.write`` saves: a backbone with its spec (torch or
 # safetensors), and pretrain/'s resumable training state
 OWN_FORMAT = "mocobench-backbone"
 OWN_VERSION = 1

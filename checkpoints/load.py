@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from checkpoints.arch_guess import CANDIDATE_ARCHS, guess_arch, vit_img_size
-from checkpoints.backbones import Backbone, BackboneSpec, build_backbone, is_timm
-from checkpoints.errors import CheckpointError
-from checkpoints.formats import FORMATS, detect_format
-from checkpoints.keymaps import map_keys
-from checkpoints.report import LoadReport, cached_sha256
-from checkpoints.safe_pickle import read_file
-from checkpoints.skip_init import build_uninitialised
-from checkpoints.strict import build_loaded, check_state_keys, expected_keys, fill_bn_counters
-from checkpoints.zoo import ZOO_PATH, cached_path, load_zoo
+from mocobench.checkpoints.arch_guess import CANDIDATE_ARCHS, guess_arch, vit_img_size
+from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone, is_timm
+from mocobench.checkpoints.errors import CheckpointError
+from mocobench.checkpoints.formats import FORMATS, detect_format
+from mocobench.checkpoints.keymaps import map_keys
+from mocobench.checkpoints.report import LoadReport, cached_sha256
+from mocobench.checkpoints.safe_pickle import read_file
+from mocobench.checkpoints.skip_init import build_uninitialised
+from mocobench.checkpoints.strict import build_loaded, check_state_keys, expected_keys, fill_bn_counters
+from mocobench.checkpoints.zoo import ZOO_PATH, cached_path, load_zoo
 
 
 def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from checkpoints.safe_pickle import decode_json_metadata
+from mocobench.checkpoints.safe_pickle import decode_json_metadata
 
 
 def plain(v: Any) -> Any:
@@ -111,7 +111,7 @@ def own_pretrain(obj: dict, state: dict) -> dict:
 
 
 def own_backbone(obj: dict, state: dict) -> dict:
-    """An exported backbone (``checkpoints.write.save_backbone``): its ``meta`` as written."""
+    """An exported backbone (``mocobench.checkpoints.write.save_backbone``): its ``meta`` as written."""
     return plain(obj.get("meta")) or {}
 
 

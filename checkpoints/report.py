@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.io import sha256_file
+from mocobench.core.io import sha256_file
 
 
 @dataclass

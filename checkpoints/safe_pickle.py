@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from checkpoints.errors import CheckpointError
+from mocobench.checkpoints.errors import CheckpointError
 
 ZIP_MAGIC = b"PK\x03\x04"
 # The first object of a legacy (pre-1.6, non-zip) torch file.

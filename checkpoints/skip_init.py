@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from checkpoints.backbones import Backbone, BackboneSpec, build_backbone
+from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone
 
 # Shape-preserving in-place ops that weight initialisers use.
 INIT_OPS = frozenset({"uniform_", "normal_", "fill_", "zero_", "copy_", "clamp_", "clamp_min_",

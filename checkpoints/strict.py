@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from checkpoints.backbones import Backbone, BackboneSpec, build_backbone, canonical_keys
-from checkpoints.errors import CheckpointError
-from checkpoints.skip_init import SkipInit, build_uninitialised
+from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone, canonical_keys
+from mocobench.checkpoints.errors import CheckpointError
+from mocobench.checkpoints.skip_init import SkipInit, build_uninitialised
 
 
 def expected_keys(spec: BackboneSpec) -> dict[str, tuple[int, ...]]:

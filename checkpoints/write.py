@@ -1,4 +1,4 @@
-"""Every backbone file the suite writes (atomically, through ``core.io``), read back by ``load.py``.
+"""Every backbone file the suite writes (atomically, through ``mocobench.core.io``), read back by ``load.py``.
 
 - :func:`save_backbone`: this project's own format, a torch file loadable with ``weights_only=True``:
   ``{"format": "mocobench-backbone", "version", "spec", "state_dict", "meta"}``.
@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from checkpoints.backbones import TORCHVISION_RESNETS, Backbone, is_timm
-from checkpoints.formats import OWN_FORMAT, OWN_VERSION, PRETRAIN_FORMAT
-from core.io import atomic_torch_save, atomic_write_bytes
+from mocobench.checkpoints.backbones import TORCHVISION_RESNETS, Backbone, is_timm
+from mocobench.checkpoints.formats import OWN_FORMAT, OWN_VERSION, PRETRAIN_FORMAT
+from mocobench.core.io import atomic_torch_save, atomic_write_bytes
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

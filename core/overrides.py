@@ -16,7 +16,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from core import ranges
+from mocobench.core import ranges
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")

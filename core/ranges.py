@@ -1,7 +1,7 @@
 """The allowed range of every numeric setting, in one table that every command checks.
 
 A setting is checked where it is parsed, whichever way it comes in: a command-line flag
-(:func:`arg` as argparse's ``type=``), a ``--key=value`` override (:func:`core.overrides.parse_overrides`
+(:func:`arg` as argparse's ``type=``), a ``--key=value`` override (:func:`mocobench.core.overrides.parse_overrides`
 calls :func:`check`) or a whole config (:func:`check_config`). A value out of range is a
 ``SettingError`` that names the setting, the value and the range, so ``--epochs -3`` can never
 produce a record of an untrained model labelled as trained.

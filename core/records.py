@@ -12,7 +12,8 @@ Schema (version 1)::
     protocol        str      e.g. "paper", "fast", "dino-knn", "moco-voc-c4-24k", "tiny"
     engine          str      "torchvision" | "detectron2" | "mmseg"
     dataset         dict     name, path, splits {split: number of images}
-    metrics         dict     metric name -> float (accuracies and AP/mIoU in percent)
+    metrics         dict     metric name -> float; every metric is a percentage (accuracies,
+                             AP, IoU): a finite number in [0, 100], never NaN (see metric_problem)
     seed            int
     config          dict     the resolved evaluation config
     env             dict     code_version, python, torch, torchvision, timm, device, hostname,
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
 import socket
@@ -36,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.io import atomic_write_json
+from mocobench.core.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 
@@ -44,6 +46,23 @@ TASKS = ("linear", "knn", "semi-1pct", "semi-10pct", "detection", "segmentation"
 REQUIRED = ("schema_version", "id", "checkpoint", "task", "protocol", "engine", "dataset",
             "metrics", "seed", "config", "env", "wall_time_s", "timestamp")
 CHECKPOINT_FIELDS = ("name", "path", "sha256", "format", "arch", "method", "epochs", "label_fraction")
+
+
+METRIC_RANGE = (0.0, 100.0)   # every metric of a record is a percentage
+
+
+def metric_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is no usable value of metric ``name`` (None when it is one): a metric is a
+    finite number in ``METRIC_RANGE``, wherever it is read (records, baselines, the table). A NaN
+    compares false with every floor, so a gate that let one through would pass a broken run."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"metric {name!r} is {value!r}, not a number"
+    if not math.isfinite(value):
+        return f"metric {name!r} is {value!r}, not a finite number"
+    lo, hi = METRIC_RANGE
+    if not lo <= value <= hi:
+        return f"metric {name!r} is {value!r}, outside [{lo:g}, {hi:g}] (metrics are percentages)"
+    return None
 
 
 class RecordError(ValueError):
@@ -54,7 +73,7 @@ class RecordError(ValueError):
 def code_version() -> str:
     """``mocobench <version>+g<commit>[.dirty]`` when run from a git checkout (asked once per
     process: a process that writes many records runs git once)."""
-    from core import __version__
+    from mocobench.core import __version__
 
     root = Path(__file__).resolve().parent.parent
     try:
@@ -142,9 +161,13 @@ def validate(rec: Any, source: str) -> dict:
         raise RecordError(f"{source}: unknown task {rec['task']!r} (known: {', '.join(TASKS)})")
     if not isinstance(rec["checkpoint"], dict) or not rec["checkpoint"].get("name"):
         raise RecordError(f"{source}: checkpoint.name is missing")
-    if not isinstance(rec["metrics"], dict) or not all(
-            isinstance(v, (int, float)) for v in rec["metrics"].values()):
+    if not isinstance(rec["metrics"], dict):
         raise RecordError(f"{source}: metrics must map names to numbers")
+    if not rec["metrics"]:
+        raise RecordError(f"{source}: the record has no metrics (an evaluation that measured nothing)")
+    for name, value in rec["metrics"].items():
+        if (why := metric_problem(name, value)):
+            raise RecordError(f"{source}: {why}")
     return rec
 
 
@@ -198,6 +221,7 @@ class RecordWriteError(OSError):
 class Problem:
     path: Path
     message: str
+    record: dict | None = None   # a refused record's content, when it was a JSON object
 
     def __str__(self) -> str:
         return self.message
@@ -223,7 +247,7 @@ def iter_record_files(results_dir: str | os.PathLike):
         try:
             yield path, validate(rec, str(path))
         except RecordError as e:
-            yield path, Problem(path, f"{e}; skipped")
+            yield path, Problem(path, f"{e}; skipped", rec if isinstance(rec, dict) else None)
 
 
 def load_records(results_dir: str | os.PathLike) -> tuple[list[dict], list[Problem]]:

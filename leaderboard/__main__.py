@@ -1,5 +1,5 @@
 import sys
 
-from leaderboard.cli import main
+from mocobench.leaderboard.cli import main
 
 sys.exit(main())

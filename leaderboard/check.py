@@ -35,8 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.records import code_version
-from leaderboard.table import DISPLAY_METRICS, Table, load_table
+from mocobench.core.records import TASKS, code_version, metric_problem
+from mocobench.leaderboard.table import DISPLAY_METRICS, Table, checkpoint_display_name, load_table
 
 BASELINE_FORMAT = "mocobench-baseline"
 BASELINE_VERSION = 1
@@ -78,26 +78,69 @@ def read_baseline(path: str | Path) -> dict:
     if int(obj.get("version", 0)) > BASELINE_VERSION:
         raise BaselineError(f"{path}: baseline version {obj['version']} is newer than this mocobench "
                             f"understands ({BASELINE_VERSION})")
+    defaults = obj.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise BaselineError(f"{path}: defaults must be an object, not {defaults!r}")
+    for key, v in defaults.items():
+        if key not in ("tolerance", "k"):
+            raise BaselineError(f"{path}: defaults.{key} is no setting of a baseline (tolerance, k)")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise BaselineError(f"{path}: defaults.{key} must be a finite number >= 0, not {v!r}")
     entries = obj.get("entries")
     if not isinstance(entries, list) or not entries:
         # A gate that checks nothing must not pass.
         raise BaselineError(f"{path}: the baseline has no entries, so it would check nothing")
     for i, e in enumerate(entries):
-        if not isinstance(e, dict):
-            raise BaselineError(f"{path}: entry {i} is not an object")
-        missing = [k for k in ("checkpoint", "task", "protocol", "metric", "value") if k not in e]
-        if missing:
-            raise BaselineError(f"{path}: entry {i} lacks {', '.join(missing)}")
-        for key in ("value", "tolerance", "std", "k", "n"):
-            v = e.get(key)
-            if key != "value" and v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise BaselineError(f"{path}: entry {i} ({e['checkpoint']}, {e['task']}): {key} must be a "
-                                    f"finite number, not {v!r}")
-            if key != "value" and v < 0:
-                raise BaselineError(f"{path}: entry {i} ({e['checkpoint']}, {e['task']}): {key} must be >= 0")
+        if (why := entry_problem(e)):
+            name = f" ({e.get('checkpoint')}, {e.get('task')})" if isinstance(e, dict) else ""
+            raise BaselineError(f"{path}: entry {i}{name}: {why}")
     return obj
+
+
+ENTRY_KEYS = {"checkpoint", "task", "protocol", "metric", "value", "tolerance", "std", "k", "n",
+              "dataset", "engine", "relative_to", "direction", "runs"}
+
+
+def entry_problem(e: Any) -> str | None:
+    """Why ``e`` is no usable baseline entry (None when it is one). Every field is checked: the
+    names are non-empty strings, the numbers finite, the value a metric's (``relative_to``: a
+    difference of two)."""
+    if not isinstance(e, dict):
+        return "not an object"
+    missing = [k for k in ("checkpoint", "task", "protocol", "metric", "value") if k not in e]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    unknown = sorted(set(e) - ENTRY_KEYS)
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(ENTRY_KEYS))})"
+    for key in ("checkpoint", "task", "protocol", "metric", "dataset", "engine", "relative_to"):
+        v = e.get(key)
+        if (v is not None or key in ("checkpoint", "task", "protocol", "metric")) and not (isinstance(v, str) and v):
+            return f"{key} must be a non-empty string, not {v!r}"
+    if e["task"] not in TASKS:
+        return f"unknown task {e['task']!r} (known: {', '.join(TASKS)})"
+    if e.get("direction", "higher") not in ("higher", "lower"):
+        return f"direction must be 'higher' or 'lower', not {e['direction']!r}"
+    for key in ("value", "tolerance", "std", "k", "n"):
+        v = e.get(key)
+        if key != "value" and v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"{key} must be a finite number, not {v!r}"
+        if key != "value" and v < 0:
+            return f"{key} must be >= 0, not {v!r}"
+    if e.get("n") is not None and (e["n"] != int(e["n"]) or e["n"] < 1):
+        return f"n must be a whole number >= 1, not {e['n']!r}"
+    if e.get("relative_to"):
+        if not -100.0 <= e["value"] <= 100.0:
+            return f"value {e['value']!r} is no difference of two percentages (outside [-100, 100])"
+    elif (why := metric_problem(e["metric"], e["value"])):
+        return why
+    runs = e.get("runs")
+    if runs is not None and (not isinstance(runs, list) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in runs)):
+        return f"runs must be a list of finite numbers, not {runs!r}"
+    return None
 
 
 def _find(table: Table, entry: dict, checkpoint: str):
@@ -107,6 +150,22 @@ def _find(table: Table, entry: dict, checkpoint: str):
             if c.task == entry["task"] and c.protocol == entry["protocol"] and c.metric == entry["metric"]
             and entry.get("dataset") in (None, c.dataset) and entry.get("engine") in (None, c.engine)]
     return [(r, c) for r in rows for c in cols if table.cell(r, c) is not None]
+
+
+def _refused(table: Table, entry: dict, checkpoint: str) -> str | None:
+    """The reason a record that would fill ``entry``'s cell was refused (a NaN or out-of-range
+    metric, a missing field), naming its file; None when no such record was read."""
+    for message, rec in table.refused:
+        if not isinstance(rec.get("checkpoint"), dict):
+            continue
+        try:
+            same = (checkpoint_display_name(rec["checkpoint"]) == checkpoint and rec.get("task") == entry["task"]
+                    and str(rec.get("protocol")) == entry["protocol"])
+        except Exception:  # noqa: BLE001 - a refused record may be malformed in any way
+            continue
+        if same:
+            return f"its record was refused: {message}"
+    return None
 
 
 def _table_error(table: Table, row, col) -> str | None:
@@ -127,7 +186,7 @@ def evaluate(entry: dict, table: Table, defaults: dict) -> Outcome:
     name = entry["checkpoint"]
     found = _find(table, entry, name)
     if not found:
-        return Outcome(entry, None, allowed, "MISSING", "no current result")
+        return Outcome(entry, None, allowed, "MISSING", _refused(table, entry, name) or "no current result")
     if len(found) > 1:
         cols = ", ".join(c.label for _, c in found)
         return Outcome(entry, None, allowed, "ERROR", f"ambiguous: several columns match ({cols}); "
@@ -141,8 +200,11 @@ def evaluate(entry: dict, table: Table, defaults: dict) -> Outcome:
         ref = table.cell(ref_rows[0], col) if ref_rows else None
         if ref is None:
             return Outcome(entry, None, allowed, "MISSING",
-                           f"no current result for the reference {entry['relative_to']!r}")
+                           _refused(table, entry, entry["relative_to"])
+                           or f"no current result for the reference {entry['relative_to']!r}")
         current = current - ref.mean
+    if not math.isfinite(current):   # NaN passes every comparison below: never "ok"
+        return Outcome(entry, None, allowed, "ERROR", f"the current value is {current!r}, not a number")
     sign = -1.0 if entry.get("direction") == "lower" else 1.0
     change = sign * (current - float(entry["value"]))
     status = "REGRESSED" if change < -allowed - 1e-9 else "improved" if change > allowed + 1e-9 else "ok"
@@ -244,14 +306,22 @@ def baseline_from_runs(tables: list[Table], old: dict, *, sources: list[str] | N
             "entries": entries}
 
 
+def check_new_baseline(baseline: dict, where: str | Path) -> None:
+    """Refuse to write a baseline the next check would refuse (a NaN value, above all)."""
+    for i, e in enumerate(baseline["entries"]):
+        if (why := entry_problem(e)):
+            raise BaselineError(f"{where}: not written: entry {i} ({e.get('checkpoint')}, {e.get('task')}): {why}")
+
+
 def update_from_runs(baseline_path: str | Path, results_dirs: list[str | Path], out=print) -> int:
     """``leaderboard check --update-baseline --results R1 --results R2 ...``: the entries of the
     existing baseline, measured in every run (see :func:`baseline_from_runs`)."""
-    from core.io import atomic_write_json
+    from mocobench.core.io import atomic_write_json
 
     old = read_baseline(baseline_path)
     tables = [load_table(d, reported=False, all_metrics=True) for d in results_dirs]
     new = baseline_from_runs(tables, old, sources=[str(d) for d in results_dirs])
+    check_new_baseline(new, baseline_path)
     atomic_write_json(baseline_path, new)
     widest = max(new["entries"], key=lambda e: (e["std"] or 0))
     out(f"wrote {baseline_path} ({len(new['entries'])} entries, each measured in {len(tables)} runs; "
@@ -262,7 +332,7 @@ def update_from_runs(baseline_path: str | Path, results_dirs: list[str | Path], 
 def run_check(baseline_path: str | Path, results_dir: str | Path, *, update: bool = False,
               out=print) -> int:
     """What ``mocobench leaderboard check`` does; returns the exit code."""
-    from core.io import atomic_write_json
+    from mocobench.core.io import atomic_write_json
 
     table = load_table(results_dir, reported=False, all_metrics=True)
     for p in table.problems:
@@ -274,6 +344,7 @@ def run_check(baseline_path: str | Path, results_dir: str | Path, *, update: boo
         if not new["entries"]:
             out(f"no measured results under {results_dir}: baseline not written")
             return 1
+        check_new_baseline(new, baseline_path)
         atomic_write_json(baseline_path, new)
         out(f"wrote {baseline_path} ({len(new['entries'])} entries from {results_dir})")
         return 0

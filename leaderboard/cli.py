@@ -48,7 +48,7 @@ def _check_parser() -> argparse.ArgumentParser:
 
 
 def check_main(argv: list[str]) -> int:
-    from leaderboard.check import BaselineError, run_check
+    from mocobench.leaderboard.check import BaselineError, run_check
 
     parser = _check_parser()
     args = parser.parse_args(argv)
@@ -57,7 +57,7 @@ def check_main(argv: list[str]) -> int:
         parser.error("several --results folders are for --update-baseline (one per seed); a check reads one")
     try:
         if len(results) > 1:
-            from leaderboard.check import update_from_runs
+            from mocobench.leaderboard.check import update_from_runs
 
             return update_from_runs(args.baseline, results)
         return run_check(args.baseline, results[0], update=args.update_baseline)
@@ -70,7 +70,7 @@ def render(results: str | Path, fmt: str, *, rows: str = "all", all_metrics: boo
            title: str = "mocobench leaderboard", plots: bool = True) -> tuple[str, "object"]:
     """The leaderboard text in ``fmt`` and the table it came from; raises TableError on a
     protocol mismatch."""
-    from leaderboard import table as tb
+    from mocobench.leaderboard import table as tb
 
     table = tb.load_table(results, reported=rows != "measured", all_metrics=all_metrics)
     tb.check_table(table)
@@ -79,7 +79,7 @@ def render(results: str | Path, fmt: str, *, rows: str = "all", all_metrics: boo
         return tb.to_markdown(table), table
     if fmt == "csv":
         return tb.to_csv(table), table
-    from leaderboard.html import render as render_html
+    from mocobench.leaderboard.html import render as render_html
 
     return render_html(table, title=title, results_dir=str(results), plots=plots), table
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
         return check_main(argv[1:])
-    from leaderboard.table import TableError
+    from mocobench.leaderboard.table import TableError
 
     args = _table_parser().parse_args(argv)
     rows = "measured" if args.no_reported else args.rows
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in table.problems:
         print(f"warning: {p}", file=sys.stderr)
     if args.output:
-        from core.io import atomic_write_text
+        from mocobench.core.io import atomic_write_text
 
         atomic_write_text(args.output, text)
         print(f"wrote {args.output}", file=sys.stderr)

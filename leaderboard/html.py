@@ -11,7 +11,7 @@ import html
 import io
 from datetime import datetime, timezone
 
-from leaderboard.table import Column, Row, Table
+from mocobench.leaderboard.table import Column, Row, Table
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;background:#fff}

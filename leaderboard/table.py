@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from core.records import TASKS, Problem
+from mocobench.core.records import TASKS, Problem, metric_problem
 
 REPORTED_CSV = Path(__file__).with_name("reported.csv")
 
@@ -164,6 +164,9 @@ class Table:
     cells: dict[tuple[str, Column], Cell]
     problems: list[str] = field(default_factory=list)   # skipped record files
     errors: list[str] = field(default_factory=list)     # protocol mismatches
+    # records read but refused (a NaN metric, a missing field): (message, content), so that the
+    # CI gate can say why a cell it checks is empty
+    refused: list[tuple[str, dict]] = field(default_factory=list)
 
     def cell(self, row: Row | str, column: Column) -> Cell | None:
         return self.cells.get((row.key if isinstance(row, Row) else row, column))
@@ -181,7 +184,7 @@ class Table:
         cols = [c for c in (self.columns if columns is None else columns)
                 if any((k, c) in self.cells for k in keys)]
         return Table(keep, cols, {k: v for k, v in self.cells.items() if k[0] in keys},
-                     self.problems, self.errors)
+                     self.problems, self.errors, self.refused)
 
 
 # ---------------------------------------------------------------- names and fingerprints
@@ -257,6 +260,10 @@ def load_reported(path: str | Path = REPORTED_CSV) -> list[dict[str, Any]]:
                 n = int(r["n"]) if r["n"] else None
             except ValueError as e:
                 raise TableError(f"{path}:{lineno}: {e}") from None
+            if (why := metric_problem(r["metric"], value)):
+                raise TableError(f"{path}:{lineno}: {why}")
+            if std is not None and not (math.isfinite(std) and std >= 0):
+                raise TableError(f"{path}:{lineno}: std {std!r} must be a finite number >= 0")
             digits = len(r["value"].partition(".")[2])
             out.append(r | {"value": value, "std": std, "n": n, "lineno": lineno, "digits": digits})
     return out
@@ -298,6 +305,8 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
         settings = protocol_settings(rec)
         shown = DISPLAY_METRICS.get(rec["task"], ())
         for metric, value in rec["metrics"].items():
+            if (why := metric_problem(metric, value)):   # load_records refuses these; a caller's list may not
+                raise TableError(f"{fname}: {why}")
             if all_metrics or metric in shown:
                 col = Column(rec["task"], str(rec["protocol"]), str(rec["dataset"].get("name")),
                              str(rec.get("engine") or "torchvision"), metric)
@@ -325,7 +334,9 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
                                  values=[r["value"]], source=r["source"], digits=r.get("digits"))
 
     columns = sorted({c for _, c in cells}, key=Column.sort_key)
-    return Table(table_rows, columns, cells, problems=[str(p) for p in problems], errors=errors)
+    refused = [(str(p), p.record) for p in problems if isinstance(getattr(p, "record", None), dict)]
+    return Table(table_rows, columns, cells, problems=[str(p) for p in problems], errors=errors,
+                 refused=refused)
 
 
 def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list[str]]:
@@ -374,7 +385,7 @@ def check_table(table: Table) -> None:
 def load_table(results_dir: str | Path, *, reported: bool = True, all_metrics: bool = False) -> Table:
     """Read every record under ``results_dir`` (skipping corrupt and newer-schema files, which are
     listed in ``Table.problems``) and build the table, with the papers' rows when ``reported``."""
-    from core.records import iter_record_files
+    from mocobench.core.records import iter_record_files
 
     records, files, problems = [], [], []
     for path, rec in iter_record_files(results_dir):

@@ -4,6 +4,6 @@ This package is the top floor: the ``mocobench`` command table (``cli``) and the
 every stage (``pipeline``). It may import every other package; none imports it.
 """
 
-from core import __version__
+from mocobench.core import __version__
 
 __all__ = ["__version__"]

@@ -12,14 +12,14 @@ import sys
 
 # subcommand: (module, function, one-line description)
 COMMANDS = {
-    "data": ("core.data.cli", "main", "generate the embedded dataset (synth) or convert real files (fashion-mnist)"),
-    "pretrain": ("pretrain.cli", "main", "pretrain a backbone with MoCo v1/v2, UniMoCo or SMoG (also under torchrun)"),
-    "inspect": ("checkpoints.cli", "inspect_main", "detect a checkpoint's format and show the keys used, dropped and its metadata"),
-    "convert": ("transfer.adapters.cli", "main", "convert a checkpoint for detectron2, mmseg/mmdet, torchvision, timm or safetensors"),
-    "fetch": ("checkpoints.cli", "fetch_main", "download a named zoo checkpoint into the cache, resuming and verifying sha256"),
-    "eval": ("transfer.cli", "eval_main", "evaluate a checkpoint: linear, knn, semi, detection, segmentation"),
-    "score": ("transfer.cli", "score_main", "score predictions from any model: voc (detection), cityscapes, voc-seg"),
-    "leaderboard": ("leaderboard.cli", "main", "build the results table (md/csv/html) or gate CI with 'leaderboard check'"),
+    "data": ("mocobench.datasets.cli", "main", "generate the embedded dataset (synth) or convert real files (fashion-mnist)"),
+    "pretrain": ("mocobench.pretrain.cli", "main", "pretrain a backbone with MoCo v1/v2, UniMoCo or SMoG (also under torchrun)"),
+    "inspect": ("mocobench.checkpoints.cli", "inspect_main", "detect a checkpoint's format and show the keys used, dropped and its metadata"),
+    "convert": ("mocobench.transfer.adapters.cli", "main", "convert a checkpoint for detectron2, mmseg/mmdet, torchvision, timm or safetensors"),
+    "fetch": ("mocobench.checkpoints.cli", "fetch_main", "download a named zoo checkpoint into the cache, resuming and verifying sha256"),
+    "eval": ("mocobench.transfer.cli", "eval_main", "evaluate a checkpoint: linear, knn, semi, detection, segmentation"),
+    "score": ("mocobench.transfer.cli", "score_main", "score predictions from any model: voc (detection), cityscapes, voc-seg"),
+    "leaderboard": ("mocobench.leaderboard.cli", "main", "build the results table (md/csv/html) or gate CI with 'leaderboard check'"),
 }
 
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
-        from core import __version__
+        from mocobench.core import __version__
 
         print(f"mocobench {__version__}")
         return 0

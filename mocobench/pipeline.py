@@ -189,7 +189,7 @@ def _main(args) -> int:
             args.slurm, args.nproc if args.slurm_gpus_per_node is None else args.slurm_gpus_per_node,
             args.slurm_cpus_per_task, args.slurm_mem, args.slurm_timeout_min, args.slurm_extra), launcher)
         print(runner.defaults(), flush=True)
-    from core.records import iter_record_files
+    from mocobench.core.records import iter_record_files
 
     records = [(p, r) for p, r in iter_record_files(out / "results") if isinstance(r, dict)] \
         if (out / "results").exists() else []
@@ -352,9 +352,9 @@ def chains(stages) -> dict[str, float]:
 
 def leaderboard(out: Path, mode: Mode) -> int:
     """Print the measured table; write the full table (with the papers' rows) as md, csv and html."""
-    from leaderboard.cli import render
-    from leaderboard.table import TableError
-    from core.io import atomic_write_text
+    from mocobench.leaderboard.cli import render
+    from mocobench.leaderboard.table import TableError
+    from mocobench.core.io import atomic_write_text
 
     results = out / "results"
     if not results.exists():

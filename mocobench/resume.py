@@ -25,42 +25,108 @@ import shutil
 import time
 from pathlib import Path
 
-from core.io import atomic_write_json
+from mocobench.core.io import atomic_write_json
 
-ROOT = Path(__file__).resolve().parent.parent
-
-# The source folders whose code decides a command's result (its "protocol code version"). A change
-# in any .py file below them makes the stages of that command, and the stages downstream, run again.
-PROTOCOL_CODE: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("data",): ("core/data/synth",),
-    ("pretrain",): ("pretrain", "checkpoints"),
-    ("eval", "linear"): ("transfer/classification", "checkpoints"),
-    ("eval", "knn"): ("transfer/classification", "checkpoints"),
-    ("eval", "semi"): ("transfer/classification", "checkpoints"),
-    ("eval", "detection"): ("transfer/detection", "transfer/adapters", "checkpoints"),
-    ("eval", "segmentation"): ("transfer/segmentation", "transfer/adapters", "checkpoints"),
+# The module whose imports decide a command's result (its "protocol code version"): the code of a
+# command is every module of the project it imports, directly or not, read from the source (the
+# import graph), so an edit to a reader in ``mocobench.datasets`` or a helper in ``mocobench.core``
+# redoes the stages that use it, and nothing else. The top floor (this package's own modules: the
+# pipeline, the command table) only orchestrates and is left out.
+PROTOCOL_ENTRY: dict[tuple[str, ...], str] = {
+    ("data",): "mocobench.datasets.cli",
+    ("pretrain",): "mocobench.pretrain.cli",
+    ("eval", "linear"): "mocobench.transfer.classification.cli",
+    ("eval", "knn"): "mocobench.transfer.classification.cli",
+    ("eval", "semi"): "mocobench.transfer.classification.cli",
+    ("eval", "detection"): "mocobench.transfer.detection.cli",
+    ("eval", "segmentation"): "mocobench.transfer.segmentation.cli",
 }
+
+# The floors below the top one; a module outside them is not protocol code.
+FLOORS = ("mocobench.core", "mocobench.datasets", "mocobench.checkpoints", "mocobench.pretrain",
+          "mocobench.transfer", "mocobench.leaderboard")
+
+
+def _is_protocol_module(name: str) -> bool:
+    return any(name == f or name.startswith(f + ".") for f in FLOORS)
 
 
 @functools.lru_cache(maxsize=None)
-def source_digest(folders: tuple[str, ...]) -> str:
-    """sha256 (16 hex digits) of the package version and every ``.py`` file below ``folders``."""
-    from core import __version__
+def module_file(name: str) -> Path | None:
+    """The source file of module ``name`` (its ``__init__.py`` for a package), or None if it is no
+    module of the project (an attribute imported with ``from``, or a module that does not exist)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+def _imports_of(path: Path, name: str) -> set[str]:
+    """The project modules a source file imports anywhere in it (also inside functions: the lazy
+    imports of heavy engines are part of the protocol too)."""
+    import ast
+
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # a submodule, when it is one
+    return {m for m in found if _is_protocol_module(m)}
+
+
+@functools.lru_cache(maxsize=None)
+def protocol_modules(entry: str) -> tuple[tuple[str, Path], ...]:
+    """Every project module below the top floor that ``entry`` imports, directly or not, with its
+    parent packages (their ``__init__`` runs on import), sorted by name."""
+    seen: dict[str, Path] = {}
+    todo = [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(2, len(parts)) if _is_protocol_module(".".join(parts[:i]))]
+        todo += sorted(_imports_of(path, name) - seen.keys())
+    return tuple(sorted(seen.items()))
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest(entry: str) -> str:
+    """sha256 (16 hex digits) of the package version and the source of every module ``entry``
+    imports (``protocol_modules``)."""
+    from mocobench.core import __version__
 
     h = hashlib.sha256(__version__.encode())
-    for folder in folders:
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, path in protocol_modules(entry):
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
 def protocol_code(argv: list[str]) -> str:
     """The code version of the command ``mocobench ARGV``."""
     for n in (2, 1):
-        folders = PROTOCOL_CODE.get(tuple(argv[:n]))
-        if folders:
-            return source_digest(folders)
-    raise KeyError(f"no protocol code folders known for 'mocobench {' '.join(argv[:2])}' (add it to PROTOCOL_CODE)")
+        entry = PROTOCOL_ENTRY.get(tuple(argv[:n]))
+        if entry:
+            return source_digest(entry)
+    raise KeyError(f"no protocol entry module known for 'mocobench {' '.join(argv[:2])}' (add it to PROTOCOL_ENTRY)")
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,5 +1,5 @@
 import sys
 
-from pretrain.cli import main
+from mocobench.pretrain.cli import main
 
 sys.exit(main())

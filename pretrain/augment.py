@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD
+from mocobench.checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 
 class Views:

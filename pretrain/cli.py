@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core import ranges
-from core.overrides import apply_overrides, split_overrides
-from pretrain.config import PRESETS, PretrainConfig, resolve_preset
-from pretrain.methods import METHODS
+from mocobench.core import ranges
+from mocobench.core.overrides import apply_overrides, split_overrides
+from mocobench.pretrain.config import PRESETS, PretrainConfig, resolve_preset
+from mocobench.pretrain.methods import METHODS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    from pretrain.preempt import EXIT_PREEMPTED, Preempted
-    from pretrain.train import train
+    from mocobench.pretrain.preempt import EXIT_PREEMPTED, Preempted
+    from mocobench.pretrain.train import train
 
     try:
         path = train(cfg, args.data, args.out, resume=args.resume, allow_config_change=args.allow_config_change)

@@ -3,7 +3,7 @@
 Every field is used by the training loop or by the method the config names; fields of other methods
 are ignored (and recorded as they are, so a checkpoint says exactly what ran). The resolved config
 is stored in every checkpoint, in ``RUN_DIR/config.json`` and in the exported backbone's metadata.
-``--key=value`` overrides go through ``core.overrides.apply_overrides`` (``pretrain/cli.py``).
+``--key=value`` overrides go through ``mocobench.core.overrides.apply_overrides`` (``pretrain/cli.py``).
 
 NOTE: STYLE.md suggests one dataclass per method; MoCo, UniMoCo and SMoG share the whole training
 loop and most fields, so one flat dataclass keeps ``--key=value`` overrides in a single namespace and

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.utils.data
 
-from core.data.imagefolder import ImageFolder, labeled_subset, read_subset_file, write_subset_file
+from mocobench.datasets.imagefolder import ImageFolder, labeled_subset, read_subset_file, write_subset_file
 
 
 def train_root(data: str | Path) -> Path:

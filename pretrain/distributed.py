@@ -1,6 +1,6 @@
 """MoCo's shuffle BN, across processes (DDP) or within one (sub-batches).
 
-Rank, world size and the gather come from ``core.dist``; with one process the gather is the
+Rank, world size and the gather come from ``mocobench.core.dist``; with one process the gather is the
 identity and the "all processes" are this one.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.distributed
 
-from core import dist
+from mocobench.core import dist
 
 
 @torch.no_grad()

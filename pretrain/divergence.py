@@ -12,7 +12,7 @@ import torch
 import torch.distributed
 from torch import nn
 
-from core import dist
+from mocobench.core import dist
 
 NEVER = 2**62  # "no non-finite step yet" (the minimum over processes is the first bad step)
 

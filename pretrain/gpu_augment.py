@@ -4,7 +4,7 @@ training device (``input_pipeline=device``), instead of PIL in DataLoader worker
 DataLoader workers only read file bytes (:class:`RawImages`); the training process decodes the
 whole batch with ``torchvision.io.decode_jpeg(..., device=...)`` (nvJPEG on a GPU) and applies every
 view's augmentation to the batch at once (:class:`DeviceViews`). The augmentations are those of
-``pretrain.augment`` with the same parameters and the same distributions (``tests/pretrain/
+``mocobench.pretrain.augment`` with the same parameters and the same distributions (``tests/pretrain/
 test_gpu_augment.py`` checks both against the PIL transforms):
 
     random resized crop (scale, ratio 3/4-4/3, torchvision's 10 tries then centre crop), colour
@@ -31,14 +31,14 @@ import torch
 import torch.nn.functional as F
 import torch.utils.data
 
-from checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD
+from mocobench.checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale (PIL: 0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """One view's augmentation; the PIL transform of ``pretrain.augment`` with the same numbers."""
+    """One view's augmentation; the PIL transform of ``mocobench.pretrain.augment`` with the same numbers."""
 
     size: int
     scale: tuple[float, float]
@@ -57,7 +57,7 @@ class ViewSpec:
 
 
 def view_specs(cfg) -> list[ViewSpec]:
-    """The views of the config's ``augmentation``, in the order of ``pretrain.augment.build``."""
+    """The views of the config's ``augmentation``, in the order of ``mocobench.pretrain.augment.build``."""
     s, lo = cfg.img_size, cfg.crop_min_scale
     if cfg.augmentation == "moco_v1":
         return [ViewSpec(s, (lo, 1.0), (0.4, 0.4, 0.4, 0.4), 1.0, 0.2, gray_first=True)] * 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from pretrain import moco, smog, unimoco
+from mocobench.pretrain import moco, smog, unimoco
 
 
 class Method(NamedTuple):

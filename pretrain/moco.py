@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import dist
-from pretrain import distributed
-from pretrain.ring_buffer import RingBuffer
+from mocobench.core import dist
+from mocobench.pretrain import distributed
+from mocobench.pretrain.ring_buffer import RingBuffer
 
 
 # -- pure function ----------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class MoCo(nn.Module):
 
 def base_encoder(cfg):
     """``base_encoder(num_classes=dim)`` for the config's arch (torchvision or ``timm:`` name)."""
-    from checkpoints.backbones import build_classifier_model
+    from mocobench.checkpoints.backbones import build_classifier_model
 
     return functools.partial(build_classifier_model, cfg.arch, cifar_stem=cfg.cifar_stem,
                              img_size=cfg.img_size if cfg.arch.startswith("timm:") else None)

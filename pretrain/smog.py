@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import dist
-from pretrain.moco import momentum_update
-from pretrain.ring_buffer import RingBuffer
+from mocobench.core import dist
+from mocobench.pretrain.moco import momentum_update
+from mocobench.pretrain.ring_buffer import RingBuffer
 
 
 # -- pure functions ---------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class SMoG(nn.Module):
 # -- builder and training step ----------------------------------------------------------------
 
 def build(cfg) -> SMoG:
-    from checkpoints.backbones import build_backbone
+    from mocobench.checkpoints.backbones import build_backbone
 
     backbone = build_backbone(cfg.arch, cifar_stem=cfg.cifar_stem,
                               img_size=cfg.img_size if cfg.arch.startswith("timm:") else None)

@@ -6,13 +6,14 @@ Conventions:
   uninterrupted one computes (CPU, same thread count).
 - Model-level randomness (shuffle-BN permutations, k-means initialisation) draws from torch's RNG
   reseeded at every step from (seed, step, rank); augmentations are seeded per image
-  (``pretrain.data``). The RNG states are stored in the checkpoint as well.
+  (``mocobench.pretrain.data``). The RNG states are stored in the checkpoint as well.
 - the momentum update runs inside the method's forward, i.e. after the previous optimizer step and
   before the keys are computed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -22,20 +23,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from checkpoints import build_backbone, save_backbone, strict_load
-from checkpoints.errors import CheckpointError
-from checkpoints.formats import PRETRAIN_FORMAT
-from checkpoints.safe_pickle import read_file
-from checkpoints.write import save_training_state
-from core import dist
-from core.io import atomic_write_json, progress
-from pretrain import augment, data, fast_paths, gpu_augment
-from pretrain.config import PretrainConfig, from_dict
-from pretrain.divergence import DivergenceGuard
-from pretrain.lars import LARS
-from pretrain.methods import METHODS
-from pretrain.preempt import Preempted, StopRequest
-from pretrain.schedules import learning_rate
+from mocobench.checkpoints import build_backbone, save_backbone, strict_load
+from mocobench.checkpoints.errors import CheckpointError
+from mocobench.checkpoints.formats import PRETRAIN_FORMAT
+from mocobench.checkpoints.safe_pickle import read_file
+from mocobench.checkpoints.write import save_training_state
+from mocobench.core import dist
+from mocobench.core.io import atomic_write_json, progress
+from mocobench.pretrain import augment, data, fast_paths, gpu_augment
+from mocobench.pretrain.config import PretrainConfig, from_dict
+from mocobench.pretrain.divergence import DivergenceGuard
+from mocobench.pretrain.lars import LARS
+from mocobench.pretrain.methods import METHODS
+from mocobench.pretrain.preempt import Preempted, StopRequest
+from mocobench.pretrain.schedules import learning_rate
 
 CKPT_VERSION = 2  # 2: queues and the SMoG bank are pretrain.ring_buffer.RingBuffer modules
 
@@ -123,7 +124,7 @@ def read_training_state(path: Path, offer_previous: bool) -> dict:
 
 def body_state_dict(encoder: nn.Module) -> dict[str, torch.Tensor]:
     """The encoder's state dict without its classifier/projection (``fc.*`` or ``head.*``): the
-    canonical backbone state dict of ``checkpoints.backbones``."""
+    canonical backbone state dict of ``mocobench.checkpoints.backbones``."""
     heads = tuple(f"{name}." for name in ("fc", "head") if hasattr(encoder, name))
     return {k: v for k, v in encoder.state_dict().items() if not k.startswith(heads)}
 
@@ -285,62 +286,61 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     bar = progress(total=total_steps, initial=step, desc=f"pretrain {cfg.method}", unit="step",
                    disable=None if main else True)
     t_last, step_last = time.perf_counter(), step
-    stop = StopRequest().__enter__()   # SIGTERM/SIGUSR1: save at this step and stop (pretrain.preempt)
-    for epoch in range(start_epoch, cfg.epochs):
-        first = start_batch if epoch == start_epoch else 0
-        if first >= iters:
-            continue
-        sampler.set_epoch(epoch, first)
-        dataset.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=sampler,
-                                             num_workers=cfg.workers, collate_fn=gpu_augment.collate_raw if device_views else data.collate_fill,
-                                             pin_memory=on_gpu, drop_last=True)
-        model.train()
-        for b, batch in enumerate(loader, start=first):
-            if b >= iters:
-                break
-            views, batch_labels, n_skipped = (device_views(batch, gpu_augment.batch_seed(cfg.seed, epoch, b, rank))
-                                              if device_views else batch)
-            lr = learning_rate(cfg, epoch + b / iters)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            torch.manual_seed(step_seed(cfg.seed, step, rank))
-            views = [v.to(device, non_blocking=True).contiguous(memory_format=memory_format) for v in views]
-            batch_labels = batch_labels.to(device, non_blocking=True)
+    # SIGTERM/SIGUSR1: save at this step and stop (pretrain.preempt). The handlers and the bar
+    # are put back however the loop ends (a diverged loss, a preemption, any error).
+    with StopRequest() as stop, contextlib.closing(bar):
+        for epoch in range(start_epoch, cfg.epochs):
+            first = start_batch if epoch == start_epoch else 0
+            if first >= iters:
+                continue
+            sampler.set_epoch(epoch, first)
+            dataset.set_epoch(epoch)
+            collate = gpu_augment.collate_raw if device_views else data.collate_fill
+            loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=sampler,
+                                                 num_workers=cfg.workers, collate_fn=collate,
+                                                 pin_memory=on_gpu, drop_last=True)
+            model.train()
+            for b, batch in enumerate(loader, start=first):
+                if b >= iters:
+                    break
+                views, batch_labels, n_skipped = (device_views(batch, gpu_augment.batch_seed(cfg.seed, epoch, b, rank))
+                                                  if device_views else batch)
+                lr = learning_rate(cfg, epoch + b / iters)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                torch.manual_seed(step_seed(cfg.seed, step, rank))
+                views = [v.to(device, non_blocking=True).contiguous(memory_format=memory_format) for v in views]
+                batch_labels = batch_labels.to(device, non_blocking=True)
 
-            with autocast:
-                loss = method.train_step(net, views, batch_labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            guard.update(loss, step)  # no host sync
-            skipped += n_skipped
-            bar.update(1)
+                with autocast:
+                    loss = method.train_step(net, views, batch_labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                guard.update(loss, step)  # no host sync
+                skipped += n_skipped
+                bar.update(1)
 
-            if step % cfg.log_every == 0 or b + 1 == iters:
-                guard.check()
-                loss_value = float(loss.detach())
-                now = time.perf_counter()
-                img_s = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
-                t_last, step_last = now, step
-                bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{img_s:.0f}", lr=f"{lr:.3g}")
-                log.write(step=step, epoch=epoch, lr=lr, loss=loss_value, img_per_s=round(img_s, 1),
-                          skipped_images=skipped)
-            saved = step % cfg.ckpt_every == 0 and b + 1 < iters
-            if saved:
-                save_checkpoint(epoch, b + 1)
-            signum = stop.requested(device)
-            if signum:
-                if not saved:
-                    save_checkpoint(epoch, b + 1)   # b + 1 == iters resumes at the next epoch
-                stop.__exit__()
-                bar.close()
-                log.write(event="preempted", step=step, signal=signal.Signals(signum).name)
-                raise Preempted(step, signum, str(checkpoint_path(run_dir, step)))
-        save_checkpoint(epoch + 1, 0)
-    stop.__exit__()
-    bar.close()
+                if step % cfg.log_every == 0 or b + 1 == iters:
+                    guard.check()
+                    loss_value = float(loss.detach())
+                    now = time.perf_counter()
+                    img_s = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
+                    t_last, step_last = now, step
+                    bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{img_s:.0f}", lr=f"{lr:.3g}")
+                    log.write(step=step, epoch=epoch, lr=lr, loss=loss_value, img_per_s=round(img_s, 1),
+                              skipped_images=skipped)
+                saved = step % cfg.ckpt_every == 0 and b + 1 < iters
+                if saved:
+                    save_checkpoint(epoch, b + 1)
+                signum = stop.requested(device)
+                if signum:
+                    if not saved:
+                        save_checkpoint(epoch, b + 1)   # b + 1 == iters resumes at the next epoch
+                    log.write(event="preempted", step=step, signal=signal.Signals(signum).name)
+                    raise Preempted(step, signum, str(checkpoint_path(run_dir, step)))
+            save_checkpoint(epoch + 1, 0)
 
     # ---- export
     guard.check(model)

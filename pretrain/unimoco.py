@@ -1,6 +1,6 @@
 """UniMoCo (Dai et al. 2021): MoCo v2 plus a label queue and the UniCon loss.
 
-The logits are MoCo's (``pretrain.moco.info_nce_logits``); only the targets change: column 0 (the
+The logits are MoCo's (``mocobench.pretrain.moco.info_nce_logits``); only the targets change: column 0 (the
 query's own key) is always positive, and queue column j is positive iff the query is labeled and
 its label equals ``label_queue[j]``. Unlabeled images carry label −1.
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core import dist
-from pretrain.moco import MoCo, base_encoder
+from mocobench.core import dist
+from mocobench.pretrain.moco import MoCo, base_encoder
 
 
 # -- pure functions ---------------------------------------------------------------------------

@@ -29,6 +29,18 @@ def require(path: Path, package: str, how: str) -> Path:
     pytest.skip(message)
 
 
+@pytest.fixture(autouse=True)
+def _no_standin_modules_outlive_their_test():
+    """A test may register a stand-in module (tests/checkpoints/layouts.py pickles an object under
+    mmengine's class name where mmengine is absent); it is gone after that test, so that a later
+    test's "is mmengine installed?" sees the truth."""
+    import sys
+
+    yield
+    for name in [k for k, m in sys.modules.items() if getattr(m, "__mocobench_test_standin__", False)]:
+        del sys.modules[name]
+
+
 @pytest.fixture(scope="session")
 def fashion_mnist_dir() -> Path:
     return require(FASHION_MNIST_DIR, "the Debian package dataset-fashion-mnist",
@@ -57,7 +69,7 @@ def mobilenet_v2_imagenet_path() -> Path:
 @pytest.fixture(scope="session")
 def synth_tiny(tmp_path_factory) -> Path:
     """The embedded dataset at ``tiny`` scale, generated once per test session."""
-    from core.data.synth import generate
+    from mocobench.datasets.synth import generate
 
     out = tmp_path_factory.mktemp("synth")
     generate(out, seed=0, scale="tiny")

@@ -1,5 +1,5 @@
 import sys
 
-from transfer.cli import main
+from mocobench.transfer.cli import main
 
 sys.exit(main())

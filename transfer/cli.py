@@ -9,17 +9,17 @@ import importlib
 import sys
 
 EVAL_TASKS = {
-    "linear": "transfer.classification.cli",
-    "knn": "transfer.classification.cli",
-    "semi": "transfer.classification.cli",
-    "detection": "transfer.detection.cli",
-    "segmentation": "transfer.segmentation.cli",
+    "linear": "mocobench.transfer.classification.cli",
+    "knn": "mocobench.transfer.classification.cli",
+    "semi": "mocobench.transfer.classification.cli",
+    "detection": "mocobench.transfer.detection.cli",
+    "segmentation": "mocobench.transfer.segmentation.cli",
 }
 
 SCORE_KINDS = {
-    "voc": "transfer.detection.cli",
-    "cityscapes": "transfer.segmentation.cli",
-    "voc-seg": "transfer.segmentation.cli",
+    "voc": "mocobench.transfer.detection.cli",
+    "cityscapes": "mocobench.transfer.segmentation.cli",
+    "voc-seg": "mocobench.transfer.segmentation.cli",
 }
 
 
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "score":
         return score_main(argv[1:])
     if argv and argv[0] == "convert":
-        from transfer.adapters.cli import main as convert_main
+        from mocobench.transfer.adapters.cli import main as convert_main
 
         return convert_main(argv[1:])
-    print("usage: python -m transfer {eval,score,convert} ...", file=sys.stderr)
+    print("usage: python -m mocobench.transfer {eval,score,convert} ...", file=sys.stderr)
     return 2

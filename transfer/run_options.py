@@ -6,7 +6,7 @@
 - ``--work-dir DIR``: working files (training state, logs, predictions); each seed runs in its own
   folder ``DIR/<checkpoint>-<sha256[:8]>-<protocol>-<dataset>-s<seed>`` (:func:`run_dir`).
   Default: ``work/<task>`` next to ``RESULTS`` (never inside it);
-- ``--device``: ``cpu``, ``cuda``, ``cuda:1``; default CUDA when present (``core.dist.setup``).
+- ``--device``: ``cpu``, ``cuda``, ``cuda:1``; default CUDA when present (``mocobench.core.dist.setup``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core import ranges
+from mocobench.core import ranges
 
 DEFAULT_SEEDS = (0,)
 
@@ -36,7 +36,7 @@ def parse_eval_args(parser: argparse.ArgumentParser, argv: list[str], max_iters_
     """``(args, overrides, seeds)`` of a training task's command line: the known options, the
     ``--key=value`` rest (with ``--max-iters N`` folded in as ``max_iters_field``) and the seeds.
     A ``ValueError`` names what is wrong."""
-    from core.overrides import split_overrides
+    from mocobench.core.overrides import split_overrides
 
     args, rest = parser.parse_known_args(argv)
     overrides = split_overrides(rest)

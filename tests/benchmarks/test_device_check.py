@@ -14,9 +14,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-SCRIPT = ROOT / "benchmarks" / "device_check.py"
-sys.path.insert(0, str(SCRIPT.parent))
-import device_check as dc  # noqa: E402
+from benchmarks import device_check as dc  # the repository root is on pytest's pythonpath
 
 SECTIONS = {"model step", "input only", "end to end", "features", "detection", "segmentation", "profile",
             "input profile"}
@@ -24,9 +22,9 @@ SECTIONS = {"model step", "input only", "end to end", "features", "detection", "
 
 def test_cpu_smoke_run_measures_every_row(tmp_path):
     out = tmp_path / "device_check.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MOCOBENCH_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MOCOBENCH_PROGRESS": "0"}
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.device_check", "--device", "cpu", "--smoke", "--out", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - t
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -4,17 +4,12 @@ unknown ordering; every ordering decodes the same images."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import nvjpeg_race  # noqa: E402
-
-from pretrain import gpu_augment  # noqa: E402
+from benchmarks import nvjpeg_race   # the repository root is on pytest's pythonpath
+from mocobench.pretrain import gpu_augment
 
 
 def test_race_script_runs_every_ordering_on_cpu(tmp_path):

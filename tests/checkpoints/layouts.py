@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from checkpoints.keymaps import TORCHVISION_TO_DETECTRON2, apply_rules
+from mocobench.checkpoints.keymaps import TORCHVISION_TO_DETECTRON2, apply_rules
 
 
 def prefixed(state: dict, prefix: str) -> dict:
@@ -182,16 +182,22 @@ def mmselfsup(m):
             "param_schedulers": [{"last_step": 5}]}, "torch"
 
 
+STANDIN = "__mocobench_test_standin__"
+
+
 def _fake_history_buffer():
     """An object pickled as mmengine.logging.history_buffer.HistoryBuffer: the real class where
     mmengine is installed (the engine tests need the real package, so no stand-in may shadow it),
-    else a stand-in registered under that name."""
+    else a stand-in registered under that name (``STANDIN`` marks it: tests/conftest.py removes it
+    from ``sys.modules`` after the test, so it never shadows the real package's absence)."""
     try:
         from mmengine.logging.history_buffer import HistoryBuffer as cls
     except ImportError:
         name = "mmengine.logging.history_buffer"
         for part in ("mmengine", "mmengine.logging", name):
-            sys.modules.setdefault(part, types.ModuleType(part))
+            if part not in sys.modules:
+                sys.modules[part] = types.ModuleType(part)
+                setattr(sys.modules[part], STANDIN, True)
         cls = type("HistoryBuffer", (), {"__module__": name})
         sys.modules[name].HistoryBuffer = cls
     buf = cls.__new__(cls)

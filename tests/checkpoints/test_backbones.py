@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from checkpoints.backbones import build_backbone, canonical_keys
+from mocobench.checkpoints.backbones import build_backbone, canonical_keys
 
 
 @pytest.mark.parametrize("arch,channels", [

@@ -13,9 +13,9 @@ import timm
 import torch
 import torchvision
 
-from checkpoints import CheckpointError, load_backbone
-from checkpoints.cli import inspect_main
-from checkpoints.formats import FORMATS
+from mocobench.checkpoints import CheckpointError, load_backbone
+from mocobench.checkpoints.cli import inspect_main
+from mocobench.checkpoints.formats import FORMATS
 
 from layouts import LAYOUTS, body, delete_key, save
 
@@ -125,7 +125,7 @@ def test_arch_override_and_unknown_arch(sources, tmp_path):
 def test_a_new_format_is_one_table_entry(sources, tmp_path, monkeypatch):
     """A made-up layout (weights under ``net``, prefix ``trunk.``, a ``proj.`` head, its own
     metadata) is read once one entry is added to FORMATS."""
-    from checkpoints.formats import Format, weights_in
+    from mocobench.checkpoints.formats import Format, weights_in
 
     entry = Format("mylab", "a lab's trainer", detect=lambda o: isinstance(o, dict) and "net" in o,
                    weights=lambda o: weights_in(o, "net"), keep=("trunk.",), drop=(("proj.", "projection head"),),
@@ -146,7 +146,7 @@ def test_resolve_never_names_a_format():
     import ast
     import inspect
 
-    from checkpoints import load
+    from mocobench.checkpoints import load
 
     strings = {n.value for n in ast.walk(ast.parse(inspect.getsource(load)))
                if isinstance(n, ast.Constant) and isinstance(n.value, str)}

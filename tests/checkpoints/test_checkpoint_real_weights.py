@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from checkpoints import load_backbone
-from checkpoints.safe_pickle import read_file
+from mocobench.checkpoints import load_backbone
+from mocobench.checkpoints.safe_pickle import read_file
 
 skimage_data = pytest.importorskip("skimage.data")
 sklearn_datasets = pytest.importorskip("sklearn.datasets")

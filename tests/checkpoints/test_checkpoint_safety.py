@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints import CheckpointError, load_backbone
-from checkpoints.safe_pickle import read_file
+from mocobench.checkpoints import CheckpointError, load_backbone
+from mocobench.checkpoints.safe_pickle import read_file
 
 
 class WritesAFile:

@@ -8,12 +8,12 @@ import threading
 
 import pytest
 
-from checkpoints import CheckpointError, load_backbone
-from checkpoints.backbones import family
-from checkpoints.cli import fetch_main
-from checkpoints.fetch import HashMismatch, fetch
-from checkpoints.formats import FORMATS
-from checkpoints.zoo import ZooEntry, cached_path, load_zoo
+from mocobench.checkpoints import CheckpointError, load_backbone
+from mocobench.checkpoints.backbones import family
+from mocobench.checkpoints.cli import fetch_main
+from mocobench.checkpoints.fetch import HashMismatch, fetch
+from mocobench.checkpoints.formats import FORMATS
+from mocobench.checkpoints.zoo import ZooEntry, cached_path, load_zoo
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -138,7 +138,7 @@ def test_load_backbone_by_zoo_name_needs_fetch(tmp_path, monkeypatch):
         load_backbone("moco_v2_800ep")
     with pytest.raises(CheckpointError, match="not a checkpoint name"):
         load_backbone("no_such_zoo_name")
-    from checkpoints.load import resolve_name
+    from mocobench.checkpoints.load import resolve_name
 
     e = load_zoo()["moco_v2_800ep"]
     cached = cached_path(e)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from core.io import atomic_write, atomic_write_json, sha256_file
+from mocobench.core.io import atomic_write, atomic_write_json, sha256_file
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

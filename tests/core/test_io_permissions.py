@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from core.io import atomic_write_text
-from core.records import RecordWriteError, new_record, write_record
+from mocobench.core.io import atomic_write_text
+from mocobench.core.records import RecordWriteError, new_record, write_record
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from core.overrides import apply_overrides, field_name, field_types, parse_value, split_overrides
+from mocobench.core.overrides import apply_overrides, field_name, field_types, parse_value, split_overrides
 
 
 @dataclasses.dataclass(frozen=True)

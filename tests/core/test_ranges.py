@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from core import ranges
-from core.overrides import apply_overrides
+from mocobench.core import ranges
+from mocobench.core.overrides import apply_overrides
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import uuid
 
-from core.records import load_records, new_record, write_record
+from mocobench.core.records import load_records, new_record, write_record
 
 WRITERS, PER_WRITER = 8, 100
 

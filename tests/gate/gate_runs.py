@@ -28,7 +28,7 @@ def quick(out: Path, *argv: str, timeout: int = 1200):
 
 def check(results: Path) -> tuple[int, str]:
     """``mocobench leaderboard check --baseline quick.json --results RESULTS``: exit code and output."""
-    from leaderboard.check import run_check
+    from mocobench.leaderboard.check import run_check
 
     lines: list[str] = []
     rc = run_check(BASELINE, results, out=lines.append)
@@ -78,8 +78,8 @@ def rerun(quick_run: Path, tmp_path: Path, names: list[str]) -> tuple[int, str]:
     """Run the quick pipeline's stages named (by prefix) in ``names`` again, in this process, in a
     copy of ``quick_run`` without their outputs; then the gate on the copy. A pretraining stage
     brings every evaluation of its checkpoint with it (their records would otherwise be missing)."""
-    from core.records import iter_record_files
-    from leaderboard.table import checkpoint_display_name
+    from mocobench.core.records import iter_record_files
+    from mocobench.leaderboard.table import checkpoint_display_name
 
     out, stages = quick_plan(quick_run, tmp_path)
     shutil.copytree(quick_run / "runs", out / "runs")

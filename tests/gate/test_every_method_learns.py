@@ -15,7 +15,7 @@ RANDOM = "random-timm-test_resnet"
 
 def test_every_method_is_pretrained_and_compared_with_random_init():
     from mocobench.modes import MODES
-    from pretrain.methods import METHODS
+    from mocobench.pretrain.methods import METHODS
 
     runs = {run.name: run.method for run in MODES["quick"].runs}
     entries = json.loads(BASELINE.read_text())["entries"]

@@ -41,9 +41,9 @@ def test_every_stage_of_the_quick_run_ran_on_one_thread(quick_run):
 # 61.25 against the honest 49.50 / 59.00, seed 7; docs/leaderboard.md.)
 
 def test_queue_never_refreshed_fails_the_gate(quick_run, tmp_path, monkeypatch):
-    import pretrain.moco
+    import mocobench.pretrain.moco
 
-    monkeypatch.setattr(pretrain.moco.MoCo, "enqueue", lambda self, k, labels: None)
+    monkeypatch.setattr(mocobench.pretrain.moco.MoCo, "enqueue", lambda self, k, labels: None)
     rc, text = rerun(quick_run, tmp_path, ["pretrain moco_v2"])
     assert rc == 1, text
     # fast linear: 50.25 against the honest 59.00 (seed 7). kNN moves less (48.50 against 49.50) and
@@ -54,14 +54,14 @@ def test_queue_never_refreshed_fails_the_gate(quick_run, tmp_path, monkeypatch):
 # -- 2. UniMoCo: the positives mask ignores the labels (every row has one positive) ----------------
 
 def test_unimoco_mask_without_labels_fails_the_gate(quick_run, tmp_path, monkeypatch):
-    import pretrain.unimoco
+    import mocobench.pretrain.unimoco
 
     def own_key_only(labels, label_queue):
         targets = torch.zeros(labels.shape[0], 1 + label_queue.shape[0], device=labels.device)
         targets[:, 0] = 1.0
         return targets
 
-    monkeypatch.setattr(pretrain.unimoco, "unimoco_targets", own_key_only)
+    monkeypatch.setattr(mocobench.pretrain.unimoco, "unimoco_targets", own_key_only)
     rc, text = rerun(quick_run, tmp_path, ["pretrain unimoco_100pct"])
     assert rc == 1, text
     # with one positive per row UniMoCo is MoCo v2 trained longer: kNN 55.50 against the honest
@@ -73,9 +73,9 @@ def test_unimoco_mask_without_labels_fails_the_gate(quick_run, tmp_path, monkeyp
 # -- 3. SMoG: every sample is assigned to group 0 --------------------------------------------------
 
 def test_smog_all_in_group_0_fails_the_gate(quick_run, tmp_path, monkeypatch):
-    import pretrain.smog
+    import mocobench.pretrain.smog
 
-    monkeypatch.setattr(pretrain.smog, "assign",
+    monkeypatch.setattr(mocobench.pretrain.smog, "assign",
                         lambda z, groups: torch.zeros(z.shape[0], dtype=torch.long, device=z.device))
     rc, text = rerun(quick_run, tmp_path, ["pretrain smog"])
     assert rc == 1, text
@@ -109,7 +109,7 @@ def test_box_decoding_with_width_and_height_swapped_fails_the_gate(quick_run, tm
 # -- 5. Cityscapes: label ids mapped to train ids with an off-by-one -------------------------------
 
 def test_cityscapes_train_ids_off_by_one_fail_the_gate(quick_run, tmp_path, monkeypatch):
-    import core.data.cityscapes as cs
+    import mocobench.datasets.cityscapes as cs
 
     shifted = np.append(cs.LABEL_ID_TO_TRAIN_ID[1:], cs.LABEL_ID_TO_TRAIN_ID[-1:])   # id -> trainId of id + 1
     assert not np.array_equal(shifted, cs.LABEL_ID_TO_TRAIN_ID)
@@ -125,16 +125,16 @@ def test_cityscapes_train_ids_off_by_one_fail_the_gate(quick_run, tmp_path, monk
 # -- 6. Linear probe: features from a randomly re-initialised backbone -----------------------------
 
 def test_linear_probe_on_a_reinitialised_backbone_fails_the_gate(quick_run, tmp_path, monkeypatch):
-    import checkpoints.load
+    import mocobench.checkpoints.load
 
-    load = checkpoints.load.load_backbone
+    load = mocobench.checkpoints.load.load_backbone
 
     def reinitialised(checkpoint, **kw):
         backbone, report = load(checkpoint, **kw)
         fresh, _ = load(f"random:{report.arch}:{QUICK_SEED}", **kw)   # the stage's seed
         return fresh, report   # the record still names the checkpoint
 
-    monkeypatch.setattr(checkpoints.load, "load_backbone", reinitialised)
+    monkeypatch.setattr(mocobench.checkpoints.load, "load_backbone", reinitialised)
     rc, text = rerun(quick_run, tmp_path, ["eval linear-fast moco_v2"])
     assert rc == 1, text
     assert flagged(text, "moco_v2 - random-timm-test_resnet", "linear"), text

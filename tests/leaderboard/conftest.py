@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.records import new_record, write_record
+from mocobench.core.records import new_record, write_record
 
 
 def make_checkpoint(run: str, method: str = "moco_v2", label_fraction=None, arch: str = "resnet18") -> dict:

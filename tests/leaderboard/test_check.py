@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from leaderboard import cli
-from leaderboard.check import BASELINE_FORMAT, read_baseline
+from mocobench.leaderboard import cli
+from mocobench.leaderboard.check import BASELINE_FORMAT, read_baseline
 
 
 def _baseline(path, entries, **extra):
@@ -147,3 +148,91 @@ def test_a_seed_run_without_an_entry_is_refused(tmp_path, add_record, capsys):
                    "--results", str(tmp_path / "r1" / "results")])
     assert rc == 2 and "r1/results: no result for the entry moco_v2 knn" in capsys.readouterr().err
     assert read_baseline(b)["entries"][0]["value"] == 1.0   # not rewritten
+
+
+def _poison(results, metric="top1", value=float("nan")):
+    """Set ``metric`` of every record under ``results`` to ``value``, as a broken run would write it
+    (json writes NaN and Infinity as bare words, which Python's reader takes back)."""
+    for path in results.rglob("*.json"):
+        rec = json.loads(path.read_text())
+        rec["metrics"][metric] = value
+        path.write_text(json.dumps(rec))
+
+
+@pytest.mark.parametrize("value, why", [(float("nan"), "not a finite number"),
+                                        (float("inf"), "not a finite number"),
+                                        (250.0, "outside [0, 100]"),
+                                        ("41.0", "not a number")])
+def test_a_non_result_never_passes_the_gate(tmp_path, add_record, capsys, value, why):
+    """Issue 27: with every MoCo v2 metric NaN the gate said "28 ok" (NaN compares false with
+    every floor), and Infinity or 250 were "improved". Now the record is refused on reading and
+    the gate entry fails, naming the record file and the reason."""
+    res = tmp_path / "results"
+    add_record(res / "moco", "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    add_record(res / "random", "random-resnet18", "knn", "dino-knn", {"top1": 25.0})
+    b = _baseline(tmp_path / "b.json", [_entry(value=40.0, tolerance=2.0),
+                                        _entry(value=15.0, tolerance=2.0, relative_to="random-resnet18"),
+                                        _entry(checkpoint="random-resnet18", value=25.0, tolerance=2.0)])
+    assert _run(tmp_path, b, capsys)[0] == 0
+    _poison(res / "moco", value=value)
+    rc, out = _run(tmp_path, b, capsys)
+    assert rc == 1, out
+    failed = [line for line in out.splitlines() if "MISSING" in line]
+    assert len(failed) == 2 and all("its record was refused" in line and why in line for line in failed), out
+    record_file = next((res / "moco").rglob("*.json"))
+    assert str(record_file) in failed[0] and "1 ok" in out and "2 failed" in out
+
+
+def test_the_table_refuses_a_non_result(tmp_path, add_record):
+    from mocobench.leaderboard.table import TableError, build_table
+
+    rec = add_record(tmp_path / "results", "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    rec["metrics"]["top1"] = float("nan")
+    with pytest.raises(TableError, match="top1.*not a finite number"):
+        build_table([rec], files=["r.json"])
+
+
+def test_a_record_with_a_nan_metric_is_never_written(tmp_path, add_record):
+    from mocobench.core.records import RecordError
+
+    with pytest.raises(RecordError, match="'AP50' is nan, not a finite number"):
+        add_record(tmp_path / "results", "moco_v2", "detection", "tiny", {"AP": 10.0, "AP50": float("nan")})
+    with pytest.raises(RecordError, match="no metrics"):
+        add_record(tmp_path / "results", "moco_v2", "detection", "tiny", {})
+    assert not list(tmp_path.rglob("*.json"))
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"value": float("nan")}, "value must be a finite number"),
+    ({"value": 250.0}, "outside [0, 100]"),
+    ({"value": 150.0, "relative_to": "random-resnet18"}, "outside [-100, 100]"),
+    ({"tolerance": "2"}, "tolerance must be a finite number"),
+    ({"n": 2.5}, "n must be a whole number"),
+    ({"direction": "down"}, "direction must be 'higher' or 'lower'"),
+    ({"task": "knn2"}, "unknown task 'knn2'"),
+    ({"metric": ""}, "metric must be a non-empty string"),
+    ({"dataset": 7}, "dataset must be a non-empty string"),
+    ({"tolerence": 2.0}, "unknown field(s) tolerence"),
+    ({"runs": [40.0, float("nan")]}, "runs must be a list of finite numbers"),
+])
+def test_every_field_of_a_baseline_is_checked(tmp_path, change, why):
+    from mocobench.leaderboard.check import BaselineError
+
+    b = _baseline(tmp_path / "b.json", [_entry(**{"value": 40.0, **change})])
+    with pytest.raises(BaselineError, match=re.escape(why)) as raised:
+        read_baseline(b)
+    assert str(b) in str(raised.value) and "entry 0" in str(raised.value)
+    bad_defaults = _baseline(tmp_path / "d.json", [_entry(value=40.0)], defaults={"tolerance": float("nan")})
+    with pytest.raises(BaselineError, match="defaults.tolerance must be a finite number"):
+        read_baseline(bad_defaults)
+
+
+def test_update_baseline_never_writes_a_nan(tmp_path, add_record, capsys):
+    """--update-baseline wrote "value": NaN, which the next check then refused."""
+    res = tmp_path / "results"
+    add_record(res, "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    path = _baseline(tmp_path / "b.json", [_entry(value=40.0)])
+    _poison(res)
+    rc = cli.main(["check", "--baseline", str(path), "--results", str(res), "--update-baseline"])
+    assert rc == 1 and "no measured results" in capsys.readouterr().out
+    assert read_baseline(path)["entries"][0]["value"] == 40.0   # the old baseline is untouched

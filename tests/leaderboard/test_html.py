@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from leaderboard import cli
+from mocobench.leaderboard import cli
 
 
 class Cells(HTMLParser):

@@ -11,9 +11,9 @@ import statistics
 
 import pytest
 
-from leaderboard import cli
-from core.records import SCHEMA_VERSION
-from leaderboard.table import Column, load_reported, load_table, to_csv, to_markdown
+from mocobench.leaderboard import cli
+from mocobench.core.records import SCHEMA_VERSION
+from mocobench.leaderboard.table import Column, load_reported, load_table, to_csv, to_markdown
 
 
 def _col(table, task, protocol, metric, dataset=None):
@@ -134,7 +134,7 @@ def test_newer_schema_is_reported_not_guessed(tmp_path, add_record, capsys):
 
 
 def test_same_name_different_checkpoints_get_separate_rows(tmp_path, add_record):
-    from core.records import new_record, write_record
+    from mocobench.core.records import new_record, write_record
 
     for sha in ("a" * 64, "b" * 64):
         ck = {"name": "r50_ssl", "path": f"/ckpts/{sha[0]}/r50_ssl.pth", "sha256": sha, "arch": "resnet50"}

@@ -38,7 +38,7 @@ def slurm():
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory) -> Path:
     """The embedded dataset at the pipeline's ``small`` scale, generated once per session."""
-    from core.data.synth import generate
+    from mocobench.datasets.synth import generate
 
     out = tmp_path_factory.mktemp("synth_small")
     generate(out, seed=0, scale="small")

@@ -3,6 +3,7 @@ run itself is tests/gate/; SLURM is tests/mocobench/test_slurm_cluster.py)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -259,23 +260,45 @@ def test_changed_eval_arg_redoes_the_evaluations_only(tmp_path):
             assert st.done, st.name
 
 
+def _clear_code_caches():
+    for f in (resume.source_digest, resume.protocol_modules, resume.module_file):
+        f.cache_clear()
+
+
+def test_protocol_code_is_the_import_graph():
+    """Issue 24: the code of a stage is what its entry module imports, read from the source: the
+    VOC reader and the core helpers are detection's code, the pipeline is nobody's."""
+    det = dict(resume.protocol_modules(resume.PROTOCOL_ENTRY[("eval", "detection")]))
+    knn = dict(resume.protocol_modules(resume.PROTOCOL_ENTRY[("eval", "knn")]))
+    assert "mocobench.datasets.voc" in det and "mocobench.core.records" in det
+    assert "mocobench.checkpoints.load" in det and "mocobench.checkpoints.load" in knn
+    assert "mocobench.datasets.voc" not in knn and "mocobench.transfer.detection.cli" not in knn
+    for modules in (det, knn):
+        assert not any(m.split(".")[1] in ("pipeline", "cli", "modes", "stages", "resume") for m in modules)
+        assert all(path.is_file() for path in modules.values())
+
+
 def test_changed_protocol_code_redoes_its_stages(tmp_path, monkeypatch):
-    """The code version of a protocol is part of the key: an edited kNN source redoes kNN, not detection."""
-    src = tmp_path / "src"
-    for folder in {f for fs in resume.PROTOCOL_CODE.values() for f in fs}:
-        (src / folder).mkdir(parents=True, exist_ok=True)
-        (src / folder / "a.py").write_text("x = 1\n")
-    monkeypatch.setattr(resume, "ROOT", src)
-    resume.source_digest.cache_clear()
+    """Issue 24: an edit to the VOC reader (in mocobench.datasets, which a hand-kept folder list
+    missed) redoes the detection stages, not kNN nor the pretraining."""
+    real_file = resume.module_file.__wrapped__
+    edited = tmp_path / "voc.py"
+    edited.write_bytes(real_file("mocobench.datasets.voc").read_bytes() + b"\n# edited\n")
     out = tmp_path / "out"
+    _clear_code_caches()
     records = _finish(_plan(["--quick", "--out", str(out)]), out)
-    (src / "transfer" / "classification" / "a.py").write_text("x = 2\n")
+    monkeypatch.setattr(resume, "module_file", functools.lru_cache(maxsize=None)(
+        lambda name: edited if name == "mocobench.datasets.voc" else real_file(name)))
     resume.source_digest.cache_clear()
-    stages = {s.name: s for s in _plan(["--quick", "--out", str(out)], records)}
-    resume.source_digest.cache_clear()
-    assert stages["eval knn-dino-knn moco_v2"].done is None
-    assert stages["eval knn-dino-knn moco_v2"].stale_why == "configuration changed: code changed"
-    assert stages["eval det-voc-tiny-fpn random-mobilenet_v2"].done and stages["pretrain moco_v2"].done
+    resume.protocol_modules.cache_clear()
+    try:
+        stages = {s.name: s for s in _plan(["--quick", "--out", str(out)], records)}
+    finally:
+        monkeypatch.undo()
+        _clear_code_caches()
+    det = "eval det-voc-tiny-fpn random-mobilenet_v2"
+    assert stages[det].done is None and stages[det].stale_why == "configuration changed: code changed"
+    assert stages["eval knn-dino-knn moco_v2"].done and stages["pretrain moco_v2"].done
 
 
 def test_interrupted_stage_continues_and_older_outputs_are_redone(tmp_path):

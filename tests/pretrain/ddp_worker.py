@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from pretrain.moco import MoCo  # noqa: E402
+from mocobench.pretrain.moco import MoCo  # noqa: E402
 from pretrain_helpers import TinyEncoder  # noqa: E402
 
 N, K, STEPS = 4, 24, 15  # K = 24 is not a multiple of the global batch 8: the enqueue wraps around

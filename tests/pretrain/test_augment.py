@@ -7,7 +7,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from pretrain import augment
+from mocobench.pretrain import augment
 
 
 def _image(h: int, w: int, mode: str, seed: int = 0) -> Image.Image:

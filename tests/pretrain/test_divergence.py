@@ -8,10 +8,10 @@ import signal
 import pytest
 import torch
 
-from pretrain import train as train_module
-from pretrain.config import TINY
-from pretrain.divergence import DivergenceGuard
-from pretrain.methods import METHODS
+from mocobench.pretrain import train as train_module
+from mocobench.pretrain.config import TINY
+from mocobench.pretrain.divergence import DivergenceGuard
+from mocobench.pretrain.methods import METHODS
 from pretrain_helpers import write_image_folder
 
 
@@ -47,13 +47,11 @@ def test_no_checkpoint_is_saved_after_the_loss_diverges(tmp_path, monkeypatch):
         return loss * math.nan if len(calls) == 3 else loss
 
     monkeypatch.setitem(METHODS, "moco_v2", method._replace(train_step=poisoned))
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
-    try:
-        with pytest.raises(FloatingPointError) as raised:
-            train_module.train(cfg, data, tmp_path / "run")
-    finally:  # NOTE: train() leaves its preemption handlers installed when it raises
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    with pytest.raises(FloatingPointError) as raised:
+        train_module.train(cfg, data, tmp_path / "run")
+    # issue 24: the preemption handlers are put back when train() raises (they leaked before)
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
     saved = sorted((tmp_path / "run" / "checkpoints").glob("step_*.pth"))
     assert [p.name for p in saved] == ["step_00000002.pth"]  # step 2 (ckpt_every), nothing later
     state = torch.load(saved[0], weights_only=True)["model"]

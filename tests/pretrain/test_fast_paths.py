@@ -23,12 +23,12 @@ import time
 import pytest
 import torch
 
-from pretrain import fast_paths
-from pretrain import train as train_module
-from pretrain.config import TINY
-from pretrain.methods import METHODS
-from pretrain.moco import MoCo
-from pretrain.moco import train_step as moco_train_step
+from mocobench.pretrain import fast_paths
+from mocobench.pretrain import train as train_module
+from mocobench.pretrain.config import TINY
+from mocobench.pretrain.methods import METHODS
+from mocobench.pretrain.moco import MoCo
+from mocobench.pretrain.moco import train_step as moco_train_step
 from pretrain_helpers import TinyEncoder, write_image_folder
 
 STEPS = 3

@@ -1,4 +1,4 @@
-"""The device input path (``pretrain.gpu_augment``) against the PIL path (``pretrain.augment``).
+"""The device input path (``mocobench.pretrain.gpu_augment``) against the PIL path (``mocobench.pretrain.augment``).
 
 Three kinds of checks, all on CPU:
 - the parameters: every view spec states the numbers of the PIL transform it replaces;
@@ -23,9 +23,9 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from scipy.stats import ks_2samp
 
-from pretrain import augment
-from pretrain import gpu_augment as ga
-from pretrain.config import TINY
+from mocobench.pretrain import augment
+from mocobench.pretrain import gpu_augment as ga
+from mocobench.pretrain.config import TINY
 
 ALPHA = 1e-3  # significance of every distributional test; seeds are fixed, so outcomes are too
 
@@ -36,7 +36,7 @@ def cfg_of(aug: str, **kw):
 
 
 def pil_spec(compose: T.Compose) -> dict:
-    """The numbers of a PIL view transform of ``pretrain.augment``, read from its objects."""
+    """The numbers of a PIL view transform of ``mocobench.pretrain.augment``, read from its objects."""
     out = {"blur_p": 0.0, "solarize_p": 0.0, "gray_first": False}
     names = []
     for t in compose.transforms:
@@ -265,7 +265,7 @@ def test_device_pipeline_resumes_exactly(tmp_path):
     its checkpoint after step 2 of 4 ends with exactly the uninterrupted run's weights."""
     from pretrain_helpers import write_image_folder
 
-    from pretrain.train import train
+    from mocobench.pretrain.train import train
 
     data = write_image_folder(tmp_path / "data", n_classes=2, per_class=4, size=20, corrupt=1)
     cfg = cfg_of("moco_v2", img_size=16, batch_size=4, K=8, epochs=2, ckpt_every=1, keep_checkpoints=10,

@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from checkpoints.load import load_backbone
-from core.overrides import apply_overrides
-from pretrain.config import PRESETS, TINY, resolve_preset
-from pretrain.methods import METHODS
-from pretrain.train import export_backbone
+from mocobench.checkpoints.load import load_backbone
+from mocobench.core.overrides import apply_overrides
+from mocobench.pretrain.config import PRESETS, TINY, resolve_preset
+from mocobench.pretrain.methods import METHODS
+from mocobench.pretrain.train import export_backbone
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -55,7 +55,7 @@ def test_presets_and_overrides():
 
 
 def test_cli_overrides_use_the_shared_rules():
-    from pretrain.cli import resolve
+    from mocobench.pretrain.cli import resolve
 
     base = ["--method", "unimoco", "--data", "d", "--out", "o", "--preset", "tiny"]
     _, cfg = resolve(base + ["--K", "4096", "--t=0.3", "--shuffle-bn-groups=2", "--label_fraction=0.5"])

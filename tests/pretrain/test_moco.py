@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.moco import MoCo, info_nce_logits
+from mocobench.pretrain.moco import MoCo, info_nce_logits
 from pretrain_helpers import TinyEncoder
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.cli import main as cli_main
-from pretrain.preempt import EXIT_PREEMPTED
+from mocobench.pretrain.cli import main as cli_main
+from mocobench.pretrain.preempt import EXIT_PREEMPTED
 from pretrain_helpers import write_image_folder
 
 ROOT = Path(__file__).parent.parent.parent
@@ -37,7 +37,7 @@ def test_preemption_signal_saves_exact_step_and_resume_continues(tmp_path):
     data = write_image_folder(tmp_path / "data", n_classes=3, per_class=8, size=20)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MOCOBENCH_PROGRESS": "0"}
     run = tmp_path / "preempted"
-    cmd = [sys.executable, "-m", "pretrain", "--data", str(data), "--out", str(run), *ARGS]
+    cmd = [sys.executable, "-m", "mocobench.pretrain", "--data", str(data), "--out", str(run), *ARGS]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not ((run / "log.jsonl").exists() and any(e.get("step", 0) >= 2 and "loss" in e for e in _events(run))):

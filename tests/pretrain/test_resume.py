@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.cli import main as cli_main
+from mocobench.pretrain.cli import main as cli_main
 from pretrain_helpers import write_image_folder
 
 ROOT = Path(__file__).parent.parent.parent
@@ -24,7 +24,7 @@ ARGS = ["--method", "unimoco", "--preset", "tiny", "--label-fraction", "0.5", "-
 
 
 def command(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pretrain", "--data", str(data), "--out", str(out), *ARGS, *extra]
+    return [sys.executable, "-m", "mocobench.pretrain", "--data", str(data), "--out", str(out), *ARGS, *extra]
 
 
 def env() -> dict:

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from pretrain.cli import main as cli_main
+from mocobench.pretrain.cli import main as cli_main
 from pretrain_helpers import write_image_folder
 
 ARGS = ["--method", "moco_v2", "--preset", "tiny", "--img_size=16", "--batch_size=4", "--K=8",

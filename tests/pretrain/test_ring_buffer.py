@@ -7,7 +7,7 @@ import collections
 import pytest
 import torch
 
-from pretrain.ring_buffer import RingBuffer
+from mocobench.pretrain.ring_buffer import RingBuffer
 
 
 def oldest_first(ring: RingBuffer, name: str) -> list:

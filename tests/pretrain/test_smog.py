@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pretrain.smog import SMoG, assign, update_groups
+from mocobench.pretrain.smog import SMoG, assign, update_groups
 from pretrain_helpers import TinyEncoder
 
 

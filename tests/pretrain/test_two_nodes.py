@@ -26,7 +26,7 @@ def torchrun(data: Path, out: Path, nproc: int, nnodes: int, node_rank: int, por
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MOCOBENCH_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}",
            f"--node-rank={node_rank}", "--master-addr=127.0.0.1", f"--master-port={port}",
-           "-m", "pretrain", "--data", str(data), "--out", str(out), *ARGS]
+           "-m", "mocobench.pretrain", "--data", str(data), "--out", str(out), *ARGS]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pretrain.unimoco import UniMoCo, unicon_loss, unimoco_targets
+from mocobench.pretrain.unimoco import UniMoCo, unicon_loss, unimoco_targets
 from pretrain_helpers import TinyEncoder
 
 

@@ -10,15 +10,15 @@ import json
 import pytest
 import torch
 
-from pretrain.config import PRESETS, TINY_VIT, resolve_preset
-from pretrain.methods import METHODS
-from pretrain.train import build_optimizer, export_backbone
+from mocobench.pretrain.config import PRESETS, TINY_VIT, resolve_preset
+from mocobench.pretrain.methods import METHODS
+from mocobench.pretrain.train import build_optimizer, export_backbone
 
 TRANSFORMER_PRESETS = [name for name, cfg in PRESETS.items() if "vit" in cfg.arch or "swin" in cfg.arch]
 
 
 def test_transformer_presets_print_their_resolved_config(capsys):
-    from pretrain.cli import main
+    from mocobench.pretrain.cli import main
 
     assert {"moco_v2_vit_s_300ep", "unimoco_vit_s_300ep_10pct", "smog_vit_s_300ep", "smog_swin_t_300ep",
             "tiny_vit_moco_v2", "tiny_vit_unimoco", "tiny_vit_smog"} <= set(TRANSFORMER_PRESETS)
@@ -42,7 +42,7 @@ def test_transformer_presets_print_their_resolved_config(capsys):
 def test_adamw_decays_only_matrices_that_are_not_positions_or_tokens(arch):
     # With zero gradients AdamW's whole update is the decoupled decay p <- p - lr*wd*p, so a parameter
     # changes exactly when it is in a decayed group.
-    from checkpoints.backbones import build_classifier_model
+    from mocobench.checkpoints.backbones import build_classifier_model
 
     # Swin-T's parameter names at a fraction of its width and depth (an AdamW step on all of it is slow)
     small_swin = {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)}
@@ -67,8 +67,8 @@ def test_adamw_decays_only_matrices_that_are_not_positions_or_tokens(arch):
 # -- the tiny ViT on the embedded data ----------------------------------------------------------
 
 def knn_top1(checkpoint, data, results) -> float:
-    from core.records import load_records
-    from transfer.cli import eval_main
+    from mocobench.core.records import load_records
+    from mocobench.transfer.cli import eval_main
 
     assert eval_main(["knn", "--checkpoint", str(checkpoint), "--data", str(data), "--results", str(results),
                       "--img-size", "64", "--workers", "0", "--no-cache", "--device", "cpu"]) == 0
@@ -87,7 +87,7 @@ def tiny_vit_config(method: str):
 def synth_400(tmp_path_factory):
     """The embedded ImageNet-layout classes at 64 px, 40 train and 20 val images per class (the `tiny`
     scale's 4 val images per class make a kNN figure move 2.5 points an image)."""
-    from core.data.synth import imagenet
+    from mocobench.datasets.synth import imagenet
 
     root = tmp_path_factory.mktemp("synth400")
     imagenet.generate(root / "imagenet", 0, 10, 40, 20, 64, lambda jobs, **_: jobs)
@@ -97,7 +97,7 @@ def synth_400(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pretrained_vits(synth_400, tmp_path_factory):
     """``{method: (backbone.pth, kNN top-1, kNN top-1 of the run's own initialisation)}``."""
-    from pretrain.train import train
+    from mocobench.pretrain.train import train
 
     out = {}
     # One thread: a 0.3M-parameter model gains nothing from two, and on a loaded machine two threads
@@ -121,7 +121,7 @@ def pretrained_vits(synth_400, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(TINY_VIT))
 def test_tiny_vit_pretraining_beats_its_initialisation_on_knn(method, pretrained_vits):
-    from checkpoints.load import load_backbone
+    from mocobench.checkpoints.load import load_backbone
 
     path, top1, init_top1 = pretrained_vits[method]
     backbone, report = load_backbone(path)
@@ -133,9 +133,9 @@ def test_tiny_vit_pretraining_beats_its_initialisation_on_knn(method, pretrained
 
 @pytest.mark.slow
 def test_vit_checkpoint_through_inspect_linear_and_detection(pretrained_vits, synth_tiny, tmp_path, capsys):
-    from checkpoints.cli import inspect_main
-    from core.records import load_records
-    from transfer.cli import eval_main
+    from mocobench.checkpoints.cli import inspect_main
+    from mocobench.core.records import load_records
+    from mocobench.transfer.cli import eval_main
 
     path = pretrained_vits["moco_v2"][0]
     assert inspect_main([str(path), "--json"]) == 0
@@ -158,8 +158,8 @@ def test_vit_checkpoint_through_inspect_linear_and_detection(pretrained_vits, sy
 # -- the leaderboard keeps Transformer rows apart from ResNet rows -------------------------------
 
 def test_leaderboard_rows_keep_the_arch(tmp_path):
-    from core.records import new_record, write_record
-    from leaderboard.table import load_table, to_csv
+    from mocobench.core.records import new_record, write_record
+    from mocobench.leaderboard.table import load_table, to_csv
 
     def add(name, path, sha, arch, method, top1):
         ck = {"name": name, "path": path, "sha256": sha, "format": "mocobench-backbone" if sha else "random",
@@ -184,7 +184,7 @@ def test_leaderboard_rows_keep_the_arch(tmp_path):
 
 
 def test_swin_stage_maps_are_its_own_strides_not_the_plain_vit_pyramid():
-    from checkpoints.backbones import BackboneSpec, build_backbone
+    from mocobench.checkpoints.backbones import BackboneSpec, build_backbone
 
     small_swin = {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)}
     swin = build_backbone(BackboneSpec("timm:swin_tiny_patch4_window7_224", img_size=224,

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from transfer.cli import EVAL_TASKS, eval_main
-from transfer.run_options import add_run_options, run_dir, seeds_of, work_root
+from mocobench.transfer.cli import EVAL_TASKS, eval_main
+from mocobench.transfer.run_options import add_run_options, run_dir, seeds_of, work_root
 
 # what each task needs besides the shared options, so that parsing reaches the seeds
 REQUIRED = {

@@ -1,3 +1,3 @@
 """Engine adapters: what detectron2 and mmseg/mmdet/mmpretrain need (key names, configs, files); the
 ``mocobench convert`` command. torchvision/timm state dicts and safetensors are written by
-``checkpoints.write``."""
+``mocobench.checkpoints.write``."""

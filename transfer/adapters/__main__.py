@@ -1,5 +1,5 @@
 import sys
 
-from transfer.adapters.cli import main
+from mocobench.transfer.adapters.cli import main
 
 sys.exit(main())

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from checkpoints import CheckpointError, LoadReport, load_backbone
-from checkpoints.backbones import Backbone
-from checkpoints.write import save_backbone, to_timm, to_torchvision, write_safetensors, write_state_dict
+from mocobench.checkpoints import CheckpointError, LoadReport, load_backbone
+from mocobench.checkpoints.backbones import Backbone
+from mocobench.checkpoints.write import save_backbone, to_timm, to_torchvision, write_safetensors, write_state_dict
 
 
 def _meta(report: LoadReport) -> dict:
@@ -23,7 +23,7 @@ def _meta(report: LoadReport) -> dict:
 
 
 def _detectron2(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
-    from transfer.adapters.detectron2 import write_detectron2_config, write_detectron2_pkl
+    from mocobench.transfer.adapters.detectron2 import write_detectron2_config, write_detectron2_pkl
 
     written = [write_detectron2_pkl(out, backbone.net.state_dict(), _meta(report))]
     if args.config:
@@ -34,7 +34,7 @@ def _detectron2(backbone: Backbone, report: LoadReport, out: Path, args) -> list
 
 
 def _mm(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
-    from transfer.adapters.mmseg import write_mmseg_checkpoint, write_mmseg_config
+    from mocobench.transfer.adapters.mmseg import write_mmseg_checkpoint, write_mmseg_config
 
     written = [write_mmseg_checkpoint(out, backbone.net.state_dict(), _meta(report))]
     if args.config:
@@ -49,7 +49,7 @@ def _mmseg(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path
     """A plain timm ViT gets mmseg's ``VisionTransformer`` names; everything else as mmdet/mmpretrain."""
     if not backbone.single_stride:
         return _mm(backbone, report, out, args)
-    from transfer.adapters.mmseg_vit import write_mmseg_vit_checkpoint
+    from mocobench.transfer.adapters.mmseg_vit import write_mmseg_vit_checkpoint
 
     if args.config:
         raise ValueError(f"--config: the mmseg configs are FCN-D8 on a ResNet; none for {report.arch} yet")

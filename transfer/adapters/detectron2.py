@@ -3,7 +3,7 @@
 Weights: a plain pickle (detectron2 cannot read a torch zip file named ``.pkl``) of
 ``{"model": {name: ndarray}, "__author__": "mocobench", "matching_heuristics": True}``. Without
 ``__author__`` detectron2 assumes a Caffe2 file and renames keys. Names follow MoCo's
-``convert-pretrain-to-detectron2.py`` (``checkpoints.keymaps.TORCHVISION_TO_DETECTRON2``). We also
+``convert-pretrain-to-detectron2.py`` (``mocobench.checkpoints.keymaps.TORCHVISION_TO_DETECTRON2``). We also
 store ``"__mocobench__"`` (the source checkpoint's metadata); detectron2 ignores extra top-level
 keys.
 
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, TORCHVISION_TO_DETECTRON2, apply_rules
-from core.io import atomic_write, atomic_write_text
+from mocobench.checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, TORCHVISION_TO_DETECTRON2, apply_rules
+from mocobench.core.io import atomic_write, atomic_write_text
 
 ROI_HEAD_NAME = "Res5ROIHeadsExtraNorm"
 NORMS = ("naiveSyncBN", "SyncBN", "BN", "FrozenBN", "GN")
@@ -204,7 +204,7 @@ def register_roi_heads() -> str:
 
 # -- full R50-C4 Faster R-CNN: detectron2 <-> our torchvision-engine model ----------------------
 # (our prefix, detectron2 prefix, block rules for the remainder or None). Ours is
-# ``transfer.detection.models.build_c4``; detectron2's is GeneralizedRCNN with ROI_HEAD_NAME.
+# ``mocobench.transfer.detection.models.build_c4``; detectron2's is GeneralizedRCNN with ROI_HEAD_NAME.
 # The res5 blocks go through the same torchvision<->detectron2 ResNet rules as a backbone,
 # under a ``layer4.``/``res5.`` stage name.
 C4_PREFIXES = (

@@ -32,7 +32,7 @@ import contextlib
 import sys
 import types
 
-from transfer.adapters.compiled_ops_stub import MissingCompiledOp, compiled_ops_stub, is_stub  # noqa: F401
+from mocobench.transfer.adapters.compiled_ops_stub import MissingCompiledOp, compiled_ops_stub, is_stub  # noqa: F401
 
 # np.<name> -> the builtin it aliased before numpy 1.24
 NUMPY_ALIASES = {"str": builtins.str, "int": builtins.int, "float": builtins.float,

@@ -4,7 +4,7 @@ Checkpoint: ``{"meta": {...}, "state_dict": {"backbone.<torchvision name>": tens
 ``ResNet`` (``style='pytorch'``) names its layers like torchvision (``conv1``, ``bn1``,
 ``layer1.0.downsample.1``), so only the ``backbone.`` prefix is added. ``meta`` holds plain Python
 values only, so the file loads under ``torch.load(weights_only=True)``; the source checkpoint's own
-metadata goes under ``meta["mocobench"]`` (read back by ``checkpoints.formats``).
+metadata goes under ``meta["mocobench"]`` (read back by ``mocobench.checkpoints.formats``).
 
 Config: a complete MMSegmentation 1.x Python config (no ``_base_`` files), one :class:`FCNConfig`
 per mmseg config it reproduces (:data:`PROTOCOLS`): ``fcn_r50-d8_4xb2-{40k,80k}_cityscapes-512x1024``
@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from checkpoints.keymaps import MM_BACKBONE_PREFIX
-from core.io import atomic_torch_save, atomic_write_text
+from mocobench.checkpoints.keymaps import MM_BACKBONE_PREFIX
+from mocobench.core.io import atomic_torch_save, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -318,7 +318,7 @@ def _find(pipeline: list[dict], kind: str) -> dict:
 
 def describe(cfg: dict, world: int) -> dict[str, Any]:
     """The settings a (merged) mmseg config runs, read back from it under the field names of
-    ``transfer.segmentation.protocols.SegProtocol`` (plus ``mmseg_``-prefixed extras)."""
+    ``mocobench.transfer.segmentation.protocols.SegProtocol`` (plus ``mmseg_``-prefixed extras)."""
     train = cfg["train_dataloader"]
     pipeline = train["dataset"]["pipeline"]
     resize, crop = _find(pipeline, "RandomResize"), _find(pipeline, "RandomCrop")

@@ -1,12 +1,12 @@
 """What MMSegmentation 1.2.2 needs from this environment, applied only while the engine runs.
 
-Both patches are context managers that :mod:`transfer.segmentation.mmseg_engine` enters around
+Both patches are context managers that :mod:`mocobench.transfer.segmentation.mmseg_engine` enters around
 its work and that undo themselves on exit; importing this module changes nothing.
 
 1. :func:`mmcv_ops_stub` -- mmcv-lite (the pure-Python mmcv wheel) has no compiled ops, but
    mmseg's imports reach ``mmcv.ops``, whose modules call ``ext_loader.load_ext("_ext", [...])``
    (import ``mmcv._ext`` and check that each named function exists). FCN on a ResNet never calls
-   one. The stub (``transfer.adapters.compiled_ops_stub``) answers every attribute with a function
+   one. The stub (``mocobench.transfer.adapters.compiled_ops_stub``) answers every attribute with a function
    that raises a clear error if called, and has the ``__spec__`` that mmengine's
    ``Runner.from_cfg`` needs (it walks modules with pkgutil, which fails on a module without one). When a full mmcv with real ops is installed, nothing is stubbed.
 2. :func:`trusted_checkpoints` -- mmengine saves its resumable checkpoints with pickled Python
@@ -26,7 +26,7 @@ import re
 import sys
 from pathlib import Path
 
-from transfer.adapters.compiled_ops_stub import compiled_ops_stub, is_stub
+from mocobench.transfer.adapters.compiled_ops_stub import compiled_ops_stub, is_stub
 
 EXT = "mmcv._ext"
 

@@ -6,7 +6,7 @@ mmseg builds each block from mmcv bricks: ``ln1``/``ln2`` norms, ``attn.attn`` a
 backbone itself (``final_norm=True``). ``cls_token`` and ``pos_embed`` keep their names and shapes.
 
 NOTE: the file holds these names *without* mmseg's ``backbone.`` prefix, unlike the ResNet file
-(:func:`transfer.adapters.mmseg.to_mmseg`): ``VisionTransformer.init_weights`` loads
+(:func:`mocobench.transfer.adapters.mmseg.to_mmseg`): ``VisionTransformer.init_weights`` loads
 ``checkpoint["state_dict"]`` into the backbone as it is and ignores ``init_cfg``'s ``prefix``, as
 mmseg's own ``tools/model_converters/vit2mmseg.py`` files expect. Use it as the backbone's
 ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (or ``pretrained=``), with the arguments of
@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from checkpoints.keymaps import Rules, apply_rules
-from core.io import atomic_torch_save
-from transfer.adapters.mmseg import _plain_meta
+from mocobench.checkpoints.keymaps import Rules, apply_rules
+from mocobench.core.io import atomic_torch_save
+from mocobench.transfer.adapters.mmseg import _plain_meta
 
 # (timm name, mmseg name); ``{i}`` is the block index, a name ending in "." a module prefix
 NAMES = (

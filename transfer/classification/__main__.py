@@ -1,5 +1,5 @@
 import sys
 
-from transfer.classification.cli import main
+from mocobench.transfer.classification.cli import main
 
 sys.exit(main())

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from core import dist, ranges
-from transfer.classification import protocols as P
-from transfer.run_options import add_run_options, run_dir, seeds_of, work_root
+from mocobench.core import dist, ranges
+from mocobench.transfer.classification import protocols as P
+from mocobench.transfer.run_options import add_run_options, run_dir, seeds_of, work_root
 
 SEMI_TASKS = {1: "semi-1pct", 10: "semi-10pct"}
 
@@ -73,7 +73,7 @@ def resolve_config(task: str, args, overrides: dict[str, str]):
 
 
 def eval_main(task: str, argv: list[str]) -> int:
-    from core.overrides import split_overrides
+    from mocobench.core.overrides import split_overrides
 
     parser = build_parser(task)
     args, rest = parser.parse_known_args(argv)
@@ -105,10 +105,10 @@ def eval_main(task: str, argv: list[str]) -> int:
 def run(task: str, protocol: str, cfg, args, seed: int) -> dict | None:
     """Run the evaluation with ``seed`` and write its record (rank 0) and the lines it logged
     (``log.txt`` in the seed's work folder); returns the record (None on non-zero ranks)."""
-    from checkpoints.load import load_backbone
-    from core.io import atomic_write_text
-    from core.records import new_record, write_record
-    from transfer.classification import data as D
+    from mocobench.checkpoints.load import load_backbone
+    from mocobench.core.io import atomic_write_text
+    from mocobench.core.records import new_record, write_record
+    from mocobench.transfer.classification import data as D
 
     info_dist, device = dist.setup(args.device)
     world = info_dist.world
@@ -154,7 +154,7 @@ def run(task: str, protocol: str, cfg, args, seed: int) -> dict | None:
 
 # -- one function per protocol family ---------------------------------------------------------
 def _datasets(imagenet: Path, train_tf, val_tf):
-    from core.data.imagefolder import ImageFolder
+    from mocobench.datasets.imagefolder import ImageFolder
 
     train = ImageFolder(imagenet / "train", train_tf)
     val = ImageFolder(imagenet / "val", val_tf, classes=train.classes)
@@ -163,8 +163,8 @@ def _datasets(imagenet: Path, train_tf, val_tf):
 
 def _features(backbone, report, imagenet, cfg, args, seed, device, log, aug_views: int = 0):
     """Centre-crop train/val features (+ augmented train views), through the cache."""
-    from transfer.classification import data as D
-    from transfer.classification.features import (cache_key, cached_features, checkpoint_identity,
+    from mocobench.transfer.classification import data as D
+    from mocobench.transfer.classification.features import (cache_key, cached_features, checkpoint_identity,
                                                   default_cache_dir, extract_features)
 
     mean, std = backbone.mean, backbone.std
@@ -192,7 +192,7 @@ def _features(backbone, report, imagenet, cfg, args, seed, device, log, aug_view
     val_f, val_y, val_s = get(val, "val", {**base_tf, "kind": "center"})
     views = [train_f]
     if aug_views:
-        from core.data.imagefolder import ImageFolder
+        from mocobench.datasets.imagefolder import ImageFolder
 
         aug = ImageFolder(imagenet / "train", D.train_transform(cfg.img_size, mean, std))
         for v in range(aug_views):
@@ -210,7 +210,7 @@ def _features(backbone, report, imagenet, cfg, args, seed, device, log, aug_view
 
 
 def _run_fast(backbone, report, imagenet, cfg, args, seed, device, log):
-    from transfer.classification.linear import fast_linear_probe
+    from mocobench.transfer.classification.linear import fast_linear_probe
 
     views, train_y, val_f, val_y, C, splits, skipped, info = _features(
         backbone, report, imagenet, cfg, args, seed, device, log, aug_views=cfg.aug_views)
@@ -220,7 +220,7 @@ def _run_fast(backbone, report, imagenet, cfg, args, seed, device, log):
 
 
 def _run_knn(backbone, report, imagenet, cfg, args, seed, device, log):
-    from transfer.classification.knn import knn_accuracy
+    from mocobench.transfer.classification.knn import knn_accuracy
 
     views, train_y, val_f, val_y, C, splits, skipped, info = _features(
         backbone, report, imagenet, cfg, args, seed, device, log)
@@ -232,8 +232,8 @@ def _run_knn(backbone, report, imagenet, cfg, args, seed, device, log):
 def _run_paper(backbone, imagenet, cfg, seed, device, log, world):
     from torch.utils.data import DistributedSampler
 
-    from transfer.classification import data as D
-    from transfer.classification.linear import train_linear_paper
+    from mocobench.transfer.classification import data as D
+    from mocobench.transfer.classification.linear import train_linear_paper
 
     train, val = _datasets(imagenet, D.train_transform(cfg.img_size, backbone.mean, backbone.std),
                            D.eval_transform(cfg.img_size, P.resize_for(cfg), backbone.mean, backbone.std))
@@ -251,9 +251,9 @@ def _run_paper(backbone, imagenet, cfg, seed, device, log, world):
 
 
 def _run_semi(backbone, imagenet, cfg, args, seed, device, log, world):
-    from core.data.imagefolder import ImageFolder
-    from transfer.classification import data as D
-    from transfer.classification.semi import semi_supervised
+    from mocobench.datasets.imagefolder import ImageFolder
+    from mocobench.transfer.classification import data as D
+    from mocobench.transfer.classification.semi import semi_supervised
 
     labels = D.resolve_labels(args.labels, imagenet)
     train_tf = D.train_transform(cfg.img_size, backbone.mean, backbone.std)
@@ -293,7 +293,7 @@ def label_pct(labels: Path, n_labelled: int, n_train: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in P.PROTOCOLS:
-        print(f"usage: python -m transfer.classification {{{','.join(P.PROTOCOLS)}}} [options]",
+        print(f"usage: python -m mocobench.transfer.classification {{{','.join(P.PROTOCOLS)}}} [options]",
               file=sys.stderr)
         return 2
     return eval_main(argv[0], argv[1:])

@@ -7,7 +7,7 @@
 - :func:`make_loader`: a DataLoader with workers, pinned memory and :func:`collate_skip`, so
   unreadable images are dropped and counted;
 - :func:`eval_subset`: this rank's exact, unpadded shard of an eval set under ``torchrun``
-  (``core.dist`` sets up the process group and device and sums correct counts and totals over
+  (``mocobench.core.dist`` sets up the process group and device and sums correct counts and totals over
   ranks, never averaging per-rank accuracies).
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from core import dist
-from core.data.imagefolder import collate_skip
+from mocobench.core import dist
+from mocobench.datasets.imagefolder import collate_skip
 
 
 # -- data -------------------------------------------------------------------------------------

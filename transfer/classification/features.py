@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from core.dist import autocast
-from core.io import atomic_torch_save, progress
-from transfer.classification.data import to_device
+from mocobench.core.dist import autocast
+from mocobench.core.io import atomic_torch_save, progress
+from mocobench.transfer.classification.data import to_device
 
 FEATURE_VERSION = 2
 

@@ -52,7 +52,7 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, test_fe
 def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes: int,
                  k: int = 20, T: float = 0.07, **chunks) -> dict[str, float]:
     """Top-1 and top-5 accuracy (percent) of the weighted k-NN classifier."""
-    from transfer.classification.data import topk_correct
+    from mocobench.transfer.classification.data import topk_correct
 
     votes = knn_scores(train_features, train_labels, test_features, num_classes, k=k, T=T, **chunks)
     c1, c5 = topk_correct(votes, test_labels.to(votes.device), (1, 5))

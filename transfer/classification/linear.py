@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import dist
-from core.dist import autocast
-from core.io import progress
-from transfer.classification.data import to_device, topk_correct
+from mocobench.core import dist
+from mocobench.core.dist import autocast
+from mocobench.core.io import progress
+from mocobench.transfer.classification.data import to_device, topk_correct
 
 
 class BackboneChangedError(RuntimeError):

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, replace
 from typing import Any
 
-from core.overrides import parse_overrides
+from mocobench.core.overrides import parse_overrides
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def to_dict(cfg) -> dict[str, Any]:
 
 
 def apply_overrides(cfg, overrides: dict[str, str]):
-    """``cfg`` with ``--key=value`` overrides applied (``core.overrides``' rules).
+    """``cfg`` with ``--key=value`` overrides applied (``mocobench.core.overrides``' rules).
 
     Changing ``epochs`` of a step-schedule preset scales its milestones proportionally unless the
     milestones are given too (``--epochs 10`` of the paper protocol steps at 6 and 8).

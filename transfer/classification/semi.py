@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler, Subset
 
-from core import dist
-from core.dist import autocast
-from core.io import progress
-from transfer.classification.data import eval_subset, make_loader, prepare_model, to_device
-from transfer.classification.linear import evaluate, holdout_split, init_fc
+from mocobench.core import dist
+from mocobench.core.dist import autocast
+from mocobench.core.io import progress
+from mocobench.transfer.classification.data import eval_subset, make_loader, prepare_model, to_device
+from mocobench.transfer.classification.linear import evaluate, holdout_split, init_fc
 
 
 class FineTuneModel(nn.Module):

@@ -1,5 +1,5 @@
 import sys
 
-from transfer.detection.cli import main
+from mocobench.transfer.detection.cli import main
 
 sys.exit(main())

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import sys
 
-from core import ranges
+from mocobench.core import ranges
 
 
 def _score_parser() -> argparse.ArgumentParser:
@@ -36,8 +36,8 @@ def _score_parser() -> argparse.ArgumentParser:
 
 
 def score_main(kind: str, argv: list[str]) -> int:
-    from transfer.detection.voc_eval import VOCResultsError, score_voc_dir
-    from core.data.voc import VOCFormatError
+    from mocobench.transfer.detection.voc_eval import VOCResultsError, score_voc_dir
+    from mocobench.datasets.voc import VOCFormatError
 
     if kind != "voc":
         print(f"mocobench score: {kind!r} is not a detection score kind (voc)", file=sys.stderr)
@@ -56,9 +56,9 @@ def score_main(kind: str, argv: list[str]) -> int:
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    from transfer.detection.protocols import PROTOCOLS
+    from mocobench.transfer.detection.protocols import PROTOCOLS
 
-    from transfer.run_options import add_run_options
+    from mocobench.transfer.run_options import add_run_options
 
     p = argparse.ArgumentParser(prog="mocobench eval detection", allow_abbrev=False,
                                 description="Fine-tune a detector from a backbone checkpoint and evaluate it "
@@ -81,8 +81,8 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def eval_main(task: str, argv: list[str]) -> int:
-    from transfer.detection.protocols import resolve_protocol
-    from transfer.run_options import parse_eval_args, work_root
+    from mocobench.transfer.detection.protocols import resolve_protocol
+    from mocobench.transfer.run_options import parse_eval_args, work_root
 
     if task != "detection":
         print(f"mocobench eval: {task!r} is not handled by transfer.detection", file=sys.stderr)
@@ -103,7 +103,7 @@ def eval_main(task: str, argv: list[str]) -> int:
               "the torchvision engine takes --key=value protocol overrides", file=sys.stderr)
         return 2
     if args.engine == "detectron2":
-        from transfer.detection.detectron2_engine import Detectron2Unavailable, run_detectron2
+        from mocobench.transfer.detection.detectron2_engine import Detectron2Unavailable, run_detectron2
 
         if protocol.bf16 and "bf16" not in {k.replace("-", "_").lower() for k in overrides}:
             # NOTE: the protocols default to bf16 for our engine; detectron2 0.6 has no bf16, so its
@@ -117,7 +117,7 @@ def eval_main(task: str, argv: list[str]) -> int:
             print(f"mocobench eval detection: {e}", file=sys.stderr)
             return 2
     else:
-        from transfer.detection.run import run_eval
+        from mocobench.transfer.detection.run import run_eval
 
         paths = run_eval(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results, work,
                          device=args.device, resume=not args.no_resume)

@@ -1,6 +1,6 @@
 """``--engine detectron2``: run MoCo's detection protocols with detectron2 itself.
 
-Per evaluation: load the checkpoint strictly (``checkpoints.load_backbone``), write it as a
+Per evaluation: load the checkpoint strictly (``mocobench.checkpoints.load_backbone``), write it as a
 detectron2 ``.pkl`` and a complete YAML config (``transfer/adapters/detectron2.py``), register the
 user's datasets under ``mocobench_*`` names, then per seed:
 
@@ -67,7 +67,7 @@ def register_datasets(dataset: str, data_root: str | os.PathLike) -> tuple[list[
     root = Path(data_root).resolve()
     tag = hashlib.sha256(str(root).encode()).hexdigest()[:8]  # the same in every spawned process
     if dataset == "voc":
-        from core.data.voc import year_dir
+        from mocobench.datasets.voc import year_dir
 
         specs = [(f"mocobench_{tag}_voc_2007_trainval", "2007", "trainval"),
                  (f"mocobench_{tag}_voc_2012_trainval", "2012", "trainval"),
@@ -76,7 +76,7 @@ def register_datasets(dataset: str, data_root: str | os.PathLike) -> tuple[list[
             if name not in DatasetCatalog.list():
                 register_pascal_voc(name, str(year_dir(root, year)), split, int(year))
         return [s[0] for s in specs[:2]], [specs[2][0]]
-    from core.data.coco import coco_split_paths
+    from mocobench.datasets.coco import coco_split_paths
 
     if not (root / "annotations").is_dir() and (root / "coco").is_dir():
         root = root / "coco"
@@ -133,7 +133,7 @@ def _trainer_class(dataset: str):
     from detectron2.engine import DefaultTrainer
     from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 
-    from transfer.adapters.detectron2_compat import coco_evaluator_kwargs
+    from mocobench.transfer.adapters.detectron2_compat import coco_evaluator_kwargs
 
     class Trainer(DefaultTrainer):
         @classmethod
@@ -149,15 +149,15 @@ def _trainer_class(dataset: str):
 def worker(job: Job) -> None:
     """One detectron2 process (inside ``launch``): train, then the trainer's own final evaluation;
     rank 0 hands the results over in ``<OUTPUT_DIR>/results.json``."""
-    from transfer.adapters.detectron2_compat import patched
+    from mocobench.transfer.adapters.detectron2_compat import patched
 
     with patched():
         from detectron2.config import get_cfg
         from detectron2.engine import default_setup
         from detectron2.utils import comm
 
-        from core.io import atomic_write_json
-        from transfer.adapters.detectron2 import register_roi_heads
+        from mocobench.core.io import atomic_write_json
+        from mocobench.transfer.adapters.detectron2 import register_roi_heads
 
         register_roi_heads()
         register_datasets(job.dataset, job.data_root)  # again in each spawned process
@@ -183,7 +183,7 @@ def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Pat
     """The protocol YAML, then ``settings``, then ``opts`` (last); dumped to ``out_path``."""
     from detectron2.config import get_cfg
 
-    from core.io import atomic_write_text
+    from mocobench.core.io import atomic_write_text
 
     if len(opts) % 2:
         raise ValueError(f"--opts takes KEY VALUE pairs; got an odd number of items: {opts}")
@@ -203,7 +203,7 @@ def _device(device: str | None) -> tuple[str, int]:
     """(MODEL.DEVICE, processes): ``cuda`` uses every visible GPU, ``cuda:N`` and ``cpu`` one process."""
     import torch
 
-    from core.dist import pick_device
+    from mocobench.core.dist import pick_device
 
     try:
         dev = pick_device(device, local_rank=0)
@@ -224,13 +224,13 @@ def run_detectron2(checkpoint: str, protocol, dataset: str, data_root, seeds, re
     import torch
     import yaml
 
-    from checkpoints.load import load_backbone
-    from core.io import atomic_write_json, atomic_write_text
-    from core.records import new_record, record_filename, write_record
-    from transfer.adapters.detectron2 import (PROTOCOLS as D2_PROTOCOLS, protocol_settings, register_roi_heads,
+    from mocobench.checkpoints.load import load_backbone
+    from mocobench.core.io import atomic_write_json, atomic_write_text
+    from mocobench.core.records import new_record, record_filename, write_record
+    from mocobench.transfer.adapters.detectron2 import (PROTOCOLS as D2_PROTOCOLS, protocol_settings, register_roi_heads,
                                               write_detectron2_config, write_detectron2_pkl)
-    from transfer.adapters.detectron2_compat import patched
-    from transfer.run_options import run_dir
+    from mocobench.transfer.adapters.detectron2_compat import patched
+    from mocobench.transfer.run_options import run_dir
 
     if protocol.name not in D2_PROTOCOLS:
         raise ValueError(f"protocol {protocol.name} has no detectron2 config (known: {', '.join(D2_PROTOCOLS)}); "

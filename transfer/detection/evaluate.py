@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core import dist
-from core.io import progress
-from transfer.detection.train import unwrap
+from mocobench.core import dist
+from mocobench.core.io import progress
+from mocobench.transfer.detection.train import unwrap
 
 
 @torch.no_grad()
@@ -19,7 +19,7 @@ def predict(model: nn.Module, dataset, protocol, device: torch.device, desc: str
     in dataset order, on rank 0; ``None`` on the other ranks.
 
     Distributed evaluation as detectron2's evaluators: each rank predicts its shard
-    (``core.dist.shard_indices``: every image once, no padding) and rank 0 gathers the pieces.
+    (``mocobench.core.dist.shard_indices``: every image once, no padding) and rank 0 gathers the pieces.
     """
     rank, world = dist.rank(), dist.world_size()
     model.eval()
@@ -48,7 +48,7 @@ def predict(model: nn.Module, dataset, protocol, device: torch.device, desc: str
 
 def score_voc(predictions: list[dict], test_set, det_dir: Path, year: int = 2007) -> dict:
     """Write the devkit's results files and score them (the path ``mocobench score voc`` takes)."""
-    from transfer.detection.voc_eval import detections_from_predictions, score_voc_dir, write_voc_results
+    from mocobench.transfer.detection.voc_eval import detections_from_predictions, score_voc_dir, write_voc_results
 
     if len(test_set.sets) != 1 or not test_set.items:
         raise ValueError(f"the VOC test set must be one non-empty split, not {test_set.sets}")

@@ -46,7 +46,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
-from checkpoints.backbones import Backbone
+from mocobench.checkpoints.backbones import Backbone
 
 
 class C4Trunk(nn.Module):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from core.overrides import parse_overrides
+from mocobench.core.overrides import parse_overrides
 
 
 class ProtocolError(ValueError):
@@ -126,7 +126,7 @@ PROTOCOLS = {p.name: p for p in (MOCO_VOC_C4_24K, COCO_C4_1X, COCO_C4_2X, COCO_F
 
 
 def resolve_protocol(name: str, overrides: dict[str, str] | None = None) -> DetectionProtocol:
-    """The preset ``name`` with ``--key=value`` overrides (``core.overrides``' rules) applied."""
+    """The preset ``name`` with ``--key=value`` overrides (``mocobench.core.overrides``' rules) applied."""
     if name not in PROTOCOLS:
         raise ProtocolError(f"unknown detection protocol {name!r} (known: {', '.join(PROTOCOLS)})")
     try:

@@ -11,23 +11,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import dist
-from core.io import atomic_write_json
-from transfer.detection.train import freeze_bn, precise_bn, train, unwrap
+from mocobench.core import dist
+from mocobench.core.io import atomic_write_json
+from mocobench.transfer.detection.train import freeze_bn, precise_bn, train, unwrap
 
 
 def build_datasets(dataset: str, data_root: str | os.PathLike, with_masks: bool):
     """(train set, test set, dataset record dict) for ``voc`` (07+12 trainval / 07 test) or ``coco``."""
     root = Path(data_root)
     if dataset == "voc":
-        from core.data.voc import VOC07_TEST, VOC0712_TRAIN, VOCDetection
+        from mocobench.datasets.voc import VOC07_TEST, VOC0712_TRAIN, VOCDetection
 
         train_set = VOCDetection(root, sets=VOC0712_TRAIN)
         test_set = VOCDetection(root, sets=VOC07_TEST)
         info = {"name": "VOC07+12", "path": str(root), "test": "VOC2007 test",
                 "splits": {"voc_2007_trainval+voc_2012_trainval": len(train_set), "voc_2007_test": len(test_set)}}
         return train_set, test_set, info
-    from core.data.coco import COCODetection, coco_split_paths
+    from mocobench.datasets.coco import COCODetection, coco_split_paths
 
     if not (root / "annotations").is_dir() and (root / "coco" / "annotations").is_dir():
         root = root / "coco"
@@ -47,11 +47,11 @@ def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_
     folder under ``work_root``; rank 0 writes one record per seed (returns their paths)."""
     import random
 
-    from checkpoints.load import load_backbone
-    from core.records import new_record, write_record
-    from transfer.detection.evaluate import coco_results, predict, score_coco, score_voc
-    from transfer.detection.models import build_detector
-    from transfer.run_options import run_dir
+    from mocobench.checkpoints.load import load_backbone
+    from mocobench.core.records import new_record, write_record
+    from mocobench.transfer.detection.evaluate import coco_results, predict, score_coco, score_voc
+    from mocobench.transfer.detection.models import build_detector
+    from mocobench.transfer.run_options import run_dir
 
     p = protocol
     if p.dataset not in (dataset, "any"):
@@ -83,7 +83,7 @@ def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_
             continue
         if dataset == "voc":
             result = score_voc(predictions, test_set, seed_dir / "detections", year=2007)
-            from transfer.detection.voc_eval import metrics_for_record
+            from mocobench.transfer.detection.voc_eval import metrics_for_record
 
             metrics = metrics_for_record(result)
             extra = {"classes_without_gt": result["classes_without_gt"], "ap_metric": result["metric"]}

@@ -16,7 +16,7 @@ Conventions:
 - ``losses.jsonl`` (rank 0's losses, one line per iteration) is appended as training goes; on
   resume it keeps exactly the iterations before the work checkpoint's, so the history of a killed
   and resumed run has every iteration once;
-- under torchrun (``core.dist.setup``): DDP, BN layers become SyncBatchNorm (CUDA), each process
+- under torchrun (``mocobench.core.dist.setup``): DDP, BN layers become SyncBatchNorm (CUDA), each process
   takes ``ims_per_batch / world`` images of the iteration; rank 0 writes the work checkpoint;
 - bf16 autocast on CUDA (``protocol.bf16``); fp32 on CPU.
 """
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core import dist
-from core.io import StepLog, atomic_torch_save, progress
+from mocobench.core import dist
+from mocobench.core.io import StepLog, atomic_torch_save, progress
 
 # -- data ------------------------------------------------------------------------------------------
 

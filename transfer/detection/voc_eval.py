@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.voc import VOC_CLASSES, VOCAnnotation, load_annotations
-from core.io import atomic_write_text
+from mocobench.datasets.voc import VOC_CLASSES, VOCAnnotation, load_annotations
+from mocobench.core.io import atomic_write_text
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50:0.05:0.95
 

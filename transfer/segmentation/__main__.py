@@ -1,5 +1,5 @@
 import sys
 
-from transfer.segmentation.cli import main
+from mocobench.transfer.segmentation.cli import main
 
 sys.exit(main())

@@ -16,14 +16,14 @@ import math
 import sys
 from pathlib import Path
 
-from core import ranges
+from mocobench.core import ranges
 
 DATASET_NAMES = {"cityscapes": "Cityscapes", "voc2012": "VOC2012"}
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    from transfer.run_options import add_run_options
-    from transfer.segmentation.protocols import PROTOCOLS
+    from mocobench.transfer.run_options import add_run_options
+    from mocobench.transfer.segmentation.protocols import PROTOCOLS
 
     ap = argparse.ArgumentParser(
         prog="mocobench eval segmentation", allow_abbrev=False,
@@ -54,8 +54,8 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def eval_main(task: str, argv: list[str]) -> int:
-    from transfer.run_options import parse_eval_args
-    from transfer.segmentation.protocols import get_protocol, override
+    from mocobench.transfer.run_options import parse_eval_args
+    from mocobench.transfer.segmentation.protocols import get_protocol, override
 
     try:
         args, overrides, seeds = parse_eval_args(_eval_parser(), argv, "iters")
@@ -68,7 +68,7 @@ def eval_main(task: str, argv: list[str]) -> int:
               "--engine mmseg (protocol fields are --key=value)", file=sys.stderr)
         return 2
     if args.engine == "mmseg":
-        from transfer.segmentation.mmseg_engine import check_protocol, why_unavailable
+        from mocobench.transfer.segmentation.mmseg_engine import check_protocol, why_unavailable
 
         if args.save_predictions:
             print("mocobench eval segmentation: --save-predictions is not available with --engine mmseg",
@@ -93,16 +93,16 @@ def eval_main(task: str, argv: list[str]) -> int:
 def _work_dir(args, protocol, seed: int) -> Path:
     """The seed's folder under ``--work-dir`` (``transfer/run_options.py``'s rule, as every task),
     named by the checkpoint's name and sha256 as loading reports them."""
-    from checkpoints.load import load_backbone
-    from transfer.run_options import run_dir, work_root
+    from mocobench.checkpoints.load import load_backbone
+    from mocobench.transfer.run_options import run_dir, work_root
 
     _, report = load_backbone(args.checkpoint)
     return run_dir(work_root(args, "segmentation"), report.record_fields(), protocol.name, args.dataset, seed)
 
 
 def _eval_one(args, protocol, seed: int) -> int:
-    from core.dist import device_name
-    from core.records import new_record, write_record
+    from mocobench.core.dist import device_name
+    from mocobench.core.records import new_record, write_record
 
     try:
         work = _work_dir(args, protocol, seed)
@@ -110,7 +110,7 @@ def _eval_one(args, protocol, seed: int) -> int:
         print(f"mocobench eval segmentation: {e}", file=sys.stderr)
         return 2
     if args.engine == "mmseg":
-        from transfer.segmentation.mmseg_engine import eval_seed
+        from mocobench.transfer.segmentation.mmseg_engine import eval_seed
 
         try:
             out = eval_seed(checkpoint=args.checkpoint, dataset=args.dataset,
@@ -124,7 +124,7 @@ def _eval_one(args, protocol, seed: int) -> int:
             print(json.dumps({"seed": seed, **{k: out.get(k) for k in ("record", "mIoU", "mAcc", "aAcc", "skipped")}}))
         return 0
 
-    from transfer.segmentation.train import run
+    from mocobench.transfer.segmentation.train import run
 
     try:
         out = run(checkpoint=args.checkpoint, dataset=args.dataset, data_root=args.data, protocol=protocol,
@@ -154,7 +154,7 @@ def _eval_one(args, protocol, seed: int) -> int:
 
 
 def score_main(kind: str, argv: list[str]) -> int:
-    from transfer.segmentation.score import score_cityscapes, score_voc
+    from mocobench.transfer.segmentation.score import score_cityscapes, score_voc
 
     ap = argparse.ArgumentParser(prog=f"mocobench score {kind}",
                                  description="Score prediction PNGs; prints mIoU, per-class IoU, mAcc, aAcc as JSON.")
@@ -188,5 +188,5 @@ def main(argv: list[str] | None = None) -> int:
         return eval_main("segmentation", argv[1:])
     if argv and argv[0] == "score" and len(argv) > 1:
         return score_main(argv[1], argv[2:])
-    print("usage: python -m transfer.segmentation {eval ...|score {cityscapes,voc-seg} ...}", file=sys.stderr)
+    print("usage: python -m mocobench.transfer.segmentation {eval ...|score {cityscapes,voc-seg} ...}", file=sys.stderr)
     return 2

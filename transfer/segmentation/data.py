@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data.cityscapes import CityscapesError, CityscapesSegmentation
-from core.data.voc_seg import VOCSegError, VOCSegmentation
+from mocobench.datasets.cityscapes import CityscapesError, CityscapesSegmentation
+from mocobench.datasets.voc_seg import VOCSegError, VOCSegmentation
 
 IGNORE = 255
 DATASETS = {

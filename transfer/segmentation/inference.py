@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import dist
-from core.dist import autocast
-from core.io import progress
-from transfer.segmentation.data import READ_ERRORS, normalize
-from transfer.segmentation.metrics import ConfusionMatrix
+from mocobench.core import dist
+from mocobench.core.dist import autocast
+from mocobench.core.io import progress
+from mocobench.transfer.segmentation.data import READ_ERRORS, normalize
+from mocobench.transfer.segmentation.metrics import ConfusionMatrix
 
 
 @torch.no_grad()
@@ -54,7 +54,7 @@ def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str 
              write_prediction=None, desc: str = "eval") -> tuple[ConfusionMatrix, int]:
     """Confusion matrix over the whole of ``dataset`` and the number of unreadable images skipped.
 
-    Each rank takes its shard (``core.dist.shard_indices``: every image once, no padding); the
+    Each rank takes its shard (``mocobench.core.dist.shard_indices``: every image once, no padding); the
     matrices and counts are summed over ranks, which is exactly the matrix of one process.
 
     ``write_prediction(name, train_ids_np)`` is called per image when given (e.g. to write
@@ -93,7 +93,7 @@ def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str 
 
 def prediction_writer(dataset_name: str, out_dir: str | Path):
     """A ``write_prediction`` callback writing the official format of ``dataset_name``."""
-    from transfer.segmentation.score import write_cityscapes_prediction, write_voc_prediction
+    from mocobench.transfer.segmentation.score import write_cityscapes_prediction, write_voc_prediction
 
     out_dir = Path(out_dir)
     if dataset_name == "cityscapes":

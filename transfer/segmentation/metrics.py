@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from core.dist import all_reduce_sum
+from mocobench.core.dist import all_reduce_sum
 
 
 class ConfusionMatrix:

@@ -1,13 +1,13 @@
 """``--engine mmseg``: MMSegmentation's own FCN training and testing on a converted backbone.
 
 One seed, top to bottom (:func:`eval_seed`): refuse what mmseg cannot run; convert the checkpoint
-(``backbone.`` keys, :mod:`transfer.adapters.mmseg`); lay out the data as mmseg reads it; write
+(``backbone.`` keys, :mod:`mocobench.transfer.adapters.mmseg`); lay out the data as mmseg reads it; write
 the FCN config from the protocol; merge ``--cfg-options`` last (as mmseg's ``tools/train.py``);
 train; test once; rank 0 writes the record, the merged config beside it, and a done marker.
 
 - Data. Cityscapes: mmseg reads ``*_gtFine_labelTrainIds.png``, which only mmseg's converter
   writes; the suite's data has ``labelIds``, so the train-id masks are written into the work dir
-  (``labelTrainIds/<split>/<city>/``) with the official table (``core.data.cityscapes``). VOC: the
+  (``labelTrainIds/<split>/<city>/``) with the official table (``mocobench.datasets.cityscapes``). VOC: the
   split's id list is rewritten one id per line (``train_aug`` lists also come with two columns).
 - Protocol fields become mmseg settings (crop, scale range, flip, batch, workers, schedule,
   inference, intervals); mmseg's resize bound follows the crop (``FCNConfig.with_crop``), so
@@ -20,7 +20,7 @@ train; test once; rank 0 writes the record, the merged config beside it, and a d
   starts at iteration 0, a path resumes from that mmengine checkpoint. A finished run (done marker
   with the same configuration, its record present) is not run again; the work dir of another
   configuration is refused.
-- The mmseg compatibility patches (``transfer.adapters.mmseg_compat``) hold only inside
+- The mmseg compatibility patches (``mocobench.transfer.adapters.mmseg_compat``) hold only inside
   :func:`eval_seed`.
 """
 
@@ -34,7 +34,7 @@ import time
 import uuid
 from pathlib import Path
 
-from core.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from mocobench.core.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 # (our protocol, dataset) -> the mmseg config it reproduces (a key of transfer.adapters.mmseg.PROTOCOLS)
 MMSEG_PROTOCOLS = {
@@ -48,7 +48,7 @@ RUN_FILE, DONE_FILE = "mocobench_run.json", "mocobench_done.json"
 
 def why_unavailable() -> str | None:
     """None when mmseg can run here; else one line saying what is missing and how to fix it."""
-    from transfer.adapters.mmseg_compat import mmcv_ops_stub
+    from mocobench.transfer.adapters.mmseg_compat import mmcv_ops_stub
 
     fix = "bash tools/engines/mmseg.sh PYTHON (or ./run_all.sh engines)"
     for mod in ("mmengine", "mmcv", "ftfy", "regex"):
@@ -81,7 +81,7 @@ def check_protocol(protocol, dataset: str) -> None:
 
 def fcn_config(protocol, dataset: str, arch: str, world: int, device_type: str):
     """The ``FCNConfig`` that runs ``protocol`` (every field of it) in ``world`` processes."""
-    from transfer.adapters.mmseg import PROTOCOLS, RESNET_DEPTHS
+    from mocobench.transfer.adapters.mmseg import PROTOCOLS, RESNET_DEPTHS
 
     check_protocol(protocol, dataset)
     if arch not in RESNET_DEPTHS:
@@ -145,7 +145,7 @@ def _write_train_ids(root: Path, split: str, out: Path) -> int:
 
     from PIL import Image
 
-    from core.data.cityscapes import list_samples, read_label_ids, to_train_ids
+    from mocobench.datasets.cityscapes import list_samples, read_label_ids, to_train_ids
 
     samples = list_samples(root, split)
     for s in samples:
@@ -169,7 +169,7 @@ def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool)
             folders[kind] = {"img_path": str(root / "leftImg8bit" / split), "seg_map_path": str(out),
                              "ann_file": ""}
         return root, folders, sizes
-    from core.data.voc_seg import VOCSegmentation
+    from mocobench.datasets.voc_seg import VOCSegmentation
 
     for kind, split in (("train", protocol.train_split), ("val", protocol.val_split)):
         ds = VOCSegmentation(data_root, split)  # checks the list and that every mask exists
@@ -259,11 +259,11 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
     """Train and test one seed with mmseg; rank 0 writes the record. Returns a summary (``record``
     (None on other ranks), ``mIoU``, ``mAcc``, ``aAcc``, ``skipped``, and for a run: ``log``,
     ``device``, ``start_iter``)."""
-    from checkpoints.load import load_backbone
-    from core import dist
-    from core.records import new_record, record_filename, write_record
-    from transfer.adapters import mmseg as adapter
-    from transfer.adapters.mmseg_compat import mmcv_ops_stub, trusted_checkpoints
+    from mocobench.checkpoints.load import load_backbone
+    from mocobench.core import dist
+    from mocobench.core.records import new_record, record_filename, write_record
+    from mocobench.transfer.adapters import mmseg as adapter
+    from mocobench.transfer.adapters.mmseg_compat import mmcv_ops_stub, trusted_checkpoints
 
     t0 = time.time()
     info, dev = dist.setup(device)

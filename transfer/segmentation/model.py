@@ -53,7 +53,7 @@ HEADS = {
 
 
 class SegmentationModel(nn.Module):
-    """``backbone`` (a :class:`checkpoints.backbones.Backbone`) + head on its stride-16 map:
+    """``backbone`` (a :class:`mocobench.checkpoints.backbones.Backbone`) + head on its stride-16 map:
     ``res5`` of a dilated CNN, ``res4`` of a plain ViT (``stage``)."""
 
     def __init__(self, backbone: nn.Module, head: str, num_classes: int, stage: str = "res5"):
@@ -85,7 +85,7 @@ def build_model(checkpoint: str, head: str, num_classes: int, sync_bn: bool = Fa
     Returns ``(model, LoadReport)``. ``sync_bn`` converts every BN (backbone and head) to SyncBN,
     as in the MoCo protocol; it only matters under torchrun with more than one process.
     """
-    from checkpoints.load import load_backbone
+    from mocobench.checkpoints.load import load_backbone
 
     # Whether the backbone is a plain ViT shows only once it is built. Loading it undilated first
     # (the global RNG untouched, so the head's initialisation does not depend on it) and loading a

@@ -24,7 +24,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from core.overrides import apply_overrides, split_overrides
+from mocobench.core.overrides import apply_overrides, split_overrides
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def get_protocol(name: str, dataset: str) -> SegProtocol:
 
 
 def override(protocol: SegProtocol, overrides: Mapping[str, str] | Sequence[str]) -> SegProtocol:
-    """``protocol`` with overrides applied (``core.overrides``' rules): ``{"crop": "512x1024"}``, or
+    """``protocol`` with overrides applied (``mocobench.core.overrides``' rules): ``{"crop": "512x1024"}``, or
     the command line's ``["--crop=512x1024", "iters=7"]`` (leading dashes optional)."""
     if not isinstance(overrides, Mapping):
         overrides = split_overrides(["--" + item.lstrip("-") for item in overrides])

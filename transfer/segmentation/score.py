@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data import cityscapes as cs
-from core.data import voc_seg
-from core.io import progress
-from transfer.segmentation.metrics import ConfusionMatrix
+from mocobench.datasets import cityscapes as cs
+from mocobench.datasets import voc_seg
+from mocobench.core.io import progress
+from mocobench.transfer.segmentation.metrics import ConfusionMatrix
 
 
 def cityscapes_pred_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ def voc_palette() -> list[int]:
 def _write_png(path, arr: np.ndarray, palette=None) -> Path:
     from PIL import Image
 
-    from core.io import atomic_write
+    from mocobench.core.io import atomic_write
 
     im = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))  # mode L
     if palette is not None:

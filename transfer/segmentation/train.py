@@ -1,7 +1,7 @@
 """Iteration-based fine-tuning of a segmentation model, read top to bottom.
 
 Sections: learning-rate schedule; resumable state; the training loop; ``run`` (train one seed,
-evaluate on val, return metrics). Under torchrun (``core.dist.setup``) every process builds the
+evaluate on val, return metrics). Under torchrun (``mocobench.core.dist.setup``) every process builds the
 same model, takes its share of each global batch (SyncBN across processes when the protocol asks
 for it and the run is on GPUs) and evaluates its share of the val set; rank 0 writes checkpoints.
 """
@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core import dist
-from core.dist import Dist, autocast
-from core.io import atomic_torch_save, progress
-from transfer.segmentation.data import IGNORE, PositionBatches, TrainStream, build_dataset, collate
-from transfer.segmentation.inference import evaluate, prediction_writer
-from transfer.segmentation.model import build_model
-from transfer.segmentation.protocols import SegProtocol
+from mocobench.core import dist
+from mocobench.core.dist import Dist, autocast
+from mocobench.core.io import atomic_torch_save, progress
+from mocobench.transfer.segmentation.data import IGNORE, PositionBatches, TrainStream, build_dataset, collate
+from mocobench.transfer.segmentation.inference import evaluate, prediction_writer
+from mocobench.transfer.segmentation.model import build_model
+from mocobench.transfer.segmentation.protocols import SegProtocol
 
 STATE_FORMAT = "mocobench-segmentation-train"
 

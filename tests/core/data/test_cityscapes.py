@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import cityscapes as cs
+from mocobench.datasets import cityscapes as cs
 
 
 def test_train_ids_follow_the_official_label_table():

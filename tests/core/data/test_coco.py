@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from core.data.coco import COCODetection, COCOFormatError
+from mocobench.datasets.coco import COCODetection, COCOFormatError
 
 
 def coco_folder(labelme_dir):

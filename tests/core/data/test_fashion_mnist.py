@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.fashion_mnist import CLASSES, load_split, read_idx
-from core.data.imagefolder import ImageFolder
+from mocobench.datasets.fashion_mnist import CLASSES, load_split, read_idx
+from mocobench.datasets.imagefolder import ImageFolder
 
 
 def raw_idx(path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data.imagefolder import (ImageFolder, collate_skip, labeled_subset, read_subset_file,
+from mocobench.datasets.imagefolder import (ImageFolder, collate_skip, labeled_subset, read_subset_file,
                                         write_subset_file)
 
 

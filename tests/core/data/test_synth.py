@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.imagefolder import ImageFolder, read_subset_file
-from core.data.synth import SCALES, draw, generate
-from core.data.synth.detection import VOC_CLASSES, render_scene
+from mocobench.datasets.imagefolder import ImageFolder, read_subset_file
+from mocobench.datasets.synth import SCALES, draw, generate
+from mocobench.datasets.synth.detection import VOC_CLASSES, render_scene
 
 TINY = SCALES["tiny"]
 
@@ -63,7 +63,7 @@ def test_imagenet_layout_and_subsets(synth_tiny):
 @pytest.fixture(scope="module")
 def synth_small_imagenet(tmp_path_factory) -> Path:
     """Only the classification part of the ``small`` scale (1600 images at 64 px)."""
-    from core.data.synth import imagenet
+    from mocobench.datasets.synth import imagenet
 
     root = tmp_path_factory.mktemp("small") / "imagenet"
     imagenet.generate(root, 0, progress=lambda jobs, **_: jobs, **SCALES["small"]["imagenet"])
@@ -74,7 +74,7 @@ def test_class_palette():
     """Class k's main colour has hue k/n (± a few hundredths); the second colour is darker."""
     import colorsys
 
-    from core.data.synth.imagenet import class_colours
+    from mocobench.datasets.synth.imagenet import class_colours
 
     rng = np.random.default_rng(0)
     for k in range(10):

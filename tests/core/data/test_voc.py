@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.data.voc import (VOC_CLASSES, VOCDetection, VOCFormatError, load_annotations, parse_voc_xml)
+from mocobench.datasets.voc import (VOC_CLASSES, VOCDetection, VOCFormatError, load_annotations, parse_voc_xml)
 
 
 def voc_folder(labelme_dir):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import voc_seg
+from mocobench.datasets import voc_seg
 
 # classes each labelme example image contains (from labelme's own .npy export, -1 = border)
 LABELME_CLASSES = {
@@ -43,7 +43,7 @@ def test_labelme_palette_pngs_read_as_class_indices(labelme_voc):
 
 
 def test_perfect_prediction_scores_100_over_present_classes(labelme_voc, tmp_path):
-    from transfer.segmentation.score import score_voc, write_voc_prediction
+    from mocobench.transfer.segmentation.score import score_voc, write_voc_prediction
 
     split = tmp_path / "val.txt"
     split.write_text("\n".join(LABELME_CLASSES) + "\n")

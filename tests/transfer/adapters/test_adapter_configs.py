@@ -7,7 +7,7 @@ import ast
 import pytest
 import yaml
 
-from transfer.adapters import detectron2, mmseg
+from mocobench.transfer.adapters import detectron2, mmseg
 
 
 @pytest.mark.parametrize("protocol", list(detectron2.PROTOCOLS))

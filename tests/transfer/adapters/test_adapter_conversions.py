@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints import load_backbone, save_backbone
-from checkpoints.backbones import build_backbone
+from mocobench.checkpoints import load_backbone, save_backbone
+from mocobench.checkpoints.backbones import build_backbone
 import argparse
 
-from transfer.adapters.cli import WRITERS, main
-from transfer.adapters.detectron2 import to_detectron2
+from mocobench.transfer.adapters.cli import WRITERS, main
+from mocobench.transfer.adapters.detectron2 import to_detectron2
 
 META = {"method": "moco_v2", "epochs": 200, "label_fraction": None, "config": {"T": 0.2, "mlp": True}}
 

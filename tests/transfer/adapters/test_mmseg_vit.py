@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from checkpoints import save_backbone
-from checkpoints.backbones import BackboneSpec, build_backbone
-from transfer.adapters.cli import main
-from transfer.adapters.mmseg_vit import from_mmseg_vit, mmseg_vit_kwargs, to_mmseg_vit
+from mocobench.checkpoints import save_backbone
+from mocobench.checkpoints.backbones import BackboneSpec, build_backbone
+from mocobench.transfer.adapters.cli import main
+from mocobench.transfer.adapters.mmseg_vit import from_mmseg_vit, mmseg_vit_kwargs, to_mmseg_vit
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def vit():
 
 def mmseg_vit(kwargs, checkpoint=None):
     pytest.importorskip("mmseg", reason="install the engine: ./run_all.sh engines mmseg")
-    from transfer.adapters.mmseg_compat import mmcv_ops_stub
+    from mocobench.transfer.adapters.mmseg_compat import mmcv_ops_stub
 
     with mmcv_ops_stub():
         from mmseg.models.backbones import VisionTransformer

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.records import load_records
-from transfer.cli import eval_main
+from mocobench.core.records import load_records
+from mocobench.transfer.cli import eval_main
 
 
 @pytest.fixture(scope="module")

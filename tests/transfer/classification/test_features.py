@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from checkpoints.load import LoadReport
-from core.data.imagefolder import ImageFolder
-from transfer.classification.data import eval_transform, make_loader
-from transfer.classification.features import (cache_key, cached_features, checkpoint_identity,
+from mocobench.checkpoints.load import LoadReport
+from mocobench.datasets.imagefolder import ImageFolder
+from mocobench.transfer.classification.data import eval_transform, make_loader
+from mocobench.transfer.classification.features import (cache_key, cached_features, checkpoint_identity,
                                               extract_features)
 
 
@@ -84,7 +84,7 @@ def test_corrupt_cache_file_is_recomputed(tmp_path):
 
 
 def test_half_storage_keeps_tiny_and_huge_features():
-    from transfer.classification.features import from_half, to_half
+    from mocobench.transfer.classification.features import from_half, to_half
 
     for magnitude in (1e-9, 1.0, 1e6):  # random MobileNetV2 features are ~1e-9; fp16 alone gives 0
         f = magnitude * torch.randn(50, 8, generator=torch.Generator().manual_seed(0))

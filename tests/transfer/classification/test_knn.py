@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from transfer.classification.knn import knn_accuracy, knn_scores
+from mocobench.transfer.classification.knn import knn_accuracy, knn_scores
 
 
 def brute_force_votes(train, train_labels, test, num_classes, k, T):

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.data.imagefolder import collate_skip
-from transfer.classification import protocols as P
-from transfer.classification.linear import (BackboneChangedError, check_unchanged,
+from mocobench.datasets.imagefolder import collate_skip
+from mocobench.transfer.classification import protocols as P
+from mocobench.transfer.classification.linear import (BackboneChangedError, check_unchanged,
                                             fast_linear_probe, fit_logistic_regression,
                                             holdout_split, init_fc, lr_at, snapshot,
                                             train_linear_paper)

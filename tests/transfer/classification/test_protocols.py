@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from transfer.classification import protocols as P
+from mocobench.transfer.classification import protocols as P
 
 
 @pytest.mark.parametrize("task,name", [(t, n) for t, table in P.PROTOCOLS.items() for n in table])
@@ -46,8 +46,8 @@ def test_unknown_key_and_bad_value_are_clear_errors():
 def test_cli_override_parsing_and_label_fraction():
     from pathlib import Path
 
-    from core.overrides import split_overrides
-    from transfer.classification.cli import label_pct
+    from mocobench.core.overrides import split_overrides
+    from mocobench.transfer.classification.cli import label_pct
 
     assert split_overrides(["--lr=3", "--k", "10", "--l2-grid=1e-4,1e-3"]) == {
         "lr": "3", "k": "10", "l2-grid": "1e-4,1e-3"}

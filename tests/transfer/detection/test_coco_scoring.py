@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.data.coco import COCODetection
-from transfer.detection.evaluate import coco_results, score_coco
+from mocobench.datasets.coco import COCODetection
+from mocobench.transfer.detection.evaluate import coco_results, score_coco
 
 
 def predictions_from_targets(ds, drop=()):

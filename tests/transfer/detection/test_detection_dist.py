@@ -13,16 +13,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from test_detection_train import SMALL, make_voc
-from transfer.detection import train as train_module
-from transfer.detection.train import train
+from mocobench.transfer.detection import train as train_module
+from mocobench.transfer.detection.train import train
 
 # a work checkpoint after iteration 1 (and at the end): the kill below comes right after it
 EVERY = dataclasses.replace(SMALL, checkpoint_period=2)
 
 
 def _fresh():
-    from checkpoints.load import load_backbone
-    from transfer.detection.models import build_detector
+    from mocobench.checkpoints.load import load_backbone
+    from mocobench.transfer.detection.models import build_detector
 
     torch.manual_seed(0)
     backbone, _ = load_backbone("random:resnet18")
@@ -38,7 +38,7 @@ class Killed(Exception):
 
 
 def test_kill_and_resume_exact_weights_and_loss_history(tmp_path, monkeypatch):
-    from core.data.voc import VOCDetection
+    from mocobench.datasets.voc import VOCDetection
 
     data = VOCDetection(make_voc(tmp_path), sets=[("2007", "trainval")])
     cpu = torch.device("cpu")
@@ -82,9 +82,9 @@ def _free_port() -> int:
 
 
 def _worker(rank, world, port, devkit, out):
-    from core.data.voc import VOCDetection
-    from transfer.detection.evaluate import predict
-    from transfer.detection.run import run_eval
+    from mocobench.datasets.voc import VOCDetection
+    from mocobench.transfer.detection.evaluate import predict
+    from mocobench.transfer.detection.run import run_eval
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
@@ -102,9 +102,9 @@ def _worker(rank, world, port, devkit, out):
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_two_processes_predict_shards_gather_on_rank_0_and_write_one_record(tmp_path):
-    from core.data.voc import VOCDetection
-    from core.records import load_records
-    from transfer.detection.evaluate import predict
+    from mocobench.datasets.voc import VOCDetection
+    from mocobench.core.records import load_records
+    from mocobench.transfer.detection.evaluate import predict
 
     devkit = make_voc(tmp_path)  # 3 test images: shards of 2 and 1
     out = tmp_path / "out"

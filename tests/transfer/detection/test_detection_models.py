@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from checkpoints import load_backbone, save_backbone
-from transfer.detection.models import MODELS, AlignedRoIPool, PooledRes5, build_detector
-from transfer.detection.protocols import TINY
+from mocobench.checkpoints import load_backbone, save_backbone
+from mocobench.transfer.detection.models import MODELS, AlignedRoIPool, PooledRes5, build_detector
+from mocobench.transfer.detection.protocols import TINY
 
 SMALL = dataclasses.replace(TINY, min_size_train=(64,), max_size_train=96, min_size_test=64, max_size_test=96)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from transfer.detection import protocols
-from transfer.detection.protocols import PROTOCOLS, TINY, ProtocolError, resolve_protocol
-from transfer.detection.train import IterationBatches, hflip, lr_at, scaled_lr
+from mocobench.transfer.detection import protocols
+from mocobench.transfer.detection.protocols import PROTOCOLS, TINY, ProtocolError, resolve_protocol
+from mocobench.transfer.detection.train import IterationBatches, hflip, lr_at, scaled_lr
 
 
 def make_voc(root, n_trainval=6, n_test=3, size=(64, 80)):
@@ -122,8 +122,8 @@ def test_iteration_stream_is_a_permutation_per_epoch_and_flips_are_consistent():
 
 @pytest.mark.slow
 def test_eval_detection_voc_and_coco_write_records(synth_tiny, tmp_path):
-    from core.records import load_records
-    from transfer.detection.cli import eval_main
+    from mocobench.core.records import load_records
+    from mocobench.transfer.detection.cli import eval_main
 
     small = ["--max-iters", "2", "--min_size_train=64", "--min_size_test=64", "--max_size_train=96",
              "--max_size_test=96", "--precise_bn_iters=1", "--warmup_iters=1"]
@@ -150,7 +150,7 @@ def test_eval_detection_voc_and_coco_write_records(synth_tiny, tmp_path):
 
 def test_detectron2_engine_fails_at_once_without_detectron2(tmp_path, capsys, hide_package):
     hide_package("detectron2")
-    from transfer.detection.cli import eval_main
+    from mocobench.transfer.detection.cli import eval_main
 
     rc = eval_main("detection", ["--checkpoint", "random:resnet50", "--dataset", "voc", "--data", str(tmp_path),
                                  "--protocol", "moco-voc-c4-24k", "--engine", "detectron2",
@@ -167,8 +167,8 @@ def test_frozen_bn_keeps_the_loaded_statistics_while_training():
     step changes neither its statistics nor its scale and shift."""
     from torch import nn
 
-    from checkpoints.backbones import build_backbone
-    from transfer.detection.train import freeze_bn
+    from mocobench.checkpoints.backbones import build_backbone
+    from mocobench.transfer.detection.train import freeze_bn
 
     torch.manual_seed(0)
     backbone = build_backbone("mobilenet_v2")

@@ -46,13 +46,13 @@ def engines(synth_tiny):
         pytest.skip(f"detectron2 is not installed ({e}): ./run_all.sh engines")
     from PIL import Image
 
-    from checkpoints.load import load_backbone
-    from core.data.voc import VOC07_TEST, VOCDetection
-    from transfer.adapters.detectron2 import (c4_detector_to_detectron2, protocol_settings, register_roi_heads,
+    from mocobench.checkpoints.load import load_backbone
+    from mocobench.datasets.voc import VOC07_TEST, VOCDetection
+    from mocobench.transfer.adapters.detectron2 import (c4_detector_to_detectron2, protocol_settings, register_roi_heads,
                                               write_detectron2_config)
-    from transfer.adapters.detectron2_compat import patched
-    from transfer.detection.models import build_c4
-    from transfer.detection.protocols import MOCO_VOC_C4_24K
+    from mocobench.transfer.adapters.detectron2_compat import patched
+    from mocobench.transfer.detection.models import build_c4
+    from mocobench.transfer.detection.protocols import MOCO_VOC_C4_24K
 
     p = dataclasses.replace(MOCO_VOC_C4_24K, min_size_test=TEST_SIZE, rpn_post_nms_top_n_test=POST_NMS)
     test_set = VOCDetection(synth_tiny / "VOCdevkit", sets=VOC07_TEST)
@@ -99,7 +99,7 @@ def engines(synth_tiny):
 
 
 def _detect(ours, theirs, images, same_anchors: bool):
-    from transfer.adapters.detectron2 import _anchor_order
+    from mocobench.transfer.adapters.detectron2 import _anchor_order
 
     saved = ours.rpn.anchor_generator.cell_anchors
     if same_anchors:
@@ -152,7 +152,7 @@ def test_same_detections_in_both_engines(detections):
 
 def test_documented_differences(engines):
     ours, theirs, _, _ = engines
-    from transfer.adapters.detectron2 import _anchor_order
+    from mocobench.transfer.adapters.detectron2 import _anchor_order
 
     d2_cells = list(theirs.proposal_generator.anchor_generator.cell_anchors)[0][_anchor_order(5, 3)]
     tv_cells = ours.rpn.anchor_generator.cell_anchors[0]
@@ -188,9 +188,9 @@ def test_voc_ap_of_both_engines_agree_between_scorers(engines, detections, tmp_p
     from detectron2.data import MetadataCatalog
     from detectron2.structures import Boxes, Instances
 
-    from transfer.adapters.detectron2_compat import patched
-    from transfer.detection.cli import score_main
-    from transfer.detection.voc_eval import detections_from_predictions, write_voc_results
+    from mocobench.transfer.adapters.detectron2_compat import patched
+    from mocobench.transfer.detection.cli import score_main
+    from mocobench.transfer.detection.voc_eval import detections_from_predictions, write_voc_results
 
     year_dir = test_set.items[0][0]
     image_ids = [image_id for _, image_id, _ in test_set.items]

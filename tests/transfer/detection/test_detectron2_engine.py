@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from core.records import load_records
+from mocobench.core.records import load_records
 
 # small images and few RoIs: R50 on CPU. Protocol overrides (ours), then detectron2 --opts.
 SMALL = ["--max_iter=2", "--ims_per_batch=2", "--min_size_train=64", "--max_size_train=112",
@@ -65,7 +65,7 @@ def moco_r50(tmp_path_factory) -> Path:
 
 
 def _eval(argv, capsys) -> tuple[int, str, str]:
-    from transfer.detection.cli import eval_main
+    from mocobench.transfer.detection.cli import eval_main
 
     code = eval_main("detection", argv)
     out = capsys.readouterr()
@@ -154,8 +154,8 @@ def test_detectron2_multi_gpu_launch_hands_results_back(detectron2_ready, synth_
 
     import detectron2.engine
 
-    from transfer.detection import detectron2_engine as engine
-    from transfer.detection.protocols import resolve_protocol
+    from mocobench.transfer.detection import detectron2_engine as engine
+    from mocobench.transfer.detection.protocols import resolve_protocol
 
     calls = []
 
@@ -183,8 +183,8 @@ def test_detectron2_multi_gpu_launch_hands_results_back(detectron2_ready, synth_
 # -- the protocol in detectron2's config (no training) ------------------------------------------------
 
 def test_every_protocol_field_reaches_detectron2_or_is_refused():
-    from transfer.adapters.detectron2 import PROTOCOL_KEYS, protocol_settings
-    from transfer.detection.protocols import PROTOCOLS, DetectionProtocol
+    from mocobench.transfer.adapters.detectron2 import PROTOCOL_KEYS, protocol_settings
+    from mocobench.transfer.detection.protocols import PROTOCOLS, DetectionProtocol
 
     assert set(PROTOCOL_KEYS) == {f.name for f in dataclasses.fields(DetectionProtocol)}
     p = dataclasses.replace(PROTOCOLS["moco-voc-c4-24k"], base_lr=0.01, ims_per_batch=4, momentum=0.8,
@@ -208,9 +208,9 @@ def test_every_protocol_field_reaches_detectron2_or_is_refused():
 
 @pytest.mark.parametrize("max_iter", [1, 2, 3, 4, 5, 6, 100])
 def test_short_schedules_give_steps_detectron2_accepts(detectron2_ready, max_iter):
-    from transfer.adapters.detectron2 import protocol_settings
-    from transfer.adapters.detectron2_compat import patched
-    from transfer.detection.protocols import resolve_protocol
+    from mocobench.transfer.adapters.detectron2 import protocol_settings
+    from mocobench.transfer.adapters.detectron2_compat import patched
+    from mocobench.transfer.detection.protocols import resolve_protocol
 
     p = resolve_protocol("moco-voc-c4-24k", {"max_iter": str(max_iter)})
     steps = protocol_settings(p, "voc", 20, "cpu")["SOLVER.STEPS"]
@@ -252,7 +252,7 @@ def test_compat_patches_apply_only_inside_the_block(detectron2_ready):
     import numpy as np
     from PIL import Image
 
-    from transfer.adapters.detectron2_compat import MissingCompiledOp, patched
+    from mocobench.transfer.adapters.detectron2_compat import MissingCompiledOp, patched
 
     before = (hasattr(Image, "LINEAR"), "str" in np.__dict__, "detectron2._C" in sys.modules)
     with patched():
@@ -268,12 +268,12 @@ def test_compat_patches_apply_only_inside_the_block(detectron2_ready):
 def test_c4_detector_converter_both_ways(detectron2_ready):
     """Our R50-C4 Faster R-CNN -> detectron2's state dict (loads strictly into detectron2's model)
     -> ours again: every tensor back, except our unused background box rows (zeros)."""
-    from checkpoints.load import load_backbone
-    from transfer.adapters.detectron2 import (c4_detector_from_detectron2, c4_detector_to_detectron2,
+    from mocobench.checkpoints.load import load_backbone
+    from mocobench.transfer.adapters.detectron2 import (c4_detector_from_detectron2, c4_detector_to_detectron2,
                                               detectron2_config, register_roi_heads)
-    from transfer.adapters.detectron2_compat import patched
-    from transfer.detection.models import build_c4
-    from transfer.detection.protocols import MOCO_VOC_C4_24K
+    from mocobench.transfer.adapters.detectron2_compat import patched
+    from mocobench.transfer.detection.models import build_c4
+    from mocobench.transfer.detection.protocols import MOCO_VOC_C4_24K
 
     torch.manual_seed(0)
     ours = build_c4(load_backbone("random:resnet50")[0], 20, MOCO_VOC_C4_24K).state_dict()
@@ -305,8 +305,8 @@ def test_c4_detector_converter_both_ways(detectron2_ready):
 
 def test_detectron2_engine_defaults_to_fp32_unless_bf16_is_asked(monkeypatch, tmp_path):
     """The protocols' bf16 default is our engine's; detectron2 0.6 runs fp32 unless --bf16 is given."""
-    import transfer.detection.detectron2_engine as engine
-    from transfer.detection.cli import eval_main
+    import mocobench.transfer.detection.detectron2_engine as engine
+    from mocobench.transfer.detection.cli import eval_main
 
     seen = []
     monkeypatch.setattr(engine, "run_detectron2", lambda ckpt, protocol, *a, **k: seen.append(protocol.bf16) or [])

@@ -9,9 +9,9 @@ import random
 import numpy as np
 import pytest
 
-from core.data.voc import VOCAnnotation, VOCObject, load_annotations
-from transfer.detection import voc_eval
-from transfer.detection.voc_eval import evaluate_voc, voc_ap
+from mocobench.datasets.voc import VOCAnnotation, VOCObject, load_annotations
+from mocobench.transfer.detection import voc_eval
+from mocobench.transfer.detection.voc_eval import evaluate_voc, voc_ap
 
 
 def ann(*objs, w=100, h=100):
@@ -246,7 +246,7 @@ def test_labelme_perfect_and_one_dropped_box(labelme_dir, tmp_path):
 
 
 def test_results_files_round_trip_and_score_cli(labelme_dir, tmp_path, capsys):
-    from transfer.detection.cli import score_main
+    from mocobench.transfer.detection.cli import score_main
 
     d = labelme_voc(labelme_dir, tmp_path)
     anns = load_annotations(d, "test")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import cityscapes as cs
+from mocobench.datasets import cityscapes as cs
 
 # label id -> RGB colour of its texture; label ids from the official table (road, building,
 # vegetation, sky, car, and 0 = unlabeled, which is ignored)
@@ -57,7 +57,7 @@ def write_cityscapes(root: Path, splits=(("train", 8), ("val", 4)), size=(64, 12
 
 def write_voc(root: Path, splits=(("train", 6), ("val", 3)), size=(48, 64), seed=0) -> Path:
     """VOCdevkit/VOC2012 with palette SegmentationClass PNGs (255 borders) and split lists."""
-    from transfer.segmentation.score import voc_palette
+    from mocobench.transfer.segmentation.score import voc_palette
 
     rng = np.random.default_rng(seed)
     voc = root / "VOCdevkit" / "VOC2012"

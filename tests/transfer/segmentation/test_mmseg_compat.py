@@ -27,7 +27,7 @@ def test_importing_the_suite_patches_nothing():
 
 def test_mmcv_ext_stub_only_inside_the_block():
     pytest.importorskip("mmcv", reason="mmcv-lite is not installed (bash tools/engines/mmseg.sh PYTHON)")
-    from transfer.adapters.mmseg_compat import EXT, _has_real_ops, mmcv_ops_stub
+    from mocobench.transfer.adapters.mmseg_compat import EXT, _has_real_ops, mmcv_ops_stub
 
     if _has_real_ops():
         pytest.skip("the full mmcv with compiled ops is installed: nothing is stubbed")
@@ -48,7 +48,7 @@ def test_trusted_checkpoints_are_confined_to_the_run(tmp_path):
     pytest.importorskip("mmengine", reason="mmengine is not installed (bash tools/engines/mmseg.sh PYTHON)")
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from transfer.adapters.mmseg_compat import trusted_checkpoints
+    from mocobench.transfer.adapters.mmseg_compat import trusted_checkpoints
 
     obj = {"message_hub": MessageHub(1)}  # not a weights_only-safe type
     work, other = tmp_path / "work", tmp_path / "other"
@@ -74,7 +74,7 @@ def test_trusted_checkpoints_are_confined_to_the_run(tmp_path):
 
 
 def test_cfg_options_shown_and_refused_without_mmseg(tmp_path, capsys):
-    from transfer.segmentation.cli import _eval_parser, eval_main
+    from mocobench.transfer.segmentation.cli import _eval_parser, eval_main
 
     assert "--cfg-options KEY=VALUE" in _eval_parser().format_help()
     code = eval_main("segmentation", ["--checkpoint", "random:resnet18", "--dataset", "cityscapes",
@@ -86,7 +86,7 @@ def test_cfg_options_shown_and_refused_without_mmseg(tmp_path, capsys):
 def test_cfg_option_outside_the_config_is_refused(synth_tiny, tmp_path, capsys):
     """mmengine would add an unknown key and never read it; the engine refuses it, naming it."""
     pytest.importorskip("mmseg", reason="MMSegmentation is not installed (bash tools/engines/mmseg.sh PYTHON)")
-    from transfer.segmentation.cli import eval_main
+    from mocobench.transfer.segmentation.cli import eval_main
 
     code = eval_main("segmentation", [
         "--checkpoint", "random:resnet18", "--dataset", "voc2012", "--data", str(synth_tiny),

@@ -11,9 +11,9 @@ import dataclasses
 
 import pytest
 
-from transfer.adapters.mmseg import describe, mmseg_config_text, write_mmseg_config
-from transfer.segmentation.mmseg_engine import MMSEG_PROTOCOLS, fcn_config
-from transfer.segmentation.protocols import get_protocol
+from mocobench.transfer.adapters.mmseg import describe, mmseg_config_text, write_mmseg_config
+from mocobench.transfer.segmentation.mmseg_engine import MMSEG_PROTOCOLS, fcn_config
+from mocobench.transfer.segmentation.protocols import get_protocol
 
 CHANGES = [("crop", (64, 96)), ("batch_size", 4), ("iters", 123), ("lr", 0.05), ("momentum", 0.8),
            ("weight_decay", 1e-3), ("poly_power", 1.0), ("min_lr", 0.0), ("scale_range", (0.75, 1.5)),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.records import load_records
+from mocobench.core.records import load_records
 
 SMALL = ["--iters=2", "--batch-size=2", "--num-workers=0", "--checkpoint-every=1", "--log-every=1",
          "--device", "cpu"]
@@ -24,7 +24,7 @@ SMALL = ["--iters=2", "--batch-size=2", "--num-workers=0", "--checkpoint-every=1
 
 @pytest.fixture(scope="module")
 def mmseg_ready():
-    from transfer.segmentation.mmseg_engine import why_unavailable
+    from mocobench.transfer.segmentation.mmseg_engine import why_unavailable
 
     reason = why_unavailable()
     if reason:
@@ -60,7 +60,7 @@ def _argv(ckpt: Path, dataset: str, data: Path, protocol: str, tmp_path: Path, s
 
 
 def _eval(argv, capsys) -> tuple[int, str, str]:
-    from transfer.segmentation.cli import eval_main
+    from mocobench.transfer.segmentation.cli import eval_main
 
     code = eval_main("segmentation", argv)
     out = capsys.readouterr()
@@ -191,7 +191,7 @@ def test_mmseg_under_torchrun_rank0_alone_writes(mmseg_ready, synth_tiny, moco_r
     ckpt, _ = moco_r18
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "transfer", "eval", "segmentation", *_argv(ckpt, "cityscapes", synth_tiny, "mmseg-fcn-40k", tmp_path, 0, "--crop=32,64",
+           "-m", "mocobench.transfer", "eval", "segmentation", *_argv(ckpt, "cityscapes", synth_tiny, "mmseg-fcn-40k", tmp_path, 0, "--crop=32,64",
                                   "--sync-bn=false")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MOCOBENCH_PROGRESS": "0"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)

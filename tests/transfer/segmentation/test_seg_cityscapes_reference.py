@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.data import cityscapes as cs
-from transfer.segmentation.score import score_cityscapes
+from mocobench.datasets import cityscapes as cs
+from mocobench.transfer.segmentation.score import score_cityscapes
 
 
 def cityscapes_root(path: Path) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from transfer.segmentation.metrics import ConfusionMatrix
+from mocobench.transfer.segmentation.metrics import ConfusionMatrix
 
 
 def reference(preds, targets, K, ignore=255):
@@ -80,7 +80,7 @@ def _shard_worker(rank, world, port, queue):
 
     import torch.distributed as dist
 
-    from core.dist import shard_indices
+    from mocobench.core.dist import shard_indices
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)

@@ -9,16 +9,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-from transfer.segmentation.data import PositionBatches, augment
-from transfer.segmentation.inference import predict_slide, predict_whole
-from transfer.segmentation.model import HEADS, OS16, FCNHead, SegmentationModel
-from transfer.segmentation.protocols import PROTOCOLS, get_protocol, override
-from transfer.segmentation.train import lr_at
+from mocobench.transfer.segmentation.data import PositionBatches, augment
+from mocobench.transfer.segmentation.inference import predict_slide, predict_whole
+from mocobench.transfer.segmentation.model import HEADS, OS16, FCNHead, SegmentationModel
+from mocobench.transfer.segmentation.protocols import PROTOCOLS, get_protocol, override
+from mocobench.transfer.segmentation.train import lr_at
 
 
 @pytest.fixture(scope="module")
 def dilated_r18():
-    from checkpoints.load import load_backbone
+    from mocobench.checkpoints.load import load_backbone
 
     return load_backbone("random:resnet18", dilation=OS16)[0]
 

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from core.data.cityscapes import CityscapesSegmentation
-from transfer.segmentation.data import TrainStream
-from transfer.segmentation.model import build_model
-from transfer.segmentation.protocols import get_protocol, override
-from transfer.segmentation.train import train
+from mocobench.datasets.cityscapes import CityscapesSegmentation
+from mocobench.transfer.segmentation.data import TrainStream
+from mocobench.transfer.segmentation.model import build_model
+from mocobench.transfer.segmentation.protocols import get_protocol, override
+from mocobench.transfer.segmentation.train import train
 
 PROTO = override(get_protocol("tiny", "cityscapes"),
                  ["crop=32,32", "batch_size=2", "iters=3", "checkpoint_every=1", "lr=0.05"])
@@ -54,8 +54,8 @@ def test_exact_resume(cityscapes_small, tmp_path):
 
 @pytest.mark.slow
 def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_reference):
-    from core.records import load_records
-    from transfer.segmentation.cli import eval_main
+    from mocobench.core.records import load_records
+    from mocobench.transfer.segmentation.cli import eval_main
 
     code = eval_main("segmentation", [
         "--checkpoint", "random:resnet18", "--dataset", "cityscapes", "--data", str(synth_tiny),
@@ -73,7 +73,7 @@ def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_re
     assert {"mIoU", "mAcc", "aAcc"} <= set(r["metrics"]) and r["config"]["iters"] == 1
     assert any(k.startswith("IoU/") for k in r["metrics"])
     # the predictions it wrote score to the same mIoU through `mocobench score cityscapes`
-    from transfer.segmentation.cli import score_main
+    from mocobench.transfer.segmentation.cli import score_main
 
     capsys.readouterr()
     seed0 = next(x for x in records if x["seed"] == 0)
@@ -82,7 +82,7 @@ def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_re
     out = json.loads(capsys.readouterr().out)
     assert out["metrics"]["mIoU"] == pytest.approx(seed0["metrics"]["mIoU"], abs=1e-9)
     # and the evaluation's own numbers equal cityscapesscripts on those label-id PNGs
-    from core.data import cityscapes as cs
+    from mocobench.datasets import cityscapes as cs
 
     gt_files = cs.list_ground_truth(synth_tiny / "cityscapes" / "gtFine" / "val")
     ref = cs_reference.scores(gt_files, cs.match_predictions(gt_files, tmp_path / "pred" / "s0"))
@@ -90,7 +90,7 @@ def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_re
 
 
 def test_score_voc_cli_and_errors(voc_small, tmp_path, capsys):
-    from transfer.segmentation.cli import score_main
+    from mocobench.transfer.segmentation.cli import score_main
 
     voc = voc_small / "VOCdevkit" / "VOC2012"
     args = ["--gt", str(voc / "SegmentationClass"), "--pred", str(voc / "SegmentationClass"),
@@ -104,11 +104,12 @@ def test_score_voc_cli_and_errors(voc_small, tmp_path, capsys):
 
 
 def test_mmseg_engine_fails_at_once_saying_why(tmp_path, capsys, hide_package):
-    from transfer.segmentation.cli import eval_main
-    from transfer.segmentation.mmseg_engine import why_unavailable
+    from mocobench.transfer.segmentation.cli import eval_main
+    from mocobench.transfer.segmentation.mmseg_engine import why_unavailable
 
-    hide_package("mmseg")
-    assert "mmsegmentation is not importable" in why_unavailable()
+    for name in ("mmengine", "mmcv", "mmseg"):   # missing whether or not the engine is installed here
+        hide_package(name)
+    assert "mmengine is not importable" in why_unavailable() and "tools/engines/mmseg.sh" in why_unavailable()
     code = eval_main("segmentation", ["--checkpoint", "random:resnet50", "--dataset", "cityscapes",
                                       "--data", str(tmp_path), "--protocol", "mmseg-fcn-40k",
                                       "--engine", "mmseg", "--results", str(tmp_path)])
@@ -118,9 +119,9 @@ def test_mmseg_engine_fails_at_once_saying_why(tmp_path, capsys, hide_package):
 
 def test_voc_evaluation_and_written_predictions_agree(voc_small, tmp_path):
     """evaluate() on VOC (sliding window) and `score voc-seg` on the palette PNGs it wrote."""
-    from core.data.voc_seg import VOCSegmentation
-    from transfer.segmentation.inference import evaluate, prediction_writer
-    from transfer.segmentation.score import score_voc
+    from mocobench.datasets.voc_seg import VOCSegmentation
+    from mocobench.transfer.segmentation.inference import evaluate, prediction_writer
+    from mocobench.transfer.segmentation.score import score_voc
 
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 21, 1)  # any per-pixel classifier

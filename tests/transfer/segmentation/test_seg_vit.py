@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from transfer.segmentation.model import OS16, SegmentationModel, build_model
+from mocobench.transfer.segmentation.model import OS16, SegmentationModel, build_model
 
 
 def _head_input(model, x):
@@ -28,7 +28,7 @@ def test_vit_head_reads_the_stride_16_map_undilated():
 
 
 def test_cnn_path_is_the_dilated_res5_path_as_before():
-    from checkpoints.load import load_backbone
+    from mocobench.checkpoints.load import load_backbone
 
     # the previous build_model, stated directly: dilated backbone, head on res5, same global RNG
     torch.manual_seed(0)
@@ -48,8 +48,8 @@ def test_cnn_path_is_the_dilated_res5_path_as_before():
 
 
 def test_eval_cli_on_a_vit_writes_a_record(synth_tiny, tmp_path):
-    from core.records import load_records
-    from transfer.segmentation.cli import eval_main
+    from mocobench.core.records import load_records
+    from mocobench.transfer.segmentation.cli import eval_main
 
     code = eval_main("segmentation", [
         "--checkpoint", "random:timm:test_vit", "--dataset", "cityscapes", "--data", str(synth_tiny),

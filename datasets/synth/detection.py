@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.synth import draw
-from core.data.synth.encode import jpeg_bytes, palette_png_bytes, write_file
+from mocobench.datasets.synth import draw
+from mocobench.datasets.synth.encode import jpeg_bytes, palette_png_bytes, write_file
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from core.data.synth import draw
-from core.data.synth.encode import png_bytes, write_file
+from mocobench.datasets.synth import draw
+from mocobench.datasets.synth.encode import png_bytes, write_file
 
 CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt",)}
 

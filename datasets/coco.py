@@ -18,7 +18,7 @@ import io
 import os
 from pathlib import Path
 
-from core.data.voc import SkipUnreadable
+from mocobench.datasets.voc import SkipUnreadable
 
 
 class COCOFormatError(ValueError):

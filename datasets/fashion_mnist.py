@@ -6,7 +6,7 @@ number ``0x00000800 | ndim`` preceded by the element type (``0x08`` = uint8), i.
 
 ``export_imagefolder`` writes ``OUT/train/<class>/train_<nnnnn>.png`` (the 60k training images) and
 ``OUT/val/<class>/test_<nnnnn>.png`` (the 10k test images), so the classification probes read it
-with :class:`core.data.imagefolder.ImageFolder` like any ImageNet-layout folder.
+with :class:`mocobench.datasets.imagefolder.ImageFolder` like any ImageNet-layout folder.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.io import atomic_write_json, progress
+from mocobench.core.io import atomic_write_json, progress
 
 # label index -> folder name (the dataset's class names, with "/" and " " made path-safe)
 CLASSES = ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.what == "synth":
-        from core.data.synth import generate
+        from mocobench.datasets.synth import generate
 
         t0 = time.perf_counter()
         s = generate(args.out, seed=args.seed, scale=args.scale, force=args.force)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  cityscapes  {s['out_dir']}/cityscapes  {cs['train']} train / {cs['val']} val")
         return 0
     if args.what == "fashion-mnist":
-        from core.data.fashion_mnist import export_imagefolder
+        from mocobench.datasets.fashion_mnist import export_imagefolder
 
         t0 = time.perf_counter()
         counts = export_imagefolder(args.src, args.out, limit_per_class=args.limit_per_class)

@@ -27,7 +27,7 @@ import numpy as np
 import torch.utils.data
 from PIL import Image
 
-from core.io import atomic_write_text
+from mocobench.core.io import atomic_write_text
 
 # Compared lower-case: ImageNet's files are ``.JPEG``, most others ``.jpg``/``.png``.
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

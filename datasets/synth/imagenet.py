@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.synth import draw
-from core.data.synth.encode import jpeg_bytes, write_file
+from mocobench.datasets.synth import draw
+from mocobench.datasets.synth.encode import jpeg_bytes, write_file
 
 # SimCLR's 1 % / 10 % lists and UniMoCo-style 10/30/60 % lists: file name -> label fraction
 SUBSET_FILES = {
@@ -79,7 +79,7 @@ def render(rng: np.random.Generator, size: int, k: int) -> np.ndarray:
 def generate(root: Path, seed: int, n_classes: int, n_train: int, n_val: int, size: int,
              progress) -> dict:
     """Write ``root/{train,val}/<class>/*.JPEG`` and the subset files; return the counts."""
-    from core.data.imagefolder import ImageFolder, labeled_subset, write_subset_file
+    from mocobench.datasets.imagefolder import ImageFolder, labeled_subset, write_subset_file
 
     classes = class_names(n_classes)
     jobs = []

@@ -14,7 +14,7 @@
 Every image has its own ``numpy.random.Generator`` seeded from (seed, split, index), and the
 encoders use fixed settings, so a seed always gives byte-identical files.
 
-NOTE: the rest of the suite writes every file with ``core.io.atomic_*`` (temp file, fsync,
+NOTE: the rest of the suite writes every file with ``mocobench.core.io.atomic_*`` (temp file, fsync,
 rename). Thousands of small images would spend more time in fsync than in drawing, so the dataset is
 written into a staging folder inside ``out_dir`` and each top-level folder is renamed into place at
 the end; ``synth_info.json`` (atomic) is written last and marks a complete dataset.
@@ -27,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from core.io import atomic_write_json, progress as _progress
+from mocobench.core.io import atomic_write_json, progress as _progress
 
 FORMAT_VERSION = 1
 
@@ -58,7 +58,7 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, scale: str = "tiny", for
     function would replace must come from an earlier generation (a ``synth_info.json`` is present);
     anything else is an error rather than a deletion.
     """
-    from core.data.synth import detection, imagenet, street
+    from mocobench.datasets.synth import detection, imagenet, street
 
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")

@@ -1,5 +1,0 @@
-import sys
-
-from core.data.cli import main
-
-sys.exit(main())

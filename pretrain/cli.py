@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from mocobench.core import ranges
 from mocobench.core.overrides import apply_overrides, split_overrides
+from mocobench.core.schedules import keep_shape
 from mocobench.pretrain.config import PRESETS, PretrainConfig, resolve_preset
 from mocobench.pretrain.methods import METHODS
 
@@ -52,7 +54,11 @@ def resolve(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
         overrides["label_fraction"] = str(args.label_fraction)
     if args.supervised_list:
         overrides["supervised_list"] = args.supervised_list
+    preset = cfg
     cfg = apply_overrides(cfg, overrides)
+    if cfg.epochs != preset.epochs and "milestones" not in overrides:
+        # a shortened run keeps its schedule's shape (mocobench.core.schedules.keep_shape)
+        cfg = replace(cfg, milestones=keep_shape(preset.milestones, preset.epochs, cfg.epochs))
     if (cfg.label_fraction or cfg.supervised_list) and cfg.method != "unimoco":
         raise ValueError("--label-fraction / --supervised-list only apply to --method unimoco")
     return args, cfg

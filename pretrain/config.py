@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, replace
 
+from mocobench.core.schedules import Schedule
+
 
 @dataclass(frozen=True)
 class PretrainConfig:
@@ -75,6 +77,12 @@ class PretrainConfig:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
         return d
+
+    def lr_schedule(self) -> Schedule:
+        """The rate over the run, by (fractional) epoch: ``epoch + batch / batches``. NOTE: the
+        official MoCo code sets the rate once per epoch; for step schedules that is the same, for
+        cosine the per-iteration curve differs by less than one epoch's step and allows warmup."""
+        return Schedule(self.schedule, self.epochs, steps=tuple(self.milestones), warmup=self.warmup_epochs)
 
 
 # -- paper presets ------------------------------------------------------------------------------

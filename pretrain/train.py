@@ -36,7 +36,6 @@ from mocobench.pretrain.divergence import DivergenceGuard
 from mocobench.pretrain.lars import LARS
 from mocobench.pretrain.methods import METHODS
 from mocobench.pretrain.preempt import Preempted, StopRequest
-from mocobench.pretrain.schedules import learning_rate
 
 CKPT_VERSION = 2  # 2: queues and the SMoG bank are pretrain.ring_buffer.RingBuffer modules
 
@@ -286,6 +285,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     bar = progress(total=total_steps, initial=step, desc=f"pretrain {cfg.method}", unit="step",
                    disable=None if main else True)
     t_last, step_last = time.perf_counter(), step
+    schedule = cfg.lr_schedule()
     # SIGTERM/SIGUSR1: save at this step and stop (pretrain.preempt). The handlers and the bar
     # are put back however the loop ends (a diverged loss, a preemption, any error).
     with StopRequest() as stop, contextlib.closing(bar):
@@ -305,7 +305,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
                     break
                 views, batch_labels, n_skipped = (device_views(batch, gpu_augment.batch_seed(cfg.seed, epoch, b, rank))
                                                   if device_views else batch)
-                lr = learning_rate(cfg, epoch + b / iters)
+                lr = schedule.lr(cfg.lr, epoch + b / iters)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 torch.manual_seed(step_seed(cfg.seed, step, rank))

@@ -26,6 +26,7 @@ import torch
 
 from mocobench.checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, TORCHVISION_TO_DETECTRON2, apply_rules
 from mocobench.core.io import atomic_write, atomic_write_text
+from mocobench.transfer.detection.protocols import PROTOCOLS as DETECTION_PROTOCOLS
 
 ROI_HEAD_NAME = "Res5ROIHeadsExtraNorm"
 NORMS = ("naiveSyncBN", "SyncBN", "BN", "FrozenBN", "GN")
@@ -36,27 +37,24 @@ PIXEL_STD = [58.395, 57.120, 57.375]
 VOC_TRAIN_SIZES = list(range(480, 801, 32))  # 480, 512, ..., 800
 COCO_TRAIN_SIZES = list(range(640, 801, 32))  # 640, 672, ..., 800
 
-# protocol -> settings; solver numbers are for IMS_PER_BATCH 16 (MoCo's) and scale linearly.
+# protocol -> settings; the solver (steps, iterations, warmup) is read from the protocol of the same
+# name in mocobench.transfer.detection.protocols, stated for IMS_PER_BATCH 16 (MoCo's) and scaled
+# linearly with the batch.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "moco-voc-c4-24k": dict(head="C4", mask=False, num_classes=20, train_sizes=VOC_TRAIN_SIZES,
                             train=["voc_2007_trainval", "voc_2012_trainval"], test=["voc_2007_test"],
-                            steps=[18000, 22000], max_iter=24000, warmup=100,
                             description="VOC07+12 Faster R-CNN R50-C4, 24k iterations (MoCo)"),
     "coco-c4-1x": dict(head="C4", mask=True, num_classes=80, train_sizes=COCO_TRAIN_SIZES,
                        train=["coco_2017_train"], test=["coco_2017_val"],
-                       steps=[60000, 80000], max_iter=90000, warmup=1000,
                        description="COCO Mask R-CNN R50-C4 1x (MoCo)"),
     "coco-c4-2x": dict(head="C4", mask=True, num_classes=80, train_sizes=COCO_TRAIN_SIZES,
                        train=["coco_2017_train"], test=["coco_2017_val"],
-                       steps=[120000, 160000], max_iter=180000, warmup=1000,
                        description="COCO Mask R-CNN R50-C4 2x (MoCo)"),
     "coco-fpn-1x": dict(head="FPN", mask=True, num_classes=80, train_sizes=COCO_TRAIN_SIZES,
                         train=["coco_2017_train"], test=["coco_2017_val"],
-                        steps=[60000, 80000], max_iter=90000, warmup=1000,
                         description="COCO Mask R-CNN R50-FPN 1x (MoCo)"),
     "coco-fpn-2x": dict(head="FPN", mask=True, num_classes=80, train_sizes=COCO_TRAIN_SIZES,
                         train=["coco_2017_train"], test=["coco_2017_val"],
-                        steps=[120000, 160000], max_iter=180000, warmup=1000,
                         description="COCO Mask R-CNN R50-FPN 2x (MoCo)"),
 }
 
@@ -99,12 +97,13 @@ def detectron2_config(protocol: str, weights_path: str | os.PathLike, *, dataset
     if ims_per_batch % num_gpus:
         raise ValueError(f"ims_per_batch={ims_per_batch} is not divisible by num_gpus={num_gpus}")
     p = PROTOCOLS[protocol]
+    solver = DETECTION_PROTOCOLS[protocol]
     # Linear scaling rule from MoCo's batch 16 / lr 0.02 (identity at the default batch size).
     scale = ims_per_batch / 16
-    schedule_iter = round(p["max_iter"] / scale)
+    schedule_iter = round(solver.max_iter / scale)
     total = max_iter or schedule_iter
-    steps = [round(s / scale * total / schedule_iter) for s in p["steps"]]
-    warmup = min(p["warmup"], max(total // 2, 1))
+    steps = [round(s / scale * total / schedule_iter) for s in solver.steps]
+    warmup = min(solver.warmup_iters, max(total // 2, 1))
 
     model: dict[str, Any] = {
         "META_ARCHITECTURE": "GeneralizedRCNN",
@@ -140,7 +139,8 @@ def detectron2_config(protocol: str, weights_path: str | os.PathLike, *, dataset
                   "MAX_SIZE_TRAIN": 1333, "MAX_SIZE_TEST": 1333},
         "DATASETS": {"TRAIN": p["train"], "TEST": p["test"]},
         "DATALOADER": {"NUM_WORKERS": 4},
-        "SOLVER": {"IMS_PER_BATCH": ims_per_batch, "BASE_LR": round(0.02 * scale, 8), "STEPS": steps,
+        "SOLVER": {"IMS_PER_BATCH": ims_per_batch,
+                   "BASE_LR": round(solver.base_lr * ims_per_batch / solver.reference_batch, 8), "STEPS": steps,
                    "MAX_ITER": total, "WARMUP_ITERS": warmup, "CHECKPOINT_PERIOD": max(total // 4, 1)},
         "TEST": {"PRECISE_BN": {"ENABLED": True}, "EVAL_PERIOD": eval_period},
         "VERSION": 2,

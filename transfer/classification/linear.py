@@ -14,7 +14,6 @@ strength with the best top-1 on the held-out 20 % refitted on all of train, eval
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -24,6 +23,7 @@ from torch import nn
 from mocobench.core import dist
 from mocobench.core.dist import autocast
 from mocobench.core.io import progress
+from mocobench.transfer.classification import protocols as P
 from mocobench.transfer.classification.data import to_device, topk_correct
 
 
@@ -37,13 +37,6 @@ def init_fc(num_features: int, num_classes: int, std: float = 0.01) -> nn.Linear
     nn.init.normal_(fc.weight, mean=0.0, std=std)
     nn.init.zeros_(fc.bias)
     return fc
-
-
-def lr_at(epoch: int, cfg, base_lr: float) -> float:
-    """The learning rate for ``epoch`` (0-based): step (x0.1 per milestone passed) or cosine."""
-    if cfg.schedule == "cosine":
-        return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
-    return base_lr * 0.1 ** sum(epoch >= m for m in cfg.milestones)
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -106,8 +99,9 @@ def train_linear_paper(backbone: nn.Module, train_loader, val_loader, num_classe
     opt = torch.optim.SGD(fc.parameters(), lr=base_lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     skipped, seen, t0 = 0, 0, time.perf_counter()
+    schedule = P.lr_schedule(cfg)
     for epoch in range(cfg.epochs):
-        lr = lr_at(epoch, cfg, base_lr)
+        lr = schedule.lr(base_lr, epoch)
         for group in opt.param_groups:
             group["lr"] = lr
         if sampler is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mocobench.core.overrides import parse_overrides
+from mocobench.core.schedules import Schedule, keep_shape
 
 
 @dataclass(frozen=True)
@@ -140,15 +141,23 @@ def to_dict(cfg) -> dict[str, Any]:
 def apply_overrides(cfg, overrides: dict[str, str]):
     """``cfg`` with ``--key=value`` overrides applied (``mocobench.core.overrides``' rules).
 
-    Changing ``epochs`` of a step-schedule preset scales its milestones proportionally unless the
-    milestones are given too (``--epochs 10`` of the paper protocol steps at 6 and 8).
+    Changing ``epochs`` of a step-schedule preset moves its milestones to the same fraction of the
+    run (``keep_shape``, the rule of every protocol) unless the milestones are given too (``--epochs 10`` of the paper protocol steps at 6 and 8).
     """
     changes = parse_overrides(type(cfg), overrides)
     if ("epochs" in changes and "milestones" not in changes and getattr(cfg, "milestones", ())
             and getattr(cfg, "epochs", 0) > 0):
-        e0, e1 = cfg.epochs, changes["epochs"]
-        changes["milestones"] = tuple(max(1, int(round(m * e1 / e0))) for m in cfg.milestones)
+        changes["milestones"] = keep_shape(cfg.milestones, cfg.epochs, changes["epochs"])
     return replace(cfg, **changes)
+
+
+def lr_schedule(cfg, epochs: int | None = None, stated_for: int | None = None) -> Schedule:
+    """The rate of a linear or semi-supervised probe by epoch. ``epochs``: the run's length when it
+    is not ``cfg.epochs``; ``stated_for``: the length ``cfg.milestones`` are stated for (a semi
+    preset's per-subset epochs), which they are moved from (``keep_shape``)."""
+    epochs = epochs or cfg.epochs
+    steps = keep_shape(cfg.milestones, stated_for, epochs) if stated_for else tuple(cfg.milestones)
+    return Schedule(cfg.schedule, epochs, steps=steps)
 
 
 def get_preset(task: str, protocol: str | None):

@@ -13,7 +13,6 @@ Training mode is the normal one (BN statistics update: the whole network is fine
 from __future__ import annotations
 
 import copy
-import math
 import time
 
 import torch
@@ -24,6 +23,7 @@ from torch.utils.data import DistributedSampler, Subset
 from mocobench.core import dist
 from mocobench.core.dist import autocast
 from mocobench.core.io import progress
+from mocobench.transfer.classification import protocols as P
 from mocobench.transfer.classification.data import eval_subset, make_loader, prepare_model, to_device
 from mocobench.transfer.classification.linear import evaluate, holdout_split, init_fc
 
@@ -46,15 +46,6 @@ def epochs_for(cfg, pct: int) -> int:
     return cfg.epochs_1pct if pct == 1 else cfg.epochs_10pct
 
 
-def lr_factor(epoch: int, epochs: int, cfg, pct: int) -> float:
-    """Multiplier of the base lr at ``epoch``; step milestones scale with the epoch count."""
-    if cfg.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-    base = cfg.epochs_1pct if pct == 1 else cfg.epochs_10pct
-    milestones = [m * epochs / base for m in cfg.milestones]
-    return 0.1 ** sum(epoch >= m for m in milestones)
-
-
 def fine_tune(backbone: nn.Module, dataset, num_classes: int, lr: float, epochs: int, cfg, pct: int,
               device: torch.device, seed: int, desc: str = "semi") -> tuple[nn.Module, int]:
     """A fine-tuned copy of ``backbone`` + fc trained on ``dataset``; also images skipped (1st epoch)."""
@@ -75,10 +66,11 @@ def fine_tune(backbone: nn.Module, dataset, num_classes: int, lr: float, epochs:
     opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           weight_decay=cfg.weight_decay)
     skipped, seen, t0 = 0, 0, time.perf_counter()
+    # the milestones are stated for the preset's epochs of this subset; a shorter run keeps the shape
+    schedule = P.lr_schedule(cfg, epochs, stated_for=cfg.epochs_1pct if pct == 1 else cfg.epochs_10pct)
     for epoch in range(epochs):
-        f = lr_factor(epoch, epochs, cfg, pct)
         for g in opt.param_groups:
-            g["lr"] = g["base"] * f
+            g["lr"] = schedule.lr(g["base"], epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
         model.train()

@@ -27,6 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from mocobench.core.overrides import parse_overrides
+from mocobench.core.schedules import Schedule, keep_shape
 
 
 class ProtocolError(ValueError):
@@ -90,6 +91,12 @@ class DetectionProtocol:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def lr_schedule(self) -> Schedule:
+        """detectron2's WarmupMultiStepLR: a linear warmup from ``warmup_factor``, times ``gamma``
+        at each step, by iteration (the rate it multiplies is linearly scaled by the batch)."""
+        return Schedule("step", self.max_iter, steps=tuple(self.steps), gamma=self.gamma,
+                        warmup=self.warmup_iters, warmup_start=self.warmup_factor)
+
 
 MOCO_VOC_C4_24K = DetectionProtocol(name="moco-voc-c4-24k", dataset="voc")
 
@@ -136,8 +143,8 @@ def resolve_protocol(name: str, overrides: dict[str, str] | None = None) -> Dete
     p = dataclasses.replace(PROTOCOLS[name], **changes)
     if p.model not in ("c4", "fpn"):
         raise ProtocolError(f"model must be c4 or fpn, not {p.model!r}")
-    if any(s >= p.max_iter for s in p.steps) and changes.get("max_iter") and "steps" not in changes:
-        # A shortened run keeps the schedule's shape: steps scale with max_iter.
+    if "max_iter" in changes and "steps" not in changes:
+        # a shortened run keeps its schedule's shape (mocobench.core.schedules.keep_shape)
         base = PROTOCOLS[name]
-        p = dataclasses.replace(p, steps=tuple(int(s * p.max_iter / base.max_iter) for s in base.steps))
+        p = dataclasses.replace(p, steps=keep_shape(base.steps, base.max_iter, p.max_iter))
     return p

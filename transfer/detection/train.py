@@ -93,12 +93,8 @@ def scaled_lr(protocol) -> float:
 
 
 def lr_at(it: int, protocol) -> float:
-    """WarmupMultiStepLR (detectron2): linear warmup from ``warmup_factor``, then steps of ``gamma``."""
-    lr = scaled_lr(protocol)
-    if it < protocol.warmup_iters:
-        alpha = it / protocol.warmup_iters
-        lr *= protocol.warmup_factor * (1 - alpha) + alpha
-    return lr * protocol.gamma ** sum(1 for s in protocol.steps if s <= it)
+    """The rate at iteration ``it``: detectron2's WarmupMultiStepLR (``protocol.lr_schedule()``)."""
+    return protocol.lr_schedule().lr(scaled_lr(protocol), it)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -99,7 +99,7 @@ def fcn_config(protocol, dataset: str, arch: str, world: int, device_type: str):
         iters=protocol.iters, checkpoint_every=max(1, min(protocol.checkpoint_every, protocol.iters)),
         log_every=protocol.log_every, lr=protocol.lr, momentum=protocol.momentum,
         weight_decay=protocol.weight_decay, schedule=protocol.schedule, poly_power=protocol.poly_power,
-        min_lr=protocol.min_lr, lr_steps=tuple(int(round(f * protocol.iters)) for f in protocol.lr_steps),
+        min_lr=protocol.min_lr, lr_steps=protocol.step_iterations(),
         norm="SyncBN" if sync else "BN", inference=protocol.inference,
         slide_crop=tuple(protocol.slide_crop), slide_stride=tuple(protocol.slide_stride))
 

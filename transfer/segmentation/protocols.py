@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mocobench.core.overrides import apply_overrides, split_overrides
+from mocobench.core.schedules import Schedule
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,17 @@ class SegProtocol:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def lr_schedule(self) -> Schedule:
+        """By iteration. step: x0.1 at each fraction in ``lr_steps`` of ``iters`` (rounded to an
+        iteration); poly: ``(lr - min_lr) * (1 - it/iters) ** poly_power + min_lr``, MMSegmentation's
+        PolyLR."""
+        return Schedule(self.schedule, self.iters, steps=self.step_iterations(), power=self.poly_power,
+                        final_lr=self.min_lr if self.schedule == "poly" else 0.0)
+
+    def step_iterations(self) -> tuple[int, ...]:
+        """``lr_steps`` (fractions of the run) as iterations, for this module and MMSegmentation."""
+        return tuple(int(round(f * self.iters)) for f in self.lr_steps)
 
 
 MOCO_FCN_CITYSCAPES = SegProtocol(name="moco-fcn", crop=(769, 769), lr=0.01, iters=90_000)

@@ -27,18 +27,6 @@ from mocobench.transfer.segmentation.protocols import SegProtocol
 STATE_FORMAT = "mocobench-segmentation-train"
 
 
-# -- learning-rate schedule ------------------------------------------------------------------
-def lr_at(p: SegProtocol, it: int) -> float:
-    """lr for iteration ``it`` (0-based). step: x0.1 at each fraction in ``lr_steps`` of ``iters``;
-    poly: (lr - min_lr) * (1 - it/iters)^power + min_lr, as MMSegmentation's PolyLR."""
-    if p.schedule == "step":
-        drops = sum(it >= int(round(f * p.iters)) for f in p.lr_steps)
-        return p.lr * (0.1 ** drops)
-    if p.schedule == "poly":
-        return (p.lr - p.min_lr) * (1.0 - it / p.iters) ** p.poly_power + p.min_lr
-    raise ValueError(f"unknown lr schedule {p.schedule!r} (step, poly)")
-
-
 # -- resumable state -------------------------------------------------------------------------
 def save_state(path: Path, *, model, optimizer, iteration: int, protocol: SegProtocol, seed: int,
                checkpoint: dict, skipped: int) -> None:
@@ -117,8 +105,9 @@ def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, s
     result = TrainResult(iterations=start, skipped_train=skipped)
     model.train()
     bar = progress(total=end - start, desc="train", unit="it", disable=None if dist_info.main else True)
+    schedule = p.lr_schedule()
     for it, (images, targets, n_skipped) in enumerate(loader, start=start):
-        lr = lr_at(p, it)
+        lr = schedule.lr(p.lr, it)
         for g in optimizer.param_groups:
             g["lr"] = lr
         images = images.to(device, non_blocking=True)    # N x 3 x h x w

@@ -9,7 +9,7 @@ from mocobench.datasets.imagefolder import collate_skip
 from mocobench.transfer.classification import protocols as P
 from mocobench.transfer.classification.linear import (BackboneChangedError, check_unchanged,
                                             fast_linear_probe, fit_logistic_regression,
-                                            holdout_split, init_fc, lr_at, snapshot,
+                                            holdout_split, init_fc, snapshot,
                                             train_linear_paper)
 
 
@@ -53,10 +53,10 @@ def test_fast_probe_chooses_l2_on_holdout_and_beats_chance():
 
 def test_lr_schedule_step_and_cosine():
     cfg = P.LINEAR_PRESETS["paper"]
-    assert [lr_at(e, cfg, 30.0) for e in (0, 59, 60, 79, 80, 99)] == pytest.approx(
+    assert [P.lr_schedule(cfg).lr(30.0, e) for e in (0, 59, 60, 79, 80, 99)] == pytest.approx(
         [30, 30, 3, 3, 0.3, 0.3])
     v3 = P.LINEAR_PRESETS["mocov3-vit"]
-    assert lr_at(0, v3, 0.4) == pytest.approx(0.4) and lr_at(45, v3, 0.4) == pytest.approx(0.2)
+    assert P.lr_schedule(v3).lr(0.4, 0) == pytest.approx(0.4) and P.lr_schedule(v3).lr(0.4, 45) == pytest.approx(0.2)
 
 
 def test_fc_init_is_normal_001_zero_bias():

@@ -13,7 +13,6 @@ from mocobench.transfer.segmentation.data import PositionBatches, augment
 from mocobench.transfer.segmentation.inference import predict_slide, predict_whole
 from mocobench.transfer.segmentation.model import HEADS, OS16, FCNHead, SegmentationModel
 from mocobench.transfer.segmentation.protocols import PROTOCOLS, get_protocol, override
-from mocobench.transfer.segmentation.train import lr_at
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +41,12 @@ def test_output_stride_16_and_full_size_logits(dilated_r18, head):
 
 def test_step_schedule_drops_at_70_and_90_percent():
     p = get_protocol("moco-fcn", "cityscapes")
-    assert lr_at(p, 0) == 0.01 and lr_at(p, 62_999) == 0.01
-    assert lr_at(p, 63_000) == pytest.approx(0.001) and lr_at(p, 80_999) == pytest.approx(0.001)
-    assert lr_at(p, 81_000) == pytest.approx(0.0001)
+    assert p.lr_schedule().lr(p.lr, 0) == 0.01 and p.lr_schedule().lr(p.lr, 62_999) == 0.01
+    assert p.lr_schedule().lr(p.lr, 63_000) == pytest.approx(0.001) and p.lr_schedule().lr(p.lr, 80_999) == pytest.approx(0.001)
+    assert p.lr_schedule().lr(p.lr, 81_000) == pytest.approx(0.0001)
     q = get_protocol("mmseg-fcn-40k", "cityscapes")
-    assert lr_at(q, 0) == 0.01
-    assert lr_at(q, 20_000) == pytest.approx((0.01 - 1e-4) * 0.5 ** 0.9 + 1e-4)
+    assert q.lr_schedule().lr(q.lr, 0) == 0.01
+    assert q.lr_schedule().lr(q.lr, 20_000) == pytest.approx((0.01 - 1e-4) * 0.5 ** 0.9 + 1e-4)
 
 
 @pytest.mark.parametrize("name,dataset", [(n, d) for n, ds in PROTOCOLS.items() for d in ds])

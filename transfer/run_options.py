@@ -4,9 +4,11 @@
 - ``--seed S`` runs this one seed; ``--seeds S1 S2 ...`` runs these seeds; neither: the
   protocol's seeds (:data:`DEFAULT_SEEDS` for every protocol today). One record per seed;
 - ``--work-dir DIR``: working files (training state, logs, predictions); each seed runs in its own
-  folder ``DIR/<checkpoint>-<sha256[:8]>-<protocol>-<dataset>-s<seed>`` (:func:`run_dir`).
-  Default: ``work/<task>`` next to ``RESULTS`` (never inside it);
-- ``--device``: ``cpu``, ``cuda``, ``cuda:1``; default CUDA when present (``mocobench.core.dist.setup``).
+  folder ``DIR/<checkpoint>-<sha256[:8]>-<protocol>-<dataset>-<key>-s<seed>`` (:func:`run_dir`).
+  Default: ``work/<task>`` next to ``RESULTS`` (never inside it). The folder's name also carries
+  a digest of the run's settings, so two configurations never share one;
+- ``--device``: ``cpu``, ``cuda``, ``cuda:1``; default CUDA when present (``mocobench.core.dist.setup``);
+- ``--resume auto|no|PATH``: see ``transfer/runner.py``, which runs every evaluation.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def add_run_options(parser: argparse.ArgumentParser, task: str) -> None:
                         help=f"working files, one folder per seed inside (default: work/{task} next to "
                              f"RESULTS)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    from mocobench.transfer.runner import add_resume_option
+
+    add_resume_option(parser)
 
 
 def parse_eval_args(parser: argparse.ArgumentParser, argv: list[str], max_iters_field: str):
@@ -63,9 +68,11 @@ def work_root(args: argparse.Namespace, task: str) -> Path:
     return Path(args.results).resolve().parent / "work" / task
 
 
-def run_dir(root: str | Path, checkpoint: dict, protocol: str, dataset: str, seed: int) -> Path:
-    """The folder of one (checkpoint, protocol, dataset, seed) run under ``root``; ``checkpoint`` is
-    a record's checkpoint fields (``name``, ``sha256``)."""
+def run_dir(root: str | Path, checkpoint: dict, protocol: str, dataset: str, seed: int,
+            key: str | None = None) -> Path:
+    """The folder of one (checkpoint, protocol, dataset, settings key, seed) run under ``root``;
+    ``checkpoint`` is a record's checkpoint fields (``name``, ``sha256``), ``key`` the digest of
+    the run's settings (``transfer/runner.py``)."""
     sha = (checkpoint.get("sha256") or "nosha")[:8]
-    tag = f"{checkpoint.get('name') or 'checkpoint'}-{sha}-{protocol}-{dataset}-s{seed}"
+    tag = f"{checkpoint.get('name') or 'checkpoint'}-{sha}-{protocol}-{dataset}{f'-{key}' if key else ''}-s{seed}"
     return Path(root) / "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)

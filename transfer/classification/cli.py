@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from mocobench.core import dist, ranges
+from mocobench.core import ranges
 from mocobench.transfer.classification import protocols as P
-from mocobench.transfer.run_options import add_run_options, run_dir, seeds_of, work_root
+from mocobench.transfer.run_options import add_run_options, seeds_of, work_root
 
 SEMI_TASKS = {1: "semi-1pct", 10: "semi-10pct"}
 
@@ -73,83 +72,59 @@ def resolve_config(task: str, args, overrides: dict[str, str]):
 
 
 def eval_main(task: str, argv: list[str]) -> int:
-    from mocobench.core.overrides import split_overrides
+    from mocobench.transfer import runner
 
-    parser = build_parser(task)
-    args, rest = parser.parse_known_args(argv)
     prog = f"mocobench eval {task}"
-    try:
-        overrides = split_overrides(rest)
-        protocol, cfg = resolve_config(task, args, overrides)
+    parser = build_parser(task)
+
+    def parse() -> runner.Evaluation:
+        from mocobench.core.overrides import split_overrides
+        from mocobench.transfer.classification import data as D
+
+        args, rest = parser.parse_known_args(argv)
+        protocol, cfg = resolve_config(task, args, split_overrides(rest))
         seeds = seeds_of(args)
-    except ValueError as e:
-        parser.print_usage(sys.stderr)
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for seed in seeds:
-        try:
-            record = run(task, protocol, cfg, args, seed)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"{prog}: {e}", file=sys.stderr)
-            return 2
-        if record is None:  # a non-zero rank under torchrun
-            continue
-        m = record["metrics"]
-        print(f"{prog} [{protocol}] {record['checkpoint']['name']} seed {seed}: top-1 {m['top1']:.2f}  "
-              f"top-5 {m['top5']:.2f}  ({record['wall_time_s']:.1f} s) -> {record['_path']}")
-    return 0
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        imagenet = D.resolve_imagenet(args.data)
+        dataset = args.dataset_name or D.dataset_name(args.data, imagenet)
+        settings = {"protocol": protocol, **P.to_dict(cfg), "data": str(imagenet.resolve()), "arch": args.arch,
+                    "labels": getattr(args, "labels", None), "label_pct": getattr(args, "label_pct", None)}
+        return runner.Evaluation(
+            task=task, protocol=protocol, dataset=dataset, settings=settings,
+            run=lambda r: run_seed(task, protocol, cfg, args, imagenet, dataset, r),
+            checkpoint=args.checkpoint, arch=args.arch, seeds=seeds, results=Path(args.results),
+            work_root=work_root(args, task), device=args.device, resume=args.resume, prog=prog)
+
+    return runner.main(parse, prog)
 
 
-def run(task: str, protocol: str, cfg, args, seed: int) -> dict | None:
-    """Run the evaluation with ``seed`` and write its record (rank 0) and the lines it logged
-    (``log.txt`` in the seed's work folder); returns the record (None on non-zero ranks)."""
-    from mocobench.checkpoints.load import load_backbone
-    from mocobench.core.io import atomic_write_text
-    from mocobench.core.records import new_record, write_record
+def run_seed(task: str, protocol: str, cfg, args, imagenet: Path, dataset: str, r):
+    """One seed of a classification evaluation (``transfer/runner.py`` calls it): an Outcome on
+    rank 0, None on the others."""
+    from mocobench.transfer import runner
     from mocobench.transfer.classification import data as D
 
-    info_dist, device = dist.setup(args.device)
-    world = info_dist.world
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    imagenet = D.resolve_imagenet(args.data)
-    backbone, report = load_backbone(args.checkpoint, arch=args.arch)
-    backbone = D.prepare_model(backbone, device)
-    lines: list[str] = []
-
-    def log(msg: str) -> None:
-        if info_dist.main:
-            print(msg)
-            lines.append(msg)
-
+    world = r.dist.world
+    backbone = D.prepare_model(r.backbone, r.device)
     if task == "linear" and protocol in P.FAST_PRESETS:
-        metrics, info, splits, skipped, record_task = _run_fast(backbone, report, imagenet, cfg, args,
-                                                               seed, device, log)
+        metrics, info, splits, skipped, record_task = _run_fast(backbone, r.report, imagenet, cfg, args,
+                                                               r.seed, r.device, r.log)
     elif task == "knn":
-        metrics, info, splits, skipped, record_task = _run_knn(backbone, report, imagenet, cfg, args,
-                                                              seed, device, log)
+        metrics, info, splits, skipped, record_task = _run_knn(backbone, r.report, imagenet, cfg, args,
+                                                              r.seed, r.device, r.log)
     elif task == "linear":
-        metrics, info, splits, skipped, record_task = _run_paper(backbone, imagenet, cfg, seed, device,
-                                                                log, world)
+        metrics, info, splits, skipped, record_task = _run_paper(backbone, imagenet, cfg, r.seed, r.device,
+                                                                r.log, world)
     else:
-        metrics, info, splits, skipped, record_task = _run_semi(backbone, imagenet, cfg, args, seed,
-                                                               device, log, world)
-    if not info_dist.main:
+        metrics, info, splits, skipped, record_task = _run_semi(backbone, imagenet, cfg, args, r.seed,
+                                                               r.device, r.log, world)
+    if not r.dist.main:
         return None
-    dataset = args.dataset_name or D.dataset_name(args.data, imagenet)
-    work = run_dir(work_root(args, task), report.record_fields(), protocol, dataset, seed)
     config = {"protocol": protocol, **P.to_dict(cfg), "resize": P.resize_for(cfg),
-              "checkpoint_arg": str(args.checkpoint), "world_size": world, "work_dir": str(work), **info}
-    rec = new_record(checkpoint=report.record_fields(), task=record_task, protocol=protocol,
-                     dataset=D.dataset_fields(dataset, imagenet, splits, skipped),
-                     metrics=metrics, config=config, seed=seed,
-                     wall_time_s=time.perf_counter() - t0, device=dist.device_name(device))
-    path = write_record(args.results, rec)
-    atomic_write_text(work / "log.txt", "".join(line + "\n" for line in lines + [f"record: {path}"]))
-    rec["_path"] = str(path)
-    return rec
+              "checkpoint_arg": str(args.checkpoint), "world_size": world, **info}
+    return runner.Outcome(metrics=metrics, dataset=D.dataset_fields(dataset, imagenet, splits, skipped),
+                          config=config, task=record_task)
 
 
 # -- one function per protocol family ---------------------------------------------------------

@@ -118,6 +118,9 @@ def train_linear_paper(backbone: nn.Module, train_loader, val_loader, num_classe
                 feats = backbone(to_device(images, device))  # B x D
             logits = fc_train(feats.float())  # B x C
             loss = F.cross_entropy(logits, labels.to(device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"linear epoch {epoch + 1}: loss is {loss.item()} at lr {lr:.3g}; "
+                                         "the run diverged")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

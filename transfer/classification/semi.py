@@ -83,6 +83,9 @@ def fine_tune(backbone: nn.Module, dataset, num_classes: int, lr: float, epochs:
             with autocast(device):
                 logits = train_model(to_device(images, device))
             loss = F.cross_entropy(logits.float(), labels.to(device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"semi-supervised epoch {epoch + 1}: loss is {loss.item()}; "
+                                         "the run diverged")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -4,12 +4,12 @@
 
     mocobench eval detection --checkpoint CKPT --dataset voc --data DIR --protocol moco-voc-c4-24k \\
         [--engine torchvision|detectron2] [--seed S | --seeds S1 S2 ...] [--work-dir DIR] \\
-        --results RESULTS_DIR [--key=value ...] [--opts KEY VALUE ...]
+        [--resume auto|no|PATH] --results RESULTS_DIR [--key=value ...] [--opts KEY VALUE ...]
     mocobench score voc --devkit VOCdevkit/VOC2007 --split test --detections DIR [--year 2007]
 
 ``--key=value`` overrides any field of the protocol (``--max_iter=200``, ``--base_lr=0.01``);
 ``--max-iters N`` is a shorthand for ``--max_iter=N``. ``--seed``/``--seeds``, ``--work-dir``,
-``--results`` and ``--device`` mean the same in every task (``transfer/run_options.py``).
+``--results``, ``--device`` and ``--resume`` mean the same in every task (``transfer/run_options.py``).
 ``--opts KEY VALUE ...`` (``--engine detectron2`` only) sets detectron2 config keys, merged last.
 """
 
@@ -72,7 +72,6 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("torchvision", "detectron2"), default="torchvision")
     add_run_options(p, "detection")  # --results, --seed/--seeds (MoCo averages 5 VOC runs), --work-dir, --device
     p.add_argument("--max-iters", type=ranges.arg("max_iters"), default=None, help="shorthand for --max_iter=N")
-    p.add_argument("--no-resume", action="store_true", help="start over even if a work checkpoint exists")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="--engine detectron2 only: detectron2 config options as KEY VALUE pairs "
                         "(e.g. --opts SOLVER.AMP.ENABLED True TEST.EVAL_PERIOD 0), merged last as "
@@ -81,49 +80,33 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def eval_main(task: str, argv: list[str]) -> int:
-    from mocobench.transfer.detection.protocols import resolve_protocol
-    from mocobench.transfer.run_options import parse_eval_args, work_root
+    from mocobench.transfer import runner
 
+    prog = "mocobench eval detection"
     if task != "detection":
         print(f"mocobench eval: {task!r} is not handled by transfer.detection", file=sys.stderr)
         return 2
-    try:
+
+    def parse() -> runner.Evaluation:
+        from mocobench.transfer.detection.protocols import resolve_protocol
+        from mocobench.transfer.detection.run import evaluation
+        from mocobench.transfer.run_options import parse_eval_args, work_root
+
         args, overrides, seeds = parse_eval_args(_eval_parser(), argv, "max_iter")
         protocol = resolve_protocol(args.protocol, overrides)
-    except ValueError as e:  # ProtocolError too
-        print(f"mocobench eval detection: {e}", file=sys.stderr)
-        return 2
-    if protocol.dataset not in (args.dataset, "any"):
-        print(f"mocobench eval detection: protocol {protocol.name} is for {protocol.dataset}, "
-              f"not {args.dataset}", file=sys.stderr)
-        return 2
-    work = work_root(args, "detection")
-    if args.opts and args.engine != "detectron2":
-        print("mocobench eval detection: --opts sets detectron2 config keys (--engine detectron2); "
-              "the torchvision engine takes --key=value protocol overrides", file=sys.stderr)
-        return 2
-    if args.engine == "detectron2":
-        from mocobench.transfer.detection.detectron2_engine import Detectron2Unavailable, run_detectron2
-
-        if protocol.bf16 and "bf16" not in {k.replace("-", "_").lower() for k in overrides}:
+        if args.opts and args.engine != "detectron2":
+            raise runner.UsageError("--opts sets detectron2 config keys (--engine detectron2); the "
+                                    "torchvision engine takes --key=value protocol overrides")
+        if (args.engine == "detectron2" and protocol.bf16
+                and "bf16" not in {k.replace("-", "_").lower() for k in overrides}):
             # NOTE: the protocols default to bf16 for our engine; detectron2 0.6 has no bf16, so its
             # default is fp32 (the record says bf16=false). An explicit --bf16=true is still refused.
             protocol = dataclasses.replace(protocol, bf16=False)
+        return evaluation(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results,
+                          work_root(args, "detection"), device=args.device, resume=args.resume,
+                          engine=args.engine, opts=args.opts)
 
-        try:
-            paths = run_detectron2(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results, work,
-                                   device=args.device, opts=args.opts, resume=not args.no_resume)
-        except (Detectron2Unavailable, ValueError) as e:
-            print(f"mocobench eval detection: {e}", file=sys.stderr)
-            return 2
-    else:
-        from mocobench.transfer.detection.run import run_eval
-
-        paths = run_eval(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results, work,
-                         device=args.device, resume=not args.no_resume)
-    for p in paths:
-        print(p)
-    return 0
+    return runner.main(parse, prog)
 
 
 def main(argv: list[str] | None = None) -> int:

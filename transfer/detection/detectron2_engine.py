@@ -1,8 +1,9 @@
 """``--engine detectron2``: run MoCo's detection protocols with detectron2 itself.
 
-Per evaluation: load the checkpoint strictly (``mocobench.checkpoints.load_backbone``), write it as a
-detectron2 ``.pkl`` and a complete YAML config (``transfer/adapters/detectron2.py``), register the
-user's datasets under ``mocobench_*`` names, then per seed:
+The runner (``transfer/runner.py``) loads the checkpoint strictly, seeds, picks the seed's folder
+and writes the record; per seed, :func:`run_seed` writes the backbone as a detectron2 ``.pkl`` and
+a complete YAML config (``transfer/adapters/detectron2.py``), registers the user's datasets under
+``mocobench_*`` names, then:
 
 1. the config: the protocol's YAML, then every field of the resolved protocol
    (``protocol_settings``: solver, input sizes, anchors, RPN/ROI sampling, test thresholds,
@@ -16,19 +17,18 @@ user's datasets under ``mocobench_*`` names, then per seed:
    compatibility patches (``transfer/adapters/detectron2_compat.py``) for its own lifetime,
    trains with ``DefaultTrainer`` (resuming from ``<run>/last_checkpoint`` when present), and
    takes the evaluation the trainer already ran after the last iteration (no second one);
-3. hand-off: rank 0 writes ``<run>/results.json``; the parent reads it and writes exactly one
-   record per seed, with the engine config dumped beside it (``<record>.detectron2.yaml``);
-   ``<run>/record.json`` then names the record, so a rerun does not train or write again.
+3. hand-off: rank 0 writes ``<run>/results.json``; the parent reads it and returns the outcome;
+   the runner writes exactly one record per seed, with the engine config dumped beside it
+   (``<record>.detectron2.yaml``).
 
-When detectron2 cannot be imported, :func:`run_detectron2` fails at once (before any work) with
-:class:`Detectron2Unavailable`, whose message says how to install it.
+When detectron2 cannot be imported, :func:`check_protocol` refuses the command at once (a usage
+error, before any work) with the message of :class:`Detectron2Unavailable`: how to install it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,9 +184,10 @@ def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Pat
     from detectron2.config import get_cfg
 
     from mocobench.core.io import atomic_write_text
+    from mocobench.transfer.runner import UsageError
 
     if len(opts) % 2:
-        raise ValueError(f"--opts takes KEY VALUE pairs; got an odd number of items: {opts}")
+        raise UsageError(f"--opts takes KEY VALUE pairs; got an odd number of items: {opts}")
     cfg = get_cfg()
     cfg.merge_from_file(str(base_yaml))
     flat = [x for k, v in settings.items() for x in (k, v)]
@@ -194,7 +195,7 @@ def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Pat
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError, ValueError) as e:  # yacs: "Non-existent config key", type mismatch
-        raise ValueError(f"--opts {' '.join(opts)}: {e}") from None
+        raise UsageError(f"--opts {' '.join(opts)}: {e}") from None
     atomic_write_text(out_path, cfg.dump())
     return cfg
 
@@ -204,11 +205,12 @@ def _device(device: str | None) -> tuple[str, int]:
     import torch
 
     from mocobench.core.dist import pick_device
+    from mocobench.transfer.runner import UsageError
 
     try:
         dev = pick_device(device, local_rank=0)
     except RuntimeError as e:  # cuda asked for, none here: a usage error, reported without a traceback
-        raise ValueError(str(e)) from None
+        raise UsageError(str(e)) from None
     if dev.type != "cuda":
         return "cpu", 1
     if device and ":" in device:
@@ -217,86 +219,87 @@ def _device(device: str | None) -> tuple[str, int]:
     return "cuda", torch.cuda.device_count()
 
 
+def check_protocol(protocol) -> None:
+    """Before any work: detectron2 importable and a config for ``protocol`` (usage errors)."""
+    from mocobench.transfer.adapters.detectron2 import PROTOCOLS as D2_PROTOCOLS
+    from mocobench.transfer.runner import UsageError
+
+    try:
+        require_detectron2()
+    except Detectron2Unavailable as e:
+        raise UsageError(str(e)) from None
+    if protocol.name not in D2_PROTOCOLS:
+        raise UsageError(f"protocol {protocol.name} has no detectron2 config (known: {', '.join(D2_PROTOCOLS)}); "
+                         "the tiny protocols run with --engine torchvision")
+
+
 def run_detectron2(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_dir, *,
-                   device: str | None = None, opts: list[str] | tuple[str, ...] = (), resume: bool = True) -> list[Path]:
-    """Convert, configure, train and evaluate with detectron2; one record per seed."""
-    require_detectron2()
+                   device: str | None = None, opts: list[str] | tuple[str, ...] = (), resume: str = "auto") -> list[Path]:
+    """Convert, configure, train and evaluate with detectron2 (``transfer/runner.py`` runs the
+    seeds); the paths of the seeds' records."""
+    from mocobench.transfer import runner
+    from mocobench.transfer.detection.run import evaluation
+
+    ev = evaluation(checkpoint, protocol, dataset, data_root, seeds, results_dir, work_dir, device=device,
+                    resume=resume, engine="detectron2", opts=opts)
+    runner.evaluate(ev)
+    return ev.written
+
+
+def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None, opts: list[str] = ()):
+    """One seed with detectron2 on ``--device`` (``cuda``: every GPU, in processes of its own):
+    the Outcome (the parent process is the runner's only rank)."""
     import torch
     import yaml
 
-    from mocobench.checkpoints.load import load_backbone
-    from mocobench.core.io import atomic_write_json, atomic_write_text
-    from mocobench.core.records import new_record, record_filename, write_record
-    from mocobench.transfer.adapters.detectron2 import (PROTOCOLS as D2_PROTOCOLS, protocol_settings, register_roi_heads,
-                                              write_detectron2_config, write_detectron2_pkl)
+    from mocobench.transfer import runner
+    from mocobench.transfer.adapters.detectron2 import (protocol_settings, register_roi_heads,
+                                                        write_detectron2_config, write_detectron2_pkl)
     from mocobench.transfer.adapters.detectron2_compat import patched
-    from mocobench.transfer.run_options import run_dir
 
-    if protocol.name not in D2_PROTOCOLS:
-        raise ValueError(f"protocol {protocol.name} has no detectron2 config (known: {', '.join(D2_PROTOCOLS)}); "
-                         "the tiny protocols run with --engine torchvision")
+    backbone, fields = r.backbone, r.report.record_fields()
     model_device, num_procs = _device(device)
-    backbone, report = load_backbone(checkpoint)
     if backbone.arch != "resnet50":
         raise ValueError(f"the detectron2 configs are for ResNet-50 (MoCo's protocols), not {backbone.arch}")
     if protocol.ims_per_batch % num_procs:
         raise ValueError(f"ims_per_batch={protocol.ims_per_batch} is not divisible by {num_procs} GPUs")
-    fields = report.record_fields()
-    tag = run_dir(work_dir, fields, "detectron2", "backbone", 0).name[:-len("-s0")]  # <ckpt>-<sha8>-detectron2-backbone
-    weights = write_detectron2_pkl(Path(work_dir) / f"{tag}.pkl", backbone.net.state_dict(), fields)
+    out_dir = r.work
+    weights = write_detectron2_pkl(out_dir / "backbone.pkl", backbone.net.state_dict(), fields)
     with patched():
         register_roi_heads()
         train_names, test_names = register_datasets(dataset, data_root)
         classes = dataset_classes(train_names, test_names)
         settings = protocol_settings(protocol, dataset, len(classes), model_device)
-    written = []
-    for seed in seeds:
-        t0 = time.time()
-        # beside our engine's folder for the same run, never the same one
-        out_dir = run_dir(work_dir, fields, f"{protocol.name}-detectron2", dataset, seed)
-        done = out_dir / "record.json"
-        if resume and done.is_file():
-            previous = Path(json.loads(done.read_text())["record"])
-            if previous.is_file():
-                print(f"[detectron2] seed {seed}: already evaluated, record {previous}")
-                written.append(previous)
-                continue
-        done.unlink(missing_ok=True)
-        (out_dir / "results.json").unlink(missing_ok=True)
-        base = write_detectron2_config(protocol.name, weights, out_dir / "protocol.yaml", dataset_root=str(data_root),
-                                       num_gpus=num_procs, ims_per_batch=protocol.ims_per_batch,
-                                       output_dir=str(out_dir))
-        run_settings = {**settings, "DATASETS.TRAIN": train_names, "DATASETS.TEST": test_names,
-                        "SEED": seed, "OUTPUT_DIR": str(out_dir)}
-        with patched():
-            cfg = build_config(base, run_settings, list(opts), out_dir / "config.yaml")
-        job = Job(config=str(out_dir / "config.yaml"), dataset=dataset, data_root=str(data_root), resume=resume)
-        with patched():  # for the parent's imports; each worker patches for itself
-            from detectron2.engine import launch
+    (out_dir / "results.json").unlink(missing_ok=True)
+    base = write_detectron2_config(protocol.name, weights, out_dir / "protocol.yaml", dataset_root=str(data_root),
+                                   num_gpus=num_procs, ims_per_batch=protocol.ims_per_batch,
+                                   output_dir=str(out_dir))
+    run_settings = {**settings, "DATASETS.TRAIN": train_names, "DATASETS.TEST": test_names,
+                    "SEED": r.seed, "OUTPUT_DIR": str(out_dir)}
+    with patched():
+        cfg = build_config(base, run_settings, list(opts), out_dir / "config.yaml")
+    job = Job(config=str(out_dir / "config.yaml"), dataset=dataset, data_root=str(data_root),
+              resume=r.resume == "auto")
+    with patched():  # for the parent's imports; each worker patches for itself
+        from detectron2.engine import launch
 
-            launch(worker, num_procs, dist_url="auto" if num_procs > 1 else None, args=(job,))
-        handoff = out_dir / "results.json"
-        if not handoff.is_file():
-            raise RuntimeError(f"{out_dir}: detectron2 finished without results.json (see {out_dir / 'log.txt'})")
-        got = json.loads(handoff.read_text())
-        gpu = torch.cuda.get_device_name(0) if model_device == "cuda" else "cpu"
-        rec = new_record(checkpoint=report.record_fields(), task="detection", protocol=protocol.name,
-                         dataset={"name": "VOC07+12" if dataset == "voc" else "COCO", "path": str(data_root),
-                                  "test": "VOC2007 test" if dataset == "voc" else "val2017",
-                                  "splits": {"train": list(train_names), "test": list(test_names)}},
-                         metrics=_metrics(got["results"], dataset),
-                         config={"protocol": protocol.to_dict(), "num_classes": len(classes),
-                                 "detectron2_settings": run_settings, "opts": list(opts),
-                                 "detectron2_config": yaml.safe_load(cfg.dump()),
-                                 "num_processes": num_procs, "lr": cfg.SOLVER.BASE_LR,
-                                 "lr_scaling": f"linear: base_lr {protocol.base_lr} x ims_per_batch "
-                                               f"{protocol.ims_per_batch} / reference_batch {protocol.reference_batch}",
-                                 "resumed_from_iteration": got["start_iter"]},
-                         seed=seed, wall_time_s=time.time() - t0,
-                         device=f"{num_procs}x{gpu}" if model_device == "cuda" else "cpu", engine="detectron2")
-        rec["config"]["detectron2_config_file"] = record_filename(rec)[:-len(".json")] + ".detectron2.yaml"
-        atomic_write_text(Path(results_dir) / rec["config"]["detectron2_config_file"], cfg.dump())
-        path = write_record(results_dir, rec)
-        atomic_write_json(done, {"record": str(path.resolve())})
-        written.append(path)
-    return written
+        launch(worker, num_procs, dist_url="auto" if num_procs > 1 else None, args=(job,))
+    handoff = out_dir / "results.json"
+    if not handoff.is_file():
+        raise RuntimeError(f"{out_dir}: detectron2 finished without results.json (see {out_dir / 'log.txt'})")
+    got = json.loads(handoff.read_text())
+    gpu = torch.cuda.get_device_name(0) if model_device == "cuda" else "cpu"
+    return runner.Outcome(
+        metrics=_metrics(got["results"], dataset), engine="detectron2",
+        dataset={"name": "VOC07+12" if dataset == "voc" else "COCO", "path": str(data_root),
+                 "test": "VOC2007 test" if dataset == "voc" else "val2017",
+                 "splits": {"train": list(train_names), "test": list(test_names)}},
+        config={"protocol": protocol.to_dict(), "num_classes": len(classes),
+                "detectron2_settings": run_settings, "opts": list(opts),
+                "detectron2_config": yaml.safe_load(cfg.dump()),
+                "num_processes": num_procs, "lr": cfg.SOLVER.BASE_LR,
+                "lr_scaling": f"linear: base_lr {protocol.base_lr} x ims_per_batch "
+                              f"{protocol.ims_per_batch} / reference_batch {protocol.reference_batch}",
+                "resumed_from_iteration": got["start_iter"]},
+        device=f"{num_procs}x{gpu}" if model_device == "cuda" else "cpu",
+        beside={"detectron2_config_file": ("detectron2.yaml", cfg.dump())})

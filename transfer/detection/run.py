@@ -5,13 +5,8 @@ calls): datasets, fine-tuning (``train.py``), precise BN, sharded inference and 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from mocobench.core import dist
 from mocobench.core.io import atomic_write_json
 from mocobench.transfer.detection.train import freeze_bn, precise_bn, train, unwrap
 
@@ -41,66 +36,83 @@ def build_datasets(dataset: str, data_root: str | os.PathLike, with_masks: bool)
     return train_set, test_set, info
 
 
-def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,
-             device: str | None = None, resume: bool = True, stop_at: int | None = None) -> list[Path]:
-    """Fine-tune and evaluate ``checkpoint`` under ``protocol`` once per seed, each seed in its own
-    folder under ``work_root``; rank 0 writes one record per seed (returns their paths)."""
-    import random
+def evaluation(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,
+               device: str | None = None, resume: str = "auto", engine: str = "torchvision",
+               opts: list[str] | tuple[str, ...] = ()):
+    """The ``runner.Evaluation`` of a detection command (either engine)."""
+    from mocobench.transfer import runner
 
-    from mocobench.checkpoints.load import load_backbone
-    from mocobench.core.records import new_record, write_record
+    if protocol.dataset not in (dataset, "any"):
+        raise runner.UsageError(f"protocol {protocol.name} is for {protocol.dataset}, not {dataset}")
+    settings = {"protocol": protocol.to_dict(), "dataset": dataset, "data": str(Path(data_root).resolve()),
+                "engine": engine, "opts": list(opts)}
+    if engine == "detectron2":
+        from mocobench.transfer.detection.detectron2_engine import check_protocol, run_seed as d2_seed
+
+        check_protocol(protocol)
+        run = lambda r: d2_seed(r, protocol, dataset, data_root, device=device, opts=list(opts))  # noqa: E731
+        tag = f"{protocol.name}-detectron2"  # beside our engine's folder for the same run, never the same one
+    else:
+        run = lambda r: run_seed(r, protocol, dataset, data_root)  # noqa: E731
+        tag = None
+    return runner.Evaluation(task="detection", protocol=protocol.name, dataset=dataset, settings=settings,
+                             run=run, checkpoint=checkpoint, seeds=list(seeds), results=Path(results_dir),
+                             work_root=Path(work_root), device=device, resume=resume, folder_tag=tag,
+                             resumes_from_file=engine == "torchvision")
+
+
+def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,
+             device: str | None = None, resume: str = "auto") -> list[Path]:
+    """Fine-tune and evaluate ``checkpoint`` under ``protocol`` once per seed with the torchvision
+    engine (``transfer/runner.py`` runs the seeds); rank 0 writes one record per seed (their paths)."""
+    from mocobench.transfer import runner
+
+    ev = evaluation(checkpoint, protocol, dataset, data_root, seeds, results_dir, work_root, device=device,
+                    resume=resume)
+    runner.evaluate(ev)
+    return ev.written
+
+
+def run_seed(r, protocol, dataset: str, data_root, *, stop_at: int | None = None):
+    """One seed with the torchvision engine: an Outcome on rank 0, None on the others."""
+    from mocobench.transfer import runner
     from mocobench.transfer.detection.evaluate import coco_results, predict, score_coco, score_voc
     from mocobench.transfer.detection.models import build_detector
-    from mocobench.transfer.run_options import run_dir
 
     p = protocol
-    if p.dataset not in (dataset, "any"):
-        raise ValueError(f"protocol {p.name} is for {p.dataset}, not {dataset}")
-    info_dist, dev = dist.setup(device)
-    written = []
-    for seed in seeds:
-        t0 = time.time()
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed)
-        backbone, report = load_backbone(checkpoint)
-        if p.frozen_bn:
-            freeze_bn(backbone)
-        mask = p.uses_masks(dataset)
-        train_set, test_set, info = build_datasets(dataset, data_root, with_masks=mask)
-        model = build_detector(backbone, len(train_set.classes), p, mask=mask)
-        seed_dir = run_dir(work_root, report.record_fields(), p.name, dataset, seed)
-        summary = train(model, train_set, p, seed, seed_dir, dev, resume=resume, stop_at=stop_at,
-                        fingerprint={"checkpoint": report.record_fields(), "dataset": info},
-                        desc=f"{p.name} s{seed}")
-        if stop_at is not None and stop_at < p.max_iter:
-            continue
-        net = unwrap(model)
-        # On every process: under DDP the BN layers are SyncBatchNorm and synchronise.
-        bn_iters = precise_bn(net, train_set, p, seed, dev)
-        predictions = predict(net, test_set, p, dev, desc=f"{p.name} s{seed} test")
-        if not info_dist.main:
-            continue
-        if dataset == "voc":
-            result = score_voc(predictions, test_set, seed_dir / "detections", year=2007)
-            from mocobench.transfer.detection.voc_eval import metrics_for_record
+    backbone = r.backbone
+    if p.frozen_bn:
+        freeze_bn(backbone)
+    mask = p.uses_masks(dataset)
+    train_set, test_set, info = build_datasets(dataset, data_root, with_masks=mask)
+    model = build_detector(backbone, len(train_set.classes), p, mask=mask)
+    resume = r.resume if isinstance(r.resume, Path) else r.resume == "auto"
+    summary = train(model, train_set, p, r.seed, r.work, r.device, resume=resume, stop_at=stop_at,
+                    fingerprint={"checkpoint": r.report.record_fields(), "dataset": info},
+                    desc=f"{p.name} s{r.seed}")
+    if stop_at is not None and stop_at < p.max_iter:
+        return None
+    net = unwrap(model)
+    # On every process: under DDP the BN layers are SyncBatchNorm and synchronise.
+    bn_iters = precise_bn(net, train_set, p, r.seed, r.device)
+    predictions = predict(net, test_set, p, r.device, desc=f"{p.name} s{r.seed} test")
+    if not r.dist.main:
+        return None
+    if dataset == "voc":
+        result = score_voc(predictions, test_set, r.work / "detections", year=2007)
+        from mocobench.transfer.detection.voc_eval import metrics_for_record
 
-            metrics = metrics_for_record(result)
-            extra = {"classes_without_gt": result["classes_without_gt"], "ap_metric": result["metric"]}
-        else:
-            results = coco_results(predictions, test_set, mask)
-            atomic_write_json(seed_dir / "coco_results.json", results)
-            metrics = score_coco(results, test_set.coco, ("bbox", "segm") if mask else ("bbox",))
-            metrics = {k: v for k, v in metrics.items() if v == v}  # drop NaN (no GT in an area range)
-            extra = {}
-        ran = {k: summary[k] for k in ("lr", "world_size", "ims_per_gpu", "sync_bn", "bf16")}
-        config = {"protocol": p.to_dict(), "model": f"{p.model}-{'mask' if mask else 'faster'}-rcnn",
-                  "dataset": dataset, **ran, "precise_bn_iters": bn_iters,
-                  "resumed_from_iteration": summary["start_iteration"], "final_loss": summary["final_loss"],
-                  "skipped_images": len(train_set.skipped) + len(test_set.skipped),
-                  "work_dir": str(seed_dir), **extra}
-        rec = new_record(checkpoint=report.record_fields(), task="detection", protocol=p.name,
-                         dataset=info, metrics=metrics, config=config, seed=seed,
-                         wall_time_s=time.time() - t0, device=dist.device_name(dev), engine="torchvision")
-        written.append(write_record(results_dir, rec))
-    return written
+        metrics = metrics_for_record(result)
+        extra = {"classes_without_gt": result["classes_without_gt"], "ap_metric": result["metric"]}
+    else:
+        results = coco_results(predictions, test_set, mask)
+        atomic_write_json(r.work / "coco_results.json", results)
+        metrics = score_coco(results, test_set.coco, ("bbox", "segm") if mask else ("bbox",))
+        metrics = {k: v for k, v in metrics.items() if v == v}  # drop NaN (no GT in an area range)
+        extra = {}
+    ran = {k: summary[k] for k in ("lr", "world_size", "ims_per_gpu", "sync_bn", "bf16")}
+    config = {"protocol": p.to_dict(), "model": f"{p.model}-{'mask' if mask else 'faster'}-rcnn",
+              "dataset": dataset, **ran, "precise_bn_iters": bn_iters,
+              "resumed_from_iteration": summary["start_iteration"], "final_loss": summary["final_loss"],
+              "skipped_images": len(train_set.skipped) + len(test_set.skipped), **extra}
+    return runner.Outcome(metrics=metrics, dataset=info, config=config)

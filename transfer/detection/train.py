@@ -129,11 +129,13 @@ def _to(device, images, targets):
 
 
 def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.PathLike, device: torch.device,
-          *, resume: bool = True, fingerprint: dict | None = None, stop_at: int | None = None,
+          *, resume: bool | Path = True, fingerprint: dict | None = None, stop_at: int | None = None,
           desc: str = "detection") -> dict:
     """Fine-tune ``model`` for ``protocol.max_iter`` iterations; returns what ran (a summary).
 
-    ``stop_at`` ends the loop early (after saving), as a kill would; used by the resume test.
+    ``resume``: True resumes from ``work_dir/last.pt`` when it exists, False starts over, a path
+    resumes from that state file. ``stop_at`` ends the loop early (after saving), as a kill would;
+    used by the resume test.
     """
     p = protocol
     rank, world = dist.rank(), dist.world_size()
@@ -147,11 +149,16 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
     model.to(device)
     optimizer = torch.optim.SGD(param_groups(model, p.weight_decay), lr=lr_at(0, p), momentum=p.momentum)
     start = 0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state_file = resume if isinstance(resume, Path) else ckpt_path if resume and ckpt_path.exists() else None
+    if state_file is not None:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "fingerprint" not in state:
+            raise ValueError(f"{state_file}: not a detection training state (written as last.pt by "
+                             "mocobench eval detection)")
         if state["fingerprint"] != fingerprint:
-            raise RuntimeError(f"{ckpt_path}: work checkpoint of a different run (checkpoint, protocol, "
-                               f"seed or world size differ); use --no-resume or another --work-dir")
+            differ = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
+            raise ValueError(f"{state_file}: training state of a different run ({', '.join(differ)} "
+                             "differ); use --resume no or another --work-dir")
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["iteration"]

@@ -2,7 +2,7 @@
 
     mocobench eval segmentation --checkpoint CKPT --dataset cityscapes --data DIR \\
         --protocol moco-fcn --results RESULTS [--engine torchvision|mmseg] \\
-        [--seed S | --seeds S1 S2 ...] [--work-dir DIR] [--max-iters N] [--key=value ...]
+        [--seed S | --seeds S1 S2 ...] [--work-dir DIR] [--resume auto|no|PATH] [--max-iters N] [--key=value ...]
     torchrun --nproc-per-node 8 -m transfer eval segmentation ...      # DDP + SyncBN
     mocobench score cityscapes --gt gtFine/val --pred PRED_DIR
     mocobench score voc-seg --gt VOC2012/SegmentationClass --pred PRED_DIR --split val.txt
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -38,11 +37,9 @@ def _eval_parser() -> argparse.ArgumentParser:
                          "the embedded dataset's root works for both")
     ap.add_argument("--protocol", default="moco-fcn", choices=list(PROTOCOLS))
     ap.add_argument("--engine", default="torchvision", choices=["torchvision", "mmseg"])
-    add_run_options(ap, "segmentation")  # --results, --seed/--seeds, --work-dir, --device
+    add_run_options(ap, "segmentation")  # --results, --seed/--seeds, --work-dir, --device, --resume
     ap.add_argument("--max-iters", type=ranges.arg("max_iters"), default=None,
                     help="shorten the schedule to N iterations (same as --iters=N; lr steps scale)")
-    ap.add_argument("--resume", default="auto",
-                    help="'auto' (resume from WORK_DIR/last.pth if present), 'no', or a state file")
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                     help="--engine mmseg only: set keys of the MMSegmentation config, merged last as "
                          "mmseg's tools do (e.g. optim_wrapper.optimizer.lr=0.02 "
@@ -54,103 +51,49 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def eval_main(task: str, argv: list[str]) -> int:
-    from mocobench.transfer.run_options import parse_eval_args
-    from mocobench.transfer.segmentation.protocols import get_protocol, override
+    from mocobench.transfer import runner
 
-    try:
+    prog = "mocobench eval segmentation"
+
+    def parse() -> runner.Evaluation:
+        from mocobench.transfer.run_options import parse_eval_args, work_root
+        from mocobench.transfer.segmentation.protocols import get_protocol, override
+
         args, overrides, seeds = parse_eval_args(_eval_parser(), argv, "iters")
         protocol = override(get_protocol(args.protocol, args.dataset), overrides)
-    except ValueError as e:
-        print(f"mocobench eval segmentation: {e}", file=sys.stderr)
-        return 2
-    if args.cfg_options and args.engine != "mmseg":
-        print("mocobench eval segmentation: --cfg-options sets MMSegmentation config keys; it needs "
-              "--engine mmseg (protocol fields are --key=value)", file=sys.stderr)
-        return 2
-    if args.engine == "mmseg":
-        from mocobench.transfer.segmentation.mmseg_engine import check_protocol, why_unavailable
+        if args.cfg_options and args.engine != "mmseg":
+            raise runner.UsageError("--cfg-options sets MMSegmentation config keys; it needs --engine mmseg "
+                                    "(protocol fields are --key=value)")
+        settings = {"protocol": protocol.to_dict(), "dataset": args.dataset,
+                    "data": str(Path(args.data).resolve()), "engine": args.engine,
+                    "cfg_options": list(args.cfg_options)}
+        common = dict(task="segmentation", protocol=protocol.name, dataset=args.dataset, settings=settings,
+                      checkpoint=args.checkpoint, seeds=seeds, results=Path(args.results),
+                      work_root=work_root(args, "segmentation"), device=args.device, resume=args.resume,
+                      resumes_from_file=True, prog=prog)
+        name = DATASET_NAMES[args.dataset]
+        if args.engine == "mmseg":
+            from mocobench.transfer.segmentation.mmseg_engine import check_protocol, run_seed as mmseg_seed, why_unavailable
 
-        if args.save_predictions:
-            print("mocobench eval segmentation: --save-predictions is not available with --engine mmseg",
-                  file=sys.stderr)
-            return 2
-        try:
+            if args.save_predictions:
+                raise runner.UsageError("--save-predictions is not available with --engine mmseg")
             check_protocol(protocol, args.dataset)
-        except ValueError as e:
-            print(f"mocobench eval segmentation: {e}", file=sys.stderr)
-            return 2
-        reason = why_unavailable()
-        if reason:
-            print(f"mocobench eval segmentation: --engine mmseg is not usable here: {reason}", file=sys.stderr)
-            return 2
-    for seed in seeds:
-        code = _eval_one(args, protocol, seed)
-        if code:
-            return code
-    return 0
+            reason = why_unavailable()
+            if reason:
+                raise runner.UsageError(f"--engine mmseg is not usable here: {reason}")
+            return runner.Evaluation(**common, run=lambda r: mmseg_seed(
+                r, dataset=args.dataset, dataset_name=name, data_root=args.data, protocol=protocol,
+                device=args.device, cfg_options=args.cfg_options))
+        from mocobench.transfer.segmentation.model import load_for_segmentation
+        from mocobench.transfer.segmentation.train import run_seed
 
+        def run(r):
+            predictions = str(Path(args.save_predictions) / f"s{r.seed}") if args.save_predictions else None
+            return run_seed(r, protocol, args.dataset, args.data, dataset_name=name, predictions_dir=predictions)
 
-def _work_dir(args, protocol, seed: int) -> Path:
-    """The seed's folder under ``--work-dir`` (``transfer/run_options.py``'s rule, as every task),
-    named by the checkpoint's name and sha256 as loading reports them."""
-    from mocobench.checkpoints.load import load_backbone
-    from mocobench.transfer.run_options import run_dir, work_root
+        return runner.Evaluation(**common, run=run, load=load_for_segmentation)
 
-    _, report = load_backbone(args.checkpoint)
-    return run_dir(work_root(args, "segmentation"), report.record_fields(), protocol.name, args.dataset, seed)
-
-
-def _eval_one(args, protocol, seed: int) -> int:
-    from mocobench.core.dist import device_name
-    from mocobench.core.records import new_record, write_record
-
-    try:
-        work = _work_dir(args, protocol, seed)
-    except (ValueError, FileNotFoundError) as e:  # a checkpoint that cannot be loaded
-        print(f"mocobench eval segmentation: {e}", file=sys.stderr)
-        return 2
-    if args.engine == "mmseg":
-        from mocobench.transfer.segmentation.mmseg_engine import eval_seed
-
-        try:
-            out = eval_seed(checkpoint=args.checkpoint, dataset=args.dataset,
-                            dataset_name=DATASET_NAMES[args.dataset], data_root=args.data, protocol=protocol,
-                            work_dir=str(work), results=args.results, seed=seed, resume=args.resume,
-                            device=args.device, cfg_options=args.cfg_options)
-        except (ValueError, FileNotFoundError) as e:  # bad data, checkpoint, protocol, option, work dir
-            print(f"mocobench eval segmentation: {e}", file=sys.stderr)
-            return 2
-        if out["record"]:
-            print(json.dumps({"seed": seed, **{k: out.get(k) for k in ("record", "mIoU", "mAcc", "aAcc", "skipped")}}))
-        return 0
-
-    from mocobench.transfer.segmentation.train import run
-
-    try:
-        out = run(checkpoint=args.checkpoint, dataset=args.dataset, data_root=args.data, protocol=protocol,
-                  seed=seed, device=args.device, work_dir=str(work),
-                  resume=None if args.resume == "no" else args.resume,
-                  predictions_dir=(str(Path(args.save_predictions) / f"s{seed}") if args.save_predictions else None))
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad data, checkpoint, protocol; divergence
-        print(f"mocobench eval segmentation: {e}", file=sys.stderr)
-        return 2
-    if not out.dist.main:  # rank 0 alone writes the record
-        return 0
-    metrics = {k: v for k, v in out.metrics.items() if not k.startswith("Acc/") and not math.isnan(v)}
-    rec = new_record(
-        checkpoint=out.report.record_fields(), task="segmentation", protocol=protocol.name,
-        dataset={"name": DATASET_NAMES[args.dataset], "path": str(args.data),
-                 "splits": {protocol.train_split: out.train_size, protocol.val_split: out.val_size}},
-        metrics=metrics,
-        config={**protocol.to_dict(), "dataset": args.dataset, "skipped_train": out.skipped_train,
-                "skipped_val": out.skipped_val, "world_size": out.dist.world, "sync_bn": out.sync_bn,
-                "work_dir": str(work), **out.features},
-        seed=seed, wall_time_s=out.wall_time_s, device=device_name(out.device), engine="torchvision")
-    path = write_record(args.results, rec)
-    print(json.dumps({"seed": seed, "record": str(path), "mIoU": metrics.get("mIoU"),
-                      "mAcc": metrics.get("mAcc"), "aAcc": metrics.get("aAcc"),
-                      "wall_time_s": round(out.wall_time_s, 1)}))
-    return 0
+    return runner.main(parse, prog)
 
 
 def score_main(kind: str, argv: list[str]) -> int:

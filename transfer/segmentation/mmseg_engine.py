@@ -1,9 +1,10 @@
 """``--engine mmseg``: MMSegmentation's own FCN training and testing on a converted backbone.
 
-One seed, top to bottom (:func:`eval_seed`): refuse what mmseg cannot run; convert the checkpoint
-(``backbone.`` keys, :mod:`mocobench.transfer.adapters.mmseg`); lay out the data as mmseg reads it; write
-the FCN config from the protocol; merge ``--cfg-options`` last (as mmseg's ``tools/train.py``);
-train; test once; rank 0 writes the record, the merged config beside it, and a done marker.
+One seed, top to bottom (:func:`run_seed`, called by ``transfer/runner.py``, which loads the
+checkpoint, seeds and writes the record): convert the checkpoint (``backbone.`` keys,
+:mod:`mocobench.transfer.adapters.mmseg`); lay out the data as mmseg reads it; write the FCN config
+from the protocol; merge ``--cfg-options`` last (as mmseg's ``tools/train.py``); train; test once;
+return the metrics and the merged config (the runner writes it beside the record).
 
 - Data. Cityscapes: mmseg reads ``*_gtFine_labelTrainIds.png``, which only mmseg's converter
   writes; the suite's data has ``labelIds``, so the train-id masks are written into the work dir
@@ -17,11 +18,11 @@ train; test once; rank 0 writes the record, the merged config beside it, and a d
   we drop the validation loop and test once after training (the same weights and val set give
   the number mmseg reports at the end).
 - Resume (``--resume``): ``auto`` continues from mmengine's last checkpoint in the work dir, ``no``
-  starts at iteration 0, a path resumes from that mmengine checkpoint. A finished run (done marker
-  with the same configuration, its record present) is not run again; the work dir of another
-  configuration is refused.
+  starts at iteration 0, a path resumes from that mmengine checkpoint. A finished run is not run
+  again (the runner's rule); another configuration gets a work folder of its own (the runner's
+  settings key), and ``mocobench_run.json`` there says which configuration it holds.
 - The mmseg compatibility patches (``mocobench.transfer.adapters.mmseg_compat``) hold only inside
-  :func:`eval_seed`.
+  :func:`run_seed`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -43,7 +43,7 @@ MMSEG_PROTOCOLS = {
     ("mmseg-fcn-20k", "voc2012"): "fcn-r50-d8-voc12aug-20k",
     ("mmseg-fcn-40k", "voc2012"): "fcn-r50-d8-voc12aug-40k",
 }
-RUN_FILE, DONE_FILE = "mocobench_run.json", "mocobench_done.json"
+RUN_FILE = "mocobench_run.json"
 
 
 def why_unavailable() -> str | None:
@@ -108,26 +108,30 @@ def parse_cfg_options(items: list[str]) -> dict:
     """``key=value`` strings -> dict, values parsed as mmseg's ``--cfg-options`` (mmengine's DictAction)."""
     from mmengine.config import DictAction
 
+    from mocobench.transfer.runner import UsageError
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--cfg-options {item!r} is not key=value")
+            raise UsageError(f"--cfg-options {item!r} is not key=value")
         out[key] = DictAction._parse_iterable(value)
     return out
 
 
 def _check_keys(cfg, options: dict) -> None:
     """An option whose parent key is not in the config would be added and never read: refuse it."""
+    from mocobench.transfer.runner import UsageError
+
     for key in options:
         parent, node = key.split(".")[:-1], cfg
         for i, part in enumerate(parent):
             node = node[int(part)] if isinstance(node, list) and part.isdigit() else (
                 node.get(part) if hasattr(node, "get") else None)
             if node is None:
-                raise ValueError(f"--cfg-options {key}: the mmseg config has no {'.'.join(parent[:i + 1])}")
+                raise UsageError(f"--cfg-options {key}: the mmseg config has no {'.'.join(parent[:i + 1])}")
         if not parent and key not in cfg:
-            raise ValueError(f"--cfg-options {key}: the mmseg config has no top-level key {key!r}")
+            raise UsageError(f"--cfg-options {key}: the mmseg config has no top-level key {key!r}")
 
 
 # -- data as mmseg reads it ----------------------------------------------------------------------
@@ -187,13 +191,6 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _versions() -> dict[str, str]:
     """The installed engine packages (mmcv or mmcv-lite, whichever is there)."""
     from importlib import metadata
@@ -234,41 +231,18 @@ def _backbone_check(expected: dict, source: str):
     return BackboneCheck()
 
 
-def _finished_run(work: Path, key: dict, digest: str, resume: str) -> dict | None:
-    """The summary of this configuration's finished run in ``work`` (``--resume auto``), else None;
-    raises ValueError when ``work`` must not be used as asked."""
-    done = _read_json(work / DONE_FILE) or {}
-    if done.get("digest") == digest and Path(done.get("record", "")).is_file():
-        if resume == "auto":
-            print(f"[mmseg] {work}: finished already, record {done['record']} (not run again)")
-            return {**done["summary"], "record": done["record"], "skipped": True}
-        raise ValueError(f"--resume {resume}: {work} holds the finished run whose record is "
-                         f"{done['record']}; remove that record (or use another --work-dir) to run it again")
-    previous = _read_json(work / RUN_FILE)
-    if previous and resume != "no" and previous.get("digest") != digest:
-        plain = json.loads(json.dumps(key, default=str))
-        differ = sorted(k for k in plain if previous.get("key", {}).get(k) != plain[k])
-        raise ValueError(f"{work} holds a run of another configuration (differs in {', '.join(differ)}); "
-                         "use another --work-dir, or --resume no to start it over")
-    return None
-
-
-def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: str, protocol,
-              work_dir: str, results: str, seed: int, resume: str = "auto", device: str | None = None,
-              cfg_options: list[str] = ()) -> dict:
-    """Train and test one seed with mmseg; rank 0 writes the record. Returns a summary (``record``
-    (None on other ranks), ``mIoU``, ``mAcc``, ``aAcc``, ``skipped``, and for a run: ``log``,
-    ``device``, ``start_iter``)."""
-    from mocobench.checkpoints.load import load_backbone
+def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, device: str | None = None,
+             cfg_options: list[str] = ()):
+    """Train and test one seed with mmseg (``transfer/runner.py`` calls it): the Outcome on rank 0,
+    None on the others. The merged mmseg config goes beside the record."""
     from mocobench.core import dist
-    from mocobench.core.records import new_record, record_filename, write_record
+    from mocobench.transfer import runner
     from mocobench.transfer.adapters import mmseg as adapter
     from mocobench.transfer.adapters.mmseg_compat import mmcv_ops_stub, trusted_checkpoints
 
-    t0 = time.time()
-    info, dev = dist.setup(device)
-    work = Path(work_dir).resolve()
-    backbone, report = load_backbone(checkpoint)
+    info, dev = r.dist, r.device
+    work = r.work.resolve()
+    backbone, report = r.backbone, r.report
     fcn = fcn_config(protocol, dataset, backbone.arch, info.world, dev.type)
     with mmcv_ops_stub():
         from mmengine.config import Config
@@ -287,16 +261,9 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
         # what makes this run this run (the checkpoint by content, not by where it lies)
         key = {"checkpoint": {k: v for k, v in report.record_fields().items() if k != "path"},
                "dataset": dataset, "data": str(Path(data_root).resolve()),
-               "protocol": protocol.to_dict(), "cfg_options": options, "seed": seed, "world": info.world}
+               "protocol": protocol.to_dict(), "cfg_options": options, "seed": r.seed, "world": info.world}
         digest = _digest(key)
-        finished = _finished_run(work, key, digest, resume)
-        if finished:
-            return finished
-        resume_file = None
-        if resume not in ("auto", "no"):
-            resume_file = Path(resume).resolve()
-            if not resume_file.is_file():
-                raise FileNotFoundError(f"--resume {resume}: no such mmengine checkpoint file")
+        resume_file = r.resume if isinstance(r.resume, Path) else None
 
         ckpt_path = work / "backbone_mmseg.pth"
         converted = adapter.to_mmseg(backbone.net.state_dict(), {"arch": backbone.arch, **report.record_fields()})
@@ -312,10 +279,10 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
         if info.world > 1 and dev.type == "cpu":  # mmengine's default DDP wrapper names a GPU (LOCAL_RANK)
             cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
                                          broadcast_buffers=False)
-        cfg.randomness = dict(seed=seed, deterministic=False)
-        cfg.experiment_name = f"{protocol.name}-s{seed}-{uuid.uuid4().hex[:6]}"
+        cfg.randomness = dict(seed=r.seed, deterministic=False)
+        cfg.experiment_name = f"{protocol.name}-s{r.seed}-{uuid.uuid4().hex[:6]}"
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None  # test once, after training
-        cfg.resume = resume != "no"
+        cfg.resume = r.resume != "no"
         cfg.load_from = str(resume_file) if resume_file else None
         _check_keys(cfg, options)
         cfg.merge_from_dict(options)  # last, as mmseg's tools/train.py does
@@ -324,32 +291,26 @@ def eval_seed(*, checkpoint: str, dataset: str, dataset_name: str, data_root: st
         prefix = adapter.MM_BACKBONE_PREFIX
         expected = {k[len(prefix):]: v for k, v in converted["state_dict"].items()}
         with trusted_checkpoints([work], [resume_file] if resume_file else []):
-            runner = Runner.from_cfg(cfg)
+            mm_runner = Runner.from_cfg(cfg)
             check = _backbone_check(expected, str(ckpt_path))
-            runner.register_hook(check, priority="LOWEST")
-            runner.train()
-            scores = runner.test()
-        ran_on = str(next(runner.model.parameters()).device)
-        log_file = str(Path(runner.log_dir) / f"{runner.timestamp}.log")
+            mm_runner.register_hook(check, priority="LOWEST")
+            mm_runner.train()
+            scores = mm_runner.test()
+        ran_on = str(next(mm_runner.model.parameters()).device)
+        log_file = str(Path(mm_runner.log_dir) / f"{mm_runner.timestamp}.log")
     metrics = {}
     for name in ("mIoU", "mAcc", "aAcc"):
         if name not in scores:
             raise RuntimeError(f"mmseg test results have no {name}: {sorted(scores)}")
         metrics[name] = round(float(scores[name]), 2)  # mmseg rounds to 0.01 (in float32)
     if not info.main:
-        return {**metrics, "record": None, "skipped": False}
+        return None
+    r.log(f"mmseg log: {log_file}")
     settings = adapter.describe(cfg.to_dict(), info.world)
-    rec = new_record(
-        checkpoint=report.record_fields(), task="segmentation", protocol=protocol.name,
-        dataset={"name": dataset_name, "path": str(data_root), "splits": sizes}, metrics=metrics,
+    return runner.Outcome(
+        metrics=metrics, engine="mmseg", device=ran_on,
+        dataset={"name": dataset_name, "path": str(data_root), "splits": sizes},
         config={**protocol.to_dict(), **settings, "dataset": dataset, "world_size": info.world,
                 "mmseg_protocol": MMSEG_PROTOCOLS[(protocol.name, dataset)], "cfg_options": options,
-                "mmseg_versions": _versions(), "mmseg_config": None},
-        seed=seed, wall_time_s=time.time() - t0, device=ran_on, engine="mmseg")
-    cfg_file = Path(results) / Path(record_filename(rec)).with_suffix(".mmseg.py").name
-    rec["config"]["mmseg_config"] = cfg_file.name
-    atomic_write_text(cfg_file, cfg.pretty_text)
-    path = write_record(results, rec)
-    summary = {**metrics, "log": log_file, "device": ran_on}
-    atomic_write_json(work / DONE_FILE, {"digest": digest, "record": str(path.resolve()), "summary": summary})
-    return {**summary, "record": str(path), "start_iter": check.start_iter, "skipped": False}
+                "mmseg_versions": _versions(), "resumed_from_iteration": check.start_iter},
+        beside={"mmseg_config": ("mmseg.py", cfg.pretty_text)})

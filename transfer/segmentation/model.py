@@ -78,26 +78,33 @@ class SegmentationModel(nn.Module):
                 "backbone_dilation": list(b.spec.dilation), "backbone_single_stride": b.single_stride}
 
 
-def build_model(checkpoint: str, head: str, num_classes: int, sync_bn: bool = False):
-    """Load ``checkpoint`` strictly and put ``head`` on its stride-16 map: a CNN is loaded dilated
-    (OS16, head on res5), a plain ViT as it is (head on res4).
-
-    Returns ``(model, LoadReport)``. ``sync_bn`` converts every BN (backbone and head) to SyncBN,
-    as in the MoCo protocol; it only matters under torchrun with more than one process.
-    """
+def load_for_segmentation(checkpoint: str, arch: str | None = None):
+    """Load ``checkpoint`` strictly the way segmentation uses it: a CNN dilated (OS16, the head on
+    res5), a plain ViT as it is (the head on res4). Returns ``(backbone, LoadReport)``."""
     from mocobench.checkpoints.load import load_backbone
 
     # Whether the backbone is a plain ViT shows only once it is built. Loading it undilated first
     # (the global RNG untouched, so the head's initialisation does not depend on it) and loading a
     # CNN again dilated keeps the CNN path exactly what it was; the file's sha256 is memoised.
     with torch.random.fork_rng(devices=[]):
-        backbone, report = load_backbone(checkpoint)
-    stage = "res4"
+        backbone, report = load_backbone(checkpoint, arch=arch)
     if not backbone.single_stride:
         del backbone
-        backbone, report = load_backbone(checkpoint, dilation=OS16)
-        stage = "res5"
-    model = SegmentationModel(backbone, head, num_classes, stage=stage)
+        backbone, report = load_backbone(checkpoint, arch=arch, dilation=OS16)
+    return backbone, report
+
+
+def segmentation_model(backbone, head: str, num_classes: int, sync_bn: bool = False) -> SegmentationModel:
+    """``head`` on ``backbone``'s stride-16 map (res4 of a plain ViT, res5 of a dilated CNN).
+    ``sync_bn`` converts every BN (backbone and head) to SyncBN, as in the MoCo protocol; it only
+    matters under torchrun with more than one process."""
+    model = SegmentationModel(backbone, head, num_classes, stage="res4" if backbone.single_stride else "res5")
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model, report
+    return model
+
+
+def build_model(checkpoint: str, head: str, num_classes: int, sync_bn: bool = False):
+    """:func:`load_for_segmentation` then :func:`segmentation_model`: ``(model, LoadReport)``."""
+    backbone, report = load_for_segmentation(checkpoint)
+    return segmentation_model(backbone, head, num_classes, sync_bn), report

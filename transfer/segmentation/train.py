@@ -1,7 +1,7 @@
 """Iteration-based fine-tuning of a segmentation model, read top to bottom.
 
-Sections: learning-rate schedule; resumable state; the training loop; ``run`` (train one seed,
-evaluate on val, return metrics). Under torchrun (``mocobench.core.dist.setup``) every process builds the
+Sections: learning-rate schedule; resumable state; the training loop; ``run_seed`` (train one
+seed, evaluate on val, return the outcome to the runner, ``transfer/runner.py``). Under torchrun (``mocobench.core.dist.setup``) every process builds the
 same model, takes its share of each global batch (SyncBN across processes when the protocol asks
 for it and the run is on GPUs) and evaluates its share of the val set; rank 0 writes checkpoints.
 """
@@ -9,19 +9,17 @@ for it and the run is on GPUs) and evaluates its share of the val set; rank 0 wr
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from mocobench.core import dist
 from mocobench.core.dist import Dist, autocast
 from mocobench.core.io import atomic_torch_save, progress
 from mocobench.transfer.segmentation.data import IGNORE, PositionBatches, TrainStream, build_dataset, collate
 from mocobench.transfer.segmentation.inference import evaluate, prediction_writer
-from mocobench.transfer.segmentation.model import build_model
+from mocobench.transfer.segmentation.model import segmentation_model
 from mocobench.transfer.segmentation.protocols import SegProtocol
 
 STATE_FORMAT = "mocobench-segmentation-train"
@@ -54,7 +52,7 @@ def load_state(path: Path, *, protocol: SegProtocol, seed: int, checkpoint: dict
             and _norm(theirs.get(k)) != _norm(ours[k])]
     if diff:
         raise ValueError(f"{path}: was written with a different protocol ({', '.join(diff)}); "
-                         "resume with the same settings or use a fresh --work-dir")
+                         "resume with the same settings, or use --resume no or another --work-dir")
     if state["seed"] != seed:
         raise ValueError(f"{path}: was written for seed {state['seed']}, not {seed}")
     if state["checkpoint"].get("sha256") != checkpoint.get("sha256") or \
@@ -135,28 +133,13 @@ def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, s
 
 
 # -- one seed: train + evaluate ------------------------------------------------------------
-@dataclass
-class RunOutput:
-    metrics: dict
-    report: object
-    device: torch.device
-    dist: Dist
-    sync_bn: bool
-    train_size: int
-    val_size: int
-    skipped_train: int
-    skipped_val: int
-    wall_time_s: float
-    losses: list[float]
-    features: dict = field(default_factory=dict)  # SegmentationModel.features_used()
+def run_seed(r, protocol: SegProtocol, dataset: str, data_root: str, *, dataset_name: str,
+             predictions_dir: str | None = None, stop_at: int | None = None):
+    """One seed with the torchvision engine (``transfer/runner.py`` calls it): the Outcome on
+    rank 0, None on the others. ``r.backbone`` comes from :func:`load_for_segmentation`."""
+    from mocobench.transfer import runner
 
-
-def run(*, checkpoint: str, dataset: str, data_root: str, protocol: SegProtocol, seed: int,
-        device: str | None = None, work_dir: str | None = None, resume: str | None = None,
-        predictions_dir: str | None = None, stop_at: int | None = None) -> RunOutput:
-    t0 = time.time()
-    dist_info, dev = dist.setup(device)
-    torch.manual_seed(seed)
+    dist_info, dev = r.dist, r.device
     train_set = build_dataset(dataset, data_root, protocol.train_split)
     val_set = build_dataset(dataset, data_root, protocol.val_split)
     # NOTE: torch's SyncBatchNorm only runs on GPUs; a multi-process CPU run (gloo) keeps
@@ -167,35 +150,34 @@ def run(*, checkpoint: str, dataset: str, data_root: str, protocol: SegProtocol,
 
         warnings.warn("SyncBN needs CUDA; this multi-process CPU run uses per-process BN")
         sync_bn = False
-    model, report = build_model(checkpoint, protocol.head, train_set.num_classes, sync_bn=sync_bn)
+    model = segmentation_model(r.backbone, protocol.head, train_set.num_classes, sync_bn=sync_bn)
     model.to(dev)
     backbone = model.backbone
-    stream = TrainStream(train_set, seed, protocol.crop, protocol.scale_range, protocol.flip,
+    stream = TrainStream(train_set, r.seed, protocol.crop, protocol.scale_range, protocol.flip,
                          backbone.mean, backbone.std)
-    wd = Path(work_dir) if work_dir else None
-    if wd is not None:
-        wd.mkdir(parents=True, exist_ok=True)
+    fields = r.report.record_fields()
     resume_path = None
-    if resume == "auto":
-        resume_path = wd / "last.pth" if wd is not None and (wd / "last.pth").is_file() else None
-        if resume_path is not None:
-            try:  # a state of another run (other checkpoint, protocol or seed) is not resumed
-                load_state(resume_path, protocol=protocol, seed=seed, checkpoint=report.record_fields())
-            except (ValueError, RuntimeError) as e:
-                import warnings
-
-                warnings.warn(f"not resuming: {e}; starting over")
-                resume_path = None
-    elif resume:
-        resume_path = Path(resume)
-    res = train(model, stream, protocol, device=dev, seed=seed, dist_info=dist_info, work_dir=wd,
-                resume=resume_path, checkpoint=report.record_fields(), stop_at=stop_at)
+    if isinstance(r.resume, Path):
+        resume_path = r.resume
+    elif r.resume == "auto" and (r.work / "last.pth").is_file():
+        resume_path = r.work / "last.pth"
+    res = train(model, stream, protocol, device=dev, seed=r.seed, dist_info=dist_info, work_dir=r.work,
+                resume=resume_path, checkpoint=fields, stop_at=stop_at)
+    if stop_at is not None and stop_at < protocol.iters:
+        return None
     writer = prediction_writer(dataset, predictions_dir) if predictions_dir else None
     cm, skipped_val = evaluate(model, val_set, device=dev, mean=backbone.mean, std=backbone.std,
                                inference=protocol.inference, slide_crop=protocol.slide_crop,
                                slide_stride=protocol.slide_stride, rank=dist_info.rank,
                                world=dist_info.world, write_prediction=writer)
-    metrics = cm.scores(val_set.classes)
-    return RunOutput(metrics=metrics, report=report, device=dev, dist=dist_info, sync_bn=sync_bn, train_size=len(train_set), val_size=len(val_set),
-                     skipped_train=res.skipped_train, skipped_val=skipped_val,
-                     wall_time_s=time.time() - t0, losses=res.losses, features=model.features_used())
+    scores = cm.scores(val_set.classes)
+    if not dist_info.main:
+        return None
+    metrics = {k: v for k, v in scores.items() if not k.startswith("Acc/") and not math.isnan(v)}
+    return runner.Outcome(
+        metrics=metrics,
+        dataset={"name": dataset_name, "path": str(data_root),
+                 "splits": {protocol.train_split: len(train_set), protocol.val_split: len(val_set)}},
+        config={**protocol.to_dict(), "dataset": dataset, "skipped_train": res.skipped_train,
+                "skipped_val": skipped_val, "world_size": dist_info.world, "sync_bn": sync_bn,
+                **model.features_used()})

@@ -71,22 +71,25 @@ def test_paper_linear_and_semi_write_records(tiny_imagenet, tmp_path):
 def test_seeds_give_one_record_each_and_a_log_in_the_default_work_dir(tiny_imagenet, tmp_path):
     recs = run("knn", tiny_imagenet, tmp_path / "results", "--seeds", "4", "0", "--no-cache")
     assert sorted(r["seed"] for r in recs) == [0, 4] and all(r["env"]["device"] == "cpu" for r in recs)
-    logs = sorted((tmp_path / "work" / "knn").glob("random-resnet18-nosha-dino-knn-*-s*/log.txt"))
+    logs = sorted((tmp_path / "work" / "knn").glob("random-resnet18-nosha-dino-knn-*-s*/eval.log"))
     assert [p.parent.name[-2:] for p in logs] == ["s0", "s4"]
     assert all(r["config"]["work_dir"] in {str(p.parent) for p in logs} for r in recs)
     assert "record: " in logs[0].read_text()
     recs = run("knn", tiny_imagenet, tmp_path / "one", "--seed", "7", "--no-cache", "--work-dir",
                str(tmp_path / "mine"))
-    assert [r["seed"] for r in recs] == [7] and len(list((tmp_path / "mine").glob("*-s7/log.txt"))) == 1
+    assert [r["seed"] for r in recs] == [7] and len(list((tmp_path / "mine").glob("*-s7/eval.log"))) == 1
 
 
 def test_bad_input_is_a_clear_error(tiny_imagenet, tmp_path, capsys):
-    assert eval_main(["knn", "--checkpoint", "random:resnet18", "--data", str(tmp_path),
-                      "--results", str(tmp_path)]) == 2
+    from mocobench.cli import main
+
+    # missing data is a failed run (exit 1, the path named); a bad option is usage (exit 2)
+    assert main(["eval", "knn", "--checkpoint", "random:resnet18", "--data", str(tmp_path),
+                 "--results", str(tmp_path)]) == 1
     assert "expected" in capsys.readouterr().err
     assert eval_main(["linear", "--checkpoint", "random:resnet18", "--data", str(tiny_imagenet),
                       "--results", str(tmp_path), "--lrr=3"]) == 2
     assert "unknown option --lrr" in capsys.readouterr().err
-    assert eval_main(["semi", "--checkpoint", "random:resnet18", "--data", str(tiny_imagenet),
-                      "--results", str(tmp_path), "--labels", "nope.txt"]) == 2
+    assert main(["eval", "semi", "--checkpoint", "random:resnet18", "--data", str(tiny_imagenet),
+                 "--results", str(tmp_path), "--labels", "nope.txt"]) == 1
     assert "nope.txt" in capsys.readouterr().err

@@ -71,7 +71,7 @@ def test_kill_and_resume_exact_weights_and_loss_history(tmp_path, monkeypatch):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # bit-identical to the uninterrupted run
     assert _rows(log) == straight_log  # every iteration once, the repeated one as the resumed run made it
     # a different run refuses the work folder
-    with pytest.raises(RuntimeError, match="different run"):
+    with pytest.raises(ValueError, match="different run"):
         train(_fresh(), data, dataclasses.replace(EVERY, base_lr=0.5), 0, tmp_path / "b", cpu)
 
 
@@ -115,7 +115,7 @@ def test_two_processes_predict_shards_gather_on_rank_0_and_write_one_record(tmp_
     rec = records[0]
     assert rec["config"]["world_size"] == 2 and rec["config"]["ims_per_gpu"] == 1
     assert rec["config"]["sync_bn"] is False and rec["env"]["device"] == "cpu"
-    assert len(list((out / "work").glob("*-tiny-voc-s0/last.pt"))) == 1
+    assert len(list((out / "work").glob("*-tiny-voc-*-s0/last.pt"))) == 1
 
     test = VOCDetection(devkit, sets=[("2007", "test")])
     threads = torch.get_num_threads()

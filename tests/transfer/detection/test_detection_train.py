@@ -144,7 +144,7 @@ def test_eval_detection_voc_and_coco_write_records(synth_tiny, tmp_path):
     assert {"bbox_AP", "bbox_AP50", "segm_AP"} <= set(coco["metrics"])
     assert coco["config"]["model"] == "c4-mask-rcnn"
     # the VOC detections were written in the devkit's format and scored from those files
-    work = list((tmp_path / "work" / "detection").glob("*-voc-s0"))[0]
+    work = list((tmp_path / "work" / "detection").glob("*-voc-*-s0"))[0]
     assert (work / "detections" / "comp4_det_test_aeroplane.txt").exists()
 
 

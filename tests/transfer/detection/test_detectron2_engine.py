@@ -308,11 +308,17 @@ def test_c4_detector_converter_both_ways(detectron2_ready):
 
 def test_detectron2_engine_defaults_to_fp32_unless_bf16_is_asked(monkeypatch, tmp_path):
     """The protocols' bf16 default is our engine's; detectron2 0.6 runs fp32 unless --bf16 is given."""
-    import mocobench.transfer.detection.detectron2_engine as engine
+    import mocobench.transfer.detection.run as run
     from mocobench.transfer.detection.cli import eval_main
+    from mocobench.transfer.runner import UsageError
 
     seen = []
-    monkeypatch.setattr(engine, "run_detectron2", lambda ckpt, protocol, *a, **k: seen.append(protocol.bf16) or [])
+
+    def evaluation(ckpt, protocol, *a, **k):  # the protocol the command would run, then stop
+        seen.append(protocol.bf16)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(run, "evaluation", evaluation)
     base = ["--checkpoint", "random:resnet18", "--dataset", "voc", "--data", str(tmp_path), "--protocol", "tiny",
             "--engine", "detectron2", "--results", str(tmp_path / "res")]
     eval_main("detection", base)

@@ -67,7 +67,7 @@ def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_re
     r = records[0]
     assert r["config"]["world_size"] == 1 and r["env"]["device"] == "cpu"
     # the default work dir, as every task: work/<task> next to RESULTS, a folder per seed
-    work = sorted((tmp_path / "work" / "segmentation").glob("random-resnet18-nosha-tiny-cityscapes-s*"))
+    work = sorted((tmp_path / "work" / "segmentation").glob("random-resnet18-nosha-tiny-cityscapes-*-s*"))
     assert [w.name[-2:] for w in work] == ["s0", "s3"] and all((w / "last.pth").is_file() for w in work)
     assert r["task"] == "segmentation" and r["dataset"]["name"] == "Cityscapes" and r["protocol"] == "tiny"
     assert {"mIoU", "mAcc", "aAcc"} <= set(r["metrics"]) and r["config"]["iters"] == 1

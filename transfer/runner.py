@@ -1,0 +1,205 @@
+"""One way to evaluate: what every ``mocobench eval TASK`` does around the task itself.
+
+A task (linear, kNN, semi, detection, segmentation) or an engine (torchvision, detectron2,
+mmseg) is one function, ``run(SeedRun) -> Outcome``: it trains and scores one seed. This module
+does everything else, the same way for all of them:
+
+- the process group and device (:func:`mocobench.core.dist.setup`);
+- seeding, ``random``, ``numpy`` and ``torch`` (every device) with the seed, then the checkpoint,
+  loaded once per seed (the seed's own copy to fine-tune);
+- the work folder of each seed, ``<work root>/<checkpoint>-<sha8>-<protocol>-<dataset>-<key>-s<seed>``
+  where ``key`` is a digest of the settings that make the run this run (protocol after
+  overrides, data folder, engine and its options, world size): two configurations never share a
+  folder, so a resumed state is always this configuration's;
+- the resume policy, ``--resume auto|no|PATH``: ``auto`` skips a seed whose record exists (its
+  folder's ``record.done`` names it) and lets the task resume its own saved state; ``no`` starts
+  the seed over; ``PATH`` resumes from that state file (tasks that keep no state refuse it). A
+  seed has one record: ``no`` or ``PATH`` for a seed whose record exists is refused, naming it;
+- the record (rank 0), the files written beside it, the one line printed per record, and the
+  seed's log (``eval.log``);
+- exit codes: 2 for a command line that cannot run (:class:`UsageError`: bad options, overrides
+  out of range, contradicting options), checked before any work; anything that goes wrong while
+  running (bad data, a checkpoint that cannot be used, a diverged run: ``FloatingPointError``)
+  is raised to the command's handler, which prints one line and exits 1 (``--debug``: the
+  traceback). A failed seed writes no record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+EXIT_USAGE = 2
+RESUME_HELP = ("'auto' (default): skip a seed whose record exists and resume a stopped run from its "
+               "work folder; 'no': start over; or a saved training state to resume from")
+
+
+class UsageError(ValueError):
+    """A command line that cannot run as given (exit 2)."""
+
+
+@dataclass
+class SeedRun:
+    """What a task's ``run`` gets for one seed."""
+    seed: int
+    backbone: Any                 # this seed's own copy of the loaded backbone
+    report: Any                   # the checkpoint's load report
+    checkpoint: str               # as given on the command line
+    work: Path                    # this seed's work folder (exists)
+    resume: str | Path            # "auto", "no" or a state file
+    dist: Any                     # mocobench.core.dist.Dist
+    device: torch.device
+    lines: list[str] = field(default_factory=list)
+
+    def log(self, msg: str) -> None:
+        """Print (rank 0) and keep the line for the seed's ``eval.log``."""
+        if self.dist.main:
+            print(msg, flush=True)
+            self.lines.append(msg)
+
+
+@dataclass
+class Outcome:
+    """What a task's ``run`` returns for one seed (rank 0; other ranks return None)."""
+    metrics: dict[str, float]
+    dataset: dict                 # the record's dataset fields (name, path, splits, ...)
+    config: dict                  # the settings that ran and what the run measured about itself
+    task: str | None = None       # the record's task when it is not the command's (semi-10pct)
+    engine: str = "torchvision"
+    device: str | None = None     # when the engine ran elsewhere than the runner's device
+    # files written beside the record: config key -> (suffix, text); the record's config names the file
+    beside: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """One ``mocobench eval`` command, parsed and checked."""
+    task: str
+    protocol: str                 # the protocol's name (records, folders)
+    dataset: str                  # the dataset's key in folder names (voc, cityscapes, synth-small)
+    settings: dict                # everything that makes a run this run (the folder's key)
+    run: Callable[[SeedRun], Outcome | None]
+    checkpoint: str
+    seeds: list[int]
+    results: Path
+    work_root: Path
+    device: str | None = None
+    resume: str = "auto"
+    arch: str | None = None
+    folder_tag: str | None = None  # the protocol part of folder names, when an engine needs its own
+    resumes_from_file: bool = False
+    load: Callable[..., tuple] | None = None  # (checkpoint, arch) -> (backbone, report); default load_backbone
+    prog: str = ""
+    written: list[Path] = field(default_factory=list)  # the records of the seeds (rank 0), found or new
+
+    def __post_init__(self):
+        if not self.prog:
+            self.prog = f"mocobench eval {self.task}"
+
+
+def add_resume_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", default="auto", metavar="auto|no|PATH", help=RESUME_HELP)
+
+
+def settings_key(settings: dict) -> str:
+    """The folder key of ``settings``: 8 hex digits of a digest of their JSON form."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # every device's generator
+
+
+def evaluate(ev: Evaluation) -> int:
+    """Run ``ev`` once per seed; returns the exit code (0, or 2 for usage). Failures while running
+    are raised (the command's handler prints them as one line and exits 1)."""
+    from mocobench.checkpoints.load import load_backbone
+    from mocobench.core import dist
+    from mocobench.core.io import atomic_write_json, atomic_write_text
+    from mocobench.core.records import new_record, record_filename, write_record
+    from mocobench.transfer.run_options import run_dir
+
+    if ev.resume not in ("auto", "no"):
+        if not ev.resumes_from_file:
+            raise UsageError(f"--resume {ev.resume}: {ev.prog} keeps no training state to resume from a "
+                             "file (use --resume auto or no)")
+        if len(ev.seeds) > 1:
+            raise UsageError(f"--resume {ev.resume}: a state file resumes one seed; give --seed")
+        if not Path(ev.resume).is_file():
+            raise UsageError(f"--resume {ev.resume}: no such file")
+    info, device = dist.setup(ev.device)
+    for seed in ev.seeds:
+        # seeded before the load: building an architecture draws from the generator (as it did
+        # when each task loaded for itself), so a seed's run does not depend on the seeds before it
+        seed_everything(seed)
+        backbone, report = (ev.load or load_backbone)(ev.checkpoint, arch=ev.arch)
+        fields = report.record_fields()
+        key = settings_key({**ev.settings, "task": ev.task, "world_size": info.world})
+        work = run_dir(ev.work_root, fields, ev.folder_tag or ev.protocol, ev.dataset, seed, key=key)
+        done = work / "record.done"  # JSON naming the record; not *.json, so no record reader takes it for one
+        if done.is_file():
+            previous = Path(json.loads(done.read_text())["record"])
+            if previous.is_file() and ev.resume != "auto":
+                raise UsageError(f"--resume {ev.resume}: {work} holds the finished run whose record is {previous}; "
+                                 "running it again would give the seed a second record: remove that record "
+                                 "(or use other --results and --work-dir) to run it again")
+            if previous.is_file():
+                if info.main:
+                    print(f"{ev.prog} [{ev.protocol}] {fields.get('name')} seed {seed}: evaluated already "
+                          f"-> {previous}", flush=True)
+                    ev.written.append(previous)
+                continue
+        work.mkdir(parents=True, exist_ok=True)
+        done.unlink(missing_ok=True)
+        resume: str | Path = ev.resume if ev.resume in ("auto", "no") else Path(ev.resume).resolve()
+        run = SeedRun(seed=seed, backbone=backbone, report=report, checkpoint=ev.checkpoint, work=work,
+                      resume=resume, dist=info, device=device)
+        t0 = time.perf_counter()
+        out = ev.run(run)
+        wall = time.perf_counter() - t0
+        if out is None or not info.main:
+            continue
+        config = {**out.config, "work_dir": str(work)}
+        rec = new_record(checkpoint=fields, task=out.task or ev.task, protocol=ev.protocol, dataset=out.dataset,
+                         metrics=out.metrics, config=config, seed=seed, wall_time_s=wall,
+                         device=out.device or dist.device_name(device), engine=out.engine)
+        stem = record_filename(rec)[:-len(".json")]
+        for config_key, (suffix, text) in out.beside.items():
+            rec["config"][config_key] = f"{stem}.{suffix}"
+            atomic_write_text(Path(ev.results) / f"{stem}.{suffix}", text)
+        path = write_record(ev.results, rec)
+        ev.written.append(Path(path))
+        atomic_write_text(work / "eval.log", "".join(f"{line}\n" for line in run.lines + [f"record: {path}"]))
+        atomic_write_json(done, {"record": str(Path(path).resolve()), "settings_key": key})
+        shown = "  ".join(f"{k} {v:.2f}" for k, v in list(out.metrics.items())[:3])
+        print(f"{ev.prog} [{ev.protocol}] {fields.get('name')} seed {seed}: {shown}  ({wall:.1f} s) "
+              f"-> {path}", flush=True)
+    return 0
+
+
+def main(parse: Callable[[], Evaluation], prog: str) -> int:
+    """Parse with ``parse`` (any ``ValueError`` there is a usage error) and evaluate; 2 for usage."""
+    import sys
+
+    try:
+        ev = parse()
+    except ValueError as e:  # UsageError, ProtocolError, a range or an override that does not parse
+        print(f"{prog}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return evaluate(ev)
+    except UsageError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return EXIT_USAGE

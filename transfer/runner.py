@@ -26,7 +26,6 @@ does everything else, the same way for all of them:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -39,8 +38,6 @@ import numpy as np
 import torch
 
 EXIT_USAGE = 2
-RESUME_HELP = ("'auto' (default): skip a seed whose record exists and resume a stopped run from its "
-               "work folder; 'no': start over; or a saved training state to resume from")
 
 
 class UsageError(ValueError):
@@ -104,10 +101,6 @@ class Evaluation:
     def __post_init__(self):
         if not self.prog:
             self.prog = f"mocobench eval {self.task}"
-
-
-def add_resume_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--resume", default="auto", metavar="auto|no|PATH", help=RESUME_HELP)
 
 
 def settings_key(settings: dict) -> str:

@@ -233,19 +233,6 @@ def check_protocol(protocol) -> None:
                          "the tiny protocols run with --engine torchvision")
 
 
-def run_detectron2(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_dir, *,
-                   device: str | None = None, opts: list[str] | tuple[str, ...] = (), resume: str = "auto") -> list[Path]:
-    """Convert, configure, train and evaluate with detectron2 (``transfer/runner.py`` runs the
-    seeds); the paths of the seeds' records."""
-    from mocobench.transfer import runner
-    from mocobench.transfer.detection.run import evaluation
-
-    ev = evaluation(checkpoint, protocol, dataset, data_root, seeds, results_dir, work_dir, device=device,
-                    resume=resume, engine="detectron2", opts=opts)
-    runner.evaluate(ev)
-    return ev.written
-
-
 def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None, opts: list[str] = ()):
     """One seed with detectron2 on ``--device`` (``cuda``: every GPU, in processes of its own):
     the Outcome (the parent process is the runner's only rank)."""

@@ -62,13 +62,14 @@ def evaluation(checkpoint: str, protocol, dataset: str, data_root, seeds, result
 
 
 def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,
-             device: str | None = None, resume: str = "auto") -> list[Path]:
-    """Fine-tune and evaluate ``checkpoint`` under ``protocol`` once per seed with the torchvision
-    engine (``transfer/runner.py`` runs the seeds); rank 0 writes one record per seed (their paths)."""
+             device: str | None = None, resume: str = "auto", engine: str = "torchvision",
+             opts: list[str] | tuple[str, ...] = ()) -> list[Path]:
+    """Fine-tune and evaluate ``checkpoint`` under ``protocol`` once per seed with ``engine``
+    (``transfer/runner.py`` runs the seeds); rank 0 writes one record per seed (their paths)."""
     from mocobench.transfer import runner
 
     ev = evaluation(checkpoint, protocol, dataset, data_root, seeds, results_dir, work_root, device=device,
-                    resume=resume)
+                    resume=resume, engine=engine, opts=opts)
     runner.evaluate(ev)
     return ev.written
 

@@ -175,8 +175,10 @@ def test_detectron2_multi_gpu_launch_hands_results_back(detectron2_ready, synth_
     overrides = dict(a[2:].split("=", 1) for a in SMALL if a.startswith("--") and "=" in a)
     protocol = resolve_protocol("moco-voc-c4-24k", overrides | {"max_iter": "1"})
     results = tmp_path / "results"
-    paths = engine.run_detectron2(str(moco_r50), protocol, "voc", synth_tiny / "VOCdevkit", [3], results,
-                                  tmp_path / "work")
+    from mocobench.transfer.detection.run import run_eval
+
+    paths = run_eval(str(moco_r50), protocol, "voc", synth_tiny / "VOCdevkit", [3], results, tmp_path / "work",
+                     engine="detectron2")
     assert calls == [(2, "auto")]
     (rec,), _ = load_records(results)
     assert [Path(p).name for p in paths] == [next(results.glob("*.json")).name]

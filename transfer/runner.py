@@ -50,7 +50,6 @@ class SeedRun:
     seed: int
     backbone: Any                 # this seed's own copy of the loaded backbone
     report: Any                   # the checkpoint's load report
-    checkpoint: str               # as given on the command line
     work: Path                    # this seed's work folder (exists)
     resume: str | Path            # "auto", "no" or a state file
     dist: Any                     # mocobench.core.dist.Dist
@@ -133,13 +132,13 @@ def evaluate(ev: Evaluation) -> int:
         if not Path(ev.resume).is_file():
             raise UsageError(f"--resume {ev.resume}: no such file")
     info, device = dist.setup(ev.device)
+    key = settings_key({**ev.settings, "task": ev.task, "world_size": info.world})
     for seed in ev.seeds:
         # seeded before the load: building an architecture draws from the generator (as it did
         # when each task loaded for itself), so a seed's run does not depend on the seeds before it
         seed_everything(seed)
         backbone, report = (ev.load or load_backbone)(ev.checkpoint, arch=ev.arch)
         fields = report.record_fields()
-        key = settings_key({**ev.settings, "task": ev.task, "world_size": info.world})
         work = run_dir(ev.work_root, fields, ev.folder_tag or ev.protocol, ev.dataset, seed, key=key)
         done = work / "record.done"  # JSON naming the record; not *.json, so no record reader takes it for one
         if done.is_file():
@@ -157,7 +156,7 @@ def evaluate(ev: Evaluation) -> int:
         work.mkdir(parents=True, exist_ok=True)
         done.unlink(missing_ok=True)
         resume: str | Path = ev.resume if ev.resume in ("auto", "no") else Path(ev.resume).resolve()
-        run = SeedRun(seed=seed, backbone=backbone, report=report, checkpoint=ev.checkpoint, work=work,
+        run = SeedRun(seed=seed, backbone=backbone, report=report, work=work,
                       resume=resume, dist=info, device=device)
         t0 = time.perf_counter()
         out = ev.run(run)

@@ -20,7 +20,7 @@ return the metrics and the merged config (the runner writes it beside the record
 - Resume (``--resume``): ``auto`` continues from mmengine's last checkpoint in the work dir, ``no``
   starts at iteration 0, a path resumes from that mmengine checkpoint. A finished run is not run
   again (the runner's rule); another configuration gets a work folder of its own (the runner's
-  settings key), and ``mocobench_run.json`` there says which configuration it holds.
+  settings key).
 - The mmseg compatibility patches (``mocobench.transfer.adapters.mmseg_compat``) hold only inside
   :func:`run_seed`.
 """
@@ -28,13 +28,11 @@ return the metrics and the merged config (the runner writes it beside the record
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
-import json
 import uuid
 from pathlib import Path
 
-from mocobench.core.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from mocobench.core.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
 
 # (our protocol, dataset) -> the mmseg config it reproduces (a key of transfer.adapters.mmseg.PROTOCOLS)
 MMSEG_PROTOCOLS = {
@@ -43,7 +41,6 @@ MMSEG_PROTOCOLS = {
     ("mmseg-fcn-20k", "voc2012"): "fcn-r50-d8-voc12aug-20k",
     ("mmseg-fcn-40k", "voc2012"): "fcn-r50-d8-voc12aug-40k",
 }
-RUN_FILE = "mocobench_run.json"
 
 
 def why_unavailable() -> str | None:
@@ -187,8 +184,6 @@ def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool)
 
 
 # -- one seed --------------------------------------------------------------------------------------
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _versions() -> dict[str, str]:
@@ -258,11 +253,6 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
 
             torch.cuda.set_device(dev)
         options = parse_cfg_options(list(cfg_options))
-        # what makes this run this run (the checkpoint by content, not by where it lies)
-        key = {"checkpoint": {k: v for k, v in report.record_fields().items() if k != "path"},
-               "dataset": dataset, "data": str(Path(data_root).resolve()),
-               "protocol": protocol.to_dict(), "cfg_options": options, "seed": r.seed, "world": info.world}
-        digest = _digest(key)
         resume_file = r.resume if isinstance(r.resume, Path) else None
 
         ckpt_path = work / "backbone_mmseg.pth"
@@ -286,8 +276,6 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
         cfg.load_from = str(resume_file) if resume_file else None
         _check_keys(cfg, options)
         cfg.merge_from_dict(options)  # last, as mmseg's tools/train.py does
-        if info.main:  # from here on, the work dir belongs to this configuration
-            atomic_write_json(work / RUN_FILE, {"digest": digest, "key": key})
         prefix = adapter.MM_BACKBONE_PREFIX
         expected = {k[len(prefix):]: v for k, v in converted["state_dict"].items()}
         with trusted_checkpoints([work], [resume_file] if resume_file else []):

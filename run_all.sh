@@ -47,6 +47,8 @@ if [ "${1:-}" = "engines" ]; then
 fi
 if [ "${1:-}" = "test" ]; then
   shift
-  exec "$PY" -m pytest "$@"
+  # One worker per core (pytest-xdist); tests sharing a resource stay on one worker (tests/conftest.py).
+  # A later -n overrides: `./run_all.sh test -n 0 tests/...` runs in this process.
+  exec "$PY" -m pytest -n auto "$@"
 fi
 exec "$PY" -m mocobench.pipeline "$@"

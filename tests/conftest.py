@@ -16,7 +16,37 @@ import torch
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 LABELME_DIR = Path("/usr/share/doc/labelme-examples/examples")
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist (``./run_all.sh test`` runs ``-n auto``) the workers share the cores: each gets its
+# share, so that two workers on two cores do not run four busy threads.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+
+# Tests that must share one worker: the CI gate's (one quick pipeline run for all of them, started
+# first because it is the longest chain) and the real SLURM cluster's (one cluster per session).
+_GROUPS = {"gate": "tests/gate/", "slurm": "tests/mocobench/test_slurm_cluster.py"}
+
+
+def _group(nodeid: str) -> str | None:
+    return next((group for group, prefix in _GROUPS.items() if nodeid.startswith(prefix)), None)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The gate's tests first: its worker starts the longest chain at once."""
+    items.sort(key=lambda item: 0 if _group(item.nodeid) == "gate" else 1)
+
+
+@pytest.hookimpl(optionalhook=True)   # a hook of pytest-xdist, absent with -p no:xdist
+def pytest_xdist_make_scheduler(config, log):
+    """Each group of ``_GROUPS`` to one worker, every other test to whichever worker is free.
+    (xdist's own ``--dist loadgroup`` ignores its markers under pytest 9: the node ids it rewrites
+    no longer change.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid) or nodeid
+
+    return Groups(config, log)
 
 
 def require(path: Path, package: str, how: str) -> Path:

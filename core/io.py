@@ -46,11 +46,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: 
         # 0666 & ~umask, which is what a team sharing a results folder expects.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename is None:
+            # a write that fails (ENOSPC, EIO, EDQUOT) names no file: name the one being written
+            raise type(e)(e.errno, f"{e.strerror or e} (writing {path})", str(path)) from e
         raise
     return path
 
@@ -102,8 +105,13 @@ class StepLog:
         return [s for s in range(start) if s not in rows]
 
     def append(self, row: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            raise type(e)(e.errno, f"{e.strerror or e} (appending to {self.path})", str(self.path)) from e
 
 
 def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "",

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 
+from mocobench.datasets.images import check_segmentation_split, to_rgb
+
 IGNORE = 255
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -160,7 +162,10 @@ def match_predictions(gt_files: list[Path], pred_dir: str | os.PathLike) -> list
 
 
 class CityscapesSegmentation:
-    """Map-style dataset: ``ds[i]`` -> (RGB uint8 H x W x 3, train ids uint8 H x W, stem)."""
+    """Map-style dataset: ``ds[i]`` -> (RGB uint8 H x W x 3, train ids uint8 H x W, stem).
+
+    Opening it checks the split (:func:`~mocobench.datasets.images.check_segmentation_split`):
+    ``skipped`` names the image files left out because they cannot be read."""
 
     classes = CLASSES
     num_classes = NUM_CLASSES
@@ -169,7 +174,12 @@ class CityscapesSegmentation:
     def __init__(self, root: str | os.PathLike, split: str = "train"):
         self.root = Path(root)
         self.split = split
-        self.samples = list_samples(self.root, split)
+        samples = list_samples(self.root, split)
+        # every mask's values and size, before any training; unreadable images are skipped (files)
+        kept, self.skipped = check_segmentation_split(
+            [(s.image, s.label) for s in samples], read_label_ids,
+            lambda ids: (to_train_ids(ids) != IGNORE).sum(), CityscapesError, str(self.root / "gtFine" / split))
+        self.samples = [samples[i] for i in kept]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -180,7 +190,7 @@ class CityscapesSegmentation:
         s = self.samples[i]
         try:
             with Image.open(s.image) as im:
-                image = np.array(im.convert("RGB"))
+                image = np.array(to_rgb(im))
         except Exception as e:
             raise CityscapesError(f"{s.image}: unreadable image ({e})") from e
         target = to_train_ids(read_label_ids(s.label))

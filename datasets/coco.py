@@ -35,6 +35,7 @@ def load_coco(annotation_file: str | os.PathLike):
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO(str(path))
+            check_instances(coco.dataset, path)
             anns = coco.dataset.get("annotations", [])
             lowest = min((a["id"] for a in anns), default=1)
             if lowest < 1:
@@ -44,9 +45,72 @@ def load_coco(annotation_file: str | os.PathLike):
                 for a in anns:
                     a["id"] += 1 - lowest
                 coco.createIndex()
+    except COCOFormatError:
+        raise
     except (ValueError, KeyError, TypeError, AssertionError) as e:
         raise COCOFormatError(f"{path}: not a COCO instances file ({type(e).__name__}: {e})") from None
     return coco
+
+
+def check_instances(data, path: Path) -> None:
+    """The structure of an instances file, checked when it is opened: ``images``, ``annotations`` and
+    ``categories`` lists; unique integer ids; every annotation's ``image_id`` and ``category_id``
+    known; boxes of four finite numbers with no negative size. A problem is one
+    :class:`COCOFormatError` naming the file, the entry and the rule (pycocotools itself would drop
+    orphan annotations silently, or fail later with a bare ``KeyError``)."""
+    import math
+
+    if not isinstance(data, dict):
+        raise COCOFormatError(f"{path}: not a COCO instances file (the top level is not an object)")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise COCOFormatError(f"{path}: no {key!r} list (a COCO instances file has images, annotations "
+                                  "and categories)")
+    if not data["categories"]:
+        raise COCOFormatError(f"{path}: 'categories' is empty")
+
+    def ids(key: str) -> set:
+        seen = set()
+        for entry in data[key]:
+            i = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise COCOFormatError(f"{path}: an entry of {key!r} has no integer 'id': {str(entry)[:120]}")
+            if i in seen:
+                raise COCOFormatError(f"{path}: {key!r} id {i} appears twice")
+            seen.add(i)
+        return seen
+
+    images, categories = ids("images"), ids("categories")
+    ids("annotations")
+    for im in data["images"]:
+        if not im.get("file_name") or not all(isinstance(im.get(k), int) and im[k] > 0 for k in ("width", "height")):
+            raise COCOFormatError(f"{path}: image id {im['id']} needs a file_name and positive integer "
+                                  f"width and height: {str(im)[:120]}")
+    for a in data["annotations"]:
+        where = f"{path}: annotation id {a['id']}"
+        if a.get("image_id") not in images:
+            raise COCOFormatError(f"{where}: image_id {a.get('image_id')!r} is not in 'images'")
+        if a.get("category_id") not in categories:
+            raise COCOFormatError(f"{where}: category_id {a.get('category_id')!r} is not in 'categories' "
+                                  f"({sorted(categories)[:10]}...)")
+        box = a.get("bbox")
+        if (not isinstance(box, list) or len(box) != 4
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0):
+            raise COCOFormatError(f"{where}: bbox must be [x, y, w, h] of finite numbers with w, h >= 0, "
+                                  f"not {box!r}")
+
+
+def check_masks(data, path: Path) -> None:
+    """Every annotation has a usable segmentation: a non-empty list of polygons of at least three
+    points each, or an RLE dict; checked before training an instance-segmentation model."""
+    for a in data["annotations"]:
+        seg = a.get("segmentation")
+        if isinstance(seg, dict) and "counts" in seg and "size" in seg:
+            continue
+        if (not isinstance(seg, list) or not seg
+                or not all(isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0 for poly in seg)):
+            raise COCOFormatError(f"{path}: annotation id {a['id']}: segmentation must be polygons of at least "
+                                  f"3 points [x1, y1, x2, y2, ...] or an RLE dict, not {str(seg)[:80]}")
 
 
 def coco_split_paths(coco_root: str | os.PathLike, split: str) -> tuple[Path, Path]:
@@ -73,6 +137,8 @@ class COCODetection(SkipUnreadable):
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
         self.coco = load_coco(self.annotation_file)
+        if with_masks:
+            check_masks(self.coco.dataset, self.annotation_file)
         self.transforms = transforms
         self.with_masks = with_masks
         self.keep_crowd = keep_crowd
@@ -83,6 +149,9 @@ class COCODetection(SkipUnreadable):
         ids = sorted(self.coco.getImgIds())
         if remove_images_without_annotations:
             ids = [i for i in ids if self._annotations(i)]
+        if not ids or not any(not a.get("iscrowd", 0) for a in self.coco.dataset["annotations"]):
+            raise COCOFormatError(f"{self.annotation_file}: no image with an object that is not a crowd "
+                                  f"region ({len(self.coco.dataset['images'])} images): nothing to train on or score")
         self.ids = ids
         self.skipped: list[str] = []
 

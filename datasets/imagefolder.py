@@ -28,6 +28,7 @@ import torch.utils.data
 from PIL import Image
 
 from mocobench.core.io import atomic_write_text
+from mocobench.datasets.images import to_rgb
 
 # Compared lower-case: ImageNet's files are ``.JPEG``, most others ``.jpg``/``.png``.
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -105,7 +106,7 @@ class ImageFolder(torch.utils.data.Dataset):
         try:
             with open(path, "rb") as f:
                 img = Image.open(f)
-                img = img.convert("RGB")  # convert() forces the full decode, so truncation shows here
+                img = to_rgb(img)  # converting forces the full decode, so truncation shows here
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             # OSError covers PIL.UnidentifiedImageError and "image file is truncated".
             self.n_skipped += 1

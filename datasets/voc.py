@@ -184,8 +184,39 @@ class VOCDetection(SkipUnreadable):
                     raise VOCFormatError(f"{d / 'Annotations' / (image_id + '.xml')}: unknown classes "
                                          f"{sorted(set(unknown))} (known: {', '.join(self.classes)})")
                 self.items.append((d, image_id, ann))
-        self.ids = [f"{d.name}/{i}" for d, i, _ in self.items]
         self.skipped: list[str] = []
+        self.items = self._check_images()
+        self.ids = [f"{d.name}/{i}" for d, i, _ in self.items]
+        if not any(o for _, _, ann in self.items for o in ann.objects if not o.difficult):
+            raise VOCFormatError(f"{self.devkit_root}: {' + '.join(f'VOC{y} {s}' for y, s in self.sets)} has "
+                                 f"no object that is not difficult in its {len(self.items)} images: nothing to "
+                                 "train on or score")
+
+    def _check_images(self):
+        """The items whose image opens, with the size their XML states; the others are skipped and
+        named (``self.skipped``). An XML whose stated size is not its image's is refused: boxes are
+        checked against the stated size, so a wrong one hides boxes outside the real image."""
+        from PIL import Image
+
+        from mocobench.core.io import progress
+
+        kept = []
+        for index in progress(range(len(self.items)), total=len(self.items), desc="check images", unit="img"):
+            d, image_id, ann = self.items[index]
+            path = self.image_path(index)
+            try:
+                with Image.open(path) as im:
+                    size = im.size
+            except (OSError, ValueError) as e:   # PIL.UnidentifiedImageError is an OSError
+                _skip(path, e, self.skipped)
+                continue
+            if size != (ann.width, ann.height):
+                raise VOCFormatError(f"{d / 'Annotations' / (image_id + '.xml')}: <size> says {ann.width}x"
+                                     f"{ann.height} but {path} is {size[0]}x{size[1]}")
+            kept.append(self.items[index])
+        if not kept:
+            raise self.no_image_error()
+        return kept
 
     def __len__(self) -> int:
         return len(self.items)
@@ -217,16 +248,23 @@ def read_rgb(path: Path, skipped: list[str] | None = None):
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    from mocobench.datasets.images import to_rgb
+
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            arr = np.asarray(to_rgb(im), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as e:
         if skipped is None:
             raise VOCFormatError(f"{path}: unreadable image ({e})") from None
-        if str(path) not in skipped:
-            skipped.append(str(path))
-            import warnings
-
-            warnings.warn(f"{path}: unreadable image skipped ({e}); {len(skipped)} skipped so far")
+        _skip(path, e, skipped)
         return None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _skip(path: Path, error: Exception, skipped: list[str]) -> None:
+    """Name an unreadable image once (a file, however often it is drawn) in ``skipped`` and a warning."""
+    if str(path) not in skipped:
+        skipped.append(str(path))
+        import warnings
+
+        warnings.warn(f"{path}: unreadable image skipped ({error}); {len(skipped)} skipped so far")

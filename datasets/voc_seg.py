@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mocobench.datasets.images import check_segmentation_split, to_rgb
+
 IGNORE = 255
 CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -86,7 +88,10 @@ def read_mask(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> np.nda
 
 
 class VOCSegmentation:
-    """Map-style dataset: ``ds[i]`` -> (RGB uint8 H x W x 3, class indices uint8 H x W, image id)."""
+    """Map-style dataset: ``ds[i]`` -> (RGB uint8 H x W x 3, class indices uint8 H x W, image id).
+
+    Opening it checks the split (:func:`~mocobench.datasets.images.check_segmentation_split`):
+    ``skipped`` names the image files left out because they cannot be read."""
 
     classes = CLASSES
     num_classes = NUM_CLASSES
@@ -107,6 +112,12 @@ class VOCSegmentation:
         if missing:
             raise VOCSegError(f"{self.mask_dir / (missing[0] + '.png')}: mask missing "
                               f"({len(missing)} of {len(self.ids)} listed in {list_name})")
+        # every mask's values and size, before any training; unreadable images are skipped (files)
+        kept, self.skipped = check_segmentation_split(
+            [(self.root / "JPEGImages" / f"{i}.jpg", self.mask_dir / f"{i}.png") for i in self.ids], read_mask,
+            lambda mask: (mask != IGNORE).sum(), VOCSegError,
+            f"{self.root / 'ImageSets' / 'Segmentation' / list_name}")
+        self.ids = [self.ids[i] for i in kept]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -120,7 +131,7 @@ class VOCSegmentation:
         path = self.image_path(i)
         try:
             with Image.open(path) as im:
-                image = np.array(im.convert("RGB"))
+                image = np.array(to_rgb(im))
         except Exception as e:
             raise VOCSegError(f"{path}: unreadable image ({e})") from e
         mask_path = self.mask_dir / f"{self.ids[i]}.png"

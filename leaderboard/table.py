@@ -86,6 +86,13 @@ class TableError(ValueError):
     """The records cannot make a table (protocol mismatch in a cell, bad reported.csv)."""
 
 
+def _real(dataset: str) -> str:
+    """The real dataset whose layout an embedded id stands in for (``synth-small-coco`` -> ``coco``),
+    else ``dataset`` itself (datasets/identity.py names them)."""
+    return next((real for real in DATASET_ORDER if dataset.startswith("synth") and dataset.endswith("-" + real)),
+                dataset)
+
+
 @dataclass(frozen=True, order=True)
 class Column:
     task: str
@@ -100,12 +107,15 @@ class Column:
         metrics = DISPLAY_METRICS.get(self.task, ())
         metric = (metrics.index(self.metric) if self.metric in metrics else len(metrics), self.metric)
         return (TASK_ORDER.get(self.task, len(TASK_ORDER)), self.task,
-                DATASET_ORDER.get(self.dataset, len(DATASET_ORDER)), self.dataset,
+                DATASET_ORDER.get(_real(self.dataset), len(DATASET_ORDER)), self.dataset,
                 proto, self.engine, metric)
 
     @property
     def label(self) -> str:
-        ds = DATASET_LABELS.get(self.dataset, self.dataset)
+        real = _real(self.dataset)
+        ds = DATASET_LABELS.get(real, real)
+        if real != self.dataset:   # the embedded stand-in of a real layout: synth-small-voc07+12
+            ds = f"{ds} ({self.dataset[: -len(real) - 1]})"
         text = f"{ds} {TASK_LABELS.get(self.task, self.task)} {METRIC_LABELS.get(self.metric, self.metric)}"
         if self.engine == "torchvision" or self.engine == self.protocol:
             extra = self.protocol

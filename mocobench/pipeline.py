@@ -94,6 +94,8 @@ def parse_args(argv: list[str] | None):
                    help="stages run side by side on this machine (default on the embedded data: the CPU cores "
                         "divided by --threads; on real data, under torchrun or SLURM: 1)")
     p.add_argument("--dry-run", action="store_true", help="print the stages and their commands; run nothing")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error (also MOCOBENCH_DEBUG=1) instead of its one line")
     p.add_argument("--no-preload", action="store_true",
                    help="start every stage as a fresh Python process instead of forking a pre-imported one")
     args = p.parse_args(argv)
@@ -158,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pipeline interrupted; run the same command again to continue where it stopped", flush=True)
         return 130
+    except Exception as e:  # noqa: BLE001 - one line (the failed stages have their own logs), as mocobench's commands
+        from mocobench.cli import describe
+
+        if args.debug or os.environ.get("MOCOBENCH_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"mocobench pipeline: {describe(e)}", file=sys.stderr, flush=True)
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

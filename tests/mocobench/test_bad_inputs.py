@@ -116,6 +116,115 @@ CASES = [
 ]
 
 
+# -- data that is wrong in ways a reader must see when it opens it (issue 27, part 2) -------------------
+def _copy(t: Path, s: Path, name: str) -> Path:
+    """A copy of the embedded dataset's ``name`` folder (``cityscapes``, ``VOCdevkit``, ``coco``) in ``t``."""
+    dest = t / "data" / name
+    shutil.copytree(s / name, dest)
+    return dest
+
+
+def _masks(root: Path, split: str) -> list[Path]:
+    return sorted((root / "gtFine" / split).rglob("*_gtFine_labelIds.png"))
+
+
+def cityscapes_with(t: Path, s: Path, fault: str) -> Path:
+    """The embedded Cityscapes with one fault: ``label-50`` (a value that is no label id in a train
+    mask), ``val-all-ignored`` (every val pixel is label id 0, unlabeled), ``corrupt-image`` (a train
+    image's bytes cut, which is skipped and counted)."""
+    import numpy as np
+    from PIL import Image
+
+    root = _copy(t, s, "cityscapes")
+    if fault == "label-50":
+        mask = _masks(root, "train")[0]
+        arr = np.array(Image.open(mask))
+        arr[0, 0] = 50
+        Image.fromarray(arr).save(mask)
+    elif fault == "val-all-ignored":
+        for mask in _masks(root, "val"):
+            Image.fromarray(np.zeros_like(np.array(Image.open(mask)))).save(mask)
+    return root.parent
+
+
+def voc_with(t: Path, s: Path, fault: str) -> Path:
+    """The embedded VOC with ``test-without-objects`` (every VOC2007 test XML's objects removed) or
+    ``size-too-large`` (one trainval XML states a larger size than its JPEG)."""
+    import re
+
+    root = _copy(t, s, "VOCdevkit")
+    year = root / "VOC2007"
+    if fault == "test-without-objects":
+        for i in (year / "ImageSets" / "Main" / "test.txt").read_text().split():
+            xml = year / "Annotations" / f"{i}.xml"
+            xml.write_text(re.sub(r"<object>.*?</object>", "", xml.read_text(), flags=re.S))
+    else:
+        first = (year / "ImageSets" / "Main" / "trainval.txt").read_text().split()[0]
+        xml = year / "Annotations" / f"{first}.xml"
+        xml.write_text(re.sub(r"<width>(\d+)</width>", lambda m: f"<width>{int(m.group(1)) + 50}</width>",
+                              xml.read_text(), count=1))
+    return root
+
+
+def coco_with(t: Path, s: Path, fault: str) -> Path:
+    """The embedded COCO with one fault in ``instances_train2017.json``: ``no-categories``,
+    ``unknown-category`` (999), ``orphan-annotation`` (an image id no image has), ``empty-segmentation``."""
+    root = _copy(t, s, "coco")
+    path = root / "annotations" / "instances_train2017.json"
+    data = json.loads(path.read_text())
+    ann = next(a for a in data["annotations"] if not a.get("iscrowd"))
+    if fault == "no-categories":
+        del data["categories"]
+    elif fault == "unknown-category":
+        ann["category_id"] = 999
+    elif fault == "orphan-annotation":
+        ann["image_id"] = 987654
+    else:
+        ann["segmentation"] = []
+    path.write_text(json.dumps(data))
+    return root
+
+
+def one_class_labels(t: Path, s: Path) -> Path:
+    """A "10 %" list holding every image of one class (10 classes: exactly 10 % of train)."""
+    train = s / "imagenet" / "train"
+    first = sorted(p for p in train.iterdir() if p.is_dir())[0]
+    path = t / "10percent_one_class.txt"
+    path.write_text("".join(f"{first.name}/{f.name}\n" for f in sorted(first.iterdir())))
+    return path
+
+
+def _eval(task: str, t: Path, *argv: str) -> list[str]:
+    return ["eval", task, "--checkpoint", "random:resnet18", "--results", str(t / "res"), *argv]
+
+
+def _det(t: Path, dataset: str, data: Path, *argv: str) -> list[str]:
+    return _eval("detection", t, "--dataset", dataset, "--data", str(data), "--protocol", "tiny",
+                 "--max-iters", "1", "--work-dir", str(t / "work"), *argv)
+
+
+def _seg(t: Path, data: Path) -> list[str]:
+    return _eval("segmentation", t, "--dataset", "cityscapes", "--data", str(data), "--protocol", "tiny",
+                 "--max-iters", "1", "--work-dir", str(t / "work"))
+
+
+DATA_CASES = [
+    ("cityscapes-mask-value-50", lambda t, s: _seg(t, cityscapes_with(t, s, "label-50")), 1, ["_gtFine_labelIds.png", "[50]", "label ids"]),
+    ("cityscapes-val-every-pixel-ignored", lambda t, s: _seg(t, cityscapes_with(t, s, "val-all-ignored")), 1, ["gtFine/val", "no pixel of an evaluated class"]),
+    ("voc-test-without-objects", lambda t, s: _det(t, "voc", voc_with(t, s, "test-without-objects")), 1, ["VOC2007 test", "no object"]),
+    ("voc-xml-size-larger-than-image", lambda t, s: _det(t, "voc", voc_with(t, s, "size-too-large")), 1, [".xml", "<size> says"]),
+    ("coco-without-categories", lambda t, s: _det(t, "coco", coco_with(t, s, "no-categories")), 1, ["instances_train2017.json", "categories"]),
+    ("coco-unknown-category-id", lambda t, s: _det(t, "coco", coco_with(t, s, "unknown-category")), 1, ["instances_train2017.json", "category_id 999"]),
+    ("coco-annotation-of-no-image", lambda t, s: _det(t, "coco", coco_with(t, s, "orphan-annotation")), 1, ["instances_train2017.json", "image_id 987654"]),
+    ("coco-empty-segmentation", lambda t, s: _det(t, "coco", coco_with(t, s, "empty-segmentation")), 1, ["instances_train2017.json", "segmentation"]),
+    # -- settings that would change what a number means (part 3)
+    ("dataset-name-imagenet-on-synth", lambda t, s: _eval("knn", t, "--data", str(s), "--dataset-name", "imagenet"), 2, ["--dataset-name imagenet", "synth"]),
+    ("semi-label-pct-contradicts-file", lambda t, s: _eval("semi", t, "--data", str(s), "--labels", "10percent", "--label-pct", "1", "--epochs", "1"), 1, ["--label-pct 1", "10percent"]),
+    ("semi-labels-of-one-class", lambda t, s: _eval("semi", t, "--data", str(s), "--labels", str(one_class_labels(t, s)), "--epochs", "1"), 1, ["10percent_one_class.txt", "every class"]),
+    ("detection-bf16-on-cpu", lambda t, s: _det(t, "voc", s / "VOCdevkit", "--bf16=true", "--device", "cpu"), 2, ["bf16", "cpu"]),
+]
+
+
 def _truncate(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
@@ -128,12 +237,13 @@ def _evil(root: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case", CASES + DATA_CASES, ids=[c[0] for c in CASES + DATA_CASES])
 def test_bad_input_is_one_clear_line(case, tmp_path, capsys, monkeypatch, synth_tiny):
     name, build, code, words = case
     monkeypatch.delenv("MOCOBENCH_DEBUG", raising=False)
     monkeypatch.chdir(tmp_path)
     argv = build(tmp_path, synth_tiny)
+    made = set(tmp_path.rglob("*.json"))   # the row's own files (a copied COCO's annotations)
     try:
         rc = main(argv)
     except SystemExit as e:  # argparse
@@ -146,8 +256,8 @@ def test_bad_input_is_one_clear_line(case, tmp_path, capsys, monkeypatch, synth_
     assert last.startswith("mocobench") or last.startswith("usage") or ": error:" in last, last
     for w in words:
         assert w.lower() in err.lower(), f"{name}: {w!r} not in the message:\n{err}"
-    assert not list(tmp_path.rglob("*.json")) or name.startswith("check") or name.startswith("leaderboard"), \
-        f"{name}: wrote {list(tmp_path.rglob('*.json'))}"
+    wrote = set(tmp_path.rglob("*.json")) - made
+    assert not wrote or name.startswith("check") or name.startswith("leaderboard"), f"{name}: wrote {wrote}"
 
 
 def test_the_table_is_large_enough():

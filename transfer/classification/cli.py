@@ -44,7 +44,10 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=ranges.arg("epochs"), default=None)
     p.add_argument("--workers", type=ranges.arg("workers"), default=None)
     p.add_argument("--threads", type=ranges.arg("threads"), default=None, help="torch CPU threads")
-    p.add_argument("--dataset-name", default=None)
+    p.add_argument("--dataset-name", default=None,
+                   help="the record's dataset name for a folder that is not a known dataset (default: "
+                        "imagenet for ImageNet's 1000 classes, synth-SCALE for the embedded data, else the "
+                        "folder's name); a name that contradicts the data is refused")
     if task in ("linear", "knn"):
         p.add_argument("--cache-dir", default=None,
                        help="feature cache (fast linear, kNN); default $MOCOBENCH_FEATURE_CACHE or "
@@ -87,7 +90,9 @@ def eval_main(task: str, argv: list[str]) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         imagenet = D.resolve_imagenet(args.data)
-        dataset = args.dataset_name or D.dataset_name(args.data, imagenet)
+        from mocobench.datasets.identity import checked_name
+
+        dataset = checked_name(args.dataset_name, "imagenet", imagenet)
         settings = {"protocol": protocol, **P.to_dict(cfg), "data": str(imagenet.resolve()), "arch": args.arch,
                     "labels": getattr(args, "labels", None), "label_pct": getattr(args, "label_pct", None)}
         return runner.Evaluation(
@@ -237,7 +242,12 @@ def _run_semi(backbone, imagenet, cfg, args, seed, device, log, world):
     lab_train = ImageFolder(imagenet / "train", train_tf, subset=labels, classes=full_train.classes)
     lab_eval = ImageFolder(imagenet / "train", eval_tf, subset=labels, classes=full_train.classes)
     val = ImageFolder(imagenet / "val", eval_tf, classes=full_train.classes)
-    pct = args.label_pct or label_pct(labels, len(lab_train), len(full_train))
+    pct = label_pct(labels, len(lab_train), len(full_train), args.label_pct)
+    missing = sorted(set(range(len(full_train.classes))) - set(lab_train.targets))
+    if missing:
+        raise ValueError(f"{labels}: labels no image of {len(missing)} of the {len(full_train.classes)} classes "
+                         f"(e.g. {', '.join(full_train.classes[i] for i in missing[:5])}); a semi-supervised "
+                         "subset has every class")
     if cfg.batch_size % world:
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
     cfg_rank = dataclasses.replace(cfg, batch_size=cfg.batch_size // world) if world > 1 else cfg
@@ -250,19 +260,25 @@ def _run_semi(backbone, imagenet, cfg, args, seed, device, log, world):
                            "val": len(val)}, skipped, SEMI_TASKS[pct]
 
 
-def label_pct(labels: Path, n_labelled: int, n_train: int) -> int:
-    """1 or 10: from the file name (``1percent``, ``10percent``) or else the subset's size."""
+def label_pct(labels: Path, n_labelled: int, n_train: int, given: int | None = None) -> int:
+    """1 or 10, stated by ``--label-pct`` (``given``) or the file name (``1percent``, ``10percent``), or
+    else read from the subset's size; a stated fraction is checked against the size (within half of
+    it either way), and a file name and ``--label-pct`` that disagree are refused, naming both."""
     name = labels.name.lower()
-    for pct in (10, 1):
-        if name.startswith(f"{pct}percent") or name.startswith(f"{pct}pct"):
-            return pct
+    named = next((pct for pct in (10, 1) if name.startswith(f"{pct}percent") or name.startswith(f"{pct}pct")), None)
+    if given and named and given != named:
+        raise ValueError(f"--label-pct {given} contradicts the labels file {labels} (a {named} % list by its name)")
     frac = 100.0 * n_labelled / n_train
-    for pct in (1, 10):
-        if 0.5 * pct <= frac <= 1.5 * pct:
-            return pct
-    raise ValueError(f"{labels}: {n_labelled} of {n_train} train images ({frac:.1f} %) is neither a "
-                     f"1 % nor a 10 % subset; records exist for semi-1pct and semi-10pct only "
-                     f"(give --label-pct 1 or 10 to file it under one of them)")
+    stated = given or named
+    if stated is None:
+        stated = next((pct for pct in (1, 10) if 0.5 * pct <= frac <= 1.5 * pct), None)
+        if stated is None:
+            raise ValueError(f"{labels}: {n_labelled} of {n_train} train images ({frac:.1f} %) is neither a "
+                             f"1 % nor a 10 % subset; records exist for semi-1pct and semi-10pct only")
+    elif not 0.5 * stated <= frac <= 1.5 * stated:
+        raise ValueError(f"{labels}: {n_labelled} of {n_train} train images ({frac:.1f} %) is not a {stated} % "
+                         f"subset (stated by {'--label-pct' if given else 'its name'})")
+    return stated
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,24 +77,6 @@ def dataset_fields(name: str, path: Path, splits: dict[str, int], skipped: dict[
     return {"name": name, "path": str(path), "splits": dict(splits), "unreadable": dict(skipped)}
 
 
-def dataset_name(data: str | os.PathLike, imagenet: Path) -> str:
-    """``synth-<scale>`` for the embedded dataset, ``fashion-mnist`` for its export, else the
-    folder's name (``imagenet``, ``ILSVRC2012``...)."""
-    import json
-
-    for info_file, name in (("synth_info.json", "synth"), ("fashion_mnist_info.json", "fashion-mnist")):
-        for folder in (imagenet, imagenet.parent):
-            if (folder / info_file).is_file():
-                if name == "synth":
-                    try:
-                        scale = json.loads((folder / info_file).read_text()).get("scale")
-                    except (OSError, ValueError):
-                        scale = None
-                    return f"synth-{scale}" if scale else "synth"
-                return name
-    return imagenet.resolve().name
-
-
 # -- device -----------------------------------------------------------------------------------
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Move to ``device``; channels_last on CUDA (faster convolutions with bf16 there)."""

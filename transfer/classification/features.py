@@ -54,7 +54,9 @@ def files_hash(samples) -> str:
             size = os.path.getsize(path)
         except OSError:
             size = -1
-        h.update(f"{path}\t{label}\t{size}\n".encode())
+        # os.fsencode: a file name that is not UTF-8 (undecodable bytes kept as surrogates) hashes as
+        # its bytes; every other name hashes as before
+        h.update(os.fsencode(path) + f"\t{label}\t{size}\n".encode())
     return h.hexdigest()
 
 
@@ -117,9 +119,16 @@ def cached_features(cache_dir: str | os.PathLike | None, key: str, compute, log=
     t0 = time.perf_counter()
     f, y, s = compute()
     half, scale = to_half(f)
-    atomic_torch_save({"version": FEATURE_VERSION, "key": key, "features": half, "scale": scale,
-                       "labels": y, "n_skipped": int(s)}, path)
-    log(f"features: {len(y)} x {f.shape[1]} in {time.perf_counter() - t0:.1f} s, cached at {path}")
+    try:
+        atomic_torch_save({"version": FEATURE_VERSION, "key": key, "features": half, "scale": scale,
+                           "labels": y, "n_skipped": int(s)}, path)
+        where = f"cached at {path}"
+    except OSError as e:   # a cache only saves time: a full or read-only disk must not cost the features
+        import warnings
+
+        where = f"not cached ({e})"
+        warnings.warn(f"feature cache {path} could not be written: {e}; going on without it", stacklevel=2)
+    log(f"features: {len(y)} x {f.shape[1]} in {time.perf_counter() - t0:.1f} s, {where}")
     # the first run sees the same float16-rounded features as every later cached run
     return from_half(half, scale), y, s, False
 

@@ -243,6 +243,7 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
     from mocobench.transfer.adapters.detectron2 import (protocol_settings, register_roi_heads,
                                                         write_detectron2_config, write_detectron2_pkl)
     from mocobench.transfer.adapters.detectron2_compat import patched
+    from mocobench.transfer.detection.data import build_datasets
 
     backbone, fields = r.backbone, r.report.record_fields()
     model_device, num_procs = _device(device)
@@ -250,6 +251,13 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
         raise ValueError(f"the detectron2 configs are for ResNet-50 (MoCo's protocols), not {backbone.arch}")
     if protocol.ims_per_batch % num_procs:
         raise ValueError(f"ims_per_batch={protocol.ims_per_batch} is not divisible by {num_procs} GPUs")
+    # our readers check the files (ids, classes, sizes, boxes, non-empty test set) before detectron2's
+    # own loaders read them, which check far less and only as training goes
+    *checked, info = build_datasets(dataset, data_root, with_masks=protocol.uses_masks(dataset))
+    unreadable = [path for ds in checked for path in ds.skipped]
+    if unreadable:
+        raise ValueError(f"{unreadable[0]}: unreadable image; detectron2's loaders read every listed image and "
+                         f"cannot skip it: repair it or take it out of the split ({len(unreadable)} such)")
     out_dir = r.work
     weights = write_detectron2_pkl(out_dir / "backbone.pkl", backbone.net.state_dict(), fields)
     with patched():
@@ -278,7 +286,7 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
     gpu = torch.cuda.get_device_name(0) if model_device == "cuda" else "cpu"
     return runner.Outcome(
         metrics=_metrics(got["results"], dataset), engine="detectron2",
-        dataset={"name": "VOC07+12" if dataset == "voc" else "COCO", "path": str(data_root),
+        dataset={"name": info["name"], "path": str(data_root),
                  "test": "VOC2007 test" if dataset == "voc" else "val2017",
                  "splits": {"train": list(train_names), "test": list(test_names)}},
         config={"protocol": protocol.to_dict(), "num_classes": len(classes),

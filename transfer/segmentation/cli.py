@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mocobench.core import ranges
 
-DATASET_NAMES = {"cityscapes": "Cityscapes", "voc2012": "VOC2012"}
+DATASETS = ("cityscapes", "voc2012")
 
 
 def _eval_parser() -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def _eval_parser() -> argparse.ArgumentParser:
                     "of the protocol (e.g. --iters=2000 --crop=512,1024 --head=deeplabv3 "
                     "--inference=slide).")
     ap.add_argument("--checkpoint", required=True, help="checkpoint file or random:ARCH[:SEED]")
-    ap.add_argument("--dataset", required=True, choices=sorted(DATASET_NAMES))
+    ap.add_argument("--dataset", required=True, choices=DATASETS)
     ap.add_argument("--data", required=True,
                     help="Cityscapes root (leftImg8bit/, gtFine/) or VOC root (VOC2012/ or VOCdevkit/); "
                          "the embedded dataset's root works for both")
@@ -71,7 +71,9 @@ def eval_main(task: str, argv: list[str]) -> int:
                       checkpoint=args.checkpoint, seeds=seeds, results=Path(args.results),
                       work_root=work_root(args, "segmentation"), device=args.device, resume=args.resume,
                       resumes_from_file=True, prog=prog)
-        name = DATASET_NAMES[args.dataset]
+        from mocobench.datasets.identity import dataset_id
+
+        name = dataset_id(args.dataset, args.data)
         if args.engine == "mmseg":
             from mocobench.transfer.segmentation.mmseg_engine import check_protocol, run_seed as mmseg_seed, why_unavailable
 

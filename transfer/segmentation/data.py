@@ -12,15 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mocobench.datasets.cityscapes import CityscapesError, CityscapesSegmentation
-from mocobench.datasets.voc_seg import VOCSegError, VOCSegmentation
+from mocobench.datasets.cityscapes import CityscapesSegmentation
+from mocobench.datasets.voc_seg import VOCSegmentation
 
 IGNORE = 255
 DATASETS = {
     "cityscapes": CityscapesSegmentation,
     "voc2012": VOCSegmentation,
 }
-READ_ERRORS = (CityscapesError, VOCSegError, OSError)
 
 
 def build_dataset(name: str, root: str, split: str):
@@ -67,7 +66,7 @@ def augment(image: torch.Tensor, target: torch.Tensor, rng: np.random.Generator,
 
 
 class TrainStream(torch.utils.data.Dataset):
-    """``stream[p]`` -> (image 3 x crop, target crop (int64), number of unreadable files skipped)."""
+    """``stream[p]`` -> (image 3 x crop, target crop (int64))."""
 
     def __init__(self, dataset, seed: int, crop, scale_range, flip: bool, mean, std):
         self.dataset, self.seed = dataset, seed
@@ -87,25 +86,13 @@ class TrainStream(torch.utils.data.Dataset):
         return int(self._perm[p % n])
 
     def __getitem__(self, p: int):
+        # the dataset was checked when opened (unreadable files left out and counted there), so a
+        # file that fails now changed under the run: an error, not a skip that would shift the stream
         rng = np.random.default_rng([self.seed, p])
-        i = self.index(p)
-        skipped = 0
-        for _ in range(len(self.dataset)):
-            try:
-                image, target, _ = self.dataset[i]
-                break
-            except READ_ERRORS as e:  # unreadable file: skip it (counted), take the next image
-                skipped += 1
-                if skipped == 1:
-                    import warnings
-
-                    warnings.warn(f"skipping unreadable training sample: {e}")
-                i = (i + 1) % len(self.dataset)
-        else:
-            raise RuntimeError("every training image is unreadable")
+        image, target, _ = self.dataset[self.index(p)]
         image, target = augment(normalize(image, self.mean, self.std), torch.from_numpy(target), rng,
                                 self.crop, self.scale_range, self.flip)
-        return image, target.long(), skipped
+        return image, target.long()
 
 
 class PositionBatches(torch.utils.data.Sampler):
@@ -129,4 +116,4 @@ class PositionBatches(torch.utils.data.Sampler):
 def collate(batch):
     images = torch.stack([b[0] for b in batch])   # N x 3 x h x w
     targets = torch.stack([b[1] for b in batch])  # N x h x w
-    return images, targets, sum(b[2] for b in batch)
+    return images, targets

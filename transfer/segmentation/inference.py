@@ -11,7 +11,7 @@ import torch
 from mocobench.core import dist
 from mocobench.core.dist import autocast
 from mocobench.core.io import progress
-from mocobench.transfer.segmentation.data import READ_ERRORS, normalize
+from mocobench.transfer.segmentation.data import normalize
 from mocobench.transfer.segmentation.metrics import ConfusionMatrix
 
 
@@ -51,11 +51,12 @@ def predict_slide(model, x: torch.Tensor, crop: tuple[int, int], stride: tuple[i
 @torch.no_grad()
 def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str = "whole",
              slide_crop=(769, 769), slide_stride=(513, 513), rank: int = 0, world: int = 1,
-             write_prediction=None, desc: str = "eval") -> tuple[ConfusionMatrix, int]:
-    """Confusion matrix over the whole of ``dataset`` and the number of unreadable images skipped.
+             write_prediction=None, desc: str = "eval") -> ConfusionMatrix:
+    """Confusion matrix over the whole of ``dataset`` (checked when it was opened: its unreadable
+    files are left out and counted there, so a read error here is an error).
 
     Each rank takes its shard (``mocobench.core.dist.shard_indices``: every image once, no padding); the
-    matrices and counts are summed over ranks, which is exactly the matrix of one process.
+    matrices are summed over ranks, which is exactly the matrix of one process.
 
     ``write_prediction(name, train_ids_np)`` is called per image when given (e.g. to write
     Cityscapes label-id PNGs for the official script).
@@ -63,17 +64,9 @@ def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str 
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(dataset.num_classes, device=device)
-    skipped = 0
     indices = dist.shard_indices(len(dataset), rank, world)
     for i in progress(indices, total=len(indices), desc=desc, unit="img", disable=None if rank == 0 else True):
-        try:
-            image, target, name = dataset[i]
-        except READ_ERRORS as e:
-            import warnings
-
-            warnings.warn(f"skipping unreadable val image: {e}")
-            skipped += 1
-            continue
+        image, target, name = dataset[i]
         x = normalize(image, mean, std)[None].to(device)
         if inference == "slide":
             logits = predict_slide(model, x, slide_crop, slide_stride)
@@ -86,9 +79,8 @@ def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str 
         if write_prediction is not None:
             write_prediction(name, pred.cpu().numpy().astype(np.uint8))
     cm.all_reduce()
-    skipped = int(dist.all_reduce_sum(torch.tensor([skipped]))[0])
     model.train(was_training)
-    return cm, skipped
+    return cm
 
 
 def prediction_writer(dataset_name: str, out_dir: str | Path):

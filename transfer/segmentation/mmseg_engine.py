@@ -146,9 +146,14 @@ def _write_train_ids(root: Path, split: str, out: Path) -> int:
 
     from PIL import Image
 
-    from mocobench.datasets.cityscapes import list_samples, read_label_ids, to_train_ids
+    from mocobench.datasets.cityscapes import CityscapesError, CityscapesSegmentation, read_label_ids, to_train_ids
 
-    samples = list_samples(root, split)
+    ds = CityscapesSegmentation(root, split)   # the split checked as for our engine, before any training
+    if ds.skipped:
+        raise CityscapesError(f"{ds.skipped[0]}: unreadable image; mmseg reads every image of "
+                              f"{root / 'leftImg8bit' / split} and cannot skip it: repair or remove it "
+                              f"({len(ds.skipped)} such)")
+    samples = ds.samples
     for s in samples:
         dst = out / s.image.parent.name / f"{s.stem}_gtFine_labelTrainIds.png"
         if not dst.is_file():

@@ -27,14 +27,13 @@ STATE_FORMAT = "mocobench-segmentation-train"
 
 # -- resumable state -------------------------------------------------------------------------
 def save_state(path: Path, *, model, optimizer, iteration: int, protocol: SegProtocol, seed: int,
-               checkpoint: dict, skipped: int) -> None:
+               checkpoint: dict) -> None:
     state = {
         "format": STATE_FORMAT, "version": 1,
         "iteration": iteration,        # iterations completed
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "protocol": protocol.to_dict(), "seed": seed, "checkpoint": checkpoint,
-        "skipped": skipped,
         # the data stream is a function of (seed, position), so only torch's own RNG remains
         "rng_cpu": torch.random.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -70,7 +69,6 @@ def _norm(v):
 @dataclass
 class TrainResult:
     iterations: int
-    skipped_train: int
     losses: list[float] = field(default_factory=list)
 
 
@@ -86,7 +84,7 @@ def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, s
     # weight decay on every parameter, BN and biases included, as MoCo's detectron2 setup does
     optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum,
                                 weight_decay=p.weight_decay)
-    start, skipped = 0, 0
+    start = 0
     if resume is not None:
         state = load_state(resume, protocol=p, seed=seed, checkpoint=checkpoint)
         model.load_state_dict(state["model"])
@@ -94,17 +92,17 @@ def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, s
         torch.random.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        start, skipped = state["iteration"], state["skipped"]
+        start = state["iteration"]
     end = p.iters if stop_at is None else min(stop_at, p.iters)
     loader = torch.utils.data.DataLoader(
         stream, batch_sampler=PositionBatches(start, end, p.batch_size, dist_info.rank, dist_info.world),
         num_workers=p.num_workers, collate_fn=collate, pin_memory=device.type == "cuda",
         persistent_workers=False)
-    result = TrainResult(iterations=start, skipped_train=skipped)
+    result = TrainResult(iterations=start)
     model.train()
     bar = progress(total=end - start, desc="train", unit="it", disable=None if dist_info.main else True)
     schedule = p.lr_schedule()
-    for it, (images, targets, n_skipped) in enumerate(loader, start=start):
+    for it, (images, targets) in enumerate(loader, start=start):
         lr = schedule.lr(p.lr, it)
         for g in optimizer.param_groups:
             g["lr"] = lr
@@ -116,7 +114,6 @@ def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, s
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        result.skipped_train += int(n_skipped)
         result.iterations = it + 1
         result.losses.append(float(loss.detach()))
         if not math.isfinite(result.losses[-1]):
@@ -127,7 +124,7 @@ def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, s
             bar.set_postfix(loss=f"{result.losses[-1]:.3f}", lr=f"{lr:.2e}")
         if work_dir is not None and dist_info.main and ((it + 1) % p.checkpoint_every == 0 or it + 1 == end):
             save_state(work_dir / "last.pth", model=model, optimizer=optimizer, iteration=it + 1,
-                       protocol=p, seed=seed, checkpoint=checkpoint, skipped=result.skipped_train)
+                       protocol=p, seed=seed, checkpoint=checkpoint)
     bar.close()
     return result
 
@@ -161,15 +158,15 @@ def run_seed(r, protocol: SegProtocol, dataset: str, data_root: str, *, dataset_
         resume_path = r.resume
     elif r.resume == "auto" and (r.work / "last.pth").is_file():
         resume_path = r.work / "last.pth"
-    res = train(model, stream, protocol, device=dev, seed=r.seed, dist_info=dist_info, work_dir=r.work,
+    train(model, stream, protocol, device=dev, seed=r.seed, dist_info=dist_info, work_dir=r.work,
                 resume=resume_path, checkpoint=fields, stop_at=stop_at)
     if stop_at is not None and stop_at < protocol.iters:
         return None
     writer = prediction_writer(dataset, predictions_dir) if predictions_dir else None
-    cm, skipped_val = evaluate(model, val_set, device=dev, mean=backbone.mean, std=backbone.std,
-                               inference=protocol.inference, slide_crop=protocol.slide_crop,
-                               slide_stride=protocol.slide_stride, rank=dist_info.rank,
-                               world=dist_info.world, write_prediction=writer)
+    cm = evaluate(model, val_set, device=dev, mean=backbone.mean, std=backbone.std,
+                  inference=protocol.inference, slide_crop=protocol.slide_crop,
+                  slide_stride=protocol.slide_stride, rank=dist_info.rank,
+                  world=dist_info.world, write_prediction=writer)
     scores = cm.scores(val_set.classes)
     if not dist_info.main:
         return None
@@ -178,6 +175,6 @@ def run_seed(r, protocol: SegProtocol, dataset: str, data_root: str, *, dataset_
         metrics=metrics,
         dataset={"name": dataset_name, "path": str(data_root),
                  "splits": {protocol.train_split: len(train_set), protocol.val_split: len(val_set)}},
-        config={**protocol.to_dict(), "dataset": dataset, "skipped_train": res.skipped_train,
-                "skipped_val": skipped_val, "world_size": dist_info.world, "sync_bn": sync_bn,
+        config={**protocol.to_dict(), "dataset": dataset, "skipped_train": len(train_set.skipped),
+                "skipped_val": len(val_set.skipped), "world_size": dist_info.world, "sync_bn": sync_bn,
                 **model.features_used()})

@@ -53,8 +53,16 @@ def test_cli_override_parsing_and_label_fraction():
         "lr": "3", "k": "10", "l2-grid": "1e-4,1e-3"}
     with pytest.raises(ValueError, match="needs a value"):
         split_overrides(["--lr"])
-    assert label_pct(Path("1percent.txt"), 5, 999) == 1
-    assert label_pct(Path("10percent.txt"), 5, 999) == 10
+    assert label_pct(Path("1percent.txt"), 10, 999) == 1
+    assert label_pct(Path("10percent.txt"), 100, 999) == 10
+    assert label_pct(Path("my_list.txt"), 100, 999, given=10) == 10
+    # a stated fraction is checked against the list's size, whoever states it (issue 27)
+    with pytest.raises(ValueError, match=r"5 of 999 train images \(0.5 %\) is not a 10 % subset \(stated by its name\)"):
+        label_pct(Path("10percent.txt"), 5, 999)
+    with pytest.raises(ValueError, match=r"is not a 1 % subset \(stated by --label-pct\)"):
+        label_pct(Path("my_list.txt"), 100, 999, given=1)
+    with pytest.raises(ValueError, match="--label-pct 1 contradicts the labels file 10percent.txt"):
+        label_pct(Path("10percent.txt"), 100, 999, given=1)
     assert label_pct(Path("unimoco_10percent.txt"), 120, 1200) == 10  # by size
     with pytest.raises(ValueError, match="neither a 1 % nor a 10 % subset"):
         label_pct(Path("unimoco_30percent.txt"), 360, 1200)

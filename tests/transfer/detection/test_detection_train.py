@@ -135,8 +135,8 @@ def test_eval_detection_voc_and_coco_write_records(synth_tiny, tmp_path):
                                    *small]) == 0
     records, problems = load_records(tmp_path / "res")
     assert problems == [] and len(records) == 2
-    voc = next(r for r in records if r["dataset"]["name"] == "VOC07+12")
-    coco = next(r for r in records if r["dataset"]["name"] == "COCO")
+    voc = next(r for r in records if r["dataset"]["name"] == "synth-tiny-voc07+12")   # the embedded data, never the papers' column
+    coco = next(r for r in records if r["dataset"]["name"] == "synth-tiny-coco")
     assert voc["task"] == "detection" and voc["protocol"] == "tiny" and voc["engine"] == "torchvision"
     assert {"AP", "AP50", "AP75"} <= set(voc["metrics"]) and 0 <= voc["metrics"]["AP50"] <= 100
     assert voc["config"]["protocol"]["max_iter"] == 2 and voc["config"]["lr"] == pytest.approx(0.01)

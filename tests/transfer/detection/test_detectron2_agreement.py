@@ -36,7 +36,7 @@ BOX_TOL, SCORE_TOL = 0.5, 1e-3
 
 
 @pytest.fixture(scope="module")
-def engines(synth_tiny):
+def engines(synth_tiny, tmp_path_factory):
     """(our model, detectron2's model, the VOC test set, [(image uint8 HxWx3 at a multiple of 32, (h, w))])."""
     try:
         import detectron2  # noqa: F401
@@ -81,7 +81,9 @@ def engines(synth_tiny):
 
         register_roi_heads()
         cfg = get_cfg()
-        cfg.merge_from_file(str(write_detectron2_config(p.name, "unused.pkl", synth_tiny / "agreement.yaml")))
+        # the config goes to a folder of its own: synth_tiny is shared by the session, read-only
+        config = tmp_path_factory.mktemp("agreement") / "agreement.yaml"
+        cfg.merge_from_file(str(write_detectron2_config(p.name, "unused.pkl", config)))
         cfg.merge_from_list([x for k, v in protocol_settings(p, "voc", len(test_set.classes), "cpu").items()
                              for x in (k, v)])
         theirs = build_model(cfg)

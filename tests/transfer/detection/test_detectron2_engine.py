@@ -155,9 +155,11 @@ def test_detectron2_multi_gpu_launch_hands_results_back(detectron2_ready, synth_
     """
     import multiprocessing
 
-    import detectron2.engine
-
+    from mocobench.transfer.adapters.detectron2_compat import patched
     from mocobench.transfer.detection import detectron2_engine as engine
+
+    with patched():   # detectron2 0.6 imports only under the compatibility patches (Pillow 10 names)
+        import detectron2.engine
     from mocobench.transfer.detection.protocols import resolve_protocol
 
     calls = []

@@ -69,7 +69,7 @@ def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_re
     # the default work dir, as every task: work/<task> next to RESULTS, a folder per seed
     work = sorted((tmp_path / "work" / "segmentation").glob("random-resnet18-nosha-tiny-cityscapes-*-s*"))
     assert [w.name[-2:] for w in work] == ["s0", "s3"] and all((w / "last.pth").is_file() for w in work)
-    assert r["task"] == "segmentation" and r["dataset"]["name"] == "Cityscapes" and r["protocol"] == "tiny"
+    assert r["task"] == "segmentation" and r["dataset"]["name"] == "synth-tiny-cityscapes" and r["protocol"] == "tiny"
     assert {"mIoU", "mAcc", "aAcc"} <= set(r["metrics"]) and r["config"]["iters"] == 1
     assert any(k.startswith("IoU/") for k in r["metrics"])
     # the predictions it wrote score to the same mIoU through `mocobench score cityscapes`
@@ -126,9 +126,9 @@ def test_voc_evaluation_and_written_predictions_agree(voc_small, tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 21, 1)  # any per-pixel classifier
     val = VOCSegmentation(voc_small, "val")
-    cm, skipped = evaluate(model, val, device=torch.device("cpu"), mean=(0.5,) * 3, std=(0.25,) * 3,
-                           inference="slide", slide_crop=(32, 32), slide_stride=(20, 20),
-                           write_prediction=prediction_writer("voc2012", tmp_path))
+    cm = evaluate(model, val, device=torch.device("cpu"), mean=(0.5,) * 3, std=(0.25,) * 3,
+                  inference="slide", slide_crop=(32, 32), slide_stride=(20, 20),
+                  write_prediction=prediction_writer("voc2012", tmp_path))
     voc = voc_small / "VOCdevkit" / "VOC2012"
     scored = score_voc(voc / "SegmentationClass", tmp_path, voc / "ImageSets" / "Segmentation" / "val.txt")
-    assert skipped == 0 and scored["metrics"] == cm.scores(val.classes)
+    assert val.skipped == [] and scored["metrics"] == cm.scores(val.classes)

@@ -1,0 +1,73 @@
+"""Decoding a PIL image to 8-bit RGB for every reader, with deep greyscale scaled, not clipped.
+
+PIL's ``convert("RGB")`` clips 16-bit greyscale (``I;16``, a common PNG and TIFF depth) at 255, so
+every such image turns white with no error. Here 16-bit values are scaled to 8 bits
+(``round(v * 255 / 65535)``, what libpng's 16-to-8 strip does up to rounding). A 32-bit integer
+image (``I``) is scaled the same way when its values fit 16 bits (older Pillow opens 16-bit PNGs
+as ``I``); otherwise, and for float images (``F``), the scale of the values is unknown and the image
+is refused: the caller names the file and counts it as unreadable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+class UnknownScaleError(ValueError):
+    """An image whose pixel values have no known 8-bit scale (float, or integers beyond 16 bits)."""
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as an 8-bit RGB image (decoding it fully, so a truncated file raises here)."""
+    if im.mode in SIXTEEN_BIT_MODES or im.mode == "I":
+        values = np.asarray(im).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise UnknownScaleError(f"{im.mode} image with values {values.min()}..{values.max()}, beyond "
+                                    "16 bits: their 8-bit scale is unknown (convert it to 8 or 16 bits)")
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if im.mode == "F":
+        raise UnknownScaleError("floating-point image: the 8-bit scale of its values is unknown "
+                                "(convert it to 8 or 16 bits)")
+    return im.convert("RGB")
+
+
+def check_segmentation_split(pairs, read_mask, evaluated, error: type[Exception], split: str):
+    """Every ``(image, mask)`` pair of a segmentation split, checked when the dataset is opened, before
+    any training: ``(indices kept, image files skipped)``.
+
+    An image that cannot be opened or verified is skipped (named in a warning, counted once as a
+    file). A mask is read in full: ``read_mask(path)`` raises ``error`` on values that are no label;
+    a mask whose size differs from its image's is ``error``, and so is a split with no readable
+    image or with no pixel that ``evaluated(mask)`` counts (every pixel ignored: nothing to learn or
+    score). The problem is one line naming the file and the rule.
+    """
+    import warnings
+
+    from mocobench.core.io import progress
+
+    kept, skipped, pixels = [], [], 0
+    for i, (image, mask) in enumerate(progress(pairs, total=len(pairs), desc=f"check {split}", unit="img")):
+        try:
+            with Image.open(image) as im:
+                size = im.size
+                im.verify()   # reads the whole file: truncated or corrupt data shows here
+        except Exception as e:  # PIL raises many types for broken files
+            warnings.warn(f"{image}: unreadable image skipped ({type(e).__name__}: {e})", stacklevel=2)
+            skipped.append(str(image))
+            continue
+        labels = read_mask(mask)
+        if labels.shape[::-1] != tuple(size):
+            raise error(f"{mask}: mask is {labels.shape[1]}x{labels.shape[0]} but its image {image} is "
+                        f"{size[0]}x{size[1]}")
+        pixels += int(evaluated(labels))
+        kept.append(i)
+    if not kept:
+        raise error(f"{split}: none of its {len(pairs)} images is readable")
+    if pixels == 0:
+        raise error(f"{split}: no pixel of an evaluated class in any of its {len(kept)} masks (every pixel "
+                    "is ignored), so there is nothing to train or score")
+    return kept, skipped

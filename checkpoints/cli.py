@@ -93,8 +93,8 @@ def fetch_main(argv: list[str] | None = None) -> int:
         root = args.cache_dir or cache_dir()
         for name, e in zoo.items():
             cached = "cached" if cached_path(e, root).is_file() else "      "
-            reported = ", ".join(f"{k}={v}" for k, v in e.reported.items())
-            print(f"{name:<28} {cached} {e.method:<13} {e.arch:<28} {e.epochs or '':>5}ep  {reported}")
+            paper = f"paper row: {e.paper_row}" if e.paper_row else ""   # its numbers: mocobench leaderboard --rows reported
+            print(f"{name:<28} {cached} {e.method:<13} {e.arch:<28} {e.epochs or '':>5}ep  {paper}")
         return 0 if args.list else 2
     unknown = [n for n in args.names if n not in zoo]
     if unknown:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ZOO_PATH = Path(__file__).with_name("zoo.toml")
@@ -23,8 +23,9 @@ class ZooEntry:
     md5: str = ""  # full digest or the 8-digit prefix the publisher lists
     md5_source: str = ""
     paper: str = ""
-    # the paper's / README's numbers, kept as data and marked as reported
-    reported: dict = field(default_factory=dict)
+    # the row of leaderboard/reported.csv that holds this checkpoint's published numbers (that file
+    # is their one place; the leaderboard compares a measured row of this checkpoint with it)
+    paper_row: str = ""
 
     @property
     def filename(self) -> str:

@@ -356,3 +356,34 @@ def run_check(baseline_path: str | Path, results_dir: str | Path, *, update: boo
         f"{len(improved)} improved, {len(failed)} failed"
         + (" (run with --update-baseline to record the improvements)" if improved and not failed else ""))
     return 1 if failed else 0
+
+
+def run_against_paper(results: str | Path, out=print) -> int:
+    """``leaderboard check --against-paper``: each measured cell that has a paper number in its
+    column (table.compare_with_papers) against its band; 0 when every one lies within, 1 when one
+    does not, when none can be compared (a gate that checks nothing fails), or when the records
+    cannot make a table."""
+    from mocobench.leaderboard.table import TableError, check_table
+
+    results = Path(results)
+    if not results.is_dir():
+        out(f"{results}: no such results folder")
+        return 1
+    try:
+        table = load_table(results)
+        check_table(table)
+    except TableError as e:
+        out(str(e))
+        return 1
+    if not table.comparisons:
+        out(f"{results}: no measured cell shares a column with a paper row (same method, arch, epochs and "
+            "label fraction, same task, protocol, dataset, engine and metric): nothing was checked")
+        return 1
+    outside = 0
+    for (key, col), c in sorted(table.comparisons.items(), key=lambda kv: (kv[0][0], kv[0][1].sort_key())):
+        outside += not c.within
+        out(f"{key} {col.label}: {c.measured:.2f} vs {c.paper} {c.reported:g}: Δ {c.delta:+.2f}, band "
+            f"±{c.band:.2f}: {'within' if c.within else 'OUTSIDE'}")
+    out(f"{len(table.comparisons) - outside} within their band, {outside} outside")
+    return 1 if outside else 0
+

@@ -2,6 +2,7 @@
 
     mocobench leaderboard [--results DIR] [--format md|csv|html] [-o OUT] [--rows all|measured|reported]
     mocobench leaderboard check --baseline BASELINE.json [--results DIR] [--update-baseline]
+    mocobench leaderboard check --against-paper [--results DIR]
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ def _check_parser() -> argparse.ArgumentParser:
         prog="mocobench leaderboard check",
         description="Compare the current records with a baseline; exit 1 on a regression beyond tolerance "
                     "or a baseline entry with no result. See docs/leaderboard.md for the baseline format.")
-    p.add_argument("--baseline", required=True, help="baseline JSON file")
+    p.add_argument("--baseline", help="baseline JSON file")
+    p.add_argument("--against-paper", action="store_true",
+                   help="instead of a baseline: every measured cell that shares a column with its paper row "
+                        "(same method, arch, epochs, label fraction) must lie within the band of its Δ; exit 1 "
+                        "when one does not, or when no cell can be compared")
     p.add_argument("--results", action="append", default=None,
                    help=f"records folder (default {DEFAULT_RESULTS}); with --update-baseline it may be given "
                         "once per run of the same pipeline with another --seed: each entry's value is then the "
@@ -53,6 +58,15 @@ def check_main(argv: list[str]) -> int:
     parser = _check_parser()
     args = parser.parse_args(argv)
     results = args.results or [DEFAULT_RESULTS]
+    if args.against_paper:
+        if args.baseline or args.update_baseline or len(results) > 1:
+            parser.error("--against-paper checks one results folder against the papers' rows; it takes no "
+                         "--baseline or --update-baseline")
+        from mocobench.leaderboard.check import run_against_paper
+
+        return run_against_paper(results[0])
+    if not args.baseline:
+        parser.error("give --baseline FILE (or --against-paper)")
     if len(results) > 1 and not args.update_baseline:
         parser.error("several --results folders are for --update-baseline (one per seed); a check reads one")
     try:

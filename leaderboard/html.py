@@ -26,6 +26,7 @@ table.lb th{background:#f4f6f9;position:sticky;top:0;cursor:pointer;text-align:c
 table.lb th.sorted-asc::after{content:" \\25B2"} table.lb th.sorted-desc::after{content:" \\25BC"}
 table.lb td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.lb td.best{font-weight:700}
+table.lb td.outband{color:#b00020}
 tr.reported td{background:#fafbfd;color:#4a5263;font-style:italic}
 tr.unverified td{background:#fff8ec;color:#7a5a1e;font-style:italic}
 .badge{display:inline-block;font-size:10.5px;font-style:normal;padding:0 5px;border-radius:8px;margin-left:4px}
@@ -105,8 +106,14 @@ def table_html(table: Table, table_id: str = "leaderboard") -> str:
                 else cell.source
             cls = "num best" if best.get(col) == cell.mean and row.kind == "measured" else "num"
             std = "" if cell.std is None else f' data-std="{cell.std!r}"'
+            text, cmp = cell.text(), table.comparisons.get((row.key, col))
+            if cmp is not None:   # against the paper row in this column: shown, and its grounds on hover
+                tip += f"; vs {cmp.paper} {cmp.reported:g}: {cmp.text(2)}"
+                text += f" · {cmp.text()}"
+                cls += " inband" if cmp.within else " outband"
+                std += f' data-delta="{cmp.delta!r}" data-band="{cmp.band!r}"'
             tds.append(f'<td class="{cls}" data-mean="{cell.mean!r}"{std} data-n="{cell.n}" '
-                       f'title="{_e(tip)}">{_e(cell.text())}</td>')
+                       f'title="{_e(tip)}">{_e(text)}</td>')
         body.append(f'<tr class="{row.kind}" data-row="{_e(row.key)}">' + "".join(tds) + "</tr>")
     return (f'<div class="wrap"><table class="lb" id="{table_id}"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")

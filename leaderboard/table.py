@@ -167,6 +167,37 @@ class Cell:
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} ({self.n})"
 
 
+# The band of a measured-against-paper comparison: Δ = measured mean − paper value lies within
+# BAND_Z standard errors of the difference, sqrt(s_measured² / n_measured + s_paper² / n_paper). A
+# spread that is not known (one seed here; a paper number without ±) is the stated default std of
+# one run of that metric (docs/leaderboard.md gives its grounds).
+BAND_Z = 2.0
+DEFAULT_RUN_STD = {"top1": 0.2, "top5": 0.1, "AP50": 0.2, "AP": 0.2, "AP75": 0.4, "bbox_AP": 0.2,
+                   "segm_AP": 0.2, "mIoU": 0.5}
+FALLBACK_RUN_STD = 0.5
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A measured cell against the paper's number in the same column."""
+
+    paper: str        # the reported row's name
+    measured: float
+    reported: float
+    band: float       # half-width of the band around 0 that Δ may lie in
+
+    @property
+    def delta(self) -> float:
+        return self.measured - self.reported
+
+    @property
+    def within(self) -> bool:
+        return abs(self.delta) <= self.band
+
+    def text(self, digits: int = 1) -> str:
+        return f"Δ {self.delta:+.{digits}f} {'✓' if self.within else '✗'} (±{self.band:.{digits}f})"
+
+
 @dataclass
 class Table:
     rows: list[Row]
@@ -177,6 +208,9 @@ class Table:
     # records read but refused (a NaN metric, a missing field): (message, content), so that the
     # CI gate can say why a cell it checks is empty
     refused: list[tuple[str, dict]] = field(default_factory=list)
+    # measured cells that share a column with the paper row of the same method, arch, epochs and
+    # label fraction (only rows of status "reported"): Δ and its band
+    comparisons: dict[tuple[str, Column], Comparison] = field(default_factory=dict)
 
     def cell(self, row: Row | str, column: Column) -> Cell | None:
         return self.cells.get((row.key if isinstance(row, Row) else row, column))
@@ -194,7 +228,8 @@ class Table:
         cols = [c for c in (self.columns if columns is None else columns)
                 if any((k, c) in self.cells for k in keys)]
         return Table(keep, cols, {k: v for k, v in self.cells.items() if k[0] in keys},
-                     self.problems, self.errors, self.refused)
+                     self.problems, self.errors, self.refused,
+                     {k: v for k, v in self.comparisons.items() if k[0] in keys})
 
 
 # ---------------------------------------------------------------- names and fingerprints
@@ -345,8 +380,33 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
 
     columns = sorted({c for _, c in cells}, key=Column.sort_key)
     refused = [(str(p), p.record) for p in problems if isinstance(getattr(p, "record", None), dict)]
-    return Table(table_rows, columns, cells, problems=[str(p) for p in problems], errors=errors,
-                 refused=refused)
+    table = Table(table_rows, columns, cells, problems=[str(p) for p in problems], errors=errors,
+                  refused=refused)
+    table.comparisons = compare_with_papers(table)
+    return table
+
+
+def compare_with_papers(table: Table) -> dict[tuple[str, Column], Comparison]:
+    """Each measured cell against its paper row's number in the same column: the paper row is a
+    reported (not unverified) row of the same method, arch, epochs and label fraction; where several
+    have a number in the column, one with a published ± is preferred, then the first in the CSV."""
+    out = {}
+    papers = [r for r in table.reported_rows() if r.kind == "reported"]
+    for row in table.measured_rows():
+        ident = (row.method, row.arch, row.epochs, row.label_fraction)
+        mine = [r for r in papers if (r.method, r.arch, r.epochs, r.label_fraction) == ident]
+        for col in table.columns if mine else ():
+            cell = table.cell(row, col)
+            found = [(r, c) for r in mine if (c := table.cell(r, col)) is not None]
+            if cell is None or not found:
+                continue
+            paper, theirs = sorted(found, key=lambda rc: rc[1].std is None)[0]
+            default = DEFAULT_RUN_STD.get(col.metric, FALLBACK_RUN_STD)
+            s_mine = cell.std if cell.std is not None and cell.n > 1 else default
+            s_theirs = theirs.std if theirs.std is not None else default
+            band = BAND_Z * math.sqrt(s_mine ** 2 / cell.n + s_theirs ** 2 / max(theirs.n, 1))
+            out[(row.key, col)] = Comparison(paper.name, cell.mean, theirs.mean, band)
+    return out
 
 
 def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list[str]]:
@@ -422,8 +482,15 @@ def to_markdown(table: Table, digits: int = 1) -> str:
     head = list(ROW_FIELDS) + [c.label for c in table.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 6 + ["---:"] * len(table.columns)) + "|"]
     for row in table.rows:
-        cells = [(c.text(digits) if (c := table.cell(row, col)) else "") for col in table.columns]
+        cells = [(c.text(digits) if (c := table.cell(row, col)) else "")
+                 + (f" · {cmp.text(digits)}" if (cmp := table.comparisons.get((row.key, col))) else "")
+                 for col in table.columns]
         lines.append("| " + " | ".join(_row_fields(row) + cells) + " |")
+    if table.comparisons:
+        lines += ["", f"Δ: measured mean − the paper row's number in the same column; ✓ within ±{BAND_Z:g} standard "
+                  "errors of the difference (seed std here, the paper's ± where published, else a stated "
+                  "default per metric; docs/leaderboard.md), ✗ outside. Paper rows compared: "
+                  + "; ".join(sorted({f"{k[0]} -> {c.paper}" for k, c in table.comparisons.items()})) + "."]
     sources = [(r.name, r.kind, r.source) for r in table.reported_rows()]
     if sources:
         lines += ["", "Reported rows (numbers from the papers, not measured here):", ""]
@@ -447,6 +514,12 @@ def to_csv(table: Table) -> str:
         if i in multi:
             out[f"{col.label} std"] = wide[("std", i)].fillna("").to_numpy()
             out[f"{col.label} n"] = wide[("n", i)].map(lambda n: "" if pd.isna(n) else str(int(n))).to_numpy()
+        compared = [table.comparisons.get((r.key, col)) for r in table.rows]
+        if any(compared):
+            out[f"{col.label} paper row"] = [c.paper if c else "" for c in compared]
+            out[f"{col.label} delta"] = [_num(c.delta) if c else "" for c in compared]
+            out[f"{col.label} band"] = [_num(c.band) if c else "" for c in compared]
+            out[f"{col.label} within band"] = [("yes" if c.within else "no") if c else "" for c in compared]
     return out.to_csv(index=False, lineterminator="\n")
 
 

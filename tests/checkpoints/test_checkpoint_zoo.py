@@ -124,7 +124,7 @@ def test_zoo_table_is_complete_and_honest():
         assert e.url.startswith("https://"), name
         assert e.format in formats, name
         family(e.arch)  # a known arch
-        assert e.reported and all(0 < v < 100 for v in e.reported.values()), name
+        assert e.paper_row, name   # its numbers are in leaderboard/reported.csv (tests/leaderboard/test_paper_columns.py)
         for h, n in ((e.sha256, 64), (e.sha256_prefix, 8), (e.md5, 32)):
             assert h == "" or (len(h) in (8, n) and all(c in "0123456789abcdef" for c in h)), name
     # torchvision's hash prefix is the one in its file name

@@ -82,9 +82,10 @@ def test_html_cells_equal_record_means(tmp_path, results):
     assert page.external == []
     assert page.svgs >= 3   # per-task bars (knn, linear, detection) ...
     assert "UniMoCo: accuracy against label fraction" in out.read_text()   # ... and UniMoCo's two fractions
-    cols = [(h.get("data-task"), h.get("data-protocol"), h.get("data-metric")) for h in page.heads[5:]]
-    knn = cols.index(("knn", "dino-knn", "top1")) + 5
-    lin = cols.index(("linear", "fast", "top1")) + 5
+    cols = [(h.get("data-task"), h.get("data-protocol"), h.get("data-dataset"), h.get("data-metric"))
+            for h in page.heads[5:]]
+    knn = cols.index(("knn", "dino-knn", "synth-tiny/imagenet", "top1")) + 5   # DINO's paper row has its own
+    lin = cols.index(("linear", "fast", "synth-tiny/imagenet", "top1")) + 5
     by_row = {r["row"]: r for r in page.rows}
     for run, vals in values.items():
         cells = by_row[run]["cells"]
@@ -97,7 +98,7 @@ def test_html_cells_equal_record_means(tmp_path, results):
     # the papers' rows are there, marked, with their numbers
     reported = {r["row"]: r for r in page.rows if r["kind"] != "measured"}
     assert reported["reported: SMoG"]["kind"] == "unverified"
-    paper = cols.index(("linear", "paper", "top1")) + 5
+    paper = cols.index(("linear", "paper", "imagenet", "top1")) + 5
     assert reported["reported: MoCo v2 R50 800ep"]["cells"][paper]["text"] == "71.1"
 
 

@@ -14,6 +14,28 @@ def imagenet_like(root: Path) -> Path:
     return root
 
 
+def protocols_we_run() -> set[str]:
+    from mocobench.transfer.classification.protocols import PROTOCOLS as CLASSIFICATION
+    from mocobench.transfer.detection.protocols import PROTOCOLS as DETECTION
+    from mocobench.transfer.segmentation.protocols import PROTOCOLS as SEGMENTATION
+
+    return {p for task in CLASSIFICATION.values() for p in task} | set(DETECTION) | set(SEGMENTATION)
+
+
+def test_the_zoo_names_paper_rows_of_its_own_identity():
+    """A zoo checkpoint's paper row exists, and has the checkpoint's method, arch and epochs: so a
+    measured row of that checkpoint meets its paper row in the table (reported.csv is the only copy
+    of the papers' numbers)."""
+    from mocobench.checkpoints.zoo import load_zoo
+    from mocobench.leaderboard.table import load_reported
+
+    rows = {}
+    for r in load_reported():
+        rows.setdefault(r["row"], set()).add((r["method"], r["arch"], int(r["epochs"]) if r["epochs"] else None))
+    for name, e in load_zoo().items():
+        assert rows.get(e.paper_row) == {(e.method, e.arch, e.epochs)}, (name, e.paper_row, rows.get(e.paper_row))
+
+
 def test_every_reported_row_meets_a_measured_record_in_its_column(tmp_path, add_record):
     """For each row kind of reported.csv, a record as our tasks write it (the dataset id read from a
     folder of that layout under an unhelpful name) lands in the reported row's column."""
@@ -22,7 +44,7 @@ def test_every_reported_row_meets_a_measured_record_in_its_column(tmp_path, add_
 
     folders = {"imagenet": imagenet_like(tmp_path / "CLS-LOC"), "voc07+12": tmp_path / "VOCdevkit",
                "coco": tmp_path / "COCO-2017", "cityscapes": tmp_path / "cs", "voc2012": tmp_path / "VOC2012"}
-    reported = [r for r in load_reported() if r["protocol"] != "unstated"]
+    reported = [r for r in load_reported() if r["protocol"] in protocols_we_run()]
     assert {r["dataset"] for r in reported} <= set(folders), "a reported dataset id no reader writes"
     results = tmp_path / "results"
     wanted = {}
@@ -40,3 +62,83 @@ def test_every_reported_row_meets_a_measured_record_in_its_column(tmp_path, add_
     # one column per identity: a reported row and the measured record never make two of the same label
     labels = [c.label for c in table.columns]
     assert len(labels) == len(set(labels))
+
+
+def _record(results: Path, *, method: str, label_fraction, task: str, protocol: str, dataset: str, engine: str,
+            metrics: dict, seed: int) -> None:
+    from mocobench.core.records import new_record, write_record
+
+    ckpt = {"name": "backbone", "path": f"runs/{method}_{label_fraction}/backbone.pth",
+            "sha256": (method * 64)[:64], "format": "mocobench-backbone", "arch": "resnet50", "method": method,
+            "epochs": 800, "label_fraction": label_fraction}
+    write_record(results, new_record(checkpoint=ckpt, task=task, protocol=protocol,
+                                     dataset={"name": dataset, "path": "/data", "splits": {"train": 1}},
+                                     metrics=metrics, config={"seed": seed}, seed=seed, wall_time_s=1.0,
+                                     device="cuda:0", engine=engine))
+
+
+def paper_reproduction(results: Path, tmp_path: Path, voc_ap50: tuple[float, ...]) -> None:
+    """Our MoCo v2 800ep and UniMoCo 10 % runs as the tasks record them: ImageNet under CLS-LOC, VOC
+    through detectron2 (AP50 per seed ``voc_ap50``) and through the torchvision engine, COCO."""
+    imagenet = dataset_id("imagenet", imagenet_like(tmp_path / "CLS-LOC"))
+    for seed, top1 in enumerate((71.0, 71.3, 70.8)):
+        _record(results, method="moco_v2", label_fraction=None, task="linear", protocol="paper", dataset=imagenet,
+                engine="torchvision", metrics={"top1": top1, "top5": 90.0}, seed=seed)
+    for seed, ap50 in enumerate(voc_ap50):
+        for engine in ("detectron2", "torchvision"):
+            _record(results, method="moco_v2", label_fraction=None, task="detection", protocol="moco-voc-c4-24k",
+                    dataset=dataset_id("voc07+12", tmp_path / "VOCdevkit"), engine=engine,
+                    metrics={"AP50": ap50, "AP": 57.3, "AP75": 63.8}, seed=seed)
+    _record(results, method="unimoco", label_fraction=0.1, task="detection", protocol="coco-c4-1x",
+            dataset=dataset_id("coco", tmp_path / "coco2017"), engine="detectron2",
+            metrics={"bbox_AP": 39.0, "segm_AP": 34.0}, seed=0)
+
+
+def test_measured_against_paper_shows_delta_and_band_in_every_format(tmp_path):
+    from mocobench.leaderboard.html import render as render_html
+    from mocobench.leaderboard.table import Column, load_table, to_csv, to_markdown
+
+    results = tmp_path / "results"
+    paper_reproduction(results, tmp_path, voc_ap50=(82.3, 82.6, 82.1))
+    table = load_table(results)
+    rows = {r.method: r for r in table.measured_rows()}
+    linear = Column("linear", "paper", "imagenet", "torchvision", "top1")
+    c = table.comparisons[(rows["moco_v2"].key, linear)]
+    # Δ = mean(71.0, 71.3, 70.8) - 71.1; band = 2 sqrt(s² / 3 + 0.2² / 1), s the seed std (n - 1)
+    s = ((71.0 - 71.033333) ** 2 + (71.3 - 71.033333) ** 2 + (70.8 - 71.033333) ** 2) / 2
+    assert c.paper == "MoCo v2 R50 800ep" and abs(c.delta - (-0.066667)) < 1e-4
+    assert abs(c.band - 2 * (s / 3 + 0.04) ** 0.5) < 1e-4 and c.within
+    voc = Column("detection", "moco-voc-c4-24k", "voc07+12", "detectron2", "AP50")
+    assert table.comparisons[(rows["moco_v2"].key, voc)].reported == 82.5
+    # the torchvision engine's VOC number has a column of its own, beside the paper's, never compared
+    beside = Column("detection", "moco-voc-c4-24k", "voc07+12", "torchvision", "AP50")
+    assert table.cell(rows["moco_v2"], beside) is not None and (rows["moco_v2"].key, beside) not in table.comparisons
+    coco = Column("detection", "coco-c4-1x", "coco", "detectron2", "bbox_AP")
+    c = table.comparisons[(rows["unimoco"].key, coco)]
+    assert c.paper == "UniMoCo R50 800ep 10%" and abs(c.delta + 0.3) < 1e-9
+    assert abs(c.band - 2 * (0.2 ** 2 + 0.2 ** 2) ** 0.5) < 1e-9   # one seed, no paper ±: the defaults
+    md = to_markdown(table)
+    assert "Δ -0.1 ✓ (±" in md and "MoCo v2 R50 800ep" in md
+    csv = to_csv(table)
+    assert f"{linear.label} delta" in csv and f"{linear.label} within band" in csv
+    html = render_html(table, plots=False)
+    assert 'data-delta="' in html and "inband" in html
+
+
+def test_check_against_paper_fails_outside_the_band_and_passes_inside(tmp_path, capsys):
+    from mocobench.cli import main
+
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    paper_reproduction(inside / "results", inside, voc_ap50=(82.3, 82.6, 82.1))
+    paper_reproduction(outside / "results", outside, voc_ap50=(79.0, 79.4, 79.2))   # 3 AP50 below the paper
+    assert main(["leaderboard", "check", "--against-paper", "--results", str(inside / "results")]) == 0
+    text = capsys.readouterr().out
+    assert "OUTSIDE" not in text and "0 outside" in text
+    assert main(["leaderboard", "check", "--against-paper", "--results", str(outside / "results")]) == 1
+    text = capsys.readouterr().out
+    assert "det AP50 [moco-voc-c4-24k, detectron2]: 79.20 vs MoCo v2 R50 800ep 82.5: Δ -3.30" in text
+    assert "OUTSIDE" in text
+    # a folder with nothing to compare fails: a gate that checks nothing is no gate
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert main(["leaderboard", "check", "--against-paper", "--results", str(empty)]) == 1

@@ -169,8 +169,8 @@ ISSUE_NUMBERS = [
         (30, "top5", 92.5), (60, "top1", 76.2), (60, "top5", 93.0), (100, "top1", 76.4), (100, "top5", 93.1)]],
     *[(f"UniMoCo R50 800ep {p}%", "detection", "coco-c4-1x", "bbox_AP", v)
       for p, v in [(0, 39.0), (10, 39.3), (30, 39.6), (60, 39.8), (100, 39.6)]],
-    ("Cross-entropy R50 100% (UniMoCo README)", "linear", "paper", "top1", 76.5),
-    ("Cross-entropy R50 100% (UniMoCo README)", "linear", "paper", "top5", 93.1),
+    ("Cross-entropy R50 100% (UniMoCo README)", "linear", "supervised-classifier", "top1", 76.5),
+    ("Cross-entropy R50 100% (UniMoCo README)", "linear", "supervised-classifier", "top5", 93.1),
     ("Cross-entropy R50 100% (UniMoCo README)", "detection", "coco-c4-1x", "bbox_AP", 38.2),
     ("SMoG", "linear", "unstated", "top1", 77.7),
     ("SMoG", "semi-1pct", "unstated", "top1", 63.6),
@@ -199,8 +199,11 @@ def test_reported_rows_hold_the_papers_numbers(tmp_path):
     for r in reported:
         assert r["source"].strip()
         assert (r["status"] == "unverified") == (r["method"] == "smog" or "moved from checkpoints/zoo.toml" in r["source"])
-    stds = {r["row"]: (r["std"], r["n"]) for r in reported if r["std"] is not None}
-    assert stds == {"MoCo v1 R50 200ep (5 runs)": (0.2, 5), "MoCo v2 R50 200ep": (0.1, 5)}
+    stds = {(r["row"], r["metric"]): (r["std"], r["n"]) for r in reported if r["std"] is not None}
+    voc = {(row, m): (s, 5) for row in ("MoCo v1 R50 200ep", "MoCo v2 R50 200ep", "MoCo v2 R50 800ep",
+                                        "Supervised IN-1M R50")
+           for m, s in (("AP50", 0.2), ("AP", 0.2), ("AP75", 0.4))}   # MoCo's VOC: 5 trials (issue 25)
+    assert stds == {("MoCo v1 R50 200ep (5 runs)", "top1"): (0.2, 5), ("MoCo v2 R50 200ep", "top1"): (0.1, 5), **voc}
     table = load_table(tmp_path)   # no records: reported rows only
     assert {r.kind for r in table.rows} == {"reported", "unverified"}
     md = to_markdown(table)

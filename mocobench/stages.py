@@ -87,18 +87,23 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
         datasets, missing = find_datasets(Path(args.data_root))
 
     seed = getattr(args, "seed", 0) or 0
+    # the papers' pretraining ran fp32 (their official code); --fast opts into bf16 + channels_last.
+    # The embedded modes keep their presets' own settings.
+    precision = ("--precision=fp32", "--channels_last=false") if mode.name == "paper" and not args.fast else ()
     # (argument, stages it needs, inputs, which evaluations take it: Eval.on)
     checkpoints: list[tuple[str, list[str], dict[str, str], str | None]] = []
     if args.checkpoint:   # given checkpoints take every evaluation of the mode
         checkpoints = [(c, [], {"checkpoint": resume.file_identity(c)}, None) for c in args.checkpoint]
     else:
         for run in mode.runs:
+            if args.methods and run.name not in args.methods and run.method not in args.methods:
+                continue
             run_dir = out / "runs" / run.name
             backbone = run_dir / "backbone.pth"
             argv = ["pretrain", "--method", run.method, "--data", str(datasets.get("imagenet", "")),
                     "--out", str(run_dir), "--resume", "auto", *(("--preset", run.preset) if run.preset else ()),
                     *(("--arch", mode.arch) if mode.synth_scale else ()), *run.args,
-                    *((f"--seed={seed}",) if seed else ()), *args.pretrain_arg]
+                    *((f"--seed={seed}",) if seed else ()), *precision, *args.pretrain_arg]
             st = Stage(f"pretrain {run.name}", argv, logs / f"pretrain-{run.name}.log", distributed=True,
                        needs=["data synth"] if mode.synth_scale else [], output=str(backbone), cost=run.cost)
             _resolve(st, out, mode, upstream, backbone.exists(), [run_dir], f"{backbone} exists")
@@ -119,8 +124,9 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
             if not args.no_random:
                 refs.append(_random(ref.arch, seed, upstream, "reference"))
         checkpoints[:0] = refs
-    if not args.no_random:
-        checkpoints.append(_random(args.random_arch or mode.arch, seed, upstream, "pretrained"))
+    baseline = _random(args.random_arch or mode.arch, seed, upstream, "pretrained")
+    if not args.no_random and baseline[0] not in {c[0] for c in checkpoints}:   # a reference's may be the same
+        checkpoints.append(baseline)
 
     for ckpt, needs, inputs, group in checkpoints:
         short = short_name(ckpt)
@@ -129,6 +135,7 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                 continue
             work = out / "work" / ev.label / short
             fill = {"work": str(work), "cache": str(out / "cache" / "features"),
+                    "det_engine": args.det_engine or "detectron2",
                     **{k: str(v) for k, v in datasets.items()}}
             absent = [a[1:-1] for a in ev.argv if a.startswith("{") and a[1:-1] not in fill]
             for ev_seed in ((seed,) if seed else ev.seeds):

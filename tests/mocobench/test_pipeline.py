@@ -485,3 +485,55 @@ def test_sigterm_to_the_pipeline_lets_pretraining_save_its_step(synth_small, tmp
     again = pipeline(out, *PRETRAIN)
     assert again.returncode == 0, again.stdout[-3000:]
     assert [e["step"] for e in events(run_dir) if e.get("event") == "start"] == [0, stopped[0]["step"]]
+
+
+def _paper_root(root: Path) -> Path:
+    for d in ("imagenet/train", "imagenet/val", "VOCdevkit/VOC2007/Annotations", "VOCdevkit/VOC2012/Annotations",
+              "VOCdevkit/VOC2012/SegmentationClass", "coco/annotations", "coco/val2017", "cityscapes/leftImg8bit",
+              "cityscapes/gtFine"):
+        (root / d).mkdir(parents=True)
+    for pct in (1, 10):
+        (root / "imagenet" / f"{pct}percent.txt").write_text("a.JPEG\n")
+    return root
+
+
+def test_paper_mode_is_the_papers_recipe(tmp_path):
+    """Issue 25 item 4: every ResNet-50 preset the papers report, fp32 pretraining, detectron2 for
+    detection, 5 trials for VOC detection and segmentation, the supervised R50 reference row."""
+    root = _paper_root(tmp_path / "data")
+    stages = _plan(["--data-root", str(root), "--preset", "paper", "--out", str(tmp_path / "o")])
+    runs = [s.name.split()[1] for s in stages if s.argv[0] == "pretrain"]
+    assert runs == ["moco_v1_200ep", "moco_v2_200ep", "moco_v2_800ep", "unimoco_800ep_0pct", "unimoco_800ep_10pct",
+                    "unimoco_800ep_30pct", "unimoco_800ep_60pct", "unimoco_800ep_100pct", "smog_400ep", "smog_800ep"]
+    assert all(s.argv[-2:] == ["--precision=fp32", "--channels_last=false"] for s in stages if s.argv[0] == "pretrain")
+    det = [s for s in stages if s.argv[:2] == ["eval", "detection"]]
+    assert det and all(s.argv[s.argv.index("--engine") + 1] == "detectron2" for s in det)
+    by_ckpt = {}
+    for s in stages:
+        if s.argv[0] == "eval":
+            label, ckpt = s.name.split()[1:3]
+            by_ckpt.setdefault((label, ckpt), []).append(int(s.argv[s.argv.index("--seed") + 1]) if "--seed" in s.argv else 0)
+    assert by_ckpt[("det-voc-c4-24k", "moco_v2_800ep")] == [0, 1, 2, 3, 4]
+    assert by_ckpt[("seg-cityscapes-fcn", "moco_v2_800ep")] == [0, 1, 2, 3, 4]
+    assert by_ckpt[("seg-voc2012-fcn", "smog_400ep")] == [0, 1, 2, 3, 4]
+    assert by_ckpt[("det-coco-c4-1x", "moco_v2_800ep")] == [0] and by_ckpt[("linear-paper", "smog_800ep")] == [0]
+    supervised = [s for s in stages if "torchvision_r50_supervised" in s.name]
+    assert supervised and all("mocobench fetch torchvision_r50_supervised" in s.missing for s in supervised)
+    assert len({s.name for s in stages}) == len(stages)   # the reference's random R50 is the baseline's, once
+
+
+def test_paper_mode_options_take_effect_or_are_refused(tmp_path, capsys):
+    root = _paper_root(tmp_path / "data")
+    base = ["--data-root", str(root), "--preset", "paper", "--out", str(tmp_path / "o")]
+    stages = _plan(base + ["--methods", "moco_v2_800ep,unimoco", "--fast", "--det-engine", "torchvision"])
+    runs = [s.name.split()[1] for s in stages if s.argv[0] == "pretrain"]
+    assert runs == ["moco_v2_800ep", "unimoco_800ep_0pct", "unimoco_800ep_10pct", "unimoco_800ep_30pct",
+                    "unimoco_800ep_60pct", "unimoco_800ep_100pct"]
+    assert not any("--precision=fp32" in s.argv for s in stages)
+    assert {s.argv[s.argv.index("--engine") + 1] for s in stages if s.argv[:2] == ["eval", "detection"]} == {"torchvision"}
+    for argv, words in ((base + ["--methods", "byol"], "--methods byol"),
+                        (["--quick", "--fast"], "--fast applies to --preset paper"),
+                        (["--quick", "--det-engine", "detectron2"], "--det-engine applies to --preset paper")):
+        with pytest.raises(SystemExit) as e:
+            P.parse_args(argv)
+        assert e.value.code == 2 and words in capsys.readouterr().err

@@ -50,7 +50,16 @@ def inspect_main(argv: list[str] | None = None) -> int:
     print(f"file:       {report.path}")
     print(f"sha256:     {report.sha256}")
     print(f"format:     {report.format}" + (f" (container {report.container})" if report.container else ""))
-    print(f"arch:       {report.arch}")
+    card = report.card()
+    print(f"size:       {card['size_bytes']} bytes" if card["size_bytes"] is not None else "size:       -")
+    print(f"detected:   {report.format_why}" if report.format_why else "detected:   -")
+    print(f"arch:       {report.arch}" + (f" ({report.arch_source})" if report.arch_source else ""))
+    print(f"branch:     {card['branch_used']}" + (f" (not used: {', '.join(card['branches_not_used'])})"
+                                                   if card["branches_not_used"] else ""))
+    conv = card["input_convention"]
+    if conv:
+        print(f"input:      {conv['channels']} on a {conv['scale']} scale, mean {conv['mean']}, std {conv['std']} "
+              f"({conv['source']})")
     print(f"parameters: {_human(d['num_params'])} ({d['num_params']})")
     mapping = report.key_map or {k: k for k in report.used_keys}
     print(f"keys used:  {len(mapping)} file keys -> {len(report.used_keys)} backbone keys")

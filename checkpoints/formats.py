@@ -29,6 +29,7 @@ import torch
 
 from mocobench.checkpoints import metadata as meta
 from mocobench.checkpoints.backbones import is_timm
+from mocobench.checkpoints.convention import detectron2_convention, torchvision_convention
 from mocobench.checkpoints.errors import CheckpointError
 from mocobench.checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, HEAD_PREFIXES, HEAD_REASON, Rules
 from mocobench.checkpoints.metadata import any_key
@@ -74,6 +75,10 @@ class Format:
     refuse: Callable[[dict], str | None] = lambda state: None
     # arch -> the format name a report gives (one entry may cover several libraries)
     label: Callable[[str], str] | None = None
+    # (obj, weights) -> the input convention the weights expect, and where that comes from
+    # (checkpoints/convention.py); the releases of most formats follow torchvision's
+    convention: Callable[[dict, dict], dict] = lambda obj, state: torchvision_convention(
+        "the format's known convention (torchvision's)")
 
 
 # -- where the weights are -----------------------------------------------------------------------
@@ -244,7 +249,7 @@ FORMATS: dict[str, Format] = {
               ("pixel_mean", "input normalisation"), ("pixel_std", "input normalisation"),
               ("fc1000.", HEAD_REASON), ("stem.fc.", HEAD_REASON)),
         rules=DETECTRON2_TO_TORCHVISION,
-        metadata=meta.detectron2, refuse=_caffe2_names),
+        metadata=meta.detectron2, refuse=_caffe2_names, convention=detectron2_convention),
     "safetensors": Format(
         "safetensors", "safetensors files (torchvision/timm names, optional module. prefix; "
         "our own exports also state their spec)",
@@ -259,7 +264,8 @@ FORMATS: dict[str, Format] = {
         weights=state_dict_or_flat,
         keep=("module.", ""),
         metadata=meta.plain_state_dict,
-        label=lambda arch: "timm" if is_timm(arch) else "torchvision"),
+        label=lambda arch: "timm" if is_timm(arch) else "torchvision",
+        convention=lambda obj, state: torchvision_convention("default (torchvision's; a plain state dict states none)")),
 }
 
 

@@ -17,6 +17,8 @@ import torch
 
 from mocobench.checkpoints.arch_guess import CANDIDATE_ARCHS, guess_arch, vit_img_size
 from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone, is_timm
+from mocobench.checkpoints.convention import apply as apply_convention
+from mocobench.checkpoints.convention import torchvision_convention
 from mocobench.checkpoints.errors import CheckpointError
 from mocobench.checkpoints.formats import FORMATS, detect_format
 from mocobench.checkpoints.keymaps import map_keys
@@ -49,7 +51,9 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None,
         backbone = build_backbone(rand_arch, seed=seed, **build_kwargs)
         report = LoadReport(path=text, name=f"random-{rand_arch.replace(':', '-')}", sha256=None,
                             format="random", arch=rand_arch,
-                            metadata={"method": "random-init", "epochs": 0, "seed": seed})
+                            metadata={"method": "random-init", "epochs": 0, "seed": seed,
+                                      "input_convention": torchvision_convention(
+                                          "default (a random initialisation, normalised as torchvision's)")})
         return backbone, report
     path, entry = resolve_name(text)
     backbone, report = read_checkpoint(path, arch=arch or (entry.arch if entry else None), **build_kwargs)
@@ -72,6 +76,10 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs)
         raise CheckpointError(f"{path}: unrecognised checkpoint layout (container {container}; "
                               f"top-level keys: {top}); known formats: {', '.join(FORMATS)}")
     state, top_dropped = fmt.weights(obj)
+    try:
+        convention = fmt.convention(obj, state)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     problem = fmt.refuse(state)
     if problem:
         raise CheckpointError(f"{path}: {problem}")
@@ -88,12 +96,21 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs)
         raise CheckpointError(f"{path}: {len(bad)} backbone tensor(s) hold NaN or infinite values, e.g. "
                               f"{', '.join(sorted(bad)[:5])}; refusing to evaluate a diverged checkpoint")
     spec = _spec(path, fmt, obj, metadata, mapped, arch, build_kwargs)
+    stated = (fmt.spec(obj, metadata) or {}).get("arch") if arch is None else None
+    arch_source = ("given (--arch or the zoo entry)" if arch is not None else "stated by the file" if stated
+                   else "guessed from the backbone's key shapes (arch_guess)")
+    try:
+        mean, std = apply_convention(convention, mapped, spec.arch)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    metadata["input_convention"] = convention | {"applied_mean": list(mean), "applied_std": list(std)}
     filled = fill_bn_counters(expected_keys(spec), mapped)
     check_state_keys(expected_keys(spec), mapped, f"{path} ({fmt.name}, arch {spec.arch})")
     report = LoadReport(path=str(path), name=path.stem, sha256=cached_sha256(path),
                         format=fmt.label(spec.arch) if fmt.label else fmt.name, arch=spec.arch,
                         used_keys=sorted(mapped), dropped=top_dropped | dropped, metadata=metadata,
-                        key_map=key_map, filled=filled, container=container)
+                        key_map=key_map, filled=filled, container=container,
+                        format_why=f"{fmt.saved_by} (detected from the file's keys)", arch_source=arch_source)
     return spec, mapped, report
 
 
@@ -130,6 +147,8 @@ def read_checkpoint(path: str | os.PathLike, *, arch: str | None = None, **build
     """``(backbone, report)``: :func:`resolve`, then build the backbone and load it strictly."""
     spec, state, report = resolve(path, arch=arch, **build_kwargs)
     backbone = build_loaded(spec, state, str(path))
+    conv = report.metadata["input_convention"]
+    backbone.mean, backbone.std = tuple(conv["applied_mean"]), tuple(conv["applied_std"])
     report.num_params = sum(p.numel() for p in backbone.net.parameters())
     return backbone, report
 

@@ -32,6 +32,35 @@ class LoadReport:
     filled: list[str] = field(default_factory=list)
     container: str = ""  # torch-zip | torch-legacy | pickle | safetensors
     num_params: int = 0
+    format_why: str = ""  # what the detected format is (whose layout) and what found it
+    arch_source: str = ""  # stated by the file | given (--arch / the zoo) | guessed from the shapes
+
+    def branches(self) -> tuple[str, list[str]]:
+        """``(branch used, branches available but not used)``, from what was dropped and why: MoCo's
+        query encoder against its momentum (key) encoder, DINO's teacher against its student, raw
+        weights against an EMA copy."""
+        reasons = set(self.dropped.values())
+        other = sorted({r for r in reasons if any(w in r for w in ("momentum", "student", "EMA"))})
+        if any("student" in r for r in other):
+            used = "teacher"
+        elif any("momentum" in r for r in other):
+            used = "online (query) encoder"
+        elif any("EMA" in r for r in other):
+            used = "raw (non-EMA) weights"
+        else:
+            used = "the only one"
+        return used, other
+
+    def card(self) -> dict[str, Any]:
+        """The checkpoint card: what the file is, which of its branches and which input convention
+        were used, and how each was decided (``mocobench inspect``; written beside every evaluation)."""
+        used, other = self.branches()
+        size = os.path.getsize(self.path) if self.sha256 and os.path.isfile(self.path) else None
+        return {"file": self.path, "size_bytes": size, "sha256": self.sha256, "format": self.format,
+                "format_why": self.format_why, "container": self.container, "branch_used": used,
+                "branches_not_used": other, "arch": self.arch, "arch_source": self.arch_source,
+                "input_convention": self.metadata.get("input_convention"), "num_params": self.num_params,
+                "keys_used": len(self.used_keys), "keys_dropped": len(self.dropped), "keys_filled": len(self.filled)}
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, as plain values (``mocobench inspect --json``)."""
@@ -39,13 +68,17 @@ class LoadReport:
                 "container": self.container, "arch": self.arch, "num_params": self.num_params,
                 "used_keys": list(self.used_keys), "key_map": dict(self.key_map),
                 "dropped": dict(self.dropped), "filled": list(self.filled),
-                "metadata": dict(self.metadata)}
+                "metadata": dict(self.metadata), "card": self.card()}
 
     def record_fields(self) -> dict[str, Any]:
+        conv = self.metadata.get("input_convention") or {}
         return {"name": self.name, "path": self.path, "sha256": self.sha256, "format": self.format,
                 "arch": self.arch, "method": self.metadata.get("method"),
                 "epochs": self.metadata.get("epochs"),
-                "label_fraction": self.metadata.get("label_fraction")}
+                "label_fraction": self.metadata.get("label_fraction"),
+                # the card's identity: the branch and the input convention the numbers came from
+                "branch": self.branches()[0],
+                "input_convention": f"{conv['channels']} {conv['scale']}" if conv else None}
 
 
 @functools.lru_cache(maxsize=64)

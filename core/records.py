@@ -227,6 +227,9 @@ class Problem:
         return self.message
 
 
+CARD_FORMAT = "mocobench-checkpoint-card"
+
+
 def iter_record_files(results_dir: str | os.PathLike):
     """Yield ``(path, record)`` for every valid record file under ``results_dir`` (recursively)
     and ``(path, Problem)`` for every file that is skipped; baseline files are passed over."""
@@ -244,6 +247,8 @@ def iter_record_files(results_dir: str | os.PathLike):
             continue
         if isinstance(rec, dict) and "schema_version" not in rec and "entries" in rec:
             continue  # a baseline file kept next to the records
+        if isinstance(rec, dict) and rec.get("format") == CARD_FORMAT:
+            continue  # a checkpoint card written beside the records (transfer/runner.py)
         try:
             yield path, validate(rec, str(path))
         except RecordError as e:

@@ -19,6 +19,7 @@ COMMANDS = {
     "fetch": ("mocobench.checkpoints.cli", "fetch_main", "download a named zoo checkpoint into the cache, resuming and verifying sha256"),
     "eval": ("mocobench.transfer.cli", "eval_main", "evaluate a checkpoint: linear, knn, semi, detection, segmentation"),
     "score": ("mocobench.transfer.cli", "score_main", "score predictions from any model: voc (detection), cityscapes, voc-seg"),
+    "preflight": ("mocobench.transfer.preflight", "main", "before a long run: is a checkpoint healthy, collapsed or like random init, on your data"),
     "leaderboard": ("mocobench.leaderboard.cli", "main", "build the results table (md/csv/html) or gate CI with 'leaderboard check'"),
 }
 

@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--fast", action="store_true",
                    help="--preset paper: pretrain in bf16 with channels_last (default fp32, as the official "
                         "code; the record states the precision)")
+    p.add_argument("--force", action="store_true",
+                   help="with --checkpoint: evaluate a checkpoint whose pre-flight says collapsed or like random "
+                        "init (the records say so)")
     p.add_argument("--checkpoint", action="append", default=[],
                    help="evaluate this checkpoint (file or zoo name) instead of pretraining; repeatable")
     p.add_argument("--no-random", action="store_true", help="leave out the random-init baseline")
@@ -110,6 +113,8 @@ def parse_args(argv: list[str] | None):
         p.error("--quick runs on the embedded dataset; it does not take --data-root")
     if args.preset == "paper" and not args.data_root:
         p.error("--preset paper needs --data-root DIR (the papers' protocols run on the real datasets)")
+    if args.force and not args.checkpoint:
+        p.error("--force lets a given --checkpoint past its pre-flight; without --checkpoint there is none")
     if (args.det_engine or args.fast) and args.preset != "paper":
         p.error(f"{'--det-engine' if args.det_engine else '--fast'} applies to --preset paper (the embedded modes run "
                 "the torchvision engine's tiny protocols, and their own presets' precision)")

@@ -35,6 +35,7 @@ from mocobench.core.io import atomic_write_json
 PROTOCOL_ENTRY: dict[tuple[str, ...], str] = {
     ("data",): "mocobench.datasets.cli",
     ("pretrain",): "mocobench.pretrain.cli",
+    ("preflight",): "mocobench.transfer.preflight",
     ("eval", "linear"): "mocobench.transfer.classification.cli",
     ("eval", "knn"): "mocobench.transfer.classification.cli",
     ("eval", "semi"): "mocobench.transfer.classification.cli",

@@ -92,8 +92,21 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
     precision = ("--precision=fp32", "--channels_last=false") if mode.name == "paper" and not args.fast else ()
     # (argument, stages it needs, inputs, which evaluations take it: Eval.on)
     checkpoints: list[tuple[str, list[str], dict[str, str], str | None]] = []
-    if args.checkpoint:   # given checkpoints take every evaluation of the mode
-        checkpoints = [(c, [], {"checkpoint": resume.file_identity(c)}, None) for c in args.checkpoint]
+    preflights: dict[str, str] = {}
+    if args.checkpoint:   # given checkpoints take every evaluation of the mode, after their pre-flight
+        for c in args.checkpoint:
+            report = out / "preflight" / f"{short_name(c)}.json"
+            argv = ["preflight", c, "--data", str(datasets.get("imagenet", "")), "--json", str(report),
+                    *(("--img-size", "64") if mode.synth_scale else ()), *(("--force",) if args.force else ())]
+            st = Stage(f"preflight {short_name(c)}", argv, logs / f"preflight-{short_name(c)}.log",
+                       needs=["data synth"] if mode.synth_scale else [], output=str(report), cost=1)
+            _resolve(st, out, mode, {**upstream, "checkpoint": resume.file_identity(c), "force": str(args.force)},
+                     report.exists(), [report], f"{report} exists")
+            if "imagenet" not in datasets:
+                st.missing = missing.get("imagenet", "ImageNet not found")
+            stages.append(st)
+            preflights[c] = str(report)
+            checkpoints.append((c, [st.name], {"checkpoint": resume.file_identity(c)}, None))
     else:
         for run in mode.runs:
             if args.methods and run.name not in args.methods and run.method not in args.methods:
@@ -141,7 +154,7 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
             for ev_seed in ((seed,) if seed else ev.seeds):
                 argv = ["eval", ev.argv[0], "--checkpoint", ckpt, "--results", str(out / "results"),
                         *[a.format_map(fill) if "{" in a and a[1:-1] not in absent else a for a in ev.argv[1:]],
-                        *args.eval_arg]
+                        *(("--preflight", preflights[ckpt]) if ckpt in preflights else ()), *args.eval_arg]
                 if ev_seed:
                     argv += ["--seed", str(ev_seed)]
                 st = Stage(f"eval {ev.label} {short}" + (f" seed {ev_seed}" if ev_seed else ""), argv,

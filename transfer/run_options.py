@@ -32,6 +32,9 @@ def add_run_options(parser: argparse.ArgumentParser, task: str) -> None:
                         help=f"working files, one folder per seed inside (default: work/{task} next to "
                              f"RESULTS)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--preflight", default=None, metavar="FILE",
+                        help="the pre-flight report of this checkpoint (mocobench preflight --json FILE): its "
+                             "verdict and figures go into every record (the pipeline passes it)")
     parser.add_argument("--resume", default="auto", metavar="auto|no|PATH",
                         help="'auto' (default): skip a seed whose record exists and resume a stopped run "
                              "from its work folder; 'no': start over; or a saved training state to resume from")

@@ -94,6 +94,7 @@ class Evaluation:
     folder_tag: str | None = None  # the protocol part of folder names, when an engine needs its own
     resumes_from_file: bool = False
     load: Callable[..., tuple] | None = None  # (checkpoint, arch) -> (backbone, report); default load_backbone
+    preflight: str | None = None  # a pre-flight report (transfer/preflight.py) of the checkpoint, for the records
     prog: str = ""
     written: list[Path] = field(default_factory=list)  # the records of the seeds (rank 0), found or new
 
@@ -164,6 +165,8 @@ def evaluate(ev: Evaluation) -> int:
         if out is None or not info.main:
             continue
         config = {**out.config, "work_dir": str(work)}
+        if ev.preflight:
+            config["preflight"] = preflight_fields(ev.preflight, fields)
         rec = new_record(checkpoint=fields, task=out.task or ev.task, protocol=ev.protocol, dataset=out.dataset,
                          metrics=out.metrics, config=config, seed=seed, wall_time_s=wall,
                          device=out.device or dist.device_name(device), engine=out.engine)
@@ -173,12 +176,42 @@ def evaluate(ev: Evaluation) -> int:
             atomic_write_text(Path(ev.results) / f"{stem}.{suffix}", text)
         path = write_record(ev.results, rec)
         ev.written.append(Path(path))
+        write_card(ev.results, report)
         atomic_write_text(work / "eval.log", "".join(f"{line}\n" for line in run.lines + [f"record: {path}"]))
         atomic_write_json(done, {"record": str(Path(path).resolve()), "settings_key": key})
         shown = "  ".join(f"{k} {v:.2f}" for k, v in list(out.metrics.items())[:3])
         print(f"{ev.prog} [{ev.protocol}] {fields.get('name')} seed {seed}: {shown}  ({wall:.1f} s) "
               f"-> {path}", flush=True)
     return 0
+
+
+def write_card(results: Path, report) -> Path:
+    """The checkpoint card (``LoadReport.card``) beside the records: ``RESULTS/cards/<name>-<sha256[:8]>.json``;
+    the records name its identity (``checkpoint.sha256``, ``branch``, ``input_convention``)."""
+    from mocobench.core.io import atomic_write_json
+    from mocobench.core.records import CARD_FORMAT
+
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(report.name))
+    path = Path(results) / "cards" / f"{name}-{(report.sha256 or 'nosha')[:8]}.json"
+    atomic_write_json(path, {"format": CARD_FORMAT, **report.card()})
+    return path
+
+
+def preflight_fields(path: str, checkpoint: dict) -> dict:
+    """What a record keeps of the pre-flight report at ``path``: its verdict (and whether the run was
+    forced past it) and the figures of the checkpoint and of its random initialisation. A report of
+    another file is refused: its figures would describe weights this record did not evaluate."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+        verdict, figures = report["verdict"], report["figures"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--preflight {path}: not a pre-flight report ({type(e).__name__}: {e})") from None
+    if report.get("sha256") != checkpoint.get("sha256"):
+        raise UsageError(f"--preflight {path}: a report of {report.get('checkpoint')} (sha256 "
+                         f"{str(report.get('sha256'))[:12]}), not of this checkpoint ({str(checkpoint.get('sha256'))[:12]})")
+    return {"verdict": verdict, "forced": bool(report.get("forced")), "file": str(path),
+            "checkpoint": figures.get("checkpoint"),
+            "random_init": {k: v for k, v in figures.items() if k != "checkpoint"}}
 
 
 def main(parse: Callable[[], Evaluation], prog: str) -> int:

@@ -135,6 +135,8 @@ def test_a_new_format_is_one_table_entry(sources, tmp_path, monkeypatch):
     torch.save({"net": {"trunk." + k: v for k, v in sd.items()} | {"proj.weight": torch.zeros(4, 512)},
                 "algo": "byol", "ep": 300}, tmp_path / "lab.pt")
     backbone, report = load_backbone(tmp_path / "lab.pt")
+    conv = report.metadata.pop("input_convention")   # a format without one of its own: torchvision's
+    assert conv["channels"] == "RGB" and conv["source"] == "the format's known convention (torchvision's)"
     assert (report.format, report.arch, report.metadata) == ("mylab", "resnet18", {"method": "byol", "epochs": 300})
     assert report.dropped == {"proj.weight": "projection head", "algo": "not backbone weights (metadata)",
                               "ep": "not backbone weights (metadata)"}
@@ -151,3 +153,23 @@ def test_resolve_never_names_a_format():
     strings = {n.value for n in ast.walk(ast.parse(inspect.getsource(load)))
                if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     assert not strings & set(FORMATS)
+
+
+@pytest.mark.parametrize("layout, used, not_used", [
+    ("moco-v2", "online (query) encoder", "momentum encoder (encoder_k)"),
+    ("dino-resnet", "teacher", "student network (DINO evaluates the teacher)"),
+    ("pycontrast-infomin", "online (query) encoder", "momentum (EMA) encoder"),
+    ("torchvision", "the only one", None),
+])
+def test_the_card_says_which_branch_was_used_and_which_were_not(layout, used, not_used, sources, tmp_path):
+    """Issue 28: MoCo's query encoder (its key encoder, with other weights, listed), DINO's teacher."""
+    build, source, _, _ = LAYOUTS[layout]
+    obj, how = build(sources[source])
+    path = tmp_path / "ckpt"
+    save(obj, how, path)
+    _, report = load_backbone(path)
+    card = report.card()
+    assert card["branch_used"] == used and (not_used in card["branches_not_used"] if not_used
+                                            else card["branches_not_used"] == [])
+    assert card["sha256"] == report.sha256 and card["size_bytes"] == path.stat().st_size
+    assert report.record_fields()["branch"] == used and report.record_fields()["input_convention"] == "RGB 0-1"

@@ -94,9 +94,24 @@ def convert(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, **o
     if Path(ckpt).exists() and any(t.exists() and t.resolve() == Path(ckpt).resolve() for t in targets):
         raise ValueError(f"{out}: is the input checkpoint itself; write the conversion to another file")
     backbone, report = load_backbone(ckpt, arch=arch)
+    refuse_other_convention(backbone, report, f"--to {to}")
     args = argparse.Namespace(config=None, config_out=None, data_root=None, norm=None)
     vars(args).update(options)
     return WRITERS[to](backbone, report, Path(out), args)
+
+
+def refuse_other_convention(backbone, report: LoadReport, target: str) -> None:
+    """The engines' configs and the other formats assume torchvision's input convention (RGB in
+    [0, 1], ImageNet mean/std); weights that expect another (detectron2's BGR 0-255, applied by the
+    loader as reversed stem channels and the file's own statistics) would be fed wrongly there."""
+    from mocobench.checkpoints.convention import is_torchvision
+
+    if not is_torchvision(backbone.mean, backbone.std):
+        conv = report.metadata.get("input_convention", {})
+        raise ValueError(f"{report.path}: its weights expect {conv.get('channels')} pixels on a {conv.get('scale')} "
+                         f"scale with mean {conv.get('mean')} and std {conv.get('std')} ({conv.get('source')}); {target} "
+                         "assumes torchvision's RGB ImageNet normalisation, so it is refused: evaluate it with the "
+                         "torchvision engine, which applies its convention")
 
 
 def main(argv: list[str] | None = None) -> int:

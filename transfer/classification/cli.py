@@ -99,7 +99,8 @@ def eval_main(task: str, argv: list[str]) -> int:
             task=task, protocol=protocol, dataset=dataset, settings=settings,
             run=lambda r: run_seed(task, protocol, cfg, args, imagenet, dataset, r),
             checkpoint=args.checkpoint, arch=args.arch, seeds=seeds, results=Path(args.results),
-            work_root=work_root(args, task), device=args.device, resume=args.resume, prog=prog)
+            work_root=work_root(args, task), device=args.device, resume=args.resume, prog=prog,
+            preflight=args.preflight)
 
     return runner.main(parse, prog)
 
@@ -255,6 +256,9 @@ def _run_semi(backbone, imagenet, cfg, args, seed, device, log, world):
                                     cfg_rank, pct, device, seed=seed, log=log)
     skipped = info.pop("unreadable")
     info["labels"] = str(labels)
+    from mocobench.core.io import sha256_file
+
+    info["labels_sha256"] = sha256_file(labels)   # which list ran: SimCLR's released ones, or another
     info["label_pct"] = pct
     return metrics, info, {"train": len(full_train), "train_labelled": len(lab_train),
                            "val": len(val)}, skipped, SEMI_TASKS[pct]

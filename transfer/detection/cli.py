@@ -110,7 +110,7 @@ def eval_main(task: str, argv: list[str]) -> int:
             protocol = dataclasses.replace(protocol, bf16=False)
         return evaluation(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results,
                           work_root(args, "detection"), device=args.device, resume=args.resume,
-                          engine=args.engine, opts=args.opts)
+                          engine=args.engine, opts=args.opts, preflight=args.preflight)
 
     return runner.main(parse, prog)
 

@@ -246,6 +246,9 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
     from mocobench.transfer.detection.data import build_datasets
 
     backbone, fields = r.backbone, r.report.record_fields()
+    from mocobench.transfer.adapters.cli import refuse_other_convention
+
+    refuse_other_convention(r.backbone, r.report, "this engine")
     model_device, num_procs = _device(device)
     if backbone.arch != "resnet50":
         raise ValueError(f"the detectron2 configs are for ResNet-50 (MoCo's protocols), not {backbone.arch}")

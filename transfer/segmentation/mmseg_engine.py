@@ -243,6 +243,9 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
     info, dev = r.dist, r.device
     work = r.work.resolve()
     backbone, report = r.backbone, r.report
+    from mocobench.transfer.adapters.cli import refuse_other_convention
+
+    refuse_other_convention(r.backbone, r.report, "this engine")
     fcn = fcn_config(protocol, dataset, backbone.arch, info.world, dev.type)
     with mmcv_ops_stub():
         from mmengine.config import Config

@@ -1,0 +1,72 @@
+"""The input convention a checkpoint's weights expect, and how it is applied.
+
+Every probe and engine here feeds RGB pixels in [0, 1], normalised with ``backbone.mean`` and
+``backbone.std``. Most checkpoints expect torchvision's convention (RGB, ImageNet mean/std), but
+detectron2's MSRA-style weights expect BGR pixels on a 0-255 scale minus their own means, with no
+division. Such weights are made to take our input exactly: the stem convolution's input channels
+are reversed (BGR -> RGB) and ``mean``/``std`` become the file's, reordered to RGB and divided by
+255. The features of an image are then those the original weights give the original input.
+
+The convention comes from, in order: the file's own ``pixel_mean``/``pixel_std`` (detectron2 keeps
+them in the model; the channel order follows from the means, as ImageNet's blue mean, 103.5, is the
+smallest of the three), the format's known convention (MoCo's and torchvision's detectron2
+conversions are RGB with ImageNet's statistics), or the default (torchvision's), said as such.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mocobench.checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+RGB_AUTHORS = {"MOCO": "MoCo's convert-pretrain-to-detectron2 (RGB, ImageNet mean/std)",
+               "mocobench": "mocobench convert --to detectron2 (RGB, ImageNet mean/std)",
+               "torchvision": "detectron2's convert-torchvision-to-d2 (RGB, ImageNet mean/std)"}
+STEM_KEYS = ("conv1.weight",)   # the canonical ResNet stem; the one layer that sees the channels
+
+
+def torchvision_convention(source: str) -> dict[str, Any]:
+    return {"channels": "RGB", "scale": "0-1", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "source": source}
+
+
+def detectron2_convention(obj: dict, state: dict) -> dict[str, Any]:
+    """The convention of a detectron2 checkpoint ``obj`` (``state``: its model dict, before mapping)."""
+    mean, std = state.get("pixel_mean"), state.get("pixel_std")
+    if mean is not None:
+        mean = [float(v) for v in torch.as_tensor(mean).flatten()]
+        std = [float(v) for v in torch.as_tensor(std).flatten()] if std is not None else [1.0, 1.0, 1.0]
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"pixel_mean {mean} / pixel_std {std}: expected three channels and a positive std")
+        scale = "0-255" if max(mean) > 1.5 else "0-1"
+        return {"channels": "BGR" if mean[0] < mean[2] else "RGB", "scale": scale, "mean": mean, "std": std,
+                "source": "the file's pixel_mean/pixel_std (channel order from the means: ImageNet's blue mean is "
+                          "the smallest)"}
+    author = obj.get("__author__")
+    if author in RGB_AUTHORS:
+        return torchvision_convention(f"the format's known convention: __author__ {author!r}, {RGB_AUTHORS[author]}")
+    return torchvision_convention("default (torchvision's; the file states no pixel_mean/pixel_std and no known "
+                                  "__author__)")
+
+
+def apply(convention: dict[str, Any], state: dict[str, torch.Tensor], arch: str) -> tuple[tuple, tuple]:
+    """Make ``state`` take RGB input in [0, 1] (reversing the stem's channels for BGR weights, in place)
+    and return the ``(mean, std)`` that normalise it for these weights."""
+    mean, std = list(convention["mean"]), list(convention["std"])
+    if convention["channels"] == "BGR":
+        stem = next((k for k in STEM_KEYS if k in state), None)
+        if stem is None:
+            raise ValueError(f"BGR weights of {arch}: no stem convolution ({', '.join(STEM_KEYS)}) to reverse the "
+                             "channels of; only ResNets are known to come in the BGR convention")
+        state[stem] = state[stem].flip(1)
+        mean, std = mean[::-1], std[::-1]
+    if convention["scale"] == "0-255":
+        mean, std = [m / 255 for m in mean], [s / 255 for s in std]
+    return tuple(mean), tuple(std)
+
+
+def is_torchvision(mean, std) -> bool:
+    """Whether ``mean``/``std`` are torchvision's ImageNet statistics (what the engines' configs assume)."""
+    return all(abs(a - b) < 1e-6 for a, b in zip([*mean, *std], [*IMAGENET_MEAN, *IMAGENET_STD]))

@@ -1,0 +1,69 @@
+"""The input convention of a checkpoint is found, stated and applied (issue 28): a detectron2 .pkl in
+the MSRA convention (BGR, 0-255, its own means, std 1) gives the features of the RGB model it was
+made from, through our probes' RGB [0, 1] input; the engines that assume torchvision's normalisation
+refuse it."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torchvision
+
+from mocobench.checkpoints import load_backbone
+from mocobench.checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD
+from mocobench.checkpoints.keymaps import TORCHVISION_TO_DETECTRON2, apply_rules
+
+
+def msra_pkl(rgb: torch.nn.Module, path):
+    """The same network for BGR pixels in 0-255 minus the ImageNet means (in BGR order), std 1: the stem
+    takes the channels reversed and divided by 255 x the RGB model's std."""
+    sd = {k: v.clone() for k, v in rgb.state_dict().items() if not k.startswith("fc.") and "num_batches" not in k}
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    sd["conv1.weight"] = (sd["conv1.weight"] / (255 * std)).flip(1)
+    model = {apply_rules(k, TORCHVISION_TO_DETECTRON2): v.numpy() for k, v in sd.items()}
+    model["pixel_mean"] = (torch.tensor(IMAGENET_MEAN) * 255).flip(0).view(3, 1, 1).numpy()   # 103.53, 116.28, 123.675
+    model["pixel_std"] = torch.ones(3, 1, 1).numpy()
+    with open(path, "wb") as f:
+        pickle.dump({"model": model}, f)
+    return path
+
+
+def test_an_msra_bgr_pkl_is_read_as_bgr_and_gives_the_rgb_models_features(tmp_path):
+    torch.manual_seed(0)
+    rgb = torchvision.models.resnet18().eval()
+    backbone, report = load_backbone(msra_pkl(rgb, tmp_path / "R-18-msra.pkl"))
+    conv = report.metadata["input_convention"]
+    assert (conv["channels"], conv["scale"]) == ("BGR", "0-255") and "pixel_mean" in conv["source"]
+    assert conv["mean"] == pytest.approx([103.53, 116.28, 123.675], abs=1e-3) and conv["std"] == [1.0, 1.0, 1.0]
+    assert backbone.mean == pytest.approx(IMAGENET_MEAN) and backbone.std == pytest.approx((1 / 255,) * 3)
+    image = torch.rand(2, 3, 64, 64)   # RGB in [0, 1], as every probe feeds it
+    ours = backbone.eval()((image - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.std).view(1, 3, 1, 1))
+    rgb.fc = torch.nn.Identity()
+    theirs = rgb((image - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_conventions_are_said_with_their_source(tmp_path):
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18()
+    torch.save(net.state_dict(), tmp_path / "tv.pth")
+    _, report = load_backbone(tmp_path / "tv.pth")
+    conv = report.metadata["input_convention"]
+    assert conv["channels"] == "RGB" and conv["source"].startswith("default")
+    sd = {apply_rules(k, TORCHVISION_TO_DETECTRON2): v.numpy() for k, v in net.state_dict().items()
+          if not k.startswith("fc.") and "num_batches" not in k}
+    with open(tmp_path / "moco.pkl", "wb") as f:
+        pickle.dump({"model": sd, "__author__": "MOCO", "matching_heuristics": True}, f)
+    _, report = load_backbone(tmp_path / "moco.pkl")
+    assert report.metadata["input_convention"]["source"].startswith("the format's known convention: __author__ 'MOCO'")
+
+
+def test_exports_and_engines_that_assume_torchvision_normalisation_refuse_bgr_weights(tmp_path):
+    from mocobench.cli import main
+
+    torch.manual_seed(0)
+    pkl = msra_pkl(torchvision.models.resnet18(), tmp_path / "msra.pkl")
+    assert main(["convert", str(pkl), "--to", "detectron2", "-o", str(tmp_path / "out.pkl")]) == 1
+    assert not (tmp_path / "out.pkl").exists()

@@ -247,7 +247,7 @@ def iter_record_files(results_dir: str | os.PathLike):
             continue
         if isinstance(rec, dict) and "schema_version" not in rec and "entries" in rec:
             continue  # a baseline file kept next to the records
-        if isinstance(rec, dict) and rec.get("format") == CARD_FORMAT:
+        if isinstance(rec, dict) and rec.get("file_type") == CARD_FORMAT:
             continue  # a checkpoint card written beside the records (transfer/runner.py)
         try:
             yield path, validate(rec, str(path))

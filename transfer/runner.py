@@ -193,7 +193,7 @@ def write_card(results: Path, report) -> Path:
 
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(report.name))
     path = Path(results) / "cards" / f"{name}-{(report.sha256 or 'nosha')[:8]}.json"
-    atomic_write_json(path, {"format": CARD_FORMAT, **report.card()})
+    atomic_write_json(path, {"file_type": CARD_FORMAT, **report.card()})
     return path
 
 

@@ -76,7 +76,8 @@ def _e(x) -> str:
 
 def _row_cells(row: Row) -> list[str]:
     badge = f'<span class="badge {row.kind}">{row.kind}</span>'
-    title = f' title="{_e(row.source)}"' if row.source else ""
+    tip = row.source or row.card   # reported: where the numbers come from; measured: the checkpoint card
+    title = f' title="{_e(tip)}"' if tip else ""
     return [f"<td{title}>{_e(row.name)}{badge}</td>", f"<td>{_e(row.method or '')}</td>",
             f"<td>{_e(row.arch or '')}</td>",
             f'<td class="num">{"" if row.epochs is None else row.epochs}</td>',

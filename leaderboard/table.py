@@ -138,6 +138,7 @@ class Row:
     label_fraction: float | None  # percent
     kind: str                     # "measured" | "reported" | "unverified"
     source: str = ""              # reported rows: where the numbers come from
+    card: str = ""                # measured rows: the checkpoint card's identity (sha256, branch, input)
 
     @property
     def label_fraction_text(self) -> str:
@@ -316,11 +317,19 @@ def load_reported(path: str | Path = REPORTED_CSV) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- the table
 
+def card_identity(ckpt: dict) -> str:
+    """A record's checkpoint card identity, as the table shows it: ``sha256 6bfeba98 · online (query)
+    encoder · RGB 0-1`` (records written before the cards lack the last two)."""
+    parts = [f"sha256 {str(ckpt['sha256'])[:8]}" if ckpt.get("sha256") else "no file (random init)",
+             ckpt.get("branch"), ckpt.get("input_convention")]
+    return " · ".join(str(p) for p in parts if p)
+
+
 def _row_from_checkpoint(key: str, name: str, ckpt: dict) -> Row:
     epochs = ckpt.get("epochs")
     return Row(key=key, name=name, method=ckpt.get("method"), arch=ckpt.get("arch"),
                epochs=int(epochs) if isinstance(epochs, (int, float)) else None,
-               label_fraction=_percent(ckpt.get("label_fraction")), kind="measured")
+               label_fraction=_percent(ckpt.get("label_fraction")), kind="measured", card=card_identity(ckpt))
 
 
 def build_table(records: list[dict], *, reported: list[dict] | None = None,
@@ -491,6 +500,10 @@ def to_markdown(table: Table, digits: int = 1) -> str:
                   "errors of the difference (seed std here, the paper's ± where published, else a stated "
                   "default per metric; docs/leaderboard.md), ✗ outside. Paper rows compared: "
                   + "; ".join(sorted({f"{k[0]} -> {c.paper}" for k, c in table.comparisons.items()})) + "."]
+    cards = [(r.name, r.card) for r in table.measured_rows() if r.card]
+    if cards:
+        lines += ["", "Checkpoints (their cards are in RESULTS/cards/):", ""]
+        lines += [f"- {name}: {card}" for name, card in cards]
     sources = [(r.name, r.kind, r.source) for r in table.reported_rows()]
     if sources:
         lines += ["", "Reported rows (numbers from the papers, not measured here):", ""]
@@ -508,7 +521,8 @@ def to_csv(table: Table) -> str:
                          if (cell := table.cell(row, col))], columns=["row", "column", "mean", "std", "n"])
     wide = long.pivot(index="row", columns="column").reindex(index=[r.key for r in table.rows])
     multi = set(long.loc[long["n"] > 1, "column"])
-    out = pd.DataFrame([_row_fields(r) + [r.source] for r in table.rows], columns=[*ROW_FIELDS, "source"])
+    out = pd.DataFrame([_row_fields(r) + [r.card, r.source] for r in table.rows],
+                       columns=[*ROW_FIELDS, "card", "source"])
     for i, col in enumerate(table.columns):
         out[col.label] = wide[("mean", i)].fillna("").to_numpy()
         if i in multi:

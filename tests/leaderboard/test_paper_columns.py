@@ -142,3 +142,24 @@ def test_check_against_paper_fails_outside_the_band_and_passes_inside(tmp_path, 
     empty = tmp_path / "none"
     empty.mkdir()
     assert main(["leaderboard", "check", "--against-paper", "--results", str(empty)]) == 1
+
+
+def test_the_table_shows_each_checkpoints_card_identity(tmp_path):
+    """Issue 28: a measured row names the sha256, branch and input convention its numbers came from
+    (Markdown: a footnote; CSV: a column; HTML: on hover)."""
+    from mocobench.core.records import new_record, write_record
+    from mocobench.leaderboard.html import render as render_html
+    from mocobench.leaderboard.table import load_table, to_csv, to_markdown
+
+    ckpt = {"name": "moco", "path": "/ckpts/moco.pth", "sha256": "6bfeba98" + "0" * 56, "format": "moco",
+            "arch": "resnet50", "method": "moco_v2", "epochs": 200, "branch": "online (query) encoder",
+            "input_convention": "RGB 0-1"}
+    write_record(tmp_path, new_record(checkpoint=ckpt, task="knn", protocol="dino-knn",
+                                      dataset={"name": "imagenet", "path": "/d", "splits": {"train": 1}},
+                                      metrics={"top1": 60.0}, config={}, seed=0, wall_time_s=1.0, device="cpu"))
+    table = load_table(tmp_path)
+    card = "sha256 6bfeba98 · online (query) encoder · RGB 0-1"
+    assert table.measured_rows()[0].card == card
+    assert f"- moco: {card}" in to_markdown(table)
+    assert card in to_csv(table)
+    assert f'title="{card}"' in render_html(table, plots=False)

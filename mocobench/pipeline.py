@@ -251,7 +251,14 @@ def _main(args) -> int:
           f"(logs in {out / 'logs'}/)" + (f", {jobs} at a time, {threads} thread(s) each"
                                           if jobs and jobs > 1 else ""), flush=True)
     node = 0 if args.slurm else args.node_rank   # on SLURM this process runs once and submits every node
-    status = Schedule(stages, runner, launcher, env, out, args, node, jobs or 1).run()
+    schedule = Schedule(stages, runner, launcher, env, out, args, node, jobs or 1)
+    status = schedule.run()
+    if args.dry_run and schedule.gpu_hours:
+        known = [h for h in schedule.gpu_hours.values() if h is not None]
+        unknown = [n for n, h in schedule.gpu_hours.items() if h is None]
+        print(f"projected: {sum(known):,.0f} GPU-hours (H200, docs/gpu/) for {len(known)} stages"
+              + (f"; {len(unknown)} stages have no measured throughput ({', '.join(unknown[:3])}"
+                 f"{', ...' if len(unknown) > 3 else ''})" if unknown else ""), flush=True)
     rc_board = 0
     if not args.dry_run and node == 0:
         rc_board = leaderboard(out, mode)
@@ -278,6 +285,7 @@ class Schedule:
         self.status: dict[str, str] = {}
         self.index = {st.name: i for i, st in enumerate(stages, 1)}
         self.chain = chains(stages)
+        self.gpu_hours: dict[str, float | None] = {}   # --dry-run with --data-root: each stage's projection
 
     def say(self, st, word: str, text: str) -> None:
         print(f"[{self.index[st.name]:>2}/{len(self.stages)}] {word:<8} {st.name:<{self.width}}  {text}", flush=True)
@@ -295,11 +303,26 @@ class Schedule:
         elif blocked:
             word, why = "blocked", f"(needs {', '.join(blocked)})"
         elif self.args.dry_run:
+            from mocobench import plan_check
+
+            # checked where the data are already there (real data, or an embedded set generated before):
+            # the classification commands look for their folder when they parse
+            data_present = self.args.data_root or (self.out / "data" / "synth_info.json").exists()
+            problem = plan_check.check(st.argv) if data_present else None
+            if problem:   # the command would fail when it ran: say so now
+                self.status[st.name] = "FAIL"
+                self.say(st, "invalid", f"({problem})")
+                return True
             cmd = self.launcher.command(st.argv, st.distributed)
             redo = f"  (redo: {st.stale_why})" if st.stale else ""
             self.status[st.name] = "dry-run"
+            projection = ""
+            if self.args.data_root:
+                hours, how = plan_check.gpu_hours(st.argv)
+                self.gpu_hours[st.name] = hours
+                projection = f"\n      ~{hours:,.1f} GPU-h: {how}" if hours is not None else f"\n      GPU-h: {how}"
             print(f"[{self.index[st.name]:>2}/{len(self.stages)}] would run {st.name:<{self.width}}  "
-                  f"$ {shlex.join(cmd)}{redo}", flush=True)
+                  f"$ {shlex.join(cmd)}{redo}{projection}", flush=True)
             return True
         if word is None:
             return False

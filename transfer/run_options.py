@@ -35,6 +35,9 @@ def add_run_options(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--preflight", default=None, metavar="FILE",
                         help="the pre-flight report of this checkpoint (mocobench preflight --json FILE): its "
                              "verdict and figures go into every record (the pipeline passes it)")
+    parser.add_argument("--check", action="store_true",
+                        help="parse and check the command (options, protocol overrides, settings against each "
+                             "other), then exit 0 without loading or running anything (the pipeline's --dry-run)")
     parser.add_argument("--resume", default="auto", metavar="auto|no|PATH",
                         help="'auto' (default): skip a seed whose record exists and resume a stopped run "
                              "from its work folder; 'no': start over; or a saved training state to resume from")

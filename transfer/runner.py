@@ -95,6 +95,7 @@ class Evaluation:
     resumes_from_file: bool = False
     load: Callable[..., tuple] | None = None  # (checkpoint, arch) -> (backbone, report); default load_backbone
     preflight: str | None = None  # a pre-flight report (transfer/preflight.py) of the checkpoint, for the records
+    check_only: bool = False      # --check: parsed and checked; nothing is loaded or run
     prog: str = ""
     written: list[Path] = field(default_factory=list)  # the records of the seeds (rank 0), found or new
 
@@ -223,6 +224,8 @@ def main(parse: Callable[[], Evaluation], prog: str) -> int:
     except ValueError as e:  # UsageError, ProtocolError, a range or an override that does not parse
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if ev.check_only:
+        return 0
     try:
         return evaluate(ev)
     except UsageError as e:

@@ -537,3 +537,21 @@ def test_paper_mode_options_take_effect_or_are_refused(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             P.parse_args(argv)
         assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_the_paper_dry_run_checks_every_command_and_projects_gpu_hours(tmp_path, capsys):
+    """Issue 25 item 6: a bad --eval-arg fails in the dry run (every stage's command is parsed and
+    checked in process), and each stage says its projected H200 GPU-hours, with the total."""
+    root = _paper_root(tmp_path / "data")
+    base = ["--data-root", str(root), "--preset", "paper", "--out", str(tmp_path / "o"), "--dry-run",
+            "--methods", "moco_v2_800ep", "--no-random"]
+    assert P.main(base) == 0
+    out = capsys.readouterr().out
+    assert "~270.7 GPU-h: 800 epochs of ImageNet at 1052 img/s (fp32" in out   # 800 x 1,281,167 / 1052 / 3600
+    assert "~6.3 GPU-h: 24000 iterations x 16 images at 17 img/s" in out
+    assert "projected: " in out and "GPU-hours (H200, docs/gpu/)" in out
+    assert P.main(base + ["--eval-arg=--lr=abc"]) == 1
+    out = capsys.readouterr().out
+    assert "invalid  eval linear-paper moco_v2_800ep" in out and "--lr: expected float, got 'abc'" in out
+    assert P.main(base + ["--pretrain-arg=--K=many"]) == 1
+    assert "invalid  pretrain moco_v2_800ep" in capsys.readouterr().out

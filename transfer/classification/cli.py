@@ -100,7 +100,7 @@ def eval_main(task: str, argv: list[str]) -> int:
             run=lambda r: run_seed(task, protocol, cfg, args, imagenet, dataset, r),
             checkpoint=args.checkpoint, arch=args.arch, seeds=seeds, results=Path(args.results),
             work_root=work_root(args, task), device=args.device, resume=args.resume, prog=prog,
-            preflight=args.preflight)
+            preflight=args.preflight, check_only=args.check)
 
     return runner.main(parse, prog)
 

@@ -110,7 +110,7 @@ def eval_main(task: str, argv: list[str]) -> int:
             protocol = dataclasses.replace(protocol, bf16=False)
         return evaluation(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results,
                           work_root(args, "detection"), device=args.device, resume=args.resume,
-                          engine=args.engine, opts=args.opts, preflight=args.preflight)
+                          engine=args.engine, opts=args.opts, preflight=args.preflight, check_only=args.check)
 
     return runner.main(parse, prog)
 

@@ -13,7 +13,7 @@ from mocobench.transfer.detection.train import freeze_bn, precise_bn, train, unw
 
 def evaluation(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,
                device: str | None = None, resume: str = "auto", engine: str = "torchvision",
-               opts: list[str] | tuple[str, ...] = (), preflight: str | None = None):
+               opts: list[str] | tuple[str, ...] = (), preflight: str | None = None, check_only: bool = False):
     """The ``runner.Evaluation`` of a detection command (either engine)."""
     from mocobench.transfer import runner
 
@@ -33,7 +33,8 @@ def evaluation(checkpoint: str, protocol, dataset: str, data_root, seeds, result
     return runner.Evaluation(task="detection", protocol=protocol.name, dataset=dataset, settings=settings,
                              run=run, checkpoint=checkpoint, seeds=list(seeds), results=Path(results_dir),
                              work_root=Path(work_root), device=device, resume=resume, folder_tag=tag,
-                             resumes_from_file=engine == "torchvision", preflight=preflight)
+                             resumes_from_file=engine == "torchvision", preflight=preflight,
+                             check_only=check_only)
 
 
 def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,

@@ -70,7 +70,8 @@ def eval_main(task: str, argv: list[str]) -> int:
         common = dict(task="segmentation", protocol=protocol.name, dataset=args.dataset, settings=settings,
                       checkpoint=args.checkpoint, seeds=seeds, results=Path(args.results),
                       work_root=work_root(args, "segmentation"), device=args.device, resume=args.resume,
-                      resumes_from_file=True, prog=prog, preflight=args.preflight)
+                      resumes_from_file=True, prog=prog, preflight=args.preflight,
+                      check_only=args.check)
         from mocobench.datasets.identity import dataset_id
 
         name = dataset_id(args.dataset, args.data)

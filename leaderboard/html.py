@@ -107,7 +107,9 @@ def table_html(table: Table, table_id: str = "leaderboard") -> str:
                 else cell.source
             cls = "num best" if best.get(col) == cell.mean and row.kind == "measured" else "num"
             std = "" if cell.std is None else f' data-std="{cell.std!r}"'
-            text, cmp = cell.text(), table.comparisons.get((row.key, col))
+            if cell.deviations:
+                tip += "; departures from the official recipe: " + "; ".join(cell.deviations)
+            text, cmp = cell.text() + (" †" if cell.deviations else ""), table.comparisons.get((row.key, col))
             if cmp is not None:   # against the paper row in this column: shown, and its grounds on hover
                 tip += f"; vs {cmp.paper} {cmp.reported:g}: {cmp.text(2)}"
                 text += f" · {cmp.text()}"

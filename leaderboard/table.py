@@ -64,6 +64,7 @@ RUN_KEYS = frozenset({
     "data", "data_dir", "data_root", "root", "path", "cache", "cache_dir", "resume", "log_every",
     "print_freq", "progress", "verbose", "dist_url", "world_size", "rank", "local_rank", "gpu", "nproc",
     "threads", "num_threads", "pin_memory", "labels", "unreadable", "feature_dim",
+    "deviations", "preflight",   # what ran differs from the papers / the checkpoint's check: shown, not protocol
 })
 OUTCOME_PREFIXES = ("chosen_", "cache_", "best_", "selected_")
 OUTCOME_SUFFIXES = ("_time_s", "_holdout_top1", "_seconds")
@@ -160,6 +161,7 @@ class Cell:
     files: list[str] = field(default_factory=list)
     source: str = ""
     digits: int | None = None           # reported rows: as many decimals as the source gives
+    deviations: tuple[str, ...] = ()    # measured: the departures from the official recipe its records state
 
     def text(self, digits: int = 1) -> str:
         digits = self.digits if self.digits is not None else digits
@@ -365,7 +367,8 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
                 col = Column(rec["task"], str(rec["protocol"]), str(rec["dataset"].get("name")),
                              str(rec.get("engine") or "torchvision"), metric)
                 values.append({"row": key, "column": col, "seed": rec["seed"], "value": float(value),
-                               "timestamp": str(rec.get("timestamp", "")), "file": fname, "settings": settings})
+                               "timestamp": str(rec.get("timestamp", "")), "file": fname, "settings": settings,
+                               "deviations": tuple((rec.get("config") or {}).get("deviations") or ())})
     cells, errors = _aggregate(values)
 
     measured = sorted(rows.values(), key=_measured_order)
@@ -436,7 +439,8 @@ def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list
         key, col = g["row"].iloc[0], g["column"].iloc[0]
         mean, std, n = stats.loc[cell]
         cells[(key, col)] = Cell(mean=float(mean), std=None if math.isnan(std) else float(std), n=int(n),
-                                 values=g["value"].tolist(), seeds=g["seed"].tolist(), files=g["file"].tolist())
+                                 values=g["value"].tolist(), seeds=g["seed"].tolist(), files=g["file"].tolist(),
+                                 deviations=tuple(dict.fromkeys(d for ds in g["deviations"] for d in ds)))
     for cell, g in every.groupby("cell", sort=True):
         key, col = g["row"].iloc[0], g["column"].iloc[0]
         first = (g["file"].iloc[0], g["settings"].iloc[0])
@@ -490,11 +494,21 @@ def _row_fields(row: Row) -> list[str]:
 def to_markdown(table: Table, digits: int = 1) -> str:
     head = list(ROW_FIELDS) + [c.label for c in table.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 6 + ["---:"] * len(table.columns)) + "|"]
+    marks: dict[tuple[str, ...], str] = {}   # each distinct set of deviations gets its footnote mark
     for row in table.rows:
-        cells = [(c.text(digits) if (c := table.cell(row, col)) else "")
-                 + (f" · {cmp.text(digits)}" if (cmp := table.comparisons.get((row.key, col))) else "")
-                 for col in table.columns]
+        cells = []
+        for col in table.columns:
+            c = table.cell(row, col)
+            text = c.text(digits) if c else ""
+            if c and c.deviations:
+                text += " " + marks.setdefault(c.deviations, "†" * (len(marks) + 1))
+            if (cmp := table.comparisons.get((row.key, col))):
+                text += f" · {cmp.text(digits)}"
+            cells.append(text)
         lines.append("| " + " | ".join(_row_fields(row) + cells) + " |")
+    if marks:
+        lines += ["", "Departures from the official recipes stated by the records (core/deviations.toml):", ""]
+        lines += [f"- {mark} " + "; ".join(devs) for devs, mark in marks.items()]
     if table.comparisons:
         lines += ["", f"Δ: measured mean − the paper row's number in the same column; ✓ within ±{BAND_Z:g} standard "
                   "errors of the difference (seed std here, the paper's ± where published, else a stated "

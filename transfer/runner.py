@@ -166,6 +166,10 @@ def evaluate(ev: Evaluation) -> int:
         if out is None or not info.main:
             continue
         config = {**out.config, "work_dir": str(work)}
+        from mocobench.core.deviations import of_evaluation
+
+        config["deviations"] = of_evaluation(out.task or ev.task, ev.protocol, out.engine or "torchvision",
+                                             report.metadata.get("config"))
         if ev.preflight:
             config["preflight"] = preflight_fields(ev.preflight, fields)
         rec = new_record(checkpoint=fields, task=out.task or ev.task, protocol=ev.protocol, dataset=out.dataset,

@@ -163,3 +163,26 @@ def test_the_table_shows_each_checkpoints_card_identity(tmp_path):
     assert f"- moco: {card}" in to_markdown(table)
     assert card in to_csv(table)
     assert f'title="{card}"' in render_html(table, plots=False)
+
+
+def test_deviations_are_data_carried_by_records_and_marked_in_the_table(tmp_path, synth_tiny):
+    """Issue 25 item 5: the departures of what ran come from core/deviations.toml into the record, and
+    a cell built from such records is marked and footnoted."""
+    from mocobench.cli import main
+    from mocobench.core.deviations import of_evaluation
+    from mocobench.core.records import load_records
+    from mocobench.leaderboard.table import load_table, to_markdown
+
+    ours = of_evaluation("detection", "moco-voc-c4-24k", "torchvision", {"method": "moco_v2", "precision": "bf16"})
+    assert any("torchvision engine" in d for d in ours) and any("per iteration" in d for d in ours)
+    assert any("fp32" in d for d in ours)
+    assert not any("torchvision engine" in d for d in of_evaluation("detection", "moco-voc-c4-24k", "detectron2", None))
+    assert of_evaluation("semi-1pct", "simclr", "torchvision", None) == ["SGD nesterov at batch 256; SimCLR "
+                                                                         "fine-tuned with LARS at batch 4096"]
+    assert main(["eval", "semi", "--checkpoint", "random:resnet18", "--data", str(synth_tiny), "--results",
+                 str(tmp_path / "res"), "--protocol", "simclr", "--labels", "10percent", "--epochs", "1",
+                 "--img-size", "32", "--batch-size=8", "--workers", "0", "--lr-grid=0.05"]) == 0
+    (rec,), _ = load_records(tmp_path / "res")
+    assert rec["config"]["deviations"] == of_evaluation("semi-10pct", "simclr", "torchvision", None)
+    md = to_markdown(load_table(tmp_path / "res", reported=False))
+    assert " †" in md and "- † SGD nesterov at batch 256" in md

@@ -1,0 +1,42 @@
+"""The known departures from the official recipes (``core/deviations.toml``, their one place) that
+apply to a run: an evaluation's task, protocol and engine, and the pretraining config behind its
+checkpoint."""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+
+DEVIATIONS = Path(__file__).with_name("deviations.toml")
+FIELDS = {"eval": ("task", "protocol", "engine"), "pretrain": ("method", "precision")}
+
+
+@lru_cache(maxsize=1)
+def load() -> tuple[dict, ...]:
+    with open(DEVIATIONS, "rb") as f:
+        entries = tomllib.load(f).get("deviation", [])
+    for i, e in enumerate(entries):
+        kind = e.get("kind")
+        unknown = set(e) - {"kind", "text", "where", *FIELDS.get(kind, ())}
+        if kind not in FIELDS or not e.get("text") or unknown:
+            raise ValueError(f"{DEVIATIONS}: entry {i + 1} needs kind (eval|pretrain) and text, and only the fields "
+                             f"of its kind ({unknown or kind})")
+    return tuple(entries)
+
+
+def applying(kind: str, **what: str | None) -> list[str]:
+    """The texts of the entries of ``kind`` whose every named field matches ``what`` (shell patterns)."""
+    return [e["text"] for e in load() if e["kind"] == kind
+            and all(fnmatch.fnmatchcase(str(what.get(f)), e[f]) for f in FIELDS[kind] if f in e)]
+
+
+def of_evaluation(task: str, protocol: str, engine: str, pretrain_config: dict | None) -> list[str]:
+    """An evaluation record's deviations: its protocol's, and those of the pretraining run behind the
+    checkpoint when the checkpoint states its config (our own runs do; other releases follow their
+    own code)."""
+    out = applying("eval", task=task, protocol=protocol, engine=engine)
+    if pretrain_config:
+        out += applying("pretrain", method=pretrain_config.get("method"), precision=pretrain_config.get("precision"))
+    return out

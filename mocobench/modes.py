@@ -125,7 +125,7 @@ SUPERVISED_R50 = Reference(
 FIVE_TRIALS = (0, 1, 2, 3, 4)   # MoCo's VOC detection and segmentation numbers: means of 5 trials
 
 
-TINY_RUNS = (   # cost: CPU seconds of each stage on the 2-core machine (2026-12-01)
+TINY_RUNS = (   # cost: CPU seconds of each stage, measured (docs/run_all.md gives when and how)
     Run("moco_v2", "moco_v2", "tiny", cost=46),
     Run("unimoco_10pct", "unimoco", "tiny", ("--label-fraction", "0.1"), cost=45),
     Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0"), cost=45),
@@ -144,7 +144,7 @@ MODES = {
     # and UniMoCo (100 % labels) shorter than the tiny preset, SMoG at its 8 epochs (a SMoG whose
     # groups are broken only falls behind after 4), evaluated on classification beside their random
     # init; detection and segmentation on the MobileNetV2 pair, which separates at these schedules
-    # where the CPU-sized pretraining does not. Under 3 minutes on 2 cores (163 s).
+    # where the CPU-sized pretraining does not. Under 3 minutes on 2 cores (docs/run_all.md).
     "quick": Mode("quick", "small", "timm:test_resnet",
                   (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",), cost=22),
                    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=6"), cost=33),

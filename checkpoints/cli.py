@@ -23,6 +23,9 @@ def inspect_main(argv: list[str] | None = None) -> int:
                                                  "used, the keys dropped and why, and its metadata.")
     parser.add_argument("ckpt", help="checkpoint file, zoo name or random:ARCH")
     parser.add_argument("--arch", help="override arch detection")
+    parser.add_argument("--branch", choices=("raw", "ema"), help="a file with raw weights and an EMA copy: which one")
+    parser.add_argument("--input-convention", choices=("rgb", "bgr255"),
+                        help="what the weights expect, where the file does not say")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--all", action="store_true", help="list every key")
     args = parser.parse_args(argv)
@@ -36,7 +39,8 @@ def inspect_main(argv: list[str] | None = None) -> int:
             # Everything load_backbone checks (format, mapping, strict keys and shapes), without
             # loading the weights.
             path, entry = resolve_name(args.ckpt)
-            report = inspect_checkpoint(path, arch=args.arch or (entry.arch if entry else None))
+            report = inspect_checkpoint(path, arch=args.arch or (entry.arch if entry else None), branch=args.branch,
+                                        input_convention=args.input_convention)
             if entry is not None:
                 annotate_zoo(report, entry)
     except CheckpointError as e:

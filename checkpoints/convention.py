@@ -27,6 +27,24 @@ RGB_AUTHORS = {"MOCO": "MoCo's convert-pretrain-to-detectron2 (RGB, ImageNet mea
 STEM_KEYS = ("conv1.weight",)   # the canonical ResNet stem; the one layer that sees the channels
 
 
+MSRA_MEAN_BGR = [103.53, 116.28, 123.675]   # detectron2's MSRA ImageNet models: BGR, 0-255, no division
+GIVEN = ("rgb", "bgr255")                    # --input-convention
+
+
+def given_convention(name: str) -> dict[str, Any]:
+    """``--input-convention``: ``rgb`` (torchvision's) or ``bgr255`` (detectron2's MSRA models)."""
+    if name == "rgb":
+        return torchvision_convention("given (--input-convention rgb)")
+    if name == "bgr255":
+        return {"channels": "BGR", "scale": "0-255", "mean": list(MSRA_MEAN_BGR), "std": [1.0, 1.0, 1.0],
+                "source": "given (--input-convention bgr255: detectron2's MSRA convention)"}
+    raise ValueError(f"--input-convention {name!r}: one of {', '.join(GIVEN)}")
+
+
+class Undecided(ValueError):
+    """The file does not say which input convention its weights expect."""
+
+
 def torchvision_convention(source: str) -> dict[str, Any]:
     return {"channels": "RGB", "scale": "0-1", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "source": source}
@@ -47,8 +65,9 @@ def detectron2_convention(obj: dict, state: dict) -> dict[str, Any]:
     author = obj.get("__author__")
     if author in RGB_AUTHORS:
         return torchvision_convention(f"the format's known convention: __author__ {author!r}, {RGB_AUTHORS[author]}")
-    return torchvision_convention("default (torchvision's; the file states no pixel_mean/pixel_std and no known "
-                                  "__author__)")
+    raise Undecided(f"a detectron2 checkpoint with no pixel_mean/pixel_std and no known __author__ "
+                    f"({author!r}): its input convention cannot be decided (detectron2's own MSRA models are BGR 0-255, "
+                    "converted torchvision ones RGB); say which with --input-convention rgb|bgr255")
 
 
 def apply(convention: dict[str, Any], state: dict[str, torch.Tensor], arch: str) -> tuple[tuple, tuple]:

@@ -48,7 +48,8 @@ TOP_LEVEL_REASONS = {
     "scheduler": "LR scheduler state", "param_schedulers": "LR scheduler state",
     "student": "student network (DINO evaluates the teacher)",
     "dino_loss": "DINO loss state (center)", "model_ema": "momentum (EMA) encoder",
-    "state_dict_ema": "EMA weights", "contrast": "memory bank / contrast state",
+    "state_dict_ema": "EMA weights", "state_dict_raw": "raw (non-EMA) weights (--branch ema used the EMA copy)",
+    "contrast": "memory bank / contrast state",
     "callbacks": "Lightning callbacks state", "loops": "Lightning loop state",
     "message_hub": "logger state", "__author__": "metadata", "matching_heuristics": "metadata",
 }

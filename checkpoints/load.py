@@ -18,7 +18,7 @@ import torch
 from mocobench.checkpoints.arch_guess import CANDIDATE_ARCHS, guess_arch, vit_img_size
 from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone, is_timm
 from mocobench.checkpoints.convention import apply as apply_convention
-from mocobench.checkpoints.convention import torchvision_convention
+from mocobench.checkpoints.convention import given_convention, torchvision_convention
 from mocobench.checkpoints.errors import CheckpointError
 from mocobench.checkpoints.formats import FORMATS, detect_format
 from mocobench.checkpoints.keymaps import map_keys
@@ -29,13 +29,17 @@ from mocobench.checkpoints.strict import build_loaded, check_state_keys, expecte
 from mocobench.checkpoints.zoo import ZOO_PATH, cached_path, load_zoo
 
 
-def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None,
-                  **build_kwargs) -> tuple[Backbone, LoadReport]:
+def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,
+                  input_convention: str | None = None, **build_kwargs) -> tuple[Backbone, LoadReport]:
     """Load a backbone strictly; ``random:ARCH[:SEED]`` builds a seeded random one.
 
     ``path_or_name`` is a file (any format of ``checkpoints/formats.py``, detected from its
     contents), a zoo name (``moco_v2_800ep``; the file must have been fetched with
     ``mocobench fetch NAME``), or ``random:ARCH[:SEED]``. ``arch`` overrides arch detection.
+
+    ``branch`` (``raw`` | ``ema``) picks between a file's raw weights and its EMA copy, which must be
+    said where a file holds both; ``input_convention`` (``rgb`` | ``bgr255``) says what the weights
+    expect where the file does not (checkpoints/convention.py).
 
     ``build_kwargs`` (``dilation``, ``cifar_stem``, ``img_size``) override how the backbone is built
     (segmentation asks for a dilated res5, for instance); they never change parameter shapes.
@@ -56,13 +60,36 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None,
                                           "default (a random initialisation, normalised as torchvision's)")})
         return backbone, report
     path, entry = resolve_name(text)
-    backbone, report = read_checkpoint(path, arch=arch or (entry.arch if entry else None), **build_kwargs)
+    backbone, report = read_checkpoint(path, arch=arch or (entry.arch if entry else None), branch=branch,
+                                       input_convention=input_convention, **build_kwargs)
     if entry is not None:
         annotate_zoo(report, entry)
     return backbone, report
 
 
-def resolve(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs):
+def _choose_branch(path: Path, obj: Any, branch: str | None) -> Any:
+    """A file with raw weights and an EMA copy (timm's ``state_dict`` and ``state_dict_ema``): the one
+    ``branch`` names goes under ``state_dict``, the other is kept aside as not used. Releases report
+    either, so an unsaid choice is refused; a choice the file does not offer is refused too."""
+    both = isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and isinstance(obj.get("state_dict_ema"), dict)
+    if branch not in (None, "raw", "ema"):
+        raise CheckpointError(f"--branch {branch!r}: one of raw, ema")
+    if not both:
+        if branch is not None:
+            raise CheckpointError(f"{path}: --branch {branch}: the file holds no raw/EMA pair (state_dict and "
+                                  "state_dict_ema) to choose from")
+        return obj
+    if branch is None:
+        raise CheckpointError(f"{path}: holds raw weights (state_dict) and an EMA copy (state_dict_ema), and "
+                              "releases report either (VAN: 72.0 raw against 75.4 EMA); say which with --branch raw|ema")
+    if branch == "raw":
+        return obj
+    out = {k: v for k, v in obj.items() if k not in ("state_dict", "state_dict_ema")}
+    return out | {"state_dict": obj["state_dict_ema"], "state_dict_raw": obj["state_dict"]}
+
+
+def resolve(path: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,
+            input_convention: str | None = None, **build_kwargs):
     """``(spec, state, report)``: the file read, detected, mapped and checked; no weights loaded.
 
     ``state`` has exactly the backbone's canonical keys and shapes (else :class:`CheckpointError`
@@ -70,6 +97,7 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs)
     """
     path = Path(path)
     obj, container = read_file(path)
+    obj = _choose_branch(path, obj, branch)
     fmt = detect_format(obj)
     if fmt is None:
         top = sorted(map(str, obj))[:12] if isinstance(obj, dict) else type(obj).__name__
@@ -77,7 +105,7 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs)
                               f"top-level keys: {top}); known formats: {', '.join(FORMATS)}")
     state, top_dropped = fmt.weights(obj)
     try:
-        convention = fmt.convention(obj, state)
+        convention = given_convention(input_convention) if input_convention else fmt.convention(obj, state)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     problem = fmt.refuse(state)
@@ -143,9 +171,10 @@ def _spec(path: Path, fmt, obj: dict, metadata: dict, mapped: dict, arch: str | 
     return BackboneSpec.from_dict(fields | build_kwargs)
 
 
-def read_checkpoint(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs):
+def read_checkpoint(path: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,
+                    input_convention: str | None = None, **build_kwargs):
     """``(backbone, report)``: :func:`resolve`, then build the backbone and load it strictly."""
-    spec, state, report = resolve(path, arch=arch, **build_kwargs)
+    spec, state, report = resolve(path, arch=arch, branch=branch, input_convention=input_convention, **build_kwargs)
     backbone = build_loaded(spec, state, str(path))
     conv = report.metadata["input_convention"]
     backbone.mean, backbone.std = tuple(conv["applied_mean"]), tuple(conv["applied_std"])
@@ -153,10 +182,11 @@ def read_checkpoint(path: str | os.PathLike, *, arch: str | None = None, **build
     return backbone, report
 
 
-def inspect_checkpoint(path: str | os.PathLike, *, arch: str | None = None, **build_kwargs) -> LoadReport:
+def inspect_checkpoint(path: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,
+                       input_convention: str | None = None, **build_kwargs) -> LoadReport:
     """The report of :func:`read_checkpoint` without loading weights (the backbone is built
     uninitialised, only to count parameters)."""
-    spec, _, report = resolve(path, arch=arch, **build_kwargs)
+    spec, _, report = resolve(path, arch=arch, branch=branch, input_convention=input_convention, **build_kwargs)
     backbone = build_uninitialised(spec) or build_backbone(spec)
     report.num_params = sum(p.numel() for p in backbone.net.parameters())
     return report

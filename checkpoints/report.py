@@ -41,7 +41,10 @@ class LoadReport:
         weights against an EMA copy."""
         reasons = set(self.dropped.values())
         other = sorted({r for r in reasons if any(w in r for w in ("momentum", "student", "EMA"))})
-        if any("student" in r for r in other):
+        # (a raw/EMA pair is only loaded with --branch; checkpoints/load.py refuses the unsaid choice)
+        if any(r.startswith("raw (non-EMA)") for r in other):
+            used = "EMA weights"
+        elif any("student" in r for r in other):
             used = "teacher"
         elif any("momentum" in r for r in other):
             used = "online (query) encoder"

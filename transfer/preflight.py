@@ -104,7 +104,8 @@ def verdict(mine: dict, random: dict) -> tuple[str, str]:
 
 
 def run_preflight(checkpoint: str, data: str | Path, *, n: int = 256, img_size: int | None = None,
-                  seed: int = 0, device: str | None = None, arch: str | None = None) -> dict:
+                  seed: int = 0, device: str | None = None, arch: str | None = None, branch: str | None = None,
+                  input_convention: str | None = None) -> dict:
     """The pre-flight report of ``checkpoint`` on the ImageNet-layout folder ``data``."""
     from mocobench.checkpoints.load import load_backbone
     from mocobench.core.dist import pick_device
@@ -114,7 +115,7 @@ def run_preflight(checkpoint: str, data: str | Path, *, n: int = 256, img_size: 
 
     t0 = time.perf_counter()
     dev = pick_device(device)
-    backbone, report = load_backbone(checkpoint, arch=arch)
+    backbone, report = load_backbone(checkpoint, arch=arch, branch=branch, input_convention=input_convention)
     randoms = [f"random:{report.arch}:{seed + s}" for s in RANDOM_SEEDS]   # not the seed of a random:ARCH checked
     imagenet = D.resolve_imagenet(data)
     size = img_size or (backbone.spec.img_size or 224)
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--img-size", type=int, default=None, help="crop size (default: the backbone's, else 224)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arch", default=None)
+    p.add_argument("--branch", choices=("raw", "ema"), default=None)
+    p.add_argument("--input-convention", choices=("rgb", "bgr255"), default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--json", dest="json_out", help="also write the report here (atomically)")
     p.add_argument("--force", action="store_true",
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.images < 8:
         p.error(f"-n {args.images}: the pre-flight needs at least 8 images")
     report = run_preflight(args.checkpoint, args.data, n=args.images, img_size=args.img_size, seed=args.seed,
-                           device=args.device, arch=args.arch)
+                           device=args.device, arch=args.arch, branch=args.branch,
+                           input_convention=args.input_convention)
     report["forced"] = bool(args.force and report["verdict"] != "healthy")
     print(describe(report) + ("\n--force: going on anyway; the records will say so" if report["forced"] else ""))
     if args.json_out:

@@ -32,6 +32,12 @@ def add_run_options(parser: argparse.ArgumentParser, task: str) -> None:
                         help=f"working files, one folder per seed inside (default: work/{task} next to "
                              f"RESULTS)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--branch", choices=("raw", "ema"), default=None,
+                        help="a checkpoint holding raw weights and an EMA copy: which to evaluate (such a file is "
+                             "refused without it)")
+    parser.add_argument("--input-convention", choices=("rgb", "bgr255"), default=None,
+                        help="what the weights expect where the file does not say (rgb: torchvision's; bgr255: "
+                             "detectron2's MSRA models); see mocobench inspect")
     parser.add_argument("--preflight", default=None, metavar="FILE",
                         help="the pre-flight report of this checkpoint (mocobench preflight --json FILE): its "
                              "verdict and figures go into every record (the pipeline passes it)")

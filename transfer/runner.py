@@ -96,6 +96,8 @@ class Evaluation:
     load: Callable[..., tuple] | None = None  # (checkpoint, arch) -> (backbone, report); default load_backbone
     preflight: str | None = None  # a pre-flight report (transfer/preflight.py) of the checkpoint, for the records
     check_only: bool = False      # --check: parsed and checked; nothing is loaded or run
+    branch: str | None = None     # --branch raw|ema, --input-convention rgb|bgr255: to the loader
+    input_convention: str | None = None
     prog: str = ""
     written: list[Path] = field(default_factory=list)  # the records of the seeds (rank 0), found or new
 
@@ -139,7 +141,8 @@ def evaluate(ev: Evaluation) -> int:
         # seeded before the load: building an architecture draws from the generator (as it did
         # when each task loaded for itself), so a seed's run does not depend on the seeds before it
         seed_everything(seed)
-        backbone, report = (ev.load or load_backbone)(ev.checkpoint, arch=ev.arch)
+        backbone, report = (ev.load or load_backbone)(ev.checkpoint, arch=ev.arch, branch=ev.branch,
+                                                      input_convention=ev.input_convention)
         fields = report.record_fields()
         work = run_dir(ev.work_root, fields, ev.folder_tag or ev.protocol, ev.dataset, seed, key=key)
         done = work / "record.done"  # JSON naming the record; not *.json, so no record reader takes it for one

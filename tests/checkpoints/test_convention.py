@@ -67,3 +67,46 @@ def test_exports_and_engines_that_assume_torchvision_normalisation_refuse_bgr_we
     pkl = msra_pkl(torchvision.models.resnet18(), tmp_path / "msra.pkl")
     assert main(["convert", str(pkl), "--to", "detectron2", "-o", str(tmp_path / "out.pkl")]) == 1
     assert not (tmp_path / "out.pkl").exists()
+
+
+def test_a_raw_and_ema_pair_is_refused_until_the_branch_is_said(tmp_path, capsys):
+    """Issue 28: releases report either the raw weights or the EMA copy (VAN: 72.0 against 75.4), so
+    the loader does not guess; --branch picks one and the card says which."""
+    from mocobench.checkpoints import CheckpointError
+    from mocobench.cli import main
+
+    torch.manual_seed(0)
+    raw, ema = torchvision.models.resnet18(), torchvision.models.resnet18()
+    path = tmp_path / "timm-train.pth.tar"
+    torch.save({"epoch": 99, "state_dict": raw.state_dict(), "state_dict_ema": ema.state_dict()}, path)
+    with pytest.raises(CheckpointError, match="say which with --branch raw|ema"):
+        load_backbone(path)
+    got, report = load_backbone(path, branch="ema")
+    assert torch.equal(got.net.state_dict()["conv1.weight"], ema.state_dict()["conv1.weight"])
+    assert report.card()["branch_used"] == "EMA weights"
+    got, report = load_backbone(path, branch="raw")
+    assert torch.equal(got.net.state_dict()["conv1.weight"], raw.state_dict()["conv1.weight"])
+    assert report.card()["branch_used"] == "raw (non-EMA) weights"
+    torch.save(raw.state_dict(), tmp_path / "plain.pth")
+    with pytest.raises(CheckpointError, match="no raw/EMA pair"):
+        load_backbone(tmp_path / "plain.pth", branch="ema")
+    assert main(["inspect", str(path)]) == 1 and "--branch raw|ema" in capsys.readouterr().err
+    assert main(["inspect", str(path), "--branch", "ema"]) == 0 and "branch:     EMA weights" in capsys.readouterr().out
+
+
+def test_an_undecidable_convention_is_refused_until_it_is_said(tmp_path):
+    from mocobench.checkpoints import CheckpointError
+
+    torch.manual_seed(0)
+    rgb = torchvision.models.resnet18().eval()
+    sd = {apply_rules(k, TORCHVISION_TO_DETECTRON2): v.numpy() for k, v in rgb.state_dict().items()
+          if not k.startswith("fc.") and "num_batches" not in k}
+    with open(tmp_path / "anon.pkl", "wb") as f:
+        pickle.dump({"model": sd}, f)
+    with pytest.raises(CheckpointError, match="say which with --input-convention rgb|bgr255"):
+        load_backbone(tmp_path / "anon.pkl")
+    backbone, report = load_backbone(tmp_path / "anon.pkl", input_convention="rgb")
+    assert report.metadata["input_convention"]["source"] == "given (--input-convention rgb)"
+    assert backbone.mean == pytest.approx(IMAGENET_MEAN)
+    _, report = load_backbone(tmp_path / "anon.pkl", input_convention="bgr255")
+    assert report.record_fields()["input_convention"] == "BGR 0-255"

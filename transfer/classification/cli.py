@@ -100,7 +100,8 @@ def eval_main(task: str, argv: list[str]) -> int:
             run=lambda r: run_seed(task, protocol, cfg, args, imagenet, dataset, r),
             checkpoint=args.checkpoint, arch=args.arch, seeds=seeds, results=Path(args.results),
             work_root=work_root(args, task), device=args.device, resume=args.resume, prog=prog,
-            preflight=args.preflight, check_only=args.check)
+            preflight=args.preflight, check_only=args.check, branch=args.branch,
+            input_convention=args.input_convention)
 
     return runner.main(parse, prog)
 

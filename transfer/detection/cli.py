@@ -110,7 +110,8 @@ def eval_main(task: str, argv: list[str]) -> int:
             protocol = dataclasses.replace(protocol, bf16=False)
         return evaluation(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results,
                           work_root(args, "detection"), device=args.device, resume=args.resume,
-                          engine=args.engine, opts=args.opts, preflight=args.preflight, check_only=args.check)
+                          engine=args.engine, opts=args.opts, preflight=args.preflight, check_only=args.check,
+                          branch=args.branch, input_convention=args.input_convention)
 
     return runner.main(parse, prog)
 

@@ -13,7 +13,8 @@ from mocobench.transfer.detection.train import freeze_bn, precise_bn, train, unw
 
 def evaluation(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,
                device: str | None = None, resume: str = "auto", engine: str = "torchvision",
-               opts: list[str] | tuple[str, ...] = (), preflight: str | None = None, check_only: bool = False):
+               opts: list[str] | tuple[str, ...] = (), preflight: str | None = None, check_only: bool = False,
+               branch: str | None = None, input_convention: str | None = None):
     """The ``runner.Evaluation`` of a detection command (either engine)."""
     from mocobench.transfer import runner
 
@@ -34,7 +35,7 @@ def evaluation(checkpoint: str, protocol, dataset: str, data_root, seeds, result
                              run=run, checkpoint=checkpoint, seeds=list(seeds), results=Path(results_dir),
                              work_root=Path(work_root), device=device, resume=resume, folder_tag=tag,
                              resumes_from_file=engine == "torchvision", preflight=preflight,
-                             check_only=check_only)
+                             check_only=check_only, branch=branch, input_convention=input_convention)
 
 
 def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,

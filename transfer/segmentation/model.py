@@ -78,19 +78,20 @@ class SegmentationModel(nn.Module):
                 "backbone_dilation": list(b.spec.dilation), "backbone_single_stride": b.single_stride}
 
 
-def load_for_segmentation(checkpoint: str, arch: str | None = None):
+def load_for_segmentation(checkpoint: str, arch: str | None = None, **choices):
     """Load ``checkpoint`` strictly the way segmentation uses it: a CNN dilated (OS16, the head on
-    res5), a plain ViT as it is (the head on res4). Returns ``(backbone, LoadReport)``."""
+    res5), a plain ViT as it is (the head on res4). Returns ``(backbone, LoadReport)``; ``choices``
+    (``branch``, ``input_convention``) go to the loader."""
     from mocobench.checkpoints.load import load_backbone
 
     # Whether the backbone is a plain ViT shows only once it is built. Loading it undilated first
     # (the global RNG untouched, so the head's initialisation does not depend on it) and loading a
     # CNN again dilated keeps the CNN path exactly what it was; the file's sha256 is memoised.
     with torch.random.fork_rng(devices=[]):
-        backbone, report = load_backbone(checkpoint, arch=arch)
+        backbone, report = load_backbone(checkpoint, arch=arch, **choices)
     if not backbone.single_stride:
         del backbone
-        backbone, report = load_backbone(checkpoint, arch=arch, dilation=OS16)
+        backbone, report = load_backbone(checkpoint, arch=arch, dilation=OS16, **choices)
     return backbone, report
 
 

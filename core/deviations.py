@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 DEVIATIONS = Path(__file__).with_name("deviations.toml")
-FIELDS = {"eval": ("task", "protocol", "engine"), "pretrain": ("method", "precision")}
+FIELDS = {"eval": ("task", "protocol", "engine"), "pretrain": ("method", "precision", "labels")}
 
 
 @lru_cache(maxsize=1)
@@ -38,5 +38,8 @@ def of_evaluation(task: str, protocol: str, engine: str, pretrain_config: dict |
     own code)."""
     out = applying("eval", task=task, protocol=protocol, engine=engine)
     if pretrain_config:
-        out += applying("pretrain", method=pretrain_config.get("method"), precision=pretrain_config.get("precision"))
+        labelled = pretrain_config.get("method") == "unimoco" and (pretrain_config.get("label_fraction") or 0) > 0
+        labels = "given" if pretrain_config.get("supervised_list") else "drawn" if labelled else "none"
+        out += applying("pretrain", method=pretrain_config.get("method"), precision=pretrain_config.get("precision"),
+                        labels=labels)
     return out

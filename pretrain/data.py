@@ -130,4 +130,13 @@ def labeled_mask(cfg, folder: ImageFolder, run_dir: Path, is_main: bool) -> tupl
             write_subset_file(source, names)
     chosen = {p for p, _ in ImageFolder(folder.root, subset=names, classes=folder.classes).samples}
     labels = [label if path in chosen else -1 for path, label in folder.samples]
-    return labels, {"labeled": len(chosen), "source": source}
+    # which list ran: the given file's sha256 (UniMoCo's official label_info lists can be checked
+    # against it), or that of the drawn list as written to RUN_DIR/supervised_list.txt
+    import hashlib
+
+    from mocobench.core.io import sha256_file
+
+    digest = (sha256_file(cfg.supervised_list) if cfg.supervised_list
+              else hashlib.sha256("".join(f"{n}\n" for n in names).encode()).hexdigest())
+    return labels, {"labeled": len(chosen), "source": source, "sha256": digest,
+                    "drawn": not cfg.supervised_list}

@@ -123,6 +123,7 @@ def evaluate(ev: Evaluation) -> int:
     are raised (the command's handler prints them as one line and exits 1)."""
     from mocobench.checkpoints.load import load_backbone
     from mocobench.core import dist
+    from mocobench.core.deviations import of_evaluation
     from mocobench.core.io import atomic_write_json, atomic_write_text
     from mocobench.core.records import new_record, record_filename, write_record
     from mocobench.transfer.run_options import run_dir
@@ -158,6 +159,8 @@ def evaluate(ev: Evaluation) -> int:
                           f"-> {previous}", flush=True)
                     ev.written.append(previous)
                 continue
+        # checked before the run, not after its hours: a report of another file is refused now
+        preflight = preflight_fields(ev.preflight, fields) if ev.preflight else None
         work.mkdir(parents=True, exist_ok=True)
         done.unlink(missing_ok=True)
         resume: str | Path = ev.resume if ev.resume in ("auto", "no") else Path(ev.resume).resolve()
@@ -169,12 +172,10 @@ def evaluate(ev: Evaluation) -> int:
         if out is None or not info.main:
             continue
         config = {**out.config, "work_dir": str(work)}
-        from mocobench.core.deviations import of_evaluation
-
         config["deviations"] = of_evaluation(out.task or ev.task, ev.protocol, out.engine or "torchvision",
                                              report.metadata.get("config"))
-        if ev.preflight:
-            config["preflight"] = preflight_fields(ev.preflight, fields)
+        if preflight is not None:
+            config["preflight"] = preflight
         rec = new_record(checkpoint=fields, task=out.task or ev.task, protocol=ev.protocol, dataset=out.dataset,
                          metrics=out.metrics, config=config, seed=seed, wall_time_s=wall,
                          device=out.device or dist.device_name(device), engine=out.engine)

@@ -58,3 +58,15 @@ def test_the_pipeline_stops_on_a_collapsed_checkpoint_and_goes_on_with_force(syn
     assert rec["config"]["preflight"]["verdict"] == "collapsed" and rec["config"]["preflight"]["forced"] is True
     assert rec["config"]["preflight"]["checkpoint"]["effective_rank"] < 1
     assert json.loads((out / "preflight" / "collapsed.json").read_text())["forced"] is True
+
+
+def test_a_preflight_report_of_another_file_is_refused_before_the_run(synth_small, tmp_path, capsys):
+    from mocobench.cli import main
+
+    report = tmp_path / "other.json"
+    report.write_text(json.dumps({"checkpoint": "other.pth", "sha256": "0" * 64, "verdict": "healthy",
+                                  "figures": {"checkpoint": {}, "random_init_1": {}}}))
+    rc = main(["eval", "knn", "--checkpoint", "random:resnet18", "--data", str(synth_small), "--results",
+               str(tmp_path / "res"), "--img-size", "32", "--no-cache", "--preflight", str(report)])
+    assert rc == 2 and "not of this checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists() or not list((tmp_path / "res").glob("*.json"))

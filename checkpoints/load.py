@@ -123,10 +123,7 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, branch: str | N
         # A diverged run's weights give features of NaN and a meaningless (yet written) result.
         raise CheckpointError(f"{path}: {len(bad)} backbone tensor(s) hold NaN or infinite values, e.g. "
                               f"{', '.join(sorted(bad)[:5])}; refusing to evaluate a diverged checkpoint")
-    spec = _spec(path, fmt, obj, metadata, mapped, arch, build_kwargs)
-    stated = (fmt.spec(obj, metadata) or {}).get("arch") if arch is None else None
-    arch_source = ("given (--arch or the zoo entry)" if arch is not None else "stated by the file" if stated
-                   else "guessed from the backbone's key shapes (arch_guess)")
+    spec, arch_source = _spec(path, fmt, obj, metadata, mapped, arch, build_kwargs)
     try:
         mean, std = apply_convention(convention, mapped, spec.arch)
     except ValueError as e:
@@ -147,13 +144,16 @@ def _to_tensor(v: Any) -> torch.Tensor:
 
 
 def _spec(path: Path, fmt, obj: dict, metadata: dict, mapped: dict, arch: str | None,
-          build_kwargs: dict) -> BackboneSpec:
+          build_kwargs: dict) -> tuple[BackboneSpec, str]:
     """How to build the backbone: what the file states (``arch=`` replaces its arch), else the
-    guessed arch with the ViT input size its position embedding implies."""
+    guessed arch with the ViT input size its position embedding implies; and how the arch was
+    decided (the card's ``arch_source``)."""
     try:
         stated = fmt.spec(obj, metadata)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    source = ("given (--arch or the zoo entry)" if arch else "stated by the file" if (stated or {}).get("arch")
+              else "guessed from the backbone's key shapes (arch_guess)")
     arch = arch or (stated or {}).get("arch")
     if arch is None:
         shapes = {k: tuple(v.shape) for k, v in mapped.items()}
@@ -168,7 +168,7 @@ def _spec(path: Path, fmt, obj: dict, metadata: dict, mapped: dict, arch: str | 
         fields = {"arch": arch, "img_size": vit_img_size(arch, shapes), "extra": fmt.extra(arch)}
     if is_timm(arch) and fields.get("img_size") is None and "patch_embed.proj.weight" in mapped:
         fields["img_size"] = 224
-    return BackboneSpec.from_dict(fields | build_kwargs)
+    return BackboneSpec.from_dict(fields | build_kwargs), source
 
 
 def read_checkpoint(path: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,

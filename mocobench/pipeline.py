@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None):
         p.error(f"{'--det-engine' if args.det_engine else '--fast'} applies to --preset paper (the embedded modes run "
                 "the torchvision engine's tiny protocols, and their own presets' precision)")
     if args.methods is not None:
-        runs = MODES["paper" if args.data_root else "quick" if args.quick else "default"].runs
+        runs = choose_mode(args).runs
         args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         known = {r.name for r in runs} | {r.method for r in runs}
         unknown = [m for m in args.methods if m not in known]

@@ -123,9 +123,10 @@ def run_preflight(checkpoint: str, data: str | Path, *, n: int = 256, img_size: 
            "data": str(imagenet / "train"), "img_size": size, "seed": seed, "random_baselines": randoms}
     results = {}
     nets = [("checkpoint", backbone)] + [(f"random_init_{i + 1}", load_backbone(r)[0]) for i, r in enumerate(randoms)]
+    ds = ImageFolder(imagenet / "train")   # the folder is listed once; each net gets its own normalisation
+    subset = torch.utils.data.Subset(ds, stratified(ds.targets, n, seed))
     for name, net in nets:
-        ds = ImageFolder(imagenet / "train", D.eval_transform(size, round(size * 256 / 224), net.mean, net.std))
-        subset = torch.utils.data.Subset(ds, stratified(ds.targets, n, seed))
+        ds.transform = D.eval_transform(size, round(size * 256 / 224), net.mean, net.std)
         loader = D.make_loader(subset, 64, device=dev)
         f, y, skipped = extract_features(D.prepare_model(net, dev), loader, dev, desc=f"preflight {name}")
         results[name] = figures(f, y, len(ds.classes), seed) | {"unreadable": int(skipped)}

@@ -138,6 +138,7 @@ def evaluate(ev: Evaluation) -> int:
             raise UsageError(f"--resume {ev.resume}: no such file")
     info, device = dist.setup(ev.device)
     key = settings_key({**ev.settings, "task": ev.task, "world_size": info.world})
+    carded = None
     for seed in ev.seeds:
         # seeded before the load: building an architecture draws from the generator (as it did
         # when each task loaded for itself), so a seed's run does not depend on the seeds before it
@@ -185,7 +186,8 @@ def evaluate(ev: Evaluation) -> int:
             atomic_write_text(Path(ev.results) / f"{stem}.{suffix}", text)
         path = write_record(ev.results, rec)
         ev.written.append(Path(path))
-        write_card(ev.results, report)
+        if not carded:   # one card per command's checkpoint, not one per seed
+            carded = write_card(ev.results, report)
         atomic_write_text(work / "eval.log", "".join(f"{line}\n" for line in run.lines + [f"record: {path}"]))
         atomic_write_json(done, {"record": str(Path(path).resolve()), "settings_key": key})
         shown = "  ".join(f"{k} {v:.2f}" for k, v in list(out.metrics.items())[:3])

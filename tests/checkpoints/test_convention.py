@@ -60,12 +60,15 @@ def test_conventions_are_said_with_their_source(tmp_path):
     assert report.metadata["input_convention"]["source"].startswith("the format's known convention: __author__ 'MOCO'")
 
 
-def test_exports_and_engines_that_assume_torchvision_normalisation_refuse_bgr_weights(tmp_path):
+def test_an_export_that_assumes_torchvision_normalisation_refuses_bgr_weights(tmp_path, capsys):
+    """(The engines call the same refusal, transfer/adapters/cli.py refuse_other_convention.)"""
     from mocobench.cli import main
 
     torch.manual_seed(0)
     pkl = msra_pkl(torchvision.models.resnet18(), tmp_path / "msra.pkl")
     assert main(["convert", str(pkl), "--to", "detectron2", "-o", str(tmp_path / "out.pkl")]) == 1
+    err = capsys.readouterr().err
+    assert "expect BGR pixels on a 0-255 scale" in err and "--to detectron2" in err
     assert not (tmp_path / "out.pkl").exists()
 
 

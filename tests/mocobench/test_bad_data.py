@@ -54,17 +54,17 @@ def test_an_unreadable_cityscapes_image_is_skipped_once_as_a_file(tmp_path, synt
 
 
 # -- the pipeline's own folders ----------------------------------------------------------------------
-def _pipeline(argv: list[str], capsys) -> tuple[int, str]:
+def _pipeline(argv: list[str], capsys, monkeypatch) -> tuple[int, str]:
     from mocobench.pipeline import main
 
-    os.environ.pop("MOCOBENCH_DEBUG", None)
+    monkeypatch.delenv("MOCOBENCH_DEBUG", raising=False)
     rc = main(argv)
     out = capsys.readouterr()
     return rc, out.out + out.err
 
 
 @pytest.mark.parametrize("blocked", ["out", "state", "logs"])
-def test_the_pipeline_says_which_of_its_folders_is_a_file(blocked, tmp_path, capsys, synth_tiny):
+def test_the_pipeline_says_which_of_its_folders_is_a_file(blocked, tmp_path, capsys, monkeypatch, synth_tiny):
     out = tmp_path / "out"
     if blocked == "out":
         out.write_text("a file")
@@ -74,7 +74,7 @@ def test_the_pipeline_says_which_of_its_folders_is_a_file(blocked, tmp_path, cap
         shutil.copytree(synth_tiny, out / "data", dirs_exist_ok=True)
         target = out / blocked
         target.write_text("a file")
-    rc, text = _pipeline(["--quick", "--out", str(out), "--only", "knn-dino-knn random"], capsys)
+    rc, text = _pipeline(["--quick", "--out", str(out), "--only", "knn-dino-knn random"], capsys, monkeypatch)
     assert rc == 1, text
     assert "Traceback" not in text
     last = text.strip().splitlines()[-1]

@@ -9,7 +9,6 @@ may write a record or a "passed" gate.
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 from pathlib import Path
 

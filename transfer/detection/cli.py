@@ -101,9 +101,10 @@ def eval_main(task: str, argv: list[str]) -> int:
         if "bf16" in explicit and protocol.bf16 and args.engine == "torchvision":
             from mocobench.core.dist import pick_device
 
-            if pick_device(args.device).type != "cuda":
+            device = pick_device(args.device)
+            if device.type != "cuda":
                 raise runner.UsageError(f"--bf16=true: this engine runs bf16 autocast on CUDA only, and this run "
-                                        f"is on {pick_device(args.device)}; leave --bf16 out (fp32 here)")
+                                        f"is on {device}; leave --bf16 out (fp32 here)")
         if (args.engine == "detectron2" and protocol.bf16 and "bf16" not in explicit):
             # NOTE: the protocols default to bf16 for our engine; detectron2 0.6 has no bf16, so its
             # default is fp32 (the record says bf16=false). An explicit --bf16=true is still refused.

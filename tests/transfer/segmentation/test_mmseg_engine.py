@@ -8,7 +8,6 @@ fails, elsewhere the tests skip and say how to install it.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 

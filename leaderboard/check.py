@@ -38,6 +38,7 @@ from typing import Any
 from mocobench.core.records import TASKS, code_version, metric_problem
 from mocobench.leaderboard.table import DISPLAY_METRICS, Table, checkpoint_display_name, load_table
 
+BASELINES_DIR = Path(__file__).with_name("baselines")   # the committed baselines, one per embedded mode
 BASELINE_FORMAT = "mocobench-baseline"
 BASELINE_VERSION = 1
 DEFAULT_TOLERANCE = 2.0   # points of percent

@@ -29,6 +29,9 @@ def _table_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-metrics", action="store_true",
                    help="every metric of the records (per-class AP/IoU too), not only the papers' columns")
     p.add_argument("--title", default="mocobench leaderboard", help="HTML page title")
+    p.add_argument("--spread", metavar="BASELINE",
+                   help="a baseline JSON (leaderboard/baselines/) whose runs give the seed spread of cells "
+                        "measured with one seed, for the marks against random init")
     return p
 
 
@@ -81,12 +84,18 @@ def check_main(argv: list[str]) -> int:
 
 
 def render(results: str | Path, fmt: str, *, rows: str = "all", all_metrics: bool = False,
-           title: str = "mocobench leaderboard", plots: bool = True) -> tuple[str, "object"]:
+           title: str = "mocobench leaderboard", plots: bool = True,
+           spread: str | Path | None = None) -> tuple[str, "object"]:
     """The leaderboard text in ``fmt`` and the table it came from; raises TableError on a
-    protocol mismatch."""
+    protocol mismatch and BaselineError on an unusable ``spread`` baseline."""
     from mocobench.leaderboard import table as tb
 
-    table = tb.load_table(results, reported=rows != "measured", all_metrics=all_metrics)
+    spreads = None
+    if spread is not None:
+        from mocobench.leaderboard.check import read_baseline
+
+        spreads = read_baseline(spread)["entries"]
+    table = tb.load_table(results, reported=rows != "measured", all_metrics=all_metrics, spreads=spreads)
     tb.check_table(table)
     table = table.restrict(rows=rows)
     if fmt == "md":
@@ -102,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
         return check_main(argv[1:])
+    from mocobench.leaderboard.check import BaselineError
     from mocobench.leaderboard.table import TableError
 
     args = _table_parser().parse_args(argv)
@@ -112,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         text, table = render(args.results, args.format, rows=rows, all_metrics=args.all_metrics,
-                             title=args.title)
-    except TableError as e:
+                             title=args.title, spread=args.spread)
+    except (TableError, BaselineError) as e:
         print(f"mocobench leaderboard: {e}", file=sys.stderr)
         return 1
     for p in table.problems:

@@ -11,7 +11,7 @@ import html
 import io
 from datetime import datetime, timezone
 
-from mocobench.leaderboard.table import Column, Row, Table
+from mocobench.leaderboard.table import NOISE_FOOTNOTE, Column, Row, Table
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;background:#fff}
@@ -27,6 +27,7 @@ table.lb th.sorted-asc::after{content:" \\25B2"} table.lb th.sorted-desc::after{
 table.lb td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.lb td.best{font-weight:700}
 table.lb td.outband{color:#b00020}
+table.lb td.noise{color:#8a8f99;text-decoration:underline dotted} table.lb td.nospread{color:#8a8f99}
 tr.reported td{background:#fafbfd;color:#4a5263;font-style:italic}
 tr.unverified td{background:#fff8ec;color:#7a5a1e;font-style:italic}
 .badge{display:inline-block;font-size:10.5px;font-style:normal;padding:0 5px;border-radius:8px;margin-left:4px}
@@ -110,6 +111,10 @@ def table_html(table: Table, table_id: str = "leaderboard") -> str:
             if cell.deviations:
                 tip += "; departures from the official recipe: " + "; ".join(cell.deviations)
             text, cmp = cell.text() + (" †" if cell.deviations else ""), table.comparisons.get((row.key, col))
+            if (noise := table.noise.get((row.key, col))) is not None:   # against random init
+                tip += f"; {noise.text(2)}"
+                text += f" {noise.mark}" if noise.mark else ""
+                cls += {"within noise": " noise", "spread unknown": " nospread"}.get(noise.verdict, "")
             if cmp is not None:   # against the paper row in this column: shown, and its grounds on hover
                 tip += f"; vs {cmp.paper} {cmp.reported:g}: {cmp.text(2)}"
                 text += f" · {cmp.text()}"
@@ -245,6 +250,8 @@ def render(table: Table, *, title: str = "mocobench leaderboard", results_dir: s
                  '<label><input type="checkbox" checked onchange="showKind(\'unverified\', this.checked)"> '
                  "unverified (reported, source not checked)</label></div>")
     parts.append(table_html(table))
+    if table.noise:
+        parts.append(f'<div class="meta">{_e(NOISE_FOOTNOTE)} Hover a cell for its figures.</div>')
     uni = unimoco_plot(table) if plots else None
     if uni:
         parts.append(f'<h2>UniMoCo: accuracy against label fraction</h2><div class="plots"><div class="plot">{uni}</div></div>')

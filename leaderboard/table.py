@@ -201,6 +201,42 @@ class Comparison:
         return f"Δ {self.delta:+.{digits}f} {'✓' if self.within else '✗'} (±{self.band:.{digits}f})"
 
 
+# A measured cell is "beyond noise" when it differs from the random init of its architecture by at
+# least NOISE_Z pooled seed standard deviations (issue 26's rule); the spread comes from the cells'
+# own seeds or, for a cell of one seed, from a committed baseline's runs of that cell.
+NOISE_Z = 2.0
+
+
+@dataclass(frozen=True)
+class Noise:
+    """A measured cell against its random-init row in the same column."""
+
+    baseline: str                 # the random-init row's name
+    diff: float                   # this cell's mean − the random init's mean
+    pooled_std: float | None      # None: neither cell has a known spread
+    spread: str                   # where the spread came from, in words
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.pooled_std is None else NOISE_Z * self.pooled_std
+
+    @property
+    def verdict(self) -> str:
+        if self.pooled_std is None:
+            return "spread unknown"
+        return "beyond noise" if abs(self.diff) >= NOISE_Z * self.pooled_std else "within noise"
+
+    @property
+    def mark(self) -> str:
+        return {"beyond noise": "", "within noise": "≈", "spread unknown": "?"}[self.verdict]
+
+    def text(self, digits: int = 1) -> str:
+        if self.pooled_std is None:
+            return f"{self.diff:+.{digits}f} vs {self.baseline}, spread unknown ({self.spread})"
+        return (f"{self.diff:+.{digits}f} vs {self.baseline}: {self.verdict} "
+                f"({NOISE_Z:g} x pooled std = {self.threshold:.{digits}f}; {self.spread})")
+
+
 @dataclass
 class Table:
     rows: list[Row]
@@ -214,6 +250,9 @@ class Table:
     # measured cells that share a column with the paper row of the same method, arch, epochs and
     # label fraction (only rows of status "reported"): Δ and its band
     comparisons: dict[tuple[str, Column], Comparison] = field(default_factory=dict)
+    # measured cells against the random init of their architecture in the same column: is the
+    # difference beyond seed noise?
+    noise: dict[tuple[str, Column], "Noise"] = field(default_factory=dict)
 
     def cell(self, row: Row | str, column: Column) -> Cell | None:
         return self.cells.get((row.key if isinstance(row, Row) else row, column))
@@ -232,7 +271,8 @@ class Table:
                 if any((k, c) in self.cells for k in keys)]
         return Table(keep, cols, {k: v for k, v in self.cells.items() if k[0] in keys},
                      self.problems, self.errors, self.refused,
-                     {k: v for k, v in self.comparisons.items() if k[0] in keys})
+                     {k: v for k, v in self.comparisons.items() if k[0] in keys},
+                     {k: v for k, v in self.noise.items() if k[0] in keys})
 
 
 # ---------------------------------------------------------------- names and fingerprints
@@ -336,9 +376,11 @@ def _row_from_checkpoint(key: str, name: str, ckpt: dict) -> Row:
 
 def build_table(records: list[dict], *, reported: list[dict] | None = None,
                 files: list[str] | None = None, problems: Iterable[Problem | str] = (),
-                all_metrics: bool = False) -> Table:
+                all_metrics: bool = False, spreads: list[dict] | None = None) -> Table:
     """The table from ``records`` (+ ``reported`` rows). ``files[i]`` names ``records[i]`` in
-    messages. Protocol mismatches are collected in ``Table.errors`` (see :func:`check_table`)."""
+    messages. Protocol mismatches are collected in ``Table.errors`` (see :func:`check_table`).
+    ``spreads``: a baseline's entries (leaderboard/check.py), the seed spread of cells measured
+    once (:func:`compare_with_random`)."""
     files = files or [f"record {r.get('id', i)}" for i, r in enumerate(records)]
 
     # Rows: one per checkpoint, identified by (display name, sha256 or path).
@@ -395,6 +437,7 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
     table = Table(table_rows, columns, cells, problems=[str(p) for p in problems], errors=errors,
                   refused=refused)
     table.comparisons = compare_with_papers(table)
+    table.noise = compare_with_random(table, spreads)
     return table
 
 
@@ -418,6 +461,54 @@ def compare_with_papers(table: Table) -> dict[tuple[str, Column], Comparison]:
             s_theirs = theirs.std if theirs.std is not None else default
             band = BAND_Z * math.sqrt(s_mine ** 2 / cell.n + s_theirs ** 2 / max(theirs.n, 1))
             out[(row.key, col)] = Comparison(paper.name, cell.mean, theirs.mean, band)
+    return out
+
+
+def is_random_init(row: Row) -> bool:
+    return row.method in ("random-init", "random") or row.name.startswith("random")
+
+
+def _spread_from_baseline(spreads: list[dict], row: Row, col: Column) -> tuple[float, int] | None:
+    """The (std, n) of a baseline entry for this row's absolute value in this column, if any."""
+    for e in spreads:
+        if (e.get("checkpoint") == row.name and e.get("task") == col.task and e.get("protocol") == col.protocol
+                and e.get("metric") == col.metric and not e.get("relative_to")
+                and e.get("dataset", col.dataset) == col.dataset and e.get("engine", col.engine) == col.engine
+                and e.get("std") is not None and int(e.get("n") or 0) >= 2):
+            return float(e["std"]), int(e["n"])
+    return None
+
+
+def compare_with_random(table: Table, spreads: list[dict] | None = None) -> dict[tuple[str, Column], Noise]:
+    """Each measured cell of a pretrained row against the random-init row of the same architecture
+    in the same column. The pooled seed std is sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)) over the two
+    cells, each cell's spread being its own seeds' (n >= 2) or else the baseline's runs of that
+    cell (``spreads``); with one side's spread alone, that one."""
+    out: dict[tuple[str, Column], Noise] = {}
+    measured = table.measured_rows()
+    for row in measured:
+        if is_random_init(row):
+            continue
+        randoms = [r for r in measured if is_random_init(r) and r.arch == row.arch]
+        if len(randoms) != 1:
+            continue   # no random init of this architecture (or an ambiguous one): nothing to compare with
+        base = randoms[0]
+        for col in table.columns:
+            mine, theirs = table.cell(row, col), table.cell(base, col)
+            if mine is None or theirs is None:
+                continue
+            parts, sources = [], []
+            for r, c in ((row, mine), (base, theirs)):
+                if c.std is not None and c.n >= 2:
+                    parts.append((c.std, c.n))
+                    sources.append(f"{r.name}: {c.n} seeds")
+                elif (found := _spread_from_baseline(spreads or [], r, col)):
+                    parts.append(found)
+                    sources.append(f"{r.name}: the baseline's {found[1]} runs")
+            dof = sum(n - 1 for _, n in parts)
+            pooled = math.sqrt(sum((n - 1) * s * s for s, n in parts) / dof) if dof > 0 else None
+            out[(row.key, col)] = Noise(base.name, mine.mean - theirs.mean, pooled,
+                                        "; ".join(sources) or "one seed each and no baseline spread")
     return out
 
 
@@ -455,8 +546,7 @@ def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list
 
 def _measured_order(row: Row) -> tuple:
     # Pretrained methods in the papers' order, UniMoCo by label fraction, random init last.
-    random = row.method in ("random-init", "random") or row.name.startswith("random")
-    return (random, METHOD_ORDER.get(row.method or "", len(METHOD_ORDER)),
+    return (is_random_init(row), METHOD_ORDER.get(row.method or "", len(METHOD_ORDER)),
             row.label_fraction if row.label_fraction is not None else -1.0, row.name)
 
 
@@ -465,9 +555,11 @@ def check_table(table: Table) -> None:
         raise TableError("\n".join(table.errors))
 
 
-def load_table(results_dir: str | Path, *, reported: bool = True, all_metrics: bool = False) -> Table:
+def load_table(results_dir: str | Path, *, reported: bool = True, all_metrics: bool = False,
+               spreads: list[dict] | None = None) -> Table:
     """Read every record under ``results_dir`` (skipping corrupt and newer-schema files, which are
-    listed in ``Table.problems``) and build the table, with the papers' rows when ``reported``."""
+    listed in ``Table.problems``) and build the table, with the papers' rows when ``reported``;
+    ``spreads`` as :func:`build_table`."""
     from mocobench.core.records import iter_record_files
 
     records, files, problems = [], [], []
@@ -478,7 +570,7 @@ def load_table(results_dir: str | Path, *, reported: bool = True, all_metrics: b
             records.append(rec)
             files.append(str(path))
     return build_table(records, reported=load_reported() if reported else None, files=files,
-                       problems=problems, all_metrics=all_metrics)
+                       problems=problems, all_metrics=all_metrics, spreads=spreads)
 
 
 # ---------------------------------------------------------------- text outputs
@@ -491,6 +583,12 @@ def _row_fields(row: Row) -> list[str]:
             row.label_fraction_text, row.kind]
 
 
+NOISE_FOOTNOTE = (f"Against random init (the random-init row of the same architecture, same column): ≈ the "
+                  f"difference is within noise (less than {NOISE_Z:g} pooled seed standard deviations); ? the "
+                  f"spread is not known (one seed, and no baseline gives that cell's spread), so the "
+                  f"difference is not shown to be a result; unmarked: beyond noise.")
+
+
 def to_markdown(table: Table, digits: int = 1) -> str:
     head = list(ROW_FIELDS) + [c.label for c in table.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 6 + ["---:"] * len(table.columns)) + "|"]
@@ -501,7 +599,9 @@ def to_markdown(table: Table, digits: int = 1) -> str:
             c = table.cell(row, col)
             text = c.text(digits) if c else ""
             if c and c.deviations:
-                text += " " + marks.setdefault(c.deviations, "†" * (len(marks) + 1))
+                text += " " + marks.setdefault(c.deviations, f"†{len(marks) + 1}")
+            if (noise := table.noise.get((row.key, col))) and noise.mark:
+                text += " " + noise.mark
             if (cmp := table.comparisons.get((row.key, col))):
                 text += f" · {cmp.text(digits)}"
             cells.append(text)
@@ -514,6 +614,8 @@ def to_markdown(table: Table, digits: int = 1) -> str:
                   "errors of the difference (seed std here, the paper's ± where published, else a stated "
                   "default per metric; docs/leaderboard.md), ✗ outside. Paper rows compared: "
                   + "; ".join(sorted({f"{k[0]} -> {c.paper}" for k, c in table.comparisons.items()})) + "."]
+    if table.noise:
+        lines += ["", NOISE_FOOTNOTE]
     cards = [(r.name, r.card) for r in table.measured_rows() if r.card]
     if cards:
         lines += ["", "Checkpoints (their cards are in RESULTS/cards/):", ""]
@@ -542,6 +644,12 @@ def to_csv(table: Table) -> str:
         if i in multi:
             out[f"{col.label} std"] = wide[("std", i)].fillna("").to_numpy()
             out[f"{col.label} n"] = wide[("n", i)].map(lambda n: "" if pd.isna(n) else str(int(n))).to_numpy()
+        noise = [table.noise.get((r.key, col)) for r in table.rows]
+        if any(noise):
+            out[f"{col.label} vs random init"] = [n.verdict if n else "" for n in noise]
+            out[f"{col.label} minus random init"] = [_num(n.diff) if n else "" for n in noise]
+            out[f"{col.label} noise threshold"] = [_num(n.threshold) if n and n.threshold is not None else ""
+                                                   for n in noise]
         compared = [table.comparisons.get((r.key, col)) for r in table.rows]
         if any(compared):
             out[f"{col.label} paper row"] = [c.paper if c else "" for c in compared]

@@ -185,4 +185,4 @@ def test_deviations_are_data_carried_by_records_and_marked_in_the_table(tmp_path
     (rec,), _ = load_records(tmp_path / "res")
     assert rec["config"]["deviations"] == of_evaluation("semi-10pct", "simclr", "torchvision", None)
     md = to_markdown(load_table(tmp_path / "res", reported=False))
-    assert " †" in md and "- † SGD nesterov at batch 256" in md
+    assert " †1" in md and "- †1 SGD nesterov at batch 256" in md

@@ -1,0 +1,117 @@
+"""Noise is labelled (issue 26): a measured cell whose difference from the random init of its
+architecture lies within 2 pooled seed standard deviations is marked, in Markdown, CSV and HTML,
+and a cell whose spread is not known is marked as such."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import statistics
+
+import pytest
+
+from mocobench.leaderboard import cli
+from mocobench.leaderboard.table import load_table, to_csv, to_markdown
+
+
+def _pooled(a: list[float], b: list[float]) -> float:
+    """The pooled sample std of two groups, written out: sum of squared deviations over n1 + n2 - 2."""
+    ss = sum((x - statistics.fmean(a)) ** 2 for x in a) + sum((x - statistics.fmean(b)) ** 2 for x in b)
+    return (ss / (len(a) + len(b) - 2)) ** 0.5
+
+
+def _write(results, add_record, run, task, metric, values, seeds=None):
+    for seed, v in zip(seeds or range(len(values)), values):
+        add_record(results, run, task, "fast", {metric: v}, seed=seed)
+
+
+@pytest.fixture
+def results(tmp_path, add_record):
+    r = tmp_path / "results"
+    # linear: a clear gain (means 60 vs 50, spreads about 1)
+    _write(r, add_record, "moco_v2", "linear", "top1", [59.0, 60.5, 60.5])
+    _write(r, add_record, "random-resnet18", "linear", "top1", [49.0, 51.0, 50.0])
+    # kNN: a gain of 1.5 points inside spreads of about 2
+    _write(r, add_record, "moco_v2", "knn", "top1", [50.0, 53.0, 52.0])
+    _write(r, add_record, "random-resnet18", "knn", "top1", [49.0, 51.5, 50.0])
+    # semi: one seed each, no spread
+    _write(r, add_record, "moco_v2", "semi-10pct", "top1", [40.0])
+    _write(r, add_record, "random-resnet18", "semi-10pct", "top1", [30.0])
+    return r
+
+
+def _cols(table):
+    return {c.task: c for c in table.columns}
+
+
+def test_verdicts_follow_the_pooled_seed_std(results):
+    table = load_table(results, reported=False)
+    row = next(r for r in table.measured_rows() if r.name == "moco_v2")
+    cols = _cols(table)
+    lin, knn, semi = (table.noise[(row.key, cols[t])] for t in ("linear", "knn", "semi-10pct"))
+
+    pooled = _pooled([59.0, 60.5, 60.5], [49.0, 51.0, 50.0])
+    assert lin.pooled_std == pytest.approx(pooled)
+    assert lin.diff == pytest.approx(60.0 - 50.0)
+    assert lin.verdict == "beyond noise" and lin.mark == ""
+
+    pooled = _pooled([50.0, 53.0, 52.0], [49.0, 51.5, 50.0])
+    assert knn.pooled_std == pytest.approx(pooled)
+    assert abs(knn.diff) < 2 * pooled   # the fixture's premise, stated independently
+    assert knn.verdict == "within noise" and knn.mark == "≈"
+
+    assert semi.pooled_std is None and semi.verdict == "spread unknown" and semi.mark == "?"
+    # the random-init row itself is never compared with itself
+    assert not any(k[0].startswith("random") for k in table.noise)
+
+
+def test_a_single_seed_takes_its_spread_from_the_baseline(results, tmp_path):
+    """Cells measured once take the committed baseline's spread of that cell (its runs)."""
+    from mocobench.leaderboard.check import read_baseline
+
+    a, b = [39.0, 41.0, 44.0, 36.0], [29.0, 31.0, 30.0, 30.0]
+    entries = [{"checkpoint": name, "task": "semi-10pct", "protocol": "fast", "metric": "top1",
+                "value": statistics.fmean(v), "std": statistics.stdev(v), "n": len(v), "runs": v}
+               for name, v in (("moco_v2", a), ("random-resnet18", b))]
+    # a relative entry has no spread of the cell itself and must not be used
+    entries.append({"checkpoint": "moco_v2", "task": "semi-10pct", "protocol": "fast", "metric": "top1",
+                    "relative_to": "random-resnet18", "value": 10.0, "std": 0.01, "n": 4})
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps({"format": "mocobench-baseline", "version": 1, "entries": entries}))
+    table = load_table(results, reported=False, spreads=read_baseline(path)["entries"])
+    row = next(r for r in table.measured_rows() if r.name == "moco_v2")
+    semi = table.noise[(row.key, _cols(table)["semi-10pct"])]
+    assert semi.pooled_std == pytest.approx(_pooled(a, b))
+    assert semi.verdict == "beyond noise"   # 10 points against 2 x ~2.2
+    assert "baseline's 4 runs" in semi.spread
+
+
+def test_every_output_marks_the_noise(results, capsys):
+    table = load_table(results, reported=False)
+    md = to_markdown(table)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| moco_v2 "))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert any(c.endswith("≈") for c in cells) and any(c.endswith("?") for c in cells)
+    assert "within noise (less than 2 pooled seed standard deviations)" in md
+
+    rows = {r["checkpoint"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
+    verdicts = {k.removesuffix(" vs random init"): v for k, v in rows["moco_v2"].items()
+                if k.endswith(" vs random init")}
+    assert sorted(verdicts.values()) == ["beyond noise", "spread unknown", "within noise"]
+    assert all(v == "" for k, v in rows["random-resnet18"].items() if k.endswith(" vs random init"))
+
+    assert cli.main(["--results", str(results), "--format", "html", "--rows", "measured"]) == 0
+    html = capsys.readouterr().out
+    assert len(re.findall(r'class="num[^"]* noise"', html)) == 1
+    assert len(re.findall(r'class="num[^"]* nospread"', html)) == 1
+    assert "within noise" in html
+
+
+def test_a_bad_spread_file_is_a_clear_error(results, tmp_path, capsys):
+    bad = tmp_path / "nope.json"
+    bad.write_text("{")
+    assert cli.main(["--results", str(results), "--spread", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "Traceback" not in err

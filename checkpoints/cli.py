@@ -64,6 +64,9 @@ def inspect_main(argv: list[str] | None = None) -> int:
     if conv:
         print(f"input:      {conv['channels']} on a {conv['scale']} scale, mean {conv['mean']}, std {conv['std']} "
               f"({conv['source']})")
+        if conv.get("eval_crop_pct") is not None:
+            print(f"eval crop:  crop_pct {conv['eval_crop_pct']:g}, {conv.get('eval_interpolation', '?')} (the weights' own; "
+                  f"the probes use their protocol's resize and crop)")
     print(f"parameters: {_human(d['num_params'])} ({d['num_params']})")
     mapping = report.key_map or {k: k for k in report.used_keys}
     print(f"keys used:  {len(mapping)} file keys -> {len(report.used_keys)} backbone keys")

@@ -11,10 +11,22 @@ The convention comes from, in order: the file's own ``pixel_mean``/``pixel_std``
 them in the model; the channel order follows from the means, as ImageNet's blue mean, 103.5, is the
 smallest of the three), the format's known convention (MoCo's and torchvision's detectron2
 conversions are RGB with ImageNet's statistics), or the default (torchvision's), said as such.
+
+timm weights carry their own statistics (``pretrained_cfg``: many are normalised with mean and std
+0.5, or CLIP's), which a state dict does not store. For a timm architecture in a plain state dict or
+safetensors file they come from, in order: the ``config.json`` that timm's Hugging Face releases
+keep beside the weights (the file's own metadata), or timm's ``pretrained_cfg`` of the pretrained tag
+the arch names (``timm:vit_small_patch16_224.augreg_in21k``). An arch without a tag says nothing:
+``vit_small_patch16_224``'s default tag is normalised with 0.5, but DINO's and MoCo v3's releases of
+the same architecture with ImageNet's statistics. The eval crop ratio and interpolation of that
+``pretrained_cfg`` go on the card; the probes keep their protocol's resize and crop (the papers'
+linear protocols fix them), and say so.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -89,3 +101,50 @@ def apply(convention: dict[str, Any], state: dict[str, torch.Tensor], arch: str)
 def is_torchvision(mean, std) -> bool:
     """Whether ``mean``/``std`` are torchvision's ImageNet statistics (what the engines' configs assume)."""
     return all(abs(a - b) < 1e-6 for a, b in zip([*mean, *std], [*IMAGENET_MEAN, *IMAGENET_STD]))
+
+
+def _from_timm_cfg(cfg: dict, source: str) -> dict[str, Any]:
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if not (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and len(mean) == 3 and len(std) == 3
+            and all(isinstance(v, (int, float)) for v in [*mean, *std]) and min(std) > 0):
+        raise ValueError(f"{source}: mean {mean!r} / std {std!r}: expected three numbers each, std positive")
+    conv = {"channels": "RGB", "scale": "0-1", "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "source": source}
+    if cfg.get("crop_pct") is not None:
+        conv["eval_crop_pct"] = float(cfg["crop_pct"])
+    if cfg.get("interpolation"):
+        conv["eval_interpolation"] = str(cfg["interpolation"])
+    return conv
+
+
+def timm_convention(path: Path, arch: str) -> dict[str, Any] | None:
+    """The convention of timm weights in ``path`` loaded as ``arch`` (``timm:NAME[.TAG]``), from the
+    ``config.json`` beside the file or the arch's pretrained tag; None when neither states one.
+    A ``config.json`` that describes another architecture is an error, not a guess."""
+    name = arch.removeprefix("timm:")
+    cfg_file = Path(path).parent / "config.json"
+    if cfg_file.is_file():
+        try:
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{cfg_file} (beside the weights): not readable JSON ({e}); move it away or fix it")
+        pretrained = cfg.get("pretrained_cfg") if isinstance(cfg, dict) else None
+        if isinstance(pretrained, dict):
+            stated = cfg.get("architecture")
+            if stated and str(stated).split(".")[0] != name.split(".")[0]:
+                raise ValueError(f"{cfg_file} (beside the weights) describes {stated!r}, but the weights were "
+                                 f"loaded as {arch}: its input convention may not be theirs; give --arch timm:{stated} "
+                                 f"or move the config away")
+            tag = f" {pretrained['tag']}" if pretrained.get("tag") else ""
+            return _from_timm_cfg(pretrained, f"the file's config.json (timm pretrained_cfg{tag})")
+    if "." in name:
+        from timm.models import get_pretrained_cfg
+
+        try:
+            found = get_pretrained_cfg(name)
+        except RuntimeError:   # timm: "Invalid pretrained tag"
+            found = None
+        if found is None:
+            raise ValueError(f"--arch {arch}: timm has no pretrained tag {name!r}, so its input convention is unknown")
+        return _from_timm_cfg(found.to_dict(), f"timm's pretrained_cfg of {name} (the tag the arch names)")
+    return None

@@ -18,7 +18,7 @@ import torch
 from mocobench.checkpoints.arch_guess import CANDIDATE_ARCHS, guess_arch, vit_img_size
 from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone, is_timm
 from mocobench.checkpoints.convention import apply as apply_convention
-from mocobench.checkpoints.convention import given_convention, torchvision_convention
+from mocobench.checkpoints.convention import given_convention, timm_convention, torchvision_convention
 from mocobench.checkpoints.errors import CheckpointError
 from mocobench.checkpoints.formats import FORMATS, detect_format
 from mocobench.checkpoints.keymaps import map_keys
@@ -27,6 +27,10 @@ from mocobench.checkpoints.safe_pickle import read_file
 from mocobench.checkpoints.skip_init import build_uninitialised
 from mocobench.checkpoints.strict import build_loaded, check_state_keys, expected_keys, fill_bn_counters
 from mocobench.checkpoints.zoo import ZOO_PATH, cached_path, load_zoo
+
+# Formats whose files state no input convention, where timm weights' own comes from a config.json
+# beside the file or the arch's pretrained tag (checkpoints/convention.py)
+TIMM_CONVENTION_FORMATS = ("torchvision/timm", "safetensors")
 
 
 def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,
@@ -125,6 +129,8 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, branch: str | N
                               f"{', '.join(sorted(bad)[:5])}; refusing to evaluate a diverged checkpoint")
     spec, arch_source = _spec(path, fmt, obj, metadata, mapped, arch, build_kwargs)
     try:
+        if not input_convention and fmt.name in TIMM_CONVENTION_FORMATS and is_timm(spec.arch):
+            convention = timm_convention(path, spec.arch) or convention
         mean, std = apply_convention(convention, mapped, spec.arch)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None

@@ -81,7 +81,20 @@ class LoadReport:
                 "label_fraction": self.metadata.get("label_fraction"),
                 # the card's identity: the branch and the input convention the numbers came from
                 "branch": self.branches()[0],
-                "input_convention": f"{conv['channels']} {conv['scale']}" if conv else None}
+                "input_convention": convention_identity(conv)}
+
+
+def convention_identity(conv: dict) -> str | None:
+    """``RGB 0-1``, ``BGR 0-255``; RGB weights normalised with other statistics than ImageNet's name
+    them (``RGB 0-1 mean 0.5,0.5,0.5 std 0.5,0.5,0.5``), as their numbers come from other inputs."""
+    if not conv:
+        return None
+    from mocobench.checkpoints.convention import is_torchvision
+
+    text = f"{conv['channels']} {conv['scale']}"
+    if conv["channels"] == "RGB" and conv["scale"] == "0-1" and not is_torchvision(conv["mean"], conv["std"]):
+        text += " mean " + ",".join(f"{v:g}" for v in conv["mean"]) + " std " + ",".join(f"{v:g}" for v in conv["std"])
+    return text
 
 
 @functools.lru_cache(maxsize=64)

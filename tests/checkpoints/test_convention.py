@@ -113,3 +113,74 @@ def test_an_undecidable_convention_is_refused_until_it_is_said(tmp_path):
     assert backbone.mean == pytest.approx(IMAGENET_MEAN)
     _, report = load_backbone(tmp_path / "anon.pkl", input_convention="bgr255")
     assert report.record_fields()["input_convention"] == "BGR 0-255"
+
+
+def _timm_state(tmp_path, name="test_vit"):
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=0)
+    path = tmp_path / "model.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def test_timm_weights_take_their_own_statistics_from_config_json_or_the_arch_tag(tmp_path, capsys):
+    """timm's Hugging Face layout keeps the statistics in ``config.json`` beside the weights; an arch
+    with a pretrained tag takes timm's ``pretrained_cfg`` of that tag; the card names the source, the
+    backbone normalises with them, and the record's identity carries them."""
+    import json
+
+    from timm.models import get_pretrained_cfg
+
+    from mocobench.cli import main as ckpt_main
+
+    model, path = _timm_state(tmp_path)
+    # no config, no tag: the default, said as such
+    backbone, report = load_backbone(path, arch="timm:test_vit")
+    assert tuple(backbone.mean) == pytest.approx(IMAGENET_MEAN)
+    assert report.metadata["input_convention"]["source"].startswith("default")
+    assert report.record_fields()["input_convention"] == "RGB 0-1"
+
+    # the tag's pretrained_cfg (timm's registry, no download)
+    tagged = get_pretrained_cfg("test_vit.r160_in1k")
+    backbone, report = load_backbone(path, arch="timm:test_vit.r160_in1k")
+    conv = report.metadata["input_convention"]
+    assert tuple(backbone.mean) == pytest.approx(tagged.mean) and tuple(backbone.std) == pytest.approx(tagged.std)
+    assert "pretrained_cfg of test_vit.r160_in1k" in conv["source"] and conv["eval_crop_pct"] == tagged.crop_pct
+
+    # config.json beside the file wins, and is what the card shows
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architecture": "test_vit", "pretrained_cfg": {"tag": "mine", "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3],
+                                                       "crop_pct": 0.9, "interpolation": "bicubic"}}))
+    backbone, report = load_backbone(path, arch="timm:test_vit")
+    assert tuple(backbone.mean) == pytest.approx((0.4, 0.5, 0.6)) and tuple(backbone.std) == pytest.approx((0.2, 0.25, 0.3))
+    assert report.record_fields()["input_convention"] == "RGB 0-1 mean 0.4,0.5,0.6 std 0.2,0.25,0.3"
+    # the features are the model's own on the input normalised its way
+    x = torch.rand(2, 3, 64, 64)
+    ref = model.eval()((x - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1))
+    mean, std = torch.tensor(backbone.mean).view(1, 3, 1, 1), torch.tensor(backbone.std).view(1, 3, 1, 1)
+    assert torch.allclose(backbone.eval()((x - mean) / std), ref, atol=1e-5)
+    assert ckpt_main(["inspect", str(path), "--arch", "timm:test_vit"]) == 0
+    out = capsys.readouterr().out
+    assert "the file's config.json (timm pretrained_cfg mine)" in out and "crop_pct 0.9, bicubic" in out
+    # --input-convention still decides when given
+    _, report = load_backbone(path, arch="timm:test_vit", input_convention="rgb")
+    assert report.metadata["input_convention"]["source"].startswith("given")
+
+
+def test_a_timm_config_of_another_architecture_or_an_unknown_tag_is_refused(tmp_path):
+    import json
+
+    from mocobench.checkpoints.errors import CheckpointError
+
+    _, path = _timm_state(tmp_path)
+    with pytest.raises(CheckpointError, match="timm has no pretrained tag 'test_vit.nope'"):
+        load_backbone(path, arch="timm:test_vit.nope")
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_224",
+                                                      "pretrained_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}))
+    with pytest.raises(CheckpointError, match="describes 'vit_base_patch16_224'.*loaded as timm:test_vit"):
+        load_backbone(path, arch="timm:test_vit")
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(CheckpointError, match="config.json .beside the weights.: not readable JSON"):
+        load_backbone(path, arch="timm:test_vit")

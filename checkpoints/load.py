@@ -50,25 +50,45 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None, b
     """
     text = str(path_or_name)
     if text.startswith("random:"):
-        parts = text.split(":")
-        if parts[1] == "timm":  # random:timm:vit_small_patch16_224[:seed]
-            rand_arch, rest = "timm:" + parts[2], parts[3:]
-        else:
-            rand_arch, rest = parts[1], parts[2:]
-        seed = int(rest[0]) if rest else 0
-        backbone = build_backbone(rand_arch, seed=seed, **build_kwargs)
-        report = LoadReport(path=text, name=f"random-{rand_arch.replace(':', '-')}", sha256=None,
-                            format="random", arch=rand_arch,
-                            metadata={"method": "random-init", "epochs": 0, "seed": seed,
-                                      "input_convention": torchvision_convention(
-                                          "default (a random initialisation, normalised as torchvision's)")})
-        return backbone, report
+        report = _random_report(text)
+        return build_backbone(report.arch, seed=report.metadata["seed"], **build_kwargs), report
     path, entry = resolve_name(text)
     backbone, report = read_checkpoint(path, arch=arch or (entry.arch if entry else None), branch=branch,
                                        input_convention=input_convention, **build_kwargs)
     if entry is not None:
         annotate_zoo(report, entry)
     return backbone, report
+
+
+def _random_report(text: str) -> LoadReport:
+    """The report of ``random:ARCH[:SEED]`` (``random:timm:NAME[:SEED]``)."""
+    parts = text.split(":")
+    if parts[1] == "timm":  # random:timm:vit_small_patch16_224[:seed]
+        rand_arch, rest = "timm:" + parts[2], parts[3:]
+    else:
+        rand_arch, rest = parts[1], parts[2:]
+    seed = int(rest[0]) if rest else 0
+    return LoadReport(path=text, name=f"random-{rand_arch.replace(':', '-')}", sha256=None,
+                      format="random", arch=rand_arch,
+                      metadata={"method": "random-init", "epochs": 0, "seed": seed,
+                                "input_convention": torchvision_convention(
+                                    "default (a random initialisation, normalised as torchvision's)")})
+
+
+def describe(path_or_name: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,
+             input_convention: str | None = None) -> LoadReport:
+    """What :func:`load_backbone` would report, without building the backbone or loading weights
+    (the file is read, detected and checked): enough to name the checkpoint's record and work
+    folder, e.g. to skip a finished evaluation without loading it."""
+    text = str(path_or_name)
+    if text.startswith("random:"):
+        return _random_report(text)
+    path, entry = resolve_name(text)
+    _, _, report = resolve(path, arch=arch or (entry.arch if entry else None), branch=branch,
+                           input_convention=input_convention)
+    if entry is not None:
+        annotate_zoo(report, entry)
+    return report
 
 
 def _choose_branch(path: Path, obj: Any, branch: str | None) -> Any:

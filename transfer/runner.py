@@ -121,7 +121,7 @@ def seed_everything(seed: int) -> None:
 def evaluate(ev: Evaluation) -> int:
     """Run ``ev`` once per seed; returns the exit code (0, or 2 for usage). Failures while running
     are raised (the command's handler prints them as one line and exits 1)."""
-    from mocobench.checkpoints.load import load_backbone
+    from mocobench.checkpoints.load import describe, load_backbone
     from mocobench.core import dist
     from mocobench.core.deviations import of_evaluation
     from mocobench.core.io import atomic_write_json, atomic_write_text
@@ -139,13 +139,11 @@ def evaluate(ev: Evaluation) -> int:
     info, device = dist.setup(ev.device)
     key = settings_key({**ev.settings, "task": ev.task, "world_size": info.world})
     carded = None
+    # the checkpoint named (file read and checked, nothing built): a finished seed is skipped
+    # without loading it
+    fields = describe(ev.checkpoint, arch=ev.arch, branch=ev.branch,
+                      input_convention=ev.input_convention).record_fields()
     for seed in ev.seeds:
-        # seeded before the load: building an architecture draws from the generator (as it did
-        # when each task loaded for itself), so a seed's run does not depend on the seeds before it
-        seed_everything(seed)
-        backbone, report = (ev.load or load_backbone)(ev.checkpoint, arch=ev.arch, branch=ev.branch,
-                                                      input_convention=ev.input_convention)
-        fields = report.record_fields()
         work = run_dir(ev.work_root, fields, ev.folder_tag or ev.protocol, ev.dataset, seed, key=key)
         done = work / "record.done"  # JSON naming the record; not *.json, so no record reader takes it for one
         if done.is_file():
@@ -160,6 +158,14 @@ def evaluate(ev: Evaluation) -> int:
                           f"-> {previous}", flush=True)
                     ev.written.append(previous)
                 continue
+        # seeded before the load: building an architecture draws from the generator (as it did
+        # when each task loaded for itself), so a seed's run does not depend on the seeds before it
+        seed_everything(seed)
+        backbone, report = (ev.load or load_backbone)(ev.checkpoint, arch=ev.arch, branch=ev.branch,
+                                                      input_convention=ev.input_convention)
+        if report.record_fields() != fields:   # the file changed between the two reads
+            raise RuntimeError(f"{ev.checkpoint}: changed while it was being read ({fields.get('sha256')} "
+                               f"-> {report.sha256}); run the evaluation again")
         # checked before the run, not after its hours: a report of another file is refused now
         preflight = preflight_fields(ev.preflight, fields) if ev.preflight else None
         work.mkdir(parents=True, exist_ok=True)

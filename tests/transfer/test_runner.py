@@ -71,7 +71,7 @@ def _toy(tmp_path, *extra):
     return main(["eval", "toy", "--checkpoint", "random:resnet18", "--results", str(tmp_path / "res"), *extra])
 
 
-def test_a_toy_task_gets_seeding_folders_records_and_reruns_from_the_runner(toy, tmp_path, capsys):
+def test_a_toy_task_gets_seeding_folders_records_and_reruns_from_the_runner(toy, tmp_path, capsys, monkeypatch):
     assert _toy(tmp_path, "--seeds", "3", "4") == 0
     recs = sorted(load_records(tmp_path / "res")[0], key=lambda r: r["seed"])
     assert [(r["task"], r["protocol"], r["seed"]) for r in recs] == [("toy", "toy-draw", 3), ("toy", "toy-draw", 4)]
@@ -85,9 +85,13 @@ def test_a_toy_task_gets_seeding_folders_records_and_reruns_from_the_runner(toy,
         assert json.loads(named.read_text())["id"] == rec["id"]
     out = capsys.readouterr().out
     assert out.count("-> ") == 2 and "seed 3: draw" in out
-    # a rerun finds both seeds: the task is not called, no second record
+    # a rerun finds both seeds: the checkpoint is not loaded, the task not called, no second record
+    import mocobench.checkpoints.load
+
     CALLS.clear()
-    assert _toy(tmp_path, "--seeds", "3", "4") == 0
+    with monkeypatch.context() as m:
+        m.setattr(mocobench.checkpoints.load, "load_backbone", lambda *a, **k: pytest.fail("loaded to be skipped"))
+        assert _toy(tmp_path, "--seeds", "3", "4") == 0
     assert CALLS == [] and len(load_records(tmp_path / "res")[0]) == 2
     assert capsys.readouterr().out.count("evaluated already") == 2
     # --resume no would give seed 3 a second record: refused, naming it; once it is gone, it runs

@@ -177,6 +177,7 @@ def config(method: str, sz: Sizes, device: torch.device, **kw):
 
 def build_step(cfg, sz: Sizes, device: torch.device):
     """One pretraining step of the config's method on fixed random views, as a function."""
+    from mocobench.core import precision
     from mocobench.pretrain import fast_paths, gpu_augment
     from mocobench.pretrain.methods import METHODS
     from mocobench.pretrain.train import build_optimizer
@@ -194,7 +195,7 @@ def build_step(cfg, sz: Sizes, device: torch.device):
     labels = torch.full((sz.batch,), -1, device=device)
 
     def step():
-        with fast_paths.autocast(cfg, device):
+        with precision.autocast(cfg.precision, device):
             loss = method.train_step(model, views, labels)
         sgd_step(opt, loss)
 
@@ -307,7 +308,7 @@ def end_to_end(cfg, data: Path, work: Path, device: torch.device) -> dict:
 def feature_rows(data: Path, sz: Sizes, device: torch.device):
     from mocobench.checkpoints.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
     from mocobench.datasets.imagefolder import ImageFolder
-    from mocobench.core.dist import autocast
+    from mocobench.core.precision import evaluation_autocast as autocast
     from mocobench.transfer.classification.data import eval_transform, make_loader, prepare_model
     from mocobench.transfer.classification.features import extract_features
 
@@ -361,7 +362,7 @@ def detection_row(sz: Sizes, device: torch.device) -> dict:
 
 
 def segmentation_row(sz: Sizes, device: torch.device) -> dict:
-    from mocobench.core.dist import autocast
+    from mocobench.core.precision import evaluation_autocast as autocast
     from mocobench.transfer.segmentation.model import build_model
 
     model, _ = build_model(f"random:{sz.seg_arch}", "fcn", 19)

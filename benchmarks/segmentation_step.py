@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 
 def bench(device: torch.device, arch: str, head: str, size, batch: int, steps: int, warmup: int) -> dict:
-    from mocobench.core.dist import autocast
+    from mocobench.core.precision import evaluation_autocast as autocast
     from mocobench.transfer.segmentation.model import build_model
 
     model, _ = build_model(f"random:{arch}", head, 19)

@@ -13,7 +13,6 @@ alone scores and writes the record (:func:`is_main`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 
@@ -131,10 +130,3 @@ def gather_to_main(obj) -> list | None:
     parts = [None] * world_size() if is_main() else None
     dist.gather_object(obj, parts, dst=0)
     return parts
-
-
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; nothing on CPU unless asked (CPU bf16 is slower on most CPUs)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

@@ -1,4 +1,5 @@
-"""The training step's fast paths: bf16 autocast, channels_last and ``torch.compile``, on any device.
+"""The training step's fast paths: bf16 autocast (the policy is ``core/precision.py``), channels_last
+and ``torch.compile``, on any device.
 
 Each takes effect wherever the config asks for it: CPU autocast supports bf16, and inductor
 compiles for the CPU with the system's C compiler, so ``tests/pretrain/test_fast_paths.py`` runs
@@ -9,22 +10,8 @@ on most CPUs both are slower than fp32 NCHW.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from torch import nn
-
-PRECISIONS = ("bf16", "fp32")
-
-
-def autocast(cfg, device: torch.device):
-    """bf16 autocast on ``device`` for ``precision=bf16``; nothing for fp32."""
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision={cfg.precision!r}: use one of {', '.join(PRECISIONS)}")
-    if cfg.precision == "bf16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    return nullcontext()
-
 
 def memory_format(cfg) -> torch.memory_format:
     """The layout of the model's weights and of the input views."""

@@ -28,7 +28,7 @@ from mocobench.checkpoints.errors import CheckpointError
 from mocobench.checkpoints.formats import PRETRAIN_FORMAT
 from mocobench.checkpoints.safe_pickle import read_file
 from mocobench.checkpoints.write import save_training_state
-from mocobench.core import dist
+from mocobench.core import dist, precision
 from mocobench.core.io import atomic_write_json, progress
 from mocobench.pretrain import augment, data, fast_paths, gpu_augment
 from mocobench.pretrain.config import PretrainConfig, from_dict
@@ -250,7 +250,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     # ---- fast paths, on any device (pretrain.fast_paths)
     if cfg.compile:
         fast_paths.compile_in_place(model)
-    autocast = fast_paths.autocast(cfg, torch.device(device))
+    autocast = precision.autocast(cfg.precision, device)
     net = model
     if world > 1:
         # NOTE: the official code keeps DDP's default broadcast_buffers=True, which re-sends the

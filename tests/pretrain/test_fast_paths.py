@@ -23,6 +23,7 @@ import time
 import pytest
 import torch
 
+from mocobench.core import precision
 from mocobench.pretrain import fast_paths
 from mocobench.pretrain import train as train_module
 from mocobench.pretrain.config import TINY
@@ -58,7 +59,7 @@ def losses(model, cfg, steps: int = STEPS, device: str = "cpu", probe=None):
 
     def loss_of(net, c):
         torch.manual_seed(100 + step)  # shuffle-BN and k-means draws, as train.step_seed
-        with fast_paths.autocast(c, torch.device(device)):
+        with precision.autocast(c.precision, torch.device(device)):
             return METHODS[c.method].train_step(net, [v.contiguous(memory_format=fmt) for v in views], labels)
 
     out, probed = [], []
@@ -96,7 +97,7 @@ def test_bf16_and_channels_last_give_the_fp32_eager_loss(method):
 
 def test_an_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision='fp16'"):
-        fast_paths.autocast(dataclasses.replace(TINY["moco_v2"], precision="fp16"), torch.device("cpu"))
+        precision.autocast(dataclasses.replace(TINY["moco_v2"], precision="fp16").precision, torch.device("cpu"))
 
 
 def test_torch_compile_on_cpu_gives_the_eager_loss():

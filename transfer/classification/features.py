@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from mocobench.core.dist import autocast
+from mocobench.core.precision import evaluation_autocast as autocast
 from mocobench.core.io import atomic_torch_save, progress
 from mocobench.transfer.classification.data import to_device
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mocobench.core import dist
-from mocobench.core.dist import autocast
+from mocobench.core.precision import evaluation_autocast as autocast
 from mocobench.core.io import progress
 from mocobench.transfer.classification import protocols as P
 from mocobench.transfer.classification.data import to_device, topk_correct

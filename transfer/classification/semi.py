@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler, Subset
 
 from mocobench.core import dist
-from mocobench.core.dist import autocast
+from mocobench.core.precision import evaluation_autocast as autocast
 from mocobench.core.io import progress
 from mocobench.transfer.classification import protocols as P
 from mocobench.transfer.classification.data import eval_subset, make_loader, prepare_model, to_device

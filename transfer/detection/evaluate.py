@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mocobench.core import dist
+from mocobench.core import dist, precision
 from mocobench.core.io import progress
 from mocobench.transfer.detection.train import unwrap
 
@@ -28,11 +28,10 @@ def predict(model: nn.Module, dataset, protocol, device: torch.device, desc: str
     transform.min_size, transform.max_size = (protocol.min_size_test,), protocol.max_size_test
     mine = {}
     try:
-        use_bf16 = protocol.bf16 and device.type == "cuda"
         for i in progress(dist.shard_indices(len(dataset), rank, world), desc=desc, unit="img",
                           disable=None if rank == 0 else True):
             image, _ = dataset[i]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with precision.evaluation_autocast(device, protocol.bf16):
                 pred = model([image.to(device)])[0]
             mine[i] = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in pred.items()}
     finally:

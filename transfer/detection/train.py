@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mocobench.core import dist
+from mocobench.core import dist, precision
 from mocobench.core.io import StepLog, atomic_torch_save, progress
 
 # -- data ------------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
                            "iteration": iteration, "rng": rng, "fingerprint": fingerprint}, ckpt_path)
 
     end = p.max_iter if stop_at is None else min(stop_at, p.max_iter)
-    use_bf16 = p.bf16 and device.type == "cuda"
+    use_bf16 = precision.evaluation(device, p.bf16) == "bf16"
     summary = {"start_iteration": start, "end_iteration": end, "final_loss": None, "world_size": world,
                "ims_per_gpu": p.ims_per_batch // world, "sync_bn": sync_bn, "bf16": use_bf16,
                "lr": scaled_lr(p)}
@@ -207,7 +207,7 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images, targets = _to(device, [i for i, _ in items], [t for _, t in items])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with precision.evaluation_autocast(device, p.bf16):
                 loss_dict = model(images, targets)
             loss = sum(loss_dict.values())
             if not torch.isfinite(loss):
@@ -261,11 +261,10 @@ def precise_bn(model: nn.Module, dataset, protocol, seed: int, device: torch.dev
         m.momentum = None  # cumulative average over the batches below
     model.train()
     batches = IterationBatches(dataset, p.ims_per_batch, seed + 1_000_000, p.hflip)
-    use_bf16 = p.bf16 and device.type == "cuda"
     for it in range(p.precise_bn_iters):
         items = batches[it]
         images, targets = _to(device, [i for i, _ in items], [t for _, t in items])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with precision.evaluation_autocast(device, p.bf16):
             model(images, targets)
     for m, mom in zip(bns, momenta):
         m.momentum = mom

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mocobench.core import dist
-from mocobench.core.dist import autocast
+from mocobench.core.precision import evaluation_autocast as autocast
 from mocobench.core.io import progress
 from mocobench.transfer.segmentation.data import normalize
 from mocobench.transfer.segmentation.metrics import ConfusionMatrix

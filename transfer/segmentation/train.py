@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mocobench.core.dist import Dist, autocast
+from mocobench.core.dist import Dist
+from mocobench.core.precision import evaluation_autocast as autocast
 from mocobench.core.io import atomic_torch_save, progress
 from mocobench.transfer.segmentation.data import IGNORE, PositionBatches, TrainStream, build_dataset, collate
 from mocobench.transfer.segmentation.inference import evaluate, prediction_writer

@@ -7,7 +7,8 @@ values only, so the file loads under ``torch.load(weights_only=True)``; the sour
 metadata goes under ``meta["mocobench"]`` (read back by ``mocobench.checkpoints.formats``).
 
 Config: a complete MMSegmentation 1.x Python config (no ``_base_`` files), one :class:`FCNConfig`
-per mmseg config it reproduces (:data:`PROTOCOLS`): ``fcn_r50-d8_4xb2-{40k,80k}_cityscapes-512x1024``
+per mmseg config it reproduces (:data:`MMSEG_CONFIGS`, derived from our segmentation protocols):
+``fcn_r50-d8_4xb2-{40k,80k}_cityscapes-512x1024``
 and ``fcn_r50-d8_4xb4-{20k,40k}_voc12aug-512x512``, equal to mmseg's except for the backbone:
 
 NOTE: mmseg's FCN R50-D8 uses ``ResNetV1c`` (a 3-conv deep stem) initialised from
@@ -67,16 +68,46 @@ class FCNConfig:
         return dataclasses.replace(self, crop=(h, w), scale=(round(l0 * w / w0), round(s0 * h / h0)))
 
 
-CITYSCAPES_40K = FCNConfig()
-VOC_20K = FCNConfig(dataset="voc2012", crop=(512, 512), scale=(2048, 512), batch_size=4, iters=20_000,
-                    num_workers=4,
-                    checkpoint_every=2_000, slide_crop=(512, 512), slide_stride=(341, 341))
-PROTOCOLS: dict[str, FCNConfig] = {
-    "fcn-r50-d8-cityscapes-40k": CITYSCAPES_40K,
-    "fcn-r50-d8-cityscapes-80k": dataclasses.replace(CITYSCAPES_40K, iters=80_000, checkpoint_every=8_000),
-    "fcn-r50-d8-voc12aug-20k": VOC_20K,
-    "fcn-r50-d8-voc12aug-40k": dataclasses.replace(VOC_20K, iters=40_000, checkpoint_every=4_000),
+# The mmseg configs this module writes, each derived from the protocol of ours that reproduces it
+# (transfer/segmentation/protocols.py holds the numbers, once): name -> (protocol, dataset, the
+# config's GPUs: "4xb2" is 4 GPUs of 2 images).
+MMSEG_CONFIGS: dict[str, tuple[str, str, int]] = {
+    "fcn-r50-d8-cityscapes-40k": ("mmseg-fcn-40k", "cityscapes", 4),
+    "fcn-r50-d8-cityscapes-80k": ("mmseg-fcn-80k", "cityscapes", 4),
+    "fcn-r50-d8-voc12aug-20k": ("mmseg-fcn-20k", "voc2012", 4),
+    "fcn-r50-d8-voc12aug-40k": ("mmseg-fcn-40k", "voc2012", 4),
 }
+# mmseg's resize bound (long edge, short edge) for its training crop (H, W), per dataset; other crops
+# scale it in proportion (FCNConfig.with_crop)
+RESIZE_BOUND = {"cityscapes": ((512, 1024), (2048, 1024)), "voc2012": ((512, 512), (2048, 512))}
+
+
+def fcn_from_protocol(protocol, dataset: str, *, depth: int = 50, world: int = 4, norm: str = "SyncBN") -> FCNConfig:
+    """The FCNConfig that runs segmentation ``protocol`` (a SegProtocol; every field of it that mmseg
+    has) on ``dataset`` in ``world`` processes."""
+    crop, scale = RESIZE_BOUND[dataset]
+    base = FCNConfig(dataset=dataset, crop=crop, scale=scale)
+    return dataclasses.replace(
+        base.with_crop(tuple(protocol.crop)), depth=depth, ratio_range=tuple(protocol.scale_range),
+        flip=protocol.flip, batch_size=protocol.batch_size // world, num_workers=protocol.num_workers,
+        iters=protocol.iters, checkpoint_every=max(1, min(protocol.checkpoint_every, protocol.iters)),
+        log_every=protocol.log_every, lr=protocol.lr, momentum=protocol.momentum,
+        weight_decay=protocol.weight_decay, schedule=protocol.schedule, poly_power=protocol.poly_power,
+        min_lr=protocol.min_lr, lr_steps=protocol.step_iterations() if protocol.schedule == "step" else (),
+        norm=norm, inference=protocol.inference, slide_crop=tuple(protocol.slide_crop),
+        slide_stride=tuple(protocol.slide_stride))
+
+
+def mmseg_protocol(name: str) -> FCNConfig:
+    """The mmseg config ``name`` (a key of :data:`MMSEG_CONFIGS`) as mmseg publishes it."""
+    from mocobench.transfer.segmentation.protocols import get_protocol
+
+    if name not in MMSEG_CONFIGS:
+        raise ValueError(f"unknown mmseg protocol {name!r}; known: {', '.join(MMSEG_CONFIGS)}")
+    protocol, dataset, gpus = MMSEG_CONFIGS[name]
+    return fcn_from_protocol(get_protocol(protocol, dataset), dataset, world=gpus)
+
+
 # dataset -> (mmseg dataset type, classes, default data folders relative to data_root, as mmseg's
 # docs lay them out: Cityscapes after mmseg's converter wrote *_gtFine_labelTrainIds.png; VOC with
 # the SBD-augmented masks)
@@ -294,15 +325,14 @@ def write_mmseg_config(protocol: str, ckpt_path: str | os.PathLike, out_path: st
                        data_root: str | os.PathLike | None = None, norm: str = "SyncBN",
                        arch: str = "resnet50", batch_size: int | None = None,
                        max_iters: int | None = None) -> Path:
-    """Write the MMSegmentation config of ``protocol`` (a key of :data:`PROTOCOLS`) as mmseg's
+    """Write the MMSegmentation config of ``protocol`` (a key of :data:`MMSEG_CONFIGS`) as mmseg's
     own tools read it, for a backbone of ``arch``. ``data_root`` defaults to mmseg's layout
     (``data/cityscapes/``, ``data/VOCdevkit/VOC2012/``); ``batch_size`` is per GPU; ``max_iters``
     shortens the schedule (the checkpoint interval shrinks with it); ``norm="BN"`` for one process."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown mmseg protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    fcn = mmseg_protocol(protocol)
     if arch not in RESNET_DEPTHS:
         raise ValueError(f"mmseg config: the backbone is {arch}; mmseg's ResNet takes {', '.join(RESNET_DEPTHS)}")
-    fcn = dataclasses.replace(PROTOCOLS[protocol], norm=norm, depth=RESNET_DEPTHS[arch])
+    fcn = dataclasses.replace(fcn, norm=norm, depth=RESNET_DEPTHS[arch])
     if data_root is None:
         data_root = {"cityscapes": "data/cityscapes/", "voc2012": "data/VOCdevkit/VOC2012/"}[fcn.dataset]
     if batch_size:

@@ -27,20 +27,15 @@ return the metrics and the merged config (the runner writes it beside the record
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import uuid
 from pathlib import Path
 
 from mocobench.core.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from mocobench.transfer.adapters.mmseg import MMSEG_CONFIGS
 
-# (our protocol, dataset) -> the mmseg config it reproduces (a key of transfer.adapters.mmseg.PROTOCOLS)
-MMSEG_PROTOCOLS = {
-    ("mmseg-fcn-40k", "cityscapes"): "fcn-r50-d8-cityscapes-40k",
-    ("mmseg-fcn-80k", "cityscapes"): "fcn-r50-d8-cityscapes-80k",
-    ("mmseg-fcn-20k", "voc2012"): "fcn-r50-d8-voc12aug-20k",
-    ("mmseg-fcn-40k", "voc2012"): "fcn-r50-d8-voc12aug-40k",
-}
+# (our protocol, dataset) -> the mmseg config it reproduces (transfer.adapters.mmseg.MMSEG_CONFIGS)
+MMSEG_PROTOCOLS = {(protocol, dataset): name for name, (protocol, dataset, _) in MMSEG_CONFIGS.items()}
 
 
 def why_unavailable() -> str | None:
@@ -74,11 +69,14 @@ def check_protocol(protocol, dataset: str) -> None:
     if protocol.head != "fcn":
         raise ValueError(f"--engine mmseg builds mmseg's FCN head; head={protocol.head!r} runs on "
                          "--engine torchvision")
+    if protocol.frozen_backbone:
+        raise ValueError("--engine mmseg fine-tunes the whole network; frozen_backbone=true runs on "
+                         "--engine torchvision")
 
 
 def fcn_config(protocol, dataset: str, arch: str, world: int, device_type: str):
     """The ``FCNConfig`` that runs ``protocol`` (every field of it) in ``world`` processes."""
-    from mocobench.transfer.adapters.mmseg import PROTOCOLS, RESNET_DEPTHS
+    from mocobench.transfer.adapters.mmseg import RESNET_DEPTHS, fcn_from_protocol
 
     check_protocol(protocol, dataset)
     if arch not in RESNET_DEPTHS:
@@ -89,16 +87,8 @@ def fcn_config(protocol, dataset: str, arch: str, world: int, device_type: str):
     if sync and device_type != "cuda":
         raise ValueError("sync_bn=true with several processes needs CUDA (torch's SyncBatchNorm has no "
                          "CPU kernel); pass --sync-bn=false")
-    base = PROTOCOLS[MMSEG_PROTOCOLS[(protocol.name, dataset)]]
-    return dataclasses.replace(
-        base.with_crop(tuple(protocol.crop)), depth=RESNET_DEPTHS[arch], ratio_range=tuple(protocol.scale_range),
-        flip=protocol.flip, batch_size=protocol.batch_size // world, num_workers=protocol.num_workers,
-        iters=protocol.iters, checkpoint_every=max(1, min(protocol.checkpoint_every, protocol.iters)),
-        log_every=protocol.log_every, lr=protocol.lr, momentum=protocol.momentum,
-        weight_decay=protocol.weight_decay, schedule=protocol.schedule, poly_power=protocol.poly_power,
-        min_lr=protocol.min_lr, lr_steps=protocol.step_iterations(),
-        norm="SyncBN" if sync else "BN", inference=protocol.inference,
-        slide_crop=tuple(protocol.slide_crop), slide_stride=tuple(protocol.slide_stride))
+    return fcn_from_protocol(protocol, dataset, depth=RESNET_DEPTHS[arch], world=world,
+                             norm="SyncBN" if sync else "BN")
 
 
 def parse_cfg_options(items: list[str]) -> dict:

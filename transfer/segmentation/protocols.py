@@ -73,14 +73,14 @@ MOCO_FCN_CITYSCAPES = SegProtocol(name="moco-fcn", crop=(769, 769), lr=0.01, ite
 MOCO_FCN_VOC = SegProtocol(name="moco-fcn", train_split="train_aug", crop=(513, 513), lr=0.003,
                            iters=30_000, slide_crop=(513, 513), slide_stride=(341, 341))
 MMSEG_FCN_40K = SegProtocol(name="mmseg-fcn-40k", crop=(512, 1024), batch_size=8, iters=40_000,
-                            lr=0.01, weight_decay=5e-4, schedule="poly", min_lr=1e-4,
+                            lr=0.01, weight_decay=5e-4, schedule="poly", min_lr=1e-4, num_workers=2,
                             slide_crop=(512, 1024), slide_stride=(341, 683), checkpoint_every=4_000)
 MMSEG_FCN_80K = dataclasses.replace(MMSEG_FCN_40K, name="mmseg-fcn-80k", iters=80_000,
                                     checkpoint_every=8_000)
 # mmseg's fcn_r50-d8_4xb4-{20k,40k}_voc12aug-512x512 (4 GPUs x 4 images)
 MMSEG_FCN_VOC_20K = dataclasses.replace(MMSEG_FCN_40K, name="mmseg-fcn-20k", train_split="train_aug",
                                         crop=(512, 512), batch_size=16, iters=20_000, slide_crop=(512, 512),
-                                        slide_stride=(341, 341), checkpoint_every=2_000)
+                                        slide_stride=(341, 341), checkpoint_every=2_000, num_workers=4)
 MMSEG_FCN_VOC_40K = dataclasses.replace(MMSEG_FCN_VOC_20K, name="mmseg-fcn-40k", iters=40_000,
                                         checkpoint_every=4_000)
 TINY = SegProtocol(name="tiny", crop=(96, 96), batch_size=4, iters=40, lr=0.02, weight_decay=1e-4,

@@ -54,7 +54,7 @@ def test_detectron2_config_options(tmp_path):
         detectron2.detectron2_config("coco-c4-1x", "w.pkl", norm="LayerNorm")
 
 
-@pytest.mark.parametrize("protocol", list(mmseg.PROTOCOLS))
+@pytest.mark.parametrize("protocol", list(mmseg.MMSEG_CONFIGS))
 def test_mmseg_config_is_python_mmseg_reads(protocol, tmp_path):
     out = mmseg.write_mmseg_config(protocol, "/w/r50_mmseg.pth", tmp_path / "fcn.py", data_root="/data/cityscapes/")
     text = out.read_text()
@@ -74,3 +74,30 @@ def test_mmseg_config_is_python_mmseg_reads(protocol, tmp_path):
     assert namespace["train_cfg"]["max_iters"] == iters
     assert namespace["param_scheduler"][0]["end"] == iters
     assert namespace["train_dataloader"]["batch_size"] == per_gpu
+
+
+@pytest.mark.parametrize("name", list(mmseg.MMSEG_CONFIGS))
+def test_mmseg_configs_derived_from_our_protocols_equal_mmsegs_own(name, tmp_path):
+    """The configs we write are derived from our segmentation protocols (one copy of the numbers);
+    read back, they run what MMSegmentation's own config of that name runs (its installed file)."""
+    import importlib.util
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    from mocobench.transfer.segmentation.mmseg_engine import MMSEG_PROTOCOLS
+
+    published = {"fcn-r50-d8-cityscapes-40k": "fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py",
+                 "fcn-r50-d8-cityscapes-80k": "fcn_r50-d8_4xb2-80k_cityscapes-512x1024.py",
+                 "fcn-r50-d8-voc12aug-20k": "fcn_r50-d8_4xb4-20k_voc12aug-512x512.py",
+                 "fcn-r50-d8-voc12aug-40k": "fcn_r50-d8_4xb4-40k_voc12aug-512x512.py"}[name]
+    root = Path(importlib.util.find_spec("mmseg").origin).parent   # found, not imported
+    theirs = Config.fromfile(str(root / ".mim" / "configs" / "fcn" / published)).to_dict()
+    train = theirs["train_dataloader"]
+    if train["dataset"].get("type") == "ConcatDataset":   # VOC 2012 + SBD (aug): one pipeline for both
+        train["dataset"] = train["dataset"]["datasets"][0]
+    out = mmseg.write_mmseg_config(name, "/w/r50_mmseg.pth", tmp_path / "fcn.py")
+    ours: dict = {}
+    exec(compile(ast.parse(out.read_text()), str(out), "exec"), ours)
+    assert mmseg.describe(ours, 4) == mmseg.describe(theirs, 4)
+    assert name in MMSEG_PROTOCOLS.values()

@@ -21,6 +21,13 @@ class Run:
     preset: str | None                 # None: the method's paper preset
     args: tuple[str, ...] = ()         # extra ``mocobench pretrain`` arguments
     cost: float = 1.0                  # its CPU seconds on the embedded data, measured; orders side-by-side stages
+    optional: bool = False             # run only when --methods names it (or "transformers" for their presets)
+
+    def arch(self, mode: "Mode") -> str:
+        """The architecture it pretrains: its preset's on real data, the mode's on the embedded data."""
+        if self.preset and self.preset in PRESETS and not mode.synth_scale:
+            return PRESETS[self.preset].arch
+        return mode.arch
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class Eval:
     seeds: tuple[int, ...] = (0,)
     on: tuple[str, ...] = ("pretrained", "reference")   # the checkpoints it evaluates (see Reference)
     cost: float = 1.0                  # as Run.cost
+    cnn_only: bool = False             # a ResNet protocol (MoCo's R50-C4 detectors): not for Transformers
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,11 @@ SUPERVISED_R50 = Reference(
     "torchvision_r50_supervised", "resnet50", lambda: _zoo_file("torchvision_r50_supervised"),
     "torchvision's supervised ImageNet R50 is not in the cache (mocobench fetch torchvision_r50_supervised)")
 FIVE_TRIALS = (0, 1, 2, 3, 4)   # MoCo's VOC detection and segmentation numbers: means of 5 trials
+# The Transformer presets (pretrain/config.py): in paper mode on request only (--methods NAME, or
+# "transformers" for all), as the papers' tables are ResNet-50 ones; their random inits join the
+# baselines, and MoCo's R50-C4 detection protocols do not run on them.
+TRANSFORMER_PRESETS = tuple(name for name, cfg in PRESETS.items()
+                            if cfg.arch.startswith("timm:") and not name.startswith("tiny"))
 
 
 TINY_RUNS = (   # cost: CPU seconds of each stage, measured (docs/run_all.md gives when and how)
@@ -163,7 +176,8 @@ MODES = {
                   tuple(Run(preset, PRESETS[preset].method, preset)
                         for preset in ("moco_v1_200ep", "moco_v2_200ep", "moco_v2_800ep", "unimoco_800ep_0pct",
                                        "unimoco_800ep_10pct", "unimoco_800ep_30pct", "unimoco_800ep_60pct",
-                                       "unimoco_800ep_100pct", "smog_400ep", "smog_800ep")),
+                                       "unimoco_800ep_100pct", "smog_400ep", "smog_800ep"))
+                  + tuple(Run(preset, PRESETS[preset].method, preset, optional=True) for preset in TRANSFORMER_PRESETS),
                   (_cls("linear", "paper", None, distributed=True),
                    _cls("linear", "fast", None),
                    _cls("knn", "dino-knn", None),
@@ -174,10 +188,11 @@ MODES = {
                    Eval("det-voc-c4-24k", "detection", "moco-voc-c4-24k",
                         ("detection", "--dataset", "voc", "--data", "{voc}", "--protocol", "moco-voc-c4-24k",
                          "--engine", "{det_engine}", "--work-dir", "{work}"), "voc", distributed=True,
-                        seeds=FIVE_TRIALS),
+                        seeds=FIVE_TRIALS, cnn_only=True),
                    Eval("det-coco-c4-1x", "detection", "coco-c4-1x",
                         ("detection", "--dataset", "coco", "--data", "{coco}", "--protocol", "coco-c4-1x",
-                         "--engine", "{det_engine}", "--work-dir", "{work}"), "coco", distributed=True),
+                         "--engine", "{det_engine}", "--work-dir", "{work}"), "coco", distributed=True,
+                        cnn_only=True),
                    Eval("seg-cityscapes-fcn", "segmentation", "moco-fcn",
                         ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol",
                          "moco-fcn", "--work-dir", "{work}"), "cityscapes", distributed=True, seeds=FIVE_TRIALS),

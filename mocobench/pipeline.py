@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--data-root", help="real datasets: imagenet/ (or ILSVRC2012/), VOCdevkit/, coco/, cityscapes/")
     p.add_argument("--preset", choices=("paper",), help="with --data-root: the papers' protocols")
     p.add_argument("--methods", default=None, metavar="NAME,...",
-                   help="pretrain only these runs of the mode, by run name (moco_v2_800ep) or method (unimoco)")
+                   help="pretrain only these runs of the mode, by run name (moco_v2_800ep) or method (unimoco); "
+                        "paper mode's Transformer presets only by name (smog_swin_t_300ep) or as 'transformers'")
     p.add_argument("--det-engine", choices=("detectron2", "torchvision"), default=None,
                    help="--preset paper: the detection engine (default detectron2, as the papers)")
     p.add_argument("--fast", action="store_true",
@@ -121,11 +122,12 @@ def parse_args(argv: list[str] | None):
     if args.methods is not None:
         runs = choose_mode(args).runs
         args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        known = {r.name for r in runs} | {r.method for r in runs}
+        known = {r.name for r in runs} | {r.method for r in runs} | ({"transformers"} if any(r.optional for r in runs) else set())
         unknown = [m for m in args.methods if m not in known]
         if unknown or not args.methods:
             p.error(f"--methods {','.join(unknown) or '(none)'}: this mode's runs are {', '.join(r.name for r in runs)} "
-                    f"(or a method: {', '.join(sorted({r.method for r in runs}))})")
+                    f"(or a method: {', '.join(sorted({r.method for r in runs}))}"
+                    + ("; the Transformer presets by name or as 'transformers'" if "transformers" in known else "") + ")")
         if args.checkpoint:
             p.error("--methods picks pretraining runs; with --checkpoint nothing is pretrained")
     if args.data_root and not Path(args.data_root).is_dir():

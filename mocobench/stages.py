@@ -92,6 +92,8 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
     precision = ("--precision=fp32", "--channels_last=false") if mode.name == "paper" and not args.fast else ()
     # (argument, stages it needs, inputs, which evaluations take it: Eval.on)
     checkpoints: list[tuple[str, list[str], dict[str, str], str | None]] = []
+    archs: dict[str, str] = {}    # checkpoint -> its architecture, where the plan knows it
+    extra: list = []              # the random inits of the pretrained runs' other architectures
     preflights: dict[str, str] = {}
     if args.checkpoint:   # given checkpoints take every evaluation of the mode, after their pre-flight
         for c in args.checkpoint:
@@ -109,7 +111,7 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
             checkpoints.append((c, [st.name], {"checkpoint": resume.file_identity(c)}, None))
     else:
         for run in mode.runs:
-            if args.methods and run.name not in args.methods and run.method not in args.methods:
+            if not selected(run, args.methods):
                 continue
             run_dir = out / "runs" / run.name
             backbone = run_dir / "backbone.pth"
@@ -124,6 +126,9 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                 st.missing = missing.get("imagenet", "ImageNet not found")
             stages.append(st)
             checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}, "pretrained"))
+            archs[str(backbone)] = run.arch(mode)
+            if not args.no_random and run.arch(mode) != (args.random_arch or mode.arch):
+                extra.append(_random(run.arch(mode), seed, upstream, "pretrained"))   # a Transformer's own baseline
         # a published checkpoint and a random init of its architecture; first in the plan, as their
         # evaluations need no pretraining and are the longest (stages run side by side start them early)
         refs = []
@@ -134,17 +139,20 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
             refs.append((str(path) if path else ref.name, [],
                          {**upstream, "checkpoint": resume.file_identity(str(path)) if path else ref.name},
                          "reference"))
+            archs[refs[-1][0]] = ref.arch
             if not args.no_random:
                 refs.append(_random(ref.arch, seed, upstream, "reference"))
         checkpoints[:0] = refs
-    baseline = _random(args.random_arch or mode.arch, seed, upstream, "pretrained")
-    if not args.no_random and baseline[0] not in {c[0] for c in checkpoints}:   # a reference's may be the same
-        checkpoints.append(baseline)
+    for baseline in [_random(args.random_arch or mode.arch, seed, upstream, "pretrained"), *extra]:
+        if not args.no_random and baseline[0] not in {c[0] for c in checkpoints}:   # a reference's may be the same
+            checkpoints.append(baseline)
 
     for ckpt, needs, inputs, group in checkpoints:
         short = short_name(ckpt)
         for ev in mode.evals:
             if group is not None and group not in ev.on:
+                continue
+            if ev.cnn_only and is_transformer(archs.get(ckpt) or _random_arch(ckpt)):
                 continue
             work = out / "work" / ev.label / short
             fill = {"work": str(work), "cache": str(out / "cache" / "features"),
@@ -174,6 +182,29 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                     st.missing = missing[ckpt]
                 stages.append(st)
     return stages
+
+
+def selected(run, methods: list[str] | None) -> bool:
+    """Whether ``--methods`` picks ``run``: by its name or its method; an optional run (a
+    Transformer preset) only by its name, or by the word ``transformers``."""
+    if run.optional:
+        return bool(methods) and (run.name in methods or "transformers" in methods)
+    return not methods or run.name in methods or run.method in methods
+
+
+def is_transformer(arch: str | None) -> bool:
+    name = (arch or "").removeprefix("timm:")
+    return name.startswith(("vit_", "deit", "swin", "test_vit"))
+
+
+def _random_arch(ckpt: str) -> str | None:
+    """The architecture of ``random:ARCH[:SEED]`` (``random:timm:NAME[:SEED]``), else None."""
+    if not ckpt.startswith("random:"):
+        return None
+    parts = ckpt.split(":")[1:]
+    if parts[-1].isdigit():
+        parts = parts[:-1]
+    return ":".join(parts)
 
 
 def _random(arch: str, seed: int, upstream: dict[str, str], group: str):

@@ -522,6 +522,33 @@ def test_paper_mode_is_the_papers_recipe(tmp_path):
     assert len({s.name for s in stages}) == len(stages)   # the reference's random R50 is the baseline's, once
 
 
+def test_paper_mode_runs_the_transformer_presets_on_request(tmp_path):
+    """Issue 25 item 4: the Transformer presets are paper-mode runs, picked by name or as
+    'transformers' (never by a method name alone); each architecture gets its random init, and
+    MoCo's R50-C4 detection protocols run on neither."""
+    from mocobench.pretrain.config import PRESETS
+
+    root = _paper_root(tmp_path / "data")
+    base = ["--data-root", str(root), "--preset", "paper", "--out", str(tmp_path / "o")]
+    stages = _plan(base + ["--methods", "transformers"])
+    runs = [s.name.split()[1] for s in stages if s.argv[0] == "pretrain"]
+    assert runs == [n for n, c in PRESETS.items() if c.arch.startswith("timm:") and not n.startswith("tiny")]
+    assert {"smog_swin_t_300ep", "moco_v2_vit_s_300ep", "unimoco_vit_s_300ep_10pct"} <= set(runs)
+    evaluated = {s.name.split()[2] for s in stages if s.argv[0] == "eval"}
+    assert {"random-timm-vit_small_patch16_224", "random-timm-swin_tiny_patch4_window7_224"} <= evaluated
+    transformers = set(runs) | {c for c in evaluated if "vit" in c or "swin" in c}
+    for s in stages:
+        if s.argv[0] == "eval" and s.name.split()[2] in transformers:
+            assert s.argv[1] != "detection", s.name
+    assert any(s.name == "eval seg-cityscapes-fcn smog_swin_t_300ep" for s in stages)
+    # the R50 baseline keeps its detection; a method name picks the ResNet-50 runs only
+    assert any(s.name == "eval det-voc-c4-24k random-resnet50" for s in stages)
+    smog = [s.name.split()[1] for s in _plan(base + ["--methods", "smog"]) if s.argv[0] == "pretrain"]
+    assert smog == ["smog_400ep", "smog_800ep"]
+    one = [s.name.split()[1] for s in _plan(base + ["--methods", "smog,smog_vit_s_300ep"]) if s.argv[0] == "pretrain"]
+    assert one == ["smog_400ep", "smog_800ep", "smog_vit_s_300ep"]
+
+
 def test_paper_mode_options_take_effect_or_are_refused(tmp_path, capsys):
     root = _paper_root(tmp_path / "data")
     base = ["--data-root", str(root), "--preset", "paper", "--out", str(tmp_path / "o")]

@@ -66,7 +66,7 @@ RUN_KEYS = frozenset({
     "threads", "num_threads", "pin_memory", "labels", "unreadable", "feature_dim",
     "deviations", "preflight",   # what ran differs from the papers / the checkpoint's check: shown, not protocol
 })
-OUTCOME_PREFIXES = ("chosen_", "cache_", "best_", "selected_")
+OUTCOME_PREFIXES = ("chosen_", "cache_", "best_", "selected_", "final_", "resumed_")
 OUTCOME_SUFFIXES = ("_time_s", "_holdout_top1", "_seconds")
 
 

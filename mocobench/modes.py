@@ -68,6 +68,14 @@ class Mode:
     evals: tuple[Eval, ...]
     references: tuple[Reference, ...] = ()
 
+    def spread_baseline(self) -> Path | None:
+        """The committed baseline of this mode (leaderboard/baselines/NAME.json), whose runs give the
+        seed spread of a cell measured once; None where there is none (real data)."""
+        from mocobench.leaderboard.check import BASELINES_DIR
+
+        path = BASELINES_DIR / f"{self.name}.json"
+        return path if self.synth_scale and path.is_file() else None
+
 
 def _cls(task: str, protocol: str, img: int | None, *extra: str, label: str | None = None,
          record_task: str | None = None, distributed: bool = False,
@@ -94,6 +102,11 @@ def _embedded_evals(img: int, semi_epochs: int, det: tuple[str, ...] = (), seg: 
         Eval("seg-cityscapes-tiny", "segmentation", "tiny",
              ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol", "tiny",
               "--work-dir", "{work}", *seg), "cityscapes", on=dense_on),
+        # the backbone frozen, the head trained: what pretraining put into the features shows on
+        # the street scenes, where fine-tuning at this budget cannot tell it from random init
+        Eval("seg-cityscapes-tiny-frozen", "segmentation", "tiny-frozen",
+             ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol", "tiny-frozen",
+              "--work-dir", "{work}"), "cityscapes"),
     )
     unknown = set(costs or {}) - {ev.label for ev in evals}
     if unknown:
@@ -138,34 +151,43 @@ TRANSFORMER_PRESETS = tuple(name for name, cfg in PRESETS.items()
                             if cfg.arch.startswith("timm:") and not name.startswith("tiny"))
 
 
+# The default run's pretraining: the tiny preset at 16 epochs (592 steps), where SMoG's frozen probes
+# first clear random init's (8 epochs: below it; docs/run_all.md).
 TINY_RUNS = (   # cost: CPU seconds of each stage, measured (docs/run_all.md gives when and how)
-    Run("moco_v2", "moco_v2", "tiny", cost=46),
-    Run("unimoco_10pct", "unimoco", "tiny", ("--label-fraction", "0.1"), cost=45),
-    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0"), cost=45),
-    Run("smog", "smog", "tiny", cost=68),
+    Run("moco_v2", "moco_v2", "tiny", ("--epochs=16",), cost=95),
+    Run("unimoco_10pct", "unimoco", "tiny", ("--label-fraction", "0.1", "--epochs=16"), cost=95),
+    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=16"), cost=95),
+    Run("smog", "smog", "tiny", ("--epochs=16",), cost=140),
 )
+# The quick gate's detection schedule, also the default run's: at tiny-fpn's own 80 iterations every
+# backbone's AP50 is noise (0.3-3.7); at 450 ImageNet MobileNetV2 separates from its random init.
+DET_450 = ("--max-iters", "450", "--steps", "350", "--base-lr", "0.015")
 
 MODES = {
     # ./run_all.sh: the embedded `small` dataset (64 px classification images) on CPU; detection and
     # segmentation also on torchvision's ImageNet MobileNetV2 and its random init
     "default": Mode("default", "small", "timm:test_resnet", TINY_RUNS,
-                    _embedded_evals(img=64, semi_epochs=4,
+                    _embedded_evals(img=64, semi_epochs=4, det=DET_450,
                                     costs={"linear-fast": 5, "knn-dino-knn": 0.2, "semi10-tiny": 3.6,
-                                           "det-voc-tiny-fpn": 12, "seg-cityscapes-tiny": 3}),
+                                           "det-voc-tiny-fpn": 45, "seg-cityscapes-tiny": 3,
+                                           "seg-cityscapes-tiny-frozen": 7}),
                     references=(IMAGENET_MOBILENET_V2,)),
     # ./run_all.sh --quick, the CI gate (leaderboard/baselines/quick.json): the `small` data, MoCo v2
     # and UniMoCo (100 % labels) shorter than the tiny preset, SMoG at its 8 epochs (a SMoG whose
     # groups are broken only falls behind after 4), evaluated on classification beside their random
-    # init; detection and segmentation on the MobileNetV2 pair, which separates at these schedules
-    # where the CPU-sized pretraining does not. Under 3 minutes on 2 cores (docs/run_all.md).
+    # init; detection and fine-tuned segmentation on the MobileNetV2 pair, which separates at these
+    # schedules where the CPU-sized pretraining does not; frozen-backbone segmentation on every
+    # checkpoint, so that the gate covers how our own checkpoints transfer to a dense task. Under 3
+    # minutes on 2 cores (docs/run_all.md).
     "quick": Mode("quick", "small", "timm:test_resnet",
                   (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",), cost=22),
                    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=6"), cost=33),
                    Run("smog", "smog", "tiny", ("--epochs=8",), cost=66)),
                   _embedded_evals(img=64, semi_epochs=2, semi_extra=("--lr-grid=0.05",), dense_on=("reference",),
-                                  det=("--max-iters", "450", "--steps", "350", "--base-lr", "0.015"),
+                                  det=DET_450,
                                   costs={"linear-fast": 5, "knn-dino-knn": 0.2, "semi10-tiny": 1.1,
-                                         "det-voc-tiny-fpn": 73, "seg-cityscapes-tiny": 5.6}),
+                                         "det-voc-tiny-fpn": 73, "seg-cityscapes-tiny": 5.6,
+                                         "seg-cityscapes-tiny-frozen": 7}),
                   references=(IMAGENET_MOBILENET_V2,)),
     # --data-root DIR --preset paper: the papers' recipes on real data. Every ResNet-50 preset the
     # papers report (--methods picks some); fp32 pretraining as the official code (--fast: bf16 +

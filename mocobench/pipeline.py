@@ -420,10 +420,11 @@ def leaderboard(out: Path, mode: Mode) -> int:
         print("leaderboard: no results yet", flush=True)
         return 0
     board = out / "leaderboard"
+    spread = mode.spread_baseline()
     try:
-        text, table = render(results, "md", rows="measured")
+        text, table = render(results, "md", rows="measured", spread=spread)
         for fmt in ("md", "csv", "html"):
-            atomic_write_text(board / f"leaderboard.{fmt}", render(results, fmt, rows="all")[0])
+            atomic_write_text(board / f"leaderboard.{fmt}", render(results, fmt, rows="all", spread=spread)[0])
     except TableError as e:
         print(f"leaderboard: {e}", flush=True)
         return 1

@@ -78,6 +78,19 @@ def test_seed_and_run_keys_do_not_count_as_protocol(tmp_path, add_record):
     assert table.cell(table.measured_rows()[0], table.columns[0]).n == 2
 
 
+def test_outcomes_of_a_run_are_not_protocol(tmp_path, add_record):
+    """A detection record's final loss and the iteration it resumed from differ from seed to seed: the
+    seeds still make one cell (they used to be a protocol mismatch, so a checkpoint evaluated with
+    several seeds could not make a table)."""
+    for seed, (loss, resumed) in enumerate([(1.64, 0), (1.75, 120)]):
+        add_record(tmp_path, "moco_v2", "detection", "tiny-fpn", {"AP50": 10.0 + seed}, seed=seed,
+                   config={"lr": 0.015, "seed": seed, "final_loss": loss, "resumed_from_iteration": resumed})
+    table = load_table(tmp_path, reported=False)
+    assert not table.errors
+    cell = table.cell(table.measured_rows()[0], _col(table, "detection", "tiny-fpn", "AP50"))
+    assert cell.n == 2 and cell.mean == pytest.approx(10.5)
+
+
 def test_split_sizes_are_part_of_the_protocol(tmp_path, add_record):
     add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0}, seed=0, splits={"train": 100, "val": 40})
     add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 41.0}, seed=1, splits={"train": 1000, "val": 40})

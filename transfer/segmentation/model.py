@@ -56,7 +56,8 @@ class SegmentationModel(nn.Module):
     """``backbone`` (a :class:`mocobench.checkpoints.backbones.Backbone`) + head on its stride-16 map:
     ``res5`` of a dilated CNN, ``res4`` of a plain ViT (``stage``)."""
 
-    def __init__(self, backbone: nn.Module, head: str, num_classes: int, stage: str = "res5"):
+    def __init__(self, backbone: nn.Module, head: str, num_classes: int, stage: str = "res5",
+                 frozen_backbone: bool = False):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r} (known: {', '.join(HEADS)})")
@@ -64,6 +65,15 @@ class SegmentationModel(nn.Module):
         self.stage = stage
         self.head = HEADS[head](backbone.stage_channels[stage], num_classes)
         self.num_classes = num_classes
+        self.frozen_backbone = frozen_backbone
+        if frozen_backbone:
+            backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "SegmentationModel":
+        super().train(mode)
+        if self.frozen_backbone:   # BN statistics stay as loaded, as in a linear probe
+            self.backbone.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: N x 3 x H x W (normalised) -> logits N x K x H x W
@@ -75,7 +85,8 @@ class SegmentationModel(nn.Module):
         """What the head reads, for the record: the stage, its stride, whether res5 was dilated."""
         b = self.backbone
         return {"feature_stage": self.stage, "feature_stride": 16,
-                "backbone_dilation": list(b.spec.dilation), "backbone_single_stride": b.single_stride}
+                "backbone_dilation": list(b.spec.dilation), "backbone_single_stride": b.single_stride,
+                "backbone_frozen": self.frozen_backbone}
 
 
 def load_for_segmentation(checkpoint: str, arch: str | None = None, **choices):
@@ -95,11 +106,13 @@ def load_for_segmentation(checkpoint: str, arch: str | None = None, **choices):
     return backbone, report
 
 
-def segmentation_model(backbone, head: str, num_classes: int, sync_bn: bool = False) -> SegmentationModel:
+def segmentation_model(backbone, head: str, num_classes: int, sync_bn: bool = False,
+                       frozen_backbone: bool = False) -> SegmentationModel:
     """``head`` on ``backbone``'s stride-16 map (res4 of a plain ViT, res5 of a dilated CNN).
     ``sync_bn`` converts every BN (backbone and head) to SyncBN, as in the MoCo protocol; it only
-    matters under torchrun with more than one process."""
-    model = SegmentationModel(backbone, head, num_classes, stage="res4" if backbone.single_stride else "res5")
+    matters under torchrun with more than one process. ``frozen_backbone``: only the head trains."""
+    model = SegmentationModel(backbone, head, num_classes, stage="res4" if backbone.single_stride else "res5",
+                              frozen_backbone=frozen_backbone)
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model

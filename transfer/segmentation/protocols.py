@@ -16,6 +16,11 @@
   keeps MoCo's OS16 FCN head so that the two torchvision protocols differ only in the schedule.
 - ``tiny``: a CPU smoke protocol (small crops, 40 iterations) for the embedded dataset; its
   numbers only rank checkpoints against each other on that data.
+- ``tiny-frozen``: ``tiny`` with the backbone frozen (weights and BN statistics as loaded) and only
+  the FCN head trained, for 200 iterations: the dense counterpart of the linear probe. On a CPU
+  budget fine-tuning the whole network cannot tell the embedded run's pretraining from random init
+  (docs/run_all.md gives the figures); a frozen backbone measures what pretraining put into the
+  features. Not a paper protocol.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class SegProtocol:
     scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale of the original image
     flip: bool = True
     sync_bn: bool = True
+    frozen_backbone: bool = False          # train the head only; the backbone's weights and BN as loaded
     inference: str = "whole"               # "whole" or "slide"
     slide_crop: tuple[int, int] = (769, 769)
     slide_stride: tuple[int, int] = (513, 513)
@@ -87,6 +93,9 @@ TINY = SegProtocol(name="tiny", crop=(96, 96), batch_size=4, iters=40, lr=0.02, 
                    scale_range=(0.75, 1.25), sync_bn=False, slide_crop=(96, 96), slide_stride=(64, 64),
                    num_workers=0, checkpoint_every=20, log_every=10)
 
+TINY_FROZEN = dataclasses.replace(TINY, name="tiny-frozen", frozen_backbone=True, iters=200, checkpoint_every=100,
+                                  log_every=20)
+
 # protocol -> dataset -> preset
 PROTOCOLS: dict[str, dict[str, SegProtocol]] = {
     "moco-fcn": {"cityscapes": MOCO_FCN_CITYSCAPES, "voc2012": MOCO_FCN_VOC},
@@ -94,6 +103,7 @@ PROTOCOLS: dict[str, dict[str, SegProtocol]] = {
     "mmseg-fcn-40k": {"cityscapes": MMSEG_FCN_40K, "voc2012": MMSEG_FCN_VOC_40K},
     "mmseg-fcn-80k": {"cityscapes": MMSEG_FCN_80K},
     "tiny": {"cityscapes": TINY, "voc2012": TINY},
+    "tiny-frozen": {"cityscapes": TINY_FROZEN, "voc2012": TINY_FROZEN},
 }
 
 

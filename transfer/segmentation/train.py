@@ -83,8 +83,8 @@ def train(model, stream: TrainStream, p: SegProtocol, *, device: torch.device, s
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     # weight decay on every parameter, BN and biases included, as MoCo's detectron2 setup does
-    optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum,
-                                weight_decay=p.weight_decay)
+    optimizer = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=p.lr,
+                                momentum=p.momentum, weight_decay=p.weight_decay)
     start = 0
     if resume is not None:
         state = load_state(resume, protocol=p, seed=seed, checkpoint=checkpoint)
@@ -148,7 +148,8 @@ def run_seed(r, protocol: SegProtocol, dataset: str, data_root: str, *, dataset_
 
         warnings.warn("SyncBN needs CUDA; this multi-process CPU run uses per-process BN")
         sync_bn = False
-    model = segmentation_model(r.backbone, protocol.head, train_set.num_classes, sync_bn=sync_bn)
+    model = segmentation_model(r.backbone, protocol.head, train_set.num_classes, sync_bn=sync_bn,
+                               frozen_backbone=protocol.frozen_backbone)
     model.to(dev)
     backbone = model.backbone
     stream = TrainStream(train_set, r.seed, protocol.crop, protocol.scale_range, protocol.flip,

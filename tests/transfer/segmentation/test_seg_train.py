@@ -132,3 +132,28 @@ def test_voc_evaluation_and_written_predictions_agree(voc_small, tmp_path):
     voc = voc_small / "VOCdevkit" / "VOC2012"
     scored = score_voc(voc / "SegmentationClass", tmp_path, voc / "ImageSets" / "Segmentation" / "val.txt")
     assert val.skipped == [] and scored["metrics"] == cm.scores(val.classes)
+
+
+def test_frozen_backbone_trains_the_head_only(cityscapes_small):
+    """``tiny-frozen``: the backbone's weights and BN statistics stay as loaded; the head learns."""
+    from mocobench.transfer.segmentation.model import load_for_segmentation, segmentation_model
+    from mocobench.transfer.segmentation.mmseg_engine import check_protocol
+
+    proto = override(get_protocol("tiny-frozen", "cityscapes"),
+                     ["crop=32,32", "batch_size=2", "iters=3", "checkpoint_every=1", "lr=0.05"])
+    assert proto.frozen_backbone and not PROTO.frozen_backbone
+    torch.manual_seed(0)
+    backbone, report = load_for_segmentation("random:resnet18")
+    model = segmentation_model(backbone, proto.head, 19, frozen_backbone=proto.frozen_backbone)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ds = CityscapesSegmentation(cityscapes_small, "train")
+    stream = TrainStream(ds, 0, proto.crop, proto.scale_range, proto.flip, backbone.mean, backbone.std)
+    train(model, stream, proto, device=torch.device("cpu"), seed=0, checkpoint=report.record_fields())
+    after = model.state_dict()
+    moved = {k for k in after if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("head.") for k in moved), sorted(moved)[:5]
+    assert any(k.startswith("backbone.") and "running_mean" in k for k in after)   # BN stats were there to move
+    assert model.features_used()["backbone_frozen"] is True
+    # mmseg fine-tunes the whole network: asked to freeze, it refuses rather than ignore it
+    with pytest.raises(ValueError, match="frozen_backbone=true runs on --engine torchvision"):
+        check_protocol(override(get_protocol("mmseg-fcn-40k", "cityscapes"), ["frozen_backbone=true"]), "cityscapes")

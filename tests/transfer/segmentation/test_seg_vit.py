@@ -24,7 +24,8 @@ def test_vit_head_reads_the_stride_16_map_undilated():
     assert tuple(head_in[-2:]) == (64 // 16, 96 // 16) and head_in[1] == model.backbone.net.embed_dim
     assert out.shape == (1, 7, 64, 96)
     assert model.features_used() == {"feature_stage": "res4", "feature_stride": 16,
-                                     "backbone_dilation": [False, False, False], "backbone_single_stride": True}
+                                     "backbone_dilation": [False, False, False], "backbone_single_stride": True,
+                                     "backbone_frozen": False}
 
 
 def test_cnn_path_is_the_dilated_res5_path_as_before():

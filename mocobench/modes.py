@@ -88,6 +88,7 @@ def _cls(task: str, protocol: str, img: int | None, *extra: str, label: str | No
 
 def _embedded_evals(img: int, semi_epochs: int, det: tuple[str, ...] = (), seg: tuple[str, ...] = (),
                     semi_extra: tuple[str, ...] = (), dense_on: tuple[str, ...] = ("pretrained", "reference"),
+                    frozen_on: tuple[str, ...] = ("pretrained", "reference"),
                     costs: dict[str, float] | None = None) -> tuple[Eval, ...]:
     """The embedded data's evaluations; ``costs``: their measured CPU seconds by label (Eval.cost)."""
     cls_on = ("pretrained",)
@@ -106,7 +107,7 @@ def _embedded_evals(img: int, semi_epochs: int, det: tuple[str, ...] = (), seg: 
         # the street scenes, where fine-tuning at this budget cannot tell it from random init
         Eval("seg-cityscapes-tiny-frozen", "segmentation", "tiny-frozen",
              ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol", "tiny-frozen",
-              "--work-dir", "{work}"), "cityscapes"),
+              "--work-dir", "{work}"), "cityscapes", on=frozen_on),
     )
     unknown = set(costs or {}) - {ev.label for ev in evals}
     if unknown:
@@ -179,15 +180,15 @@ MODES = {
     # and UniMoCo (100 % labels) shorter than the tiny preset, SMoG at its 8 epochs (a SMoG whose
     # groups are broken only falls behind after 4), evaluated on classification beside their random
     # init; detection and fine-tuned segmentation on the MobileNetV2 pair, which separates at these
-    # schedules where the CPU-sized pretraining does not; frozen-backbone segmentation on every
-    # checkpoint, so that the gate covers how our own checkpoints transfer to a dense task. Under 3
-    # minutes on 2 cores (docs/run_all.md).
+    # schedules where the CPU-sized pretraining does not; frozen-backbone segmentation on the quick
+    # run's own checkpoints and their random init, so that the gate covers how our own checkpoints
+    # transfer to a dense task. About 3 minutes on 2 cores (docs/run_all.md).
     "quick": Mode("quick", "small", "timm:test_resnet",
                   (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",), cost=22),
                    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=6"), cost=33),
                    Run("smog", "smog", "tiny", ("--epochs=8",), cost=66)),
                   _embedded_evals(img=64, semi_epochs=2, semi_extra=("--lr-grid=0.05",), dense_on=("reference",),
-                                  det=DET_450,
+                                  det=DET_450, frozen_on=("pretrained",),
                                   costs={"linear-fast": 5, "knn-dino-knn": 0.2, "semi10-tiny": 1.1,
                                          "det-voc-tiny-fpn": 73, "seg-cityscapes-tiny": 5.6,
                                          "seg-cityscapes-tiny-frozen": 7}),

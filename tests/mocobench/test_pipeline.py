@@ -133,7 +133,7 @@ def test_side_by_side_stages_wait_for_what_they_need(tmp_path, monkeypatch, caps
     assert P.main(["--quick", "--out", str(tmp_path), "--jobs", "2", "--no-preload"]) == 0
     order = [name for kind, name in events if kind == "start"]
     ended = [name for kind, name in events if kind == "end"]
-    assert sorted(order) == sorted(ended) and len(order) == len(set(order)) == 26
+    assert sorted(order) == sorted(ended) and len(order) == len(set(order)) == 24
     for name in order:
         if name.startswith("eval "):
             ckpt = name.split()[2]

@@ -80,6 +80,9 @@ class Format:
     # (checkpoints/convention.py); the releases of most formats follow torchvision's
     convention: Callable[[dict, dict], dict] = lambda obj, state: torchvision_convention(
         "the format's known convention (torchvision's)")
+    # files that state no convention of their own: timm weights in them take timm's, from a
+    # config.json beside the file or the arch's pretrained tag (checkpoints/convention.py)
+    timm_convention: bool = False
 
 
 # -- where the weights are -----------------------------------------------------------------------
@@ -257,7 +260,7 @@ FORMATS: dict[str, Format] = {
         detect=lambda o: isinstance(o, dict) and "__safetensors__" in o,
         weights=lambda o: (o["__safetensors__"], {}),
         keep=("module.", ""),
-        metadata=meta.safetensors, spec=_safetensors_spec),
+        metadata=meta.safetensors, spec=_safetensors_spec, timm_convention=True),
     "torchvision/timm": Format(
         "torchvision/timm", "plain torchvision / timm state dicts (also DINO's and Barlow Twins' "
         "backbone-only releases, timm train checkpoints)",
@@ -265,7 +268,7 @@ FORMATS: dict[str, Format] = {
         weights=state_dict_or_flat,
         keep=("module.", ""),
         metadata=meta.plain_state_dict,
-        label=lambda arch: "timm" if is_timm(arch) else "torchvision",
+        label=lambda arch: "timm" if is_timm(arch) else "torchvision", timm_convention=True,
         convention=lambda obj, state: torchvision_convention("default (torchvision's; a plain state dict states none)")),
 }
 

@@ -28,10 +28,6 @@ from mocobench.checkpoints.skip_init import build_uninitialised
 from mocobench.checkpoints.strict import build_loaded, check_state_keys, expected_keys, fill_bn_counters
 from mocobench.checkpoints.zoo import ZOO_PATH, cached_path, load_zoo
 
-# Formats whose files state no input convention, where timm weights' own comes from a config.json
-# beside the file or the arch's pretrained tag (checkpoints/convention.py)
-TIMM_CONVENTION_FORMATS = ("torchvision/timm", "safetensors")
-
 
 def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,
                   input_convention: str | None = None, **build_kwargs) -> tuple[Backbone, LoadReport]:
@@ -149,7 +145,7 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, branch: str | N
                               f"{', '.join(sorted(bad)[:5])}; refusing to evaluate a diverged checkpoint")
     spec, arch_source = _spec(path, fmt, obj, metadata, mapped, arch, build_kwargs)
     try:
-        if not input_convention and fmt.name in TIMM_CONVENTION_FORMATS and is_timm(spec.arch):
+        if not input_convention and fmt.timm_convention and is_timm(spec.arch):
             convention = timm_convention(path, spec.arch) or convention
         mean, std = apply_convention(convention, mapped, spec.arch)
     except ValueError as e:

@@ -53,7 +53,9 @@ def test_quick_plan_gates_three_methods_and_a_real_pretrained_backbone(tmp_path)
         if s.argv[0] == "eval":
             by_ckpt.setdefault(s.name.split()[2], set()).add(s.argv[1])
     cls, dense = {"linear", "knn", "semi"}, {"detection", "segmentation"}
-    assert by_ckpt == {"moco_v2": cls, "unimoco_100pct": cls, "smog": cls, "random-timm-test_resnet": cls,
+    # and frozen-backbone segmentation of the quick run's own checkpoints (issue 26)
+    ours = cls | {"segmentation"}
+    assert by_ckpt == {"moco_v2": ours, "unimoco_100pct": ours, "smog": ours, "random-timm-test_resnet": ours,
                        "mobilenet_v2-b0353104": dense, "random-mobilenet_v2": dense}
 
 
@@ -460,7 +462,7 @@ def test_second_node_runs_only_torchrun_stages_and_writes_no_state(tmp_path, mon
     assert not (tmp_path / "state").exists() and "node 0   eval knn-dino-knn moco_v2" in capsys.readouterr().out
     ran.clear()
     assert P.main([*argv, "--node-rank", "0"]) == 0
-    assert ("data synth", "data-synth.log") in ran and ("leaderboard", "") in ran and len(ran) == 21
+    assert ("data synth", "data-synth.log") in ran and ("leaderboard", "") in ran and len(ran) == 25
     with pytest.raises(SystemExit):
         P.parse_args([*argv, "--node-rank", "2"])
 

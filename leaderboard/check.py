@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mocobench.core.records import TASKS, code_version, metric_problem
-from mocobench.leaderboard.table import DISPLAY_METRICS, Table, checkpoint_display_name, load_table
+from mocobench.leaderboard.table import DISPLAY_METRICS, Table, checkpoint_display_name, entry_names, load_table
 
 BASELINES_DIR = Path(__file__).with_name("baselines")   # the committed baselines, one per embedded mode
 BASELINE_FORMAT = "mocobench-baseline"
@@ -147,9 +147,7 @@ def entry_problem(e: Any) -> str | None:
 def _find(table: Table, entry: dict, checkpoint: str):
     """The (row, column) cells of ``table`` that ``entry`` names for ``checkpoint``."""
     rows = [r for r in table.measured_rows() if r.name == checkpoint]
-    cols = [c for c in table.columns
-            if c.task == entry["task"] and c.protocol == entry["protocol"] and c.metric == entry["metric"]
-            and entry.get("dataset") in (None, c.dataset) and entry.get("engine") in (None, c.engine)]
+    cols = [c for c in table.columns if entry_names(entry, c)]
     return [(r, c) for r in rows for c in cols if table.cell(r, c) is not None]
 
 

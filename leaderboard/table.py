@@ -468,12 +468,17 @@ def is_random_init(row: Row) -> bool:
     return row.method in ("random-init", "random") or row.name.startswith("random")
 
 
+def entry_names(entry: dict, col: Column) -> bool:
+    """Whether a baseline entry (leaderboard/check.py) names column ``col``: its task, protocol and
+    metric, and its dataset and engine where it gives them."""
+    return (entry.get("task") == col.task and entry.get("protocol") == col.protocol and entry.get("metric") == col.metric
+            and entry.get("dataset") in (None, col.dataset) and entry.get("engine") in (None, col.engine))
+
+
 def _spread_from_baseline(spreads: list[dict], row: Row, col: Column) -> tuple[float, int] | None:
     """The (std, n) of a baseline entry for this row's absolute value in this column, if any."""
     for e in spreads:
-        if (e.get("checkpoint") == row.name and e.get("task") == col.task and e.get("protocol") == col.protocol
-                and e.get("metric") == col.metric and not e.get("relative_to")
-                and e.get("dataset", col.dataset) == col.dataset and e.get("engine", col.engine) == col.engine
+        if (e.get("checkpoint") == row.name and entry_names(e, col) and not e.get("relative_to")
                 and e.get("std") is not None and int(e.get("n") or 0) >= 2):
             return float(e["std"]), int(e["n"])
     return None

@@ -43,7 +43,7 @@ class Eval:
     seeds: tuple[int, ...] = (0,)
     on: tuple[str, ...] = ("pretrained", "reference")   # the checkpoints it evaluates (see Reference)
     cost: float = 1.0                  # as Run.cost
-    cnn_only: bool = False             # a ResNet protocol (MoCo's R50-C4 detectors): not for Transformers
+    resnet_only: bool = False          # MoCo's R50-C4 detectors: torchvision ResNets only (TORCHVISION_RESNETS)
 
 
 @dataclass(frozen=True)
@@ -214,11 +214,11 @@ MODES = {
                    Eval("det-voc-c4-24k", "detection", "moco-voc-c4-24k",
                         ("detection", "--dataset", "voc", "--data", "{voc}", "--protocol", "moco-voc-c4-24k",
                          "--engine", "{det_engine}", "--work-dir", "{work}"), "voc", distributed=True,
-                        seeds=FIVE_TRIALS, cnn_only=True),
+                        seeds=FIVE_TRIALS, resnet_only=True),
                    Eval("det-coco-c4-1x", "detection", "coco-c4-1x",
                         ("detection", "--dataset", "coco", "--data", "{coco}", "--protocol", "coco-c4-1x",
                          "--engine", "{det_engine}", "--work-dir", "{work}"), "coco", distributed=True,
-                        cnn_only=True),
+                        resnet_only=True),
                    Eval("seg-cityscapes-fcn", "segmentation", "moco-fcn",
                         ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol",
                          "moco-fcn", "--work-dir", "{work}"), "cityscapes", distributed=True, seeds=FIVE_TRIALS),

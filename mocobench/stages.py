@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mocobench import resume
+from mocobench.checkpoints.backbones import TORCHVISION_RESNETS
 from mocobench.modes import Mode, find_datasets
 
 
@@ -93,7 +94,7 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
     # (argument, stages it needs, inputs, which evaluations take it: Eval.on)
     checkpoints: list[tuple[str, list[str], dict[str, str], str | None]] = []
     archs: dict[str, str] = {}    # checkpoint -> its architecture, where the plan knows it
-    extra: list = []              # the random inits of the pretrained runs' other architectures
+    baseline_archs = [args.random_arch or mode.arch]   # the random inits the pretrained runs are compared with
     preflights: dict[str, str] = {}
     if args.checkpoint:   # given checkpoints take every evaluation of the mode, after their pre-flight
         for c in args.checkpoint:
@@ -127,8 +128,8 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
             stages.append(st)
             checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}, "pretrained"))
             archs[str(backbone)] = run.arch(mode)
-            if not args.no_random and run.arch(mode) != (args.random_arch or mode.arch):
-                extra.append(_random(run.arch(mode), seed, upstream, "pretrained"))   # a Transformer's own baseline
+            if run.arch(mode) not in baseline_archs:   # a Transformer preset's own random init
+                baseline_archs.append(run.arch(mode))
         # a published checkpoint and a random init of its architecture; first in the plan, as their
         # evaluations need no pretraining and are the longest (stages run side by side start them early)
         refs = []
@@ -142,17 +143,20 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
             archs[refs[-1][0]] = ref.arch
             if not args.no_random:
                 refs.append(_random(ref.arch, seed, upstream, "reference"))
+                archs[refs[-1][0]] = ref.arch
         checkpoints[:0] = refs
-    for baseline in [_random(args.random_arch or mode.arch, seed, upstream, "pretrained"), *extra]:
-        if not args.no_random and baseline[0] not in {c[0] for c in checkpoints}:   # a reference's may be the same
+    for arch in baseline_archs if not args.no_random else ():
+        baseline = _random(arch, seed, upstream, "pretrained")
+        if baseline[0] not in {c[0] for c in checkpoints}:   # a reference's may be the same
             checkpoints.append(baseline)
+            archs[baseline[0]] = arch
 
     for ckpt, needs, inputs, group in checkpoints:
         short = short_name(ckpt)
         for ev in mode.evals:
             if group is not None and group not in ev.on:
                 continue
-            if ev.cnn_only and is_transformer(archs.get(ckpt) or _random_arch(ckpt)):
+            if ev.resnet_only and ckpt in archs and archs[ckpt] not in TORCHVISION_RESNETS:
                 continue
             work = out / "work" / ev.label / short
             fill = {"work": str(work), "cache": str(out / "cache" / "features"),
@@ -190,21 +194,6 @@ def selected(run, methods: list[str] | None) -> bool:
     if run.optional:
         return bool(methods) and (run.name in methods or "transformers" in methods)
     return not methods or run.name in methods or run.method in methods
-
-
-def is_transformer(arch: str | None) -> bool:
-    name = (arch or "").removeprefix("timm:")
-    return name.startswith(("vit_", "deit", "swin", "test_vit"))
-
-
-def _random_arch(ckpt: str) -> str | None:
-    """The architecture of ``random:ARCH[:SEED]`` (``random:timm:NAME[:SEED]``), else None."""
-    if not ckpt.startswith("random:"):
-        return None
-    parts = ckpt.split(":")[1:]
-    if parts[-1].isdigit():
-        parts = parts[:-1]
-    return ":".join(parts)
 
 
 def _random(arch: str, seed: int, upstream: dict[str, str], group: str):

@@ -16,7 +16,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mocobench.core import ranges
+from mocobench.core import settings
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
@@ -100,7 +100,7 @@ def parse_overrides(cls, overrides: Mapping[str, Any], exclude: Iterable[str] = 
         name = field_name(cls, key, exclude)
         if name in changes:
             raise ValueError(f"--{key} given twice (as --{name})")
-        changes[name] = ranges.check(name, parse_value(str(text), hints[name], key), f"--{key}")
+        changes[name] = settings.check_field(cls, name, parse_value(str(text), hints[name], key), f"--{key}")
     return changes
 
 

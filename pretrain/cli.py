@@ -12,7 +12,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from mocobench.core import ranges
+from mocobench.core.settings import arg, range_of
 from mocobench.core.overrides import apply_overrides, split_overrides
 from mocobench.core.schedules import keep_shape
 from mocobench.pretrain.config import PRESETS, PretrainConfig, resolve_preset
@@ -33,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="paper or CPU preset (default: the method's 200/400-epoch paper preset)")
     p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
     labels = p.add_mutually_exclusive_group()
-    labels.add_argument("--label-fraction", type=ranges.arg("label_fraction", float), help="UniMoCo: labeled fraction in [0, 1]")
+    labels.add_argument("--label-fraction", type=arg(range_of(PretrainConfig, "label_fraction"), float),
+                        help="UniMoCo: labeled fraction in [0, 1]")
     labels.add_argument("--supervised-list", help="UniMoCo: file of labeled image names")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--allow-config-change", action="store_true",

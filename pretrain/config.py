@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, replace
 
 from mocobench.core.schedules import Schedule
+from mocobench.core.settings import (AT_LEAST_0, AT_LEAST_1, OPEN_UNIT_BOTTOM, POSITIVE, UNIT, UNIT_OPEN_TOP,
+                                     setting)
 
 
 @dataclass(frozen=True)
@@ -24,54 +26,58 @@ class PretrainConfig:
     # -- backbone
     arch: str = "resnet50"  # torchvision name or timm:<name>
     cifar_stem: bool = False  # ResNets: 3x3 stride-1 conv1, no max-pool
-    img_size: int = 224  # side of the (global) crops
+    img_size: int = setting(224, range=AT_LEAST_1)  # side of the (global) crops
     # -- MoCo / UniMoCo (dim, m also SMoG)
-    dim: int = 128  # embedding size d
-    K: int = 65536  # queue length
-    m: float = 0.999  # momentum of the key (momentum) encoder
-    T: float = 0.07  # softmax temperature
+    dim: int = setting(128, range=AT_LEAST_1)  # embedding size d
+    K: int = setting(65536, range=AT_LEAST_1)  # queue length
+    m: float = setting(0.999, range=UNIT)  # momentum of the key (momentum) encoder
+    T: float = setting(0.07, range=POSITIVE)  # softmax temperature
     mlp: bool = False  # MoCo v2 MLP head
-    shuffle_bn_groups: int = 1  # one process: key batch in G sub-batches with their own BN stats
-    label_fraction: float = 0.0  # UniMoCo: fraction of labeled images (class-balanced draw), 0..1
+    # one process: key batch in G sub-batches with their own BN stats
+    shuffle_bn_groups: int = setting(1, range=AT_LEAST_1)
+    label_fraction: float = setting(0.0, range=UNIT)  # UniMoCo: fraction of labeled images (class-balanced draw), 0..1
     supervised_list: str = ""  # UniMoCo: file of labeled image names (overrides label_fraction)
     # -- SMoG
-    n_groups: int = 3000  # number of groups C
-    beta: float = 0.99  # group momentum β
-    tau: float = 0.1  # group temperature τ
-    hidden_dim: int = 2048  # projection / prediction hidden width
-    reset_every: int = 300  # R: k-means reset of the groups and momentum branch every R steps
-    bank_size: int = 65536  # memory bank of momentum features for the k-means
-    kmeans_iters: int = 10
-    local_crops: int = 0  # multi-crop: number of small crops
-    local_size: int = 96  # side of the small crops
+    n_groups: int = setting(3000, range=AT_LEAST_1)  # number of groups C
+    beta: float = setting(0.99, range=UNIT)  # group momentum β
+    tau: float = setting(0.1, range=POSITIVE)  # group temperature τ
+    hidden_dim: int = setting(2048, range=AT_LEAST_1)  # projection / prediction hidden width
+    # R: k-means reset of the groups and momentum branch every R steps
+    reset_every: int = setting(300, range=AT_LEAST_1)
+    bank_size: int = setting(65536, range=AT_LEAST_1)  # memory bank of momentum features for the k-means
+    kmeans_iters: int = setting(10, range=AT_LEAST_1)
+    local_crops: int = setting(0, range=AT_LEAST_0)  # multi-crop: number of small crops
+    local_size: int = setting(96, range=AT_LEAST_1)  # side of the small crops
     # -- augmentation
     augmentation: str = "moco_v2"  # moco_v1 | moco_v2 | smog
-    crop_min_scale: float = 0.2
+    crop_min_scale: float = setting(0.2, range=OPEN_UNIT_BOTTOM)
     # -- optimisation (lr is for the global batch_size, as in the papers)
-    epochs: int = 200
-    batch_size: int = 256  # global batch, split over the processes
+    epochs: int = setting(200, range=AT_LEAST_1)
+    batch_size: int = setting(256, range=AT_LEAST_1)  # global batch, split over the processes
     optimizer: str = "sgd"  # sgd | lars | adamw (adamw: no weight decay on norms, biases, position
     #   embeddings, class/register tokens, Swin's relative position tables; pretrain.train.build_optimizer)
-    lr: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    lr: float = setting(0.03, range=POSITIVE)
+    momentum: float = setting(0.9, range=UNIT_OPEN_TOP)
+    weight_decay: float = setting(1e-4, range=AT_LEAST_0)
     schedule: str = "cosine"  # step | cosine
-    milestones: tuple[int, ...] = (120, 160)  # step schedule: ×0.1 at these epochs
-    warmup_epochs: float = 0.0
+    milestones: tuple[int, ...] = setting((120, 160), range=AT_LEAST_0)  # step schedule: ×0.1 at these epochs
+    warmup_epochs: float = setting(0.0, range=AT_LEAST_0)
     # -- runtime
-    seed: int = 0
-    workers: int = 8  # DataLoader workers per process
-    device: str = ""  # "" = cuda if available else cpu
+    seed: int = setting(0, range=AT_LEAST_0)
+    workers: int = setting(8, range=AT_LEAST_0, run=True)  # DataLoader workers per process
+    device: str = setting("", run=True)  # "" = cuda if available else cpu
     precision: str = "bf16"  # bf16 (autocast) | fp32; on any device (pretrain.fast_paths)
     channels_last: bool = True  # NHWC weights and views, on any device
-    compile: bool = False  # torch.compile each top-level sub-module (inductor; GPU, or CPU with a C compiler)
+    # torch.compile each top-level sub-module (inductor; GPU, or CPU with a C compiler)
+    compile: bool = setting(False, run=True)
     input_pipeline: str = "pil"  # pil: decode + PIL augmentations in DataLoader workers | device: workers
     #   read bytes, decode_jpeg + tensor-op augmentations on the training device (pretrain.gpu_augment)
     sync_bn: bool = False  # SyncBatchNorm in the online branch under DDP
-    max_steps_per_epoch: int = 0  # 0 = the whole epoch (short runs and tests)
-    ckpt_every: int = 1000  # steps between checkpoints (and one at every epoch end)
-    keep_checkpoints: int = 2
-    log_every: int = 20
+    max_steps_per_epoch: int = setting(0, range=AT_LEAST_0)  # 0 = the whole epoch (short runs and tests)
+    # steps between checkpoints (and one at every epoch end)
+    ckpt_every: int = setting(1000, range=AT_LEAST_1, run=True)
+    keep_checkpoints: int = setting(2, range=AT_LEAST_1, run=True)
+    log_every: int = setting(20, range=AT_LEAST_1, run=True)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -30,6 +30,7 @@ from mocobench.checkpoints.safe_pickle import read_file
 from mocobench.checkpoints.write import save_training_state
 from mocobench.core import dist, precision
 from mocobench.core.io import atomic_write_json, progress
+from mocobench.core.settings import run_fields
 from mocobench.pretrain import augment, data, fast_paths, gpu_augment
 from mocobench.pretrain.config import PretrainConfig, from_dict
 from mocobench.pretrain.divergence import DivergenceGuard
@@ -97,14 +98,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-# Settings that change how a run is carried out, not what it computes: they may differ on resume.
-RUNTIME_ONLY = frozenset({"workers", "device", "log_every", "ckpt_every", "keep_checkpoints", "compile"})
-
-
 def config_changes(saved: PretrainConfig, now: PretrainConfig) -> dict[str, tuple]:
-    """``{field: (checkpoint's value, this run's value)}`` for every field that affects training."""
-    a, b = saved.to_dict(), now.to_dict()
-    return {k: (a.get(k), b[k]) for k in b if k not in RUNTIME_ONLY and a.get(k) != b[k]}
+    """``{field: (checkpoint's value, this run's value)}`` for every field that affects training
+    (run settings, ``setting(run=True)``, may differ on resume)."""
+    a, b, run = saved.to_dict(), now.to_dict(), run_fields(PretrainConfig)
+    return {k: (a.get(k), b[k]) for k in b if k not in run and a.get(k) != b[k]}
 
 
 def read_training_state(path: Path, offer_previous: bool) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mocobench.core import ranges
+from mocobench.core.settings import AT_LEAST_0, arg
 
 DEFAULT_SEEDS = (0,)
 
@@ -24,8 +24,8 @@ DEFAULT_SEEDS = (0,)
 def add_run_options(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--results", required=True, help="folder for result records (one per seed)")
     seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=ranges.arg("seed"), default=None, help="run this one seed only")
-    seeds.add_argument("--seeds", type=ranges.arg("seed"), nargs="+", default=None, metavar="S",
+    seeds.add_argument("--seed", type=arg(AT_LEAST_0), default=None, help="run this one seed only")
+    seeds.add_argument("--seeds", type=arg(AT_LEAST_0), nargs="+", default=None, metavar="S",
                        help=f"run these seeds, one record each (default: "
                             f"{' '.join(map(str, DEFAULT_SEEDS))})")
     parser.add_argument("--work-dir", default=None,

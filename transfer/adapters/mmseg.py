@@ -30,6 +30,7 @@ import torch
 
 from mocobench.checkpoints.keymaps import MM_BACKBONE_PREFIX
 from mocobench.core.io import atomic_torch_save, atomic_write_text
+from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT_OPEN_TOP, setting
 
 
 @dataclass(frozen=True)
@@ -38,27 +39,27 @@ class FCNConfig:
     ``crop_size``; ``scale`` is the (long edge, short edge) bound of its ``Resize``)."""
 
     dataset: str = "cityscapes"               # key of DATASETS
-    depth: int = 50                           # 18, 34, 50, 101
-    crop: tuple[int, int] = (512, 1024)
-    scale: tuple[int, int] = (2048, 1024)
-    ratio_range: tuple[float, float] = (0.5, 2.0)
+    depth: int = setting(50, range=AT_LEAST_1)                           # 18, 34, 50, 101
+    crop: tuple[int, int] = setting((512, 1024), range=AT_LEAST_1)
+    scale: tuple[int, int] = setting((2048, 1024), range=AT_LEAST_1)
+    ratio_range: tuple[float, float] = setting((0.5, 2.0), range=POSITIVE)
     flip: bool = True
-    batch_size: int = 2                       # per GPU
-    num_workers: int = 2
-    iters: int = 40_000
-    checkpoint_every: int = 4_000
-    log_every: int = 50
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    batch_size: int = setting(2, range=AT_LEAST_1)                       # per GPU
+    num_workers: int = setting(2, range=AT_LEAST_0, run=True)
+    iters: int = setting(40_000, range=AT_LEAST_1)
+    checkpoint_every: int = setting(4_000, range=AT_LEAST_1, run=True)
+    log_every: int = setting(50, range=AT_LEAST_1, run=True)
+    lr: float = setting(0.01, range=POSITIVE)
+    momentum: float = setting(0.9, range=UNIT_OPEN_TOP)
+    weight_decay: float = setting(5e-4, range=AT_LEAST_0)
     schedule: str = "poly"                    # "poly" (PolyLR) or "step" (MultiStepLR, x0.1)
-    poly_power: float = 0.9
-    min_lr: float = 1e-4
-    lr_steps: tuple[int, ...] = ()            # iterations, for schedule="step"
+    poly_power: float = setting(0.9, range=POSITIVE)
+    min_lr: float = setting(1e-4, range=AT_LEAST_0)
+    lr_steps: tuple[int, ...] = setting((), range=AT_LEAST_0)            # iterations, for schedule="step"
     norm: str = "SyncBN"
     inference: str = "whole"                  # "whole" or "slide"
-    slide_crop: tuple[int, int] = (512, 1024)
-    slide_stride: tuple[int, int] = (341, 683)
+    slide_crop: tuple[int, int] = setting((512, 1024), range=AT_LEAST_1)
+    slide_stride: tuple[int, int] = setting((341, 683), range=AT_LEAST_1)
 
     def with_crop(self, crop: tuple[int, int]) -> "FCNConfig":
         """This config with training crop ``crop`` and the resize bound changed in proportion, as

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from mocobench.core import ranges
+from mocobench.core.settings import AT_LEAST_0, arg, range_of
 from mocobench.transfer.classification import protocols as P
 from mocobench.transfer.run_options import add_run_options, seeds_of, work_root
 
@@ -40,10 +40,11 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     add_run_options(p, task)  # --results, --seed/--seeds, --work-dir, --device
     p.add_argument("--protocol", default=None)
     p.add_argument("--arch", default=None, help="backbone arch, for files that do not name it")
-    p.add_argument("--img-size", type=ranges.arg("img_size"), default=None, help="crop size (resize scales with it)")
-    p.add_argument("--epochs", type=ranges.arg("epochs"), default=None)
-    p.add_argument("--workers", type=ranges.arg("workers"), default=None)
-    p.add_argument("--threads", type=ranges.arg("threads"), default=None, help="torch CPU threads")
+    p.add_argument("--img-size", type=arg(range_of(P.LinearConfig, "img_size")), default=None,
+                   help="crop size (resize scales with it)")
+    p.add_argument("--epochs", type=arg(range_of(P.LinearConfig, "epochs")), default=None)
+    p.add_argument("--workers", type=arg(range_of(P.LinearConfig, "workers")), default=None)
+    p.add_argument("--threads", type=arg(AT_LEAST_0), default=None, help="torch CPU threads")
     p.add_argument("--dataset-name", default=None,
                    help="the record's dataset name for a folder that is not a known dataset (default: "
                         "imagenet for ImageNet's 1000 classes, synth-SCALE for the embedded data, else the "

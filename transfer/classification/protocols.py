@@ -18,55 +18,57 @@ from typing import Any
 
 from mocobench.core.overrides import parse_overrides
 from mocobench.core.schedules import Schedule, keep_shape
+from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT_OPEN_TOP, setting
 
 
 @dataclass(frozen=True)
 class LinearConfig:
     """The linear probe trained by SGD on a frozen backbone (MoCo's ``main_lincls.py``)."""
 
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 30.0
+    epochs: int = setting(100, range=AT_LEAST_1)
+    batch_size: int = setting(256, range=AT_LEAST_1)
+    lr: float = setting(30.0, range=POSITIVE)
     # NOTE: MoCo v3's main_lincls.py scales lr by batch_size / 256; MoCo v1/v2 use lr as given.
     lr_scale_by_batch: bool = False
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    momentum: float = setting(0.9, range=UNIT_OPEN_TOP)
+    weight_decay: float = setting(0.0, range=AT_LEAST_0)
     schedule: str = "step"  # "step" (x0.1 at each milestone) | "cosine"
-    milestones: tuple[int, ...] = (60, 80)
-    fc_init_std: float = 0.01  # fc.weight ~ N(0, 0.01), fc.bias = 0
-    img_size: int = 224
-    resize: int = 0  # 0: round(img_size * 256 / 224)
-    workers: int = 8
+    milestones: tuple[int, ...] = setting((60, 80), range=AT_LEAST_0)
+    fc_init_std: float = setting(0.01, range=AT_LEAST_0)  # fc.weight ~ N(0, 0.01), fc.bias = 0
+    img_size: int = setting(224, range=AT_LEAST_1)
+    resize: int = setting(0, range=AT_LEAST_0)  # 0: round(img_size * 256 / 224)
+    workers: int = setting(8, range=AT_LEAST_0, run=True)
 
 
 @dataclass(frozen=True)
 class FastLinearConfig:
     """Logistic regression on cached frozen features (CLIP's / ssl-transfer's linear probe)."""
 
-    img_size: int = 224
-    resize: int = 0
+    img_size: int = setting(224, range=AT_LEAST_1)
+    resize: int = setting(0, range=AT_LEAST_0)
     # extra augmented (RandomResizedCrop + flip) views of every training image, besides the centre crop
-    aug_views: int = 0
+    aug_views: int = setting(0, range=AT_LEAST_0)
     # L2 strengths swept (penalty lambda/2 * ||W||^2 added to the mean cross-entropy)
-    l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-    holdout_fraction: float = 0.2  # of train, to choose the L2 strength
-    max_iter: int = 1000  # L-BFGS iterations per fit
-    batch_size: int = 256  # extraction batch
-    workers: int = 8
+    l2_grid: tuple[float, ...] = setting((1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), range=AT_LEAST_0)
+    holdout_fraction: float = setting(0.2, range=UNIT_OPEN_TOP)  # of train, to choose the L2 strength
+    max_iter: int = setting(1000, range=AT_LEAST_1)  # L-BFGS iterations per fit
+    batch_size: int = setting(256, range=AT_LEAST_1)  # extraction batch
+    workers: int = setting(8, range=AT_LEAST_0, run=True)
 
 
 @dataclass(frozen=True)
 class KNNConfig:
     """DINO's weighted k-NN classifier on L2-normalised features."""
 
-    k: int = 20
-    T: float = 0.07
-    img_size: int = 224
-    resize: int = 0
-    batch_size: int = 256
-    test_chunk: int = 1024  # test features per similarity block
-    train_chunk: int = 262144  # train features per similarity block (1.28M train -> 5 blocks)
-    workers: int = 8
+    k: int = setting(20, range=AT_LEAST_1)
+    T: float = setting(0.07, range=POSITIVE)
+    img_size: int = setting(224, range=AT_LEAST_1)
+    resize: int = setting(0, range=AT_LEAST_0)
+    batch_size: int = setting(256, range=AT_LEAST_1)
+    test_chunk: int = setting(1024, range=AT_LEAST_1, run=True)  # test features per similarity block
+    # train features per similarity block (1.28M train -> 5 blocks)
+    train_chunk: int = setting(262144, range=AT_LEAST_1, run=True)
+    workers: int = setting(8, range=AT_LEAST_0, run=True)
 
 
 @dataclass(frozen=True)
@@ -74,21 +76,21 @@ class SemiConfig:
     """Whole-network fine-tuning on a labelled subset (SimCLR / mmselfsup semi-supervised)."""
 
     # epochs for the 1 % and the 10 % subsets (SimCLR: 60 / 30); ``epochs`` > 0 overrides both
-    epochs_1pct: int = 60
-    epochs_10pct: int = 30
-    epochs: int = 0
-    batch_size: int = 256
-    lr_grid: tuple[float, ...] = (0.01, 0.05, 0.1)
-    head_lr_mult: float = 1.0  # head lr = lr * head_lr_mult (mmselfsup: separate head lr)
-    momentum: float = 0.9
+    epochs_1pct: int = setting(60, range=AT_LEAST_1)
+    epochs_10pct: int = setting(30, range=AT_LEAST_1)
+    epochs: int = setting(0, range=AT_LEAST_0)
+    batch_size: int = setting(256, range=AT_LEAST_1)
+    lr_grid: tuple[float, ...] = setting((0.01, 0.05, 0.1), range=POSITIVE)
+    head_lr_mult: float = setting(1.0, range=POSITIVE)  # head lr = lr * head_lr_mult (mmselfsup: separate head lr)
+    momentum: float = setting(0.9, range=UNIT_OPEN_TOP)
     nesterov: bool = True
-    weight_decay: float = 0.0
+    weight_decay: float = setting(0.0, range=AT_LEAST_0)
     schedule: str = "cosine"  # "cosine" | "step"
-    milestones: tuple[int, ...] = ()
-    holdout_fraction: float = 0.2  # of the labelled subset, to choose the lr (never val)
-    img_size: int = 224
-    resize: int = 0
-    workers: int = 8
+    milestones: tuple[int, ...] = setting((), range=AT_LEAST_0)
+    holdout_fraction: float = setting(0.2, range=UNIT_OPEN_TOP)  # of the labelled subset, to choose the lr (never val)
+    img_size: int = setting(224, range=AT_LEAST_1)
+    resize: int = setting(0, range=AT_LEAST_0)
+    workers: int = setting(8, range=AT_LEAST_0, run=True)
 
 
 # -- presets ----------------------------------------------------------------------------------

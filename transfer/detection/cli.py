@@ -20,7 +20,7 @@ import dataclasses
 import json
 import sys
 
-from mocobench.core import ranges
+from mocobench.core.settings import arg, range_of
 
 
 def _score_parser() -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def score_main(kind: str, argv: list[str]) -> int:
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    from mocobench.transfer.detection.protocols import PROTOCOLS
+    from mocobench.transfer.detection.protocols import PROTOCOLS, DetectionProtocol
 
     from mocobench.transfer.run_options import add_run_options
 
@@ -71,7 +71,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), required=True)
     p.add_argument("--engine", choices=("torchvision", "detectron2"), default="torchvision")
     add_run_options(p, "detection")  # --results, --seed/--seeds (MoCo averages 5 VOC runs), --work-dir, --device
-    p.add_argument("--max-iters", type=ranges.arg("max_iters"), default=None, help="shorthand for --max_iter=N")
+    p.add_argument("--max-iters", type=arg(range_of(DetectionProtocol, "max_iter")), default=None,
+                   help="shorthand for --max_iter=N")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="--engine detectron2 only: detectron2 config options as KEY VALUE pairs "
                         "(e.g. --opts SOLVER.AMP.ENABLED True TEST.EVAL_PERIOD 0), merged last as "

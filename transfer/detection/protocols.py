@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from mocobench.core.overrides import parse_overrides
 from mocobench.core.schedules import Schedule, keep_shape
+from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, UNIT_OPEN_TOP, setting
 
 
 class ProtocolError(ValueError):
@@ -41,44 +42,44 @@ class DetectionProtocol:
     model: str = "c4"                 # "c4" | "fpn"
     mask_on: bool | None = None       # None: masks for COCO, boxes only for VOC
     # -- solver (detectron2's SOLVER.*), for ``reference_batch`` images per iteration --
-    ims_per_batch: int = 16
-    reference_batch: int = 16         # lr is scaled linearly by ims_per_batch / reference_batch
-    base_lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    max_iter: int = 24000
-    steps: tuple[int, ...] = (18000, 22000)
-    gamma: float = 0.1
-    warmup_iters: int = 100
-    warmup_factor: float = 0.001      # linear warmup from base_lr * warmup_factor
+    ims_per_batch: int = setting(16, range=AT_LEAST_1)
+    reference_batch: int = setting(16, range=AT_LEAST_1)  # lr is scaled linearly by ims_per_batch / reference_batch
+    base_lr: float = setting(0.02, range=POSITIVE)
+    momentum: float = setting(0.9, range=UNIT_OPEN_TOP)
+    weight_decay: float = setting(1e-4, range=AT_LEAST_0)
+    max_iter: int = setting(24000, range=AT_LEAST_1)
+    steps: tuple[int, ...] = setting((18000, 22000), range=AT_LEAST_0)
+    gamma: float = setting(0.1, range=POSITIVE)
+    warmup_iters: int = setting(100, range=AT_LEAST_0)
+    warmup_factor: float = setting(0.001, range=UNIT)      # linear warmup from base_lr * warmup_factor
     # -- input (INPUT.*): the short side is drawn from min_size_train, the long side capped --
-    min_size_train: tuple[int, ...] = tuple(range(480, 801, 32))
-    max_size_train: int = 1333
-    min_size_test: int = 800
-    max_size_test: int = 1333
+    min_size_train: tuple[int, ...] = setting(tuple(range(480, 801, 32)), range=AT_LEAST_1)
+    max_size_train: int = setting(1333, range=AT_LEAST_1)
+    min_size_test: int = setting(800, range=AT_LEAST_1)
+    max_size_test: int = setting(1333, range=AT_LEAST_1)
     hflip: bool = True
     # -- model (MODEL.*) --
-    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
-    fpn_channels: int = 256           # FPN.OUT_CHANNELS, also the width of the FPN box/mask head convs
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    rpn_pre_nms_top_n_train: int = 12000
-    rpn_post_nms_top_n_train: int = 2000
-    rpn_pre_nms_top_n_test: int = 6000
-    rpn_post_nms_top_n_test: int = 1000
-    rpn_batch_size_per_image: int = 256
-    roi_batch_size_per_image: int = 512
-    roi_pool_size: int = 14           # C4 only: RoIAlign output (res5 halves it); FPN uses 7 / 14
-    score_thresh_test: float = 0.05
-    nms_thresh_test: float = 0.5
-    detections_per_img: int = 100
+    anchor_sizes: tuple[int, ...] = setting((32, 64, 128, 256, 512), range=AT_LEAST_1)
+    fpn_channels: int = setting(256, range=AT_LEAST_1)  # FPN.OUT_CHANNELS, also the FPN box/mask head convs' width
+    aspect_ratios: tuple[float, ...] = setting((0.5, 1.0, 2.0), range=POSITIVE)
+    rpn_pre_nms_top_n_train: int = setting(12000, range=AT_LEAST_1)
+    rpn_post_nms_top_n_train: int = setting(2000, range=AT_LEAST_1)
+    rpn_pre_nms_top_n_test: int = setting(6000, range=AT_LEAST_1)
+    rpn_post_nms_top_n_test: int = setting(1000, range=AT_LEAST_1)
+    rpn_batch_size_per_image: int = setting(256, range=AT_LEAST_1)
+    roi_batch_size_per_image: int = setting(512, range=AT_LEAST_1)
+    roi_pool_size: int = setting(14, range=AT_LEAST_1)  # C4 only: RoIAlign output (res5 halves it); FPN uses 7 / 14
+    score_thresh_test: float = setting(0.05, range=UNIT)
+    nms_thresh_test: float = setting(0.5, range=UNIT)
+    detections_per_img: int = setting(100, range=AT_LEAST_1)
     # backbone BN frozen (statistics and affine kept as loaded: detectron2's FrozenBN, its default for
     # ImageNet-supervised backbones) instead of fine-tuned (the MoCo protocols: SyncBN)
     frozen_bn: bool = False
     # -- test --
-    precise_bn_iters: int = 200       # TEST.PRECISE_BN (0: off)
+    precise_bn_iters: int = setting(200, range=AT_LEAST_0)       # TEST.PRECISE_BN (0: off)
     # -- run --
-    checkpoint_period: int = 5000
-    num_workers: int = 4
+    checkpoint_period: int = setting(5000, range=AT_LEAST_1, run=True)
+    num_workers: int = setting(4, range=AT_LEAST_0, run=True)
     bf16: bool = True                 # autocast on GPU only
 
     @property

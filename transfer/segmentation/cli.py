@@ -15,14 +15,14 @@ import json
 import sys
 from pathlib import Path
 
-from mocobench.core import ranges
+from mocobench.core.settings import arg, range_of
 
 DATASETS = ("cityscapes", "voc2012")
 
 
 def _eval_parser() -> argparse.ArgumentParser:
     from mocobench.transfer.run_options import add_run_options
-    from mocobench.transfer.segmentation.protocols import PROTOCOLS
+    from mocobench.transfer.segmentation.protocols import PROTOCOLS, SegProtocol
 
     ap = argparse.ArgumentParser(
         prog="mocobench eval segmentation", allow_abbrev=False,
@@ -38,7 +38,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     ap.add_argument("--protocol", default="moco-fcn", choices=list(PROTOCOLS))
     ap.add_argument("--engine", default="torchvision", choices=["torchvision", "mmseg"])
     add_run_options(ap, "segmentation")  # --results, --seed/--seeds, --work-dir, --device, --resume
-    ap.add_argument("--max-iters", type=ranges.arg("max_iters"), default=None,
+    ap.add_argument("--max-iters", type=arg(range_of(SegProtocol, "iters")), default=None,
                     help="shorten the schedule to N iterations (same as --iters=N; lr steps scale)")
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                     help="--engine mmseg only: set keys of the MMSegmentation config, merged last as "

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from mocobench.core.overrides import apply_overrides, split_overrides
 from mocobench.core.schedules import Schedule
+from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, UNIT_OPEN_TOP, setting
 
 
 @dataclass(frozen=True)
@@ -39,26 +40,26 @@ class SegProtocol:
     head: str = "fcn"                       # key of model.HEADS
     train_split: str = "train"
     val_split: str = "val"
-    crop: tuple[int, int] = (769, 769)      # H, W of training crops
-    batch_size: int = 16                    # global, over all processes
-    iters: int = 90_000
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    crop: tuple[int, int] = setting((769, 769), range=AT_LEAST_1)      # H, W of training crops
+    batch_size: int = setting(16, range=AT_LEAST_1)                    # global, over all processes
+    iters: int = setting(90_000, range=AT_LEAST_1)
+    lr: float = setting(0.01, range=POSITIVE)
+    momentum: float = setting(0.9, range=UNIT_OPEN_TOP)
+    weight_decay: float = setting(1e-4, range=AT_LEAST_0)
     schedule: str = "step"                  # "step" (x0.1 at lr_steps) or "poly"
-    lr_steps: tuple[float, ...] = (0.7, 0.9)  # fractions of iters
-    poly_power: float = 0.9
-    min_lr: float = 0.0
-    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale of the original image
+    lr_steps: tuple[float, ...] = setting((0.7, 0.9), range=UNIT)  # fractions of iters
+    poly_power: float = setting(0.9, range=POSITIVE)
+    min_lr: float = setting(0.0, range=AT_LEAST_0)
+    scale_range: tuple[float, float] = setting((0.5, 2.0), range=POSITIVE)  # random rescale of the original image
     flip: bool = True
     sync_bn: bool = True
     frozen_backbone: bool = False          # train the head only; the backbone's weights and BN as loaded
     inference: str = "whole"               # "whole" or "slide"
-    slide_crop: tuple[int, int] = (769, 769)
-    slide_stride: tuple[int, int] = (513, 513)
-    num_workers: int = 4
-    checkpoint_every: int = 5_000          # iterations between resumable checkpoints
-    log_every: int = 50
+    slide_crop: tuple[int, int] = setting((769, 769), range=AT_LEAST_1)
+    slide_stride: tuple[int, int] = setting((513, 513), range=AT_LEAST_1)
+    num_workers: int = setting(4, range=AT_LEAST_0, run=True)
+    checkpoint_every: int = setting(5_000, range=AT_LEAST_1, run=True)  # iterations between resumable checkpoints
+    log_every: int = setting(50, range=AT_LEAST_1, run=True)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,155 @@
+"""Config fields that carry their own rules: the allowed range, and whether a field is a run setting.
+
+Every config dataclass (pretraining, each evaluation protocol, the mmseg adapter's FCN config)
+declares its fields with :func:`setting`::
+
+    epochs: int = setting(200, range=AT_LEAST_1)
+    workers: int = setting(8, range=AT_LEAST_0, run=True)
+
+- ``range``: a value outside it is a :class:`SettingError` naming the flag, the value and the
+  range, wherever the value comes in: a command-line flag (:func:`arg` as argparse's ``type=``),
+  a ``--key=value`` override (:func:`mocobench.core.overrides.parse_overrides` calls
+  :func:`check_field`) or a whole config (:func:`check_config`). So ``--epochs -3`` can never
+  produce a record of an untrained model labelled as trained. Floats are always checked for being
+  finite.
+- ``run``: the field changes how a run is carried out (DataLoader workers, log and checkpoint
+  intervals, the device), not what it computes. A pretraining resume may change it; a result
+  record keeps it under ``run``, apart from the protocol (:func:`split`), so the leaderboard
+  compares protocols without a list of key names.
+
+A field declared without :func:`setting` is a protocol field with no range beyond finiteness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+RANGE, RUN = "mocobench.range", "mocobench.run"   # keys of a field's metadata
+
+
+class SettingError(ValueError):
+    """A setting whose value is outside its range."""
+
+
+@dataclass(frozen=True)
+class Range:
+    lo: float | None = None          # smallest allowed value (None: unbounded)
+    hi: float | None = None          # largest allowed value (None: unbounded)
+    lo_open: bool = False            # lo itself is not allowed
+    hi_open: bool = False            # hi itself is not allowed
+
+    def holds(self, v: float) -> bool:
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        return not (self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)))
+
+    def __str__(self) -> str:
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return " and ".join(p for p in (lo, hi) if p)
+
+
+AT_LEAST_1 = Range(1)
+AT_LEAST_0 = Range(0)
+POSITIVE = Range(0, lo_open=True)
+UNIT = Range(0, 1)
+UNIT_OPEN_TOP = Range(0, 1, hi_open=True)
+OPEN_UNIT_BOTTOM = Range(0, 1, lo_open=True)
+PERCENT = Range(0, 100)
+
+
+def setting(default: Any = dataclasses.MISSING, *, range: Range | None = None, run: bool = False,
+            factory: Callable[[], Any] | Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with its range and run flag (``factory``: a default factory)."""
+    return dataclasses.field(default=default, default_factory=factory,
+                             metadata={RANGE: range, RUN: run})
+
+
+def _field(cls_or_cfg: Any, name: str) -> dataclasses.Field:
+    for f in dataclasses.fields(cls_or_cfg):
+        if f.name == name:
+            return f
+    cls = cls_or_cfg if isinstance(cls_or_cfg, type) else type(cls_or_cfg)
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def range_of(cls_or_cfg: Any, name: str) -> Range | None:
+    """The range field ``name`` of a config class (or instance) declares; None: any finite value."""
+    return _field(cls_or_cfg, name).metadata.get(RANGE)
+
+
+def run_fields(cls_or_cfg: Any) -> frozenset[str]:
+    """The names of the fields declared ``run=True``."""
+    return frozenset(f.name for f in dataclasses.fields(cls_or_cfg) if f.metadata.get(RUN))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def split(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(protocol, run)``: the fields of config ``cfg`` as JSON-ready dicts (tuples as lists),
+    the protocol fields in the first, the ``run=True`` fields in the second."""
+    run = run_fields(cfg)
+    protocol, ran = {}, {}
+    for f in dataclasses.fields(cfg):
+        (ran if f.name in run else protocol)[f.name] = _plain(getattr(cfg, f.name))
+    return protocol, ran
+
+
+def check_value(value: Any, rng: Range | None, shown: str) -> Any:
+    """``value`` if ``rng`` allows it (tuples item by item; floats must be finite); a
+    :class:`SettingError` naming ``shown`` (the flag as the user typed it) otherwise."""
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            check_value(v, rng, shown)
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingError(f"{shown}={value}: must be a finite number")
+    if rng is not None and not rng.holds(value):
+        raise SettingError(f"{shown}={value}: must be {rng}")
+    return value
+
+
+def check_field(cls_or_cfg: Any, name: str, value: Any, shown: str | None = None) -> Any:
+    """``value`` checked against field ``name``'s range (``shown`` defaults to ``--name``)."""
+    return check_value(value, range_of(cls_or_cfg, name), shown or f"--{name.replace('_', '-')}")
+
+
+def check_config(cfg: Any, source: str = "") -> Any:
+    """Every field of config ``cfg`` checked; ``source`` (a preset or file name) prefixes errors."""
+    for f in dataclasses.fields(cfg):
+        try:
+            check_field(cfg, f.name, getattr(cfg, f.name))
+        except SettingError as e:
+            raise SettingError(f"{source}: {e}" if source else str(e)) from None
+    return cfg
+
+
+def arg(rng: Range | None, kind: Callable[[str], Any] = int) -> Callable[[str], Any]:
+    """An argparse ``type=`` that converts with ``kind`` and checks ``rng``:
+    ``p.add_argument("--epochs", type=arg(range_of(LinearConfig, "epochs")))``, or a flag's own
+    range where no config field holds it (``arg(AT_LEAST_0)`` for ``--seed``). Out of range is a
+    usage error (exit 2)."""
+    import argparse
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        try:
+            return check_value(value, rng, text)
+        except SettingError:
+            rule = f"must be {rng}" if rng is not None else "must be a finite number"
+            raise argparse.ArgumentTypeError(f"{text}: {rule}") from None
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse

@@ -114,6 +114,28 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module a wrapper runs, the one place that knows the wrappers: DistributedDataParallel
+    and DataParallel (mmengine's MMDistributedDataParallel is one) and ``torch.compile``'s
+    OptimizedModule, however nested. A plain module is returned as it is (a sub-module that happens
+    to be called ``module`` is no wrapper)."""
+    import sys
+
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif "torch._dynamo" in sys.modules and isinstance(model, _optimized_module()):
+            model = model._orig_mod   # nothing was compiled while dynamo was never imported
+        else:
+            return model
+
+
+def _optimized_module() -> type:
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    return OptimizedModule
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum of ``t`` over ranks (float64 on CPU in the result); ``t`` itself is not changed."""
     t = t.detach().to(torch.float64)

@@ -79,30 +79,39 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
 
 class StepLog:
-    """An append-only JSON-lines history of a resumable loop, one row per step (``row[key]``).
+    """The JSON-lines history of a resumable loop (pretraining's ``log.jsonl``, detection's
+    ``losses.jsonl``): rows of steps (``row[key]``, one per logged step) and event rows (with an
+    ``event`` field: start, checkpoint, preempted, done), each naming its step.
 
-    :meth:`resume` keeps exactly the rows of the steps before ``start`` (in order, each once) and
-    rewrites the file atomically, so a torn last line or the rows of steps a kill made the run
-    repeat are cut; :meth:`append` then adds each new row at once (flushed, so a kill keeps the
-    rows written so far). Returns from :meth:`resume` the steps below ``start`` that have no row
-    (a history lost by an older writer), for the caller to report.
+    :meth:`resume` keeps exactly the history before ``start``, in file order: each step below
+    ``start`` once, and the events of those steps. It rewrites the file atomically, so a torn last
+    line, and the rows of the steps a kill made the run repeat, are cut. :meth:`append` then adds
+    each new row at once (flushed, so a kill keeps the rows written so far). :meth:`resume` returns
+    the steps below ``start`` that have no row (a loop that logs every step: a history lost by an
+    older writer), for the caller to report.
     """
 
     def __init__(self, path: str | os.PathLike, key: str = "iteration"):
         self.path, self.key = Path(path), key
 
     def resume(self, start: int) -> list[int]:
-        rows: dict[int, str] = {}
+        kept, seen = [], set()
         if start > 0 and self.path.exists():
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 try:
-                    step = json.loads(line)[self.key]
+                    row = json.loads(line)
+                    step = row[self.key]
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut by a kill
-                if isinstance(step, int) and 0 <= step < start:
-                    rows.setdefault(step, line)
-        atomic_write_text(self.path, "".join(rows[s] + "\n" for s in sorted(rows)))
-        return [s for s in range(start) if s not in rows]
+                if not isinstance(step, int) or not 0 <= step < start:
+                    continue
+                if "event" not in row:
+                    if step in seen:
+                        continue
+                    seen.add(step)
+                kept.append(line)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        return [s for s in range(start) if s not in seen]
 
     def append(self, row: dict) -> None:
         try:

@@ -3,7 +3,7 @@
 This module owns the schema. ``transfer/`` builds records with :func:`new_record` and writes them
 with :func:`write_record`; ``leaderboard/`` reads them back with :func:`load_records`.
 
-Schema (version 1)::
+Schema (version 2)::
 
     schema_version  int      SCHEMA_VERSION at write time
     id              str      unique id of this record (also in the file name)
@@ -15,11 +15,18 @@ Schema (version 1)::
     metrics         dict     metric name -> float; every metric is a percentage (accuracies,
                              AP, IoU): a finite number in [0, 100], never NaN (see metric_problem)
     seed            int
-    config          dict     the resolved evaluation config
+    config          dict     the protocol that ran: every setting that decides what is computed
+                             (the leaderboard compares it, whole, between the records of a cell)
+    run             dict     how this run was carried out and what it measured about itself:
+                             run settings (``setting(run=True)`` fields: workers, intervals), world
+                             size, paths, resume points, sweep choices, cache hits, timings, skipped
+                             images, deviations from the papers, the pre-flight verdict
     env             dict     code_version, python, torch, torchvision, timm, device, hostname,
                              threads, cpu_capability (when torch ran)
     wall_time_s     float
     timestamp       str      UTC, ISO 8601
+
+Version 1 kept both in ``config``; :func:`upgrade_v1` splits such a record when it is read.
 """
 
 from __future__ import annotations
@@ -40,11 +47,11 @@ from typing import Any
 
 from mocobench.core.io import atomic_write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TASKS = ("linear", "knn", "semi-1pct", "semi-10pct", "detection", "segmentation")
 REQUIRED = ("schema_version", "id", "checkpoint", "task", "protocol", "engine", "dataset",
-            "metrics", "seed", "config", "env", "wall_time_s", "timestamp")
+            "metrics", "seed", "config", "run", "env", "wall_time_s", "timestamp")
 CHECKPOINT_FIELDS = ("name", "path", "sha256", "format", "arch", "method", "epochs", "label_fraction")
 
 
@@ -118,10 +125,11 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def new_record(*, checkpoint: dict, task: str, protocol: str, dataset: dict, metrics: dict,
-               config: dict, seed: int, wall_time_s: float, device: str,
+               config: dict, run: dict, seed: int, wall_time_s: float, device: str,
                engine: str = "torchvision") -> dict[str, Any]:
     """A complete, validated record. ``checkpoint`` needs at least ``name``; missing
-    checkpoint fields are stored as ``None`` (unknown), never guessed."""
+    checkpoint fields are stored as ``None`` (unknown), never guessed. ``config`` is the protocol,
+    ``run`` the run's settings and observations (the schema above)."""
     rec = {
         "schema_version": SCHEMA_VERSION,
         "id": uuid.uuid4().hex[:12],
@@ -134,6 +142,7 @@ def new_record(*, checkpoint: dict, task: str, protocol: str, dataset: dict, met
         "metrics": {k: float(v) for k, v in metrics.items()},
         "seed": int(seed),
         "config": config,
+        "run": run,
         "env": environment(device),
         "wall_time_s": float(wall_time_s),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -154,6 +163,8 @@ def validate(rec: Any, source: str) -> dict:
                           f"understands ({SCHEMA_VERSION}); upgrade mocobench to read it")
     if version < 1:
         raise RecordError(f"{source}: unknown schema_version {version}")
+    if version == 1:
+        rec = upgrade_v1(rec)
     missing = [k for k in REQUIRED if k not in rec]
     if missing:
         raise RecordError(f"{source}: missing fields {', '.join(missing)}")
@@ -161,6 +172,8 @@ def validate(rec: Any, source: str) -> dict:
         raise RecordError(f"{source}: unknown task {rec['task']!r} (known: {', '.join(TASKS)})")
     if not isinstance(rec["checkpoint"], dict) or not rec["checkpoint"].get("name"):
         raise RecordError(f"{source}: checkpoint.name is missing")
+    if not isinstance(rec["config"], dict) or not isinstance(rec["run"], dict):
+        raise RecordError(f"{source}: config and run must be JSON objects")
     if not isinstance(rec["metrics"], dict):
         raise RecordError(f"{source}: metrics must map names to numbers")
     if not rec["metrics"]:
@@ -169,6 +182,48 @@ def validate(rec: Any, source: str) -> dict:
         if (why := metric_problem(name, value)):
             raise RecordError(f"{source}: {why}")
     return rec
+
+
+# The keys that schema-1 writers put into ``config`` although they describe the run, not the
+# protocol (compared by each component of a dotted key), and the prefixes and suffixes of what
+# those evaluations measured about themselves. Frozen with schema 1: writers of schema 2 keep
+# run settings apart themselves (``core.settings.setting(run=True)`` and each task's ``run``).
+_V1_RUN_KEYS = frozenset({
+    "seed", "seeds", "results", "results_dir", "out", "out_dir", "output", "output_dir", "run_dir",
+    "work_dir", "device", "workers", "num_workers", "checkpoint", "checkpoint_arg", "checkpoint_path",
+    "data", "data_dir", "data_root", "root", "path", "cache", "cache_dir", "resume", "log_every",
+    "print_freq", "progress", "verbose", "dist_url", "world_size", "rank", "local_rank", "gpu", "nproc",
+    "threads", "num_threads", "pin_memory", "labels", "unreadable", "feature_dim", "deviations", "preflight"})
+_V1_RUN_PREFIXES = ("chosen_", "cache_", "best_", "selected_", "final_", "resumed_")
+_V1_RUN_SUFFIXES = ("_time_s", "_holdout_top1", "_seconds")
+
+
+def _v1_run_key(key: str) -> bool:
+    return key in _V1_RUN_KEYS or key.startswith(_V1_RUN_PREFIXES) or key.endswith(_V1_RUN_SUFFIXES)
+
+
+def _split_v1(config: dict) -> tuple[dict, dict]:
+    protocol, run = {}, {}
+    for k, v in config.items():
+        if _v1_run_key(k):
+            run[k] = v
+        elif isinstance(v, dict):
+            p, r = _split_v1(v)
+            protocol[k] = p
+            if r:
+                run[k] = r
+        else:
+            protocol[k] = v
+    return protocol, run
+
+
+def upgrade_v1(rec: dict) -> dict:
+    """A schema-1 record in the shape of schema 2: its ``config`` split into protocol and run."""
+    config = rec.get("config")
+    if not isinstance(config, dict) or "run" in rec:
+        return rec
+    protocol, run = _split_v1(config)
+    return {**rec, "config": protocol, "run": run}
 
 
 def record_filename(rec: dict) -> str:

@@ -14,7 +14,7 @@ declares its fields with :func:`setting`::
   finite.
 - ``run``: the field changes how a run is carried out (DataLoader workers, log and checkpoint
   intervals, the device), not what it computes. A pretraining resume may change it; a result
-  record keeps it under ``run``, apart from the protocol (:func:`split`), so the leaderboard
+  record keeps it under ``run``, apart from the protocol (:func:`protocol_and_run`), so the leaderboard
   compares protocols without a list of key names.
 
 A field declared without :func:`setting` is a protocol field with no range beyond finiteness.
@@ -92,7 +92,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def split(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def protocol_and_run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(protocol, run)``: the fields of config ``cfg`` as JSON-ready dicts (tuples as lists),
     the protocol fields in the first, the ``run=True`` fields in the second."""
     run = run_fields(cfg)

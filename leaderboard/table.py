@@ -54,27 +54,6 @@ TASK_LABELS = {"linear": "linear", "knn": "kNN", "semi-1pct": "semi 1%", "semi-1
 DATASET_LABELS = {"imagenet": "ImageNet", "voc07+12": "VOC07+12", "voc": "VOC", "voc2007": "VOC07",
                   "coco": "COCO", "cityscapes": "Cityscapes", "voc2012": "VOC12"}
 
-# Config keys that change from run to run without changing the protocol (compared by each
-# component of a dotted key), and keys that evaluations store as outcomes next to their settings
-# (the L2 strength a sweep chose, cache hits, timings). Everything else in a record's config is
-# part of the protocol.
-RUN_KEYS = frozenset({
-    "seed", "seeds", "results", "results_dir", "out", "out_dir", "output", "output_dir", "run_dir",
-    "work_dir", "device", "workers", "num_workers", "checkpoint", "checkpoint_arg", "checkpoint_path",
-    "data", "data_dir", "data_root", "root", "path", "cache", "cache_dir", "resume", "log_every",
-    "print_freq", "progress", "verbose", "dist_url", "world_size", "rank", "local_rank", "gpu", "nproc",
-    "threads", "num_threads", "pin_memory", "labels", "unreadable", "feature_dim",
-    "deviations", "preflight",   # what ran differs from the papers / the checkpoint's check: shown, not protocol
-})
-OUTCOME_PREFIXES = ("chosen_", "cache_", "best_", "selected_", "final_", "resumed_")
-OUTCOME_SUFFIXES = ("_time_s", "_holdout_top1", "_seconds")
-
-
-def _is_run_key(dotted: str) -> bool:
-    return any(part in RUN_KEYS or part.startswith(OUTCOME_PREFIXES) or part.endswith(OUTCOME_SUFFIXES)
-               for part in dotted.split("."))
-
-
 # Exported-backbone file names that say nothing about the checkpoint: the row is then named
 # after the folder that holds the file (``runs/moco_v2/backbone.pth`` -> ``moco_v2``).
 GENERIC_STEMS = frozenset({"backbone", "checkpoint", "model", "model_best", "final", "last",
@@ -304,10 +283,9 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def protocol_settings(rec: dict) -> dict[str, Any]:
-    """What must agree between records of one cell: the config without per-run keys, and the
-    dataset's split sizes."""
-    settings = {f"config.{k}": v for k, v in _flatten(rec.get("config") or {}).items()
-                if not _is_run_key(k)}
+    """What must agree between records of one cell: the protocol (the record's ``config``; its run
+    settings and observations are kept apart under ``run``), and the dataset's split sizes."""
+    settings = {f"config.{k}": v for k, v in _flatten(rec.get("config") or {}).items()}
     splits = (rec.get("dataset") or {}).get("splits") or {}
     settings.update({f"dataset.splits.{k}": v for k, v in splits.items()})
     return settings
@@ -410,7 +388,7 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
                              str(rec.get("engine") or "torchvision"), metric)
                 values.append({"row": key, "column": col, "seed": rec["seed"], "value": float(value),
                                "timestamp": str(rec.get("timestamp", "")), "file": fname, "settings": settings,
-                               "deviations": tuple((rec.get("config") or {}).get("deviations") or ())})
+                               "deviations": tuple((rec.get("run") or {}).get("deviations") or ())})
     cells, errors = _aggregate(values)
 
     measured = sorted(rows.values(), key=_measured_order)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from mocobench.core.registry import Registry
 from mocobench.pretrain.config import PRESETS
 
 
@@ -167,7 +168,7 @@ TINY_RUNS = (   # cost: CPU seconds of each stage, measured (docs/run_all.md giv
 DET_450 = ("--max-iters", "450", "--steps", "350", "--base-lr", "0.015")
 DET_300 = ("--max-iters", "300", "--steps", "230", "--base-lr", "0.015")
 
-MODES = {
+MODES: Registry[Mode] = Registry("pipeline mode", {
     # ./run_all.sh: the embedded `small` dataset (64 px classification images) on CPU; detection and
     # segmentation also on torchvision's ImageNet MobileNetV2 and its random init
     "default": Mode("default", "small", "timm:test_resnet", TINY_RUNS,
@@ -226,7 +227,7 @@ MODES = {
                         ("segmentation", "--dataset", "voc2012", "--data", "{voc2012}", "--protocol",
                          "moco-fcn", "--work-dir", "{work}"), "voc2012", distributed=True, seeds=FIVE_TRIALS)),
                   references=(SUPERVISED_R50,)),
-}
+})
 
 
 # ---------------------------------------------------------------- datasets on disk

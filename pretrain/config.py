@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, replace
 
+from mocobench.core.registry import Registry
 from mocobench.core.schedules import Schedule
 from mocobench.core.settings import (AT_LEAST_0, AT_LEAST_1, OPEN_UNIT_BOTTOM, POSITIVE, UNIT, UNIT_OPEN_TOP,
                                      setting)
@@ -168,7 +169,7 @@ TINY_VIT = {
     "smog": replace(TINY["smog"], **_TINY_VIT, n_groups=32, reset_every=30),
 }
 
-PRESETS = {
+PRESETS = Registry("preset", {
     "moco_v1_200ep": MOCO_V1_200EP,
     "moco_v2_200ep": MOCO_V2_200EP,
     "moco_v2_800ep": MOCO_V2_800EP,
@@ -185,7 +186,7 @@ PRESETS = {
     "smog_vit_s_300ep": SMOG_VIT_S_300EP,
     "smog_swin_t_300ep": SMOG_SWIN_T_300EP,
     **{f"tiny_vit_{method}": cfg for method, cfg in TINY_VIT.items()},
-}
+}, also=("tiny", "tiny_vit"))
 # the preset used when --preset is not given
 DEFAULT_PRESET = {"moco_v1": "moco_v1_200ep", "moco_v2": "moco_v2_200ep",
                   "unimoco": "unimoco_800ep_0pct", "smog": "smog_400ep"}
@@ -197,9 +198,7 @@ def resolve_preset(name: str | None, method: str) -> PretrainConfig:
     name = name or DEFAULT_PRESET[method]
     if name in ("tiny", "tiny_vit"):
         name = f"{name}_{method}"
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: tiny, tiny_vit, {', '.join(PRESETS)}")
-    cfg = PRESETS[name]
+    cfg = PRESETS.lookup(name)
     if cfg.method != method:
         raise ValueError(f"preset {name!r} is for --method {cfg.method}, not {method}")
     return cfg

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+from mocobench.core.registry import Registry
 from mocobench.pretrain import moco, smog, unimoco
 
 
@@ -20,9 +21,9 @@ class Method(NamedTuple):
     uses_labels: bool
 
 
-METHODS = {
+METHODS: Registry[Method] = Registry("pretraining method", {
     "moco_v1": Method(moco.build, moco.train_step, moco.online_encoder, ("encoder_q",), False),
     "moco_v2": Method(moco.build, moco.train_step, moco.online_encoder, ("encoder_q",), False),
     "unimoco": Method(unimoco.build, unimoco.train_step, moco.online_encoder, ("encoder_q",), True),
     "smog": Method(smog.build, smog.train_step, smog.online_encoder, ("backbone", "projector", "predictor"), False),
-}
+})

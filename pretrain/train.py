@@ -29,7 +29,7 @@ from mocobench.checkpoints.formats import PRETRAIN_FORMAT
 from mocobench.checkpoints.safe_pickle import read_file
 from mocobench.checkpoints.write import save_training_state
 from mocobench.core import dist, precision
-from mocobench.core.io import atomic_write_json, progress
+from mocobench.core.io import StepLog, atomic_write_json, progress
 from mocobench.core.settings import run_fields
 from mocobench.pretrain import augment, data, fast_paths, gpu_augment
 from mocobench.pretrain.config import PretrainConfig, from_dict
@@ -130,8 +130,8 @@ def export_backbone(cfg: PretrainConfig, model: nn.Module, path: Path, step: int
     """Copy the online encoder's body into a canonical Backbone (strictly) and save it."""
     backbone = build_backbone(cfg.arch, cifar_stem=cfg.cifar_stem,
                               img_size=cfg.img_size if cfg.arch.startswith("timm:") else None)
-    encoder = METHODS[cfg.method].online_encoder(model)
-    encoder = getattr(encoder, "_orig_mod", encoder)
+    encoder = METHODS.lookup(cfg.method).online_encoder(model)
+    encoder = dist.unwrap(encoder)
     strict_load(backbone, body_state_dict(encoder), source=f"{cfg.method} online encoder")
     meta = {"method": cfg.method, "arch": cfg.arch, "epochs": epochs_done,
             "label_fraction": label_fraction_of(cfg), "config": cfg.to_dict(), "step": step, "seed": cfg.seed}
@@ -144,24 +144,6 @@ def label_fraction_of(cfg: PretrainConfig) -> float | None:
     if cfg.supervised_list:
         return None  # given by the list; the run's log says how many images it names
     return float(cfg.label_fraction)
-
-
-class JsonLog:
-    """``RUN_DIR/log.jsonl``: one JSON object per line, appended (main process only).
-
-    NOTE: unlike every other file this one is appended to rather than rewritten atomically: a log of
-    a long run would otherwise be rewritten at every line. A kill can at most truncate the last line;
-    a resumed run appends after it (steps between the last checkpoint and the kill appear twice,
-    the later lines are the ones that count).
-    """
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def write(self, **fields) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"time": round(time.time(), 3), **fields}) + "\n")
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -180,8 +162,13 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     per_rank = cfg.batch_size // world
-    method = METHODS[cfg.method]
-    log = JsonLog(run_dir / "log.jsonl", main)
+    method = METHODS.lookup(cfg.method)
+    steplog = StepLog(run_dir / "log.jsonl", key="step")
+
+    def log(**fields) -> None:
+        """A row of ``RUN_DIR/log.jsonl`` (main process only)."""
+        if main:
+            steplog.append({"time": round(time.time(), 3), **fields})
 
     # ---- data
     folder = data.ImageFolder(data.train_root(data_dir))
@@ -234,6 +221,9 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         if main:
             print(f"resuming from {ckpt_file} (step {step}, epoch {start_epoch}, batch {start_batch})")
     if main:
+        # the history of the steps the checkpoint holds (a row names the steps done, so step
+        # `step`'s row is kept); what ran after it is cut, as that is trained again
+        steplog.resume(step + 1 if ckpt_file is not None else 0)
         record = cfg.to_dict()
         if changed:
             # NOTE: steps before `step` ran with the old values; config.json says so.
@@ -241,7 +231,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
                 if (run_dir / "config.json").is_file() else []
             record["changed_on_resume"] = history + [{"step": step, "from": {k: a for k, (a, _) in changed.items()}}]
         atomic_write_json(run_dir / "config.json", record)
-        log.write(event="start", step=step, world_size=world, device=device, images=len(folder),
+        log(event="start", step=step, world_size=world, device=device, images=len(folder),
                   labels=label_info, resumed_from=str(ckpt_file) if ckpt_file else None, config=cfg.to_dict(),
                   changed_on_resume={k: list(v) for k, v in changed.items()})
 
@@ -277,7 +267,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
                                    "rng": rng_state(), "skipped_images": total_skipped}, CKPT_VERSION)
         for old in sorted((run_dir / "checkpoints").glob("step_*.pth"))[:-cfg.keep_checkpoints]:
             old.unlink()
-        log.write(event="checkpoint", step=step, epoch=epoch, batch_in_epoch=batch_in_epoch, path=str(path))
+        log(event="checkpoint", step=step, epoch=epoch, batch_in_epoch=batch_in_epoch, path=str(path))
 
     # ---- train
     bar = progress(total=total_steps, initial=step, desc=f"pretrain {cfg.method}", unit="step",
@@ -327,7 +317,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
                     img_s = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
                     t_last, step_last = now, step
                     bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{img_s:.0f}", lr=f"{lr:.3g}")
-                    log.write(step=step, epoch=epoch, lr=lr, loss=loss_value, img_per_s=round(img_s, 1),
+                    log(step=step, epoch=epoch, lr=lr, loss=loss_value, img_per_s=round(img_s, 1),
                               skipped_images=skipped)
                 saved = step % cfg.ckpt_every == 0 and b + 1 < iters
                 if saved:
@@ -336,7 +326,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
                 if signum:
                     if not saved:
                         save_checkpoint(epoch, b + 1)   # b + 1 == iters resumes at the next epoch
-                    log.write(event="preempted", step=step, signal=signal.Signals(signum).name)
+                    log(event="preempted", step=step, signal=signal.Signals(signum).name)
                     raise Preempted(step, signum, str(checkpoint_path(run_dir, step)))
             save_checkpoint(epoch + 1, 0)
 
@@ -345,6 +335,6 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     out = run_dir / "backbone.pth"
     if main:
         export_backbone(cfg, model, out, step, cfg.epochs)
-        log.write(event="done", step=step, backbone=str(out), skipped_images=skipped)
+        log(event="done", step=step, backbone=str(out), skipped_images=skipped)
     dist.barrier()
     return out

@@ -68,11 +68,12 @@ class Outcome:
     """What a task's ``run`` returns for one seed (rank 0; other ranks return None)."""
     metrics: dict[str, float]
     dataset: dict                 # the record's dataset fields (name, path, splits, ...)
-    config: dict                  # the settings that ran and what the run measured about itself
+    config: dict                  # the protocol that ran (the record's config)
+    run: dict = field(default_factory=dict)  # run settings and what the run measured about itself
     task: str | None = None       # the record's task when it is not the command's (semi-10pct)
     engine: str = "torchvision"
     device: str | None = None     # when the engine ran elsewhere than the runner's device
-    # files written beside the record: config key -> (suffix, text); the record's config names the file
+    # files written beside the record: run key -> (suffix, text); the record's run names the file
     beside: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
@@ -178,17 +179,17 @@ def evaluate(ev: Evaluation) -> int:
         wall = time.perf_counter() - t0
         if out is None or not info.main:
             continue
-        config = {**out.config, "work_dir": str(work)}
-        config["deviations"] = of_evaluation(out.task or ev.task, ev.protocol, out.engine or "torchvision",
-                                             report.metadata.get("config"))
+        ran = {**out.run, "work_dir": str(work)}
+        ran["deviations"] = of_evaluation(out.task or ev.task, ev.protocol, out.engine or "torchvision",
+                                          report.metadata.get("config"))
         if preflight is not None:
-            config["preflight"] = preflight
+            ran["preflight"] = preflight
         rec = new_record(checkpoint=fields, task=out.task or ev.task, protocol=ev.protocol, dataset=out.dataset,
-                         metrics=out.metrics, config=config, seed=seed, wall_time_s=wall,
+                         metrics=out.metrics, config=out.config, run=ran, seed=seed, wall_time_s=wall,
                          device=out.device or dist.device_name(device), engine=out.engine)
         stem = record_filename(rec)[:-len(".json")]
-        for config_key, (suffix, text) in out.beside.items():
-            rec["config"][config_key] = f"{stem}.{suffix}"
+        for run_key, (suffix, text) in out.beside.items():
+            rec["run"][run_key] = f"{stem}.{suffix}"
             atomic_write_text(Path(ev.results) / f"{stem}.{suffix}", text)
         path = write_record(ev.results, rec)
         ev.written.append(Path(path))

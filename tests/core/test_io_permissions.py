@@ -24,7 +24,7 @@ def test_atomic_write_follows_the_umask(tmp_path, mask):
 
 def _record():
     return new_record(checkpoint={"name": "random:resnet18"}, task="linear", protocol="fast",
-                      dataset={"name": "synth"}, metrics={"top1": 12.5}, config={}, seed=0,
+                      dataset={"name": "synth"}, metrics={"top1": 12.5}, config={}, run={}, seed=0,
                       wall_time_s=1.0, device="cpu")
 
 

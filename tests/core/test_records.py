@@ -20,7 +20,7 @@ def _writer(results: str, template: dict, index: int, barrier) -> None:
 def test_concurrent_writers_leave_every_record_readable(tmp_path):
     template = new_record(checkpoint={"name": "moco_v2"}, task="knn", protocol="dino-knn",
                           dataset={"name": "imagenet", "splits": {"val": 1}}, metrics={"top1": 1.0},
-                          config={}, seed=0, wall_time_s=0.0, device="cpu")
+                          config={}, run={}, seed=0, wall_time_s=0.0, device="cpu")
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(WRITERS)
     procs = [ctx.Process(target=_writer, args=(str(tmp_path), template, w, barrier)) for w in range(WRITERS)]

@@ -64,7 +64,7 @@ def test_range_text():
 
 
 def test_split_keeps_run_settings_apart():
-    protocol, run = settings.split(Cfg(workers=2))
+    protocol, run = settings.protocol_and_run(Cfg(workers=2))
     assert run == {"workers": 2}
     assert protocol == {"epochs": 10, "lr": 0.03, "label_fraction": 0.1, "K": 65536, "steps": [3, 5],
                         "scale": 1.0, "name": "x"}

@@ -16,12 +16,14 @@ def make_checkpoint(run: str, method: str = "moco_v2", label_fraction=None, arch
             "label_fraction": label_fraction}
 
 
-def add(results, run: str, task: str, protocol: str, metrics: dict, *, seed: int = 0,
-        dataset: str = "synth-tiny/imagenet", config: dict | None = None, engine: str = "torchvision",
+def add(results, name: str, task: str, protocol: str, metrics: dict, *, seed: int = 0,
+        dataset: str = "synth-tiny/imagenet", config: dict | None = None, run: dict | None = None,
+        engine: str = "torchvision",
         method: str = "moco_v2", label_fraction=None, splits=None) -> dict:
-    rec = new_record(checkpoint=make_checkpoint(run, method, label_fraction), task=task, protocol=protocol,
+    rec = new_record(checkpoint=make_checkpoint(name, method, label_fraction), task=task, protocol=protocol,
                      dataset={"name": dataset, "path": "/data", "splits": splits or {"train": 100, "val": 40}},
-                     metrics=metrics, config=config if config is not None else {"epochs": 10, "seed": seed},
+                     metrics=metrics, config=config if config is not None else {"epochs": 10},
+                     run=run if run is not None else {"workers": 2},
                      seed=seed, wall_time_s=1.0, device="cpu", engine=engine)
     write_record(results, rec)
     return rec

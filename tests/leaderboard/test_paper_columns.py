@@ -73,7 +73,7 @@ def _record(results: Path, *, method: str, label_fraction, task: str, protocol: 
             "epochs": 800, "label_fraction": label_fraction}
     write_record(results, new_record(checkpoint=ckpt, task=task, protocol=protocol,
                                      dataset={"name": dataset, "path": "/data", "splits": {"train": 1}},
-                                     metrics=metrics, config={"seed": seed}, seed=seed, wall_time_s=1.0,
+                                     metrics=metrics, config={}, run={"seed": seed}, seed=seed, wall_time_s=1.0,
                                      device="cuda:0", engine=engine))
 
 
@@ -156,7 +156,7 @@ def test_the_table_shows_each_checkpoints_card_identity(tmp_path):
             "input_convention": "RGB 0-1"}
     write_record(tmp_path, new_record(checkpoint=ckpt, task="knn", protocol="dino-knn",
                                       dataset={"name": "imagenet", "path": "/d", "splits": {"train": 1}},
-                                      metrics={"top1": 60.0}, config={}, seed=0, wall_time_s=1.0, device="cpu"))
+                                      metrics={"top1": 60.0}, config={}, run={}, seed=0, wall_time_s=1.0, device="cpu"))
     table = load_table(tmp_path)
     card = "sha256 6bfeba98 · online (query) encoder · RGB 0-1"
     assert table.measured_rows()[0].card == card
@@ -183,6 +183,6 @@ def test_deviations_are_data_carried_by_records_and_marked_in_the_table(tmp_path
                  str(tmp_path / "res"), "--protocol", "simclr", "--labels", "10percent", "--epochs", "1",
                  "--img-size", "32", "--batch-size=8", "--workers", "0", "--lr-grid=0.05"]) == 0
     (rec,), _ = load_records(tmp_path / "res")
-    assert rec["config"]["deviations"] == of_evaluation("semi-10pct", "simclr", "torchvision", None)
+    assert rec["run"]["deviations"] == of_evaluation("semi-10pct", "simclr", "torchvision", None)
     md = to_markdown(load_table(tmp_path / "res", reported=False))
     assert " †1" in md and "- †1 SGD nesterov at batch 256" in md

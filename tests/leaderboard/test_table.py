@@ -7,12 +7,13 @@ import csv
 import io
 import json
 import math
+import shutil
 import statistics
 
 import pytest
 
 from mocobench.leaderboard import cli
-from mocobench.core.records import SCHEMA_VERSION
+from mocobench.core.records import SCHEMA_VERSION, load_records
 from mocobench.leaderboard.table import Column, load_reported, load_table, to_csv, to_markdown
 
 
@@ -57,8 +58,8 @@ def test_columns_never_mix_protocol_dataset_engine(tmp_path, add_record):
 
 
 def test_protocol_mismatch_is_a_clear_error(tmp_path, add_record, capsys):
-    add_record(tmp_path, "moco_v2", "linear", "paper", {"top1": 40.0}, seed=0, config={"epochs": 100, "seed": 0})
-    add_record(tmp_path, "moco_v2", "linear", "paper", {"top1": 30.0}, seed=1, config={"epochs": 5, "seed": 1})
+    add_record(tmp_path, "moco_v2", "linear", "paper", {"top1": 40.0}, seed=0, config={"epochs": 100})
+    add_record(tmp_path, "moco_v2", "linear", "paper", {"top1": 30.0}, seed=1, config={"epochs": 5})
     table = load_table(tmp_path, reported=False)
     assert len(table.errors) == 1
     msg = table.errors[0]
@@ -72,7 +73,7 @@ def test_protocol_mismatch_is_a_clear_error(tmp_path, add_record, capsys):
 def test_seed_and_run_keys_do_not_count_as_protocol(tmp_path, add_record):
     for seed in range(2):
         add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0 + seed}, seed=seed,
-                   config={"k": 20, "seed": seed, "cache_dir": f"/tmp/{seed}", "cache_hits": {"train": bool(seed)}})
+                   config={"k": 20}, run={"cache_dir": f"/tmp/{seed}", "cache_hits": {"train": bool(seed)}})
     table = load_table(tmp_path, reported=False)
     assert table.errors == []
     assert table.cell(table.measured_rows()[0], table.columns[0]).n == 2
@@ -84,11 +85,37 @@ def test_outcomes_of_a_run_are_not_protocol(tmp_path, add_record):
     several seeds could not make a table)."""
     for seed, (loss, resumed) in enumerate([(1.64, 0), (1.75, 120)]):
         add_record(tmp_path, "moco_v2", "detection", "tiny-fpn", {"AP50": 10.0 + seed}, seed=seed,
-                   config={"lr": 0.015, "seed": seed, "final_loss": loss, "resumed_from_iteration": resumed})
+                   config={"lr": 0.015}, run={"final_loss": loss, "resumed_from_iteration": resumed})
     table = load_table(tmp_path, reported=False)
     assert not table.errors
     cell = table.cell(table.measured_rows()[0], _col(table, "detection", "tiny-fpn", "AP50"))
     assert cell.n == 2 and cell.mean == pytest.approx(10.5)
+
+
+def test_schema_1_records_are_split_into_protocol_and_run_when_read(tmp_path, add_record):
+    """Schema 1 kept run settings and outcomes inside ``config``; read back, they are under ``run``
+    and two seeds of one protocol still make one cell, while a protocol setting still separates."""
+    for seed, k in ((0, 20), (1, 20), (2, 5)):
+        rec = add_record(tmp_path / "new", "moco_v2", "knn", "dino-knn", {"top1": 40.0 + seed}, seed=seed)
+        old = {key: v for key, v in rec.items() if key != "run"} | {
+            "schema_version": 1, "id": f"old{seed}",
+            "config": {"k": k, "seed": seed, "work_dir": f"/w/{seed}", "chosen_l2": 0.1 * seed,
+                       "protocol": {"num_workers": seed, "max_iter": 5}, "train_time_s": 3.0 + seed}}
+        (tmp_path / f"old{seed}.json").write_text(json.dumps(old))
+    records, problems = load_records(tmp_path)
+    old = [r for r in records if r["id"].startswith("old")]
+    assert not problems and len(old) == 3
+    first = next(r for r in old if r["id"] == "old1")
+    assert first["config"] == {"k": 20, "protocol": {"max_iter": 5}}
+    assert first["run"] == {"seed": 1, "work_dir": "/w/1", "chosen_l2": 0.1, "protocol": {"num_workers": 1},
+                            "train_time_s": 4.0}
+    shutil.rmtree(tmp_path / "new")
+    third = (tmp_path / "old2.json").read_text()
+    (tmp_path / "old2.json").unlink()
+    table = load_table(tmp_path, reported=False)
+    assert table.errors == [] and table.cell(table.measured_rows()[0], table.columns[0]).n == 2
+    (tmp_path / "old2.json").write_text(third)   # k=5 against k=20: a protocol mismatch
+    assert any("config.k = 20" in e for e in load_table(tmp_path, reported=False).errors)
 
 
 def test_split_sizes_are_part_of_the_protocol(tmp_path, add_record):
@@ -153,7 +180,7 @@ def test_same_name_different_checkpoints_get_separate_rows(tmp_path, add_record)
         ck = {"name": "r50_ssl", "path": f"/ckpts/{sha[0]}/r50_ssl.pth", "sha256": sha, "arch": "resnet50"}
         write_record(tmp_path, new_record(checkpoint=ck, task="knn", protocol="dino-knn",
                                           dataset={"name": "imagenet", "splits": {}}, metrics={"top1": 1.0},
-                                          config={}, seed=0, wall_time_s=0.0, device="cpu"))
+                                          config={}, run={}, seed=0, wall_time_s=0.0, device="cpu"))
     names = sorted(r.name for r in load_table(tmp_path, reported=False).rows)
     assert names == ["r50_ssl@aaaaaaaa", "r50_ssl@bbbbbbbb"]
 

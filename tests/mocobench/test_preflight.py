@@ -55,8 +55,8 @@ def test_the_pipeline_stops_on_a_collapsed_checkpoint_and_goes_on_with_force(syn
     run = pipeline(out, *only, "--force")
     assert run.returncode == 0, run.stdout[-3000:]
     (rec,) = records(out)
-    assert rec["config"]["preflight"]["verdict"] == "collapsed" and rec["config"]["preflight"]["forced"] is True
-    assert rec["config"]["preflight"]["checkpoint"]["effective_rank"] < 1
+    assert rec["run"]["preflight"]["verdict"] == "collapsed" and rec["run"]["preflight"]["forced"] is True
+    assert rec["run"]["preflight"]["checkpoint"]["effective_rank"] < 1
     assert json.loads((out / "preflight" / "collapsed.json").read_text())["forced"] is True
 
 

@@ -88,4 +88,11 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path):
     done_resumed = [json.loads(line) for line in (killed / "log.jsonl").read_text().splitlines()][-1]
     assert done["event"] == "done" and done["skipped_images"] > 0
     assert done_resumed["skipped_images"] == done["skipped_images"]
+    # one history: each logged step once with the uninterrupted run's loss (the steps the kill
+    # made the run repeat are cut from the log), the two starts and the checkpoints kept
+    rows = {name: [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+            for name, run in (("full", full), ("killed", killed))}
+    losses = {name: [(r["step"], r["loss"]) for r in got if "event" not in r] for name, got in rows.items()}
+    assert losses["killed"] == losses["full"]
+    assert [r["event"] for r in rows["killed"] if r.get("event") == "start"] == ["start", "start"]
     assert (killed / "supervised_list.txt").read_text() == (full / "supervised_list.txt").read_text()

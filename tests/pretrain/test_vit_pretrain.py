@@ -167,7 +167,7 @@ def test_leaderboard_rows_keep_the_arch(tmp_path):
         write_record(tmp_path, new_record(
             checkpoint=ck, task="knn", protocol="dino-knn", metrics={"top1": top1, "top5": 90.0},
             dataset={"name": "synth-tiny/imagenet", "path": "/data", "splits": {"train": 400, "val": 200}},
-            config={"k": 20, "seed": 0}, seed=0, wall_time_s=1.0, device="cpu", engine="torchvision"))
+            config={"k": 20}, run={}, seed=0, wall_time_s=1.0, device="cpu", engine="torchvision"))
 
     # the same run folder name for both archs (two OUT trees), and a random init of each arch
     add("backbone", "a/runs/smog/backbone.pth", "a" * 64, "timm:test_resnet", "smog", 50.0)

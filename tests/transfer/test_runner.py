@@ -78,7 +78,7 @@ def test_a_toy_task_gets_seeding_folders_records_and_reruns_from_the_runner(toy,
     for rec in recs:  # independent statement of the seeding: the first draw after manual_seed(seed)
         torch.manual_seed(rec["seed"])
         assert rec["metrics"]["draw"] == pytest.approx(float(torch.rand(()).item() * 100.0))
-        work = Path(rec["config"]["work_dir"])
+        work = Path(rec["run"]["work_dir"])
         assert work.parent == tmp_path / "work" / "toy" and work.name.endswith(f"-s{rec['seed']}")
         assert (work / "eval.log").read_text().startswith(f"toy seed {rec['seed']}\n")
         named = Path(json.loads((work / "record.done").read_text())["record"])
@@ -108,7 +108,7 @@ def test_other_settings_get_their_own_folder(toy, tmp_path):
     assert _toy(tmp_path, "--seed", "1") == 0
     assert CALLS == [1, 1]
     recs = load_records(tmp_path / "res")[0]
-    assert len({r["config"]["work_dir"] for r in recs}) == 2
+    assert len({r["run"]["work_dir"] for r in recs}) == 2
 
 
 def test_toy_exit_codes_usage_two_failure_one_and_no_record(toy, tmp_path, capsys):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from mocobench.core.registry import Registry
 from mocobench.checkpoints import CheckpointError, LoadReport, load_backbone
 from mocobench.checkpoints.backbones import Backbone
 from mocobench.checkpoints.write import save_backbone, to_timm, to_torchvision, write_safetensors, write_state_dict
@@ -74,7 +75,7 @@ def _mocobench(backbone: Backbone, report: LoadReport, out: Path, args) -> list[
 
 
 # --to FORMAT -> writer(backbone, report, out, args) -> written paths
-WRITERS: dict[str, Callable] = {
+WRITERS: Registry[Callable] = Registry("target format", {
     "detectron2": _detectron2,
     "mmseg": _mmseg,
     "mmdet": _mm,
@@ -83,13 +84,12 @@ WRITERS: dict[str, Callable] = {
     "timm": _timm,
     "safetensors": _safetensors,
     "mocobench": _mocobench,
-}
+})
 
 
 def convert(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, **options) -> list[Path]:
     """Python entry point of ``mocobench convert``; ``options``: config, config_out, data_root, norm."""
-    if to not in WRITERS:
-        raise ValueError(f"unknown target format {to!r}; known: {', '.join(WRITERS)}")
+    WRITERS.lookup(to)
     targets = [Path(out)] + [Path(options[k]) for k in ("config_out",) if options.get(k)]
     if Path(ckpt).exists() and any(t.exists() and t.resolve() == Path(ckpt).resolve() for t in targets):
         raise ValueError(f"{out}: is the input checkpoint itself; write the conversion to another file")

@@ -26,6 +26,7 @@ import torch
 
 from mocobench.checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, TORCHVISION_TO_DETECTRON2, apply_rules
 from mocobench.core.io import atomic_write, atomic_write_text
+from mocobench.core.registry import Registry
 from mocobench.transfer.detection.protocols import PROTOCOLS as DETECTION_PROTOCOLS
 
 ROI_HEAD_NAME = "Res5ROIHeadsExtraNorm"
@@ -40,7 +41,7 @@ COCO_TRAIN_SIZES = list(range(640, 801, 32))  # 640, 672, ..., 800
 # protocol -> settings; the solver (steps, iterations, warmup) is read from the protocol of the same
 # name in mocobench.transfer.detection.protocols, stated for IMS_PER_BATCH 16 (MoCo's) and scaled
 # linearly with the batch.
-PROTOCOLS: dict[str, dict[str, Any]] = {
+PROTOCOLS: Registry[dict[str, Any]] = Registry("detectron2 protocol", {
     "moco-voc-c4-24k": dict(head="C4", mask=False, num_classes=20, train_sizes=VOC_TRAIN_SIZES,
                             train=["voc_2007_trainval", "voc_2012_trainval"], test=["voc_2007_test"],
                             description="VOC07+12 Faster R-CNN R50-C4, 24k iterations (MoCo)"),
@@ -56,7 +57,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "coco-fpn-2x": dict(head="FPN", mask=True, num_classes=80, train_sizes=COCO_TRAIN_SIZES,
                         train=["coco_2017_train"], test=["coco_2017_val"],
                         description="COCO Mask R-CNN R50-FPN 2x (MoCo)"),
-}
+})
 
 
 # -- weights ------------------------------------------------------------------------------------
@@ -90,13 +91,11 @@ def detectron2_config(protocol: str, weights_path: str | os.PathLike, *, dataset
                       max_iter: int | None = None, output_dir: str | None = None,
                       eval_period: int = 0) -> dict:
     """The config as a nested dict (see :func:`write_detectron2_config`)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown detectron2 protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    p = PROTOCOLS.lookup(protocol)
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if ims_per_batch % num_gpus:
         raise ValueError(f"ims_per_batch={ims_per_batch} is not divisible by num_gpus={num_gpus}")
-    p = PROTOCOLS[protocol]
     solver = DETECTION_PROTOCOLS[protocol]
     # Linear scaling rule from MoCo's batch 16 / lr 0.02 (identity at the default batch size).
     scale = ims_per_batch / 16

@@ -30,6 +30,7 @@ import torch
 
 from mocobench.checkpoints.keymaps import MM_BACKBONE_PREFIX
 from mocobench.core.io import atomic_torch_save, atomic_write_text
+from mocobench.core.registry import Registry
 from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT_OPEN_TOP, setting
 
 
@@ -72,12 +73,12 @@ class FCNConfig:
 # The mmseg configs this module writes, each derived from the protocol of ours that reproduces it
 # (transfer/segmentation/protocols.py holds the numbers, once): name -> (protocol, dataset, the
 # config's GPUs: "4xb2" is 4 GPUs of 2 images).
-MMSEG_CONFIGS: dict[str, tuple[str, str, int]] = {
+MMSEG_CONFIGS: Registry[tuple[str, str, int]] = Registry("mmseg protocol", {
     "fcn-r50-d8-cityscapes-40k": ("mmseg-fcn-40k", "cityscapes", 4),
     "fcn-r50-d8-cityscapes-80k": ("mmseg-fcn-80k", "cityscapes", 4),
     "fcn-r50-d8-voc12aug-20k": ("mmseg-fcn-20k", "voc2012", 4),
     "fcn-r50-d8-voc12aug-40k": ("mmseg-fcn-40k", "voc2012", 4),
-}
+})
 # mmseg's resize bound (long edge, short edge) for its training crop (H, W), per dataset; other crops
 # scale it in proportion (FCNConfig.with_crop)
 RESIZE_BOUND = {"cityscapes": ((512, 1024), (2048, 1024)), "voc2012": ((512, 512), (2048, 512))}
@@ -103,16 +104,14 @@ def mmseg_protocol(name: str) -> FCNConfig:
     """The mmseg config ``name`` (a key of :data:`MMSEG_CONFIGS`) as mmseg publishes it."""
     from mocobench.transfer.segmentation.protocols import get_protocol
 
-    if name not in MMSEG_CONFIGS:
-        raise ValueError(f"unknown mmseg protocol {name!r}; known: {', '.join(MMSEG_CONFIGS)}")
-    protocol, dataset, gpus = MMSEG_CONFIGS[name]
+    protocol, dataset, gpus = MMSEG_CONFIGS.lookup(name)
     return fcn_from_protocol(get_protocol(protocol, dataset), dataset, world=gpus)
 
 
 # dataset -> (mmseg dataset type, classes, default data folders relative to data_root, as mmseg's
 # docs lay them out: Cityscapes after mmseg's converter wrote *_gtFine_labelTrainIds.png; VOC with
 # the SBD-augmented masks)
-DATASETS = {
+DATASETS = Registry("mmseg dataset", {
     "cityscapes": ("CityscapesDataset", 19, {
         "train": {"img_path": "leftImg8bit/train", "seg_map_path": "gtFine/train", "ann_file": ""},
         "val": {"img_path": "leftImg8bit/val", "seg_map_path": "gtFine/val", "ann_file": ""}}),
@@ -121,7 +120,7 @@ DATASETS = {
                   "ann_file": "ImageSets/Segmentation/train_aug.txt"},
         "val": {"img_path": "JPEGImages", "seg_map_path": "SegmentationClass",
                 "ann_file": "ImageSets/Segmentation/val.txt"}}),
-}
+})
 # our arch names -> mmseg ResNet depth
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 # depth -> (res5 channels, res4 channels, decode head width, auxiliary head width)
@@ -291,8 +290,7 @@ def mmseg_config_text(fcn: FCNConfig, ckpt_path: str | os.PathLike, *, data_root
     """The config for ``fcn``; ``folders`` replaces :data:`DATASETS`' train/val data folders
     (``{"train": {"img_path", "seg_map_path", "ann_file"}, "val": {...}}``, absolute or relative
     to ``data_root``)."""
-    if fcn.dataset not in DATASETS:
-        raise ValueError(f"mmseg config: unknown dataset {fcn.dataset!r} (known: {', '.join(DATASETS)})")
+    DATASETS.lookup(fcn.dataset)
     if fcn.depth not in HEAD_WIDTHS:
         raise ValueError(f"mmseg config: ResNet depth {fcn.depth} is not one of {sorted(HEAD_WIDTHS)}")
     if fcn.schedule not in ("poly", "step") or fcn.inference not in ("whole", "slide"):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from mocobench.core.settings import AT_LEAST_0, arg, range_of
+from mocobench.core.settings import AT_LEAST_0, arg, protocol_and_run, range_of
 from mocobench.transfer.classification import protocols as P
 from mocobench.transfer.run_options import add_run_options, seeds_of, work_root
 
@@ -129,10 +129,14 @@ def run_seed(task: str, protocol: str, cfg, args, imagenet: Path, dataset: str, 
                                                                r.device, r.log, world)
     if not r.dist.main:
         return None
-    config = {"protocol": protocol, **P.to_dict(cfg), "resize": P.resize_for(cfg),
-              "checkpoint_arg": str(args.checkpoint), "world_size": world, **info}
+    protocol_fields, run_settings = protocol_and_run(cfg)
+    # of what the probe reports, the settings it derived from the protocol (the scaled lr, which
+    # label list); the rest (sweep choices, cache hits, timings, paths) is what this run measured
+    derived = {k: info.pop(k) for k in ("lr", "labels_sha256", "label_pct") if k in info}
+    config = {"protocol": protocol, **protocol_fields, "resize": P.resize_for(cfg), **derived}
+    run = {**run_settings, "checkpoint_arg": str(args.checkpoint), "world_size": world, **info}
     return runner.Outcome(metrics=metrics, dataset=D.dataset_fields(dataset, imagenet, splits, skipped),
-                          config=config, task=record_task)
+                          config=config, run=run, task=record_task)
 
 
 # -- one function per protocol family ---------------------------------------------------------

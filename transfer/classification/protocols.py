@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mocobench.core.overrides import parse_overrides
+from mocobench.core.registry import Registry
 from mocobench.core.schedules import Schedule, keep_shape
 from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT_OPEN_TOP, setting
 
@@ -122,11 +123,11 @@ SEMI_PRESETS = {
 }
 
 # protocol name -> (task family, preset); the name is what the record's ``protocol`` field holds
-PROTOCOLS = {
-    "linear": {**LINEAR_PRESETS, **FAST_PRESETS},
-    "knn": KNN_PRESETS,
-    "semi": SEMI_PRESETS,
-}
+PROTOCOLS = Registry("classification task", {
+    "linear": Registry("linear protocol", {**LINEAR_PRESETS, **FAST_PRESETS}),
+    "knn": Registry("knn protocol", KNN_PRESETS),
+    "semi": Registry("semi protocol", SEMI_PRESETS),
+})
 DEFAULT_PROTOCOL = {"linear": "paper", "knn": "dino-knn", "semi": "simclr"}
 
 
@@ -164,7 +165,4 @@ def lr_schedule(cfg, epochs: int | None = None, stated_for: int | None = None) -
 
 def get_preset(task: str, protocol: str | None):
     protocol = protocol or DEFAULT_PROTOCOL[task]
-    table = PROTOCOLS[task]
-    if protocol not in table:
-        raise ValueError(f"unknown {task} protocol {protocol!r}; known: {', '.join(table)}")
-    return protocol, table[protocol]
+    return protocol, PROTOCOLS.lookup(task).lookup(protocol)

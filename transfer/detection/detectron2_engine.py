@@ -239,6 +239,7 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
     import torch
     import yaml
 
+    from mocobench.core.settings import protocol_and_run
     from mocobench.transfer import runner
     from mocobench.transfer.adapters.detectron2 import (protocol_settings, register_roi_heads,
                                                         write_detectron2_config, write_detectron2_pkl)
@@ -287,17 +288,20 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
         raise RuntimeError(f"{out_dir}: detectron2 finished without results.json (see {out_dir / 'log.txt'})")
     got = json.loads(handoff.read_text())
     gpu = torch.cuda.get_device_name(0) if model_device == "cuda" else "cpu"
+    protocol_fields, protocol_run = protocol_and_run(protocol)
     return runner.Outcome(
         metrics=_metrics(got["results"], dataset), engine="detectron2",
         dataset={"name": info["name"], "path": str(data_root),
                  "test": "VOC2007 test" if dataset == "voc" else "val2017",
                  "splits": {"train": list(train_names), "test": list(test_names)}},
-        config={"protocol": protocol.to_dict(), "num_classes": len(classes),
-                "detectron2_settings": run_settings, "opts": list(opts),
-                "detectron2_config": yaml.safe_load(cfg.dump()),
-                "num_processes": num_procs, "lr": cfg.SOLVER.BASE_LR,
+        # the protocol and what changes the computation beyond it (--opts); detectron2's own
+        # rendering of it names this run's seed, folders and datasets, so it belongs to the run
+        config={"protocol": protocol_fields, "num_classes": len(classes), "opts": list(opts),
+                "lr": cfg.SOLVER.BASE_LR,
                 "lr_scaling": f"linear: base_lr {protocol.base_lr} x ims_per_batch "
-                              f"{protocol.ims_per_batch} / reference_batch {protocol.reference_batch}",
-                "resumed_from_iteration": got["start_iter"]},
+                              f"{protocol.ims_per_batch} / reference_batch {protocol.reference_batch}"},
+        run={**protocol_run, "detectron2_settings": run_settings,
+             "detectron2_config": yaml.safe_load(cfg.dump()), "num_processes": num_procs,
+             "resumed_from_iteration": got["start_iter"]},
         device=f"{num_procs}x{gpu}" if model_device == "cuda" else "cpu",
         beside={"detectron2_config_file": ("detectron2.yaml", cfg.dump())})

@@ -10,7 +10,6 @@ from torch import nn
 
 from mocobench.core import dist, precision
 from mocobench.core.io import progress
-from mocobench.transfer.detection.train import unwrap
 
 
 @torch.no_grad()
@@ -23,7 +22,7 @@ def predict(model: nn.Module, dataset, protocol, device: torch.device, desc: str
     """
     rank, world = dist.rank(), dist.world_size()
     model.eval()
-    transform = unwrap(model).transform
+    transform = dist.unwrap(model).transform
     saved = transform.min_size, transform.max_size
     transform.min_size, transform.max_size = (protocol.min_size_test,), protocol.max_size_test
     mine = {}

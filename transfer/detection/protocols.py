@@ -27,6 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from mocobench.core.overrides import parse_overrides
+from mocobench.core.registry import Registry
 from mocobench.core.schedules import Schedule, keep_shape
 from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, UNIT_OPEN_TOP, setting
 
@@ -129,15 +130,14 @@ TINY = DetectionProtocol(
 # (64-channel FPN: at 256 the FPN, RPN and 4-conv box head cost ~100 s per CPU run, against ~20 s)
 TINY_FPN = dataclasses.replace(TINY, name="tiny-fpn", model="fpn", fpn_channels=64)
 
-PROTOCOLS = {p.name: p for p in (MOCO_VOC_C4_24K, COCO_C4_1X, COCO_C4_2X, COCO_FPN_1X, COCO_FPN_2X, TINY,
-                                 TINY_FPN)}
+PROTOCOLS = Registry("detection protocol", {p.name: p for p in (MOCO_VOC_C4_24K, COCO_C4_1X, COCO_C4_2X, COCO_FPN_1X,
+                                                                 COCO_FPN_2X, TINY, TINY_FPN)})
 
 
 def resolve_protocol(name: str, overrides: dict[str, str] | None = None) -> DetectionProtocol:
     """The preset ``name`` with ``--key=value`` overrides (``mocobench.core.overrides``' rules) applied."""
-    if name not in PROTOCOLS:
-        raise ProtocolError(f"unknown detection protocol {name!r} (known: {', '.join(PROTOCOLS)})")
     try:
+        PROTOCOLS.lookup(name)
         changes = parse_overrides(DetectionProtocol, overrides or {}, exclude=("name",))
     except ValueError as e:
         raise ProtocolError(str(e)) from None

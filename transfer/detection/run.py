@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from mocobench.core.io import atomic_write_json
+from mocobench.core.settings import protocol_and_run
 from mocobench.transfer.detection.data import build_datasets
-from mocobench.transfer.detection.train import freeze_bn, precise_bn, train, unwrap
+from mocobench.core.dist import unwrap
+from mocobench.transfer.detection.train import freeze_bn, precise_bn, train
 
 
 def evaluation(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,
@@ -88,9 +90,13 @@ def run_seed(r, protocol, dataset: str, data_root, *, stop_at: int | None = None
         metrics = score_coco(results, test_set.coco, ("bbox", "segm") if mask else ("bbox",))
         metrics = {k: v for k, v in metrics.items() if v == v}  # drop NaN (no GT in an area range)
         extra = {}
-    ran = {k: summary[k] for k in ("lr", "world_size", "ims_per_gpu", "sync_bn", "bf16")}
-    config = {"protocol": p.to_dict(), "model": f"{p.model}-{'mask' if mask else 'faster'}-rcnn",
-              "dataset": dataset, **ran, "precise_bn_iters": bn_iters,
-              "resumed_from_iteration": summary["start_iteration"], "final_loss": summary["final_loss"],
-              "skipped_images": len(train_set.skipped) + len(test_set.skipped), **extra}
-    return runner.Outcome(metrics=metrics, dataset=info, config=config)
+    protocol_fields, run_settings = protocol_and_run(p)
+    config = {"protocol": protocol_fields, "model": f"{p.model}-{'mask' if mask else 'faster'}-rcnn",
+              "dataset": dataset, "lr": summary["lr"], "bf16": summary["bf16"], "precise_bn_iters": bn_iters,
+              **extra}
+    # SyncBN and the images per GPU follow from the world size; the loss and the skipped images are
+    # what this run met
+    run = {**run_settings, **{k: summary[k] for k in ("world_size", "ims_per_gpu", "sync_bn")},
+           "resumed_from_iteration": summary["start_iteration"], "final_loss": summary["final_loss"],
+           "skipped_images": len(train_set.skipped) + len(test_set.skipped)}
+    return runner.Outcome(metrics=metrics, dataset=info, config=config, run=run)

@@ -114,10 +114,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 # -- distributed ----------------------------------------------------------------------------------
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 # -- training ---------------------------------------------------------------------------------------
 
 
@@ -159,7 +155,7 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
             differ = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
             raise ValueError(f"{state_file}: training state of a different run ({', '.join(differ)} "
                              "differ); use --resume no or another --work-dir")
-        unwrap(model).load_state_dict(state["model"])
+        dist.unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["iteration"]
         torch.set_rng_state(state["rng"]["torch"])
@@ -178,7 +174,7 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
             return
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-        atomic_torch_save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+        atomic_torch_save({"model": dist.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                            "iteration": iteration, "rng": rng, "fingerprint": fingerprint}, ckpt_path)
 
     end = p.max_iter if stop_at is None else min(stop_at, p.max_iter)

@@ -12,19 +12,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mocobench.core.registry import Registry
 from mocobench.datasets.cityscapes import CityscapesSegmentation
 from mocobench.datasets.voc_seg import VOCSegmentation
 
 IGNORE = 255
-DATASETS = {
+DATASETS = Registry("segmentation dataset", {
     "cityscapes": CityscapesSegmentation,
     "voc2012": VOCSegmentation,
-}
+})
 
 
 def build_dataset(name: str, root: str, split: str):
-    if name not in DATASETS:
-        raise ValueError(f"unknown segmentation dataset {name!r} (known: {', '.join(DATASETS)})")
+    DATASETS.lookup(name)
     if name == "cityscapes":
         from pathlib import Path
 

@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 from mocobench.core.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from mocobench.core.settings import protocol_and_run, run_fields
 from mocobench.transfer.adapters.mmseg import MMSEG_CONFIGS
 
 # (our protocol, dataset) -> the mmseg config it reproduces (transfer.adapters.mmseg.MMSEG_CONFIGS)
@@ -199,7 +200,8 @@ def _backbone_check(expected: dict, source: str):
     converted checkpoint's (same key set, same values); the result goes into mmseg's log."""
     import torch
     from mmengine.hooks import Hook
-    from mmengine.model import is_model_wrapper
+
+    from mocobench.core.dist import unwrap
 
     class BackboneCheck(Hook):
         start_iter = None
@@ -208,7 +210,7 @@ def _backbone_check(expected: dict, source: str):
             self.start_iter = runner.iter
             if runner.iter != 0:
                 return  # resumed: the weights are the checkpoint's, not the initial ones
-            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            model = unwrap(runner.model)
             got = model.backbone.state_dict()
             missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
             differ = [k for k in expected if k in got and not torch.equal(got[k].cpu(), expected[k])]
@@ -292,11 +294,16 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
     if not info.main:
         return None
     r.log(f"mmseg log: {log_file}")
+    # the settings the merged mmseg config runs, under SegProtocol's field names: its run fields
+    # (workers, intervals) are run settings there too
+    protocol_fields, run_settings = protocol_and_run(protocol)
     settings = adapter.describe(cfg.to_dict(), info.world)
+    run_names = run_fields(protocol)
     return runner.Outcome(
         metrics=metrics, engine="mmseg", device=ran_on,
         dataset={"name": dataset_name, "path": str(data_root), "splits": sizes},
-        config={**protocol.to_dict(), **settings, "dataset": dataset, "world_size": info.world,
-                "mmseg_protocol": MMSEG_PROTOCOLS[(protocol.name, dataset)], "cfg_options": options,
-                "mmseg_versions": _versions(), "resumed_from_iteration": check.start_iter},
+        config={**protocol_fields, **{k: v for k, v in settings.items() if k not in run_names}, "dataset": dataset,
+                "mmseg_protocol": MMSEG_PROTOCOLS[(protocol.name, dataset)], "cfg_options": options},
+        run={**run_settings, **{k: v for k, v in settings.items() if k in run_names}, "world_size": info.world,
+             "mmseg_versions": _versions(), "resumed_from_iteration": check.start_iter},
         beside={"mmseg_config": ("mmseg.py", cfg.pretty_text)})

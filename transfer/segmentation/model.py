@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mocobench.core.registry import Registry
+
 # res5 dilated -> stride 16 (the MoCo FCN); pass as ``load_backbone(..., dilation=OS16)``
 OS16 = (False, False, True)
 
@@ -46,10 +48,10 @@ def deeplabv3_head(in_channels: int, num_classes: int) -> nn.Module:
     return DeepLabHead(in_channels, num_classes, atrous_rates=(6, 12, 18))
 
 
-HEADS = {
+HEADS = Registry("segmentation head", {
     "fcn": FCNHead,
     "deeplabv3": deeplabv3_head,
-}
+})
 
 
 class SegmentationModel(nn.Module):
@@ -59,11 +61,10 @@ class SegmentationModel(nn.Module):
     def __init__(self, backbone: nn.Module, head: str, num_classes: int, stage: str = "res5",
                  frozen_backbone: bool = False):
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r} (known: {', '.join(HEADS)})")
+        build_head = HEADS.lookup(head)
         self.backbone = backbone
         self.stage = stage
-        self.head = HEADS[head](backbone.stage_channels[stage], num_classes)
+        self.head = build_head(backbone.stage_channels[stage], num_classes)
         self.num_classes = num_classes
         self.frozen_backbone = frozen_backbone
         if frozen_backbone:

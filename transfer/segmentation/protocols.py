@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mocobench.core.overrides import apply_overrides, split_overrides
+from mocobench.core.registry import Registry
 from mocobench.core.schedules import Schedule
 from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, UNIT_OPEN_TOP, setting
 
@@ -98,22 +99,19 @@ TINY_FROZEN = dataclasses.replace(TINY, name="tiny-frozen", frozen_backbone=True
                                   log_every=20)
 
 # protocol -> dataset -> preset
-PROTOCOLS: dict[str, dict[str, SegProtocol]] = {
-    "moco-fcn": {"cityscapes": MOCO_FCN_CITYSCAPES, "voc2012": MOCO_FCN_VOC},
-    "mmseg-fcn-20k": {"voc2012": MMSEG_FCN_VOC_20K},
-    "mmseg-fcn-40k": {"cityscapes": MMSEG_FCN_40K, "voc2012": MMSEG_FCN_VOC_40K},
-    "mmseg-fcn-80k": {"cityscapes": MMSEG_FCN_80K},
-    "tiny": {"cityscapes": TINY, "voc2012": TINY},
-    "tiny-frozen": {"cityscapes": TINY_FROZEN, "voc2012": TINY_FROZEN},
-}
+PROTOCOLS: Registry[Registry[SegProtocol]] = Registry("segmentation protocol", {
+    name: Registry(f"dataset of segmentation protocol {name!r}", by_dataset) for name, by_dataset in {
+        "moco-fcn": {"cityscapes": MOCO_FCN_CITYSCAPES, "voc2012": MOCO_FCN_VOC},
+        "mmseg-fcn-20k": {"voc2012": MMSEG_FCN_VOC_20K},
+        "mmseg-fcn-40k": {"cityscapes": MMSEG_FCN_40K, "voc2012": MMSEG_FCN_VOC_40K},
+        "mmseg-fcn-80k": {"cityscapes": MMSEG_FCN_80K},
+        "tiny": {"cityscapes": TINY, "voc2012": TINY},
+        "tiny-frozen": {"cityscapes": TINY_FROZEN, "voc2012": TINY_FROZEN},
+    }.items()})
 
 
 def get_protocol(name: str, dataset: str) -> SegProtocol:
-    if name not in PROTOCOLS:
-        raise ValueError(f"unknown segmentation protocol {name!r} (known: {', '.join(PROTOCOLS)})")
-    if dataset not in PROTOCOLS[name]:
-        raise ValueError(f"protocol {name!r} is defined for {', '.join(PROTOCOLS[name])}, not {dataset!r}")
-    return PROTOCOLS[name][dataset]
+    return PROTOCOLS.lookup(name).lookup(dataset)
 
 
 def override(protocol: SegProtocol, overrides: Mapping[str, str] | Sequence[str]) -> SegProtocol:

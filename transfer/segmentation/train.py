@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from mocobench.core.dist import Dist
 from mocobench.core.precision import evaluation_autocast as autocast
 from mocobench.core.io import atomic_torch_save, progress
+from mocobench.core.settings import protocol_and_run
 from mocobench.transfer.segmentation.data import IGNORE, PositionBatches, TrainStream, build_dataset, collate
 from mocobench.transfer.segmentation.inference import evaluate, prediction_writer
 from mocobench.transfer.segmentation.model import segmentation_model
@@ -173,10 +174,12 @@ def run_seed(r, protocol: SegProtocol, dataset: str, data_root: str, *, dataset_
     if not dist_info.main:
         return None
     metrics = {k: v for k, v in scores.items() if not k.startswith("Acc/") and not math.isnan(v)}
+    protocol_fields, run_settings = protocol_and_run(protocol)
     return runner.Outcome(
         metrics=metrics,
         dataset={"name": dataset_name, "path": str(data_root),
                  "splits": {protocol.train_split: len(train_set), protocol.val_split: len(val_set)}},
-        config={**protocol.to_dict(), "dataset": dataset, "skipped_train": len(train_set.skipped),
-                "skipped_val": len(val_set.skipped), "world_size": dist_info.world, "sync_bn": sync_bn,
-                **model.features_used()})
+        config={**protocol_fields, "dataset": dataset, **model.features_used()},
+        # SyncBN runs only with several processes: what ran follows from the world size
+        run={**run_settings, "skipped_train": len(train_set.skipped), "skipped_val": len(val_set.skipped),
+             "world_size": dist_info.world, "sync_bn": sync_bn})

@@ -45,12 +45,12 @@ def test_fast_linear_knn_and_cache_reuse(tiny_imagenet, tmp_path):
     assert rec["task"] == "linear" and rec["protocol"] == "fast"
     assert rec["dataset"]["splits"] == {"train": 91, "val": 12}
     assert rec["dataset"]["unreadable"] == {"train": 1, "val": 0}
-    assert rec["config"]["cache_hits"] == {"train": False, "val": False}
-    assert rec["config"]["chosen_l2"] in rec["config"]["l2_grid"]
+    assert rec["run"]["cache_hits"] == {"train": False, "val": False}
+    assert rec["run"]["chosen_l2"] in rec["config"]["l2_grid"]
     assert 0 <= rec["metrics"]["top1"] <= 100 and rec["metrics"]["top5"] == 100.0  # 3 classes
     # same checkpoint and data: features come from the cache (kNN shares them)
     recs = run("knn", tiny_imagenet, tmp_path / "r2", "--cache-dir", str(cache))
-    assert recs[0]["task"] == "knn" and recs[0]["config"]["cache_hits"] == {"train": True, "val": True}
+    assert recs[0]["task"] == "knn" and recs[0]["run"]["cache_hits"] == {"train": True, "val": True}
     assert recs[0]["config"]["k"] == 20 and recs[0]["config"]["T"] == 0.07
 
 
@@ -62,9 +62,9 @@ def test_paper_linear_and_semi_write_records(tiny_imagenet, tmp_path):
     assert rec["dataset"]["unreadable"]["train"] == 1
     (rec,) = run("semi", tiny_imagenet, tmp_path / "s", "--protocol", "tiny", "--labels", "10percent",
                  "--epochs", "1", "--label-pct", "10")
-    assert rec["task"] == "semi-10pct" and rec["config"]["chosen_lr"] in rec["config"]["lr_grid"]
-    assert set(rec["config"]["lr_grid_holdout_top1"]) == {"0.01", "0.05"}
-    assert rec["dataset"]["splits"]["train_labelled"] == 9 and rec["config"]["n_holdout"] == 3
+    assert rec["task"] == "semi-10pct" and rec["run"]["chosen_lr"] in rec["config"]["lr_grid"]
+    assert set(rec["run"]["lr_grid_holdout_top1"]) == {"0.01", "0.05"}
+    assert rec["dataset"]["splits"]["train_labelled"] == 9 and rec["run"]["n_holdout"] == 3
 
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable image")
@@ -73,7 +73,7 @@ def test_seeds_give_one_record_each_and_a_log_in_the_default_work_dir(tiny_image
     assert sorted(r["seed"] for r in recs) == [0, 4] and all(r["env"]["device"] == "cpu" for r in recs)
     logs = sorted((tmp_path / "work" / "knn").glob("random-resnet18-nosha-dino-knn-*-s*/eval.log"))
     assert [p.parent.name[-2:] for p in logs] == ["s0", "s4"]
-    assert all(r["config"]["work_dir"] in {str(p.parent) for p in logs} for r in recs)
+    assert all(r["run"]["work_dir"] in {str(p.parent) for p in logs} for r in recs)
     assert "record: " in logs[0].read_text()
     recs = run("knn", tiny_imagenet, tmp_path / "one", "--seed", "7", "--no-cache", "--work-dir",
                str(tmp_path / "mine"))

@@ -113,8 +113,8 @@ def test_two_processes_predict_shards_gather_on_rank_0_and_write_one_record(tmp_
     records, problems = load_records(out / "results")
     assert problems == [] and len(records) == 1
     rec = records[0]
-    assert rec["config"]["world_size"] == 2 and rec["config"]["ims_per_gpu"] == 1
-    assert rec["config"]["sync_bn"] is False and rec["env"]["device"] == "cpu"
+    assert rec["run"]["world_size"] == 2 and rec["run"]["ims_per_gpu"] == 1
+    assert rec["run"]["sync_bn"] is False and rec["env"]["device"] == "cpu"
     assert len(list((out / "work").glob("*-tiny-voc-*-s0/last.pt"))) == 1
 
     test = VOCDetection(devkit, sets=[("2007", "test")])

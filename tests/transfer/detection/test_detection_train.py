@@ -140,7 +140,7 @@ def test_eval_detection_voc_and_coco_write_records(synth_tiny, tmp_path):
     assert voc["task"] == "detection" and voc["protocol"] == "tiny" and voc["engine"] == "torchvision"
     assert {"AP", "AP50", "AP75"} <= set(voc["metrics"]) and 0 <= voc["metrics"]["AP50"] <= 100
     assert voc["config"]["protocol"]["max_iter"] == 2 and voc["config"]["lr"] == pytest.approx(0.01)
-    assert voc["config"]["world_size"] == 1 and voc["env"]["device"] == "cpu"
+    assert voc["run"]["world_size"] == 1 and voc["env"]["device"] == "cpu"
     assert {"bbox_AP", "bbox_AP50", "segm_AP"} <= set(coco["metrics"])
     assert coco["config"]["model"] == "c4-mask-rcnn"
     # the VOC detections were written in the devkit's format and scored from those files

@@ -81,16 +81,16 @@ def _missing_from_checkpoint(log: str) -> set[str]:
 def _check_run(results: Path, work: Path, *, classes: int, mask: bool, steps: list, solver_steps: list) -> dict:
     (rec,), problems = load_records(results)
     assert not problems and rec["engine"] == "detectron2" and rec["env"]["device"] == "cpu"
-    cfg = rec["config"]["detectron2_config"]
+    cfg = rec["run"]["detectron2_config"]
     # the configuration that ran: the dumped file beside the record, the same as in the record
-    beside = yaml.safe_load((results / rec["config"]["detectron2_config_file"]).read_text())
+    beside = yaml.safe_load((results / rec["run"]["detectron2_config_file"]).read_text())
     assert beside == cfg
     assert cfg["MODEL"]["DEVICE"] == "cpu" and cfg["MODEL"]["ROI_HEADS"]["NUM_CLASSES"] == classes
     assert cfg["MODEL"]["MASK_ON"] is mask
     assert cfg["TEST"]["DETECTIONS_PER_IMAGE"] == 10 and rec["config"]["opts"] == OPTS[1:]  # --opts, last
     proto = rec["config"]["protocol"]
     s = cfg["SOLVER"]
-    assert (s["MAX_ITER"], s["IMS_PER_BATCH"], s["CHECKPOINT_PERIOD"]) == (2, 2, proto["checkpoint_period"])
+    assert (s["MAX_ITER"], s["IMS_PER_BATCH"], s["CHECKPOINT_PERIOD"]) == (2, 2, rec["run"]["checkpoint_period"])
     assert s["BASE_LR"] == pytest.approx(proto["base_lr"] * 2 / proto["reference_batch"])
     # the paper's steps kept at the same fraction of a 2-iteration run; detectron2 gets those inside it
     assert proto["steps"] == steps and s["STEPS"] == solver_steps
@@ -116,7 +116,7 @@ def test_detectron2_voc_c4_end_to_end(detectron2_ready, synth_tiny, moco_r50, tm
     rec = _check_run(results, work, classes=20, mask=False,
                      steps=[2, 2], solver_steps=[])  # 18k, 22k of 24k: 1.5 and 1.83 of 2 round to 2
     assert set(rec["metrics"]) == {"AP", "AP50", "AP75"}
-    assert rec["config"]["resumed_from_iteration"] == 0
+    assert rec["run"]["resumed_from_iteration"] == 0
     # a rerun finds the finished seed: no training, no second record, the same record printed
     (run,) = [p for p in work.iterdir() if p.is_dir()]
     log_before = (run / "log.txt").read_text()
@@ -184,7 +184,7 @@ def test_detectron2_multi_gpu_launch_hands_results_back(detectron2_ready, synth_
     assert calls == [(2, "auto")]
     (rec,), _ = load_records(results)
     assert [Path(p).name for p in paths] == [next(results.glob("*.json")).name]
-    assert rec["seed"] == 3 and rec["config"]["num_processes"] == 2 and set(rec["metrics"]) == {"AP", "AP50", "AP75"}
+    assert rec["seed"] == 3 and rec["run"]["num_processes"] == 2 and set(rec["metrics"]) == {"AP", "AP50", "AP75"}
 
 
 # -- the protocol in detectron2's config (no training) ------------------------------------------------

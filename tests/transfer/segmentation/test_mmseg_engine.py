@@ -86,11 +86,11 @@ def _check_record_and_log(results: Path, work_root: Path, backbone: dict, lr: fl
     from mmengine.device import get_device
 
     assert rec["engine"] == "mmseg" and rec["env"]["device"].split(":")[0] == get_device()
-    cfg = rec["config"]
-    assert cfg["iters"] == 2 and cfg["batch_size"] == 2 and cfg["num_workers"] == 0 and cfg["lr"] == lr
+    cfg, ran = rec["config"], rec["run"]
+    assert cfg["iters"] == 2 and cfg["batch_size"] == 2 and ran["num_workers"] == 0 and cfg["lr"] == lr
     assert 0 <= rec["metrics"]["mIoU"] <= 100 and set(rec["metrics"]) == {"mIoU", "mAcc", "aAcc"}
     # the merged mmseg config is kept beside the record and says the same
-    dumped = Config.fromfile(str(results / cfg["mmseg_config"]))
+    dumped = Config.fromfile(str(results / ran["mmseg_config"]))
     assert dumped.optim_wrapper.optimizer.lr == lr and dumped.train_cfg.max_iters == 2
     assert dumped.val_cfg is None  # evaluated once, by the test loop
     # mmseg's own log: the converted backbone loaded, every key matched, one evaluation
@@ -144,7 +144,7 @@ def test_mmseg_cityscapes_fcn_end_to_end(mmseg_ready, synth_tiny, moco_r18, tmp_
     assert code == 2 and "finished run" in err and str(results) in err
     # --resume PATH means that checkpoint: after a crash before the record (marker and record gone),
     # resuming from iteration 1 trains iteration 2 only and writes one record
-    (results / rec["config"]["mmseg_config"]).unlink()
+    (results / rec["run"]["mmseg_config"]).unlink()
     next(results.glob("*.json")).unlink()
     iter1 = next(work_root.rglob("iter_1.pth"))
     code, out, err = _eval([*argv, "--resume", str(iter1)], capsys)
@@ -193,5 +193,5 @@ def test_mmseg_under_torchrun_rank0_alone_writes(mmseg_ready, synth_tiny, moco_r
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (rec,), _ = load_records(results)
-    assert rec["config"]["world_size"] == 2 and rec["config"]["batch_size"] == 2
+    assert rec["run"]["world_size"] == 2 and rec["config"]["batch_size"] == 2
     assert len(list(results.glob("*.mmseg.py"))) == 1

@@ -65,7 +65,7 @@ def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_re
     records, problems = load_records(tmp_path / "res")
     assert not problems and len(records) == 2 and {r["seed"] for r in records} == {0, 3}
     r = records[0]
-    assert r["config"]["world_size"] == 1 and r["env"]["device"] == "cpu"
+    assert r["run"]["world_size"] == 1 and r["env"]["device"] == "cpu"
     # the default work dir, as every task: work/<task> next to RESULTS, a folder per seed
     work = sorted((tmp_path / "work" / "segmentation").glob("random-resnet18-nosha-tiny-cityscapes-*-s*"))
     assert [w.name[-2:] for w in work] == ["s0", "s3"] and all((w / "last.pth").is_file() for w in work)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from mocobench.core.registry import Registry
 from mocobench.pretrain.config import PRESETS
@@ -31,20 +31,64 @@ class Run:
         return mode.arch
 
 
+COMMANDS = {"linear": "linear", "knn": "knn", "semi": "semi", "detection": "detection",
+            "segmentation": "segmentation"}   # `mocobench eval` sub-command -> its protocol table (resolved())
+
+
 @dataclass(frozen=True)
 class Eval:
-    """One evaluation of every checkpoint; ``task``/``protocol`` are what its record will hold."""
+    """One evaluation of every checkpoint, as configuration: the protocol, the changes to its
+    fields, the command's own options. ``task``/``protocol`` are what its record will hold.
+
+    :meth:`resolved` builds the protocol it runs in this process (a field or value out of range is
+    an error at once, not when the stage starts); :attr:`argv` is the ``mocobench eval`` command
+    the stage runs, written from the same fields (``{data}``-style slots are filled per stage)."""
 
     label: str                         # stage name part, e.g. "linear-fast"
     task: str                          # record task (semi -> semi-1pct / semi-10pct)
     protocol: str
-    argv: tuple[str, ...]              # ``mocobench eval ...`` arguments, {data} {work} filled in
-    needs: str                         # dataset key (see find_datasets)
+    command: str                       # ``mocobench eval COMMAND``: linear, knn, semi, detection, segmentation
+    needs: str                         # dataset key (see find_datasets); segmentation's --dataset
+    options: tuple[tuple[str, str], ...] = ()   # the command's options (--data {imagenet}, --labels ...)
+    overrides: tuple[tuple[str, Any], ...] = ()  # protocol field -> value (``--field=value``)
     distributed: bool = False          # may run under torchrun
     seeds: tuple[int, ...] = (0,)
     on: tuple[str, ...] = ("pretrained", "reference")   # the checkpoints it evaluates (see Reference)
     cost: float = 1.0                  # as Run.cost
     resnet_only: bool = False          # MoCo's R50-C4 detectors: torchvision ResNets only (TORCHVISION_RESNETS)
+
+    def __post_init__(self):
+        if self.command not in COMMANDS:
+            raise ValueError(f"{self.label}: unknown evaluation command {self.command!r} ({', '.join(COMMANDS)})")
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return (self.command, *(part for option in self.options for part in option), "--protocol", self.protocol,
+                *(f"--{name}={_text(value)}" for name, value in self.overrides))
+
+    def resolved(self):
+        """The protocol this evaluation runs, its overrides applied and range-checked (the
+        command's own resolution: the same code the stage will run)."""
+        changes = {name: _text(value) for name, value in self.overrides}
+        if self.command == "detection":
+            from mocobench.transfer.detection.protocols import resolve_protocol
+
+            return resolve_protocol(self.protocol, changes)
+        if self.command == "segmentation":
+            from mocobench.transfer.segmentation.protocols import get_protocol, override
+
+            return override(get_protocol(self.protocol, self.needs), changes)
+        from mocobench.transfer.classification import protocols as P
+
+        _, preset = P.get_preset(self.command, self.protocol)
+        return P.apply_overrides(preset, changes)
+
+
+def _text(value: Any) -> str:
+    """A field value as ``--field=value`` text (tuples comma-separated, as the override parser reads them)."""
+    if isinstance(value, tuple):
+        return ",".join(_text(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True)
@@ -78,37 +122,41 @@ class Mode:
         return path if self.synth_scale and path.is_file() else None
 
 
-def _cls(task: str, protocol: str, img: int | None, *extra: str, label: str | None = None,
+def _cls(task: str, protocol: str, *options: tuple[str, str], label: str | None = None,
          record_task: str | None = None, distributed: bool = False,
-         on: tuple[str, ...] = ("pretrained", "reference")) -> Eval:
-    argv = (task, "--data", "{imagenet}", "--protocol", protocol, *(("--img-size", str(img)) if img else ()),
-            *extra)
-    return Eval(label or f"{task}-{protocol}", record_task or task, protocol, argv, "imagenet",
-                distributed=distributed, on=on)
+         on: tuple[str, ...] = ("pretrained", "reference"), **overrides: Any) -> Eval:
+    return Eval(label or f"{task}-{protocol}", record_task or task, protocol, task, "imagenet",
+                (("--data", "{imagenet}"), *options), tuple(overrides.items()), distributed=distributed, on=on)
 
 
-def _embedded_evals(img: int, semi_epochs: int, det: tuple[str, ...] = (), seg: tuple[str, ...] = (),
-                    semi_extra: tuple[str, ...] = (), dense_on: tuple[str, ...] = ("pretrained", "reference"),
+def _det(label: str, protocol: str, dataset: str, *options: tuple[str, str], **kwargs: Any) -> Eval:
+    return Eval(label, "detection", protocol, "detection", dataset,
+                (("--dataset", dataset), ("--data", "{%s}" % dataset), *options, ("--work-dir", "{work}")), **kwargs)
+
+
+def _seg(label: str, protocol: str, dataset: str, **kwargs: Any) -> Eval:
+    return Eval(label, "segmentation", protocol, "segmentation", dataset,
+                (("--dataset", dataset), ("--data", "{%s}" % dataset), ("--work-dir", "{work}")), **kwargs)
+
+
+def _embedded_evals(img: int, semi_epochs: int, det: dict[str, Any], semi: dict[str, Any] | None = None,
+                    dense_on: tuple[str, ...] = ("pretrained", "reference"),
                     frozen_on: tuple[str, ...] = ("pretrained", "reference"),
                     costs: dict[str, float] | None = None) -> tuple[Eval, ...]:
-    """The embedded data's evaluations; ``costs``: their measured CPU seconds by label (Eval.cost)."""
+    """The embedded data's evaluations; ``det``/``semi``: changes to those protocols' fields;
+    ``costs``: their measured CPU seconds by label (Eval.cost)."""
     cls_on = ("pretrained",)
+    cache = ("--cache-dir", "{cache}")
     evals = (
-        _cls("linear", "fast", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on),
-        _cls("knn", "dino-knn", img, "--cache-dir", "{cache}", "--workers", "0", on=cls_on),
-        _cls("semi", "tiny", None, "--labels", "10percent", "--epochs", str(semi_epochs), *semi_extra,
-             label="semi10-tiny", record_task="semi-10pct", on=cls_on),
-        Eval("det-voc-tiny-fpn", "detection", "tiny-fpn",
-             ("detection", "--dataset", "voc", "--data", "{voc}", "--protocol", "tiny-fpn", "--work-dir", "{work}",
-              *det), "voc", on=dense_on),
-        Eval("seg-cityscapes-tiny", "segmentation", "tiny",
-             ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol", "tiny",
-              "--work-dir", "{work}", *seg), "cityscapes", on=dense_on),
+        _cls("linear", "fast", cache, on=cls_on, img_size=img, workers=0),
+        _cls("knn", "dino-knn", cache, on=cls_on, img_size=img, workers=0),
+        _cls("semi", "tiny", ("--labels", "10percent"), label="semi10-tiny", record_task="semi-10pct", on=cls_on,
+             epochs=semi_epochs, **(semi or {})),
+        _det("det-voc-tiny-fpn", "tiny-fpn", "voc", on=dense_on, overrides=tuple(det.items())),
+        _seg("seg-cityscapes-tiny", "tiny", "cityscapes", on=dense_on),
         # the backbone frozen, the head trained: what pretraining put into the features shows on
         # the street scenes, where fine-tuning at this budget cannot tell it from random init
-        Eval("seg-cityscapes-tiny-frozen", "segmentation", "tiny-frozen",
-             ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol", "tiny-frozen",
-              "--work-dir", "{work}"), "cityscapes", on=frozen_on),
+        _seg("seg-cityscapes-tiny-frozen", "tiny-frozen", "cityscapes", on=frozen_on),
     )
     unknown = set(costs or {}) - {ev.label for ev in evals}
     if unknown:
@@ -165,8 +213,8 @@ TINY_RUNS = (   # cost: CPU seconds of each stage, measured (docs/run_all.md giv
 # (0.3-3.7); at 450 ImageNet MobileNetV2 separates from its random init. The default run, which
 # detects with seven backbones, uses 300 (the same lr, its step at three quarters) to stay within
 # its 10 minutes (docs/run_all.md).
-DET_450 = ("--max-iters", "450", "--steps", "350", "--base-lr", "0.015")
-DET_300 = ("--max-iters", "300", "--steps", "230", "--base-lr", "0.015")
+DET_450 = {"max_iter": 450, "steps": (350,), "base_lr": 0.015}
+DET_300 = {"max_iter": 300, "steps": (230,), "base_lr": 0.015}
 
 MODES: Registry[Mode] = Registry("pipeline mode", {
     # ./run_all.sh: the embedded `small` dataset (64 px classification images) on CPU; detection and
@@ -188,7 +236,7 @@ MODES: Registry[Mode] = Registry("pipeline mode", {
                   (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",), cost=22),
                    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=6"), cost=33),
                    Run("smog", "smog", "tiny", ("--epochs=8",), cost=66)),
-                  _embedded_evals(img=64, semi_epochs=2, semi_extra=("--lr-grid=0.05",), dense_on=("reference",),
+                  _embedded_evals(img=64, semi_epochs=2, semi={"lr_grid": (0.05,)}, dense_on=("reference",),
                                   det=DET_450, frozen_on=("pretrained",),
                                   costs={"linear-fast": 5, "knn-dino-knn": 0.2, "semi10-tiny": 1.1,
                                          "det-voc-tiny-fpn": 73, "seg-cityscapes-tiny": 5.6,
@@ -205,27 +253,19 @@ MODES: Registry[Mode] = Registry("pipeline mode", {
                                        "unimoco_800ep_10pct", "unimoco_800ep_30pct", "unimoco_800ep_60pct",
                                        "unimoco_800ep_100pct", "smog_400ep", "smog_800ep"))
                   + tuple(Run(preset, PRESETS[preset].method, preset, optional=True) for preset in TRANSFORMER_PRESETS),
-                  (_cls("linear", "paper", None, distributed=True),
-                   _cls("linear", "fast", None),
-                   _cls("knn", "dino-knn", None),
-                   _cls("semi", "simclr", None, "--labels", "{labels_1pct}", "--label-pct", "1",
+                  (_cls("linear", "paper", distributed=True),
+                   _cls("linear", "fast"),
+                   _cls("knn", "dino-knn"),
+                   _cls("semi", "simclr", ("--labels", "{labels_1pct}"), ("--label-pct", "1"),
                         label="semi1-simclr", record_task="semi-1pct", distributed=True),
-                   _cls("semi", "simclr", None, "--labels", "{labels_10pct}", "--label-pct", "10",
+                   _cls("semi", "simclr", ("--labels", "{labels_10pct}"), ("--label-pct", "10"),
                         label="semi10-simclr", record_task="semi-10pct", distributed=True),
-                   Eval("det-voc-c4-24k", "detection", "moco-voc-c4-24k",
-                        ("detection", "--dataset", "voc", "--data", "{voc}", "--protocol", "moco-voc-c4-24k",
-                         "--engine", "{det_engine}", "--work-dir", "{work}"), "voc", distributed=True,
+                   _det("det-voc-c4-24k", "moco-voc-c4-24k", "voc", ("--engine", "{det_engine}"), distributed=True,
                         seeds=FIVE_TRIALS, resnet_only=True),
-                   Eval("det-coco-c4-1x", "detection", "coco-c4-1x",
-                        ("detection", "--dataset", "coco", "--data", "{coco}", "--protocol", "coco-c4-1x",
-                         "--engine", "{det_engine}", "--work-dir", "{work}"), "coco", distributed=True,
+                   _det("det-coco-c4-1x", "coco-c4-1x", "coco", ("--engine", "{det_engine}"), distributed=True,
                         resnet_only=True),
-                   Eval("seg-cityscapes-fcn", "segmentation", "moco-fcn",
-                        ("segmentation", "--dataset", "cityscapes", "--data", "{cityscapes}", "--protocol",
-                         "moco-fcn", "--work-dir", "{work}"), "cityscapes", distributed=True, seeds=FIVE_TRIALS),
-                   Eval("seg-voc2012-fcn", "segmentation", "moco-fcn",
-                        ("segmentation", "--dataset", "voc2012", "--data", "{voc2012}", "--protocol",
-                         "moco-fcn", "--work-dir", "{work}"), "voc2012", distributed=True, seeds=FIVE_TRIALS)),
+                   _seg("seg-cityscapes-fcn", "moco-fcn", "cityscapes", distributed=True, seeds=FIVE_TRIALS),
+                   _seg("seg-voc2012-fcn", "moco-fcn", "voc2012", distributed=True, seeds=FIVE_TRIALS)),
                   references=(SUPERVISED_R50,)),
 })
 

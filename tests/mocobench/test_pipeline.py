@@ -584,3 +584,29 @@ def test_the_paper_dry_run_checks_every_command_and_projects_gpu_hours(tmp_path,
     assert "invalid  eval linear-paper moco_v2_800ep" in out and "--lr: expected float, got 'abc'" in out
     assert P.main(base + ["--pretrain-arg=--K=many"]) == 1
     assert "invalid  pretrain moco_v2_800ep" in capsys.readouterr().out
+
+
+def test_every_mode_evaluation_is_configuration_resolved_in_process():
+    """Issue 24: a mode's evaluations are protocol + field changes + options, resolved by the same code
+    the stage runs, in this process; a bad change fails when the mode is built or checked, not when
+    its stage starts. The command a stage runs is written from the same fields."""
+    from mocobench.core.settings import SettingError
+    from mocobench.modes import DET_300, MODES, Eval
+    from mocobench.transfer.detection.protocols import ProtocolError
+
+    resolved = {(m.name, ev.label): ev.resolved() for m in MODES.values() for ev in m.evals}
+    assert len(resolved) == 21
+    det = resolved[("default", "det-voc-tiny-fpn")]
+    assert (det.max_iter, det.steps, det.base_lr) == (DET_300["max_iter"], (230,), 0.015)
+    assert resolved[("quick", "semi10-tiny")].lr_grid == (0.05,) and resolved[("quick", "semi10-tiny")].epochs == 2
+    assert resolved[("default", "linear-fast")].img_size == 64 and resolved[("paper", "linear-paper")].epochs == 100
+    assert resolved[("paper", "seg-voc2012-fcn")].crop == (513, 513)   # the dataset picks the preset
+    ev = next(e for e in MODES["default"].evals if e.label == "det-voc-tiny-fpn")
+    assert ev.argv[-3:] == ("--max_iter=300", "--steps=230", "--base_lr=0.015")
+    bad = Eval("x", "detection", "tiny-fpn", "detection", "voc", overrides=(("max_iter", -5),))
+    with pytest.raises(ProtocolError, match="--max_iter=-5: must be >= 1"):
+        bad.resolved()
+    with pytest.raises(SettingError, match="--lr_grid=0.0: must be > 0"):
+        Eval("y", "semi-10pct", "tiny", "semi", "imagenet", overrides=(("lr_grid", (0.05, 0.0)),)).resolved()
+    with pytest.raises(ValueError, match="unknown evaluation command 'lineal'"):
+        Eval("z", "linear", "fast", "lineal", "imagenet")

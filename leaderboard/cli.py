@@ -20,7 +20,10 @@ def _table_parser() -> argparse.ArgumentParser:
         description="Build the leaderboard from result records: one row per checkpoint, one column per "
                     "(task, protocol, dataset, engine, metric), with the papers' reported rows. "
                     "'mocobench leaderboard check --help' for the CI gate.")
-    p.add_argument("--results", default=DEFAULT_RESULTS, help=f"records folder (default {DEFAULT_RESULTS})")
+    p.add_argument("--results", action="append", default=None,
+                   help=f"records folder (default {DEFAULT_RESULTS}); give it once per run of the same pipeline "
+                        "with another --seed (./run_all.sh --seed S --out DIR) for one table over the runs: rows "
+                        "matched by checkpoint name, each cell the mean ± std of the runs' records")
     p.add_argument("--format", choices=("md", "csv", "html"), default="md")
     p.add_argument("-o", "--output", help="write here (atomically) instead of printing")
     p.add_argument("--rows", choices=("all", "measured", "reported"), default="all",
@@ -83,11 +86,12 @@ def check_main(argv: list[str]) -> int:
         return 2
 
 
-def render(results: str | Path, fmt: str, *, rows: str = "all", all_metrics: bool = False,
+def render(results: str | Path | list[str | Path], fmt: str, *, rows: str = "all", all_metrics: bool = False,
            title: str = "mocobench leaderboard", plots: bool = True,
            spread: str | Path | None = None) -> tuple[str, "object"]:
-    """The leaderboard text in ``fmt`` and the table it came from; raises TableError on a
-    protocol mismatch and BaselineError on an unusable ``spread`` baseline."""
+    """The leaderboard text in ``fmt`` and the table it came from (``results``: a folder, or one
+    per run); raises TableError on a protocol mismatch and BaselineError on an unusable ``spread``
+    baseline."""
     from mocobench.leaderboard import table as tb
 
     spreads = None
@@ -104,7 +108,8 @@ def render(results: str | Path, fmt: str, *, rows: str = "all", all_metrics: boo
         return tb.to_csv(table), table
     from mocobench.leaderboard.html import render as render_html
 
-    return render_html(table, title=title, results_dir=str(results), plots=plots), table
+    shown = results if isinstance(results, (str, Path)) else ", ".join(map(str, results))
+    return render_html(table, title=title, results_dir=str(shown), plots=plots), table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _table_parser().parse_args(argv)
     rows = "measured" if args.no_reported else args.rows
-    if rows != "reported" and not Path(args.results).is_dir():
-        print(f"mocobench leaderboard: {args.results}: no such results folder (use --rows reported for the "
-              f"papers' numbers alone)", file=sys.stderr)
-        return 1
+    results = args.results or [DEFAULT_RESULTS]
+    for folder in results if rows != "reported" else ():
+        if not Path(folder).is_dir():
+            print(f"mocobench leaderboard: {folder}: no such results folder (use --rows reported for the "
+                  f"papers' numbers alone)", file=sys.stderr)
+            return 1
     try:
-        text, table = render(args.results, args.format, rows=rows, all_metrics=args.all_metrics,
-                             title=args.title, spread=args.spread)
+        text, table = render(results if len(results) > 1 else results[0], args.format, rows=rows,
+                             all_metrics=args.all_metrics, title=args.title, spread=args.spread)
     except (TableError, BaselineError) as e:
         print(f"mocobench leaderboard: {e}", file=sys.stderr)
         return 1

@@ -20,9 +20,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
@@ -354,30 +354,53 @@ def _row_from_checkpoint(key: str, name: str, ckpt: dict) -> Row:
 
 def build_table(records: list[dict], *, reported: list[dict] | None = None,
                 files: list[str] | None = None, problems: Iterable[Problem | str] = (),
-                all_metrics: bool = False, spreads: list[dict] | None = None) -> Table:
+                all_metrics: bool = False, spreads: list[dict] | None = None,
+                runs: list[int] | None = None) -> Table:
     """The table from ``records`` (+ ``reported`` rows). ``files[i]`` names ``records[i]`` in
     messages. Protocol mismatches are collected in ``Table.errors`` (see :func:`check_table`).
     ``spreads``: a baseline's entries (leaderboard/check.py), the seed spread of cells measured
-    once (:func:`compare_with_random`)."""
+    once (:func:`compare_with_random`). ``runs[i]``: the run ``records[i]`` belongs to, when the
+    records are several runs of one pipeline with other seeds (:func:`load_table` with several
+    folders): a row is then a checkpoint name, each run's checkpoint of that name its sample, and
+    a cell's mean and std are over the runs' records."""
     files = files or [f"record {r.get('id', i)}" for i, r in enumerate(records)]
+    runs = runs if runs is not None and len(set(runs)) > 1 else None
 
-    # Rows: one per checkpoint, identified by (display name, sha256 or path).
+    # Rows: one per checkpoint, identified by (display name, sha256 or path); over several runs, by
+    # the name alone (a run pretrains its own "moco_v2"), which must then name one file per run.
+    def ident_of(ck: dict) -> tuple[str, str]:
+        return checkpoint_display_name(ck), str(ck.get("sha256") or ck.get("path") or "")
+
     identity: dict[tuple[str, str], str] = {}
     names: dict[str, set[tuple[str, str]]] = {}
-    for rec in records:
-        ck = rec["checkpoint"]
-        ident = (checkpoint_display_name(ck), str(ck.get("sha256") or ck.get("path") or ""))
-        names.setdefault(ident[0], set()).add(ident)
-    for name, idents in names.items():
-        for ident in sorted(idents):
-            identity[ident] = name if len(idents) == 1 else f"{name}@{ident[1][:8]}"
+    for i, rec in enumerate(records):
+        ident = ident_of(rec["checkpoint"])
+        if runs is not None:
+            names.setdefault(ident[0], set()).add((runs[i], ident[1]))
+            identity[ident] = ident[0]
+        else:
+            names.setdefault(ident[0], set()).add(ident)
+    if runs is not None:
+        for name, seen in names.items():
+            per_run = [r for r, _ in seen]
+            if len(per_run) != len(set(per_run)):
+                raise TableError(f"several runs' records: the name {name!r} stands for more than one checkpoint "
+                                 f"within one run, so its rows cannot be matched across the runs")
+    else:
+        for name, idents in names.items():
+            for ident in sorted(idents):
+                identity[ident] = name if len(idents) == 1 else f"{name}@{ident[1][:8]}"
 
     rows: dict[str, Row] = {}
     values = []  # one entry per (record, metric shown)
-    for rec, fname in zip(records, files):
+    for i, (rec, fname) in enumerate(zip(records, files)):
         ck = rec["checkpoint"]
-        key = identity[(checkpoint_display_name(ck), str(ck.get("sha256") or ck.get("path") or ""))]
-        rows.setdefault(key, _row_from_checkpoint(key, key, ck))
+        key = identity[ident_of(ck)]
+        if runs is None:
+            rows.setdefault(key, _row_from_checkpoint(key, key, ck))
+        else:   # the card names no one file: the row is the runs' checkpoints of that name
+            rows.setdefault(key, replace(_row_from_checkpoint(key, key, ck), card="one checkpoint per run"))
+        seed = rec["seed"] if runs is None else f"run {runs[i] + 1} seed {rec['seed']}"
         settings = protocol_settings(rec)
         shown = DISPLAY_METRICS.get(rec["task"], ())
         for metric, value in rec["metrics"].items():
@@ -386,7 +409,7 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
             if all_metrics or metric in shown:
                 col = Column(rec["task"], str(rec["protocol"]), str(rec["dataset"].get("name")),
                              str(rec.get("engine") or "torchvision"), metric)
-                values.append({"row": key, "column": col, "seed": rec["seed"], "value": float(value),
+                values.append({"row": key, "column": col, "seed": seed, "value": float(value),
                                "timestamp": str(rec.get("timestamp", "")), "file": fname, "settings": settings,
                                "deviations": tuple((rec.get("run") or {}).get("deviations") or ())})
     cells, errors = _aggregate(values)
@@ -538,22 +561,26 @@ def check_table(table: Table) -> None:
         raise TableError("\n".join(table.errors))
 
 
-def load_table(results_dir: str | Path, *, reported: bool = True, all_metrics: bool = False,
+def load_table(results_dir: str | Path | Sequence[str | Path], *, reported: bool = True, all_metrics: bool = False,
                spreads: list[dict] | None = None) -> Table:
     """Read every record under ``results_dir`` (skipping corrupt and newer-schema files, which are
     listed in ``Table.problems``) and build the table, with the papers' rows when ``reported``;
-    ``spreads`` as :func:`build_table`."""
+    ``spreads`` as :func:`build_table`. Several folders: one run each of the same pipeline with
+    another ``--seed`` (``runs`` of :func:`build_table`)."""
     from mocobench.core.records import iter_record_files
 
-    records, files, problems = [], [], []
-    for path, rec in iter_record_files(results_dir):
-        if isinstance(rec, Problem):
-            problems.append(rec)
-        else:
-            records.append(rec)
-            files.append(str(path))
+    folders = [results_dir] if isinstance(results_dir, (str, Path)) else list(results_dir)
+    records, files, problems, runs = [], [], [], []
+    for run, folder in enumerate(folders):
+        for path, rec in iter_record_files(folder):
+            if isinstance(rec, Problem):
+                problems.append(rec)
+            else:
+                records.append(rec)
+                files.append(str(path))
+                runs.append(run)
     return build_table(records, reported=load_reported() if reported else None, files=files,
-                       problems=problems, all_metrics=all_metrics, spreads=spreads)
+                       problems=problems, all_metrics=all_metrics, spreads=spreads, runs=runs)
 
 
 # ---------------------------------------------------------------- text outputs

@@ -14,7 +14,7 @@ import pytest
 
 from mocobench.leaderboard import cli
 from mocobench.core.records import SCHEMA_VERSION, load_records
-from mocobench.leaderboard.table import Column, load_reported, load_table, to_csv, to_markdown
+from mocobench.leaderboard.table import Column, TableError, load_reported, load_table, to_csv, to_markdown
 
 
 def _col(table, task, protocol, metric, dataset=None):
@@ -283,3 +283,43 @@ def test_csv_gaps_and_single_values_are_blank_not_nan(tmp_path, add_record):
     assert rows["moco_v2"][f"{knn} n"] == "2" and rows["random-resnet18"][f"{knn} n"] == "1"
     assert rows["random-resnet18"][f"{knn} std"] == "" and rows["moco_v2"][linear] == ""
     assert f"{linear} std" not in rows["moco_v2"]   # no cell of that column has several seeds
+
+
+def test_several_runs_make_one_table_of_mean_and_std_over_the_runs(tmp_path, add_record, capsys):
+    """Issue 26: ``./run_all.sh --seed S`` for three seeds pretrains three different "moco_v2" files; given the
+    three results folders, the table has one moco_v2 row whose cell is the mean ± sample std of the runs, and
+    the marks against random init use that spread. One folder with the same records keeps the files apart."""
+    values = {"moco_v2": (60.0, 62.0, 67.0), "random-timm": (45.0, 46.0, 44.0)}
+    folders = []
+    for run in range(3):
+        folder = tmp_path / f"s{run}"
+        for name, vals in values.items():
+            rec = add_record(folder, name, "knn", "dino-knn", {"top1": vals[run]}, seed=run)
+            if name == "moco_v2":   # each run pretrained its own file
+                rec["checkpoint"]["sha256"] = f"{run}" * 64
+                (p,) = [p for p in folder.glob("knn-*.json") if rec["id"] in p.name]
+                p.write_text(json.dumps(rec))
+        folders.append(folder)
+    table = load_table(folders, reported=False)
+    assert table.errors == [] and [r.name for r in table.measured_rows()] == ["moco_v2", "random-timm"]
+    cell = table.cell(table.measured_rows()[0], table.columns[0])
+    assert cell.n == 3 and cell.mean == pytest.approx(statistics.mean(values["moco_v2"]))
+    assert cell.std == pytest.approx(statistics.stdev(values["moco_v2"]))
+    assert cell.seeds == ["run 1 seed 0", "run 2 seed 1", "run 3 seed 2"]
+    assert cli.main(["--results", str(folders[0]), "--results", str(folders[1]), "--results", str(folders[2]),
+                     "--rows", "measured"]) == 0
+    out = capsys.readouterr().out
+    assert f"{statistics.mean(values['moco_v2']):.1f} ± {statistics.stdev(values['moco_v2']):.1f}" in out
+    # one folder holding the three runs' records: three files, three rows
+    merged = tmp_path / "all"
+    for folder in folders:
+        shutil.copytree(folder, merged, dirs_exist_ok=True)
+    assert sorted(r.name for r in load_table(merged, reported=False).measured_rows())[:3] == [
+        f"moco_v2@{run}{run}{run}{run}{run}{run}{run}{run}" for run in range(3)]
+    # a name that stands for two files within one run cannot be matched across the runs
+    rec = add_record(folders[0], "moco_v2", "knn", "dino-knn", {"top1": 1.0}, seed=5)
+    rec["checkpoint"]["sha256"] = "f" * 64
+    (p,) = [p for p in folders[0].glob("knn-*.json") if rec["id"] in p.name]
+    p.write_text(json.dumps(rec))
+    with pytest.raises(TableError, match="'moco_v2' stands for more than one checkpoint within one run"):
+        load_table(folders, reported=False)

@@ -120,20 +120,36 @@ class ViewParams:
     flip: torch.Tensor  # N bool
 
 
-def draw_params(spec: ViewSpec, heights: torch.Tensor, widths: torch.Tensor, g: torch.Generator) -> ViewParams:
+def draw_params(spec: ViewSpec | list[ViewSpec], heights: torch.Tensor, widths: torch.Tensor,
+                g: torch.Generator) -> ViewParams:
+    """The random choices of one view of N images; given k views that share their ranges (one
+    group of :func:`view_groups`), of all k at once: k·N rows, view j's in rows j·N to (j+1)·N,
+    each coin with its own view's probability."""
+    specs = spec if isinstance(spec, list) else [spec]
+    spec, k = specs[0], len(specs)
+    heights, widths = (heights.repeat(k), widths.repeat(k)) if k > 1 else (heights, widths)
     n = len(heights)
 
-    def coin(p: float) -> torch.Tensor:
-        return torch.rand(n, generator=g) < p
-
+    # the five coins of every row in one draw, each with its own view's probability
+    coins = ("jitter_p", "gray_p", "blur_p", "solarize_p", "flip_p")
+    p = torch.tensor([[getattr(s, name) for name in coins] for s in specs]).repeat_interleave(n // k, dim=0)
+    jitter, gray, blur, solarize, flip = (torch.rand(n, len(coins), generator=g) < p).unbind(1)
     b, c, s, hue = spec.jitter
     lo = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -hue])
     hi = torch.tensor([1 + b, 1 + c, 1 + s, hue])
-    return ViewParams(crops=crop_params(heights, widths, spec.scale, spec.ratio, g), jitter=coin(spec.jitter_p),
+    return ViewParams(crops=crop_params(heights, widths, spec.scale, spec.ratio, g), jitter=jitter,
                       factors=lo + (hi - lo) * torch.rand(n, 4, generator=g),
-                      order=torch.rand(n, 4, generator=g).argsort(dim=1), gray=coin(spec.gray_p),
-                      blur=coin(spec.blur_p), sigma=0.1 + 1.9 * torch.rand(n, generator=g),
-                      solarize=coin(spec.solarize_p), flip=coin(spec.flip_p))
+                      order=torch.rand(n, 4, generator=g).argsort(dim=1), gray=gray, blur=blur,
+                      sigma=0.1 + 1.9 * torch.rand(n, generator=g), solarize=solarize, flip=flip)
+
+
+def view_groups(specs: list[ViewSpec]) -> list[list[int]]:
+    """The views made together (:func:`apply_views`): those of one size and drawing ranges (MoCo's
+    two views; SMoG's two global ones, its local crops another group), in the order of ``specs``."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(specs):
+        groups.setdefault((s.size, s.gray_first, s.scale, s.ratio, s.jitter), []).append(i)
+    return sorted(groups.values())
 
 
 # -- batched tensor ops: x is N x 3 x H x W float in [0, 1], f a per-image factor (N) ----------
@@ -165,33 +181,65 @@ def adjust_saturation(x, f):
 
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue by ``shift`` (in turns, per image) in HSV space."""
-    r, g, b = x.unbind(dim=1)
-    v, argmax = x.max(dim=1)
-    chroma = v - x.min(dim=1).values
-    s = chroma / torch.where(v > 0, v, torch.ones_like(v))
-    c = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    h = torch.where(argmax == 0, (g - b) / c, torch.where(argmax == 1, 2 + (b - r) / c, 4 + (r - g) / c))
-    h = torch.where(chroma > 0, h / 6, torch.zeros_like(h))
-    h = torch.remainder(h + shift.view(-1, 1, 1), 1.0)
-    # back to RGB: each channel k is v - v·s·clamp(min(m, 4 - m), 0, 1) with m = (n_k + 6h) mod 6
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    m = torch.remainder(n + 6 * h.unsqueeze(1), 6)
-    return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.minimum(m, 4 - m).clamp(0, 1)
+    """Rotate the hue by ``shift`` (in turns, per image) in HSV space, in about 20 kernels.
+
+    With v the largest channel (the first of equal ones, as torchvision's rgb_to_hsv), chroma its
+    distance to the smallest: 6h = (next channel - the one after) / chroma + 2·argmax, i.e.
+    (g - b)/c, 2 + (b - r)/c, 4 + (r - g)/c; a grey pixel (chroma 0) stays as it is."""
+    v, argmax = x.max(dim=1, keepdim=True)                                        # N x 1 x H x W
+    chroma = v - x.amin(dim=1, keepdim=True)
+    diff = x.roll(-1, dims=1) - x.roll(-2, dims=1)                                # g - b, b - r, r - g
+    h = diff.gather(1, argmax) / chroma.clamp(min=torch.finfo(x.dtype).tiny) + 2 * argmax
+    h = torch.remainder(h / 6 + shift.view(-1, 1, 1, 1), 1.0)
+    # back to RGB: each channel k is v - chroma·clamp(min(m, 4 - m), 0, 1) with m = (n_k + 6h) mod 6
+    m = torch.remainder(_hue_offsets(x.device, x.dtype) + 6 * h, 6)
+    return v - chroma * torch.minimum(m, 4 - m).clamp(0, 1)
 
 
-JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+_HUE_OFFSETS: dict = {}
 
 
-def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """``ColorJitter`` per image: op ``order[i, k]`` is the k-th applied to image i. factors: N x 4
-    (on x's device); order: N x 4 on the CPU, so that choosing the images does not wait for the GPU."""
+def _hue_offsets(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(5, 3, 1) as 1 x 3 x 1 x 1, made once per device (a constant is a host call per use)."""
+    key = (device, dtype)
+    if key not in _HUE_OFFSETS:
+        _HUE_OFFSETS[key] = torch.tensor([5.0, 3.0, 1.0], device=device, dtype=dtype).view(1, 3, 1, 1)
+    return _HUE_OFFSETS[key]
+
+
+def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
+                 on: torch.Tensor | None = None) -> torch.Tensor:
+    """``ColorJitter`` per image: op ``order[i, k]`` is the k-th applied to image i; images whose
+    ``on`` is False pass unchanged. factors: N x 4 (on x's device); order and on: N x 4 and N on the
+    CPU, so that choosing the images does not wait for the GPU.
+
+    A constant number of kernels per batch, whatever the orders: at each of the four positions every
+    image takes the blend its op is (brightness, contrast and saturation blend with black, the mean
+    grey and the grey image; the other images with factor 1, which leaves them exactly as they
+    are), and the images whose hue turn it is take the hue rotation, as one slice: the batch is
+    sorted by the position of the hue first. The arithmetic per image is that of the single ops."""
+    dev, n = x.device, len(x)
+    on = torch.ones(n, dtype=torch.bool) if on is None else on
+    hue_at = torch.where(on, (order == 3).int().argmax(dim=1), 4)                     # 4: no jitter
+    perm = hue_at.argsort(stable=True)
+    bounds = [0, *torch.bincount(hue_at, minlength=5).cumsum(0).tolist()]
+    perm_dev = perm.to(dev)
+    x, factors = x[perm_dev], factors[perm_dev]
+    op = order[perm].to(dev).t().reshape(4, n, 1, 1, 1)                                # position, image
+    f = torch.where((op == 3) | ~on[perm].to(dev).view(1, n, 1, 1, 1), 1.0,
+                    factors.t().reshape(4, n, 1, 1, 1).gather(0, op))
+    # per position: the blend factor, 1 - it where the target is grey (0 for black), contrast or not
+    fs, gs, contrast = f.unbind(0), ((1 - f) * (op != 0)).unbind(0), (op == 1).unbind(0)
+    weights = torch.tensor(GRAY_WEIGHTS, device=dev, dtype=x.dtype).view(1, 3, 1, 1)
+    shift = factors[:, 3]
     for k in range(4):
-        for op in range(4):
-            sel = (order[:, k] == op).nonzero().squeeze(1).to(x.device)
-            if len(sel):
-                x[sel] = JITTER_OPS[op](x[sel], factors[sel, op])
-    return x
+        gray = (x * weights).sum(dim=1, keepdim=True)
+        other = torch.where(contrast[k], gray.mean(dim=(1, 2, 3), keepdim=True), gray)
+        x = torch.addcmul(fs[k] * x, gs[k], other).clamp_(0, 1)
+        a, b = bounds[k], bounds[k + 1]
+        if b > a:
+            x[a:b] = adjust_hue(x[a:b], shift[a:b])
+    return x[perm.argsort().to(dev)]
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
@@ -246,30 +294,38 @@ def _size_groups(heights: torch.Tensor, widths: torch.Tensor, budget: int = GROU
 
 def resized_crops(images: list[torch.Tensor], crops: torch.Tensor, size: int) -> torch.Tensor:
     """Crop each uint8 3 x H_i x W_i image at its (top, left, h, w) and resize it to size x size
-    (bilinear, antialiased as PIL); N x 3 x size x size float in [0, 1].
+    (bilinear, antialiased as PIL); N x 3 x size x size float in [0, 1]. ``crops`` may hold k rows
+    per image (k views: row j·N + i crops image i), giving k·N crops.
 
-    Batched: the images are padded into one tensor (per size group), and the antialiased resize
-    of every crop is two batched matrix products with its separable weights (:func:`_aa_weights`),
-    equal to ``F.interpolate(..., antialias=True)`` of each crop up to float rounding. A constant
-    number of kernels per batch, where a resize per image cost about 40 host calls each."""
-    dev = images[0].device
+    Batched: the images are padded into one tensor once (per size group), whatever k, and the
+    antialiased resize of every crop is two batched matrix products with its separable weights
+    (:func:`_aa_weights`), equal to ``F.interpolate(..., antialias=True)`` of each crop up to
+    float rounding. A constant number of kernels per batch, where a resize per image cost about
+    40 host calls each."""
+    dev, n = images[0].device, len(images)
+    k = len(crops) // n
     crops = crops.to(dev)
     heights = torch.tensor([img.shape[-2] for img in images])
     widths = torch.tensor([img.shape[-1] for img in images])
     groups = _size_groups(heights, widths, GROUP_PIXELS)
-    out = torch.empty(len(images), 3, size, size, device=dev)
+    out = torch.empty(k, n, 3, size, size, device=dev)
+    # the weights of every crop at once, rows and columns, over the largest image side; a group
+    # takes its images' rows and the columns of its padded size (a crop's weights are zero outside
+    # it, so nothing is cut)
+    both = _aa_weights(crops[:, :2].t().reshape(-1), crops[:, 2:].t().reshape(-1), size,
+                       int(max(heights.max(), widths.max())))                       # 2kN x size x max
+    wy_all, wx_all = both.view(2, k, n, size, -1).unbind(0)                         # k x N x size x max
     for idx in groups:
         members = [images[i] for i in idx.tolist()]
         with warnings.catch_warnings():   # "nested tensors are in prototype stage": used for padding only
             warnings.filterwarnings("ignore", "The PyTorch API of nested tensors", UserWarning)
             padded = (torch.nested.as_nested_tensor(members).to_padded_tensor(0) if len(members) > 1
                       else members[0][None]).to(torch.float32)                      # G x 3 x Hp x Wp
-        top, left, h, w = crops[idx.to(dev)].unbind(dim=1)
-        wy = _aa_weights(top, h, size, padded.shape[-2])                              # G x size x Hp
-        wx = _aa_weights(left, w, size, padded.shape[-1])                             # G x size x Wp
-        res = wy.unsqueeze(1) @ padded @ wx.unsqueeze(1).transpose(-1, -2)           # G x 3 x size x size
-        out[idx.to(dev)] = res
-    return out.div_(255).clamp_(0, 1)
+        rows = idx.to(dev)
+        wy = wy_all[:, rows, :, :padded.shape[-2]]                                    # k x G x size x Hp
+        wx = wx_all[:, rows, :, :padded.shape[-1]]                                    # k x G x size x Wp
+        out[:, rows] = wy.unsqueeze(2) @ padded @ wx.unsqueeze(2).transpose(-1, -2)  # k x G x 3 x size x size
+    return out.view(k * n, 3, size, size).div_(255).clamp_(0, 1)
 
 
 def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -277,7 +333,8 @@ def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
 
 
 def apply_view(images: list[torch.Tensor], spec: ViewSpec, p: ViewParams) -> torch.Tensor:
-    """One view of the batch: N x 3 x size x size, normalised, on the images' device."""
+    """One view of the batch: N x 3 x size x size, normalised, on the images' device; k views of
+    one group (``p`` of k·N rows, :func:`draw_params` of the group): k·N x 3 x size x size."""
     dev = images[0].device
     x = resized_crops(images, p.crops, spec.size)
 
@@ -286,9 +343,8 @@ def apply_view(images: list[torch.Tensor], spec: ViewSpec, p: ViewParams) -> tor
 
     if spec.gray_first:
         x = gray(x)
-    on = p.jitter.nonzero().squeeze(1)
-    if len(on):
-        x[on.to(dev)] = color_jitter(x[on.to(dev)], p.factors[on].to(dev), p.order[on])
+    if p.jitter.any():
+        x = color_jitter(x, p.factors.to(dev), p.order, on=p.jitter)
     if not spec.gray_first:
         x = gray(x)
     on = p.blur.nonzero().squeeze(1)
@@ -299,6 +355,21 @@ def apply_view(images: list[torch.Tensor], spec: ViewSpec, p: ViewParams) -> tor
     mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def apply_views(images: list[torch.Tensor], specs: list[ViewSpec], g: torch.Generator) -> list[torch.Tensor]:
+    """Every view of the batch, drawn from ``g`` and made a group at a time (:func:`view_groups`):
+    a group's k views are one batch of k copies of the images, each row with its own parameters
+    (:func:`draw_params` of the group), so k views cost the host calls of one."""
+    heights = torch.tensor([img.shape[-2] for img in images])
+    widths = torch.tensor([img.shape[-1] for img in images])
+    out: list[torch.Tensor] = [None] * len(specs)   # type: ignore[list-item]
+    for members in view_groups(specs):
+        group = [specs[i] for i in members]
+        x = apply_view(images, group[0], draw_params(group, heights, widths, g))
+        for j, view in zip(members, x.chunk(len(members))):
+            out[j] = view
+    return out
 
 
 # -- the data path: bytes in workers, decode + views on the device ----------------------------
@@ -429,11 +500,7 @@ class DeviceViews:
         keep = [i for i in range(len(data)) if i not in set(bad)]
         fill = [i % len(images) for i in range(len(bad))]
         images, labels = images + [images[i] for i in fill], labels[keep + [keep[i] for i in fill]]
-        heights = torch.tensor([img.shape[-2] for img in images])
-        widths = torch.tensor([img.shape[-1] for img in images])
-        g = torch.Generator().manual_seed(seed)
-        views = [apply_view(images, spec, draw_params(spec, heights, widths, g)) for spec in self.specs]
-        return views, labels, len(bad)
+        return apply_views(images, self.specs, torch.Generator().manual_seed(seed)), labels, len(bad)
 
 
 PIPELINES = ("pil", "device")

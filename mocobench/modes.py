@@ -31,8 +31,7 @@ class Run:
         return mode.arch
 
 
-COMMANDS = {"linear": "linear", "knn": "knn", "semi": "semi", "detection": "detection",
-            "segmentation": "segmentation"}   # `mocobench eval` sub-command -> its protocol table (resolved())
+COMMANDS = ("linear", "knn", "semi", "detection", "segmentation")   # the `mocobench eval` sub-commands
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,15 @@ def protocol_and_run(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return protocol, ran
 
 
+def protocol_changes(saved: dict, cfg: Any) -> dict[str, tuple]:
+    """``{field: (saved value, cfg's value)}`` for every protocol field of config ``cfg`` (not
+    ``run=True``) whose value differs from ``saved`` (a stored ``to_dict``/``asdict`` form of the
+    same class; tuples and lists compare equal): what a resume from ``saved`` would change. Run
+    settings (workers, log and checkpoint intervals) may differ."""
+    now, _ = protocol_and_run(cfg)
+    return {k: (saved.get(k), v) for k, v in now.items() if _plain(saved.get(k)) != v}
+
+
 def check_value(value: Any, rng: Range | None, shown: str) -> Any:
     """``value`` if ``rng`` allows it (tuples item by item; floats must be finite); a
     :class:`SettingError` naming ``shown`` (the flag as the user typed it) otherwise."""

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"papers' numbers alone)", file=sys.stderr)
             return 1
     try:
-        text, table = render(results if len(results) > 1 else results[0], args.format, rows=rows,
+        text, table = render(results, args.format, rows=rows,
                              all_metrics=args.all_metrics, title=args.title, spread=args.spread)
     except (TableError, BaselineError) as e:
         print(f"mocobench leaderboard: {e}", file=sys.stderr)

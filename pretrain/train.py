@@ -30,7 +30,7 @@ from mocobench.checkpoints.safe_pickle import read_file
 from mocobench.checkpoints.write import save_training_state
 from mocobench.core import dist, precision
 from mocobench.core.io import StepLog, atomic_write_json, progress
-from mocobench.core.settings import run_fields
+from mocobench.core.settings import protocol_changes
 from mocobench.pretrain import augment, data, fast_paths, gpu_augment
 from mocobench.pretrain.config import PretrainConfig, from_dict
 from mocobench.pretrain.divergence import DivergenceGuard
@@ -96,13 +96,6 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = sorted((run_dir / "checkpoints").glob("step_*.pth"))
     return found[-1] if found else None
-
-
-def config_changes(saved: PretrainConfig, now: PretrainConfig) -> dict[str, tuple]:
-    """``{field: (checkpoint's value, this run's value)}`` for every field that affects training
-    (run settings, ``setting(run=True)``, may differ on resume)."""
-    a, b, run = saved.to_dict(), now.to_dict(), run_fields(PretrainConfig)
-    return {k: (a.get(k), b[k]) for k in b if k not in run and a.get(k) != b[k]}
 
 
 def read_training_state(path: Path, offer_previous: bool) -> dict:
@@ -207,7 +200,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         if saved.method != cfg.method or saved.arch != cfg.arch:
             raise ValueError(f"{ckpt_file}: checkpoint of {saved.method}/{saved.arch}, this run is "
                              f"{cfg.method}/{cfg.arch}")
-        changed = config_changes(saved, cfg)
+        changed = protocol_changes(saved.to_dict(), cfg)
         if changed and not allow_config_change:
             raise ValueError(f"{ckpt_file}: this run's settings differ from the checkpoint's: "
                              + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())

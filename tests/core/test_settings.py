@@ -118,3 +118,14 @@ def test_run_settings_of_pretraining_are_the_ones_a_resume_may_change():
 
     assert settings.run_fields(PretrainConfig) == {"workers", "device", "log_every", "ckpt_every",
                                                    "keep_checkpoints", "compile"}
+
+
+def test_protocol_changes_ignore_run_settings_and_tuple_list_forms():
+    """The one rule a resume uses (pretraining, detection, segmentation): a changed protocol field is
+    named with both values; a changed run setting is not a change; a stored list equals a tuple."""
+    saved = {"epochs": 10, "lr": 0.03, "label_fraction": 0.1, "K": 65536, "workers": 4, "steps": [3, 5],
+             "scale": 1.0, "name": "x"}
+    assert settings.protocol_changes(saved, Cfg(workers=0)) == {}
+    assert settings.protocol_changes(saved, Cfg(lr=0.1, steps=(3, 6))) == {"lr": (0.03, 0.1),
+                                                                            "steps": ([3, 5], [3, 6])}
+    assert settings.protocol_changes({k: v for k, v in saved.items() if k != "K"}, Cfg()) == {"K": (None, 65536)}

@@ -34,6 +34,7 @@ from torch import nn
 
 from mocobench.core import dist, precision
 from mocobench.core.io import StepLog, atomic_torch_save, progress
+from mocobench.core.settings import protocol_changes
 
 # -- data ------------------------------------------------------------------------------------------
 
@@ -151,8 +152,11 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
         if not isinstance(state, dict) or "fingerprint" not in state:
             raise ValueError(f"{state_file}: not a detection training state (written as last.pt by "
                              "mocobench eval detection)")
-        if state["fingerprint"] != fingerprint:
-            differ = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
+        saved = state["fingerprint"]
+        # the run settings of the protocol (workers, checkpoint period) may differ on resume
+        differ = sorted([k for k in fingerprint if k != "protocol" and saved.get(k) != fingerprint[k]]
+                        + [f"protocol.{k}" for k in protocol_changes(saved.get("protocol") or {}, p)])
+        if differ:
             raise ValueError(f"{state_file}: training state of a different run ({', '.join(differ)} "
                              "differ); use --resume no or another --work-dir")
         dist.unwrap(model).load_state_dict(state["model"])

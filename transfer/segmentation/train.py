@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from mocobench.core.dist import Dist
 from mocobench.core.precision import evaluation_autocast as autocast
 from mocobench.core.io import atomic_torch_save, progress
-from mocobench.core.settings import protocol_and_run
+from mocobench.core.settings import protocol_and_run, protocol_changes
 from mocobench.transfer.segmentation.data import IGNORE, PositionBatches, TrainStream, build_dataset, collate
 from mocobench.transfer.segmentation.inference import evaluate, prediction_writer
 from mocobench.transfer.segmentation.model import segmentation_model
@@ -47,10 +47,7 @@ def load_state(path: Path, *, protocol: SegProtocol, seed: int, checkpoint: dict
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"{path}: not a segmentation training state ({STATE_FORMAT})")
-    theirs = dict(state["protocol"])
-    ours = protocol.to_dict()
-    diff = [k for k in ours if k not in ("checkpoint_every", "log_every", "num_workers")
-            and _norm(theirs.get(k)) != _norm(ours[k])]
+    diff = list(protocol_changes(dict(state["protocol"]), protocol))
     if diff:
         raise ValueError(f"{path}: was written with a different protocol ({', '.join(diff)}); "
                          "resume with the same settings, or use --resume no or another --work-dir")
@@ -61,10 +58,6 @@ def load_state(path: Path, *, protocol: SegProtocol, seed: int, checkpoint: dict
         raise ValueError(f"{path}: was written for checkpoint {state['checkpoint'].get('name')}, "
                          f"not {checkpoint.get('name')}")
     return state
-
-
-def _norm(v):
-    return list(v) if isinstance(v, (list, tuple)) else v
 
 
 # -- training --------------------------------------------------------------------------------

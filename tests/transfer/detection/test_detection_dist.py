@@ -71,8 +71,11 @@ def test_kill_and_resume_exact_weights_and_loss_history(tmp_path, monkeypatch):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # bit-identical to the uninterrupted run
     assert _rows(log) == straight_log  # every iteration once, the repeated one as the resumed run made it
     # a different run refuses the work folder
-    with pytest.raises(ValueError, match="different run"):
+    with pytest.raises(ValueError, match=r"different run \(protocol.base_lr differ\)"):
         train(_fresh(), data, dataclasses.replace(EVERY, base_lr=0.5), 0, tmp_path / "b", cpu)
+    # run settings of the protocol (the checkpoint period) may differ
+    again = train(_fresh(), data, dataclasses.replace(EVERY, checkpoint_period=7), 0, tmp_path / "b", cpu)
+    assert again["start_iteration"] == EVERY.max_iter
 
 
 def _free_port() -> int:

@@ -50,6 +50,11 @@ def test_exact_resume(cityscapes_small, tmp_path):
     with pytest.raises(ValueError, match="different protocol"):
         train(model3, stream3, override(PROTO, ["lr=0.1"]), device=dev, seed=0,
               resume=tmp_path / "last.pth", checkpoint=ck3)
+    # run settings (log and checkpoint intervals) may differ: the same losses
+    model4, stream4, ck4 = _fresh(cityscapes_small)
+    again = train(model4, stream4, override(PROTO, ["log_every=7", "checkpoint_every=9"]), device=dev, seed=0,
+                  resume=tmp_path / "last.pth", checkpoint=ck4)
+    assert again.losses == rest.losses
 
 
 @pytest.mark.slow

@@ -424,6 +424,9 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
                             label_fraction=_percent(r["label_fraction"]) if r["label_fraction"] != "" else None,
                             kind=r["status"], source=r["source"])
             table_rows.append(rows[key])
+        elif rows[key].kind != r["status"]:   # a row is compared with measured ones as a whole: one status
+            raise TableError(f"{REPORTED_CSV.name}:{r['lineno']}: row {r['row']!r} is {r['status']!r} here and "
+                             f"{rows[key].kind!r} on an earlier line; give the {r['status']} numbers a row name of their own")
         elif r["source"] not in rows[key].source:
             rows[key].source += f"; {r['source']}"
         col = Column(r["task"], r["protocol"], r["dataset"], r["engine"], r["metric"])

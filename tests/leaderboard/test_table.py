@@ -14,7 +14,8 @@ import pytest
 
 from mocobench.leaderboard import cli
 from mocobench.core.records import SCHEMA_VERSION, load_records
-from mocobench.leaderboard.table import Column, TableError, load_reported, load_table, to_csv, to_markdown
+from mocobench.leaderboard.table import (REPORTED_CSV, Column, TableError, load_reported, load_table, to_csv,
+                                        to_markdown)
 
 
 def _col(table, task, protocol, metric, dataset=None):
@@ -229,6 +230,17 @@ ISSUE_NUMBERS = [
     ("SwAV R50 800ep", "linear", "swav-linear", "top1", 75.3),
     ("Barlow Twins R50 1000ep", "linear", "barlow-linear", "top1", 73.2),
     ("Supervised R50 (torchvision IMAGENET1K_V1)", "linear", "supervised-classifier", "top1", 76.13),
+    # MoCo's Tables 5 and 6 (2026-12-07), read in a secondary summary of the paper: unverified here
+    *[(row, "detection", protocol, metric, v) for row, protocol, values in [
+        ("MoCo v1 R50 200ep (Tables 5-6)", "coco-c4-2x", (40.7, 35.4)),
+        ("MoCo v1 R50 200ep (Tables 5-6)", "coco-fpn-2x", (40.8, 36.9)),
+        ("Supervised IN-1M R50 (Tables 5-6)", "coco-c4-2x", (40.0, 34.7)),
+        ("Supervised IN-1M R50 (Tables 5-6)", "coco-fpn-2x", (40.6, 36.8))]
+      for metric, v in zip(("bbox_AP", "segm_AP"), values)],
+    ("MoCo v1 R50 200ep (Tables 5-6)", "segmentation", "moco-fcn", "mIoU", 75.3),    # Cityscapes
+    ("MoCo v1 R50 200ep (Tables 5-6)", "segmentation", "moco-fcn", "mIoU", 72.5),    # VOC 2012
+    ("Supervised IN-1M R50 (Tables 5-6)", "segmentation", "moco-fcn", "mIoU", 74.6),
+    ("Supervised IN-1M R50 (Tables 5-6)", "segmentation", "moco-fcn", "mIoU", 74.4),
 ]
 
 
@@ -238,7 +250,8 @@ def test_reported_rows_hold_the_papers_numbers(tmp_path):
     assert got == sorted(ISSUE_NUMBERS)
     for r in reported:
         assert r["source"].strip()
-        assert (r["status"] == "unverified") == (r["method"] == "smog" or "moved from checkpoints/zoo.toml" in r["source"])
+        assert (r["status"] == "unverified") == (r["method"] == "smog" or "moved from checkpoints/zoo.toml" in r["source"]
+                                                 or "secondary summary" in r["source"])
     stds = {(r["row"], r["metric"]): (r["std"], r["n"]) for r in reported if r["std"] is not None}
     voc = {(row, m): (s, 5) for row in ("MoCo v1 R50 200ep", "MoCo v2 R50 200ep", "MoCo v2 R50 800ep",
                                         "Supervised IN-1M R50")
@@ -323,3 +336,20 @@ def test_several_runs_make_one_table_of_mean_and_std_over_the_runs(tmp_path, add
     p.write_text(json.dumps(rec))
     with pytest.raises(TableError, match="'moco_v2' stands for more than one checkpoint within one run"):
         load_table(folders, reported=False)
+
+
+def test_a_reported_row_has_one_status(tmp_path):
+    """A paper row is compared with measured rows as a whole, so an unverified number filed under a
+    reported row's name would be compared as if it had been read: refused, naming the line."""
+    from mocobench.leaderboard.table import build_table
+
+    src = (REPORTED_CSV.read_text(encoding="utf-8").splitlines()[0] + "\n"
+           'P,moco_v2,resnet50,200,,linear,paper,imagenet,torchvision,top1,67.5,,,reported,"a paper"\n'
+           'P,moco_v2,resnet50,200,,knn,dino-knn,imagenet,torchvision,top1,60.0,,,unverified,"a summary"\n')
+    path = tmp_path / "reported.csv"
+    path.write_text(src, encoding="utf-8")
+    with pytest.raises(TableError, match=r"reported.csv:3: row 'P' is 'unverified' here and 'reported'"):
+        build_table([], reported=load_reported(path))
+    path.write_text(src.replace("P,moco_v2,resnet50,200,,knn", "P (summary),moco_v2,resnet50,200,,knn"), encoding="utf-8")
+    table = build_table([], reported=load_reported(path))
+    assert sorted((r.name, r.kind) for r in table.rows) == [("P", "reported"), ("P (summary)", "unverified")]

@@ -31,7 +31,7 @@ def measure(method: str, batch: int, size: int, device: torch.device, repeats: i
                             dtype=torch.uint8).to(device) for i in range(batch)]
 
     def views(seed: int):
-        out = ga.apply_views(images, specs, torch.Generator().manual_seed(seed))
+        out = ga.apply_views(images, specs, seed)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return out

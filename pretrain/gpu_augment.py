@@ -18,9 +18,10 @@ grey level. The crop-and-resize of a whole view is batched (:func:`resized_crops
 products with each crop's separable antialiasing weights over the padded batch), equal to a
 ``F.interpolate(antialias=True)`` per crop within 1e-4 grey levels. The flip is applied last: it commutes with every other (pointwise or symmetric) op.
 
-Randomness: all parameters of a batch are drawn on the CPU from a generator seeded by
+Randomness: all parameters of a batch are drawn on the host (NumPy) from a generator seeded by
 (seed, epoch, batch, rank) (:func:`batch_seed`), so a resumed run sees exactly the augmentations an
-uninterrupted one saw, whatever the number of workers.
+uninterrupted one saw, whatever the number of workers; they reach the device in one copy that does
+not block the host (:func:`to_device`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.data
@@ -72,75 +74,105 @@ def view_specs(cfg) -> list[ViewSpec]:
     raise ValueError(f"unknown augmentation {cfg.augmentation!r}; use moco_v1, moco_v2 or smog")
 
 
-# -- parameters: drawn on the CPU, one row per image ------------------------------------------
+# -- parameters: drawn on the host (NumPy), one row per image ----------------------------------
+# NOTE: the draws are NumPy, not torch: a batch's parameters are a few hundred small array
+# operations, each a microsecond in NumPy and several times that as a dispatched ATen call; the
+# device path's host time per batch is what keeps a GPU waiting (issue 29).
 
-def crop_params(heights: torch.Tensor, widths: torch.Tensor, scale, ratio, g: torch.Generator,
-                tries: int = 10) -> torch.Tensor:
-    """N x 4 (top, left, h, w): ``RandomResizedCrop.get_params`` for N images at once.
+def rng_of(g: int | np.random.Generator) -> np.random.Generator:
+    """The generator of a batch's draws: a seed (:func:`batch_seed`) or a NumPy generator."""
+    return g if isinstance(g, np.random.Generator) else np.random.default_rng(int(g))
+
+
+def crop_params(heights, widths, scale, ratio, g: int | np.random.Generator, tries: int = 10) -> np.ndarray:
+    """N x 4 (top, left, h, w) int64: ``RandomResizedCrop.get_params`` for N images at once.
 
     Per image: up to ``tries`` draws of area ~ U(scale)·H·W and log-aspect ~ U(log ratio), the first
     that fits is taken; if none fits, the largest centre crop with the aspect clamped to ``ratio``.
     """
+    rng = rng_of(g)
+    heights, widths = np.asarray(heights, dtype=np.float64), np.asarray(widths, dtype=np.float64)
     n = len(heights)
-    H, W = heights[:, None].double(), widths[:, None].double()  # N x 1
-    area = H * W * torch.empty(n, tries, dtype=torch.float64).uniform_(scale[0], scale[1], generator=g)
-    log_r = torch.empty(n, tries, dtype=torch.float64).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
-    aspect = torch.exp(log_r)
-    w = torch.round(torch.sqrt(area * aspect))  # N x tries
-    h = torch.round(torch.sqrt(area / aspect))
+    H, W = heights[:, None], widths[:, None]  # N x 1
+    area = H * W * rng.uniform(scale[0], scale[1], (n, tries))
+    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), (n, tries)))
+    w = np.round(np.sqrt(area * aspect))  # N x tries
+    h = np.round(np.sqrt(area / aspect))
     fits = (w > 0) & (w <= W) & (h > 0) & (h <= H)
-    first = fits.double().argmax(dim=1, keepdim=True)  # N x 1: first try that fits
-    h, w = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
-    u = torch.rand(n, 2, dtype=torch.float64, generator=g)
-    top = torch.floor(u[:, 0] * (heights - h + 1))
-    left = torch.floor(u[:, 1] * (widths - w + 1))
+    first = fits.argmax(axis=1)[:, None]  # N x 1: first try that fits
+    h, w = np.take_along_axis(h, first, 1)[:, 0], np.take_along_axis(w, first, 1)[:, 0]
+    u = rng.random((n, 2))
+    top = np.floor(u[:, 0] * (heights - h + 1))
+    left = np.floor(u[:, 1] * (widths - w + 1))
     # fallback: centre crop
-    in_ratio = widths.double() / heights.double()
-    cw = torch.where(in_ratio < ratio[0], widths.double(), torch.where(in_ratio > ratio[1], torch.round(heights * ratio[1]), widths.double()))
-    ch = torch.where(in_ratio < ratio[0], torch.round(widths / ratio[0]), heights.double())
-    ok = fits.any(dim=1)
-    h, w = torch.where(ok, h, ch), torch.where(ok, w, cw)
-    top = torch.where(ok, top, torch.div(heights - ch, 2, rounding_mode="floor"))
-    left = torch.where(ok, left, torch.div(widths - cw, 2, rounding_mode="floor"))
-    return torch.stack([top, left, h, w], dim=1).long()
+    in_ratio = widths / heights
+    cw = np.where(in_ratio < ratio[0], widths, np.where(in_ratio > ratio[1], np.round(heights * ratio[1]), widths))
+    ch = np.where(in_ratio < ratio[0], np.round(widths / ratio[0]), heights)
+    ok = fits.any(axis=1)
+    h, w = np.where(ok, h, ch), np.where(ok, w, cw)
+    top = np.where(ok, top, np.floor((heights - ch) / 2))
+    left = np.where(ok, left, np.floor((widths - cw) / 2))
+    return np.stack([top, left, h, w], axis=1).astype(np.int64)
 
 
 @dataclass
 class ViewParams:
-    """Everything random about one view of a batch of N images (CPU tensors)."""
+    """Everything random about one view of a batch of N images (NumPy arrays, on the host)."""
 
-    crops: torch.Tensor  # N x 4 long: top, left, h, w
-    jitter: torch.Tensor  # N bool: colour jitter applied
-    factors: torch.Tensor  # N x 4: brightness, contrast, saturation factors and hue shift
-    order: torch.Tensor  # N x 4: the order of the four jitter ops (a permutation per image)
-    gray: torch.Tensor  # N bool
-    blur: torch.Tensor  # N bool
-    sigma: torch.Tensor  # N
-    solarize: torch.Tensor  # N bool
-    flip: torch.Tensor  # N bool
+    crops: np.ndarray  # N x 4 int64: top, left, h, w
+    jitter: np.ndarray  # N bool: colour jitter applied
+    factors: np.ndarray  # N x 4 float32: brightness, contrast, saturation factors and hue shift
+    order: np.ndarray  # N x 4: the order of the four jitter ops (a permutation per image)
+    gray: np.ndarray  # N bool
+    blur: np.ndarray  # N bool
+    sigma: np.ndarray  # N float32
+    solarize: np.ndarray  # N bool
+    flip: np.ndarray  # N bool
 
 
-def draw_params(spec: ViewSpec | list[ViewSpec], heights: torch.Tensor, widths: torch.Tensor,
-                g: torch.Generator) -> ViewParams:
+def draw_params(spec: ViewSpec | list[ViewSpec], heights, widths, g: int | np.random.Generator) -> ViewParams:
     """The random choices of one view of N images; given k views that share their ranges (one
     group of :func:`view_groups`), of all k at once: k·N rows, view j's in rows j·N to (j+1)·N,
     each coin with its own view's probability."""
+    rng = rng_of(g)
     specs = spec if isinstance(spec, list) else [spec]
     spec, k = specs[0], len(specs)
-    heights, widths = (heights.repeat(k), widths.repeat(k)) if k > 1 else (heights, widths)
+    heights, widths = np.tile(np.asarray(heights), k), np.tile(np.asarray(widths), k)
     n = len(heights)
 
     # the five coins of every row in one draw, each with its own view's probability
     coins = ("jitter_p", "gray_p", "blur_p", "solarize_p", "flip_p")
-    p = torch.tensor([[getattr(s, name) for name in coins] for s in specs]).repeat_interleave(n // k, dim=0)
-    jitter, gray, blur, solarize, flip = (torch.rand(n, len(coins), generator=g) < p).unbind(1)
+    p = np.repeat(np.array([[getattr(s, name) for name in coins] for s in specs]), n // k, axis=0)
+    jitter, gray, blur, solarize, flip = (rng.random((n, len(coins))) < p).T.copy()
     b, c, s, hue = spec.jitter
-    lo = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -hue])
-    hi = torch.tensor([1 + b, 1 + c, 1 + s, hue])
-    return ViewParams(crops=crop_params(heights, widths, spec.scale, spec.ratio, g), jitter=jitter,
-                      factors=lo + (hi - lo) * torch.rand(n, 4, generator=g),
-                      order=torch.rand(n, 4, generator=g).argsort(dim=1), gray=gray, blur=blur,
-                      sigma=0.1 + 1.9 * torch.rand(n, generator=g), solarize=solarize, flip=flip)
+    lo = np.array([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -hue], dtype=np.float32)
+    hi = np.array([1 + b, 1 + c, 1 + s, hue], dtype=np.float32)
+    factors = lo + (hi - lo) * rng.random((n, 4), dtype=np.float32)
+    return ViewParams(crops=crop_params(heights, widths, spec.scale, spec.ratio, rng), jitter=jitter,
+                      factors=factors, order=rng.random((n, 4)).argsort(axis=1), gray=gray, blur=blur,
+                      sigma=0.1 + 1.9 * rng.random(n, dtype=np.float32), solarize=solarize, flip=flip)
+
+
+def to_device(device: torch.device, **arrays) -> dict[str, torch.Tensor]:
+    """Host arrays on ``device`` in one copy per dtype (float32, int64): packed into one buffer,
+    pinned and copied without blocking on a GPU. A plain ``.to(cuda)`` of a pageable tensor waits for
+    the stream's queued work before it returns; one per parameter would make the host wait on the
+    GPU several times a batch."""
+    out: dict[str, torch.Tensor] = {}
+    for dtype in (np.float32, np.int64):
+        mine = {k: np.asarray(a) for k, a in arrays.items() if (np.asarray(a).dtype.kind in "iub") == (dtype is np.int64)}
+        if not mine:
+            continue
+        buf = torch.from_numpy(np.concatenate([a.astype(dtype, copy=False).ravel() for a in mine.values()]))
+        if device.type == "cuda":
+            buf = buf.pin_memory().to(device, non_blocking=True)
+        elif buf.device != device:
+            buf = buf.to(device)
+        i = 0
+        for k, a in mine.items():
+            out[k] = buf[i:i + a.size].view(a.shape)
+            i += a.size
+    return out
 
 
 def view_groups(specs: list[ViewSpec]) -> list[list[int]]:
@@ -158,10 +190,20 @@ def _per_image(f: torch.Tensor) -> torch.Tensor:
     return f.view(-1, 1, 1, 1)
 
 
+_CONSTANTS: dict = {}
+
+
+def _constant(name: str, values, shape, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A constant tensor made once per device and dtype (making it is a host call and a copy per use)."""
+    key = (name, device, dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, device=device, dtype=dtype).view(shape)
+    return _CONSTANTS[key]
+
+
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     """N x 1 x H x W luma."""
-    w = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
+    return (x * _constant("gray", GRAY_WEIGHTS, (1, 3, 1, 1), x.device, x.dtype)).sum(dim=1, keepdim=True)
 
 
 def blend(x: torch.Tensor, other: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -181,65 +223,76 @@ def adjust_saturation(x, f):
 
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue by ``shift`` (in turns, per image) in HSV space, in about 20 kernels.
+    """Rotate the hue by ``shift`` (in turns, per image) in HSV space.
 
     With v the largest channel (the first of equal ones, as torchvision's rgb_to_hsv), chroma its
     distance to the smallest: 6h = (next channel - the one after) / chroma + 2·argmax, i.e.
     (g - b)/c, 2 + (b - r)/c, 4 + (r - g)/c; a grey pixel (chroma 0) stays as it is."""
+    return _rotate_hue(x, 6 * shift.view(-1, 1, 1, 1) + _constant("hue", (5.0, 3.0, 1.0), (1, 3, 1, 1), x.device, x.dtype))
+
+
+def _rotate_hue(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """:func:`adjust_hue` given N x 3 x 1 x 1 ``offsets`` = 6·shift + (5, 3, 1), which the jitter's
+    plan makes on the host. Back in RGB each channel k is v - chroma·clamp(min(m, 4 - m), 0, 1) with
+    m = (6h + offsets_k) mod 6 (6·(h + shift mod 1) and 6h + 6·shift are equal mod 6)."""
     v, argmax = x.max(dim=1, keepdim=True)                                        # N x 1 x H x W
     chroma = v - x.amin(dim=1, keepdim=True)
     diff = x.roll(-1, dims=1) - x.roll(-2, dims=1)                                # g - b, b - r, r - g
-    h = diff.gather(1, argmax) / chroma.clamp(min=torch.finfo(x.dtype).tiny) + 2 * argmax
-    h = torch.remainder(h / 6 + shift.view(-1, 1, 1, 1), 1.0)
-    # back to RGB: each channel k is v - chroma·clamp(min(m, 4 - m), 0, 1) with m = (n_k + 6h) mod 6
-    m = torch.remainder(_hue_offsets(x.device, x.dtype) + 6 * h, 6)
-    return v - chroma * torch.minimum(m, 4 - m).clamp(0, 1)
+    # 6h per channel as if it were the largest (2k + its difference / chroma), then the largest's
+    h6 = torch.addcdiv(_constant("sector", (0.0, 2.0, 4.0), (1, 3, 1, 1), x.device, x.dtype), diff,
+                       chroma.clamp(min=torch.finfo(x.dtype).tiny)).gather(1, argmax)
+    m = torch.remainder(h6 + offsets, 6)
+    return torch.addcmul(v, chroma, torch.minimum(m, 4 - m).clamp_(0, 1), value=-1)
 
 
-_HUE_OFFSETS: dict = {}
+def jitter_plan(factors, order, on=None) -> tuple[dict[str, np.ndarray], list[int]]:
+    """The host's part of :func:`color_jitter` for N images: the arrays the device needs and the
+    bounds of the slices whose hue turn is at each position (``bounds[k]:bounds[k + 1]``).
+
+    The batch is sorted by the position of the hue (``perm``; ``inverse`` undoes it). Per position
+    k and image: ``f`` the blend factor of its op (1 for the hue and for images without jitter, which
+    leaves them exactly as they are), ``g`` the weight of the grey target (1 - f, 0 for
+    brightness, whose target is black), ``contrast`` whether the target is the mean grey."""
+    factors, order = np.asarray(factors, dtype=np.float32), np.asarray(order)
+    n = len(order)
+    on = np.ones(n, dtype=bool) if on is None else np.asarray(on, dtype=bool)
+    hue_at = np.where(on, (order == 3).argmax(axis=1), 4)                              # 4: no jitter
+    perm = np.argsort(hue_at, kind="stable")
+    bounds = [0, *np.cumsum(np.bincount(hue_at, minlength=5)).tolist()]
+    op = order[perm].T                                                                  # position x image
+    f = np.where((op == 3) | ~on[perm][None], np.float32(1), np.take_along_axis(factors[perm].T, op, 0))
+    return {"perm": perm, "inverse": np.argsort(perm), "f": f, "g": (1 - f) * (op != 0),
+            "contrast": (op == 1).astype(np.float32),
+            "hue_offsets": (6 * factors[perm, 3:4] + np.array([5, 3, 1], dtype=np.float32))[:, :, None, None]}, bounds
 
 
-def _hue_offsets(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(5, 3, 1) as 1 x 3 x 1 x 1, made once per device (a constant is a host call per use)."""
-    key = (device, dtype)
-    if key not in _HUE_OFFSETS:
-        _HUE_OFFSETS[key] = torch.tensor([5.0, 3.0, 1.0], device=device, dtype=dtype).view(1, 3, 1, 1)
-    return _HUE_OFFSETS[key]
-
-
-def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
-                 on: torch.Tensor | None = None) -> torch.Tensor:
-    """``ColorJitter`` per image: op ``order[i, k]`` is the k-th applied to image i; images whose
-    ``on`` is False pass unchanged. factors: N x 4 (on x's device); order and on: N x 4 and N on the
-    CPU, so that choosing the images does not wait for the GPU.
-
-    A constant number of kernels per batch, whatever the orders: at each of the four positions every
-    image takes the blend its op is (brightness, contrast and saturation blend with black, the mean
-    grey and the grey image; the other images with factor 1, which leaves them exactly as they
-    are), and the images whose hue turn it is take the hue rotation, as one slice: the batch is
-    sorted by the position of the hue first. The arithmetic per image is that of the single ops."""
-    dev, n = x.device, len(x)
-    on = torch.ones(n, dtype=torch.bool) if on is None else on
-    hue_at = torch.where(on, (order == 3).int().argmax(dim=1), 4)                     # 4: no jitter
-    perm = hue_at.argsort(stable=True)
-    bounds = [0, *torch.bincount(hue_at, minlength=5).cumsum(0).tolist()]
-    perm_dev = perm.to(dev)
-    x, factors = x[perm_dev], factors[perm_dev]
-    op = order[perm].to(dev).t().reshape(4, n, 1, 1, 1)                                # position, image
-    f = torch.where((op == 3) | ~on[perm].to(dev).view(1, n, 1, 1, 1), 1.0,
-                    factors.t().reshape(4, n, 1, 1, 1).gather(0, op))
-    # per position: the blend factor, 1 - it where the target is grey (0 for black), contrast or not
-    fs, gs, contrast = f.unbind(0), ((1 - f) * (op != 0)).unbind(0), (op == 1).unbind(0)
-    weights = torch.tensor(GRAY_WEIGHTS, device=dev, dtype=x.dtype).view(1, 3, 1, 1)
-    shift = factors[:, 3]
+def apply_jitter(x: torch.Tensor, plan: dict[str, torch.Tensor], bounds: list[int]) -> torch.Tensor:
+    """``ColorJitter`` per image from :func:`jitter_plan`'s arrays on x's device: a constant number of
+    kernels per batch, whatever the orders. At each of the four positions every image takes the
+    blend its op is (brightness, contrast and saturation blend with black, the mean grey and the
+    grey image), and the images whose hue turn it is take the hue rotation, as one slice. The
+    arithmetic per image is that of the single ops."""
+    n = len(x)
+    x = x[plan["perm"]]
+    f, g, contrast = (plan[k].view(4, n, 1, 1, 1).unbind(0) for k in ("f", "g", "contrast"))
+    weights = _constant("gray", GRAY_WEIGHTS, (1, 3, 1, 1), x.device, x.dtype)
     for k in range(4):
         gray = (x * weights).sum(dim=1, keepdim=True)
-        other = torch.where(contrast[k], gray.mean(dim=(1, 2, 3), keepdim=True), gray)
-        x = torch.addcmul(fs[k] * x, gs[k], other).clamp_(0, 1)
+        other = torch.lerp(gray, gray.mean(dim=(1, 2, 3), keepdim=True), contrast[k])
+        x = torch.addcmul(f[k] * x, g[k], other).clamp_(0, 1)
         a, b = bounds[k], bounds[k + 1]
         if b > a:
-            x[a:b] = adjust_hue(x[a:b], shift[a:b])
-    return x[perm.argsort().to(dev)]
+            x[a:b] = _rotate_hue(x[a:b], plan["hue_offsets"][a:b])
+    return x[plan["inverse"]]
+
+
+def color_jitter(x: torch.Tensor, factors, order, on=None) -> torch.Tensor:
+    """``ColorJitter`` per image: op ``order[i, k]`` is the k-th applied to image i (factors N x 4:
+    brightness, contrast, saturation factors and hue shift); images whose ``on`` is False pass
+    unchanged. The plan is made on the host (:func:`jitter_plan`) and copied once."""
+    as_np = lambda t: t.cpu().numpy() if isinstance(t, torch.Tensor) else t  # noqa: E731
+    plan, bounds = jitter_plan(as_np(factors), as_np(order), None if on is None else as_np(on))
+    return apply_jitter(x, to_device(x.device, **plan), bounds)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
@@ -275,12 +328,12 @@ def _aa_weights(start: torch.Tensor, length: torch.Tensor, out: int, full: int) 
     return w / w.sum(dim=2, keepdim=True)
 
 
-def _size_groups(heights: torch.Tensor, widths: torch.Tensor, budget: int = GROUP_PIXELS) -> list[torch.Tensor]:
+def _size_groups(heights, widths, budget: int = GROUP_PIXELS) -> list[list[int]]:
     """Indices of the images in groups whose padded batch (count x max H x max W) stays within
     ``budget`` pixels, the largest images first; one group for a batch of similar sizes."""
-    order = (heights * widths).argsort(descending=True).tolist()
+    h, w = [int(v) for v in heights], [int(v) for v in widths]
+    order = sorted(range(len(h)), key=lambda i: -h[i] * w[i])
     groups, cur, hmax, wmax = [], [], 0, 0
-    h, w = heights.tolist(), widths.tolist()
     for i in order:
         nh, nw = max(hmax, h[i]), max(wmax, w[i])
         if cur and (len(cur) + 1) * nh * nw > budget:
@@ -289,13 +342,23 @@ def _size_groups(heights: torch.Tensor, widths: torch.Tensor, budget: int = GROU
         cur.append(i)
         hmax, wmax = nh, nw
     groups.append(cur)
-    return [torch.tensor(g) for g in groups]
+    return groups
+
+
+def _padded(members: list[torch.Tensor]) -> torch.Tensor:
+    """G x 3 x Hp x Wp float32: the images zero-padded to the largest height and width."""
+    if len(members) == 1:
+        return members[0][None].to(torch.float32)
+    with warnings.catch_warnings():   # "nested tensors are in prototype stage": used for padding only
+        warnings.filterwarnings("ignore", "The PyTorch API of nested tensors", UserWarning)
+        return torch.nested.as_nested_tensor(members).to_padded_tensor(0).to(torch.float32)
 
 
 def resized_crops(images: list[torch.Tensor], crops: torch.Tensor, size: int) -> torch.Tensor:
     """Crop each uint8 3 x H_i x W_i image at its (top, left, h, w) and resize it to size x size
-    (bilinear, antialiased as PIL); N x 3 x size x size float in [0, 1]. ``crops`` may hold k rows
-    per image (k views: row j·N + i crops image i), giving k·N crops.
+    (bilinear, antialiased as PIL); N x 3 x size x size float in [0, 1]. ``crops`` (on the host or
+    on the images' device) may hold k rows per image (k views: row j·N + i crops image i), giving
+    k·N crops.
 
     Batched: the images are padded into one tensor once (per size group), whatever k, and the
     antialiased resize of every crop is two batched matrix products with its separable weights
@@ -304,69 +367,73 @@ def resized_crops(images: list[torch.Tensor], crops: torch.Tensor, size: int) ->
     40 host calls each."""
     dev, n = images[0].device, len(images)
     k = len(crops) // n
-    crops = crops.to(dev)
-    heights = torch.tensor([img.shape[-2] for img in images])
-    widths = torch.tensor([img.shape[-1] for img in images])
+    crops = (torch.from_numpy(crops) if isinstance(crops, np.ndarray) else crops).to(dev)
+    heights = [img.shape[-2] for img in images]
+    widths = [img.shape[-1] for img in images]
     groups = _size_groups(heights, widths, GROUP_PIXELS)
-    out = torch.empty(k, n, 3, size, size, device=dev)
     # the weights of every crop at once, rows and columns, over the largest image side; a group
     # takes its images' rows and the columns of its padded size (a crop's weights are zero outside
     # it, so nothing is cut)
     both = _aa_weights(crops[:, :2].t().reshape(-1), crops[:, 2:].t().reshape(-1), size,
-                       int(max(heights.max(), widths.max())))                       # 2kN x size x max
+                       max(max(heights), max(widths)))                              # 2kN x size x max
     wy_all, wx_all = both.view(2, k, n, size, -1).unbind(0)                         # k x N x size x max
-    for idx in groups:
-        members = [images[i] for i in idx.tolist()]
-        with warnings.catch_warnings():   # "nested tensors are in prototype stage": used for padding only
-            warnings.filterwarnings("ignore", "The PyTorch API of nested tensors", UserWarning)
-            padded = (torch.nested.as_nested_tensor(members).to_padded_tensor(0) if len(members) > 1
-                      else members[0][None]).to(torch.float32)                      # G x 3 x Hp x Wp
-        rows = idx.to(dev)
-        wy = wy_all[:, rows, :, :padded.shape[-2]]                                    # k x G x size x Hp
-        wx = wx_all[:, rows, :, :padded.shape[-1]]                                    # k x G x size x Wp
-        out[:, rows] = wy.unsqueeze(2) @ padded @ wx.unsqueeze(2).transpose(-1, -2)  # k x G x 3 x size x size
-    return out.view(k * n, 3, size, size).div_(255).clamp_(0, 1)
-
-
-def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.where(_per_image(mask.to(a.device)), a, b)
+    if len(groups) == 1:   # the usual batch: no indexing, the images in their own order
+        padded = _padded(images)                                                    # N x 3 x Hp x Wp
+        wy, wx = wy_all[..., :padded.shape[-2]], wx_all[..., :padded.shape[-1]]
+        out = wy.unsqueeze(2) @ padded @ wx.unsqueeze(2).transpose(-1, -2)          # k x N x 3 x size x size
+    else:
+        out = torch.empty(k, n, 3, size, size, device=dev)
+        for idx in groups:
+            padded = _padded([images[i] for i in idx])                              # G x 3 x Hp x Wp
+            rows = torch.tensor(idx, device=dev)
+            wy = wy_all[:, rows, :, :padded.shape[-2]]                              # k x G x size x Hp
+            wx = wx_all[:, rows, :, :padded.shape[-1]]                              # k x G x size x Wp
+            out[:, rows] = wy.unsqueeze(2) @ padded @ wx.unsqueeze(2).transpose(-1, -2)
+    return out.reshape(k * n, 3, size, size).div_(255).clamp_(0, 1)
 
 
 def apply_view(images: list[torch.Tensor], spec: ViewSpec, p: ViewParams) -> torch.Tensor:
     """One view of the batch: N x 3 x size x size, normalised, on the images' device; k views of
-    one group (``p`` of k·N rows, :func:`draw_params` of the group): k·N x 3 x size x size."""
+    one group (``p`` of k·N rows, :func:`draw_params` of the group): k·N x 3 x size x size.
+
+    Every parameter the device needs goes over in one copy (:func:`to_device`)."""
     dev = images[0].device
-    x = resized_crops(images, p.crops, spec.size)
+    plan, bounds = jitter_plan(p.factors, p.order, p.jitter)
+    blur_rows = p.blur.nonzero()[0]
+    on = to_device(dev, crops=p.crops.astype(np.float32), gray=p.gray, solarize=p.solarize, flip=p.flip,
+                   blur_rows=blur_rows, sigma=p.sigma[blur_rows], **plan)
+    x = resized_crops(images, on["crops"], spec.size)
+    masks = {k: on[k].bool().view(-1, 1, 1, 1) for k in ("gray", "solarize", "flip")}
 
     def gray(x):
-        return _where(p.gray, grayscale(x).expand_as(x), x)
+        return torch.where(masks["gray"], grayscale(x).expand_as(x), x)
 
     if spec.gray_first:
         x = gray(x)
     if p.jitter.any():
-        x = color_jitter(x, p.factors.to(dev), p.order, on=p.jitter)
+        x = apply_jitter(x, on, bounds)
     if not spec.gray_first:
         x = gray(x)
-    on = p.blur.nonzero().squeeze(1)
-    if len(on):
-        x[on.to(dev)] = gaussian_blur(x[on.to(dev)], p.sigma[on].to(dev), spec.blur_kernel)
-    x = _where(p.solarize, torch.where(x >= 128 / 255, 1 - x, x), x)
-    x = _where(p.flip, x.flip(-1), x)
-    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
+    if len(blur_rows):
+        x[on["blur_rows"]] = gaussian_blur(x[on["blur_rows"]], on["sigma"], spec.blur_kernel)
+    x = torch.where(masks["solarize"], torch.where(x >= 128 / 255, 1 - x, x), x)
+    x = torch.where(masks["flip"], x.flip(-1), x)
+    mean = _constant("mean", IMAGENET_MEAN, (1, 3, 1, 1), dev, x.dtype)
+    std = _constant("std", IMAGENET_STD, (1, 3, 1, 1), dev, x.dtype)
     return (x - mean) / std
 
 
-def apply_views(images: list[torch.Tensor], specs: list[ViewSpec], g: torch.Generator) -> list[torch.Tensor]:
-    """Every view of the batch, drawn from ``g`` and made a group at a time (:func:`view_groups`):
-    a group's k views are one batch of k copies of the images, each row with its own parameters
-    (:func:`draw_params` of the group), so k views cost the host calls of one."""
-    heights = torch.tensor([img.shape[-2] for img in images])
-    widths = torch.tensor([img.shape[-1] for img in images])
+def apply_views(images: list[torch.Tensor], specs: list[ViewSpec], g: int | np.random.Generator) -> list[torch.Tensor]:
+    """Every view of the batch, drawn from ``g`` (a seed or a NumPy generator) and made a group at a
+    time (:func:`view_groups`): a group's k views are one batch of k copies of the images, each row
+    with its own parameters (:func:`draw_params` of the group), so k views cost the host calls of one."""
+    rng = rng_of(g)
+    heights = [img.shape[-2] for img in images]
+    widths = [img.shape[-1] for img in images]
     out: list[torch.Tensor] = [None] * len(specs)   # type: ignore[list-item]
     for members in view_groups(specs):
         group = [specs[i] for i in members]
-        x = apply_view(images, group[0], draw_params(group, heights, widths, g))
+        x = apply_view(images, group[0], draw_params(group, heights, widths, rng))
         for j, view in zip(members, x.chunk(len(members))):
             out[j] = view
     return out
@@ -500,7 +567,7 @@ class DeviceViews:
         keep = [i for i in range(len(data)) if i not in set(bad)]
         fill = [i % len(images) for i in range(len(bad))]
         images, labels = images + [images[i] for i in fill], labels[keep + [keep[i] for i in fill]]
-        return apply_views(images, self.specs, torch.Generator().manual_seed(seed)), labels, len(bad)
+        return apply_views(images, self.specs, seed), labels, len(bad)
 
 
 PIPELINES = ("pil", "device")

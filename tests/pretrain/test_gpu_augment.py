@@ -139,10 +139,9 @@ def test_grayscale_flip_solarize_normalise_equal_pil_to_one_grey_level():
     spec = ga.ViewSpec(size=37, scale=(1.0, 1.0), jitter=(0, 0, 0, 0), jitter_p=0.0, gray_p=0.0,
                        solarize_p=1.0, ratio=(53 / 37, 53 / 37))
     n = 1
-    p = ga.ViewParams(crops=torch.tensor([[0, 8, 37, 37]]), jitter=torch.zeros(n, dtype=torch.bool),
-                      factors=torch.ones(n, 4), order=torch.arange(4)[None], gray=torch.zeros(n, dtype=torch.bool),
-                      blur=torch.zeros(n, dtype=torch.bool), sigma=torch.ones(n),
-                      solarize=torch.ones(n, dtype=torch.bool), flip=torch.ones(n, dtype=torch.bool))
+    no, yes = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
+    p = ga.ViewParams(crops=np.array([[0, 8, 37, 37]]), jitter=no, factors=np.ones((n, 4), np.float32),
+                      order=np.arange(4)[None], gray=no, blur=no, sigma=np.ones(n, np.float32), solarize=yes, flip=yes)
     ours = ga.apply_view([img], spec, p)[0]
     # crop to the same size (no resampling) -> solarize -> flip -> ToTensor -> Normalize, with PIL
     ref = T.Compose([T.RandomSolarize(128, p=1.0), T.RandomHorizontalFlip(p=1.0), T.ToTensor(),
@@ -161,7 +160,7 @@ def crop_stats(crops: torch.Tensor, H: int, W: int):
 def test_crop_params_have_torchvisions_distribution(H, W, scale):
     ratio = (3 / 4, 4 / 3)
     n = 3000
-    ours = ga.crop_params(torch.full((n,), H), torch.full((n,), W), scale, ratio, torch.Generator().manual_seed(1))
+    ours = torch.from_numpy(ga.crop_params(np.full(n, H), np.full(n, W), scale, ratio, 1))
     torch.manual_seed(2)
     img = torch.empty(1, H, W)
     ref = torch.tensor([T.RandomResizedCrop.get_params(img, list(scale), list(ratio)) for _ in range(n)])
@@ -180,26 +179,26 @@ def test_crop_params_have_torchvisions_distribution(H, W, scale):
 def test_coins_factors_and_orders_have_the_pil_paths_distribution():
     spec = ga.view_specs(cfg_of("smog", img_size=64))[1]  # jitter 0.8, gray 0.2, blur 0.1, solarize 0.2
     n = 20000
-    p = ga.draw_params(spec, torch.full((n,), 100), torch.full((n,), 120), torch.Generator().manual_seed(0))
+    p = ga.draw_params(spec, torch.full((n,), 100), torch.full((n,), 120), 0)
     for coin, prob in ((p.jitter, 0.8), (p.gray, 0.2), (p.blur, 0.1), (p.solarize, 0.2), (p.flip, 0.5)):
-        assert abs(coin.double().mean() - prob) < 4.5 * math.sqrt(prob * (1 - prob) / n)
+        assert abs(coin.mean() - prob) < 4.5 * math.sqrt(prob * (1 - prob) / n)
     jitter = T.ColorJitter(*spec.jitter)
     torch.manual_seed(0)
     ref = [jitter.get_params(jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) for _ in range(3000)]
     ref_factors = torch.tensor([r[1:] for r in ref])
     for k in range(4):
-        assert ks_2samp(p.factors[:, k].numpy(), ref_factors[:, k].numpy()).pvalue > ALPHA
+        assert ks_2samp(p.factors[:, k], ref_factors[:, k].numpy()).pvalue > ALPHA
     lo, hi = [1 - spec.jitter[0], 1 - spec.jitter[1], 1 - spec.jitter[2], -spec.jitter[3]], \
         [1 + spec.jitter[0], 1 + spec.jitter[1], 1 + spec.jitter[2], spec.jitter[3]]
-    assert (p.factors >= torch.tensor(lo)).all() and (p.factors <= torch.tensor(hi)).all()
+    assert (p.factors >= np.float32(lo)).all() and (p.factors <= np.float32(hi)).all()
     # the order: each of the 24 permutations equally likely (as torch.randperm(4) in ColorJitter)
-    codes = (p.order * torch.tensor([64, 16, 4, 1])).sum(1)
+    codes = torch.from_numpy((p.order * np.array([64, 16, 4, 1])).sum(1))
     counts = torch.bincount(codes, minlength=256)[torch.bincount(codes, minlength=256) > 0]
     assert len(counts) == 24
     chi2 = float(((counts - n / 24) ** 2 / (n / 24)).sum())
     assert chi2 < 49.7  # χ²(23) at α = 0.001
     assert p.sigma.min() >= 0.1 and p.sigma.max() <= 2.0
-    assert ks_2samp(p.sigma.numpy(), np.random.default_rng(0).uniform(0.1, 2.0, 3000)).pvalue > ALPHA
+    assert ks_2samp(p.sigma, np.random.default_rng(0).uniform(0.1, 2.0, 3000)).pvalue > ALPHA
 
 
 @pytest.mark.parametrize("aug", ["moco_v2", "smog"])
@@ -215,7 +214,7 @@ def test_views_have_the_pil_paths_statistics(aug):
     ref = torch.stack([augment.build(cfg).transforms[view](pil) for _ in range(n)])
     spec = ga.view_specs(cfg)[view]
     ours = ga.apply_view([img] * n, spec, ga.draw_params(spec, torch.full((n,), 48), torch.full((n,), 64),
-                                                         torch.Generator().manual_seed(0)))
+                                                         0))
 
     def stats(v):
         rgb = v * torch.tensor(augment.IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(augment.IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -299,9 +298,9 @@ def test_batched_crops_equal_an_antialiased_resize_per_crop(monkeypatch, group_p
     imgs = _varied(40)
     heights, widths = torch.tensor([i.shape[1] for i in imgs]), torch.tensor([i.shape[2] for i in imgs])
     groups = ga._size_groups(heights, widths, group_pixels)
-    assert sorted(torch.cat(groups).tolist()) == list(range(40))
+    assert sorted(i for g in groups for i in g) == list(range(40))
     assert (len(groups) == 1) == (group_pixels > 1_000_000)
-    crops = ga.crop_params(heights, widths, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(1))
+    crops = ga.crop_params(heights, widths, (0.08, 1.0), (3 / 4, 4 / 3), 1)
     for size in (24, 64, 100):
         ours = ga.resized_crops(imgs, crops, size)
         ref = torch.stack([F.interpolate(im[None, :, t:t + h, l:l + w].float(), size=(size, size), mode="bilinear",
@@ -314,7 +313,7 @@ def test_a_huge_image_gets_a_group_of_its_own():
     heights = torch.tensor([300, 2000, 280, 320, 310])
     widths = torch.tensor([400, 3000, 350, 420, 390])
     groups = ga._size_groups(heights, widths, budget=8_000_000)
-    assert [g.tolist() for g in groups] == [[1], [3, 4, 0, 2]]   # by area, the largest first
+    assert groups == [[1], [3, 4, 0, 2]]   # by area, the largest first
 
 
 def test_the_views_make_no_host_call_per_image():
@@ -325,7 +324,7 @@ def test_the_views_make_no_host_call_per_image():
     specs = ga.view_specs(cfg_of("moco_v2", img_size=32))
 
     def calls(n: int) -> int:
-        g = torch.Generator().manual_seed(0)
+        g = np.random.default_rng(0)
         imgs = [colourful(48 + i % 7, 64 - i % 5, seed=i) for i in range(n)]
         heights, widths = torch.tensor([i.shape[1] for i in imgs]), torch.tensor([i.shape[2] for i in imgs])
         params = [ga.draw_params(s, heights, widths, g) for s in specs]
@@ -340,19 +339,20 @@ def test_the_views_make_no_host_call_per_image():
 
 def test_a_batchs_views_cost_a_bounded_number_of_host_calls():
     """Issue 29: the host calls of a whole batch (parameter draws, crops, jitter, blur, ... of both MoCo v2
-    views) are bounded: 1470 top-level calls for 256 images before the jitter and the two views were batched,
-    421 after (docs/performance.md). The views of one size are made together and equal making each alone."""
+    views) are bounded by the issue's 300: 1470 top-level calls for 256 images before the jitter and the two
+    views were batched, 421 after, 223 with the draws in NumPy and one copy of the parameters
+    (docs/performance.md). The views of one size are made together and equal making each alone."""
     from torch.profiler import ProfilerActivity, profile
 
     specs = ga.view_specs(cfg_of("moco_v2", img_size=32))
     imgs = [colourful(48 + i % 7, 64 - i % 5, seed=i) for i in range(48)]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        views = ga.apply_views(imgs, specs, torch.Generator().manual_seed(3))
+        views = ga.apply_views(imgs, specs, 3)
     calls = sum(1 for e in prof.events() if e.cpu_parent is None)
-    assert calls <= 450, calls
+    assert calls <= 300, calls
     # the same rows, drawn jointly, made one view at a time
     heights, widths = torch.tensor([i.shape[1] for i in imgs]), torch.tensor([i.shape[2] for i in imgs])
-    joint = ga.draw_params(specs, heights, widths, torch.Generator().manual_seed(3))
+    joint = ga.draw_params(specs, heights, widths, 3)
     for j, view in enumerate(views):
         alone = ga.ViewParams(*(getattr(joint, f)[j * 48:(j + 1) * 48] for f in
                                 ("crops", "jitter", "factors", "order", "gray", "blur", "sigma", "solarize", "flip")))

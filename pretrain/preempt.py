@@ -6,7 +6,8 @@ The loop finishes the step it is in, saves a checkpoint at that exact position, 
 exits with :data:`EXIT_PREEMPTED` (75, EX_TEMPFAIL: "try again"). Running the same command with
 ``--resume auto`` continues from that step. Under torchrun every process gets the signal (from
 torchrun or from SLURM), but not necessarily before the same step: the processes agree on the
-step to stop after with one ``all_reduce`` (max) of the flag per step.
+step to stop after with one ``all_reduce`` (max) of the flag per step, read one step later so that
+the host never waits for the step it has just queued (:meth:`StopRequest.requested`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class StopRequest:
     def __init__(self):
         self.signum = 0
         self._previous: dict[int, object] = {}
+        self._pending: torch.Tensor | None = None   # the last step's all_reduced flag (torchrun)
 
     def _handler(self, signum, frame) -> None:
         self.signum = signum
@@ -50,9 +52,16 @@ class StopRequest:
         self._previous.clear()
 
     def requested(self, device) -> int:
-        """The signal that asks to stop (0: none), the same on every process."""
+        """The signal that asks to stop (0: none), the same on every process.
+
+        Under torchrun the processes take the max of their flags with one ``all_reduce`` per step,
+        and each call returns the result of the call before. Reading this step's result at once
+        would make the host wait for the GPU work it has just queued, every step; read one step
+        later, it waits only for the step before, while the GPU runs the one just queued. The
+        processes stop one step after the signal, all after the same step."""
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return self.signum
-        flag = torch.tensor([self.signum], dtype=torch.int64, device=device)
+        flag = torch.full((1,), self.signum, dtype=torch.int64, device=device)   # no copy from the host
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item())
+        pending, self._pending = self._pending, flag
+        return 0 if pending is None else int(pending.item())

@@ -69,3 +69,35 @@ def test_preemption_signal_saves_exact_step_and_resume_continues(tmp_path):
     a = torch.load(full / "backbone.pth", weights_only=True)["state_dict"]
     b = torch.load(run / "backbone.pth", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _stop_worker(rank, world, port, queue):
+    import torch.distributed as dist
+
+    from mocobench.pretrain.preempt import StopRequest
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    stop, seen = StopRequest(), []
+    for step in range(1, 7):
+        if rank == 1 and step == 3:
+            stop.signum = int(signal.SIGUSR1)   # as the handler does: only rank 1 got the signal, at step 3
+        seen.append(stop.requested(torch.device("cpu")))
+    queue.put((rank, seen))
+    dist.destroy_process_group()
+
+
+def test_processes_agree_on_the_stop_one_step_after_the_signal():
+    """Under torchrun the flag's all_reduce is read a step late (no host wait for the step just
+    queued): both processes see the signal that only rank 1 got at step 3 after step 4, together."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = mp.get_context("fork").SimpleQueue()
+    mp.start_processes(_stop_worker, args=(2, port, queue), nprocs=2, join=True, start_method="fork")
+    out = dict(queue.get() for _ in range(2))
+    assert out[0] == out[1] == [0, 0, 0, int(signal.SIGUSR1), int(signal.SIGUSR1), int(signal.SIGUSR1)]

@@ -39,19 +39,23 @@ class RingBuffer(nn.Module):
 
     @torch.no_grad()
     def push(self, **items: torch.Tensor) -> None:
-        """Write ``items`` (every field, each B x ...) over the oldest slots."""
+        """Write ``items`` (every field, each B x ...) over the oldest slots.
+
+        On the device alone: the slots are computed from ``ptr`` there, so a push never reads a
+        GPU value on the host (a wait for the step's queued work, every step)."""
         if set(items) != set(self.fields):
             raise ValueError(f"push needs exactly the fields {self.fields}, got {tuple(items)}")
-        size, ptr = self.size, int(self.ptr[0])
+        size = self.size
         B = next(iter(items.values())).shape[0]
         kept = min(B, size)  # of a push larger than the ring, the last `size` items survive
-        slots = (ptr + B - kept + torch.arange(kept, device=self.ptr.device)) % size
+        slots = (self.ptr + (B - kept) + torch.arange(kept, device=self.ptr.device)) % size
         for name, x in items.items():
             store = getattr(self, name)
-            store[slots] = x[B - kept:].to(store.dtype)
-        self.ptr[0] = (ptr + B) % size
-        self.count[0] = min(int(self.count[0]) + B, size)
+            store.index_copy_(0, slots, x[B - kept:].to(store.dtype))
+        self.ptr.add_(B).remainder_(size)
+        self.count.add_(B).clamp_(max=size)
 
     def filled(self, name: str) -> torch.Tensor:
-        """The slots of ``name`` written so far (all of them once the ring went round)."""
+        """The slots of ``name`` written so far (all of them once the ring went round); reads
+        ``count`` on the host (SMoG's resets only, not every step)."""
         return getattr(self, name)[: int(self.count[0])]

@@ -113,6 +113,15 @@ class SMoG(nn.Module):
         self.register_buffer("groups", F.normalize(torch.randn(n_groups, dim), dim=1))
         self.bank = RingBuffer(features=torch.zeros(bank_size, dim))
         self.register_buffer("iteration", torch.zeros(1, dtype=torch.long))
+        # the host's copy of ``iteration``, which decides the resets: reading the buffer each step
+        # would wait for the GPU's queued work. Read once after construction and after a load.
+        self._iteration: int | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_iteration", None))
+
+    def _steps_taken(self) -> int:
+        if self._iteration is None:
+            self._iteration = int(self.iteration[0])
+        return self._iteration
 
     # -- no-grad state updates --
     @torch.no_grad()
@@ -121,7 +130,7 @@ class SMoG(nn.Module):
         bank = self.bank.filled("features")
         if bank.shape[0] >= self.groups.shape[0]:
             self.groups.copy_(spherical_kmeans(bank, self.groups.shape[0], self.kmeans_iters,
-                                               seed=self.seed * 1_000_003 + int(self.iteration[0])))
+                                               seed=self.seed * 1_000_003 + self._steps_taken()))
         self.backbone_k.load_state_dict(self.backbone.state_dict())
         self.projector_k.load_state_dict(self.projector.state_dict())
 
@@ -131,7 +140,7 @@ class SMoG(nn.Module):
 
     def forward(self, crops: list[torch.Tensor]) -> torch.Tensor:
         """Loss of one batch; ``crops[0:2]`` are the global views, the rest local crops."""
-        it = int(self.iteration[0])
+        it = self._steps_taken()
         if it > 0 and it % self.reset_every == 0:
             # NOTE: as lightly does, a reset step replaces the momentum update.
             self.reset()
@@ -151,6 +160,7 @@ class SMoG(nn.Module):
             self.groups.copy_(update_groups(self.groups, z_all, a_all, self.beta))
             self.bank.push(features=z_all)
             self.iteration += 1
+            self._iteration = it + 1
         groups = self.groups.clone()
 
         p = [self.predictor(self.projector(self.backbone(x))) for x in crops]  # V x (N x d)

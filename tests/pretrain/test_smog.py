@@ -84,3 +84,23 @@ def test_reset_step_copies_online_and_reclusters():
         loss.backward()
         opt.step()
     assert calls == [2, 4, 6]
+
+
+def test_a_loaded_state_decides_the_next_reset():
+    """The resets follow the host's copy of ``iteration`` (no GPU read per step); a loaded state
+    replaces it, so a resumed run resets at the same steps as an uninterrupted one."""
+    torch.manual_seed(4)
+    kw = dict(num_features=6, dim=4, hidden=8, n_groups=3, beta=0.9, tau=0.1, m=0.5, reset_every=3, bank_size=64,
+              kmeans_iters=3)
+    views = [torch.randn(8, 3, 6, 6), torch.randn(8, 3, 6, 6)]
+    ran = SMoG(Net(), **kw)
+    for _ in range(2):
+        ran(views)
+    fresh = SMoG(Net(), **kw)
+    fresh(views)                                   # its host copy now says 1
+    fresh.load_state_dict(ran.state_dict())        # the loaded state says 2
+    resets = []
+    fresh.reset = lambda: resets.append(int(fresh.iteration))
+    fresh(views)                                   # step 3 (iteration 2): a momentum update
+    fresh(views)                                   # iteration 3: a reset
+    assert resets == [3] and int(fresh.iteration) == 4

@@ -244,7 +244,6 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     guard = DivergenceGuard(device)  # a non-finite loss is seen at its step; nothing after it is saved
 
     def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
-        nonlocal skipped
         guard.check(model)  # every process, before anything is written
         total_skipped = skipped
         if world > 1:

@@ -6,7 +6,6 @@ Also: a corrupt latest checkpoint is named, with the previous one offered.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 

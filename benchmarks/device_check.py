@@ -34,6 +34,8 @@ import torch.nn.functional as F
 
 os.environ.setdefault("MOCOBENCH_PROGRESS", "0")
 
+from benchmarks.timing import peak_gib, reset_peak, sgd_step, sync, timed  # noqa: E402  (after the env)
+
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
@@ -71,40 +73,6 @@ METHOD_NAMES = ("moco_v2", "unimoco", "smog")
 
 
 # -- timing -----------------------------------------------------------------------------------
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_gib(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if device.type == "cuda" else None
-
-
-def timed(fn, warmup: int, iters: int, device: torch.device, images_per_iter: int) -> dict:
-    """img/s and it/s of ``iters`` calls of ``fn`` after ``warmup`` calls; peak memory of all."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sync(device)
-    dt = time.perf_counter() - t
-    return {"img_s": images_per_iter * iters / dt, "it_s": iters / dt}
-
-
-def sgd_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
 
 # -- data -------------------------------------------------------------------------------------
 
@@ -383,7 +351,7 @@ def segmentation_row(sz: Sizes, device: torch.device) -> dict:
 # -- the run ----------------------------------------------------------------------------------
 
 SECTIONS = ("model step", "input only", "end to end", "official", "features", "detection", "segmentation",
-            "compile", "profile", "input profile")
+            "engines", "linear", "transformers", "compile", "profile", "input profile")
 
 
 def print_top(rows: list[dict], section: str) -> None:
@@ -462,8 +430,9 @@ def main(argv=None) -> int:
                "seconds": round(time.perf_counter() - t, 1)}
         rows.append(row)
         val = lambda k, f: format(row[k], f) if isinstance(row.get(k), float) else str(row.get(k, "-"))  # noqa: E731
-        print(f"{section:<12} {method:<16} {variant[:28]:<28} {pipeline:<34} {val('img_s', '9.1f'):>9} "
+        print(f"{section:<12} {method[:16]:<16} {variant[:28]:<28} {pipeline[:34]:<34} {val('img_s', '9.1f'):>9} "
               f"{val('it_s', '8.2f'):>8} {val('peak_mem_gib', '8.2f'):>8} {row['seconds']:>6}"
+              + (f"  paper schedule {row['gpu_h_paper']:,.1f} GPU-h" if "gpu_h_paper" in row else "")
               + (f"  {row.get('error') or row.get('skipped')}" if "error" in row or "skipped" in row else ""), flush=True)
         atomic_write_json(args.out, {"meta": {**meta, "elapsed_s": round(time.perf_counter() - t0, 1)},
                                      "rows": rows, "goals": goals(rows, args.smoke)})
@@ -497,6 +466,17 @@ def main(argv=None) -> int:
            lambda: detection_row(sz, device))
     record("segmentation", f"{sz.seg_arch}-FCN", "moco-fcn, bf16 on GPU", f"{sz.seg_batch} x {sz.seg_crop[0]} px",
            lambda: segmentation_row(sz, device))
+    # the papers' downstream engines, the linear step and the Transformer presets (benchmarks/device_rows.py)
+    if only & {"engines", "linear", "transformers"}:
+        from benchmarks import device_rows
+
+        rs = device_rows.SMOKE_ROWS if args.smoke else device_rows.FULL_ROWS
+        try:
+            synth = device_rows.make_data(work) if "engines" in only else None
+            for section, method, variant, pipeline, run in device_rows.rows(synth, work, sz, rs, device, model_step):
+                record(section, method, variant, pipeline, run)
+        except Exception as e:  # noqa: BLE001 - reported as a row, as in record()
+            record("engines", "-", "-", "-", {"error": f"{type(e).__name__}: {e}"})
     record("profile", "moco_v2", "bf16+channels_last", "random views",
            lambda: profile_row(config("moco_v2", sz, device, **VARIANTS["bf16+channels_last"]), sz, device))
     print_top(rows, "profile")

@@ -107,18 +107,29 @@ def gpu_hours(argv: list[str]) -> tuple[float | None, str]:
         from mocobench.transfer.detection.protocols import PROTOCOLS
 
         p = PROTOCOLS.get(protocol)
-        rate = rates.get(("detection", "resnet50-C4", "moco-voc-c4-24k, bf16 on GPU"))
-        if p is None or rate is None:
+        if p is None:
+            return None, "no measured throughput"
+        # detectron2's own rate where the device check measured it (its engine rows), else our engine's
+        engine = _arg(argv, "--engine")
+        model = "Mask R-CNN R50-C4" if protocol.startswith("coco") else "Faster R-CNN R50-C4"
+        measured = "coco-c4-1x" if protocol.startswith("coco") else "moco-voc-c4-24k"
+        rate = rates.get(("engines", f"detectron2 {model}", measured)) if engine == "detectron2" else None
+        what = f"detectron2 {model} on {measured}" if rate else "R50-C4 at 800 px, bf16, our engine"
+        rate = rate or rates.get(("detection", "resnet50-C4", "moco-voc-c4-24k, bf16 on GPU"))
+        if rate is None:
             return None, "no measured throughput"
         return p.max_iter * p.ims_per_batch / rate / 3600, \
-            f"{p.max_iter} iterations x {p.ims_per_batch} images at {rate:.0f} img/s (R50-C4 at 800 px, bf16, our engine)"
+            f"{p.max_iter} iterations x {p.ims_per_batch} images at {rate:.0f} img/s ({what})"
     if task == "segmentation":
         from mocobench.transfer.segmentation.protocols import get_protocol
 
         p = get_protocol(protocol, _arg(argv, "--dataset") or "cityscapes")
-        rate = rates.get(("segmentation", "resnet50-FCN", "moco-fcn, bf16 on GPU"))
+        rate = (rates.get(("engines", "mmseg FCN R50-D8", "mmseg-fcn-40k, Cityscapes"))
+                if _arg(argv, "--engine") == "mmseg" else None)
+        what = "mmseg's FCN R50-D8 at 769 px" if rate else "FCN at 769 px, bf16"
+        rate = rate or rates.get(("segmentation", "resnet50-FCN", "moco-fcn, bf16 on GPU"))
         if rate is None:
             return None, "no measured throughput"
         return p.iters * p.batch_size / rate / 3600, \
-            f"{p.iters} iterations x {p.batch_size} crops at {rate:.0f} img/s (FCN at 769 px, bf16)"
+            f"{p.iters} iterations x {p.batch_size} crops at {rate:.0f} img/s ({what})"
     return None, "no measured throughput for this stage"

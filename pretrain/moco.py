@@ -60,21 +60,26 @@ def momentum_update(online: nn.Module, momentum: nn.Module, m: float) -> None:
 # -- the module -------------------------------------------------------------------------------
 
 def classifier_name(encoder: nn.Module) -> str:
-    """The attribute holding the last Linear layer: ``fc`` (torchvision ResNets) or ``head`` (timm)."""
-    for name in ("fc", "head"):
-        if isinstance(getattr(encoder, name, None), nn.Linear):
+    """The attribute path of the last Linear layer: ``fc`` (torchvision ResNets), ``head`` (timm's ViTs)
+    or ``head.fc`` (timm's models with a ClassifierHead: Swin, ConvNeXt, ...)."""
+    for name in ("fc", "head", "head.fc"):
+        module = encoder
+        for part in name.split("."):
+            module = getattr(module, part, None)
+        if isinstance(module, nn.Linear):
             return name
-    raise ValueError(f"{type(encoder).__name__} has neither an 'fc' nor a 'head' Linear layer; "
+    raise ValueError(f"{type(encoder).__name__} has no 'fc', 'head' or 'head.fc' Linear layer; "
                      "MoCo needs the classifier it replaces by its projection")
 
 
 def add_mlp_head(encoder: nn.Module) -> None:
     """MoCo v2's head: the classifier ``fc`` (dim_mlp → dim) becomes Linear-ReLU-``fc``, so its
     parameters are named ``fc.0.*`` and ``fc.2.*`` as in the official code."""
-    name = classifier_name(encoder)
-    fc = getattr(encoder, name)
+    *parents, name = classifier_name(encoder).split(".")
+    owner = encoder.get_submodule(".".join(parents)) if parents else encoder
+    fc = getattr(owner, name)
     dim_mlp = fc.weight.shape[1]
-    setattr(encoder, name, nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), fc))
+    setattr(owner, name, nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), fc))
 
 
 class MoCo(nn.Module):

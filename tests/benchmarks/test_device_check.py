@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 from benchmarks import device_check as dc  # the repository root is on pytest's pythonpath
 
 SECTIONS = {"model step", "input only", "end to end", "features", "detection", "segmentation", "profile",
-            "input profile"}
+            "input profile", "engines", "linear", "transformers"}
 
 
 def test_cpu_smoke_run_measures_every_row(tmp_path):
@@ -43,7 +43,16 @@ def test_cpu_smoke_run_measures_every_row(tmp_path):
     assert [r["variant"] for r in rows if r["section"] == "end to end" and r["method"] == "moco_v2"] == \
         ["bf16+channels_last", "bf16+channels_last", "official fp32 eager"]
     # each measured figure is a positive rate, img/s = it/s x images per iteration; no GPU memory on CPU
-    per_iter = {"detection": sz.det_batch, "segmentation": sz.seg_batch}
+    per_iter = {"detection": sz.det_batch, "segmentation": sz.seg_batch, "engines": 2}
+    # the papers' engines through our commands, the linear step, the Transformer presets: each with the
+    # GPU-hours of its paper schedule
+    engines = {r["method"]: r for r in rows if r["section"] == "engines"}
+    assert set(engines) == {"detectron2 Faster R-CNN R50-C4", "detectron2 Mask R-CNN R50-C4", "mmseg FCN R50-D8"}
+    assert {(r["method"], r["variant"]) for r in rows if r["section"] == "transformers"} == {
+        (m, f"{a}, bf16") for m in ("moco_v2", "smog") for a in ("ViT-S/16", "Swin-T")}
+    for r in rows:
+        if r["section"] in ("engines", "linear", "transformers"):
+            assert r["gpu_h_paper"] > 0 and r["paper_schedule"], r
     profiles = [r for r in rows if r["section"] == "profile"]
     assert len(profiles) == 1 and len(profiles[0]["top_ms_per_step"]) == 12
     assert all(ms >= 0 for _, ms in profiles[0]["top_ms_per_step"]) and profiles[0]["top_ms_per_step"][0][1] > 0
@@ -103,3 +112,21 @@ def test_only_runs_the_chosen_groups_and_refuses_unknown_ones(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         dc.main(["--device", "cpu", "--smoke", "--only", "model steps", "--out", str(out)])
     assert e.value.code == 2 and "choose among" in capsys.readouterr().err
+
+
+def test_engine_rates_are_read_from_the_engines_own_logs():
+    from benchmarks.device_rows import detectron2_rate, mmengine_rate
+
+    d2 = ("[12/07 06:07:12] d2.utils.events INFO:  eta: 0:00:00  iter: 39  total_loss: 3.8  time: 0.4012  "
+          "data_time: 0.0171  lr: 0.00025  max_mem: 10785M\n"
+          "[12/07 06:07:12] d2.engine.hooks INFO: Overall training speed: 37 iterations in 0:00:14 (0.3913 s / it)\n")
+    assert detectron2_rate(d2) == (0.3913, round(10785 / 1024, 2))
+    with pytest.raises(RuntimeError, match="Overall training speed"):
+        detectron2_rate("iter: 1  time: 0.5")
+    mm = "\n".join(f"12/07 06:10:0{i} - mmengine - INFO - Iter(train) [{i}/6]  lr: 1.0e-02  eta: 0:00:01  "
+                   f"time: {t}  data_time: 0.0100  memory: {m}  loss: 2.9" for i, (t, m) in
+                   enumerate([(2.0, 100), (1.0, 300), (0.9, 200), (0.5, 250), (0.7, 250), (0.6, 250)], start=1))
+    s_it, peak = mmengine_rate(mm)
+    assert s_it == pytest.approx((0.5 + 0.7 + 0.6) / 3) and peak == round(300 / 1024, 2)   # the first 3 left out
+    with pytest.raises(RuntimeError, match="3 training iterations"):
+        mmengine_rate("\n".join(mm.splitlines()[:3]))

@@ -196,3 +196,22 @@ def test_swin_stage_maps_are_its_own_strides_not_the_plain_vit_pyramid():
     assert {k: (m.shape[1], 224 // m.shape[-1]) for k, m in s.items()} == {
         "res2": (16, 4), "res3": (32, 8), "res4": (64, 16), "res5": (128, 32)}
     assert {k: 64 // m.shape[-1] for k, m in v.items()} == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+
+
+def test_moco_v2_heads_a_swin_through_its_classifier_heads_fc():
+    """timm's Swin (and ConvNeXt) keep their Linear in ``head.fc`` (a ClassifierHead around it): MoCo v2's
+    MLP replaces that Linear, and the backbone's export drops it with the rest of ``head.``."""
+    from mocobench.checkpoints.backbones import build_classifier_model
+    from mocobench.checkpoints.keymaps import HEAD_PREFIXES
+    from mocobench.pretrain.moco import add_mlp_head, classifier_name
+
+    model = build_classifier_model("timm:swin_tiny_patch4_window7_224", num_classes=8,
+                                   timm_kwargs={"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)})
+    assert classifier_name(model) == "head.fc"
+    add_mlp_head(model)
+    assert model(torch.randn(2, 3, 224, 224)).shape == (2, 8)
+    heads = [k for k in model.state_dict() if k.startswith("head.")]
+    assert heads == ["head.fc.0.weight", "head.fc.0.bias", "head.fc.2.weight", "head.fc.2.bias"]
+    assert all(k.startswith(HEAD_PREFIXES) for k in heads)
+    vit = build_classifier_model("timm:test_vit", num_classes=8, img_size=64)
+    assert classifier_name(vit) == "head"

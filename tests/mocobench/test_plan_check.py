@@ -1,0 +1,30 @@
+"""The dry run's GPU-hours use the engine a stage runs: detectron2's and mmseg's own rates where the
+device check measured them (its engine rows), our engine's otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from mocobench import plan_check
+
+
+def test_engine_stages_are_projected_from_the_engines_own_rows(monkeypatch):
+    rates = {("detection", "resnet50-C4", "moco-voc-c4-24k, bf16 on GPU"): 20.0,
+             ("segmentation", "resnet50-FCN", "moco-fcn, bf16 on GPU"): 8.0}
+    monkeypatch.setattr(plan_check, "_rates", lambda: rates)
+    voc = ["eval", "detection", "--protocol", "moco-voc-c4-24k", "--dataset", "voc", "--engine", "detectron2"]
+    hours, how = plan_check.gpu_hours(voc)
+    assert hours == pytest.approx(24000 * 16 / 20.0 / 3600) and "our engine" in how   # not measured: ours
+    rates[("engines", "detectron2 Faster R-CNN R50-C4", "moco-voc-c4-24k")] = 10.0
+    rates[("engines", "detectron2 Mask R-CNN R50-C4", "coco-c4-1x")] = 5.0
+    hours, how = plan_check.gpu_hours(voc)
+    assert hours == pytest.approx(24000 * 16 / 10.0 / 3600) and "detectron2 Faster R-CNN" in how
+    hours, _ = plan_check.gpu_hours(["eval", "detection", "--protocol", "coco-c4-1x", "--engine", "detectron2"])
+    assert hours == pytest.approx(90000 * 16 / 5.0 / 3600)
+    hours, _ = plan_check.gpu_hours(["eval", "detection", "--protocol", "moco-voc-c4-24k", "--engine", "torchvision"])
+    assert hours == pytest.approx(24000 * 16 / 20.0 / 3600)
+    seg = ["eval", "segmentation", "--protocol", "mmseg-fcn-40k", "--dataset", "cityscapes", "--engine", "mmseg"]
+    assert plan_check.gpu_hours(seg)[0] == pytest.approx(40000 * 8 / 8.0 / 3600)
+    rates[("engines", "mmseg FCN R50-D8", "mmseg-fcn-40k, Cityscapes")] = 4.0
+    hours, how = plan_check.gpu_hours(seg)
+    assert hours == pytest.approx(40000 * 8 / 4.0 / 3600) and "mmseg's FCN" in how

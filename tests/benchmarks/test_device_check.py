@@ -76,22 +76,30 @@ def test_goal_verdicts_follow_the_issues_figures():
     rows = [row("model step", "moco_v2", "fp32 eager", "random views", 900.0),
             row("model step", "moco_v2", "bf16+channels_last", "random views", 1900.0),
             row("model step", "moco_v2", "bf16+channels_last+compile", "random views", 2400.0),
+            row("model step", "unimoco", "bf16+channels_last+compile", "random views", 2000.0),
+            row("model step", "smog", "bf16+channels_last+compile", "random views", 1000.0),
             row("input only", "moco_v2", "device pipeline", "device (decode_jpeg + tensor ops)", 3000.0),
             row("end to end", "moco_v2", "bf16+channels_last", "PIL, 16 workers", 1200.0),
-            row("end to end", "moco_v2", "bf16+channels_last", "device (decode_jpeg + tensor ops)", 1800.0),
-            row("end to end", "moco_v2", "official fp32 eager", "PIL, 16 workers", 1000.0)]
-    g = dc.goals(rows, smoke=False)
+            row("end to end", "moco_v2", "bf16+channels_last", "device (decode_jpeg + tensor ops)", 2200.0),
+            row("end to end", "unimoco", "bf16+channels_last", "device (decode_jpeg + tensor ops)", 1700.0),
+            row("end to end", "smog", "bf16+channels_last", "device (decode_jpeg + tensor ops)", 850.0),
+            row("end to end", "moco_v2", "official fp32 eager", "PIL, 16 workers", 700.0)]
+    g = dc.goals(rows, smoke=False, elapsed_s=470.0)
     assert g["moco_v2_bf16_model_step_img_s"] == 2400.0  # the best bf16 row, fp32 does not count
     assert g["model_step_goal_2000"] and g["input_at_least_model_step"] and g["ratio_goal_1_5"]
-    assert g["end_to_end_vs_official"] == pytest.approx(1.8)  # the device path's row, not the PIL one
-    rows[-1]["img_s"] = 1250.0
-    rows[3]["img_s"] = 2000.0
-    g = dc.goals(rows, smoke=False)
-    assert not g["ratio_goal_1_5"] and not g["input_at_least_model_step"]
-    assert dc.goals([], smoke=True) == {**{k: None for k in ("moco_v2_bf16_model_step_img_s", "device_input_img_s",
-                                                             "end_to_end_vs_official")},
-                                        "applies": False, "model_step_goal_2000": False,
-                                        "input_at_least_model_step": False, "ratio_goal_1_5": False}
+    assert g["end_to_end_vs_official"] == pytest.approx(2200 / 700)  # the device path's row, not the PIL one
+    assert g["ratio_goal_3"] and g["within_8_minutes"]
+    # issue 29: end to end against the compiled step, 0.9 for MoCo v2 and UniMoCo, 0.8 for SMoG
+    assert g["moco_v2_end_to_end_vs_compiled_step"] == pytest.approx(2200 / 2400) and g["moco_v2_goal_0.9_of_compiled_step"]
+    assert g["unimoco_end_to_end_vs_compiled_step"] == pytest.approx(0.85) and not g["unimoco_goal_0.9_of_compiled_step"]
+    assert g["smog_goal_0.8_of_compiled_step"] and g["smog_compiled_step_img_s"] == 1000.0
+    rows[-1]["img_s"] = 1400.0
+    rows[5]["img_s"] = 2000.0
+    g = dc.goals(rows, smoke=False, elapsed_s=481.0)
+    assert g["ratio_goal_1_5"] and not g["ratio_goal_3"] and not g["input_at_least_model_step"]
+    assert not g["within_8_minutes"]
+    empty = dc.goals([], smoke=True)
+    assert empty["applies"] is False and not any(v for k, v in empty.items() if k != "applies")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")

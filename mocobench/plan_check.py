@@ -101,8 +101,10 @@ def gpu_hours(argv: list[str]) -> tuple[float | None, str]:
     if task in ("knn",) or (task == "linear" and protocol == "fast"):
         return (IMAGENET_TRAIN + IMAGENET_VAL) / features / 3600, f"one pass over ImageNet at {features:.0f} img/s (frozen features)"
     if task == "linear" and protocol == "paper":
-        return (100 * IMAGENET_TRAIN + IMAGENET_VAL) / features / 3600, \
-            f"100 epochs of frozen features at {features:.0f} img/s"
+        step = rates.get(("linear", "resnet50", "paper protocol step"))   # the frozen forward and the fc's step
+        rate = step or features
+        return (100 * IMAGENET_TRAIN + IMAGENET_VAL) / rate / 3600, \
+            f"100 epochs of frozen features at {rate:.0f} img/s" + (" (the protocol's training step)" if step else "")
     if task == "detection":
         from mocobench.transfer.detection.protocols import PROTOCOLS
 

@@ -9,7 +9,8 @@ from mocobench import plan_check
 
 
 def test_engine_stages_are_projected_from_the_engines_own_rows(monkeypatch):
-    rates = {("detection", "resnet50-C4", "moco-voc-c4-24k, bf16 on GPU"): 20.0,
+    rates = {("features", "resnet50", "as the probes (bf16+NHWC on GPU)"): 3000.0,
+             ("detection", "resnet50-C4", "moco-voc-c4-24k, bf16 on GPU"): 20.0,
              ("segmentation", "resnet50-FCN", "moco-fcn, bf16 on GPU"): 8.0}
     monkeypatch.setattr(plan_check, "_rates", lambda: rates)
     voc = ["eval", "detection", "--protocol", "moco-voc-c4-24k", "--dataset", "voc", "--engine", "detectron2"]
@@ -28,3 +29,8 @@ def test_engine_stages_are_projected_from_the_engines_own_rows(monkeypatch):
     rates[("engines", "mmseg FCN R50-D8", "mmseg-fcn-40k, Cityscapes")] = 4.0
     hours, how = plan_check.gpu_hours(seg)
     assert hours == pytest.approx(40000 * 8 / 4.0 / 3600) and "mmseg's FCN" in how
+    linear = ["eval", "linear", "--protocol", "paper"]
+    assert plan_check.gpu_hours(linear)[0] == pytest.approx((100 * 1_281_167 + 50_000) / 3000.0 / 3600)
+    rates[("linear", "resnet50", "paper protocol step")] = 2500.0
+    hours, how = plan_check.gpu_hours(linear)
+    assert hours == pytest.approx((100 * 1_281_167 + 50_000) / 2500.0 / 3600) and "training step" in how

@@ -171,9 +171,25 @@ def build_step(cfg, sz: Sizes, device: torch.device):
 
 
 def model_step(cfg, sz: Sizes, device: torch.device) -> dict:
+    """img/s of the pretraining step; compiled, also the first step's seconds (the compile, reported
+    apart) and the graphs compiled after the warm-up (0 when the step compiles once per run)."""
     reset_peak(device)
-    return {**timed(build_step(cfg, sz, device), sz.model_warmup + 2 * cfg.compile, sz.model_steps, device, sz.batch),
-            "peak_mem_gib": peak_gib(device)}
+    step = build_step(cfg, sz, device)
+    extra = {}
+    if cfg.compile:
+        from torch._dynamo.utils import counters
+
+        t = time.perf_counter()
+        step()
+        sync(device)
+        extra["compile_s"] = round(time.perf_counter() - t, 1)
+        for _ in range(2):   # the warm-up's graphs (a second signature, e.g. the first momentum update)
+            step()
+        graphs = counters["stats"]["unique_graphs"]
+    r = timed(step, sz.model_warmup, sz.model_steps, device, sz.batch)
+    if cfg.compile:
+        extra["graphs_compiled_while_timed"] = counters["stats"]["unique_graphs"] - graphs
+    return {**r, **extra, "peak_mem_gib": peak_gib(device)}
 
 
 def profile_row(cfg, sz: Sizes, device: torch.device, steps: int = 3) -> dict:

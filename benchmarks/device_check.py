@@ -366,6 +366,39 @@ def segmentation_row(sz: Sizes, device: torch.device) -> dict:
 
 # -- the run ----------------------------------------------------------------------------------
 
+def paper_hours(row: dict, sz: Sizes) -> dict:
+    """``gpu_h_paper`` and ``paper_schedule`` of a pretraining, feature, detection or segmentation row
+    (the rows of ``benchmarks/device_rows.py`` carry their own): the GPU-hours of the paper's whole
+    schedule at the row's rate, at perfect scaling."""
+    from mocobench.pretrain.config import resolve_preset
+
+    from benchmarks.device_rows import IMAGENET_TRAIN
+
+    rate, section = row.get("img_s"), row["section"]
+    if not rate or section in ("profile", "input profile", "input only"):
+        return {}
+    if section in ("model step", "end to end"):
+        epochs = resolve_preset(None, row["method"]).epochs
+        what = "model step" if section == "model step" else "end to end"
+        return {"gpu_h_paper": epochs * IMAGENET_TRAIN / rate / 3600,
+                "paper_schedule": f"{epochs} epochs of ImageNet ({row['method']}'s paper preset; {what})"}
+    if section == "features":
+        return {"gpu_h_paper": IMAGENET_TRAIN / rate / 3600, "paper_schedule": "one pass over ImageNet's train set"}
+    if section == "detection":
+        from mocobench.transfer.detection.protocols import PROTOCOLS
+
+        p = PROTOCOLS["moco-voc-c4-24k"]
+        return {"gpu_h_paper": p.max_iter * p.ims_per_batch / rate / 3600,
+                "paper_schedule": f"moco-voc-c4-24k: {p.max_iter} iterations of {p.ims_per_batch} images (our engine)"}
+    if section == "segmentation":
+        from mocobench.transfer.segmentation.protocols import get_protocol
+
+        p = get_protocol("moco-fcn", "cityscapes")
+        return {"gpu_h_paper": p.iters * p.batch_size / rate / 3600,
+                "paper_schedule": f"moco-fcn Cityscapes: {p.iters} iterations of {p.batch_size} crops (our engine)"}
+    return {}
+
+
 SECTIONS = ("model step", "input only", "end to end", "official", "features", "detection", "segmentation",
             "engines", "linear", "transformers", "compile", "profile", "input profile")
 
@@ -461,6 +494,8 @@ def main(argv=None) -> int:
             res = {"error": f"{type(e).__name__}: {e}"}
         row = {"section": section, "method": method, "variant": variant, "pipeline": pipeline, **res,
                "seconds": round(time.perf_counter() - t, 1)}
+        if "gpu_h_paper" not in row and "error" not in row:
+            row.update(paper_hours(row, sz))
         rows.append(row)
         val = lambda k, f: format(row[k], f) if isinstance(row.get(k), float) else str(row.get(k, "-"))  # noqa: E731
         print(f"{section:<12} {method[:16]:<16} {variant[:28]:<28} {pipeline[:34]:<34} {val('img_s', '9.1f'):>9} "

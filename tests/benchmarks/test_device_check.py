@@ -51,7 +51,7 @@ def test_cpu_smoke_run_measures_every_row(tmp_path):
     assert {(r["method"], r["variant"]) for r in rows if r["section"] == "transformers"} == {
         (m, f"{a}, bf16") for m in ("moco_v2", "smog") for a in ("ViT-S/16", "Swin-T")}
     for r in rows:
-        if r["section"] in ("engines", "linear", "transformers"):
+        if "img_s" in r and r["section"] not in ("profile", "input profile", "input only"):
             assert r["gpu_h_paper"] > 0 and r["paper_schedule"], r
     profiles = [r for r in rows if r["section"] == "profile"]
     assert len(profiles) == 1 and len(profiles[0]["top_ms_per_step"]) == 12
@@ -138,3 +138,16 @@ def test_engine_rates_are_read_from_the_engines_own_logs():
     assert s_it == pytest.approx((0.5 + 0.7 + 0.6) / 3) and peak == round(300 / 1024, 2)   # the first 3 left out
     with pytest.raises(RuntimeError, match="3 training iterations"):
         mmengine_rate("\n".join(mm.splitlines()[:3]))
+
+
+def test_paper_schedule_hours_of_the_older_rows():
+    """GPU-hours of the paper's whole schedule at a row's rate (issue 29: every row)."""
+    sz = dc.SMOKE
+    det = dc.paper_hours({"section": "detection", "method": "resnet50-C4", "img_s": 16.0}, sz)
+    assert det["gpu_h_paper"] == pytest.approx(24000 * 16 / 16.0 / 3600)   # moco-voc-c4-24k: 24k x 16 images
+    seg = dc.paper_hours({"section": "segmentation", "method": "resnet50-FCN", "img_s": 64.0}, sz)
+    assert seg["gpu_h_paper"] == pytest.approx(90000 * 16 / 64.0 / 3600)   # moco-fcn Cityscapes: 90k x 16 crops
+    step = dc.paper_hours({"section": "model step", "method": "unimoco", "img_s": 1000.0}, sz)
+    assert step["gpu_h_paper"] == pytest.approx(800 * 1_281_167 / 1000.0 / 3600) and "800 epochs" in step["paper_schedule"]
+    assert dc.paper_hours({"section": "input only", "method": "moco_v2", "img_s": 5.0}, sz) == {}
+    assert dc.paper_hours({"section": "model step", "method": "smog", "skipped": "--smoke"}, sz) == {}

@@ -114,7 +114,8 @@ def table_html(table: Table, table_id: str = "leaderboard") -> str:
             if (noise := table.noise.get((row.key, col))) is not None:   # against random init
                 tip += f"; {noise.text(2)}"
                 text += f" {noise.mark}" if noise.mark else ""
-                cls += {"within noise": " noise", "spread unknown": " nospread"}.get(noise.verdict, "")
+                cls += {"within noise": " noise", "spread unknown": " nospread",
+                        "no random init": " nospread"}.get(noise.verdict, "")
             if cmp is not None:   # against the paper row in this column: shown, and its grounds on hover
                 tip += f"; vs {cmp.paper} {cmp.reported:g}: {cmp.text(2)}"
                 text += f" · {cmp.text()}"

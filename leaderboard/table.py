@@ -188,12 +188,13 @@ NOISE_Z = 2.0
 
 @dataclass(frozen=True)
 class Noise:
-    """A measured cell against its random-init row in the same column."""
+    """A measured cell against its random-init row in the same column (``baseline`` None: there is
+    none, so nothing says the cell differs from random init)."""
 
-    baseline: str                 # the random-init row's name
-    diff: float                   # this cell's mean − the random init's mean
+    baseline: str | None          # the random-init row's name
+    diff: float | None            # this cell's mean − the random init's mean
     pooled_std: float | None      # None: neither cell has a known spread
-    spread: str                   # where the spread came from, in words
+    spread: str                   # where the spread came from, in words (or why there is no baseline)
 
     @property
     def threshold(self) -> float | None:
@@ -201,15 +202,19 @@ class Noise:
 
     @property
     def verdict(self) -> str:
+        if self.baseline is None or self.diff is None:
+            return "no random init"
         if self.pooled_std is None:
             return "spread unknown"
         return "beyond noise" if abs(self.diff) >= NOISE_Z * self.pooled_std else "within noise"
 
     @property
     def mark(self) -> str:
-        return {"beyond noise": "", "within noise": "≈", "spread unknown": "?"}[self.verdict]
+        return {"beyond noise": "", "within noise": "≈", "spread unknown": "?", "no random init": "∅"}[self.verdict]
 
     def text(self, digits: int = 1) -> str:
+        if self.verdict == "no random init":
+            return f"not compared with random init: {self.spread}"
         if self.pooled_std is None:
             return f"{self.diff:+.{digits}f} vs {self.baseline}, spread unknown ({self.spread})"
         return (f"{self.diff:+.{digits}f} vs {self.baseline}: {self.verdict} "
@@ -492,19 +497,24 @@ def compare_with_random(table: Table, spreads: list[dict] | None = None) -> dict
     """Each measured cell of a pretrained row against the random-init row of the same architecture
     in the same column. The pooled seed std is sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)) over the two
     cells, each cell's spread being its own seeds' (n >= 2) or else the baseline's runs of that
-    cell (``spreads``); with one side's spread alone, that one."""
+    cell (``spreads``); with one side's spread alone, that one. A cell with nothing to compare with
+    (no random init of its architecture in its column, or several) is said to be so, never left
+    looking like a result."""
     out: dict[tuple[str, Column], Noise] = {}
     measured = table.measured_rows()
     for row in measured:
         if is_random_init(row):
             continue
         randoms = [r for r in measured if is_random_init(r) and r.arch == row.arch]
-        if len(randoms) != 1:
-            continue   # no random init of this architecture (or an ambiguous one): nothing to compare with
-        base = randoms[0]
+        base = randoms[0] if len(randoms) == 1 else None
         for col in table.columns:
-            mine, theirs = table.cell(row, col), table.cell(base, col)
-            if mine is None or theirs is None:
+            mine, theirs = table.cell(row, col), (table.cell(base, col) if base else None)
+            if mine is None:
+                continue
+            if theirs is None:
+                why = (f"several random-init rows of {row.arch} ({', '.join(r.name for r in randoms)})" if randoms[1:]
+                       else f"no random init of {row.arch or 'its architecture'} in this column")
+                out[(row.key, col)] = Noise(None, None, None, why)
                 continue
             parts, sources = [], []
             for r, c in ((row, mine), (base, theirs)):
@@ -599,7 +609,8 @@ def _row_fields(row: Row) -> list[str]:
 NOISE_FOOTNOTE = (f"Against random init (the random-init row of the same architecture, same column): ≈ the "
                   f"difference is within noise (less than {NOISE_Z:g} pooled seed standard deviations); ? the "
                   f"spread is not known (one seed, and no baseline gives that cell's spread), so the "
-                  f"difference is not shown to be a result; unmarked: beyond noise.")
+                  f"difference is not shown to be a result; ∅ no random-init row of its architecture in "
+                  f"that column, so nothing says it differs from random init; unmarked: beyond noise.")
 
 
 def to_markdown(table: Table, digits: int = 1) -> str:

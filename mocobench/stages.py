@@ -91,8 +91,9 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
     # the papers' pretraining ran fp32 (their official code); --fast opts into bf16 + channels_last.
     # The embedded modes keep their presets' own settings.
     precision = ("--precision=fp32", "--channels_last=false") if mode.name == "paper" and not args.fast else ()
-    # (argument, stages it needs, inputs, which evaluations take it: Eval.on)
-    checkpoints: list[tuple[str, list[str], dict[str, str], str | None]] = []
+    # (argument, stages it needs, inputs, its groups: the evaluations whose Eval.on names one take it;
+    # None: every evaluation)
+    checkpoints: list[tuple[str, list[str], dict[str, str], tuple[str, ...] | None]] = []
     archs: dict[str, str] = {}    # checkpoint -> its architecture, where the plan knows it
     baseline_archs = [args.random_arch or mode.arch]   # the random inits the pretrained runs are compared with
     preflights: dict[str, str] = {}
@@ -126,7 +127,7 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
             if "imagenet" not in datasets:
                 st.missing = missing.get("imagenet", "ImageNet not found")
             stages.append(st)
-            checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}, "pretrained"))
+            checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}, ("pretrained",)))
             archs[str(backbone)] = run.arch(mode)
             if run.arch(mode) not in baseline_archs:   # a Transformer preset's own random init
                 baseline_archs.append(run.arch(mode))
@@ -139,22 +140,26 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                 missing[ref.name] = ref.missing
             refs.append((str(path) if path else ref.name, [],
                          {**upstream, "checkpoint": resume.file_identity(str(path)) if path else ref.name},
-                         "reference"))
+                         ("reference",)))
             archs[refs[-1][0]] = ref.arch
             if not args.no_random:
-                refs.append(_random(ref.arch, seed, upstream, "reference"))
+                refs.append(_random(ref.arch, seed, upstream, ("reference-random",)))
                 archs[refs[-1][0]] = ref.arch
         checkpoints[:0] = refs
     for arch in baseline_archs if not args.no_random else ():
-        baseline = _random(arch, seed, upstream, "pretrained")
-        if baseline[0] not in {c[0] for c in checkpoints}:   # a reference's may be the same
+        baseline = _random(arch, seed, upstream, ("pretrained",))
+        same = [i for i, c in enumerate(checkpoints) if c[0] == baseline[0]]
+        if same:   # a reference's random init may be the same: one checkpoint in both groups
+            ckpt, needs, inputs, groups = checkpoints[same[0]]
+            checkpoints[same[0]] = (ckpt, needs, inputs, (*groups, "pretrained"))
+        else:
             checkpoints.append(baseline)
             archs[baseline[0]] = arch
 
-    for ckpt, needs, inputs, group in checkpoints:
+    for ckpt, needs, inputs, groups in checkpoints:
         short = short_name(ckpt)
         for ev in mode.evals:
-            if group is not None and group not in ev.on:
+            if groups is not None and not set(groups) & set(ev.on):
                 continue
             if ev.resnet_only and ckpt in archs and archs[ckpt] not in TORCHVISION_RESNETS:
                 continue
@@ -196,11 +201,11 @@ def selected(run, methods: list[str] | None) -> bool:
     return not methods or run.name in methods or run.method in methods
 
 
-def _random(arch: str, seed: int, upstream: dict[str, str], group: str):
+def _random(arch: str, seed: int, upstream: dict[str, str], groups: tuple[str, ...]):
     """The random-init baseline of ``arch``; with ``--seed S`` its initialisation is seeded with S
     too (its row keeps the name ``random-<arch>``)."""
     ckpt = f"random:{arch}" + (f":{seed}" if seed else "")
-    return ckpt, [], {**upstream, "checkpoint": ckpt}, group
+    return ckpt, [], {**upstream, "checkpoint": ckpt}, groups
 
 
 def short_name(ckpt: str) -> str:

@@ -115,3 +115,42 @@ def test_a_bad_spread_file_is_a_clear_error(results, tmp_path, capsys):
     assert cli.main(["--results", str(results), "--spread", str(bad)]) == 1
     err = capsys.readouterr().err
     assert str(bad) in err and "Traceback" not in err
+
+
+def test_a_cell_without_a_random_init_to_compare_with_is_marked_so(results, add_record, capsys):
+    """A measured cell whose column has no random-init row of its architecture (the quick run's
+    MobileNetV2 detection, a given checkpoint run with --no-random) is not left unmarked: unmarked
+    means beyond noise."""
+    _write(results, add_record, "moco_v2", "semi-1pct", "top1", [20.0, 22.0])   # random init: no semi 1 %
+    # a ResNet-50, of which there is no random init at all
+    from mocobench.core.records import new_record, write_record
+
+    write_record(results, new_record(checkpoint={"name": "resnet50_supervised", "path": "sup/r50.pth",
+                                                 "sha256": "5" * 64, "format": "torchvision", "arch": "resnet50",
+                                                 "method": "supervised", "epochs": 90},
+                                     task="linear", protocol="fast", metrics={"top1": 76.0}, seed=0,
+                                     dataset={"name": "synth-tiny/imagenet", "path": "/data",
+                                              "splits": {"train": 100, "val": 40}},
+                                     config={"epochs": 10}, run={"workers": 2}, wall_time_s=1.0, device="cpu",
+                                     engine="torchvision"))
+    table = load_table(results, reported=False)
+    rows = {r.name: r for r in table.measured_rows()}
+    cols = _cols(table)
+    semi1 = table.noise[(rows["moco_v2"].key, cols["semi-1pct"])]
+    assert semi1.verdict == "no random init" and semi1.mark == "∅" and semi1.diff is None
+    assert "no random init" in semi1.text() and "in this column" in semi1.spread
+    sup = table.noise[(rows["resnet50_supervised"].key, cols["linear"])]
+    assert sup.verdict == "no random init"
+    # the other verdicts are unchanged
+    assert table.noise[(rows["moco_v2"].key, cols["linear"])].verdict == "beyond noise"
+
+    md = to_markdown(table)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| resnet50_supervised "))
+    assert any(c.strip().endswith("∅") for c in line.strip("|").split("|"))
+    assert "∅ no random-init row of its architecture" in md
+    rows_csv = {r["checkpoint"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
+    semi1_label = next(c.label for c in table.columns if c.task == "semi-1pct")
+    assert rows_csv["moco_v2"][f"{semi1_label} vs random init"] == "no random init"
+    assert rows_csv["moco_v2"][f"{semi1_label} minus random init"] == ""
+    assert cli.main(["--results", str(results), "--format", "html", "--rows", "measured"]) == 0
+    assert "not compared with random init" in capsys.readouterr().out

@@ -148,10 +148,10 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
         checkpoints[:0] = refs
     for arch in baseline_archs if not args.no_random else ():
         baseline = _random(arch, seed, upstream, ("pretrained",))
-        same = [i for i, c in enumerate(checkpoints) if c[0] == baseline[0]]
-        if same:   # a reference's random init may be the same: one checkpoint in both groups
-            ckpt, needs, inputs, groups = checkpoints[same[0]]
-            checkpoints[same[0]] = (ckpt, needs, inputs, (*groups, "pretrained"))
+        same = next((i for i, c in enumerate(checkpoints) if c[0] == baseline[0]), None)
+        if same is not None:   # a reference's random init may be the same: one checkpoint in both groups
+            ckpt, needs, inputs, groups = checkpoints[same]
+            checkpoints[same] = (ckpt, needs, inputs, (*groups, "pretrained"))
         else:
             checkpoints.append(baseline)
             archs[baseline[0]] = arch

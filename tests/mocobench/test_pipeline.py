@@ -69,6 +69,20 @@ def test_an_evaluation_takes_only_known_checkpoint_groups():
         Eval("linear-fast", "linear", "fast", "linear", "imagenet", on=())
 
 
+def test_a_random_init_that_is_both_baseline_and_reference_takes_both_groups_evaluations(tmp_path, monkeypatch):
+    """A reference of the mode's own architecture: its random init is the pretrained runs' baseline
+    too, planned once, and takes the evaluations of both groups (the quick run's classification is
+    for "pretrained" only, its fine-tuned segmentation for the references and their random inits)."""
+    from mocobench import modes
+
+    ref = modes.Reference("published_test_resnet", "timm:test_resnet", lambda: None, "not installed")
+    monkeypatch.setitem(modes.MODES, "quick", modes.Mode(**{**modes.MODES["quick"].__dict__, "references": (ref,)}))
+    stages = _plan(["--quick", "--out", str(tmp_path)])
+    evals = [s.name.split()[1] for s in stages if s.argv[0] == "eval" and s.name.split()[2] == "random-timm-test_resnet"]
+    assert len(evals) == len(set(evals))   # planned once
+    assert {"linear-fast", "knn-dino-knn", "semi10-tiny", "seg-cityscapes-tiny-frozen", "seg-cityscapes-tiny"} == set(evals)
+
+
 def test_an_absent_reference_checkpoint_is_named_not_fatal(tmp_path, monkeypatch):
     from mocobench import modes
 

@@ -34,6 +34,7 @@ class Run:
 COMMANDS = ("linear", "knn", "semi", "detection", "segmentation")   # the `mocobench eval` sub-commands
 # The checkpoints an evaluation may take (Eval.on): the pretraining runs and the random init they are
 # compared with; the published reference checkpoints (Reference); the random inits of the references.
+# Eval.on may also name one pretraining run of its mode (Run.name): that run's checkpoint alone.
 GROUPS = ("pretrained", "reference", "reference-random")
 
 
@@ -55,15 +56,16 @@ class Eval:
     overrides: tuple[tuple[str, Any], ...] = ()  # protocol field -> value (``--field=value``)
     distributed: bool = False          # may run under torchrun
     seeds: tuple[int, ...] = (0,)
-    on: tuple[str, ...] = GROUPS       # the checkpoints it evaluates (see GROUPS)
+    on: tuple[str, ...] = GROUPS       # the checkpoints it evaluates: groups (GROUPS) or run names
     cost: float = 1.0                  # as Run.cost
     resnet_only: bool = False          # MoCo's R50-C4 detectors: torchvision ResNets only (TORCHVISION_RESNETS)
 
     def __post_init__(self):
         if self.command not in COMMANDS:
             raise ValueError(f"{self.label}: unknown evaluation command {self.command!r} ({', '.join(COMMANDS)})")
-        if not self.on or set(self.on) - set(GROUPS):
-            raise ValueError(f"{self.label}: evaluates {self.on!r}; the checkpoint groups are {', '.join(GROUPS)}")
+        if not self.on or not all(isinstance(name, str) and name for name in self.on):
+            raise ValueError(f"{self.label}: evaluates {self.on!r}; name checkpoint groups ({', '.join(GROUPS)}) "
+                             "or pretraining runs")
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -116,6 +118,17 @@ class Mode:
     runs: tuple[Run, ...]
     evals: tuple[Eval, ...]
     references: tuple[Reference, ...] = ()
+
+    def __post_init__(self):
+        names = [run.name for run in self.runs]
+        clash = sorted(set(names) & set(GROUPS))
+        if clash:
+            raise ValueError(f"mode {self.name}: a pretraining run may not be named like a checkpoint group: {clash}")
+        for ev in self.evals:
+            unknown = [n for n in ev.on if n not in GROUPS and n not in names]
+            if unknown:
+                raise ValueError(f"mode {self.name}: {ev.label} evaluates {', '.join(unknown)}, neither a checkpoint "
+                                 f"group ({', '.join(GROUPS)}) nor a pretraining run ({', '.join(names)})")
 
     def spread_baseline(self) -> Path | None:
         """The committed baseline of this mode (leaderboard/baselines/NAME.json), whose runs give the
@@ -215,11 +228,11 @@ TINY_RUNS = (   # cost: CPU seconds of each stage, measured (docs/run_all.md giv
     Run("smog", "smog", "tiny", ("--epochs=16",), cost=140),
 )
 # The quick gate's detection schedule: at tiny-fpn's own 80 iterations every backbone's AP50 is noise
-# (0.3-3.7); at 450 ImageNet MobileNetV2 learns on every seed, so a box decoder that swaps width and
-# height falls below its floor. At 300 one seed in six hardly learns, and the seed spread would
-# leave that regression inside the gate's band (docs/leaderboard.md). The default run, which detects
-# with seven backbones and gates nothing, uses 300 (the same lr, its step at three quarters) to stay
-# within its 10 minutes (docs/run_all.md).
+# (0.3-3.7); at 450 the quick run's UniMoCo 100 % learns on every seed, so a box decoder that swaps
+# width and height falls far below its floor (docs/leaderboard.md). At 300 the seed spread is wider
+# against a lower mean (ImageNet MobileNetV2, the entry before it: one seed in six hardly learned).
+# The default run, which detects with seven backbones and gates nothing, uses 300 (the same lr, its
+# step at three quarters) to stay within its 10 minutes (docs/run_all.md).
 DET_450 = {"max_iter": 450, "steps": (350,), "base_lr": 0.015}
 DET_300 = {"max_iter": 300, "steps": (230,), "base_lr": 0.015}
 
@@ -236,20 +249,21 @@ MODES: Registry[Mode] = Registry("pipeline mode", {
     # and UniMoCo (100 % labels) shorter than the tiny preset, SMoG at its 8 epochs (a SMoG whose
     # groups are broken only falls behind after 4), evaluated on classification beside their random
     # init; fine-tuned segmentation on the MobileNetV2 pair, which separates at these schedules where
-    # the CPU-sized pretraining does not, and detection on MobileNetV2 alone (its floor is far above
-    # random init's; its random init's detection would take 87 of the 3 minutes' CPU seconds);
-    # frozen-backbone segmentation on the quick run's own checkpoints and their random init, so that
-    # the gate covers how our own checkpoints transfer to a dense task. Under 3 minutes on 2 cores
+    # the CPU-sized pretraining does not; frozen-backbone segmentation on the quick run's own
+    # checkpoints and their random init; detection on UniMoCo 100 % alone, so that the gate covers
+    # how our own checkpoints transfer to both dense tasks (its AP50 does not separate from random
+    # init's at this budget, so random init's detection, 54 CPU seconds, would gate nothing; nor
+    # would MobileNetV2's, 87, fit beside it in the 3 minutes). Under 3 minutes on 2 cores
     # (docs/run_all.md).
     "quick": Mode("quick", "small", "timm:test_resnet",
                   (Run("moco_v2", "moco_v2", "tiny", ("--epochs=4",), cost=22),
                    Run("unimoco_100pct", "unimoco", "tiny", ("--label-fraction", "1.0", "--epochs=6"), cost=33),
                    Run("smog", "smog", "tiny", ("--epochs=8",), cost=66)),
                   _embedded_evals(img=64, semi_epochs=2, semi={"lr_grid": (0.05,)},
-                                  dense_on=("reference", "reference-random"), det_on=("reference",), det=DET_450,
+                                  dense_on=("reference", "reference-random"), det_on=("unimoco_100pct",), det=DET_450,
                                   frozen_on=("pretrained",),
                                   costs={"linear-fast": 5, "knn-dino-knn": 0.2, "semi10-tiny": 1.1,
-                                         "det-voc-tiny-fpn": 73, "seg-cityscapes-tiny": 5.6,
+                                         "det-voc-tiny-fpn": 56, "seg-cityscapes-tiny": 5.6,
                                          "seg-cityscapes-tiny-frozen": 7}),
                   references=(IMAGENET_MOBILENET_V2,)),
     # --data-root DIR --preset paper: the papers' recipes on real data. Every ResNet-50 preset the

@@ -91,8 +91,8 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
     # the papers' pretraining ran fp32 (their official code); --fast opts into bf16 + channels_last.
     # The embedded modes keep their presets' own settings.
     precision = ("--precision=fp32", "--channels_last=false") if mode.name == "paper" and not args.fast else ()
-    # (argument, stages it needs, inputs, its groups: the evaluations whose Eval.on names one take it;
-    # None: every evaluation)
+    # (argument, stages it needs, inputs, its groups (a pretraining run's also its name): the
+    # evaluations whose Eval.on names one take it; None: every evaluation)
     checkpoints: list[tuple[str, list[str], dict[str, str], tuple[str, ...] | None]] = []
     archs: dict[str, str] = {}    # checkpoint -> its architecture, where the plan knows it
     baseline_archs = [args.random_arch or mode.arch]   # the random inits the pretrained runs are compared with
@@ -127,7 +127,7 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
             if "imagenet" not in datasets:
                 st.missing = missing.get("imagenet", "ImageNet not found")
             stages.append(st)
-            checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}, ("pretrained",)))
+            checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}, ("pretrained", run.name)))
             archs[str(backbone)] = run.arch(mode)
             if run.arch(mode) not in baseline_archs:   # a Transformer preset's own random init
                 baseline_archs.append(run.arch(mode))

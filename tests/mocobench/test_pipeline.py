@@ -44,8 +44,9 @@ def test_quick_plan_pretrains_then_evaluates_every_checkpoint(tmp_path):
 
 def test_quick_plan_gates_three_methods_and_a_real_pretrained_backbone(tmp_path):
     """Issue 14: MoCo v2, UniMoCo (100 % labels) and SMoG on classification beside their random init;
-    torchvision's ImageNet MobileNetV2 on detection and segmentation, its random init on segmentation
-    (the detection pair would cost 3 minutes' budget; MobileNetV2's own floor gates detection)."""
+    torchvision's ImageNet MobileNetV2 and its random init on fine-tuned segmentation. Issue 26: the
+    quick run's own checkpoints on frozen-backbone segmentation, and UniMoCo 100 % alone on detection
+    (the 3 minutes hold one detection run)."""
     stages = _plan(["--quick", "--out", str(tmp_path)])
     methods = [s.argv[s.argv.index("--method") + 1] for s in stages if s.argv[0] == "pretrain"]
     assert methods == ["moco_v2", "unimoco", "smog"]
@@ -56,17 +57,33 @@ def test_quick_plan_gates_three_methods_and_a_real_pretrained_backbone(tmp_path)
     cls, dense = {"linear", "knn", "semi"}, {"detection", "segmentation"}
     # and frozen-backbone segmentation of the quick run's own checkpoints (issue 26)
     ours = cls | {"segmentation"}
-    assert by_ckpt == {"moco_v2": ours, "unimoco_100pct": ours, "smog": ours, "random-timm-test_resnet": ours,
-                       "mobilenet_v2-b0353104": dense, "random-mobilenet_v2": {"segmentation"}}
+    assert by_ckpt == {"moco_v2": ours, "unimoco_100pct": ours | dense, "smog": ours,
+                       "random-timm-test_resnet": ours, "mobilenet_v2-b0353104": {"segmentation"},
+                       "random-mobilenet_v2": {"segmentation"}}
 
 
-def test_an_evaluation_takes_only_known_checkpoint_groups():
-    from mocobench.modes import Eval
+def test_an_evaluation_takes_only_known_checkpoint_groups_or_runs():
+    from mocobench.modes import Eval, Mode, Run
 
-    with pytest.raises(ValueError, match="checkpoint groups are pretrained, reference, reference-random"):
-        Eval("linear-fast", "linear", "fast", "linear", "imagenet", on=("references",))
+    knn = Eval("knn", "knn", "dino-knn", "knn", "imagenet", on=("references",))
+    with pytest.raises(ValueError, match=r"knn evaluates references, neither a checkpoint group "
+                                         r"\(pretrained, reference, reference-random\) nor a pretraining run \(moco\)"):
+        Mode("m", "small", "timm:test_resnet", (Run("moco", "moco_v2", "tiny"),), (knn,))
+    with pytest.raises(ValueError, match="a pretraining run may not be named like a checkpoint group"):
+        Mode("m", "small", "timm:test_resnet", (Run("reference", "moco_v2", "tiny"),), ())
     with pytest.raises(ValueError, match="checkpoint groups"):
         Eval("linear-fast", "linear", "fast", "linear", "imagenet", on=())
+    Mode("m", "small", "timm:test_resnet", (Run("moco", "moco_v2", "tiny"),),
+         (Eval("knn", "knn", "dino-knn", "knn", "imagenet", on=("moco", "reference")),))
+
+
+def test_an_evaluation_that_names_a_run_takes_that_runs_checkpoint_alone(tmp_path):
+    """Quick mode's detection names UniMoCo 100 %: neither the other runs nor random init take it,
+    and with --methods leaving that run out, no detection stage is planned."""
+    det = [s.name for s in _plan(["--quick", "--out", str(tmp_path)]) if s.argv[:2] == ["eval", "detection"]]
+    assert det == ["eval det-voc-tiny-fpn unimoco_100pct"]
+    assert not [s for s in _plan(["--quick", "--methods", "moco_v2", "--out", str(tmp_path / "b")])
+                if s.argv[:2] == ["eval", "detection"]]
 
 
 def test_a_random_init_that_is_both_baseline_and_reference_takes_both_groups_evaluations(tmp_path, monkeypatch):
@@ -90,7 +107,8 @@ def test_an_absent_reference_checkpoint_is_named_not_fatal(tmp_path, monkeypatch
     monkeypatch.setitem(modes.MODES, "quick", modes.Mode(**{**modes.MODES["quick"].__dict__, "references": (ref,)}))
     stages = _plan(["--quick", "--out", str(tmp_path)])
     ref_stages = [s for s in stages if s.name.split()[-1] == "imagenet_mobilenet_v2"]
-    assert len(ref_stages) == 2 and all(s.missing == "install the weights package" for s in ref_stages)
+    assert len(ref_stages) == len([e for e in modes.MODES["quick"].evals if "reference" in e.on]) == 1
+    assert all(s.missing == "install the weights package" for s in ref_stages)
     assert not any(s.missing for s in stages if s not in ref_stages)
 
 
@@ -183,8 +201,8 @@ def test_chains_add_each_stage_cost_to_its_longest_waiting_chain():
 
 def test_side_by_side_stages_start_the_longest_chain_first(tmp_path, monkeypatch):
     """A free slot goes to the ready stage with the most work behind it: in the quick run, after the
-    data, the detection run and SMoG's pretraining (the longest chains) start before the short
-    pretraining runs; no ready stage ever waits for one with a shorter chain."""
+    data, UniMoCo's pretraining (its detection run behind it) and SMoG's (the longest chains) start
+    before MoCo v2's; no ready stage ever waits for one with a shorter chain."""
     started, running = [], []
     args = P.parse_args(["--quick", "--out", str(tmp_path)])
     stages = plan(args, P.choose_mode(args), tmp_path, [])
@@ -210,8 +228,9 @@ def test_side_by_side_stages_start_the_longest_chain_first(tmp_path, monkeypatch
     monkeypatch.setattr(P, "leaderboard", lambda out, mode: 0)
     assert P.main(["--quick", "--out", str(tmp_path), "--jobs", "2", "--no-preload"]) == 0
     assert started[0] == "data synth"
-    assert set(started[1:3]) == {"pretrain smog", "eval det-voc-tiny-fpn mobilenet_v2-b0353104"}
-    assert started.index("pretrain moco_v2") > 3
+    assert set(started[1:3]) == {"pretrain smog", "pretrain unimoco_100pct"}
+    # the first to end is UniMoCo's: its detection (56 CPU-s) goes before MoCo v2's pretraining (22 + 7)
+    assert started[3:5] == ["eval det-voc-tiny-fpn unimoco_100pct", "pretrain moco_v2"]
 
 
 def test_default_plan_has_four_pretraining_runs(tmp_path):
@@ -321,7 +340,7 @@ def test_changed_protocol_code_redoes_its_stages(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         _clear_code_caches()
-    det = "eval det-voc-tiny-fpn mobilenet_v2-b0353104"
+    det = "eval det-voc-tiny-fpn unimoco_100pct"
     assert stages[det].done is None and stages[det].stale_why == "configuration changed: code changed"
     assert stages["eval knn-dino-knn moco_v2"].done and stages["pretrain moco_v2"].done
 

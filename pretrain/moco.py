@@ -52,9 +52,17 @@ def momentum_update(online: nn.Module, momentum: nn.Module, m: float) -> None:
     """θk ← m·θk + (1−m)·θq over parameters (not buffers), as the official code does.
 
     Called in ``forward`` before the keys are computed, i.e. after the previous optimizer step.
+    Two multi-tensor operations over all parameters (on a GPU a few kernel launches, where a loop
+    over a ResNet-50's 161 parameters launches 322 every step); per parameter the same arithmetic,
+    ``θk·m`` then ``+ (1−m)·θq``.
     """
-    for p_q, p_k in zip(online.parameters(), momentum.parameters()):
-        p_k.mul_(m).add_(p_q.detach(), alpha=1.0 - m)
+    keys, queries = list(momentum.parameters()), list(online.parameters())   # no_grad: no graph to detach from
+    shapes_k, shapes_q = [p.shape for p in keys], [p.shape for p in queries]
+    if shapes_k != shapes_q:   # zip would pair what is left and update the wrong tensors
+        raise ValueError(f"momentum update: the momentum encoder's {len(keys)} parameters do not match the "
+                         f"online encoder's {len(queries)} in order and shape")
+    torch._foreach_mul_(keys, m)
+    torch._foreach_add_(keys, queries, alpha=1.0 - m)
 
 
 # -- the module -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mocobench.pretrain.moco import MoCo, info_nce_logits
+from mocobench.pretrain.moco import MoCo, info_nce_logits, momentum_update
 from pretrain_helpers import TinyEncoder
 
 
@@ -58,6 +58,34 @@ def test_forward_matches_algorithm_1(mlp):
     loss.backward()
     assert all(p.grad is not None for p in model.encoder_q.parameters())
     assert all(p.grad is None for p in model.encoder_k.parameters())
+
+
+def test_momentum_update_is_the_per_parameter_formula_in_a_fixed_number_of_calls():
+    """Issue 29: θk ← m·θk + (1−m)·θq, bit for bit the official loop's ``p_k.mul_(m).add_(p_q, alpha=1-m)``,
+    in two top-level calls however many parameters the encoders have (the loop made two per parameter);
+    buffers are left alone, and encoders that do not match are refused, not paired by zip."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def calls(depth: int) -> int:
+        torch.manual_seed(depth)
+        q = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Linear(5, 5), torch.nn.BatchNorm1d(5))
+                                  for _ in range(depth)])
+        k = copy.deepcopy(q)
+        with torch.no_grad():
+            for p in q.parameters():
+                p.add_(torch.randn_like(p))
+        expected = [p_k.detach().clone().mul_(0.99).add_(p_q.detach(), alpha=1 - 0.99)
+                    for p_q, p_k in zip(q.parameters(), k.parameters())]
+        buffers = [b.clone() for b in k.buffers()]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            momentum_update(q, k, 0.99)
+        assert all(torch.equal(p, e) for p, e in zip(k.parameters(), expected))
+        assert all(torch.equal(b, b0) for b, b0 in zip(k.buffers(), buffers))
+        return sum(1 for e in prof.events() if e.cpu_parent is None and e.name.startswith("aten::"))
+
+    assert calls(2) == calls(20) == 2
+    with pytest.raises(ValueError, match="do not match the online encoder's"):
+        momentum_update(torch.nn.Linear(5, 5), torch.nn.Linear(5, 4), 0.99)
 
 
 def test_info_nce_logits_formula():

@@ -22,6 +22,7 @@ import time
 
 import pytest
 import torch
+import torch._dynamo
 
 from mocobench.core import precision
 from mocobench.pretrain import fast_paths
@@ -43,13 +44,15 @@ def cfg_for(method: str, **kw):
     return dataclasses.replace(TINY[method], **{**small, **kw})
 
 
-def losses(model, cfg, steps: int = STEPS, device: str = "cpu", probe=None):
+def losses(model, cfg, steps: int = STEPS, device: str = "cpu", probe=None, graphs: list | None = None):
     """Per-step losses of ``steps`` SGD steps of ``model`` (as built from seed 0) under the config's
-    fast paths, on fixed views. With ``probe`` (another config), also the losses that the probe's
-    fast paths give at each step on a copy of the same state (no compounding over steps)."""
+    fast paths, on fixed views (SMoG's local crops at ``local_size``). With ``probe`` (another
+    config), also the losses that the probe's fast paths give at each step on a copy of the same
+    state (no compounding over steps). ``graphs``: gets the count of graphs compiled so far after
+    each step."""
     g = torch.Generator().manual_seed(1)
-    n_views = 2 + (cfg.local_crops if cfg.method == "smog" else 0)
-    views = [torch.randn(cfg.batch_size, 3, cfg.img_size, cfg.img_size, generator=g) for _ in range(n_views)]
+    sizes = [cfg.img_size] * 2 + ([cfg.local_size] * cfg.local_crops if cfg.method == "smog" else [])
+    views = [torch.randn(cfg.batch_size, 3, size, size, generator=g) for size in sizes]
     labels = torch.tensor([0, 1, -1, -1])[: cfg.batch_size]
     fmt = fast_paths.memory_format(cfg)
     model.to(memory_format=fmt)
@@ -71,6 +74,8 @@ def losses(model, cfg, steps: int = STEPS, device: str = "cpu", probe=None):
         loss.backward()
         opt.step()
         out.append(float(loss.detach()))
+        if graphs is not None:
+            graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
     return (out, probed) if probe is not None else out
 
 
@@ -115,12 +120,43 @@ def test_torch_compile_on_cpu_gives_the_eager_loss():
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     t = time.perf_counter()
-    compiled = losses(tiny_moco(), cfg)
+    graphs: list[int] = []
+    compiled = losses(tiny_moco(), cfg, graphs=graphs)
     seconds = time.perf_counter() - t
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2, "nothing was compiled"
+    assert graphs[0] >= 2, "nothing was compiled"
+    # compiled once per run (issue 29): every graph at the first step (the query encoder with grad,
+    # the key encoder without), none after it; a recompile per step would cost a GPU run its speed
+    assert graphs == [graphs[0]] * STEPS, graphs
     assert compiled == pytest.approx(eager, abs=1e-4)
     print(f"compile + {STEPS} steps: {seconds:.1f} s")
     assert METHODS["moco_v2"].train_step is moco_train_step  # the step the loss above went through
+
+
+def test_smog_with_local_crops_compiles_at_its_first_step_only():
+    """SMoG's multi-crop (issue 29): two global views and two local ones of another size go through
+    the compiled backbone; its graphs (one per view size and grad mode, the projector's and the
+    predictor's) are all made at the first step, and the run gives eager's losses."""
+    import torch._dynamo
+
+    from mocobench.pretrain.smog import SMoG
+
+    cfg = dataclasses.replace(cfg_for("smog"), compile=True, local_crops=2, local_size=16, batch_size=8)
+
+    def tiny_smog():
+        torch.manual_seed(0)
+        return SMoG(TinyEncoder(num_classes=6), num_features=6, dim=4, hidden=8, n_groups=3, beta=0.9, tau=0.1,
+                    m=0.9, reset_every=2, bank_size=64, kmeans_iters=2)
+
+    eager = losses(tiny_smog(), dataclasses.replace(cfg, compile=False))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    graphs: list[int] = []
+    t = time.perf_counter()
+    compiled = losses(tiny_smog(), cfg, graphs=graphs)   # the group reset at step 2 included
+    seconds = time.perf_counter() - t
+    assert graphs[0] >= 4 and graphs == [graphs[0]] * STEPS, graphs
+    assert compiled == pytest.approx(eager, abs=1e-4)
+    print(f"SMoG: compile ({graphs[0]} graphs) + {STEPS} steps: {seconds:.1f} s")
 
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable image")

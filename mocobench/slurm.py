@@ -32,6 +32,8 @@ from mocobench.launch import Launcher, run_logged
 
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
          "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"}
+# the states of a job SLURM has requeued, before its next run starts
+REQUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,42 @@ class SlurmRunner:
 
     def wait(self, job) -> tuple[int, str]:
         """``(exit code, what happened)``; a job that ended without a result (cancelled, killed,
-        node failure) is a failure, found with ``squeue`` (needs no accounting database)."""
+        node failure) is a failure, found with ``squeue`` (needs no accounting database). A failure
+        written while SLURM requeues the job is not the job's outcome: the requeued run's is."""
+        while True:
+            rc, why = self._outcome(job)
+            if rc == 0 or not self._requeued_after_failure(job):
+                return rc, why
+            print(f"      SLURM job {job.job_id}: {why}, written while SLURM requeued the job; the requeued "
+                  "run's result counts", flush=True)
+
+    def _requeued_after_failure(self, job, grace_s: float = 20.0) -> bool:
+        """Whether SLURM requeued the job after its run left a failed result, and the requeued run
+        has written its own result since (True), or the job has ended without one (False).
+
+        submitit requeues a preempted job from inside it (``scontrol requeue``), and SLURM stops
+        the run it requeues: when that stop kills ``scontrol`` before it returns, submitit records
+        the run as failed although the job goes on (seen on the test cluster, 2026-12-07)."""
+        folder = Path(job.paths.folder)
+        results = list(folder.glob("*_result.pkl"))
+        failed_at = max((p.stat().st_mtime for p in results), default=0.0)
+        deadline, requeued, ended_since = time.time() + grace_s, False, None
+        while True:
+            state = job_state(job.job_id)
+            requeued = requeued or state in REQUEUED
+            if requeued and results and all(p.exists() and p.stat().st_mtime > failed_at for p in results):
+                return True
+            if state in ENDED or state == "":
+                if not requeued:
+                    return False
+                ended_since = ended_since or time.time()
+                if time.time() - ended_since > 15:   # requeued, ended, and no new result came
+                    return False
+            elif not requeued and time.time() > deadline:
+                return False
+            time.sleep(self.poll_s)
+
+    def _outcome(self, job) -> tuple[int, str]:
         gone_since = None
         while not job.done():
             state = job_state(job.job_id)

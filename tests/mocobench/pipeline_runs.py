@@ -15,9 +15,12 @@ PRETRAIN = ["--only", "pretrain moco_v2", *(f"--pretrain-arg=--{kv}" for kv in (
     "epochs=1", "max_steps_per_epoch=40", "ckpt_every=4", "img_size=32", "batch_size=16", "K=64", "log_every=1"))]
 
 
-def pipeline(out: Path, *argv: str, background: bool = False):
+def pipeline(out: Path, *argv: str, background: bool = False, path_first: Path | None = None):
+    """``path_first``: a folder put first on the PATH (of the pipeline and of the SLURM jobs it submits)."""
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, MOCOBENCH_PROGRESS="0", OMP_NUM_THREADS="1")
+    if path_first is not None:
+        env["PATH"] = f"{path_first}{os.pathsep}{env.get('PATH', '')}"
     cmd = [sys.executable, "-m", "mocobench.pipeline", "--quick", "--out", str(out), *argv]
     if background:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

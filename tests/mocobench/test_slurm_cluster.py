@@ -8,6 +8,7 @@ the random-init baseline, and a short MoCo v2 pretraining (32 px, batches of 16,
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -86,12 +87,26 @@ def test_cancelled_pretraining_job_continues_from_its_checkpoint(slurm, synth_sm
 
 
 @pytest.mark.slow
-def test_preempted_pretraining_job_saves_requeues_and_continues(slurm, synth_small, tmp_path):
+@pytest.mark.parametrize("requeue_killed", [False, True], ids=["requeue", "requeue-killed"])
+def test_preempted_pretraining_job_saves_requeues_and_continues(slurm, synth_small, tmp_path, requeue_killed):
     """SLURM preemption as submitit tests it (SIGTERM, then submitit's SIGUSR2): the command saves a
-    checkpoint at its step and exits 75; the job's checkpoint() requeues it; it continues and ends."""
+    checkpoint at its step and exits 75; the job's checkpoint() requeues it; it continues and ends.
+
+    ``requeue-killed``: SLURM stops the run it requeues while submitit's ``scontrol requeue`` is
+    still running (an ``scontrol`` that lingers after a requeue, first on the job's PATH), so the
+    run leaves a failed result although the job goes on, as happened by chance in a suite run on
+    2026-12-07; the pipeline waits for the requeued run's result."""
+    shim = None
+    if requeue_killed:
+        shim = tmp_path / "bin"
+        shim.mkdir()
+        real = shutil.which("scontrol")
+        (shim / "scontrol").write_text(f'#!/bin/sh\n"{real}" "$@"\nrc=$?\n[ "$1" = requeue ] && sleep 30\nexit $rc\n')
+        (shim / "scontrol").chmod(0o755)
     out = with_data(tmp_path / "out", synth_small)
     run_dir = out / "runs" / "moco_v2"
-    proc = pipeline(out, *PRETRAIN, "--slurm", slurm.partition, "--slurm-gpus-per-node", "0", background=True)
+    proc = pipeline(out, *PRETRAIN, "--slurm", slurm.partition, "--slurm-gpus-per-node", "0", background=True,
+                    path_first=shim)
     job = running_job(slurm, "mocobench-pretrain-moco_v2")
     wait_for_step(run_dir, proc, 6)
     slurm.run("scancel", "--signal=TERM", job)
@@ -114,3 +129,5 @@ def test_preempted_pretraining_job_saves_requeues_and_continues(slurm, synth_sma
     starts = [e["step"] for e in ev if e.get("event") == "start"]
     assert starts == [0, stopped[0]["step"]] and ev[-1]["event"] == "done" and ev[-1]["step"] == 40
     assert "job requeued" in (out / "logs" / "pretrain-moco_v2.log").read_text()
+    if requeue_killed:
+        assert "written while SLURM requeued the job; the requeued run's result counts" in text, text[-3000:]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import torch
+
+from benchmarks.timing import timed
 
 
 def official_loop(online: torch.nn.Module, momentum: torch.nn.Module, m: float) -> None:
@@ -46,14 +47,9 @@ def measure(arch: str, device: torch.device, repeats: int) -> dict:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             update(online, momentum, 0.999)
         row[f"{name}_calls"] = sum(1 for e in prof.events() if e.cpu_parent is None and e.name.startswith("aten::"))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        for _ in range(repeats):
-            update(online, momentum, 0.999)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        row[f"{name}_ms"] = (time.perf_counter() - t) / repeats * 1e3
+        rate = timed(lambda: update(online, momentum, 0.999), warmup=0, iters=repeats, device=device,
+                     images_per_iter=1)
+        row[f"{name}_ms"] = 1e3 / rate["it_s"]
     row["max_abs_difference"] = max(float((a - b).abs().max()) for a, b in zip(results["loop"], results["ours"]))
     return row
 

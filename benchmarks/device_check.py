@@ -5,7 +5,8 @@
 
 It makes its own ImageNet-layout folder of generated JPEGs (224-400 px a side), then measures:
 (1) the pretraining model step (random views, forward + backward + optimizer step) of MoCo v2,
-UniMoCo and SMoG at their paper presets: fp32 eager, bf16 + channels_last, + torch.compile;
+UniMoCo and SMoG at their paper presets: fp32 eager, bf16 + channels_last, + torch.compile of the
+whole step (``compile=step``; ``--compile-scope modules`` for each sub-module instead);
 (2) the input pipelines alone (PIL in DataLoader workers; decode_jpeg + tensor-op augmentations on
 the device) and ``mocobench.pretrain.train.train`` end to end from the JPEG folder with each;
 (3) the official MoCo v2 recipe (``official_recipe.py``, written from the papers: fp32, eager, PIL
@@ -66,9 +67,10 @@ FULL = Sizes("resnet50", 224, 256, 65536, 3, 10, 16, 32, (224, 400), min(16, COR
 # autocast gives NaN weight gradients at random (docs/performance.md)
 SMOKE = Sizes("timm:test_resnet", 32, 4, 16, 1, 1, 1, 1, (40, 64), 1, "resnet18", "tiny", 96, 1, "resnet18", (64, 64), 1,
               {"n_groups": 8, "bank_size": 32, "hidden_dim": 32, "local_size": 32, "local_crops": 1})
-VARIANTS = {"fp32 eager": dict(precision="fp32", channels_last=False, compile=False),
-            "bf16+channels_last": dict(precision="bf16", channels_last=True, compile=False),
-            "bf16+channels_last+compile": dict(precision="bf16", channels_last=True, compile=True)}
+# the compile variant compiles the whole step (compile=step) unless --compile-scope says modules
+VARIANTS = {"fp32 eager": dict(precision="fp32", channels_last=False, compile="off"),
+            "bf16+channels_last": dict(precision="bf16", channels_last=True, compile="off"),
+            "bf16+channels_last+compile": dict(precision="bf16", channels_last=True, compile="step")}
 METHOD_NAMES = ("moco_v2", "unimoco", "smog")
 
 
@@ -145,7 +147,6 @@ def config(method: str, sz: Sizes, device: torch.device, **kw):
 
 def build_step(cfg, sz: Sizes, device: torch.device):
     """One pretraining step of the config's method on fixed random views, as a function."""
-    from mocobench.core import precision
     from mocobench.pretrain import fast_paths, gpu_augment
     from mocobench.pretrain.methods import METHODS
     from mocobench.pretrain.train import build_optimizer
@@ -155,19 +156,12 @@ def build_step(cfg, sz: Sizes, device: torch.device):
     model = method.build(cfg).to(device)
     fmt = fast_paths.memory_format(cfg)
     model.to(memory_format=fmt)
-    if cfg.compile:
-        fast_paths.compile_in_place(model)
-    opt = build_optimizer(cfg, model)
+    train_step = fast_paths.TrainStep(method, model, build_optimizer(cfg, model), precision=cfg.precision,
+                                      device=device, compile=cfg.compile)
     views = [torch.randn(sz.batch, 3, s.size, s.size, device=device).contiguous(memory_format=fmt)
              for s in gpu_augment.view_specs(cfg)]
     labels = torch.full((sz.batch,), -1, device=device)
-
-    def step():
-        with precision.autocast(cfg.precision, device):
-            loss = method.train_step(model, views, labels)
-        sgd_step(opt, loss)
-
-    return step
+    return lambda: train_step(views, labels)
 
 
 def model_step(cfg, sz: Sizes, device: torch.device) -> dict:
@@ -176,7 +170,7 @@ def model_step(cfg, sz: Sizes, device: torch.device) -> dict:
     reset_peak(device)
     step = build_step(cfg, sz, device)
     extra = {}
-    if cfg.compile:
+    if cfg.compile != "off":
         from torch._dynamo.utils import counters
 
         t = time.perf_counter()
@@ -187,7 +181,8 @@ def model_step(cfg, sz: Sizes, device: torch.device) -> dict:
             step()
         graphs = counters["stats"]["unique_graphs"]
     r = timed(step, sz.model_warmup, sz.model_steps, device, sz.batch)
-    if cfg.compile:
+    if cfg.compile != "off":
+        extra["compile"] = cfg.compile
         extra["graphs_compiled_while_timed"] = counters["stats"]["unique_graphs"] - graphs
     return {**r, **extra, "peak_mem_gib": peak_gib(device)}
 
@@ -455,6 +450,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=480, help="skip compile rows that would start later than this minus 120 s")
     ap.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                     help="compile rows: auto = not with --smoke (inductor on CPU takes minutes), else yes")
+    ap.add_argument("--compile-scope", choices=("step", "modules"), default="step",
+                    help="compile rows: the whole training step (default) or each top-level sub-module")
     ap.add_argument("--data", default=None, help="a JPEG folder made by an earlier run (else one is generated)")
     ap.add_argument("--only", default=None, metavar="SECTION[,SECTION...]",
                     help=f"run only these groups of rows, for a rerun on a short loan: {', '.join(SECTIONS)}")
@@ -557,7 +554,8 @@ def main(argv=None) -> int:
         skip = (("--compile=no" if args.compile == "no" else "--smoke (tests/pretrain/test_fast_paths.py compiles on CPU)")
                 if not do_compile else f"time budget ({args.budget_s:.0f} s)" if time.perf_counter() - t0 > args.budget_s - 120 else None)
         record("model step", method, v, "random views",
-               {"skipped": skip} if skip else lambda: model_step(config(method, sz, device, **VARIANTS[v]), sz, device),
+               {"skipped": skip} if skip else lambda: model_step(
+                   config(method, sz, device, **{**VARIANTS[v], "compile": args.compile_scope}), sz, device),
                group="compile")
     verdicts = goals(rows, args.smoke, time.perf_counter() - t0)
     atomic_write_json(args.out, {"meta": {**meta, "elapsed_s": round(time.perf_counter() - t0, 1)},

@@ -198,7 +198,7 @@ def transformer_config(method: str, label: str, preset: str, sz, rs: RowSizes, d
     # the preset's lr is for its batch; scaled linearly to the row's, as the papers do
     return dataclasses.replace(cfg, arch=rs.transformers[label], img_size=rs.transformer_img, batch_size=sz.batch,
                                K=sz.K, lr=cfg.lr * sz.batch / cfg.batch_size, device=str(device), precision="bf16",
-                               channels_last=False, compile=False, **smog)
+                               channels_last=False, compile="off", **smog)
 
 
 def transformer_row(cfg, sz, device: torch.device, model_step) -> dict:

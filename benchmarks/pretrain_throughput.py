@@ -1,63 +1,42 @@
-"""Pretraining throughput (images/s) per method: our step with its fast paths vs plain fp32 eager.
+"""Pretraining throughput (images/s) per method: the training loop's step with fast paths against the
+same step in plain fp32 eager, on random views (the model step, not the input path).
 
     python -m benchmarks.pretrain_throughput --arch resnet18 --img-size 64 --batch 64 --device cpu
-    python -m benchmarks.pretrain_throughput --arch resnet50 --img-size 224 --batch 256 --device cuda --compile
+    python -m benchmarks.pretrain_throughput --arch resnet50 --img-size 224 --batch 256 --device cuda \\
+        --precision bf16 --channels-last --compile step
 
-"ours" is the training loop's step (forward incl. momentum update and queue/group updates,
-backward, SGD step) with bf16 autocast + channels_last (+ torch.compile with --compile) on GPU;
-"fp32 eager" is the same step with every fast path off. Inputs are random tensors, so the figures
-measure the model step, not image decoding. On CPU both columns run the same fp32 eager code
-(the fast paths are GPU-only), so the ratio is ~1.
+Both columns run ``pretrain.fast_paths.TrainStep`` (forward with the momentum update, backward, the
+optimizer step with the queue / group writes); "fast" with the options given, "fp32 eager" with every
+fast path off. The options take effect on any device; on most CPUs bf16 and channels_last are slower.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
-from contextlib import nullcontext
 
 import torch
 
+from benchmarks.timing import timed
+from mocobench.pretrain import fast_paths
 from mocobench.pretrain.config import TINY
 from mocobench.pretrain.methods import METHODS
+from mocobench.pretrain.train import build_optimizer
 
 
-def measure(cfg, device: str, batch: int, steps: int, warmup: int, fast: bool, compile_: bool) -> float:
+def measure(cfg, batch: int, steps: int, warmup: int) -> float:
+    device = torch.device(cfg.device)
     torch.manual_seed(0)
     method = METHODS[cfg.method]
     model = method.build(cfg).to(device)
-    on_gpu = device.startswith("cuda")
-    memory_format = torch.channels_last if fast and on_gpu else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    if fast and compile_ and on_gpu:
-        for child in model.children():
-            child.compile()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if fast and on_gpu else nullcontext()
-    n_views = 2 + (cfg.local_crops if cfg.method == "smog" else 0)
-    views = [torch.randn(batch, 3, cfg.img_size, cfg.img_size, device=device).contiguous(memory_format=memory_format)
-             for _ in range(2)]
-    views += [torch.randn(batch, 3, cfg.local_size, cfg.local_size, device=device) for _ in range(n_views - 2)]
+    fmt = fast_paths.memory_format(cfg)
+    model.to(memory_format=fmt)
+    step = fast_paths.TrainStep(method, model, build_optimizer(cfg, model), precision=cfg.precision,
+                                device=device, compile=cfg.compile)
+    sizes = [cfg.img_size] * 2 + ([cfg.local_size] * cfg.local_crops if cfg.method == "smog" else [])
+    views = [torch.randn(batch, 3, s, s, device=device).contiguous(memory_format=fmt) for s in sizes]
     labels = torch.randint(-1, 10, (batch,), device=device)
-
-    def step():
-        with autocast:
-            loss = method.train_step(model, views, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(warmup):
-        step()
-    if on_gpu:
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if on_gpu:
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t)
+    return timed(lambda: step(views, labels), warmup, steps, device, batch)["img_s"]
 
 
 def main(argv=None) -> None:
@@ -68,22 +47,27 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (a compile happens in them)")
     p.add_argument("--K", type=int, default=65536)
-    p.add_argument("--compile", action="store_true", help="also torch.compile the encoders (GPU)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", choices=fast_paths.COMPILE, default="off")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"device {args.device}, arch {args.arch}, {args.img_size} px, batch {args.batch}, "
-          f"K {args.K}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'method':<10} {'ours img/s':>11} {'fp32 eager img/s':>17} {'ratio':>6}")
+    fast = dict(precision=args.precision, channels_last=args.channels_last, compile=args.compile)
+    print(f"device {args.device}, arch {args.arch}, {args.img_size} px, batch {args.batch}, K {args.K}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}; fast: {fast}")
+    print(f"{'method':<10} {'fast img/s':>11} {'fp32 eager img/s':>17} {'ratio':>6}")
     for name in args.methods.split(","):
-        cfg = dataclasses.replace(TINY[name], arch=args.arch, img_size=args.img_size, K=args.K,
-                                  n_groups=3000 if args.img_size >= 224 else TINY[name].n_groups,
-                                  hidden_dim=2048 if args.img_size >= 224 else TINY[name].hidden_dim)
-        ours = measure(cfg, args.device, args.batch, args.steps, args.warmup, fast=True, compile_=args.compile)
-        plain = measure(cfg, args.device, args.batch, args.steps, args.warmup, fast=False, compile_=False)
+        big = args.img_size >= 224
+        cfg = dataclasses.replace(TINY[name], arch=args.arch, img_size=args.img_size, K=args.K, device=args.device,
+                                  n_groups=3000 if big else TINY[name].n_groups,
+                                  hidden_dim=2048 if big else TINY[name].hidden_dim)
+        ours = measure(dataclasses.replace(cfg, **fast), args.batch, args.steps, args.warmup)
+        plain = measure(dataclasses.replace(cfg, precision="fp32", channels_last=False, compile="off"),
+                        args.batch, args.steps, args.warmup)
         print(f"{name:<10} {ours:>11.1f} {plain:>17.1f} {ours / plain:>6.2f}", flush=True)
 
 

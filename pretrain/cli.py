@@ -16,6 +16,7 @@ from mocobench.core.settings import arg, range_of
 from mocobench.core.overrides import apply_overrides, split_overrides
 from mocobench.core.schedules import keep_shape
 from mocobench.pretrain.config import PRESETS, PretrainConfig, resolve_preset
+from mocobench.pretrain.fast_paths import check_compile
 from mocobench.pretrain.methods import METHODS
 
 
@@ -60,6 +61,7 @@ def resolve(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
     if cfg.epochs != preset.epochs and "milestones" not in overrides:
         # a shortened run keeps its schedule's shape (mocobench.core.schedules.keep_shape)
         cfg = replace(cfg, milestones=keep_shape(preset.milestones, preset.epochs, cfg.epochs))
+    check_compile(cfg.compile)
     if (cfg.label_fraction or cfg.supervised_list) and cfg.method != "unimoco":
         raise ValueError("--label-fraction / --supervised-list only apply to --method unimoco")
     return args, cfg

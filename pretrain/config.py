@@ -69,8 +69,9 @@ class PretrainConfig:
     device: str = setting("", run=True)  # "" = cuda if available else cpu
     precision: str = "bf16"  # bf16 (autocast) | fp32; on any device (pretrain.fast_paths)
     channels_last: bool = True  # NHWC weights and views, on any device
-    # torch.compile each top-level sub-module (inductor; GPU, or CPU with a C compiler)
-    compile: bool = setting(False, run=True)
+    # torch.compile (inductor; GPU, or CPU with a C compiler): off | modules (each top-level sub-module)
+    #   | step (the whole training step: pretrain.fast_paths.TrainStep)
+    compile: str = setting("off", run=True)
     input_pipeline: str = "pil"  # pil: decode + PIL augmentations in DataLoader workers | device: workers
     #   read bytes, decode_jpeg + tensor-op augmentations on the training device (pretrain.gpu_augment)
     sync_bn: bool = False  # SyncBatchNorm in the online branch under DDP
@@ -208,4 +209,6 @@ def from_dict(d: dict) -> PretrainConfig:
     """The config stored in a checkpoint (``to_dict()``) back as a dataclass."""
     d = dict(d)
     d["milestones"] = tuple(d.get("milestones", ()))
+    if isinstance(d.get("compile"), bool):   # written before compile had scopes: true compiled the modules
+        d["compile"] = "modules" if d["compile"] else "off"
     return PretrainConfig(**d)

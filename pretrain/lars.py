@@ -38,5 +38,9 @@ class LARS(torch.optim.Optimizer):
                     state["momentum_buffer"] = torch.clone(g).detach()
                 else:
                     state["momentum_buffer"].mul_(group["momentum"]).add_(g)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+                lr = group["lr"]
+                if isinstance(lr, torch.Tensor):   # compile=step: a tensor, so a new rate is no new graph
+                    p.sub_(state["momentum_buffer"] * lr)
+                else:
+                    p.add_(state["momentum_buffer"], alpha=-lr)
         return loss

@@ -11,7 +11,11 @@ Algorithm 1 of the paper, per step (N queries, K queue entries, dim-d embeddings
     enqueue(all_gather(k))               after the logits, oldest keys overwritten
 
 :class:`MoCo` spells these out as ``keys``, ``logits``, ``targets`` and ``enqueue``; UniMoCo replaces
-only ``targets`` and ``enqueue``. The encoders keep the official names (``encoder_q.*``,
+only ``targets`` and ``enqueue``.
+NOTE: the official ``forward`` enqueues the keys itself; ours returns them and the training step
+enqueues them after the backward (``commit``, run by ``pretrain.fast_paths.TrainStep``). The result is
+the same, the queue needs no copy for the backward, and a compiled step never mutates in its forward
+graph a buffer its backward reads (``pretrain/fast_paths.py`` says why that matters). The encoders keep the official names (``encoder_q.*``,
 ``encoder_k.*``, ``fc.0``/``fc.2`` for the MLP head).
 NOTE: the official queue is ``queue`` (d x K) with ``queue_ptr``; ours is a
 :class:`~pretrain.ring_buffer.RingBuffer`: ``queue.keys`` (K x d), ``queue.ptr``, ``queue.count``.
@@ -123,9 +127,9 @@ class MoCo(nn.Module):
         return F.normalize(distributed.grouped_forward(self.encoder_k, im_k, self.shuffle_bn_groups), dim=1)
 
     def logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """N x (1+K) against the queue as it was before this batch (cloned: the enqueue overwrites
-        it while autograd still needs the old one)."""
-        return info_nce_logits(q, k, self.queue.keys.clone().detach(), self.T)
+        """N x (1+K) against the queue before this batch (the enqueue comes after the backward, which
+        reads this very tensor: no copy)."""
+        return info_nce_logits(q, k, self.queue.keys, self.T)
 
     def targets(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The positive of every query is its own key, column 0: N (long)."""
@@ -137,13 +141,12 @@ class MoCo(nn.Module):
         self.queue.push(keys=dist.concat_all_gather(k))
 
     def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, labels: torch.Tensor | None = None):
-        """Returns ``(logits, targets)``: N x (1+K) logits and what :meth:`targets` makes of them."""
+        """Returns ``(logits, targets, k)``: N x (1+K) logits, what :meth:`targets` makes of them, and
+        the keys (N x d), which :meth:`enqueue` writes after the backward."""
         q = F.normalize(self.encoder_q(im_q), dim=1)  # N x d
         k = self.keys(im_k)  # N x d
         logits = self.logits(q, k)
-        targets = self.targets(logits, labels)
-        self.enqueue(k, labels)
-        return logits, targets
+        return logits, self.targets(logits, labels), k
 
 
 # -- builder and training step ----------------------------------------------------------------
@@ -161,10 +164,16 @@ def build(cfg) -> MoCo:
                 shuffle_bn_groups=cfg.shuffle_bn_groups)
 
 
-def train_step(model, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """InfoNCE loss of one batch; ``model`` may be the DDP wrapper."""
-    logits, targets = model(views[0], views[1])
-    return F.cross_entropy(logits, targets)
+def train_step(model, views: list[torch.Tensor], labels: torch.Tensor):
+    """InfoNCE loss of one batch and what :func:`commit` writes after the backward: ``(loss, (k, labels))``.
+    ``model`` may be the DDP wrapper."""
+    logits, targets, k = model(views[0], views[1], labels)
+    return F.cross_entropy(logits, targets), (k, labels)
+
+
+def commit(model: MoCo, pending) -> None:
+    """After the backward: the keys (and, for UniMoCo, their labels) into the queue."""
+    model.enqueue(*pending)
 
 
 def online_encoder(model: MoCo) -> nn.Module:

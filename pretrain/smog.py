@@ -15,6 +15,10 @@ Per step, with two global views x1, x2 (and optional small local crops):
 
 and every R steps G is re-initialised by k-means over a memory bank of recent momentum features
 while the momentum branch is reset to the online weights.
+
+A step is three calls (``pretrain.fast_paths.TrainStep``): :meth:`SMoG.prepare` on the host (the
+reset, when due), ``forward`` (momentum update, assignments, G_{t+1}, loss) and, after the backward,
+:meth:`SMoG.commit` (G, the bank, the step counter).
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ def update_groups(groups: torch.Tensor, z: torch.Tensor, assignments: torch.Tens
 
     groups: C x d, z: N x d, assignments: N. Returns the new C x d tensor (``groups`` is not modified).
     """
-    C = groups.shape[0]
     z = z.to(groups.dtype)
     sums = torch.zeros_like(groups).index_add_(0, assignments, z)  # C x d
-    counts = torch.bincount(assignments, minlength=C).to(groups.dtype).unsqueeze(1)  # C x 1
+    # counted as sums of ones, not with bincount, whose output size depends on the data (a compiled
+    # step would break its graph there); exact for counts below 2^24
+    counts = groups.new_zeros(groups.shape[0], 1).index_add_(0, assignments, z.new_ones(z.shape[0], 1))  # C x 1
     means = sums / counts.clamp(min=1)
     return torch.where(counts > 0, beta * groups + (1 - beta) * means, groups)
 
@@ -113,8 +118,8 @@ class SMoG(nn.Module):
         self.register_buffer("groups", F.normalize(torch.randn(n_groups, dim), dim=1))
         self.bank = RingBuffer(features=torch.zeros(bank_size, dim))
         self.register_buffer("iteration", torch.zeros(1, dtype=torch.long))
-        # the host's copy of ``iteration``, which decides the resets: reading the buffer each step
-        # would wait for the GPU's queued work. Read once after construction and after a load.
+        # the host's copy of ``iteration``, which decides the resets (``prepare``): reading the buffer
+        # each step would wait for the GPU's queued work. Read once after construction and after a load.
         self._iteration: int | None = None
         self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_iteration", None))
 
@@ -138,13 +143,22 @@ class SMoG(nn.Module):
     def momentum_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projector_k(self.backbone_k(x)), dim=1)  # N x d
 
-    def forward(self, crops: list[torch.Tensor]) -> torch.Tensor:
-        """Loss of one batch; ``crops[0:2]`` are the global views, the rest local crops."""
+    def prepare(self) -> dict:
+        """Before the step, on the host: a reset step re-clusters and copies the online branch (k-means
+        over the bank: eager, not part of a compiled step). Returns the forward's ``momentum`` flag."""
         it = self._steps_taken()
-        if it > 0 and it % self.reset_every == 0:
-            # NOTE: as lightly does, a reset step replaces the momentum update.
+        reset = it > 0 and it % self.reset_every == 0
+        if reset:
             self.reset()
-        else:
+        self._iteration = it + 1
+        # NOTE: as lightly does, a reset step replaces the momentum update.
+        return {"momentum": not reset}
+
+    def forward(self, crops: list[torch.Tensor], momentum: bool = True):
+        """``(loss, pending)`` of one batch; ``crops[0:2]`` are the global views, the rest local crops.
+        ``pending`` (the new groups, every process's momentum features) is what :meth:`commit` writes
+        after the backward."""
+        if momentum:
             momentum_update(self.backbone, self.backbone_k, self.m)
             momentum_update(self.projector, self.projector_k, self.m)
 
@@ -157,11 +171,7 @@ class SMoG(nn.Module):
             a_all = assign(z_all, self.groups)
             # NOTE: order within a step is ambiguous in the paper; like lightly we assign with G_t,
             # then compute the logits against the updated G_{t+1}.
-            self.groups.copy_(update_groups(self.groups, z_all, a_all, self.beta))
-            self.bank.push(features=z_all)
-            self.iteration += 1
-            self._iteration = it + 1
-        groups = self.groups.clone()
+            groups = update_groups(self.groups, z_all, a_all, self.beta)
 
         p = [self.predictor(self.projector(self.backbone(x))) for x in crops]  # V x (N x d)
         loss = 0.5 * (F.cross_entropy(group_logits(p[0], groups, self.tau), a[1])
@@ -172,7 +182,14 @@ class SMoG(nn.Module):
             local = [0.5 * (F.cross_entropy(group_logits(pv, groups, self.tau), a[0])
                             + F.cross_entropy(group_logits(pv, groups, self.tau), a[1])) for pv in p[2:]]
             loss = (2 * loss + sum(local)) / len(crops)
-        return loss
+        return loss, (groups, z_all)
+
+    @torch.no_grad()
+    def commit(self, groups: torch.Tensor, z_all: torch.Tensor) -> None:
+        """After the backward: G ← G_{t+1}, the momentum features into the bank, one more step taken."""
+        self.groups.copy_(groups)
+        self.bank.push(features=z_all)
+        self.iteration += 1
 
 
 # -- builder and training step ----------------------------------------------------------------
@@ -187,8 +204,17 @@ def build(cfg) -> SMoG:
                 bank_size=cfg.bank_size, kmeans_iters=cfg.kmeans_iters, seed=cfg.seed)
 
 
-def train_step(model, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    return model(views)
+def prepare(model: SMoG) -> dict:
+    return model.prepare()
+
+
+def train_step(model, views: list[torch.Tensor], labels: torch.Tensor, momentum: bool = True):
+    """``(loss, pending)``; ``model`` may be the DDP wrapper."""
+    return model(views, momentum=momentum)
+
+
+def commit(model: SMoG, pending) -> None:
+    model.commit(*pending)
 
 
 def online_encoder(model: SMoG) -> nn.Module:

@@ -28,7 +28,7 @@ from mocobench.checkpoints.errors import CheckpointError
 from mocobench.checkpoints.formats import PRETRAIN_FORMAT
 from mocobench.checkpoints.safe_pickle import read_file
 from mocobench.checkpoints.write import save_training_state
-from mocobench.core import dist, precision
+from mocobench.core import dist
 from mocobench.core.io import StepLog, atomic_write_json, progress
 from mocobench.core.settings import protocol_changes
 from mocobench.pretrain import augment, data, fast_paths, gpu_augment
@@ -144,6 +144,7 @@ def label_fraction_of(cfg: PretrainConfig) -> float | None:
 def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume: str | None = None,
           allow_config_change: bool = False) -> Path:
     """Pretrain; returns the path of the exported backbone (``RUN_DIR/backbone.pth``)."""
+    fast_paths.check_compile(cfg.compile)   # before anything is started or written
     # ---- setup: processes, device, determinism
     place, dev = dist.setup(cfg.device or None)  # torchrun: process group, this process's GPU
     rank, world, main = place.rank, place.world, place.main
@@ -228,10 +229,6 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
                   labels=label_info, resumed_from=str(ckpt_file) if ckpt_file else None, config=cfg.to_dict(),
                   changed_on_resume={k: list(v) for k, v in changed.items()})
 
-    # ---- fast paths, on any device (pretrain.fast_paths)
-    if cfg.compile:
-        fast_paths.compile_in_place(model)
-    autocast = precision.autocast(cfg.precision, device)
     net = model
     if world > 1:
         # NOTE: the official code keeps DDP's default broadcast_buffers=True, which re-sends the
@@ -240,6 +237,9 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         # statistics then stay per process and rank 0's are the ones saved and exported.
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_gpu else None,
                                                   broadcast_buffers=False)
+    # the step with its fast paths, on any device: autocast, compile (pretrain.fast_paths)
+    train_step = fast_paths.TrainStep(method, net, optimizer, precision=cfg.precision, device=device,
+                                      compile=cfg.compile)
 
     guard = DivergenceGuard(device)  # a non-finite loss is seen at its step; nothing after it is saved
 
@@ -286,17 +286,11 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
                 views, batch_labels, n_skipped = (device_views(batch, gpu_augment.batch_seed(cfg.seed, epoch, b, rank))
                                                   if device_views else batch)
                 lr = schedule.lr(cfg.lr, epoch + b / iters)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                train_step.set_lr(lr)
                 torch.manual_seed(step_seed(cfg.seed, step, rank))
                 views = [v.to(device, non_blocking=True).contiguous(memory_format=memory_format) for v in views]
                 batch_labels = batch_labels.to(device, non_blocking=True)
-
-                with autocast:
-                    loss = method.train_step(net, views, batch_labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss = train_step(views, batch_labels)
                 step += 1
                 guard.update(loss, step)  # no host sync
                 skipped += n_skipped

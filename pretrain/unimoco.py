@@ -57,7 +57,7 @@ class UniMoCo(MoCo):
 
     def targets(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """N x (1+K) multi-hot, against the labels of the queue before this batch."""
-        return unimoco_targets(labels, self.queue.labels.clone())
+        return unimoco_targets(labels, self.queue.labels)
 
     @torch.no_grad()
     def enqueue(self, k: torch.Tensor, labels: torch.Tensor) -> None:
@@ -71,6 +71,7 @@ def build(cfg) -> UniMoCo:
                    shuffle_bn_groups=cfg.shuffle_bn_groups)
 
 
-def train_step(model, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    logits, targets = model(views[0], views[1], labels)
-    return unicon_loss(logits, targets)
+def train_step(model, views: list[torch.Tensor], labels: torch.Tensor):
+    """UniCon loss of one batch and what ``moco.commit`` enqueues after the backward."""
+    logits, targets, k = model(views[0], views[1], labels)
+    return unicon_loss(logits, targets), (k, labels)

@@ -14,6 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from mocobench.pretrain.fast_paths import TrainStep  # noqa: E402
+from mocobench.pretrain.methods import METHODS  # noqa: E402
 from mocobench.pretrain.moco import MoCo  # noqa: E402
 from pretrain_helpers import TinyEncoder  # noqa: E402
 
@@ -27,6 +29,7 @@ def main(out: str) -> None:
     model = MoCo(TinyEncoder, dim=8, K=K, m=0.9, T=0.2, mlp=False)
     ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.2, momentum=0.9)
+    train_step = TrainStep(METHODS["moco_v2"], ddp, opt, precision="fp32", device="cpu")   # the loop's step
     gen = torch.Generator().manual_seed(100 + rank)  # each process has its own images
     record = {"losses": [], "queues": [], "keys": []}
     for step in range(STEPS):
@@ -51,22 +54,18 @@ def main(out: str) -> None:
         ptr = int(model.queue.ptr)
 
         torch.manual_seed(1000 * step + rank)  # ranks differ: rank 0's permutation must win
-        logits, targets = ddp(im_q, im_k)
-        loss = F.cross_entropy(logits, targets)
-        opt.zero_grad()
-        loss.backward()
+        loss = train_step([im_q, im_k], torch.full((N,), -1))
 
-        # gradients are the same on both processes (DDP averaged them)
+        # gradients (kept until the next step) are the same on both processes (DDP averaged them)
         grads = torch.cat([p.grad.flatten() for p in model.encoder_q.parameters()])
         all_grads = [torch.empty_like(grads) for _ in range(world)]
         dist.all_gather(all_grads, grads)
         assert all(torch.equal(all_grads[0], g) for g in all_grads), "gradients differ across processes"
-        opt.step()
 
         cols = (ptr + torch.arange(world * N)) % K
         torch.testing.assert_close(model.queue.keys[cols], expected_keys, rtol=1e-5, atol=1e-6,
                                    msg=lambda m: f"step {step}: queued keys differ from the hand-computed ones: {m}")
-        record["losses"].append(float(loss))
+        record["losses"].append(float(loss.detach()))
         record["queues"].append(model.queue.keys.clone())
         record["keys"].append(expected_keys)
     torch.save(record, f"{out}/rank{rank}.pt")

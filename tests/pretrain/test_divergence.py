@@ -43,8 +43,8 @@ def test_no_checkpoint_is_saved_after_the_loss_diverges(tmp_path, monkeypatch):
 
     def poisoned(model, views, labels):
         calls.append(1)
-        loss = method.train_step(model, views, labels)
-        return loss * math.nan if len(calls) == 3 else loss
+        loss, pending = method.train_step(model, views, labels)
+        return (loss * math.nan if len(calls) == 3 else loss), pending
 
     monkeypatch.setitem(METHODS, "moco_v2", method._replace(train_step=poisoned))
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}

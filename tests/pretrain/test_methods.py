@@ -10,6 +10,7 @@ import torch
 from mocobench.checkpoints.load import load_backbone
 from mocobench.core.overrides import apply_overrides
 from mocobench.pretrain.config import PRESETS, TINY, resolve_preset
+from mocobench.pretrain.fast_paths import TrainStep
 from mocobench.pretrain.methods import METHODS
 from mocobench.pretrain.train import export_backbone
 
@@ -22,14 +23,12 @@ def test_method_trains_and_exports(name, tmp_path):
     method = METHODS[name]
     model = method.build(cfg)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    step = TrainStep(method, model, opt, precision="fp32", device="cpu")
     labels = torch.tensor([0, 1, -1, 0])
     for _ in range(2):  # SMoG: step 2 is a reset step (reset_every=1)
         views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
-        loss = method.train_step(model, views, labels)
+        loss = step(views, labels)
         assert loss.ndim == 0 and torch.isfinite(loss)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
     path = export_backbone(cfg, model, tmp_path / "backbone.pth", step=2, epochs_done=1)
     backbone, report = load_backbone(path)
     assert report.metadata["method"] == name and report.metadata["config"]["arch"] == cfg.arch

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mocobench.pretrain.moco import MoCo, info_nce_logits, momentum_update
+from mocobench.pretrain.moco import MoCo, commit, info_nce_logits, momentum_update
 from pretrain_helpers import TinyEncoder
 
 
@@ -41,8 +41,9 @@ def test_forward_matches_algorithm_1(mlp):
     x_q, x_k = torch.randn(4, 3, 6, 6), torch.randn(4, 3, 6, 6)
 
     q_ref, k_ref, logits_ref, loss_ref = algorithm1_step(f_q, f_k, queue0, x_q, x_k, m=0.9, T=0.2)
-    logits, targets = model(x_q, x_k)
+    logits, targets, k = model(x_q, x_k)
     loss = F.cross_entropy(logits, targets)
+    torch.testing.assert_close(model.queue.keys, queue0, rtol=0, atol=0)   # the enqueue waits for the backward
 
     assert logits.shape == (4, 13) and targets.tolist() == [0, 0, 0, 0]
     torch.testing.assert_close(logits, logits_ref, rtol=1e-5, atol=1e-5)
@@ -50,14 +51,15 @@ def test_forward_matches_algorithm_1(mlp):
     # key encoder parameters after the momentum update
     for p, p_ref in zip(model.encoder_k.parameters(), f_k.parameters()):
         torch.testing.assert_close(p, p_ref)
-    # enqueue: the 4 keys went into columns 0..3, the rest is untouched, the pointer moved
-    torch.testing.assert_close(model.queue.keys[:4], k_ref, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(model.queue.keys[4:], queue0[4:])
-    assert int(model.queue.ptr) == 4
     # the gradient reaches the query encoder only
     loss.backward()
     assert all(p.grad is not None for p in model.encoder_q.parameters())
     assert all(p.grad is None for p in model.encoder_k.parameters())
+    # enqueue (the step's commit): the 4 keys went into columns 0..3, the rest is untouched, the pointer moved
+    commit(model, (k, None))
+    torch.testing.assert_close(model.queue.keys[:4], k_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.queue.keys[4:], queue0[4:])
+    assert int(model.queue.ptr) == 4
 
 
 def test_momentum_update_is_the_per_parameter_formula_in_a_fixed_number_of_calls():
@@ -112,7 +114,7 @@ def test_state_dict_round_trip_continues_training_identically():
     torch.manual_seed(4)
     a = MoCo(TinyEncoder, dim=8, K=6, m=0.9, T=0.2, mlp=True)
     x = torch.randn(4, 3, 6, 6)
-    a(x, x)  # move the queue pointer
+    commit(a, (a(x, x)[2], None))  # move the queue pointer
     b = MoCo(TinyEncoder, dim=8, K=6, m=0.9, T=0.2, mlp=True)
     b.load_state_dict({k: v.clone() for k, v in a.state_dict().items()}, strict=True)
     assert int(b.queue.ptr) == 4

@@ -5,8 +5,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mocobench.pretrain.fast_paths import TrainStep
+from mocobench.pretrain.methods import METHODS
 from mocobench.pretrain.smog import SMoG, assign, update_groups
 from pretrain_helpers import TinyEncoder
+
+
+def step(model: SMoG, views, opt=None) -> torch.Tensor:
+    """One step as the training loop runs it (prepare, forward, backward, optimizer step, commit);
+    without ``opt`` the online weights stay as they are (lr 0)."""
+    opt = opt or torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    return TrainStep(METHODS["smog"], model, opt, precision="fp32", device="cpu")(views, torch.full((8,), -1))
 
 
 def test_assign_is_argmax_cosine():
@@ -48,14 +57,11 @@ def test_momentum_update_or_reset_every_step():
     for it in range(2 * R + 1):
         online = [p.detach().clone() for p in model.backbone.parameters()]
         momentum = [p.detach().clone() for p in model.backbone_k.parameters()]
-        loss = model(views)
+        step(model, views, opt)
         for p_k, q, k in zip(model.backbone_k.parameters(), online, momentum):
-            # reset steps (it = R, 2R): θk ← θq; other steps: θk ← m·θk + (1−m)·θq
+            # reset steps (it = R, 2R): θk ← θq; other steps: θk ← m·θk + (1−m)·θq (θq before the step)
             expected = q if (it > 0 and it % R == 0) else m * k + (1 - m) * q
             torch.testing.assert_close(p_k, expected)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
         assert int(model.iteration) == it + 1
 
 
@@ -79,10 +85,7 @@ def test_reset_step_copies_online_and_reclusters():
     model.reset = spy
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     for _ in range(7):
-        loss = model(views)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        step(model, views, opt)
     assert calls == [2, 4, 6]
 
 
@@ -95,12 +98,12 @@ def test_a_loaded_state_decides_the_next_reset():
     views = [torch.randn(8, 3, 6, 6), torch.randn(8, 3, 6, 6)]
     ran = SMoG(Net(), **kw)
     for _ in range(2):
-        ran(views)
+        step(ran, views)
     fresh = SMoG(Net(), **kw)
-    fresh(views)                                   # its host copy now says 1
+    step(fresh, views)                             # its host copy now says 1
     fresh.load_state_dict(ran.state_dict())        # the loaded state says 2
     resets = []
     fresh.reset = lambda: resets.append(int(fresh.iteration))
-    fresh(views)                                   # step 3 (iteration 2): a momentum update
-    fresh(views)                                   # iteration 3: a reset
+    step(fresh, views)                             # step 3 (iteration 2): a momentum update
+    step(fresh, views)                             # iteration 3: a reset
     assert resets == [3] and int(fresh.iteration) == 4

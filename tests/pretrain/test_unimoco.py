@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mocobench.pretrain.moco import commit
 from mocobench.pretrain.unimoco import UniMoCo, unicon_loss, unimoco_targets
 from pretrain_helpers import TinyEncoder
 
@@ -68,11 +69,15 @@ def test_label_queue_follows_the_key_queue():
     torch.manual_seed(3)
     model = UniMoCo(TinyEncoder, dim=8, K=5, m=0.9, T=0.2, mlp=False)
     x = torch.randn(3, 3, 6, 6)
-    logits, targets = model(x, x, torch.tensor([1, -1, 1]))
+    labels = torch.tensor([1, -1, 1])
+    logits, targets, k = model(x, x, labels)
+    commit(model, (k, labels))
     assert targets.shape == logits.shape == (3, 6)
     assert model.queue.labels.tolist() == [1, -1, 1, -1, -1] and int(model.queue.ptr) == 3
     # second batch wraps around (K=5 is not a multiple of 3): columns 3, 4, 0; query 0 (label 1)
     # matches queue columns 0 and 2 (logit columns 1 and 3)
-    logits, targets = model(x, x, torch.tensor([1, 2, -1]))
+    labels = torch.tensor([1, 2, -1])
+    logits, targets, k = model(x, x, labels)
     assert targets[0].tolist() == [1, 1, 0, 1, 0, 0]
+    commit(model, (k, labels))
     assert model.queue.labels.tolist() == [-1, -1, 1, 1, 2] and int(model.queue.ptr) == 1

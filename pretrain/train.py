@@ -14,6 +14,7 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import signal
@@ -36,6 +37,7 @@ from mocobench.pretrain.config import PretrainConfig, from_dict
 from mocobench.pretrain.divergence import DivergenceGuard
 from mocobench.pretrain.lars import LARS
 from mocobench.pretrain.methods import METHODS
+from mocobench.pretrain.prefetch import Prefetcher
 from mocobench.pretrain.preempt import Preempted, StopRequest
 
 CKPT_VERSION = 2  # 2: queues and the SMoG bank are pretrain.ring_buffer.RingBuffer modules
@@ -280,16 +282,20 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
                                                  num_workers=cfg.workers, collate_fn=collate,
                                                  pin_memory=on_gpu, drop_last=True)
             model.train()
-            for b, batch in enumerate(loader, start=first):
-                if b >= iters:
-                    break
+
+            def on_device(b: int, batch, epoch=epoch):
+                """Batch b's views and labels on the device (the device path: decoded and augmented there)."""
                 views, batch_labels, n_skipped = (device_views(batch, gpu_augment.batch_seed(cfg.seed, epoch, b, rank))
                                                   if device_views else batch)
+                views = [v.to(device, non_blocking=True).contiguous(memory_format=memory_format) for v in views]
+                return views, batch_labels.to(device, non_blocking=True), n_skipped
+
+            # each batch is made one step ahead, on an input stream of its own (pretrain.prefetch)
+            for b, (views, batch_labels, n_skipped) in Prefetcher(itertools.islice(loader, iters - first),
+                                                                  on_device, dev, start=first):
                 lr = schedule.lr(cfg.lr, epoch + b / iters)
                 train_step.set_lr(lr)
                 torch.manual_seed(step_seed(cfg.seed, step, rank))
-                views = [v.to(device, non_blocking=True).contiguous(memory_format=memory_format) for v in views]
-                batch_labels = batch_labels.to(device, non_blocking=True)
                 loss = train_step(views, batch_labels)
                 step += 1
                 guard.update(loss, step)  # no host sync

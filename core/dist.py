@@ -109,6 +109,13 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return x
+    return _all_gather(x)
+
+
+@torch.compiler.disable
+def _all_gather(x: torch.Tensor) -> torch.Tensor:
+    # eager inside a compiled step (pretrain.fast_paths, compile=step): a graph ends at the collective
+    # and the next one starts after it, the same on every process
     parts = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)

@@ -12,9 +12,11 @@ import torch.distributed
 from mocobench.core import dist
 
 
+@torch.compiler.disable
 @torch.no_grad()
 def broadcast_permutation(n: int, device) -> torch.Tensor:
-    """A random permutation of ``range(n)`` drawn on rank 0 (its RNG) and sent to every process."""
+    """A random permutation of ``range(n)`` drawn on rank 0 (its RNG) and sent to every process.
+    Eager inside a compiled step: the draw is torch's own generator's, as in an eager run."""
     perm = torch.randperm(n).to(device)
     if dist.is_distributed():
         torch.distributed.broadcast(perm, src=0)

@@ -55,7 +55,8 @@ class TrainStep:
     them); ``step`` compiles 2 as one graph (its backward is AOTAutograd's graph) and 4 as another, so
     nothing of the step but SMoG's rare reset runs eagerly. With ``step`` the learning rate is a
     tensor in the optimizer's groups, filled in place each step: a float would be a constant of the
-    graph and recompile it at every change.
+    graph and recompile it at every change. Under DDP the graphs end at the collectives (shuffle BN's
+    gather and broadcast, the enqueue's gather), which stay eager.
 
     NOTE: the state writes come after the backward, not inside the forward as in the official MoCo.
     In torch 2.14 inductor's min-cut partitioner may recompute in the backward a value the forward
@@ -73,9 +74,6 @@ class TrainStep:
         self.compile = check_compile(compile)
         self.autocast = lambda: autocast(precision, device)
         self.autocast()   # an unknown precision is refused here, not at the first step
-        if compile == "step" and dist.is_distributed():
-            raise ValueError("compile=step runs on one process; under torchrun use compile=modules (the "
-                             "shuffle-BN and queue gathers are collectives a whole-step graph does not take yet)")
         if compile == "modules":
             compile_in_place(self.model)
         self._forward, self._update = self.forward, self.update

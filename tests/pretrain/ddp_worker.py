@@ -1,7 +1,9 @@
 """Run by test_ddp.py under ``torchrun --nproc_per_node 2`` (gloo, CPU): MoCo steps with shuffle BN.
 
+    ddp_worker.py OUT [COMPILE]     # COMPILE: the training step's compile setting (off, modules, step)
+
 Each process checks, after every step, the things Algorithm 1 under DDP promises and saves its
-queue, keys and losses to ``OUT/rank{r}.pt`` for the test to compare across processes.
+queue, keys and losses to ``OUT/rank{r}.pt`` for the test to compare across processes and runs.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ from pretrain_helpers import TinyEncoder  # noqa: E402
 N, K, STEPS = 4, 24, 15  # K = 24 is not a multiple of the global batch 8: the enqueue wraps around
 
 
-def main(out: str) -> None:
+def main(out: str, compile: str = "off") -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)  # same initial weights and queue on both processes
     model = MoCo(TinyEncoder, dim=8, K=K, m=0.9, T=0.2, mlp=False)
     ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.2, momentum=0.9)
-    train_step = TrainStep(METHODS["moco_v2"], ddp, opt, precision="fp32", device="cpu")   # the loop's step
+    train_step = TrainStep(METHODS["moco_v2"], ddp, opt, precision="fp32", device="cpu", compile=compile)
     gen = torch.Generator().manual_seed(100 + rank)  # each process has its own images
     record = {"losses": [], "queues": [], "keys": []}
     for step in range(STEPS):
@@ -68,9 +70,10 @@ def main(out: str) -> None:
         record["losses"].append(float(loss.detach()))
         record["queues"].append(model.queue.keys.clone())
         record["keys"].append(expected_keys)
+    record["weights"] = torch.cat([p.detach().flatten() for p in model.parameters()])
     torch.save(record, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

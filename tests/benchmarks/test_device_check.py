@@ -40,8 +40,10 @@ def test_cpu_smoke_run_measures_every_row(tmp_path):
         assert "img_s" in got["bf16+channels_last"]
         e2e = [r for r in rows if (r["section"], r["method"]) == ("end to end", method) and "img_s" in r]
         assert any(r["pipeline"].startswith("device") for r in e2e)
+        compiled_e2e = [r for r in rows if (r["section"], r["method"], r["variant"]) == ("end to end", method, "bf16+channels_last+compile")]
+        assert len(compiled_e2e) == 1 and "--smoke" in compiled_e2e[0]["skipped"]
     assert [r["variant"] for r in rows if r["section"] == "end to end" and r["method"] == "moco_v2"] == \
-        ["bf16+channels_last", "bf16+channels_last", "official fp32 eager"]
+        ["bf16+channels_last", "bf16+channels_last", "official fp32 eager", "bf16+channels_last+compile"]
     # each measured figure is a positive rate, img/s = it/s x images per iteration; no GPU memory on CPU
     per_iter = {"detection": sz.det_batch, "segmentation": sz.seg_batch, "engines": 2}
     # the papers' engines through our commands, the linear step, the Transformer presets: each with the
@@ -93,6 +95,12 @@ def test_goal_verdicts_follow_the_issues_figures():
     assert g["moco_v2_end_to_end_vs_compiled_step"] == pytest.approx(2200 / 2400) and g["moco_v2_goal_0.9_of_compiled_step"]
     assert g["unimoco_end_to_end_vs_compiled_step"] == pytest.approx(0.85) and not g["unimoco_goal_0.9_of_compiled_step"]
     assert g["smog_goal_0.8_of_compiled_step"] and g["smog_compiled_step_img_s"] == 1000.0
+    assert g["moco_v2_end_to_end_variant"] == "bf16+channels_last"   # no compiled end-to-end row ran
+    # the compiled end-to-end row, when it ran, is the one compared with the compiled step
+    g = dc.goals(rows + [row("end to end", "unimoco", "bf16+channels_last+compile", "device (decode_jpeg + tensor ops)", 1900.0)],
+                 smoke=False, elapsed_s=470.0)
+    assert g["unimoco_end_to_end_variant"] == "bf16+channels_last+compile"
+    assert g["unimoco_end_to_end_vs_compiled_step"] == pytest.approx(0.95) and g["unimoco_goal_0.9_of_compiled_step"]
     rows[-1]["img_s"] = 1400.0
     rows[5]["img_s"] = 2000.0
     g = dc.goals(rows, smoke=False, elapsed_s=481.0)

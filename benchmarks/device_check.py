@@ -145,8 +145,9 @@ def config(method: str, sz: Sizes, device: torch.device, **kw):
                                lr=cfg.lr * sz.batch / cfg.batch_size, device=str(device), **smog, **kw)
 
 
-def build_step(cfg, sz: Sizes, device: torch.device):
-    """One pretraining step of the config's method on fixed random views, as a function."""
+def build_step(cfg, batch: int, device: torch.device):
+    """One pretraining step (``TrainStep``) of the config's method on fixed random views of ``batch``
+    images, as a function (also ``benchmarks/pretrain_throughput.py``'s)."""
     from mocobench.pretrain import fast_paths, gpu_augment
     from mocobench.pretrain.methods import METHODS
     from mocobench.pretrain.train import build_optimizer
@@ -158,9 +159,9 @@ def build_step(cfg, sz: Sizes, device: torch.device):
     model.to(memory_format=fmt)
     train_step = fast_paths.TrainStep(method, model, build_optimizer(cfg, model), precision=cfg.precision,
                                       device=device, compile=cfg.compile)
-    views = [torch.randn(sz.batch, 3, s.size, s.size, device=device).contiguous(memory_format=fmt)
+    views = [torch.randn(batch, 3, s.size, s.size, device=device).contiguous(memory_format=fmt)
              for s in gpu_augment.view_specs(cfg)]
-    labels = torch.full((sz.batch,), -1, device=device)
+    labels = torch.full((batch,), -1, device=device)
     return lambda: train_step(views, labels)
 
 
@@ -168,7 +169,7 @@ def model_step(cfg, sz: Sizes, device: torch.device) -> dict:
     """img/s of the pretraining step; compiled, also the first step's seconds (the compile, reported
     apart) and the graphs compiled after the warm-up (0 when the step compiles once per run)."""
     reset_peak(device)
-    step = build_step(cfg, sz, device)
+    step = build_step(cfg, sz.batch, device)
     extra = {}
     if cfg.compile != "off":
         from torch._dynamo.utils import counters
@@ -191,7 +192,7 @@ def profile_row(cfg, sz: Sizes, device: torch.device, steps: int = 3) -> dict:
     """The 12 ops that take most of the step's device (GPU) or CPU time: what limits a missed goal."""
     from torch.profiler import ProfilerActivity, profile
 
-    step = build_step(cfg, sz, device)
+    step = build_step(cfg, sz.batch, device)
     step()
     sync(device)
     with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")) as prof:

@@ -5,9 +5,10 @@ same step in plain fp32 eager, on random views (the model step, not the input pa
     python -m benchmarks.pretrain_throughput --arch resnet50 --img-size 224 --batch 256 --device cuda \\
         --precision bf16 --channels-last --compile step
 
-Both columns run ``pretrain.fast_paths.TrainStep`` (forward with the momentum update, backward, the
-optimizer step with the queue / group writes); "fast" with the options given, "fp32 eager" with every
-fast path off. The options take effect on any device; on most CPUs bf16 and channels_last are slower.
+Both columns run the device check's model step (``benchmarks.device_check.build_step``:
+``pretrain.fast_paths.TrainStep``, forward with the momentum update, backward, the optimizer step with
+the queue / group writes, on unlabeled random views); "fast" with the options given, "fp32 eager" with
+every fast path off. The options take effect on any device; on most CPUs bf16 and channels_last are slower.
 """
 
 from __future__ import annotations
@@ -17,26 +18,16 @@ import dataclasses
 
 import torch
 
+from benchmarks.device_check import build_step
 from benchmarks.timing import timed
 from mocobench.pretrain import fast_paths
 from mocobench.pretrain.config import TINY
 from mocobench.pretrain.methods import METHODS
-from mocobench.pretrain.train import build_optimizer
 
 
 def measure(cfg, batch: int, steps: int, warmup: int) -> float:
     device = torch.device(cfg.device)
-    torch.manual_seed(0)
-    method = METHODS[cfg.method]
-    model = method.build(cfg).to(device)
-    fmt = fast_paths.memory_format(cfg)
-    model.to(memory_format=fmt)
-    step = fast_paths.TrainStep(method, model, build_optimizer(cfg, model), precision=cfg.precision,
-                                device=device, compile=cfg.compile)
-    sizes = [cfg.img_size] * 2 + ([cfg.local_size] * cfg.local_crops if cfg.method == "smog" else [])
-    views = [torch.randn(batch, 3, s, s, device=device).contiguous(memory_format=fmt) for s in sizes]
-    labels = torch.randint(-1, 10, (batch,), device=device)
-    return timed(lambda: step(views, labels), warmup, steps, device, batch)["img_s"]
+    return timed(build_step(cfg, batch, device), warmup, steps, device, batch)["img_s"]
 
 
 def main(argv=None) -> None:

@@ -30,6 +30,6 @@ METHODS: Registry[Method] = Registry("pretraining method", {
     "moco_v1": Method(moco.build, moco.train_step, moco.commit, None, moco.online_encoder, ("encoder_q",), False),
     "moco_v2": Method(moco.build, moco.train_step, moco.commit, None, moco.online_encoder, ("encoder_q",), False),
     "unimoco": Method(unimoco.build, unimoco.train_step, moco.commit, None, moco.online_encoder, ("encoder_q",), True),
-    "smog": Method(smog.build, smog.train_step, smog.commit, smog.prepare, smog.online_encoder,
+    "smog": Method(smog.build, smog.train_step, smog.commit, smog.SMoG.prepare, smog.online_encoder,
                    ("backbone", "projector", "predictor"), False),
 })

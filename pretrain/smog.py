@@ -204,10 +204,6 @@ def build(cfg) -> SMoG:
                 bank_size=cfg.bank_size, kmeans_iters=cfg.kmeans_iters, seed=cfg.seed)
 
 
-def prepare(model: SMoG) -> dict:
-    return model.prepare()
-
-
 def train_step(model, views: list[torch.Tensor], labels: torch.Tensor, momentum: bool = True):
     """``(loss, pending)``; ``model`` may be the DDP wrapper."""
     return model(views, momentum=momentum)

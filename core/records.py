@@ -172,6 +172,21 @@ def validate(rec: Any, source: str) -> dict:
         raise RecordError(f"{source}: unknown task {rec['task']!r} (known: {', '.join(TASKS)})")
     if not isinstance(rec["checkpoint"], dict) or not rec["checkpoint"].get("name"):
         raise RecordError(f"{source}: checkpoint.name is missing")
+    # The fields the table groups and matches on: a seed "1" beside a seed 1 would count twice,
+    # a protocol null would open a column of its own.
+    for key in ("protocol", "engine"):
+        if not (isinstance(rec[key], str) and rec[key]):
+            raise RecordError(f"{source}: {key} must be a non-empty string, not {rec[key]!r}")
+    if isinstance(rec["seed"], bool) or not isinstance(rec["seed"], int):
+        raise RecordError(f"{source}: seed must be a whole number, not {rec['seed']!r}")
+    if not isinstance(rec["dataset"], dict) or not (isinstance(rec["dataset"].get("name"), str)
+                                                    and rec["dataset"]["name"]):
+        raise RecordError(f"{source}: dataset must be an object with a non-empty name, not {rec['dataset']!r}")
+    if not isinstance(rec["dataset"].get("splits", {}), dict):
+        raise RecordError(f"{source}: dataset.splits must map split names to image counts")
+    v = rec["checkpoint"].get("label_fraction")   # the row's label fraction is read as a number
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+        raise RecordError(f"{source}: checkpoint.label_fraction must be a number or null, not {v!r}")
     if not isinstance(rec["config"], dict) or not isinstance(rec["run"], dict):
         raise RecordError(f"{source}: config and run must be JSON objects")
     if not isinstance(rec["metrics"], dict):

@@ -19,6 +19,12 @@ cell's mean over seeds, or with ``relative_to`` the difference between this chec
 and that checkpoint's mean in the same column (e.g. "pretrained kNN minus random-init kNN"),
 which is stable where absolute values on tiny data are not.
 
+An entry also records what its cell was measured with, and the check holds the current cell to
+it: ``cell_seeds``, the number of seeds in the cell (of one run), and ``settings``, a digest of the
+protocol settings its records ran (``leaderboard.table.protocol_settings``; the baseline's top-level
+``settings`` maps each digest to the settings, so a mismatch names what changed). Entries written
+before these fields existed are compared on their value alone.
+
 The allowed drop is ``k x std`` when the entry has ``k``, ``n >= 2`` and ``std > 0``, else
 ``tolerance`` (absolute, in the metric's units: points of percent). An entry regresses when
 ``q < value - allowed`` (all metrics here are higher-is-better; ``"direction": "lower"`` flips
@@ -28,6 +34,7 @@ band is reported as "improved" and passes; ``--update-baseline`` records the new
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -76,7 +83,10 @@ def read_baseline(path: str | Path) -> dict:
         raise BaselineError(f"{path}: not a readable JSON baseline ({e})") from None
     if not isinstance(obj, dict) or obj.get("format") != BASELINE_FORMAT:
         raise BaselineError(f"{path}: not a mocobench baseline (format should be {BASELINE_FORMAT!r})")
-    if int(obj.get("version", 0)) > BASELINE_VERSION:
+    version = obj.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise BaselineError(f"{path}: version must be a whole number, not {version!r}")
+    if version > BASELINE_VERSION:
         raise BaselineError(f"{path}: baseline version {obj['version']} is newer than this mocobench "
                             f"understands ({BASELINE_VERSION})")
     defaults = obj.get("defaults", {})
@@ -87,6 +97,9 @@ def read_baseline(path: str | Path) -> dict:
             raise BaselineError(f"{path}: defaults.{key} is no setting of a baseline (tolerance, k)")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise BaselineError(f"{path}: defaults.{key} must be a finite number >= 0, not {v!r}")
+    known = obj.get("settings", {})
+    if not isinstance(known, dict) or not all(isinstance(v, dict) for v in known.values()):
+        raise BaselineError(f"{path}: settings must map digests to the protocol settings they stand for")
     entries = obj.get("entries")
     if not isinstance(entries, list) or not entries:
         # A gate that checks nothing must not pass.
@@ -99,7 +112,7 @@ def read_baseline(path: str | Path) -> dict:
 
 
 ENTRY_KEYS = {"checkpoint", "task", "protocol", "metric", "value", "tolerance", "std", "k", "n",
-              "dataset", "engine", "relative_to", "direction", "runs"}
+              "dataset", "engine", "relative_to", "direction", "runs", "cell_seeds", "settings"}
 
 
 def entry_problem(e: Any) -> str | None:
@@ -114,7 +127,7 @@ def entry_problem(e: Any) -> str | None:
     unknown = sorted(set(e) - ENTRY_KEYS)
     if unknown:
         return f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(ENTRY_KEYS))})"
-    for key in ("checkpoint", "task", "protocol", "metric", "dataset", "engine", "relative_to"):
+    for key in ("checkpoint", "task", "protocol", "metric", "dataset", "engine", "relative_to", "settings"):
         v = e.get(key)
         if (v is not None or key in ("checkpoint", "task", "protocol", "metric")) and not (isinstance(v, str) and v):
             return f"{key} must be a non-empty string, not {v!r}"
@@ -132,6 +145,9 @@ def entry_problem(e: Any) -> str | None:
             return f"{key} must be >= 0, not {v!r}"
     if e.get("n") is not None and (e["n"] != int(e["n"]) or e["n"] < 1):
         return f"n must be a whole number >= 1, not {e['n']!r}"
+    cs = e.get("cell_seeds")
+    if cs is not None and (isinstance(cs, bool) or not isinstance(cs, int) or cs < 1):
+        return f"cell_seeds must be a whole number >= 1, not {cs!r}"
     if e.get("relative_to"):
         if not -100.0 <= e["value"] <= 100.0:
             return f"value {e['value']!r} is no difference of two percentages (outside [-100, 100])"
@@ -172,6 +188,52 @@ def _table_error(table: Table, row, col) -> str | None:
     return next((e for e in table.errors if marker in e), None)
 
 
+def settings_digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _seed_gap(table: Table, row, col) -> str | None:
+    """Seeds whose evaluation measured this cell's task but whose record lacks its metric: the
+    cell's mean would silently be over fewer seeds than its sibling metrics'."""
+    mine = table.cell(row, col)
+    others: set = set()
+    for c in table.columns:
+        same_eval = (c.task, c.protocol, c.dataset, c.engine) == (col.task, col.protocol, col.dataset, col.engine)
+        if same_eval and c != col and (cell := table.cell(row, c)) is not None:
+            others.update(cell.seeds)
+    gap = sorted(others - set(mine.seeds), key=str)
+    if gap:
+        return (f"seed(s) {', '.join(map(str, gap))} of {row.name}'s {col.task} [{col.protocol}] have no "
+                f"{col.metric!r} in their record, which the other seeds have")
+    return None
+
+
+def _cell_problem(table: Table, row, col, entry: dict, known: dict) -> str | None:
+    """Why the cell that ``entry`` names cannot be compared with it: an error of the table in it,
+    a seed that lacks the metric, another number of seeds or other protocol settings than the
+    baseline's cell."""
+    if (err := _table_error(table, row, col)) or (err := _seed_gap(table, row, col)):
+        return err
+    cell = table.cell(row, col)
+    want = entry.get("cell_seeds")
+    if want is not None and cell.n != want:
+        return (f"{row.name}'s cell holds {cell.n} seed(s) ({', '.join(map(str, cell.seeds))}), the baseline's "
+                f"{want}: the mean of other seeds is no comparison")
+    digest = entry.get("settings")
+    if digest is not None and settings_digest(cell.settings) != digest:
+        if digest in known:
+            diffs = [f"{k} = {json.dumps(cell.settings.get(k, '<absent>'))}, the baseline's "
+                     f"{json.dumps(known[digest].get(k, '<absent>'))}"
+                     for k in sorted(set(cell.settings) | set(known[digest]))
+                     if cell.settings.get(k, "<absent>") != known[digest].get(k, "<absent>")]
+            what = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 5 else "")
+        else:
+            what = f"settings digest {settings_digest(cell.settings)}, the baseline's {digest}"
+        return (f"{row.name}'s records ran other protocol settings than the baseline's ({what}); re-run "
+                "them with the baseline's settings, or record a new baseline with --update-baseline")
+    return None
+
+
 def allowed_drop(entry: dict, defaults: dict) -> float:
     k = entry.get("k")
     std, n = entry.get("std"), entry.get("n") or 1
@@ -180,7 +242,8 @@ def allowed_drop(entry: dict, defaults: dict) -> float:
     return float(entry.get("tolerance", defaults.get("tolerance", DEFAULT_TOLERANCE)))
 
 
-def evaluate(entry: dict, table: Table, defaults: dict) -> Outcome:
+def evaluate(entry: dict, table: Table, defaults: dict, known: dict | None = None) -> Outcome:
+    """``entry`` against ``table``; ``known``: the baseline's settings by digest, to name what changed."""
     allowed = allowed_drop(entry, defaults)
     name = entry["checkpoint"]
     found = _find(table, entry, name)
@@ -191,7 +254,7 @@ def evaluate(entry: dict, table: Table, defaults: dict) -> Outcome:
         return Outcome(entry, None, allowed, "ERROR", f"ambiguous: several columns match ({cols}); "
                        "add dataset/engine to the entry")
     row, col = found[0]
-    if (err := _table_error(table, row, col)):
+    if (err := _cell_problem(table, row, col, entry, known or {})):
         return Outcome(entry, None, allowed, "ERROR", err)
     current = table.cell(row, col).mean
     if entry.get("relative_to"):
@@ -201,6 +264,9 @@ def evaluate(entry: dict, table: Table, defaults: dict) -> Outcome:
             return Outcome(entry, None, allowed, "MISSING",
                            _refused(table, entry, entry["relative_to"])
                            or f"no current result for the reference {entry['relative_to']!r}")
+        # the reference's cell is held to the same rules (its settings are its own protocol's)
+        if (err := _cell_problem(table, ref_rows[0], col, {"cell_seeds": entry.get("cell_seeds")}, {})):
+            return Outcome(entry, None, allowed, "ERROR", f"reference {entry['relative_to']!r}: {err}")
         current = current - ref.mean
     if not math.isfinite(current):   # NaN passes every comparison below: never "ok"
         return Outcome(entry, None, allowed, "ERROR", f"the current value is {current!r}, not a number")
@@ -212,7 +278,8 @@ def evaluate(entry: dict, table: Table, defaults: dict) -> Outcome:
 
 def check(table: Table, baseline: dict) -> list[Outcome]:
     defaults = baseline.get("defaults") or {}
-    return [evaluate(e, table, defaults) for e in baseline.get("entries", [])]
+    known = baseline.get("settings") or {}
+    return [evaluate(e, table, defaults, known) for e in baseline.get("entries", [])]
 
 
 def _entry_name(e: dict) -> str:
@@ -240,23 +307,48 @@ def format_outcomes(outcomes: list[Outcome], *, only_moved: bool = True) -> str:
                      + [fmt.format(*line) for line in lines])
 
 
-def new_baseline(table: Table, old: dict | None = None, *, note: str = "") -> dict:
+MEASURED_WITH = ("cell_seeds", "settings")   # what an update measures anew, never carries over
+
+
+def _measured_with(table: Table, entry: dict) -> tuple[dict, dict]:
+    """The current value of ``entry`` for a new baseline: ``(entry with value, n, std, cell_seeds and
+    settings of now, {digest: settings})``. An entry the records cannot give (an error in its cell,
+    or none) is refused: an update must not drop a gate or carry a broken one over."""
+    bare = {"value": 0.0} | {k: v for k, v in entry.items() if k not in MEASURED_WITH}   # value: unused here
+    o = evaluate(bare, table, {})
+    if o.current is None:
+        raise BaselineError(f"no result for the entry {_entry_name(entry)} {entry['task']} [{entry['protocol']}] "
+                            f"{entry['metric']}: {o.status} ({o.detail})")
+    row, col = _find(table, entry, entry["checkpoint"])[0]
+    cell = table.cell(row, col)
+    digest = settings_digest(cell.settings)
+    upd = dict(entry, value=round(o.current, 4), cell_seeds=cell.n, settings=digest)
+    if not entry.get("relative_to"):
+        upd.update(n=cell.n, std=None if cell.std is None else round(cell.std, 4))
+    return upd, {digest: cell.settings}
+
+
+def _refuse_broken(table: Table, where: str) -> None:
+    problems = list(table.errors) + list(table.problems)
+    if problems:
+        raise BaselineError(f"{where}: not written: the records are not all usable: {problems[0]}"
+                            + (f" (and {len(problems) - 1} more)" if problems[1:] else ""))
+
+
+def new_baseline(table: Table, old: dict | None = None, *, note: str = "", where: str = "the results") -> dict:
     """A baseline from the table's measured cells. Entries of ``old`` keep their settings
     (tolerance, k, relative_to, direction) with updated values; cells ``old`` lacks are added
-    with the default tolerance (and ``k`` when they have several seeds)."""
+    with the default tolerance (and ``k`` when they have several seeds). Refused (BaselineError)
+    when a record was skipped, a cell is in error, or an entry of ``old`` has no result."""
+    _refuse_broken(table, where)
     defaults = (old or {}).get("defaults") or {"tolerance": DEFAULT_TOLERANCE, "k": DEFAULT_K}
-    entries, seen = [], set()
+    entries, seen, known = [], set(), {}
     for e in (old or {}).get("entries", []):
-        o = evaluate(e, table, defaults)
-        if o.current is None:
-            continue  # no result for it any more: dropped from the new baseline
-        row, col = _find(table, e, e["checkpoint"])[0]
-        cell = table.cell(row, col)
-        upd = dict(e, value=round(o.current, 4))
-        if not e.get("relative_to"):
-            upd.update(n=cell.n, std=None if cell.std is None else round(cell.std, 4))
+        upd, settings = _measured_with(table, e)
         entries.append(upd)
+        known.update(settings)
         if not e.get("relative_to"):
+            row, col = _find(table, e, e["checkpoint"])[0]
             seen.add((row.name, col))
     for row in table.measured_rows():
         for col in table.columns:
@@ -265,16 +357,16 @@ def new_baseline(table: Table, old: dict | None = None, *, note: str = "") -> di
                 continue
             e: dict[str, Any] = {"checkpoint": row.name, "task": col.task, "protocol": col.protocol,
                                  "dataset": col.dataset, "engine": col.engine, "metric": col.metric,
-                                 "value": round(cell.mean, 4), "n": cell.n,
-                                 "std": None if cell.std is None else round(cell.std, 4),
                                  "tolerance": defaults.get("tolerance", DEFAULT_TOLERANCE)}
             if cell.n >= 2:
                 e["k"] = defaults.get("k", DEFAULT_K)
-            entries.append(e)
+            upd, settings = _measured_with(table, e)
+            entries.append(upd)
+            known.update(settings)
     return {"format": BASELINE_FORMAT, "version": BASELINE_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "code_version": code_version(), "note": note or (old or {}).get("note", ""),
-            "defaults": defaults, "entries": entries}
+            "defaults": defaults, "settings": known, "entries": entries}
 
 
 def baseline_from_runs(tables: list[Table], old: dict, *, sources: list[str] | None = None) -> dict:
@@ -282,27 +374,37 @@ def baseline_from_runs(tables: list[Table], old: dict, *, sources: list[str] | N
     run, each with another seed): each entry's ``value`` is the mean of the runs' values (for a
     ``relative_to`` entry, of each run's difference), ``std`` and ``n`` their spread, ``runs`` the
     values themselves; its allowed drop is then ``k x std`` (see :func:`allowed_drop`). An entry
-    some run lacks is an error: the spread would be measured on fewer runs than claimed."""
+    some run lacks is an error: the spread would be measured on fewer runs than claimed; so is a
+    cell whose seeds or protocol settings differ between the runs."""
     import statistics
 
     defaults = old.get("defaults") or {"tolerance": DEFAULT_TOLERANCE, "k": DEFAULT_K}
-    entries = []
+    names = sources or [f"run {i + 1}" for i in range(len(tables))]
+    for t, where in zip(tables, names):
+        _refuse_broken(t, where)
+    entries, known = [], {}
     for e in old["entries"]:
-        values = []
-        for i, t in enumerate(tables):
-            o = evaluate(e, t, defaults)
-            if o.current is None:
-                where = sources[i] if sources else f"run {i + 1}"
-                raise BaselineError(f"{where}: no result for the entry {_entry_name(e)} {e['task']} "
-                                    f"[{e['protocol']}] {e['metric']} ({o.detail})")
-            values.append(o.current)
+        measured = []
+        for t, where in zip(tables, names):
+            try:
+                measured.append(_measured_with(t, e))
+            except BaselineError as err:
+                raise BaselineError(f"{where}: {err}") from None
+        firsts = {(upd["cell_seeds"], upd["settings"]) for upd, _ in measured}
+        if len(firsts) > 1:
+            raise BaselineError(f"the runs measured {_entry_name(e)} {e['task']} [{e['protocol']}] {e['metric']} "
+                                f"with other seeds or settings: (seeds, settings digest) {sorted(firsts)}")
+        values = [upd["value"] for upd, _ in measured]
+        upd, settings = measured[0]
+        known.update(settings)
         entries.append(dict(e, value=round(statistics.fmean(values), 4), n=len(values),
                             std=round(statistics.stdev(values), 4) if len(values) > 1 else None,
-                            runs=[round(v, 4) for v in values]))
+                            runs=[round(v, 4) for v in values], cell_seeds=upd["cell_seeds"],
+                            settings=upd["settings"]))
     return {"format": BASELINE_FORMAT, "version": BASELINE_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "code_version": code_version(), "note": old.get("note", ""), "defaults": defaults,
-            "entries": entries}
+            "settings": known, "entries": entries}
 
 
 def check_new_baseline(baseline: dict, where: str | Path) -> None:
@@ -319,7 +421,11 @@ def update_from_runs(baseline_path: str | Path, results_dirs: list[str | Path], 
 
     old = read_baseline(baseline_path)
     tables = [load_table(d, reported=False, all_metrics=True) for d in results_dirs]
-    new = baseline_from_runs(tables, old, sources=[str(d) for d in results_dirs])
+    try:
+        new = baseline_from_runs(tables, old, sources=[str(d) for d in results_dirs])
+    except BaselineError as e:   # the records', not the baseline's, fault
+        out(str(e))
+        return 1
     check_new_baseline(new, baseline_path)
     atomic_write_json(baseline_path, new)
     widest = max(new["entries"], key=lambda e: (e["std"] or 0))
@@ -334,12 +440,18 @@ def run_check(baseline_path: str | Path, results_dir: str | Path, *, update: boo
     from mocobench.core.io import atomic_write_json
 
     table = load_table(results_dir, reported=False, all_metrics=True)
+    # A record the table had to skip (corrupt, NaN, a field of the wrong type) fails the gate: the
+    # cells it belonged to would otherwise pass on the seeds that remain.
     for p in table.problems:
-        out(f"warning: {p}")
+        out(f"error: {p}")
     baseline_path = Path(baseline_path)
     old = read_baseline(baseline_path) if (baseline_path.exists() or not update) else None
     if update:
-        new = new_baseline(table, old)
+        try:
+            new = new_baseline(table, old, where=str(baseline_path))
+        except BaselineError as e:   # the records', not the baseline's, fault: a failure, not a usage error
+            out(str(e))
+            return 1
         if not new["entries"]:
             out(f"no measured results under {results_dir}: baseline not written")
             return 1
@@ -353,8 +465,9 @@ def run_check(baseline_path: str | Path, results_dir: str | Path, *, update: boo
     improved = [o for o in outcomes if o.status == "improved"]
     out(f"{len(outcomes)} baseline entries: {len(outcomes) - len(failed) - len(improved)} ok, "
         f"{len(improved)} improved, {len(failed)} failed"
-        + (" (run with --update-baseline to record the improvements)" if improved and not failed else ""))
-    return 1 if failed else 0
+        + (" (run with --update-baseline to record the improvements)" if improved and not failed else "")
+        + (f"; {len(table.problems)} record file(s) skipped (above): failed" if table.problems else ""))
+    return 1 if failed or table.problems else 0
 
 
 def run_against_paper(results: str | Path, out=print) -> int:

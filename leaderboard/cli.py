@@ -70,11 +70,16 @@ def check_main(argv: list[str]) -> int:
                          "--baseline or --update-baseline")
         from mocobench.leaderboard.check import run_against_paper
 
+        if not Path(results[0]).is_dir():
+            parser.error(f"--results {results[0]}: no such results folder")
         return run_against_paper(results[0])
     if not args.baseline:
         parser.error("give --baseline FILE (or --against-paper)")
     if len(results) > 1 and not args.update_baseline:
         parser.error("several --results folders are for --update-baseline (one per seed); a check reads one")
+    for folder in results:
+        if not Path(folder).is_dir():
+            parser.error(f"--results {folder}: no such results folder")
     try:
         if len(results) > 1:
             from mocobench.leaderboard.check import update_from_runs
@@ -119,14 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     from mocobench.leaderboard.check import BaselineError
     from mocobench.leaderboard.table import TableError
 
-    args = _table_parser().parse_args(argv)
+    parser = _table_parser()
+    args = parser.parse_args(argv)
+    if args.no_reported and args.rows != "all":
+        parser.error(f"--no-reported is --rows measured; it cannot be given with --rows {args.rows}")
+    if args.title != parser.get_default("title") and args.format != "html":
+        parser.error(f"--title is the HTML page's title; --format {args.format} has none")
     rows = "measured" if args.no_reported else args.rows
     results = args.results or [DEFAULT_RESULTS]
     for folder in results if rows != "reported" else ():
         if not Path(folder).is_dir():
-            print(f"mocobench leaderboard: {folder}: no such results folder (use --rows reported for the "
-                  f"papers' numbers alone)", file=sys.stderr)
-            return 1
+            parser.error(f"--results {folder}: no such results folder (use --rows reported for the "
+                         f"papers' numbers alone)")
     try:
         text, table = render(results, args.format, rows=rows,
                              all_metrics=args.all_metrics, title=args.title, spread=args.spread)

@@ -86,6 +86,11 @@ def _row_cells(row: Row) -> list[str]:
             if row.label_fraction is not None else "<td></td>"]
 
 
+def _plain(text: str) -> str:
+    """``text`` for matplotlib, which reads a pair of ``$`` as TeX (and fails on a malformed one)."""
+    return text.replace("$", r"\$")
+
+
 def table_html(table: Table, table_id: str = "leaderboard") -> str:
     best = {}
     for col in table.columns:
@@ -93,9 +98,10 @@ def table_html(table: Table, table_id: str = "leaderboard") -> str:
         if len(vals) > 1:
             best[col] = max(vals)
     head = "".join(f"<th>{h}</th>" for h in ROW_HEADS)
-    head += "".join(f'<th title="{_e(c.label)}" data-task="{_e(c.task)}" data-protocol="{_e(c.protocol)}" '
+    labels = table.labels()
+    head += "".join(f'<th title="{_e(labels[c])}" data-task="{_e(c.task)}" data-protocol="{_e(c.protocol)}" '
                     f'data-dataset="{_e(c.dataset)}" data-engine="{_e(c.engine)}" data-metric="{_e(c.metric)}">'
-                    f"{_e(c.label)}</th>" for c in table.columns)
+                    f"{_e(labels[c])}</th>" for c in table.columns)
     body = []
     for row in table.rows:
         tds = _row_cells(row)
@@ -184,10 +190,10 @@ def bar_plots(table: Table) -> list[tuple[str, str]]:
                        label=col.metric)
                 ax.text(x, cell.mean, f"{cell.mean:.1f}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels([r.name + ("" if r.kind == "measured" else f"\n({r.kind})") for r in rows],
+        ax.set_xticklabels([_plain(r.name) + ("" if r.kind == "measured" else f"\n({r.kind})") for r in rows],
                            rotation=30, ha="right", fontsize=7.5)
         task, dataset, protocol, engine = gkey
-        ax.set_title(cols[0].label.rsplit(" [", 1)[0].rsplit(" ", 1)[0] + f"  [{protocol}, {engine}]",
+        ax.set_title(_plain(cols[0].label.rsplit(" [", 1)[0].rsplit(" ", 1)[0] + f"  [{protocol}, {engine}]"),
                      fontsize=9)
         ax.set_ylabel(" / ".join(c.metric for c in cols) + " (%)")
         if len(cols) > 1:
@@ -215,7 +221,7 @@ def unimoco_plot(table: Table) -> str | None:
             xs, ys, es = zip(*pts)
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=COLORS[i % len(COLORS)],
                         linestyle="-" if kind == "measured" else "--",
-                        label=f"{col.label}" + (" (reported)" if kind != "measured" else ""))
+                        label=_plain(col.label) + (" (reported)" if kind != "measured" else ""))
             lines += 1
     if not lines:
         plt.close(fig)

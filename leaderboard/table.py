@@ -141,6 +141,7 @@ class Cell:
     source: str = ""
     digits: int | None = None           # reported rows: as many decimals as the source gives
     deviations: tuple[str, ...] = ()    # measured: the departures from the official recipe its records state
+    settings: dict = field(default_factory=dict)   # measured: the protocol settings its records ran (protocol_settings)
 
     def text(self, digits: int = 1) -> str:
         digits = self.digits if self.digits is not None else digits
@@ -206,7 +207,8 @@ class Noise:
             return "no random init"
         if self.pooled_std is None:
             return "spread unknown"
-        return "beyond noise" if abs(self.diff) >= NOISE_Z * self.pooled_std else "within noise"
+        # strict: a difference of 0 between cells without spread is no result
+        return "beyond noise" if abs(self.diff) > NOISE_Z * self.pooled_std else "within noise"
 
     @property
     def mark(self) -> str:
@@ -240,6 +242,14 @@ class Table:
 
     def cell(self, row: Row | str, column: Column) -> Cell | None:
         return self.cells.get((row.key if isinstance(row, Row) else row, column))
+
+    def labels(self) -> dict[Column, str]:
+        """Each column's header. Two columns may share a label (a legacy dataset id ``VOC07+12`` beside
+        its canonical ``voc07+12``); those get their whole key, so no output merges or hides one."""
+        labels = {c: c.label for c in self.columns}
+        shared = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
+        return {c: (f"{lab} {{{c.dataset}/{c.task}/{c.protocol}/{c.engine}/{c.metric}}}" if lab in shared else lab)
+                for c, lab in labels.items()}
 
     def measured_rows(self) -> list[Row]:
         return [r for r in self.rows if r.kind == "measured"]
@@ -550,7 +560,8 @@ def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list
         mean, std, n = stats.loc[cell]
         cells[(key, col)] = Cell(mean=float(mean), std=None if math.isnan(std) else float(std), n=int(n),
                                  values=g["value"].tolist(), seeds=g["seed"].tolist(), files=g["file"].tolist(),
-                                 deviations=tuple(dict.fromkeys(d for ds in g["deviations"] for d in ds)))
+                                 deviations=tuple(dict.fromkeys(d for ds in g["deviations"] for d in ds)),
+                                 settings=g["settings"].iloc[0])
     for cell, g in every.groupby("cell", sort=True):
         key, col = g["row"].iloc[0], g["column"].iloc[0]
         first = (g["file"].iloc[0], g["settings"].iloc[0])
@@ -613,8 +624,13 @@ NOISE_FOOTNOTE = (f"Against random init (the random-init row of the same archite
                   f"that column, so nothing says it differs from random init; unmarked: beyond noise.")
 
 
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")   # a pipe in a name would end its cell
+
+
 def to_markdown(table: Table, digits: int = 1) -> str:
-    head = list(ROW_FIELDS) + [c.label for c in table.columns]
+    labels = table.labels()
+    head = list(ROW_FIELDS) + [_md(labels[c]) for c in table.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 6 + ["---:"] * len(table.columns)) + "|"]
     marks: dict[tuple[str, ...], str] = {}   # each distinct set of deviations gets its footnote mark
     for row in table.rows:
@@ -629,7 +645,7 @@ def to_markdown(table: Table, digits: int = 1) -> str:
             if (cmp := table.comparisons.get((row.key, col))):
                 text += f" · {cmp.text(digits)}"
             cells.append(text)
-        lines.append("| " + " | ".join(_row_fields(row) + cells) + " |")
+        lines.append("| " + " | ".join([_md(f) for f in _row_fields(row)] + cells) + " |")
     if marks:
         lines += ["", "Departures from the official recipes stated by the records (core/deviations.toml):", ""]
         lines += [f"- {mark} " + "; ".join(devs) for devs, mark in marks.items()]
@@ -663,23 +679,25 @@ def to_csv(table: Table) -> str:
     multi = set(long.loc[long["n"] > 1, "column"])
     out = pd.DataFrame([_row_fields(r) + [r.card, r.source] for r in table.rows],
                        columns=[*ROW_FIELDS, "card", "source"])
+    labels = table.labels()
     for i, col in enumerate(table.columns):
-        out[col.label] = wide[("mean", i)].fillna("").to_numpy()
+        label = labels[col]
+        out[label] = wide[("mean", i)].fillna("").to_numpy()
         if i in multi:
-            out[f"{col.label} std"] = wide[("std", i)].fillna("").to_numpy()
-            out[f"{col.label} n"] = wide[("n", i)].map(lambda n: "" if pd.isna(n) else str(int(n))).to_numpy()
+            out[f"{label} std"] = wide[("std", i)].fillna("").to_numpy()
+            out[f"{label} n"] = wide[("n", i)].map(lambda n: "" if pd.isna(n) else str(int(n))).to_numpy()
         noise = [table.noise.get((r.key, col)) for r in table.rows]
         if any(noise):
-            out[f"{col.label} vs random init"] = [n.verdict if n else "" for n in noise]
-            out[f"{col.label} minus random init"] = [_num(n.diff) if n else "" for n in noise]
-            out[f"{col.label} noise threshold"] = [_num(n.threshold) if n and n.threshold is not None else ""
+            out[f"{label} vs random init"] = [n.verdict if n else "" for n in noise]
+            out[f"{label} minus random init"] = [_num(n.diff) if n else "" for n in noise]
+            out[f"{label} noise threshold"] = [_num(n.threshold) if n and n.threshold is not None else ""
                                                    for n in noise]
         compared = [table.comparisons.get((r.key, col)) for r in table.rows]
         if any(compared):
-            out[f"{col.label} paper row"] = [c.paper if c else "" for c in compared]
-            out[f"{col.label} delta"] = [_num(c.delta) if c else "" for c in compared]
-            out[f"{col.label} band"] = [_num(c.band) if c else "" for c in compared]
-            out[f"{col.label} within band"] = [("yes" if c.within else "no") if c else "" for c in compared]
+            out[f"{label} paper row"] = [c.paper if c else "" for c in compared]
+            out[f"{label} delta"] = [_num(c.delta) if c else "" for c in compared]
+            out[f"{label} band"] = [_num(c.band) if c else "" for c in compared]
+            out[f"{label} within band"] = [("yes" if c.within else "no") if c else "" for c in compared]
     return out.to_csv(index=False, lineterminator="\n")
 
 

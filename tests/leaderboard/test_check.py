@@ -84,7 +84,10 @@ def test_update_baseline_keeps_settings(tmp_path, add_record, capsys):
     new = read_baseline(path)
     assert new["note"] == "keep me"
     rel = [e for e in new["entries"] if e.get("relative_to")]
-    assert rel == [_entry(value=15.0, tolerance=7.0, relative_to="random-resnet18")]
+    # what the cell was measured with is recorded anew: one seed, and the records' settings
+    assert [{k: v for k, v in e.items() if k not in ("cell_seeds", "settings")} for e in rel] == [
+        _entry(value=15.0, tolerance=7.0, relative_to="random-resnet18")]
+    assert rel[0]["cell_seeds"] == 1 and rel[0]["settings"] in new["settings"]
     lin = [e for e in new["entries"] if e["task"] == "linear"]
     assert len(lin) == 1 and lin[0]["value"] == 51.0 and lin[0]["n"] == 2 and lin[0]["k"] == 3.0
     assert abs(lin[0]["std"] - 2 ** 0.5) < 1e-3
@@ -146,7 +149,7 @@ def test_a_seed_run_without_an_entry_is_refused(tmp_path, add_record, capsys):
     b = _baseline(tmp_path / "b.json", [_entry(value=1.0)])
     rc = cli.main(["check", "--baseline", str(b), "--update-baseline", "--results", str(tmp_path / "r0" / "results"),
                    "--results", str(tmp_path / "r1" / "results")])
-    assert rc == 2 and "r1/results: no result for the entry moco_v2 knn" in capsys.readouterr().err
+    assert rc == 1 and "r1/results: no result for the entry moco_v2 knn" in capsys.readouterr().out
     assert read_baseline(b)["entries"][0]["value"] == 1.0   # not rewritten
 
 
@@ -234,5 +237,140 @@ def test_update_baseline_never_writes_a_nan(tmp_path, add_record, capsys):
     path = _baseline(tmp_path / "b.json", [_entry(value=40.0)])
     _poison(res)
     rc = cli.main(["check", "--baseline", str(path), "--results", str(res), "--update-baseline"])
-    assert rc == 1 and "no measured results" in capsys.readouterr().out
+    assert rc == 1 and "not written: the records are not all usable" in capsys.readouterr().out
     assert read_baseline(path)["entries"][0]["value"] == 40.0   # the old baseline is untouched
+
+
+# ---- what a cell was measured with: every record counted, the same seeds, the same settings
+
+def _records_of(results, seed=None, checkpoint=None):
+    out = []
+    for path in sorted(results.rglob("*.json")):
+        rec = json.loads(path.read_text())
+        if (seed is None or rec["seed"] == seed) and (checkpoint is None or rec["checkpoint"]["name"] == checkpoint):
+            out.append(path)
+    return out
+
+
+def _three_seeds(results, add_record, checkpoint="moco_v2", values=(60.0, 61.0, 62.0), config=None):
+    for seed, v in enumerate(values):
+        add_record(results, checkpoint, "linear", "fast", {"top1": v, "top5": v + 20}, seed=seed,
+                   config=config)
+
+
+def _updated_baseline(tmp_path, results):
+    path = tmp_path / "b.json"
+    assert cli.main(["check", "--baseline", str(path), "--results", str(results), "--update-baseline"]) == 0
+    return path
+
+
+@pytest.mark.parametrize("bad", [float("nan"), "61.0", None, -5.0])
+def test_a_skipped_record_fails_the_gate_though_the_other_seeds_fill_its_cell(tmp_path, add_record, capsys, bad):
+    """The cell would be the mean of the two seeds left, within tolerance: the gate passed."""
+    res = tmp_path / "results"
+    _three_seeds(res, add_record)
+    b = _baseline(tmp_path / "b.json", [_entry(task="linear", protocol="fast", value=61.0, tolerance=3.0)])
+    [path] = _records_of(res, seed=1)
+    rec = json.loads(path.read_text())
+    rec["metrics"]["top1"] = bad
+    path.write_text(json.dumps(rec))
+    rc, out = _run(tmp_path, b, capsys)
+    assert rc == 1 and f"error: {path}" in out and "skipped" in out and "1 record file(s) skipped" in out
+
+
+def test_a_corrupt_record_file_fails_the_gate(tmp_path, add_record, capsys):
+    res = tmp_path / "results"
+    _three_seeds(res, add_record)
+    b = _baseline(tmp_path / "b.json", [_entry(task="linear", protocol="fast", value=61.0, tolerance=3.0)])
+    assert _run(tmp_path, b, capsys)[0] == 0
+    [path] = _records_of(res, seed=2)
+    path.write_text(path.read_text()[:40])
+    rc, out = _run(tmp_path, b, capsys)
+    assert rc == 1 and "corrupt record" in out
+
+
+def test_a_seed_whose_record_lacks_the_metric_is_an_error_not_a_smaller_mean(tmp_path, add_record, capsys):
+    res = tmp_path / "results"
+    _three_seeds(res, add_record)
+    b = _baseline(tmp_path / "b.json", [_entry(task="linear", protocol="fast", value=61.0, tolerance=3.0)])
+    [path] = _records_of(res, seed=1)
+    rec = json.loads(path.read_text())
+    del rec["metrics"]["top1"]
+    path.write_text(json.dumps(rec))
+    rc, out = _run(tmp_path, b, capsys)
+    assert rc == 1 and "ERROR" in out and "seed(s) 1 of moco_v2's linear [fast] have no 'top1'" in out
+
+
+def test_a_relative_entry_holds_its_reference_cell_to_the_same_rules(tmp_path, add_record, capsys):
+    res = tmp_path / "results"
+    _three_seeds(res, add_record)
+    _three_seeds(res, add_record, "random-resnet18", values=(50.0, 51.0, 52.0))
+    b = _baseline(tmp_path / "b.json", [_entry(task="linear", protocol="fast", value=10.0, tolerance=3.0,
+                                               relative_to="random-resnet18")])
+    assert _run(tmp_path, b, capsys)[0] == 0
+    [path] = _records_of(res, seed=1, checkpoint="random-resnet18")
+    rec = json.loads(path.read_text())
+    rec["config"]["epochs"] = 99   # the reference's seeds now ran two protocols
+    path.write_text(json.dumps(rec))
+    rc, out = _run(tmp_path, b, capsys)
+    assert rc == 1 and "reference 'random-resnet18': protocol mismatch" in out
+
+
+def test_the_baseline_records_the_seeds_and_settings_and_the_check_holds_the_cell_to_them(tmp_path, add_record,
+                                                                                        capsys):
+    res = tmp_path / "results"
+    _three_seeds(res, add_record)
+    path = _updated_baseline(tmp_path, res)
+    baseline = read_baseline(path)
+    [top1] = [e for e in baseline["entries"] if e["metric"] == "top1"]
+    assert top1["cell_seeds"] == 3 and baseline["settings"][top1["settings"]] == {
+        "config.epochs": 10, "dataset.splits.train": 100, "dataset.splits.val": 40}
+    assert _run(tmp_path, path, capsys)[0] == 0
+
+    # a seed fewer: the mean of the two left is no comparison, though within tolerance
+    [seed2] = _records_of(res, seed=2)
+    seed2.unlink()
+    rc, out = _run(tmp_path, path, capsys)
+    assert rc == 1 and "moco_v2's cell holds 2 seed(s) (0, 1), the baseline's 3" in out
+    # a seed more
+    _three_seeds(res, add_record, values=(60.0, 61.0, 62.0, 61.0))
+    rc, out = _run(tmp_path, path, capsys)
+    assert rc == 1 and "holds 4 seed(s)" in out
+
+    # every record re-run with another protocol: the numbers did not move, the protocol did
+    for p in _records_of(res):
+        p.unlink()
+    _three_seeds(res, add_record, config={"epochs": 1})
+    rc, out = _run(tmp_path, path, capsys)
+    assert rc == 1 and "other protocol settings than the baseline's (config.epochs = 1, the baseline's 10)" in out
+    # which --update-baseline then records
+    _updated_baseline(tmp_path, res)
+    assert _run(tmp_path, path, capsys)[0] == 0
+
+
+def test_an_update_refuses_to_drop_or_rewrite_an_entry_whose_cell_is_in_error(tmp_path, add_record, capsys):
+    res = tmp_path / "results"
+    _three_seeds(res, add_record)
+    b = _baseline(tmp_path / "b.json", [_entry(task="linear", protocol="fast", value=61.0, tolerance=3.0)])
+    [path] = _records_of(res, seed=1)
+    rec = json.loads(path.read_text())
+    rec["config"]["epochs"] = 99
+    path.write_text(json.dumps(rec))
+    before = b.read_text()
+    rc = cli.main(["check", "--baseline", str(b), "--results", str(res), "--update-baseline"])
+    assert rc == 1 and "not written" in capsys.readouterr().out and b.read_text() == before
+
+
+@pytest.mark.parametrize("version", ["x", None, [1], True])
+def test_a_baseline_version_that_is_no_number_is_named(tmp_path, add_record, capsys, version):
+    add_record(tmp_path / "results", "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    b = _baseline(tmp_path / "b.json", [_entry(value=40.0)], version=version)
+    assert cli.main(["check", "--baseline", str(b), "--results", str(tmp_path / "results")]) == 2
+    assert f"{b}: version must be a whole number, not {version!r}" in capsys.readouterr().err
+
+
+def test_a_results_folder_that_does_not_exist_is_a_usage_error(tmp_path, capsys):
+    b = _baseline(tmp_path / "b.json", [_entry(value=40.0)])
+    with pytest.raises(SystemExit) as e:
+        cli.main(["check", "--baseline", str(b), "--results", str(tmp_path / "nope")])
+    assert e.value.code == 2 and "nope: no such results folder" in capsys.readouterr().err

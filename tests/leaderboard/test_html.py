@@ -115,3 +115,15 @@ def test_html_matches_the_table_object(results):
                 assert "data-mean" not in pcell["attrs"]
             else:
                 assert float(pcell["attrs"]["data-mean"]) == pytest.approx(cell.mean)
+
+
+def test_a_dollar_sign_in_a_name_is_drawn_as_text(tmp_path, add_record):
+    """matplotlib reads a pair of $ as TeX: the page failed with a parser's error on 'a$^$b'."""
+    res = tmp_path / "results"
+    add_record(res, "a$^$b", "knn", "dino-knn", {"top1": 40.0})
+    add_record(res, "random-resnet18", "knn", "dino-knn", {"top1": 20.0})
+    out = tmp_path / "x.html"
+    assert cli.main(["--results", str(res), "--format", "html", "-o", str(out)]) == 0
+    page = Cells()
+    page.feed(out.read_text())
+    assert page.svgs >= 1 and any(r["row"] == "a$^$b" for r in page.rows)

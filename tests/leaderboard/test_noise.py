@@ -154,3 +154,15 @@ def test_a_cell_without_a_random_init_to_compare_with_is_marked_so(results, add_
     assert rows_csv["moco_v2"][f"{semi1_label} minus random init"] == ""
     assert cli.main(["--results", str(results), "--format", "html", "--rows", "measured"]) == 0
     assert "not compared with random init" in capsys.readouterr().out
+
+
+def test_no_difference_between_cells_without_spread_is_within_noise(tmp_path, add_record):
+    """kNN on a few hundred images moves in steps of 0.25: equal seeds give a pooled std of 0, and a
+    difference of 0 was called 'beyond noise' (|0| >= 2 x 0)."""
+    r = tmp_path / "results"
+    _write(r, add_record, "moco_v2", "knn", "top1", [47.75, 47.75])
+    _write(r, add_record, "random-resnet18", "knn", "top1", [47.75, 47.75])
+    table = load_table(r, reported=False)
+    row = next(x for x in table.measured_rows() if x.name == "moco_v2")
+    noise = table.noise[(row.key, _cols(table)["knn"])]
+    assert noise.pooled_std == 0.0 and noise.diff == 0.0 and noise.verdict == "within noise"

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 import statistics
 
@@ -353,3 +354,59 @@ def test_a_reported_row_has_one_status(tmp_path):
     path.write_text(src.replace("P,moco_v2,resnet50,200,,knn", "P (summary),moco_v2,resnet50,200,,knn"), encoding="utf-8")
     table = build_table([], reported=load_reported(path))
     assert sorted((r.name, r.kind) for r in table.rows) == [("P", "reported"), ("P (summary)", "unverified")]
+
+
+# ---- fields the table groups on, and names that outputs must carry whole
+
+@pytest.mark.parametrize("field, value, why", [
+    ("seed", "1", "seed must be a whole number"),
+    ("seed", None, "seed must be a whole number"),
+    ("protocol", None, "protocol must be a non-empty string"),
+    ("dataset", "imagenet", "dataset must be an object with a non-empty name"),
+    ("label_fraction", "ten", "checkpoint.label_fraction must be a number or null"),
+])
+def test_a_record_whose_grouping_field_has_the_wrong_type_is_named_and_skipped(tmp_path, add_record, field, value,
+                                                                                why):
+    """A seed "1" beside a seed 1 counted as a fourth seed; a dataset string crashed the table."""
+    rec = add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    bad = json.loads(json.dumps(rec))
+    if field == "label_fraction":
+        bad["checkpoint"]["label_fraction"] = value
+    else:
+        bad[field] = value
+    path = tmp_path / "knn-bad.json"
+    path.write_text(json.dumps(dict(bad, id="bad")))
+    table = load_table(tmp_path, reported=False)
+    assert table.cell(table.measured_rows()[0], table.columns[0]).values == [40.0]
+    assert len(table.problems) == 1 and str(path) in table.problems[0] and why in table.problems[0]
+
+
+def test_a_pipe_in_a_name_stays_inside_its_markdown_cell(tmp_path, add_record):
+    add_record(tmp_path, "a|b", "knn", "dino-knn", {"top1": 40.0})
+    md = to_markdown(load_table(tmp_path, reported=False))
+    head, _, row = md.splitlines()[:3]
+    # cells are split on pipes that are not escaped
+    split = lambda line: re.split(r"(?<!\\)\|", line.strip().strip("|"))  # noqa: E731
+    assert len(split(row)) == len(split(head)) and split(row)[0].strip() == r"a\|b"
+
+
+def test_columns_that_share_a_label_keep_both_their_values(tmp_path, add_record):
+    """A legacy dataset id (VOC07+12) beside the canonical one (voc07+12): one CSV column was lost."""
+    add_record(tmp_path, "moco_v2", "detection", "moco-voc-c4-24k", {"AP50": 80.0}, dataset="voc07+12")
+    add_record(tmp_path, "moco_v2", "detection", "moco-voc-c4-24k", {"AP50": 10.0}, dataset="VOC07+12")
+    table = load_table(tmp_path, reported=False)
+    assert len(table.columns) == 2 and table.columns[0].label == table.columns[1].label
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
+    values = sorted(float(v) for k, v in rows[0].items() if k.startswith("VOC07+12 det AP50") and k.endswith("}"))
+    assert values == [10.0, 80.0]
+    head = to_markdown(table).splitlines()[0]
+    assert "{voc07+12/" in head and "{VOC07+12/" in head
+
+
+def test_title_and_rows_options_that_cannot_take_effect_are_refused(tmp_path, add_record, capsys):
+    add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 40.0})
+    for argv, why in ((["--title", "T"], "--title is the HTML page's title"),
+                      (["--rows", "reported", "--no-reported"], "--no-reported is --rows measured")):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["--results", str(tmp_path), *argv])
+        assert e.value.code == 2 and why in capsys.readouterr().err

@@ -55,7 +55,8 @@ def load_coco(annotation_file: str | os.PathLike):
 def check_instances(data, path: Path) -> None:
     """The structure of an instances file, checked when it is opened: ``images``, ``annotations`` and
     ``categories`` lists; unique integer ids; every annotation's ``image_id`` and ``category_id``
-    known; boxes of four finite numbers with no negative size. A problem is one
+    known; boxes of four finite numbers with no negative size; an ``area`` (a finite number >= 0) and
+    an ``iscrowd`` (0 or 1) on every annotation, which COCOeval reads. A problem is one
     :class:`COCOFormatError` naming the file, the entry and the rule (pycocotools itself would drop
     orphan annotations silently, or fail later with a bare ``KeyError``)."""
     import math
@@ -98,6 +99,16 @@ def check_instances(data, path: Path) -> None:
                 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0):
             raise COCOFormatError(f"{where}: bbox must be [x, y, w, h] of finite numbers with w, h >= 0, "
                                   f"not {box!r}")
+        # COCOeval reads both of every ground truth (area ranges, crowd matching) and fails with a
+        # bare KeyError, after training, on an annotation without them
+        for key in ("area", "iscrowd"):
+            if key not in a:
+                raise COCOFormatError(f"{where} has no {key!r}")
+        area = a["area"]
+        if not isinstance(area, (int, float)) or isinstance(area, bool) or not math.isfinite(area) or area < 0:
+            raise COCOFormatError(f"{where}: area must be a finite number >= 0, not {area!r}")
+        if a["iscrowd"] not in (0, 1):
+            raise COCOFormatError(f"{where}: iscrowd must be 0 or 1, not {a['iscrowd']!r}")
 
 
 def check_masks(data, path: Path) -> None:

@@ -28,7 +28,7 @@ import torch.utils.data
 from PIL import Image
 
 from mocobench.core.io import atomic_write_text
-from mocobench.datasets.images import to_rgb
+from mocobench.datasets.images import UNREADABLE, to_rgb
 
 # Compared lower-case: ImageNet's files are ``.JPEG``, most others ``.jpg``/``.png``.
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -107,8 +107,7 @@ class ImageFolder(torch.utils.data.Dataset):
             with open(path, "rb") as f:
                 img = Image.open(f)
                 img = to_rgb(img)  # converting forces the full decode, so truncation shows here
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            # OSError covers PIL.UnidentifiedImageError and "image file is truncated".
+        except UNREADABLE as e:
             self.n_skipped += 1
             warnings.warn(f"skipping unreadable image {path}: {type(e).__name__}: {e}", stacklevel=2)
             return None

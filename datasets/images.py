@@ -14,6 +14,10 @@ import numpy as np
 from PIL import Image
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# What PIL raises for a file that is no image it can read: OSError covers UnidentifiedImageError and
+# "image file is truncated"; SyntaxError comes from some broken headers; DecompressionBombError (an
+# image over twice ``Image.MAX_IMAGE_PIXELS``) derives from none of them.
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class UnknownScaleError(ValueError):
@@ -35,12 +39,29 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def check_data(im: Image.Image) -> None:
+    """Read every byte of an opened image's data, so truncated or corrupt data raises here.
+
+    ``verify()`` checks a PNG's chunk CRCs to the end of the file but does not read a JPEG's data at
+    all, so a truncated JPEG passes it. A JPEG is decoded instead at the smallest scale libjpeg
+    offers (``draft``: 1/8 per side): the entropy-coded data is still read to its end, but most of
+    the decoding work (inverse DCT, upsampling, colour conversion) is skipped. ``im`` is unusable
+    afterwards; open the file again to read the pixels.
+    """
+    if im.format == "JPEG":
+        im.draft(im.mode, (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+        im.load()
+    else:
+        im.verify()
+
+
 def check_segmentation_split(pairs, read_mask, evaluated, error: type[Exception], split: str):
     """Every ``(image, mask)`` pair of a segmentation split, checked when the dataset is opened, before
     any training: ``(indices kept, image files skipped)``.
 
-    An image that cannot be opened or verified is skipped (named in a warning, counted once as a
-    file). A mask is read in full: ``read_mask(path)`` raises ``error`` on values that are no label;
+    An image that cannot be opened or whose data is broken (:func:`check_data`: a truncated JPEG
+    too) is skipped (named in a warning, counted once as a file). A mask is read in full:
+    ``read_mask(path)`` raises ``error`` on values that are no label;
     a mask whose size differs from its image's is ``error``, and so is a split with no readable
     image or with no pixel that ``evaluated(mask)`` counts (every pixel ignored: nothing to learn or
     score). The problem is one line naming the file and the rule.
@@ -54,7 +75,7 @@ def check_segmentation_split(pairs, read_mask, evaluated, error: type[Exception]
         try:
             with Image.open(image) as im:
                 size = im.size
-                im.verify()   # reads the whole file: truncated or corrupt data shows here
+                check_data(im)
         except Exception as e:  # PIL raises many types for broken files
             warnings.warn(f"{image}: unreadable image skipped ({type(e).__name__}: {e})", stacklevel=2)
             skipped.append(str(image))

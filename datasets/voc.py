@@ -137,20 +137,29 @@ def load_annotations(year_dir_: str | os.PathLike, split: str) -> dict[str, VOCA
 
 class SkipUnreadable:
     """``dataset[i]`` -> ``(image, target)`` of the first readable image from ``i`` on (wrapping
-    around), transformed by ``self.transforms`` if set. An unreadable image is skipped and counted
-    in ``self.skipped``; ``self.no_image_error()`` is raised when no image can be read. The
-    detection datasets provide ``image_path(i)``, ``target(i)``, ``skipped`` and ``transforms``."""
+    around), transformed by ``self.transforms`` if set: for training, where another image is as good.
+    An unreadable image is skipped and counted in ``self.skipped``; ``self.no_image_error()`` is
+    raised when no image can be read. ``dataset.read(i)`` is image ``i`` itself or None, for
+    evaluation, where an image's detections must be its own. The detection datasets provide
+    ``image_path(i)``, ``target(i)``, ``skipped`` and ``transforms``."""
 
     def __getitem__(self, index: int):
         for offset in range(len(self)):
-            i = (index + offset) % len(self)
-            image = read_rgb(self.image_path(i), self.skipped)
-            if image is not None:
-                target = self.target(i)
-                if self.transforms is not None:
-                    image, target = self.transforms(image, target)
-                return image, target
+            item = self.read((index + offset) % len(self))
+            if item is not None:
+                return item
         raise self.no_image_error()
+
+    def read(self, index: int):
+        """``(image, target)`` of image ``index``, transformed; None (counted in ``self.skipped``) if
+        it cannot be read."""
+        image = read_rgb(self.image_path(index), self.skipped)
+        if image is None:
+            return None
+        target = self.target(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
 
 
 class VOCDetection(SkipUnreadable):
@@ -199,6 +208,7 @@ class VOCDetection(SkipUnreadable):
         from PIL import Image
 
         from mocobench.core.io import progress
+        from mocobench.datasets.images import UNREADABLE
 
         kept = []
         for index in progress(range(len(self.items)), total=len(self.items), desc="check images", unit="img"):
@@ -207,7 +217,7 @@ class VOCDetection(SkipUnreadable):
             try:
                 with Image.open(path) as im:
                     size = im.size
-            except (OSError, ValueError) as e:   # PIL.UnidentifiedImageError is an OSError
+            except UNREADABLE as e:
                 _skip(path, e, self.skipped)
                 continue
             if size != (ann.width, ann.height):
@@ -246,14 +256,14 @@ def read_rgb(path: Path, skipped: list[str] | None = None):
     """3 x H x W float tensor in [0, 1] (RGB), or None (path appended to ``skipped``) if unreadable."""
     import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    from mocobench.datasets.images import to_rgb
+    from mocobench.datasets.images import UNREADABLE, to_rgb
 
     try:
         with Image.open(path) as im:
             arr = np.asarray(to_rgb(im), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+    except UNREADABLE as e:
         if skipped is None:
             raise VOCFormatError(f"{path}: unreadable image ({e})") from None
         _skip(path, e, skipped)

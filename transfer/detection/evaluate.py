@@ -19,6 +19,12 @@ def predict(model: nn.Module, dataset, protocol, device: torch.device, desc: str
 
     Distributed evaluation as detectron2's evaluators: each rank predicts its shard
     (``mocobench.core.dist.shard_indices``: every image once, no padding) and rank 0 gathers the pieces.
+
+    An image that cannot be read gets no detections, under its own id, and is named in
+    ``dataset.skipped`` on rank 0 (whichever rank met it). Its ground truth stays in the score, so
+    its objects count as missed: the official protocols score a fixed test set (the devkit reads
+    every id of the split, COCOeval every image of the annotation file), and a smaller one would
+    give numbers that cannot be set beside anyone else's.
     """
     rank, world = dist.rank(), dist.world_size()
     model.eval()
@@ -29,9 +35,14 @@ def predict(model: nn.Module, dataset, protocol, device: torch.device, desc: str
     try:
         for i in progress(dist.shard_indices(len(dataset), rank, world), desc=desc, unit="img",
                           disable=None if rank == 0 else True):
-            image, _ = dataset[i]
+            # NOTE: never dataset[i], which moves on to the next readable image: its detections
+            # would be scored as image i's
+            item = dataset.read(i)
+            if item is None:
+                mine[i] = None
+                continue
             with precision.evaluation_autocast(device, protocol.bf16):
-                pred = model([image.to(device)])[0]
+                pred = model([item[0].to(device)])[0]
             mine[i] = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in pred.items()}
     finally:
         transform.min_size, transform.max_size = saved
@@ -41,7 +52,22 @@ def predict(model: nn.Module, dataset, protocol, device: torch.device, desc: str
     merged = {i: pred for part in parts for i, pred in part.items()}
     if sorted(merged) != list(range(len(dataset))):
         raise RuntimeError(f"gathered predictions for {len(merged)} of {len(dataset)} images")
-    return [merged[i] for i in range(len(dataset))]
+    unreadable = [i for i in range(len(dataset)) if merged[i] is None]
+    for i in unreadable:
+        path = str(dataset.image_path(i))
+        if path not in dataset.skipped:  # met on another rank
+            dataset.skipped.append(path)
+    if unreadable:
+        import warnings
+
+        warnings.warn(f"{len(unreadable)} test images unreadable, scored with no detections (their objects count "
+                      f"as missed): {', '.join(str(dataset.image_path(i)) for i in unreadable[:5])}", stacklevel=2)
+    return [merged[i] if merged[i] is not None else no_detections() for i in range(len(dataset))]
+
+
+def no_detections() -> dict:
+    """A detector output with no detection (what an unreadable test image is scored with)."""
+    return {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
 
 
 def score_voc(predictions: list[dict], test_set, det_dir: Path, year: int = 2007) -> dict:
@@ -80,7 +106,8 @@ COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def score_coco(results: list[dict], coco_gt, iou_types=("bbox", "segm")) -> dict[str, float]:
-    """COCOeval's AP, AP50, AP75, APs, APm, APl per IoU type, in percent (``bbox_AP``...)."""
+    """COCOeval's AP, AP50, AP75, APs, APm, APl per IoU type, in percent (``bbox_AP``...); NaN where
+    COCOeval has no figure (an area range without ground truth), with detections or without."""
     import contextlib
     import io
 
@@ -88,11 +115,10 @@ def score_coco(results: list[dict], coco_gt, iou_types=("bbox", "segm")) -> dict
 
     metrics = {}
     for iou_type in iou_types:
-        if not results:  # loadRes rejects an empty list; no detections score 0
-            metrics.update({f"{iou_type}_{n}": 0.0 for n in COCO_STAT_NAMES})
-            continue
         with contextlib.redirect_stdout(io.StringIO()):
-            dt = coco_gt.loadRes([dict(r) for r in results])
+            # loadRes rejects an empty list; an empty results index goes through COCOeval all the same,
+            # so no detections score 0 where there is ground truth and -1 (NaN below) where there is none
+            dt = coco_gt.loadRes([dict(r) for r in results]) if results else _empty_results(coco_gt)
             ev = COCOeval(coco_gt, dt, iou_type)
             ev.evaluate()
             ev.accumulate()
@@ -101,3 +127,14 @@ def score_coco(results: list[dict], coco_gt, iou_types=("bbox", "segm")) -> dict
         metrics.update({f"{iou_type}_{n}": (100.0 * float(v) if v >= 0 else float("nan"))
                         for n, v in zip(COCO_STAT_NAMES, ev.stats[:6])})
     return metrics
+
+
+def _empty_results(coco_gt):
+    """A pycocotools results index with no detection, over ``coco_gt``'s images and categories."""
+    from pycocotools.coco import COCO
+
+    dt = COCO()
+    dt.dataset = {"images": list(coco_gt.dataset["images"]), "categories": list(coco_gt.dataset["categories"]),
+                  "annotations": []}
+    dt.createIndex()
+    return dt

@@ -95,8 +95,9 @@ def run_seed(r, protocol, dataset: str, data_root, *, stop_at: int | None = None
               "dataset": dataset, "lr": summary["lr"], "bf16": summary["bf16"], "precise_bn_iters": bn_iters,
               **extra}
     # SyncBN and the images per GPU follow from the world size; the loss and the skipped images are
-    # what this run met
+    # what this run met. The test images that could not be read are counted apart: they are scored
+    # with no detections (their objects missed), so they lower the figures above.
     run = {**run_settings, **{k: summary[k] for k in ("world_size", "ims_per_gpu", "sync_bn")},
            "resumed_from_iteration": summary["start_iteration"], "final_loss": summary["final_loss"],
-           "skipped_images": len(train_set.skipped) + len(test_set.skipped)}
+           "skipped_train": len(train_set.skipped), "skipped_test": len(test_set.skipped)}
     return runner.Outcome(metrics=metrics, dataset=info, config=config, run=run)

@@ -7,10 +7,10 @@ The definition, for one class and one IoU threshold ``t``:
   ``iw = min(x2, gx2) - max(x1, gx1) + 1`` (no overlap when ``iw <= 0`` or ``ih <= 0``);
 - detections of the class over all images are taken in decreasing score order; each is matched
   to the ground-truth box of its image with the largest IoU (the first one on ties); if that IoU
-  is ``> t`` (strictly): a ``difficult`` ground truth makes the detection neither a true nor a
-  false positive; an unmatched ground truth makes it a true positive (and marks it matched); a
-  ground truth matched before makes it a false positive (duplicate). Otherwise it is a false
-  positive;
+  is ``>= t`` (the devkit's ``ovmax >= VOCopts.minoverlap``): a ``difficult`` ground truth makes
+  the detection neither a true nor a false positive; an unmatched ground truth makes it a true
+  positive (and marks it matched); a ground truth matched before makes it a false positive
+  (duplicate). Otherwise it is a false positive;
 - recall = cumulative TP / number of non-difficult ground truths; precision = cumulative TP /
   (cumulative TP + cumulative FP);
 - AP: the VOC2007 11-point interpolation (mean over ``r in {0, 0.1, ..., 1}`` of the maximum
@@ -21,6 +21,9 @@ The definition, for one class and one IoU threshold ``t``:
 tables, ``AP50`` and ``AP75`` (class-mean AP at ``t = 0.5``, ``0.75``) and ``AP`` (the mean over
 ``t = 0.50, 0.55, ..., 0.95``), in percent.
 
+NOTE: detectron2's ``voc_eval`` and py-faster-rcnn's, Python ports of the devkit, match when the IoU
+is ``> t`` (strictly); we follow the devkit. The two differ only for a detection whose IoU is
+exactly ``t``, which needs boxes whose ``+1`` areas give that ratio exactly.
 NOTE: ties in score are taken in input order (a stable sort), as MATLAB's ``sort`` in the devkit
 does; py-faster-rcnn's ``np.argsort(-confidence)`` is not stable, so its order among equal
 scores is unspecified. NOTE: a class with no non-difficult ground truth has no defined recall; the
@@ -97,7 +100,7 @@ def match_class(gt: dict[str, tuple[np.ndarray, np.ndarray]], image_ids: list[st
             continue
         ious = box_iou_voc(boxes[k], g)
         j = int(np.argmax(ious))  # first among equal IoUs, like MATLAB's max
-        if ious[j] > iou_threshold:
+        if ious[j] >= iou_threshold:  # the devkit's >=, not the Python ports' > (module NOTE)
             if difficult[j]:
                 continue  # neither TP nor FP
             if not used[image_id][j]:

@@ -154,9 +154,12 @@ def _write_train_ids(root: Path, split: str, out: Path) -> int:
     return len(samples)
 
 
-def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool) -> tuple[Path, dict, dict]:
-    """``(data_root, folders, split sizes)`` for the mmseg config; rank 0 (``main``) writes files."""
-    folders, sizes = {}, {}
+def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool) -> tuple[Path, dict, dict, dict]:
+    """``(data_root, folders, split sizes, unreadable images skipped)`` for the mmseg config; rank 0
+    (``main``) writes files. VOC's images are listed in an ``ann_file``, so an unreadable one is left
+    out of it and counted (``skipped_train``, ``skipped_val``), as our engine does; Cityscapes' are
+    read from whole folders, so an unreadable one is refused (``_write_train_ids``)."""
+    folders, sizes, skipped = {}, {}, {"skipped_train": 0, "skipped_val": 0}
     if dataset == "cityscapes":
         root = _cityscapes_root(data_root)
         for kind, split in (("train", protocol.train_split), ("val", protocol.val_split)):
@@ -165,7 +168,7 @@ def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool)
                 sizes[split] = _write_train_ids(root, split, out)
             folders[kind] = {"img_path": str(root / "leftImg8bit" / split), "seg_map_path": str(out),
                              "ann_file": ""}
-        return root, folders, sizes
+        return root, folders, sizes, skipped
     from mocobench.datasets.voc_seg import VOCSegmentation
 
     for kind, split in (("train", protocol.train_split), ("val", protocol.val_split)):
@@ -174,9 +177,10 @@ def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool)
         if main:
             atomic_write_text(ids_file, "\n".join(ds.ids) + "\n")
         sizes[split] = len(ds)
+        skipped[f"skipped_{kind}"] = len(ds.skipped)
         folders[kind] = {"img_path": str(ds.root / "JPEGImages"), "seg_map_path": str(ds.mask_dir),
                          "ann_file": str(ids_file)}
-    return ds.root, folders, sizes
+    return ds.root, folders, sizes, skipped
 
 
 # -- one seed --------------------------------------------------------------------------------------
@@ -257,7 +261,7 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
 
         ckpt_path = work / "backbone_mmseg.pth"
         converted = adapter.to_mmseg(backbone.net.state_dict(), {"arch": backbone.arch, **report.record_fields()})
-        root, folders, sizes = data_folders(dataset, data_root, protocol, work, info.main)
+        root, folders, sizes, skipped = data_folders(dataset, data_root, protocol, work, info.main)
         if info.main:
             atomic_torch_save(converted, ckpt_path)
             atomic_write_text(work / "mmseg_config.py", adapter.mmseg_config_text(
@@ -305,5 +309,5 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
         config={**protocol_fields, **{k: v for k, v in settings.items() if k not in run_names}, "dataset": dataset,
                 "mmseg_protocol": MMSEG_PROTOCOLS[(protocol.name, dataset)], "cfg_options": options},
         run={**run_settings, **{k: v for k, v in settings.items() if k in run_names}, "world_size": info.world,
-             "mmseg_versions": _versions(), "resumed_from_iteration": check.start_iter},
+             "mmseg_versions": _versions(), "resumed_from_iteration": check.start_iter, **skipped},
         beside={"mmseg_config": ("mmseg.py", cfg.pretty_text)})

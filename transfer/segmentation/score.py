@@ -23,6 +23,18 @@ from mocobench.core.io import progress
 from mocobench.transfer.segmentation.metrics import ConfusionMatrix
 
 
+class NothingToScoreError(ValueError):
+    """Ground truth with no evaluated pixel: every figure would be 0/0 (the message names the folder)."""
+
+
+def _scores(cm: ConfusionMatrix, classes, gt: str | os.PathLike, n_files: int) -> dict:
+    # every ground-truth pixel ignored: mIoU, mAcc and aAcc would be NaN, which is not JSON and no score
+    if int(cm.mat.sum()) == 0:
+        raise NothingToScoreError(f"{gt}: no pixel of an evaluated class in any of its {n_files} ground-truth "
+                                  "files (every pixel is ignored), so there is nothing to score")
+    return cm.scores(classes)
+
+
 def cityscapes_pred_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     """Label ids -> train ids with ignored label ids mapped to K (the void column), as int64."""
     out = cs.LABEL_ID_TO_TRAIN_ID[label_ids].astype(np.int64)
@@ -43,7 +55,8 @@ def score_cityscapes(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike,
                                      f"is {gt.shape[1]}x{gt.shape[0]}")
         cm.update(torch.from_numpy(cityscapes_pred_to_train_ids(pred)),
                   torch.from_numpy(cs.to_train_ids(gt)))
-    return {"dataset": "Cityscapes", "images": len(gt_files), "metrics": cm.scores(cs.CLASSES)}
+    return {"dataset": "Cityscapes", "images": len(gt_files),
+            "metrics": _scores(cm, cs.CLASSES, gt_dir, len(gt_files))}
 
 
 def score_voc(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, split_file: str | os.PathLike,
@@ -64,7 +77,7 @@ def score_voc(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, split_file
             raise voc_seg.VOCSegError(f"{p}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground "
                                       f"truth is {gt.shape[1]}x{gt.shape[0]}")
         cm.update(torch.from_numpy(pred), torch.from_numpy(gt))
-    return {"dataset": "VOC2012", "images": len(ids), "metrics": cm.scores(voc_seg.CLASSES)}
+    return {"dataset": "VOC2012", "images": len(ids), "metrics": _scores(cm, voc_seg.CLASSES, split_file, len(ids))}
 
 
 def write_cityscapes_prediction(path: str | os.PathLike, train_ids: np.ndarray) -> Path:

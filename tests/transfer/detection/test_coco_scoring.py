@@ -45,3 +45,28 @@ def test_one_dropped_instance_lowers_recall(labelme_dir):
     n_cats = 6
     assert m["bbox_AP"] == pytest.approx(100 * (5 + 84 / 101) / n_cats, abs=1e-6)
     assert score_coco([], ds.coco, ("bbox",))["bbox_AP"] == 0.0
+
+
+def test_area_ranges_without_ground_truth_are_nan_with_or_without_detections(tmp_path):
+    import json
+
+    from pycocotools.coco import COCO
+
+    # only small objects (area < 32^2): COCOeval has no figure (-1) for the medium and large ranges
+    anns = [{"id": i + 1, "image_id": 1, "category_id": 4, "bbox": [5 + 20 * i, 5, 10, 10], "area": 100.0,
+             "iscrowd": 0} for i in range(2)]
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 40}],
+                                "annotations": anns, "categories": [{"id": 4, "name": "cup"}]}))
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(path))
+    far_away = [{"image_id": 1, "category_id": 4, "bbox": [70.0, 25.0, 8.0, 8.0], "score": 0.9}]  # a false positive
+    one = score_coco(far_away, gt, ("bbox",))
+    none = score_coco([], gt, ("bbox",))
+    nan_keys = {k for k, v in one.items() if v != v}
+    assert nan_keys == {"bbox_APm", "bbox_APl"}
+    assert {k for k, v in none.items() if v != v} == nan_keys
+    assert {k: v for k, v in none.items() if k not in nan_keys} == {k: 0.0 for k in one if k not in nan_keys}

@@ -35,16 +35,26 @@ def test_perfect_detections_score_100_at_every_threshold():
 
 
 def test_plus_one_in_iou():
-    # Boxes 1..10 and 1..5 (x): with +1 widths are 10 and 5 -> IoU 0.5 exactly, not > 0.5.
-    # Without the +1 it would be 4/9 = 0.44; the devkit convention gives 0.5 and the strict
-    # comparison makes it a false positive at 0.5.
-    assert voc_eval.box_iou_voc(np.array([1., 1., 5., 10.]), np.array([[1., 1., 10., 10.]]))[0] == pytest.approx(0.5)
+    # Boxes 1..10 and 1..5 (x): with +1 widths are 10 and 5 -> IoU 0.5 exactly. Without the +1 it
+    # would be 4/9 = 0.44, a false positive at 0.5.
+    assert voc_eval.box_iou_voc(np.array([1., 1., 5., 10.]), np.array([[1., 1., 10., 10.]]))[0] == 0.5
     gt = {"a": ann(("cat", (1, 1, 10, 10), 0))}
-    r = evaluate_voc(gt, {"cat": [("a", 1.0, 1, 1, 5, 10)]}, use_07_metric=False)
-    assert ap50(r, "cat") == 0.0
     r = evaluate_voc(gt, {"cat": [("a", 1.0, 1, 1, 6, 10)]}, use_07_metric=False)  # IoU 0.6
     assert ap50(r, "cat") == pytest.approx(100)
     assert r["per_class"]["cat"]["AP75"] == 0.0
+
+
+def test_iou_equal_to_the_threshold_is_a_match_as_in_the_devkit():
+    # VOCevaldet.m: `if ovmax>=VOCopts.minoverlap` -> true positive. (detectron2's and py-faster-rcnn's
+    # Python ports write `ovmax > ovthresh`, which would make both of these false positives.)
+    gt = {"a": ann(("cat", (1, 1, 10, 10), 0))}     # +1 area 10 x 10 = 100
+    for use07 in (True, False):
+        half = evaluate_voc(gt, {"cat": [("a", 1.0, 1, 1, 5, 10)]}, use_07_metric=use07)  # 5 x 10: IoU 0.5
+        assert ap50(half, "cat") == pytest.approx(100)
+        assert half["per_class"]["cat"]["AP"] == pytest.approx(100 / 10)  # 0.50 only, not 0.55..0.95
+        three_q = evaluate_voc(gt, {"cat": [("a", 1.0, 1, 1, 7.5, 10)]}, use_07_metric=use07)  # 7.5 x 10: IoU 0.75
+        assert three_q["per_class"]["cat"]["AP75"] == pytest.approx(100)
+        assert three_q["per_class"]["cat"]["AP"] == pytest.approx(100 * 6 / 10)  # 0.50, 0.55, ..., 0.75
 
 
 def test_difficult_is_neither_tp_nor_fp():
@@ -143,7 +153,7 @@ def devkit_ap(gt_objs, dets, cls, thresh, use07):
                 ov = iw * ih / ua
                 if ov > ovmax:
                     ovmax, jmax = ov, j
-        if ovmax > thresh:
+        if ovmax >= thresh:  # VOCevaldet.m: ovmax>=VOCopts.minoverlap
             if not g["diff"][jmax]:
                 if not g["det"][jmax]:
                     tp.append(1); fp.append(0); g["det"][jmax] = True

@@ -58,7 +58,8 @@ def split_overrides(argv: Sequence[str]) -> dict[str, str]:
     """``--key=value`` and ``--key value`` tokens (what argparse did not know) as ``{key: text}``.
 
     Keys are returned as typed; :func:`parse_overrides` maps them to fields. A token that is not an
-    option, or an option without a value, is a ``ValueError`` naming it.
+    option, an option without a value, or a key given twice (``--lr=0.1 --lr=0.5``: which one was
+    meant?) is a ``ValueError`` naming it.
     """
     out, i = {}, 0
     while i < len(argv):
@@ -72,6 +73,8 @@ def split_overrides(argv: Sequence[str]) -> dict[str, str]:
             i += 1
         else:
             raise ValueError(f"{tok} needs a value (--key=value)")
+        if key in out:
+            raise ValueError(f"--{key} given twice ({out[key]!r} and {text!r}); give it once")
         out[key] = text
         i += 1
     return out
@@ -91,6 +94,39 @@ def field_name(cls, key: str, exclude: Iterable[str] = ()) -> str:
     if len(folded) == 1:
         return folded[0]
     raise ValueError(f"unknown option --{key} for {cls.__name__}; known: {', '.join(sorted(names))}")
+
+
+def given_fields(cls, overrides: Mapping[str, Any], exclude: Iterable[str] = ()) -> dict[str, str]:
+    """``{field: key as typed}`` of the overrides: what a command line set explicitly, by field name
+    (so ``--Milestones`` and ``--milestones`` are the same to every check). Two keys naming one field,
+    or an unknown key, is a ``ValueError``."""
+    out: dict[str, str] = {}
+    for key in overrides:
+        name = field_name(cls, key, exclude)
+        if name in out:
+            raise ValueError(f"--{key} given twice (as --{out[name]} too)")
+        out[name] = key
+    return out
+
+
+def refuse_repeated(argv: Sequence[str], parser) -> None:
+    """A named option of argparse ``parser`` given twice is a ``ValueError`` (argparse keeps the last
+    one silently, so ``--arch a --arch b`` would run b with no word about a)."""
+    import argparse
+
+    repeatable = (argparse._AppendAction, argparse._AppendConstAction, argparse._CountAction)
+    dests = {s: a.dest for a in parser._actions for s in a.option_strings if not isinstance(a, repeatable)}
+    seen: dict[str, str] = {}
+    for tok in argv:
+        if not tok.startswith("--"):
+            continue
+        opt = tok.split("=", 1)[0]
+        dest = dests.get(opt)
+        if dest is None:
+            continue
+        if dest in seen:
+            raise ValueError(f"{opt} given twice (as {seen[dest]} too); give it once")
+        seen[dest] = opt
 
 
 def parse_overrides(cls, overrides: Mapping[str, Any], exclude: Iterable[str] = ()) -> dict[str, Any]:

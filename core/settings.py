@@ -12,6 +12,9 @@ declares its fields with :func:`setting`::
   :func:`check_field`) or a whole config (:func:`check_config`). So ``--epochs -3`` can never
   produce a record of an untrained model labelled as trained. Floats are always checked for being
   finite.
+- ``choices``: a named-choice field (a schedule, an optimizer) lists its values; any other value is
+  a :class:`SettingError` naming the flag and the choices, at parse time like a range, so
+  ``--optimizer=foo`` never gets as far as building a model or writing a run folder.
 - ``run``: the field changes how a run is carried out (DataLoader workers, log and checkpoint
   intervals, the device), not what it computes. A pretraining resume may change it; a result
   record keeps it under ``run``, apart from the protocol (:func:`protocol_and_run`), so the leaderboard
@@ -27,7 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-RANGE, RUN = "mocobench.range", "mocobench.run"   # keys of a field's metadata
+RANGE, RUN, CHOICES = "mocobench.range", "mocobench.run", "mocobench.choices"   # keys of a field's metadata
 
 
 class SettingError(ValueError):
@@ -62,10 +65,11 @@ PERCENT = Range(0, 100)
 
 
 def setting(default: Any = dataclasses.MISSING, *, range: Range | None = None, run: bool = False,
+            choices: tuple[str, ...] | None = None,
             factory: Callable[[], Any] | Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with its range and run flag (``factory``: a default factory)."""
+    """A dataclass field with its range, its choices and run flag (``factory``: a default factory)."""
     return dataclasses.field(default=default, default_factory=factory,
-                             metadata={RANGE: range, RUN: run})
+                             metadata={RANGE: range, RUN: run, CHOICES: choices})
 
 
 def _field(cls_or_cfg: Any, name: str) -> dataclasses.Field:
@@ -79,6 +83,11 @@ def _field(cls_or_cfg: Any, name: str) -> dataclasses.Field:
 def range_of(cls_or_cfg: Any, name: str) -> Range | None:
     """The range field ``name`` of a config class (or instance) declares; None: any finite value."""
     return _field(cls_or_cfg, name).metadata.get(RANGE)
+
+
+def choices_of(cls_or_cfg: Any, name: str) -> tuple[str, ...] | None:
+    """The values field ``name`` may take (a named-choice field), or None: any value of its type."""
+    return _field(cls_or_cfg, name).metadata.get(CHOICES)
 
 
 def run_fields(cls_or_cfg: Any) -> frozenset[str]:
@@ -111,9 +120,12 @@ def protocol_changes(saved: dict, cfg: Any) -> dict[str, tuple]:
     return {k: (saved.get(k), v) for k, v in now.items() if _plain(saved.get(k)) != v}
 
 
-def check_value(value: Any, rng: Range | None, shown: str) -> Any:
-    """``value`` if ``rng`` allows it (tuples item by item; floats must be finite); a
-    :class:`SettingError` naming ``shown`` (the flag as the user typed it) otherwise."""
+def check_value(value: Any, rng: Range | None, shown: str, choices: tuple[str, ...] | None = None) -> Any:
+    """``value`` if ``rng`` allows it (tuples item by item; floats must be finite) and it is one of
+    ``choices`` (when given); a :class:`SettingError` naming ``shown`` (the flag as the user typed it)
+    otherwise."""
+    if choices is not None and value not in choices:
+        raise SettingError(f"{shown}={value}: must be one of {', '.join(choices)}")
     if isinstance(value, (tuple, list)):
         for v in value:
             check_value(v, rng, shown)
@@ -128,8 +140,9 @@ def check_value(value: Any, rng: Range | None, shown: str) -> Any:
 
 
 def check_field(cls_or_cfg: Any, name: str, value: Any, shown: str | None = None) -> Any:
-    """``value`` checked against field ``name``'s range (``shown`` defaults to ``--name``)."""
-    return check_value(value, range_of(cls_or_cfg, name), shown or f"--{name.replace('_', '-')}")
+    """``value`` checked against field ``name``'s range and choices (``shown`` defaults to ``--name``)."""
+    return check_value(value, range_of(cls_or_cfg, name), shown or f"--{name.replace('_', '-')}",
+                       choices_of(cls_or_cfg, name))
 
 
 def check_config(cfg: Any, source: str = "") -> Any:

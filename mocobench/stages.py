@@ -52,6 +52,27 @@ def matching_records(records: list[tuple[Path, dict]], ckpt: str, task: str, pro
             and _same_checkpoint(rec["checkpoint"], ckpt)]
 
 
+def _option_key(tok: str) -> str:
+    return tok[2:].split("=", 1)[0].replace("-", "_").lower()
+
+
+def with_extra(argv: list[str], extra: list[str]) -> list[str]:
+    """``argv`` and then ``extra`` (``--pretrain-arg``/``--eval-arg``), where an option ``extra`` names
+    replaces the stage's own (``--pretrain-arg=--epochs=1`` shortens a run whose mode says
+    ``--epochs=16``): the commands refuse an option given twice."""
+    named = {_option_key(t) for t in extra if t.startswith("--")}
+    kept, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok.startswith("--") and _option_key(tok) in named:
+            takes_value = "=" not in tok and i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            i += 2 if takes_value else 1
+            continue
+        kept.append(tok)
+        i += 1
+    return kept + list(extra)
+
+
 def _resolve(st: Stage, out: Path, mode: Mode, inputs: dict[str, str], output_present: bool,
              outputs: list[Path], done_why: str) -> None:
     """Fill in the stage's key and what resuming means for it."""
@@ -120,7 +141,8 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
             argv = ["pretrain", "--method", run.method, "--data", str(datasets.get("imagenet", "")),
                     "--out", str(run_dir), "--resume", "auto", *(("--preset", run.preset) if run.preset else ()),
                     *(("--arch", mode.arch) if mode.synth_scale else ()), *run.args,
-                    *((f"--seed={seed}",) if seed else ()), *precision, *args.pretrain_arg]
+                    *((f"--seed={seed}",) if seed else ())]
+            argv = with_extra(argv + list(precision), args.pretrain_arg)
             st = Stage(f"pretrain {run.name}", argv, logs / f"pretrain-{run.name}.log", distributed=True,
                        needs=["data synth"] if mode.synth_scale else [], output=str(backbone), cost=run.cost)
             _resolve(st, out, mode, upstream, backbone.exists(), [run_dir], f"{backbone} exists")
@@ -169,9 +191,9 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                     **{k: str(v) for k, v in datasets.items()}}
             absent = [a[1:-1] for a in ev.argv if a.startswith("{") and a[1:-1] not in fill]
             for ev_seed in ((seed,) if seed else ev.seeds):
-                argv = ["eval", ev.argv[0], "--checkpoint", ckpt, "--results", str(out / "results"),
-                        *[a.format_map(fill) if "{" in a and a[1:-1] not in absent else a for a in ev.argv[1:]],
-                        *(("--preflight", preflights[ckpt]) if ckpt in preflights else ()), *args.eval_arg]
+                argv = with_extra(["eval", ev.argv[0], "--checkpoint", ckpt, "--results", str(out / "results"),
+                                   *[a.format_map(fill) if "{" in a and a[1:-1] not in absent else a for a in ev.argv[1:]],
+                                   *(("--preflight", preflights[ckpt]) if ckpt in preflights else ())], args.eval_arg)
                 if ev_seed:
                     argv += ["--seed", str(ev_seed)]
                 st = Stage(f"eval {ev.label} {short}" + (f" seed {ev_seed}" if ev_seed else ""), argv,

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from mocobench.core.settings import arg, range_of
-from mocobench.core.overrides import apply_overrides, split_overrides
+from mocobench.core.overrides import given_fields, parse_overrides, refuse_repeated, split_overrides
 from mocobench.core.schedules import keep_shape
-from mocobench.pretrain.config import PRESETS, PretrainConfig, resolve_preset
+from mocobench.pretrain.config import PRESETS, PretrainConfig, check_resolved, resolve_preset
 from mocobench.pretrain.fast_paths import check_compile
 from mocobench.pretrain.methods import METHODS
 
@@ -32,39 +33,49 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory: checkpoints, log.jsonl, config.json, backbone.pth")
     p.add_argument("--arch", help="torchvision name (resnet50, resnet18, ...) or timm:<name>")
     p.add_argument("--preset", help="paper or CPU preset (default: the method's 200/400-epoch paper preset)")
-    p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
+    p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path; "
+                   "without it, an --out that holds checkpoints is refused")
     labels = p.add_mutually_exclusive_group()
     labels.add_argument("--label-fraction", type=arg(range_of(PretrainConfig, "label_fraction"), float),
                         help="UniMoCo: labeled fraction in [0, 1]")
-    labels.add_argument("--supervised-list", help="UniMoCo: file of labeled image names")
+    labels.add_argument("--supervised-list", help="UniMoCo: file of labeled image names (the run records "
+                        "the fraction it labels as label_fraction)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--allow-config-change", action="store_true",
-                   help="resume even though settings differ from the checkpoint's (both are recorded in "
+                   help="resume even though settings or data differ from the checkpoint's (both are recorded in "
                         "config.json and log.jsonl); without it such a resume is refused")
     return p
 
 
 def resolve(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
     """The named options, and the config: the preset with every other ``--key=value`` (or
-    ``--key value``) applied to its fields."""
-    args, rest = parser().parse_known_args(argv)
+    ``--key value``) applied to its fields.
+
+    Every check goes by field name, as the override parser resolves it (``--Milestones`` is
+    ``milestones``); an option given twice, in any spelling, is refused, and so is a field the run
+    would not use (``pretrain.config.check_resolved``)."""
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    refuse_repeated(argv, p)
     overrides = split_overrides(rest)
-    cfg = resolve_preset(args.preset, args.method)
-    if args.arch:
-        overrides.setdefault("arch", args.arch)
-    if args.label_fraction is not None:
-        overrides["label_fraction"] = str(args.label_fraction)
-    if args.supervised_list:
-        overrides["supervised_list"] = args.supervised_list
-    preset = cfg
-    cfg = apply_overrides(cfg, overrides)
-    if cfg.epochs != preset.epochs and "milestones" not in overrides:
+    given = given_fields(PretrainConfig, overrides)   # {field: key as typed}
+    if "method" in given:
+        # the method picks the preset and the model; an override would leave both of the other one
+        raise ValueError(f"--{given['method']}: the method is chosen with --method only")
+    for name, flag, value in (("arch", "arch", args.arch), ("label_fraction", "label-fraction", args.label_fraction),
+                              ("supervised_list", "supervised-list", args.supervised_list)):
+        if value is None:
+            continue
+        if name in given:
+            raise ValueError(f"--{flag} given twice (as --{given[name]} too); give it once")
+        overrides[flag], given[name] = str(value), flag
+    preset = resolve_preset(args.preset, args.method)
+    cfg = replace(preset, **parse_overrides(PretrainConfig, overrides))
+    if cfg.epochs != preset.epochs and "milestones" not in given:
         # a shortened run keeps its schedule's shape (mocobench.core.schedules.keep_shape)
         cfg = replace(cfg, milestones=keep_shape(preset.milestones, preset.epochs, cfg.epochs))
     check_compile(cfg.compile)
-    if (cfg.label_fraction or cfg.supervised_list) and cfg.method != "unimoco":
-        raise ValueError("--label-fraction / --supervised-list only apply to --method unimoco")
-    return args, cfg
+    return args, check_resolved(cfg, given)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     from mocobench.pretrain.preempt import EXIT_PREEMPTED, Preempted
-    from mocobench.pretrain.train import train
+    from mocobench.pretrain.train import refuse_used_run_dir, train
+
+    if not args.resume:
+        try:   # a usage error, before anything is written
+            refuse_used_run_dir(Path(args.out))
+        except ValueError as e:
+            print(f"mocobench pretrain: {e}", file=sys.stderr)
+            return 2
 
     try:
         path = train(cfg, args.data, args.out, resume=args.resume, allow_config_change=args.allow_config_change)

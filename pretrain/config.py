@@ -1,7 +1,9 @@
 """The pretraining configuration: one frozen dataclass, presets as plain values, ``--key=value``.
 
-Every field is used by the training loop or by the method the config names; fields of other methods
-are ignored (and recorded as they are, so a checkpoint says exactly what ran). The resolved config
+Every field is used by the training loop or by the method the config names. A field that the run
+would not use (another method's, ``momentum`` with AdamW, ``milestones`` of a cosine schedule) keeps
+its preset value, and giving it on the command line is refused (:func:`check_resolved`), so a
+recorded value never looks as if it had shaped the run. The resolved config
 is stored in every checkpoint, in ``RUN_DIR/config.json`` and in the exported backbone's metadata.
 ``--key=value`` overrides go through ``mocobench.core.overrides.apply_overrides`` (``pretrain/cli.py``).
 
@@ -19,6 +21,16 @@ from mocobench.core.registry import Registry
 from mocobench.core.schedules import Schedule
 from mocobench.core.settings import (AT_LEAST_0, AT_LEAST_1, OPEN_UNIT_BOTTOM, POSITIVE, UNIT, UNIT_OPEN_TOP,
                                      setting)
+from mocobench.pretrain.fast_paths import COMPILE
+
+
+# the values of the named-choice fields (checked at parse time, core.settings)
+AUGMENTATIONS = ("moco_v1", "moco_v2", "smog")
+OPTIMIZERS = ("sgd", "lars", "adamw")
+SCHEDULES = ("step", "cosine")
+PRECISIONS = ("bf16", "fp32")
+COMPILE_SCOPES = COMPILE   # pretrain.fast_paths
+INPUT_PIPELINES = ("pil", "device")
 
 
 @dataclass(frozen=True)
@@ -50,29 +62,29 @@ class PretrainConfig:
     local_crops: int = setting(0, range=AT_LEAST_0)  # multi-crop: number of small crops
     local_size: int = setting(96, range=AT_LEAST_1)  # side of the small crops
     # -- augmentation
-    augmentation: str = "moco_v2"  # moco_v1 | moco_v2 | smog
+    augmentation: str = setting("moco_v2", choices=AUGMENTATIONS)
     crop_min_scale: float = setting(0.2, range=OPEN_UNIT_BOTTOM)
     # -- optimisation (lr is for the global batch_size, as in the papers)
     epochs: int = setting(200, range=AT_LEAST_1)
     batch_size: int = setting(256, range=AT_LEAST_1)  # global batch, split over the processes
-    optimizer: str = "sgd"  # sgd | lars | adamw (adamw: no weight decay on norms, biases, position
+    optimizer: str = setting("sgd", choices=OPTIMIZERS)  # (adamw: no weight decay on norms, biases, position
     #   embeddings, class/register tokens, Swin's relative position tables; pretrain.train.build_optimizer)
     lr: float = setting(0.03, range=POSITIVE)
     momentum: float = setting(0.9, range=UNIT_OPEN_TOP)
     weight_decay: float = setting(1e-4, range=AT_LEAST_0)
-    schedule: str = "cosine"  # step | cosine
+    schedule: str = setting("cosine", choices=SCHEDULES)
     milestones: tuple[int, ...] = setting((120, 160), range=AT_LEAST_0)  # step schedule: ×0.1 at these epochs
     warmup_epochs: float = setting(0.0, range=AT_LEAST_0)
     # -- runtime
     seed: int = setting(0, range=AT_LEAST_0)
     workers: int = setting(8, range=AT_LEAST_0, run=True)  # DataLoader workers per process
     device: str = setting("", run=True)  # "" = cuda if available else cpu
-    precision: str = "bf16"  # bf16 (autocast) | fp32; on any device (pretrain.fast_paths)
+    precision: str = setting("bf16", choices=PRECISIONS)  # bf16: autocast; on any device (pretrain.fast_paths)
     channels_last: bool = True  # NHWC weights and views, on any device
     # torch.compile (inductor; GPU, or CPU with a C compiler): off | modules (each top-level sub-module)
     #   | step (the whole training step: pretrain.fast_paths.TrainStep)
-    compile: str = setting("off", run=True)
-    input_pipeline: str = "pil"  # pil: decode + PIL augmentations in DataLoader workers | device: workers
+    compile: str = setting("off", run=True, choices=COMPILE_SCOPES)
+    input_pipeline: str = setting("pil", choices=INPUT_PIPELINES)  # pil: decode + PIL augmentations in DataLoader workers | device: workers
     #   read bytes, decode_jpeg + tensor-op augmentations on the training device (pretrain.gpu_augment)
     sync_bn: bool = False  # SyncBatchNorm in the online branch under DDP
     max_steps_per_epoch: int = setting(0, range=AT_LEAST_0)  # 0 = the whole epoch (short runs and tests)
@@ -212,3 +224,61 @@ def from_dict(d: dict) -> PretrainConfig:
     if isinstance(d.get("compile"), bool):   # written before compile had scopes: true compiled the modules
         d["compile"] = "modules" if d["compile"] else "off"
     return PretrainConfig(**d)
+
+
+# -- which fields a run uses ---------------------------------------------------------------------
+MOCO_FIELDS = ("K", "T", "mlp", "shuffle_bn_groups")   # the queue, its temperature, the head, shuffle BN
+LABEL_FIELDS = ("label_fraction", "supervised_list")
+SMOG_FIELDS = ("n_groups", "beta", "tau", "hidden_dim", "reset_every", "bank_size", "kmeans_iters")
+MULTI_CROP_FIELDS = ("local_crops", "local_size")
+
+
+def unused_fields(cfg: PretrainConfig) -> dict[str, str]:
+    """``{field: why the run does not use it}``: what this config's method, optimizer, schedule and
+    augmentation leave aside (their preset values stay in the record, as every field does)."""
+    out = {}
+    if cfg.method == "smog":
+        out.update({f: "--method smog (SMoG has groups, not a queue: --n_groups, --tau, --bank_size)"
+                    for f in MOCO_FIELDS})
+    else:
+        out.update({f: f"--method {cfg.method} (a SMoG setting)" for f in SMOG_FIELDS})
+    if cfg.method != "unimoco":
+        out.update({f: f"--method {cfg.method} (only --method unimoco uses labels)" for f in LABEL_FIELDS})
+    if cfg.method != "smog" or cfg.augmentation != "smog":
+        out.update({f: f"--method {cfg.method} --augmentation={cfg.augmentation} (multi-crop is SMoG's, "
+                       "with --augmentation=smog)" for f in MULTI_CROP_FIELDS})
+    elif cfg.local_crops == 0:
+        out["local_size"] = "--local_crops=0 (no small crops)"
+    if cfg.optimizer == "adamw":
+        out["momentum"] = "--optimizer=adamw (AdamW's betas are 0.9/0.999)"
+    if cfg.schedule != "step":
+        out["milestones"] = f"--schedule={cfg.schedule} (only a step schedule has milestones)"
+    return out
+
+
+def check_resolved(cfg: PretrainConfig, given: dict[str, str]) -> PretrainConfig:
+    """``cfg`` if it can run as it says; a ``ValueError`` naming the option otherwise. ``given``:
+    ``{field: key as typed}`` (``label-fraction``) of what the command line set (a preset's values are not refused
+    for being unused, a value given for nothing is)."""
+    unused = unused_fields(cfg)
+    for name, key in given.items():
+        if name in unused:
+            raise ValueError(f"--{key} does not apply to {unused[name]}")
+    if cfg.supervised_list and "label_fraction" in given:
+        raise ValueError(f"--{given['label_fraction']} and --supervised-list: the list names the labeled images; "
+                         "give one of them (the run records the fraction the list labels)")
+    if "milestones" in given:
+        late = [m for m in cfg.milestones if m >= cfg.epochs]
+        if late:
+            raise ValueError(f"--{given['milestones']}={','.join(map(str, cfg.milestones))}: a run of "
+                             f"{cfg.epochs} epochs never reaches epoch {late[0]}")
+    if cfg.method == "smog":
+        # the k-means of a reset (pretrain.smog.SMoG.reset) needs n_groups features in the bank
+        if cfg.bank_size < cfg.n_groups:
+            raise ValueError(f"bank_size={cfg.bank_size} is smaller than n_groups={cfg.n_groups}: SMoG's "
+                             "k-means reset needs at least one bank feature per group")
+        if 2 * cfg.batch_size * cfg.reset_every < cfg.n_groups:
+            raise ValueError(f"reset_every={cfg.reset_every} steps of batch_size={cfg.batch_size} put "
+                             f"{2 * cfg.batch_size * cfg.reset_every} features into the bank before the first "
+                             f"reset, fewer than n_groups={cfg.n_groups}: the k-means reset needs one per group")
+    return cfg

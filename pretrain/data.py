@@ -10,6 +10,7 @@ Exact resume rests on two rules:
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
@@ -132,11 +133,23 @@ def labeled_mask(cfg, folder: ImageFolder, run_dir: Path, is_main: bool) -> tupl
     labels = [label if path in chosen else -1 for path, label in folder.samples]
     # which list ran: the given file's sha256 (UniMoCo's official label_info lists can be checked
     # against it), or that of the drawn list as written to RUN_DIR/supervised_list.txt
-    import hashlib
-
     from mocobench.core.io import sha256_file
 
     digest = (sha256_file(cfg.supervised_list) if cfg.supervised_list
               else hashlib.sha256("".join(f"{n}\n" for n in names).encode()).hexdigest())
     return labels, {"labeled": len(chosen), "source": source, "sha256": digest,
                     "drawn": not cfg.supervised_list}
+
+
+def identity(folder: ImageFolder, label_info: dict) -> dict:
+    """What a run trains on, stored in every checkpoint and compared on resume
+    (``pretrain.train``): the train folder (resolved), its image count, the sha256 of its
+    ``class/file`` list in sample order (which is the order the sampler permutes), and the sha256 of
+    UniMoCo's labeled list (None without labels). NOTE: file contents are not hashed (reading
+    ImageNet for it would take longer than many epochs); another folder is told by its root."""
+    root = Path(folder.root).resolve()
+    files = hashlib.sha256()
+    for path, label in folder.samples:
+        files.update(f"{folder.classes[label]}/{Path(path).name}\n".encode())
+    return {"root": str(root), "images": len(folder), "files_sha256": files.hexdigest(),
+            "labels_sha256": label_info.get("sha256")}

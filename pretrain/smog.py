@@ -131,7 +131,9 @@ class SMoG(nn.Module):
     # -- no-grad state updates --
     @torch.no_grad()
     def reset(self) -> None:
-        """G ← k-means(bank) and momentum branch ← online branch (parameters and BN buffers)."""
+        """G ← k-means(bank) and momentum branch ← online branch (parameters and BN buffers). With
+        fewer than C features in the bank the groups are kept: the command line refuses such a config
+        (``pretrain.config.check_resolved``); a config built in code (a throughput benchmark) may not."""
         bank = self.bank.filled("features")
         if bank.shape[0] >= self.groups.shape[0]:
             self.groups.copy_(spherical_kmeans(bank, self.groups.shape[0], self.kmeans_iters,

@@ -19,6 +19,7 @@ import json
 import random
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -100,6 +101,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def refuse_used_run_dir(run_dir: Path) -> None:
+    """A new run (no ``--resume``) into a folder that holds checkpoints is refused: checkpoints are
+    pruned by name, so the old run's later steps would outlive the new run's own, and ``--resume
+    auto`` would then continue the old run."""
+    found = latest_checkpoint(Path(run_dir))
+    if found is not None:
+        raise ValueError(f"--out {run_dir} holds another run's checkpoints ({found}); continue that run with "
+                         "--resume auto, or give a new --out")
+
+
 def read_training_state(path: Path, offer_previous: bool) -> dict:
     """A pretraining checkpoint, read safely; a corrupt latest one names the previous good one."""
     try:
@@ -133,11 +144,10 @@ def export_backbone(cfg: PretrainConfig, model: nn.Module, path: Path, step: int
     return save_backbone(path, backbone, meta)
 
 
-def label_fraction_of(cfg: PretrainConfig) -> float | None:
+def label_fraction_of(cfg: PretrainConfig) -> float:
+    """With a supervised list, ``train`` has set ``label_fraction`` to the fraction the list labels."""
     if cfg.method != "unimoco":
         return 0.0
-    if cfg.supervised_list:
-        return None  # given by the list; the run's log says how many images it names
     return float(cfg.label_fraction)
 
 
@@ -147,6 +157,8 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
           allow_config_change: bool = False) -> Path:
     """Pretrain; returns the path of the exported backbone (``RUN_DIR/backbone.pth``)."""
     fast_paths.check_compile(cfg.compile)   # before anything is started or written
+    if not resume:
+        refuse_used_run_dir(Path(run_dir))
     # ---- setup: processes, device, determinism
     place, dev = dist.setup(cfg.device or None)  # torchrun: process group, this process's GPU
     rank, world, main = place.rank, place.world, place.main
@@ -170,6 +182,10 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     folder = data.ImageFolder(data.train_root(data_dir))
     labels, label_info = (data.labeled_mask(cfg, folder, run_dir, main) if method.uses_labels
                           else ([-1] * len(folder), {"labeled": 0, "source": "none"}))
+    if method.uses_labels and cfg.supervised_list:
+        # the config states the fraction that ran: what the list labels of this folder
+        cfg = replace(cfg, label_fraction=round(label_info["labeled"] / len(folder), 6))
+    data_id = data.identity(folder, label_info)   # into every checkpoint; a resume must match it
     # input_pipeline=device: workers read bytes, decode + augmentations run on `dev` (pretrain.gpu_augment)
     device_views = gpu_augment.device_views(cfg, device)
     dataset = (gpu_augment.RawImages(folder, labels) if device_views
@@ -209,6 +225,19 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
                              + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
                              + "; resume with the same settings, or pass --allow-config-change to train "
                                "on with the new ones (both are then recorded)")
+        saved_data = ckpt.get("data")
+        if saved_data is None:
+            if main:
+                print(f"{ckpt_file}: this checkpoint does not say which data it trained on (written before "
+                      "checkpoints did); resuming on --data without checking it")
+        elif saved_data != data_id:
+            differ = {k: (saved_data.get(k), v) for k, v in data_id.items() if saved_data.get(k) != v}
+            if not allow_config_change:
+                raise ValueError(f"{ckpt_file}: this run's data differ from the checkpoint's: "
+                                 + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in differ.items())
+                                 + "; resume on the same --data (and label list), or pass --allow-config-change "
+                                   "to train on with these data (both are then recorded)")
+            changed = {**changed, "data": (saved_data, data_id)}
         model.load_state_dict(ckpt["model"], strict=True)
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
@@ -228,7 +257,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
             record["changed_on_resume"] = history + [{"step": step, "from": {k: a for k, (a, _) in changed.items()}}]
         atomic_write_json(run_dir / "config.json", record)
         log(event="start", step=step, world_size=world, device=device, images=len(folder),
-                  labels=label_info, resumed_from=str(ckpt_file) if ckpt_file else None, config=cfg.to_dict(),
+                  data=data_id, labels=label_info, resumed_from=str(ckpt_file) if ckpt_file else None, config=cfg.to_dict(),
                   changed_on_resume={k: list(v) for k, v in changed.items()})
 
     net = model
@@ -258,7 +287,8 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         save_training_state(path, {"method": cfg.method, "arch": cfg.arch, "config": cfg.to_dict(), "step": step,
                                    "epoch": epoch, "batch_in_epoch": batch_in_epoch, "world_size": world,
                                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "rng": rng_state(), "skipped_images": total_skipped}, CKPT_VERSION)
+                                   "rng": rng_state(), "skipped_images": total_skipped, "data": data_id},
+                            CKPT_VERSION)
         for old in sorted((run_dir / "checkpoints").glob("step_*.pth"))[:-cfg.keep_checkpoints]:
             old.unlink()
         log(event="checkpoint", step=step, epoch=epoch, batch_in_epoch=batch_in_epoch, path=str(path))

@@ -74,3 +74,27 @@ def test_apply_overrides_converts_and_names_unknown_or_excluded_keys():
         apply_overrides(Paper(), {"name": "x"}, exclude=("name",))
     with pytest.raises(ValueError, match="given twice"):
         apply_overrides(Paper(), {"K": "1", "k": "2"})
+
+
+def test_a_key_given_twice_is_refused_whatever_the_spelling():
+    """Before, ``--lr=0.1 --lr=0.5`` ran 0.5 without a word (while ``--LR=0.5`` was refused)."""
+    with pytest.raises(ValueError, match=r"--lr given twice"):
+        split_overrides(["--lr=0.1", "--lr", "0.5"])
+    from mocobench.core.overrides import given_fields
+
+    assert given_fields(Cfg, {"LR": "1", "mask-on": "true"}) == {"lr": "LR", "mask_on": "mask-on"}
+    with pytest.raises(ValueError, match="given twice"):
+        given_fields(Cfg, {"lr": "1", "LR": "2"})
+
+
+def test_a_named_option_given_twice_is_refused():
+    import argparse
+
+    from mocobench.core.overrides import refuse_repeated
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--arch")
+    p.add_argument("--tag", action="append")
+    refuse_repeated(["--arch", "a", "--tag", "x", "--tag=y", "--lr=1", "--lr=2"], p)   # overrides: not argparse's
+    with pytest.raises(ValueError, match="--arch given twice"):
+        refuse_repeated(["--arch", "a", "--lr=1", "--arch=b"], p)

@@ -72,8 +72,9 @@ def test_every_protocol_shortens_by_the_one_rule():
     assert lin.milestones == keep_shape((60, 80), 100, 10)
     det = resolve_protocol("moco-voc-c4-24k", {"max_iter": "20000"})   # before: steps stayed 18000, 22000
     assert det.steps == keep_shape((18000, 22000), 24000, 20000) == (15000, 18333)
-    semi = C.SEMI_PRESETS["mmselfsup"]
-    sched = C.lr_schedule(semi, 7, stated_for=semi.epochs_10pct)       # 12, 16 of 20 -> 4.2, 5.6
+    semi = C.apply_overrides(C.SEMI_PRESETS["mmselfsup"], {"epochs": "7"})   # 12, 16 of 20 -> 4.2, 5.6
+    assert semi.milestones == (4, 6)    # resolved when the config is, so the record says what ran
+    sched = C.lr_schedule(semi, 7)
     assert sched.steps == (4, 6) and sched.lr(0.01, 4) == pytest.approx(0.001)
 
 

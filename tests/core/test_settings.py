@@ -129,3 +129,18 @@ def test_protocol_changes_ignore_run_settings_and_tuple_list_forms():
     assert settings.protocol_changes(saved, Cfg(lr=0.1, steps=(3, 6))) == {"lr": (0.03, 0.1),
                                                                             "steps": ([3, 5], [3, 6])}
     assert settings.protocol_changes({k: v for k, v in saved.items() if k != "K"}, Cfg()) == {"K": (None, 65536)}
+
+
+def test_a_named_choice_is_checked_where_the_value_comes_in():
+    """Before, ``--optimizer=foo`` passed ``--print-config`` and failed after the model was built."""
+
+    @dataclasses.dataclass(frozen=True)
+    class C:
+        schedule: str = setting("cosine", choices=("step", "cosine"))
+
+    assert apply_overrides(C(), {"schedule": "step"}).schedule == "step"
+    with pytest.raises(settings.SettingError, match=r"--Schedule=foo: must be one of step, cosine"):
+        apply_overrides(C(), {"Schedule": "foo"})
+    with pytest.raises(settings.SettingError, match="must be one of"):
+        settings.check_config(C(schedule="poly"))
+    assert settings.choices_of(C, "schedule") == ("step", "cosine")

@@ -370,7 +370,7 @@ def test_stale_outputs_are_moved_aside_before_the_stage_runs(tmp_path, monkeypat
     results.mkdir()
     old = {"schema_version": 1, "id": "old", "checkpoint": {"name": "random-timm-test_resnet",
            "path": "random:timm:test_resnet"}, "task": "knn", "protocol": "dino-knn", "engine": "torchvision",
-           "dataset": {}, "metrics": {"top1": 1.0}, "seed": 0, "config": {}, "env": {}, "wall_time_s": 1.0,
+           "dataset": {"name": "synth-small"}, "metrics": {"top1": 1.0}, "seed": 0, "config": {}, "env": {}, "wall_time_s": 1.0,
            "timestamp": "t"}
     (results / "old.json").write_text(json.dumps(old))
     monkeypatch.setattr(Launcher, "run", fake_run)

@@ -64,13 +64,19 @@ def build_parser(task: str) -> argparse.ArgumentParser:
 
 
 def resolve_config(task: str, args, overrides: dict[str, str]):
+    from mocobench.core.overrides import given_fields
+
     protocol, preset = P.get_preset(task, args.protocol)
     overrides = dict(overrides)
+    given = given_fields(type(preset), overrides)   # {field: key as typed}
     for name in ("img_size", "epochs", "workers"):
         value = getattr(args, name)
         if value is not None:
+            flag = f"--{name.replace('_', '-')}"
             if not hasattr(preset, name):
-                raise ValueError(f"--{name.replace('_', '-')} does not apply to the {protocol} protocol")
+                raise ValueError(f"{flag} does not apply to the {protocol} protocol")
+            if name in given:   # --img-size 64 --img_size=32: which one was meant?
+                raise ValueError(f"{flag} given twice (as --{given[name]} too); give it once")
             overrides[name] = str(value)
     return protocol, P.apply_overrides(preset, overrides)
 
@@ -85,7 +91,10 @@ def eval_main(task: str, argv: list[str]) -> int:
         from mocobench.core.overrides import split_overrides
         from mocobench.transfer.classification import data as D
 
+        from mocobench.core.overrides import refuse_repeated
+
         args, rest = parser.parse_known_args(argv)
+        refuse_repeated(argv, parser)
         protocol, cfg = resolve_config(task, args, split_overrides(rest))
         seeds = seeds_of(args)
         if args.threads:

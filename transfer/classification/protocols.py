@@ -16,10 +16,13 @@ import dataclasses
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mocobench.core.overrides import parse_overrides
+from mocobench.core.overrides import given_fields, parse_overrides
 from mocobench.core.registry import Registry
 from mocobench.core.schedules import Schedule, keep_shape
 from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT_OPEN_TOP, setting
+
+
+SCHEDULES = ("step", "cosine")   # the probes' learning-rate shapes (mocobench.core.schedules)
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,8 @@ class LinearConfig:
     lr_scale_by_batch: bool = False
     momentum: float = setting(0.9, range=UNIT_OPEN_TOP)
     weight_decay: float = setting(0.0, range=AT_LEAST_0)
-    schedule: str = "step"  # "step" (x0.1 at each milestone) | "cosine"
-    milestones: tuple[int, ...] = setting((60, 80), range=AT_LEAST_0)
+    schedule: str = setting("step", choices=SCHEDULES)  # step: x0.1 at each milestone
+    milestones: tuple[int, ...] = setting((60, 80), range=AT_LEAST_0)   # epochs of the run
     fc_init_std: float = setting(0.01, range=AT_LEAST_0)  # fc.weight ~ N(0, 0.01), fc.bias = 0
     img_size: int = setting(224, range=AT_LEAST_1)
     resize: int = setting(0, range=AT_LEAST_0)  # 0: round(img_size * 256 / 224)
@@ -86,7 +89,8 @@ class SemiConfig:
     momentum: float = setting(0.9, range=UNIT_OPEN_TOP)
     nesterov: bool = True
     weight_decay: float = setting(0.0, range=AT_LEAST_0)
-    schedule: str = "cosine"  # "cosine" | "step"
+    schedule: str = setting("cosine", choices=SCHEDULES)
+    # epochs of the run (of every subset's: the preset's lengths must agree when they are moved)
     milestones: tuple[int, ...] = setting((), range=AT_LEAST_0)
     holdout_fraction: float = setting(0.2, range=UNIT_OPEN_TOP)  # of the labelled subset, to choose the lr (never val)
     img_size: int = setting(224, range=AT_LEAST_1)
@@ -141,26 +145,72 @@ def to_dict(cfg) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+def run_lengths(cfg) -> tuple[int, ...]:
+    """The lengths in epochs of the runs ``cfg`` makes: its ``epochs``, or a semi preset's per-subset
+    ``epochs_1pct`` and ``epochs_10pct`` when ``epochs`` is 0."""
+    if getattr(cfg, "epochs_1pct", None) is not None and not cfg.epochs:
+        return tuple(sorted({cfg.epochs_1pct, cfg.epochs_10pct}))
+    return (cfg.epochs,)
+
+
 def apply_overrides(cfg, overrides: dict[str, str]):
-    """``cfg`` with ``--key=value`` overrides applied (``mocobench.core.overrides``' rules).
+    """``cfg`` with ``--key=value`` overrides applied (``mocobench.core.overrides``' rules), checked
+    (:func:`check`).
 
-    Changing ``epochs`` of a step-schedule preset moves its milestones to the same fraction of the
-    run (``keep_shape``, the rule of every protocol) unless the milestones are given too (``--epochs 10`` of the paper protocol steps at 6 and 8).
+    The milestones are epochs of the run, used as given and recorded as they run. Changing the length
+    of a step-schedule preset moves its milestones to the same fraction of the run (``keep_shape``,
+    the rule of every protocol) unless the milestones are given too (``--epochs 10`` of the paper
+    protocol steps at 6 and 8; of ``mmselfsup``, stated for 20 epochs, at 6 and 8). A schedule
+    changed to one without steps drops the preset's milestones.
     """
-    changes = parse_overrides(type(cfg), overrides)
-    if ("epochs" in changes and "milestones" not in changes and getattr(cfg, "milestones", ())
-            and getattr(cfg, "epochs", 0) > 0):
-        changes["milestones"] = keep_shape(cfg.milestones, cfg.epochs, changes["epochs"])
-    return replace(cfg, **changes)
+    given = given_fields(type(cfg), overrides)
+    new = replace(cfg, **parse_overrides(type(cfg), overrides))
+    if not hasattr(cfg, "milestones"):
+        return check(new, given)
+    if "milestones" not in given:
+        if new.schedule != "step":
+            new = replace(new, milestones=())
+        elif cfg.milestones and run_lengths(new) != run_lengths(cfg):
+            old, now = run_lengths(cfg), run_lengths(new)
+            if len(old) > 1 or len(now) > 1:   # one tuple of milestones cannot keep the shape of both
+                raise ValueError(f"the milestones {','.join(map(str, cfg.milestones))} are stated for runs of "
+                                 f"{' and '.join(map(str, old))} epochs; runs of {' and '.join(map(str, now))} "
+                                 "epochs need their own: give --epochs (both subsets) or --milestones")
+            new = replace(new, milestones=keep_shape(cfg.milestones, old[0], now[0]))
+    return check(new, given)
 
 
-def lr_schedule(cfg, epochs: int | None = None, stated_for: int | None = None) -> Schedule:
-    """The rate of a linear or semi-supervised probe by epoch. ``epochs``: the run's length when it
-    is not ``cfg.epochs``; ``stated_for``: the length ``cfg.milestones`` are stated for (a semi
-    preset's per-subset epochs), which they are moved from (``keep_shape``)."""
-    epochs = epochs or cfg.epochs
-    steps = keep_shape(cfg.milestones, stated_for, epochs) if stated_for else tuple(cfg.milestones)
-    return Schedule(cfg.schedule, epochs, steps=steps)
+def check(cfg, given: dict[str, str] | None = None):
+    """``cfg`` if it can run as it says; a ``ValueError`` naming the option otherwise (``given``:
+    ``{field: key as typed}`` of the command line's overrides)."""
+    given = given or {}
+
+    def flag(name: str) -> str:
+        return f"--{given.get(name, name.replace('_', '-'))}"
+
+    for grid in ("l2_grid", "lr_grid"):
+        if hasattr(cfg, grid) and not getattr(cfg, grid):
+            raise ValueError(f"{flag(grid)} is empty: give at least one value to train with")
+    grid = "l2_grid" if hasattr(cfg, "l2_grid") else "lr_grid" if hasattr(cfg, "lr_grid") else None
+    if grid and len(getattr(cfg, grid)) > 1 and not cfg.holdout_fraction:
+        raise ValueError(f"{flag('holdout_fraction')}=0: the {grid.replace('_grid', '')} of {flag(grid)} is chosen on "
+                         "held-out train images; give a fraction in (0, 1), or a single value")
+    if hasattr(cfg, "milestones") and "milestones" in given:
+        if cfg.schedule != "step":
+            raise ValueError(f"{flag('milestones')} does not apply to --schedule={cfg.schedule} (only a step "
+                             "schedule has milestones)")
+        length = min(run_lengths(cfg))
+        late = [m for m in cfg.milestones if m >= length]
+        if late:
+            raise ValueError(f"{flag('milestones')}={','.join(map(str, cfg.milestones))}: a run of {length} "
+                             f"epochs never reaches epoch {late[0]}")
+    return cfg
+
+
+def lr_schedule(cfg, epochs: int | None = None) -> Schedule:
+    """The rate of a linear or semi-supervised probe by epoch: ``cfg.milestones`` as they are, over a
+    run of ``epochs`` (default ``cfg.epochs``; a semi run's length for its subset)."""
+    return Schedule(cfg.schedule, epochs or cfg.epochs, steps=tuple(cfg.milestones))
 
 
 def get_preset(task: str, protocol: str | None):

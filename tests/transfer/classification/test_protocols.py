@@ -66,3 +66,46 @@ def test_cli_override_parsing_and_label_fraction():
     assert label_pct(Path("unimoco_10percent.txt"), 120, 1200) == 10  # by size
     with pytest.raises(ValueError, match="neither a 1 % nor a 10 % subset"):
         label_pct(Path("unimoco_30percent.txt"), 360, 1200)
+
+
+@pytest.mark.parametrize("overrides, milestones", [
+    ({"epochs": "10", "milestones": "5,7"}, (5, 7)),     # before: ran at 2, 4 (moved again), recorded 5, 7
+    ({"epochs": "10"}, (6, 8)),                          # before: ran at 6, 8, recorded 12, 16
+    ({"milestones": "5,7"}, (5, 7)),
+    ({"epochs_1pct": "10", "epochs_10pct": "10"}, (6, 8)),
+])
+def test_semi_steps_where_its_record_says(overrides, milestones):
+    from mocobench.transfer.classification.semi import epochs_for, lr_schedule
+
+    cfg = P.apply_overrides(P.SEMI_PRESETS["mmselfsup"], overrides)
+    assert cfg.milestones == milestones
+    for pct in (1, 10):
+        epochs = epochs_for(cfg, pct)
+        rates = [lr_schedule(cfg, epochs).lr(1.0, e) for e in range(epochs)]   # what fine_tune runs
+        steps = tuple(e for e in range(1, epochs) if rates[e] < rates[e - 1])
+        assert steps == milestones
+
+
+@pytest.mark.parametrize("task, protocol, overrides, words", [
+    ("semi", "mmselfsup", {"epochs_10pct": "10"}, ["12,16", "--milestones"]),   # before: 12, 16 of 10 epochs
+    ("semi", "mmselfsup", {"epochs": "10", "milestones": "5,12"}, ["--milestones=5,12", "10 epochs"]),
+    ("linear", "paper", {"schedule": "cosine", "milestones": "3"}, ["--milestones", "cosine"]),
+    ("linear", "paper", {"schedule": "foo"}, ["--schedule=foo"]),
+    ("linear", "fast", {"l2-grid": ""}, ["--l2-grid", "empty"]),
+    ("semi", "simclr", {"lr-grid": ""}, ["--lr-grid", "empty"]),
+    ("linear", "fast", {"holdout_fraction": "0"}, ["--holdout_fraction=0"]),
+    ("semi", "simclr", {"holdout-fraction": "0"}, ["--holdout-fraction=0"]),
+])
+def test_settings_that_cannot_run_as_recorded_are_refused(task, protocol, overrides, words):
+    _, preset = P.get_preset(task, protocol)
+    with pytest.raises(ValueError) as e:
+        P.apply_overrides(preset, overrides)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def test_a_cosine_schedule_records_no_milestones():
+    cfg = P.apply_overrides(P.LINEAR_PRESETS["paper"], {"schedule": "cosine"})
+    assert cfg.milestones == ()
+    one = P.apply_overrides(P.FAST_PRESETS["fast"], {"holdout_fraction": "0", "l2_grid": "0.1"})
+    assert one.holdout_fraction == 0   # one L2, nothing to choose: no held-out images needed

@@ -58,6 +58,76 @@ class BackboneSpec:
                    img_size=d.get("img_size"), extra=dict(d.get("extra") or {}))
 
 
+# The timm constructor arguments a spec may carry in ``extra["timm_kwargs"]``: sizes of the
+# architecture that its parameter shapes do not show (MoCo v3's ViT-S has 12 heads, formats.py) or
+# that shrink a model for tests (a Swin's width and depths). A spec is read from checkpoint files,
+# so nothing else is passed on: ``pretrained``, ``checkpoint_path``, ``pretrained_cfg_overlay``
+# and their kin would make timm fetch or read other files with its own loader.
+TIMM_KWARGS = ("num_heads", "embed_dim", "depth", "depths")
+
+
+def check_timm_kwargs(kwargs: object) -> dict:
+    """``kwargs`` as ``timm.create_model`` takes them (lists become tuples); ``ValueError`` naming
+    any argument outside :data:`TIMM_KWARGS` or a value that is not a positive integer (or a list
+    of them)."""
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"timm_kwargs must be a dict, not {type(kwargs).__name__}")
+    bad = sorted(str(k) for k in kwargs if k not in TIMM_KWARGS)
+    if bad:
+        raise ValueError(f"timm_kwargs {', '.join(bad)} not allowed: only the architecture's sizes "
+                         f"({', '.join(TIMM_KWARGS)}) are passed to timm, nothing that loads weights or files")
+    out = {}
+    for k, v in kwargs.items():
+        items = list(v) if isinstance(v, (list, tuple)) else [v]
+        if not items or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in items):
+            raise ValueError(f"timm_kwargs {k}={v!r}: expected a positive integer or a list of them")
+        out[k] = tuple(items) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+def spec_problem(d: dict) -> str | None:
+    """What is wrong with a spec read from a file (``BackboneSpec.to_dict``'s fields), or ``None``.
+
+    A file's spec decides what is built, so each field is checked for its type here rather than
+    failing deep inside torchvision or timm, and unknown fields are refused rather than ignored.
+    """
+    fields = ("arch", "cifar_stem", "dilation", "img_size", "extra")
+    unknown = sorted(str(k) for k in d if k not in fields)
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)} (a spec has {', '.join(fields)})"
+    arch = d.get("arch")
+    if not isinstance(arch, str):
+        return f"arch {arch!r} is not a string"
+    try:
+        family(arch)
+    except ValueError as e:
+        return str(e)
+    if is_timm(arch):
+        import timm
+
+        if not timm.is_model(arch[len("timm:"):]):
+            return f"arch {arch!r}: timm has no model of that name"
+    if not isinstance(d.get("cifar_stem", False), bool):
+        return f"cifar_stem {d['cifar_stem']!r} is not true or false"
+    dilation = d.get("dilation", [False] * 3)
+    if not (isinstance(dilation, (list, tuple)) and len(dilation) == 3 and all(isinstance(x, bool) for x in dilation)):
+        return f"dilation {dilation!r} is not three booleans (res3, res4, res5)"
+    img_size = d.get("img_size")
+    if img_size is not None and not (isinstance(img_size, int) and not isinstance(img_size, bool) and img_size > 0):
+        return f"img_size {img_size!r} is not a positive integer"
+    extra = d.get("extra") or {}
+    if not isinstance(extra, dict) or set(extra) - {"timm_kwargs"}:
+        return f"extra {extra!r}: only timm_kwargs may be there"
+    if "timm_kwargs" in extra:
+        if not is_timm(arch):
+            return f"extra timm_kwargs for {arch}, which is not a timm model"
+        try:
+            check_timm_kwargs(extra["timm_kwargs"])
+        except ValueError as e:
+            return str(e)
+    return None
+
+
 def is_timm(arch: str) -> bool:
     return arch.startswith("timm:")
 
@@ -98,7 +168,8 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
                 raise ValueError(f"{arch}: dilation {tuple(dilation)} is not an output stride timm can build "
                                  "(use (False, False, True) or (False, True, True))")
             kwargs["output_stride"] = strides[tuple(dilation)]
-        kwargs.update(timm_kwargs or {})
+        kwargs.update(check_timm_kwargs(timm_kwargs or {}))
+        kwargs["pretrained"] = False  # never downloaded, whatever a spec says (TIMM_KWARGS refuses it anyway)
         while True:
             try:
                 return timm.create_model(arch[len("timm:"):], **kwargs)
@@ -108,6 +179,8 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
                 # CNNs (timm ResNets, ConvNeXts...) take any input size and have no img_size argument
                 if "img_size" not in str(e) or kwargs.pop("img_size", None) is None:
                     raise
+    if timm_kwargs:
+        raise ValueError(f"timm_kwargs {sorted(timm_kwargs)} given for {arch}, which is not a timm model")
     import torchvision
 
     ctor = getattr(torchvision.models, arch)

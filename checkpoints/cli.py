@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from mocobench.checkpoints.errors import CheckpointError
+from mocobench.checkpoints.errors import CheckpointError, one_line
 
 
 def _human(n: int) -> str:
@@ -29,11 +29,24 @@ def inspect_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--all", action="store_true", help="list every key")
     args = parser.parse_args(argv)
-    from mocobench.checkpoints.load import annotate_zoo, inspect_checkpoint, load_backbone, resolve_name
+    from mocobench.checkpoints.load import annotate_zoo, describe, inspect_checkpoint, load_backbone, resolve_name
 
     try:
         if args.ckpt.startswith("random:"):
-            backbone, report = load_backbone(args.ckpt, arch=args.arch)
+            # a random initialisation has no file to read: its arch is in its name, it holds one
+            # branch and torchvision's convention, so these options would say nothing
+            given = [f"--{k.replace('_', '-')}" for k in ("arch", "branch", "input_convention") if getattr(args, k)]
+            if given:
+                print(f"mocobench inspect: {', '.join(given)} cannot be used with {args.ckpt}: a random "
+                      "initialisation's arch is in its name (random:ARCH[:SEED]) and it has no file to choose in",
+                      file=sys.stderr)
+                return 2
+            try:
+                describe(args.ckpt)  # the name's form and arch, before anything is built
+            except CheckpointError as e:
+                print(f"mocobench inspect: {one_line(e)}", file=sys.stderr)
+                return 2
+            backbone, report = load_backbone(args.ckpt)
             report.num_params = sum(p.numel() for p in backbone.net.parameters())
         else:
             # Everything load_backbone checks (format, mapping, strict keys and shapes), without
@@ -44,7 +57,7 @@ def inspect_main(argv: list[str] | None = None) -> int:
             if entry is not None:
                 annotate_zoo(report, entry)
     except CheckpointError as e:
-        print(f"mocobench inspect: {e}", file=sys.stderr)
+        print(f"mocobench inspect: {one_line(e)}", file=sys.stderr)
         return 1
     d = report.to_dict()
     if args.json:
@@ -112,6 +125,11 @@ def fetch_main(argv: list[str] | None = None) -> int:
             paper = f"paper row: {e.paper_row}" if e.paper_row else ""   # its numbers: mocobench leaderboard --rows reported
             print(f"{name:<28} {cached} {e.method:<13} {e.arch:<28} {e.epochs or '':>5}ep  {paper}")
         return 0 if args.list else 2
+    if args.url and len(args.names) != 1:
+        # one mirror URL is one file: saved under several names, all but one would hold the wrong weights
+        print(f"mocobench fetch: --url names one file, so give exactly one checkpoint name (got {len(args.names)}: "
+              f"{', '.join(args.names)})", file=sys.stderr)
+        return 2
     unknown = [n for n in args.names if n not in zoo]
     if unknown:
         print(f"mocobench fetch: unknown checkpoint(s) {', '.join(unknown)}; known: {', '.join(zoo)}",
@@ -122,6 +140,6 @@ def fetch_main(argv: list[str] | None = None) -> int:
         try:
             fetch(zoo[name], root=args.cache_dir, force=args.force, url=args.url)
         except CheckpointError as e:
-            print(f"mocobench fetch: {e}", file=sys.stderr)
+            print(f"mocobench fetch: {one_line(e)}", file=sys.stderr)
             status = 1
     return status

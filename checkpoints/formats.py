@@ -10,7 +10,8 @@ How a file is read (``checkpoints/load.py``):
    dropped, with a reason.
 3. ``keymaps.map_keys`` drops keys by the format's ``drop`` table (momentum encoder, queue,
    projection head, prototypes, ...), strips its wrapper prefix (``keep``), renames by its ordered
-   ``rules`` and drops classifier keys (``heads``).
+   ``rules`` and drops classifier keys (``heads``). A key that is neither dropped by a rule nor
+   under the prefix is refused, as are two keys that map to one name.
 4. The arch and build options come from the file when it states them (``spec``: our own files),
    else from ``arch_guess`` on the mapped keys and shapes; then every parameter and buffer must be
    there with its shape (``strict.py``).
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from mocobench.checkpoints import metadata as meta
-from mocobench.checkpoints.backbones import is_timm
+from mocobench.checkpoints.backbones import is_timm, spec_problem
 from mocobench.checkpoints.convention import detectron2_convention, torchvision_convention
 from mocobench.checkpoints.errors import CheckpointError
 from mocobench.checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, HEAD_PREFIXES, HEAD_REASON, Rules
@@ -122,6 +123,9 @@ def _own_spec(obj: dict, metadata: dict) -> dict:
     spec = obj.get("spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("arch"), str):
         raise CheckpointError(f"a {OWN_FORMAT} file without a valid spec")
+    problem = spec_problem(spec)
+    if problem:
+        raise CheckpointError(f"a {OWN_FORMAT} file whose spec is invalid: {problem}")
     return spec
 
 
@@ -134,8 +138,12 @@ def _safetensors_spec(obj: dict, metadata: dict) -> dict | None:
 def _pretrain_spec(obj: dict, metadata: dict) -> dict:
     """pretrain/train.py's run config says how the backbone was built."""
     config, arch = metadata.get("config") or {}, metadata.get("arch")
-    return {"arch": arch, "cifar_stem": bool(config.get("cifar_stem", False)),
-            "img_size": config.get("img_size") if arch and is_timm(arch) else None}
+    spec = {"arch": arch, "cifar_stem": config.get("cifar_stem", False),
+            "img_size": config.get("img_size") if isinstance(arch, str) and is_timm(arch) else None}
+    problem = spec_problem(spec) if arch is not None else None  # no arch: it is guessed from the keys
+    if problem:
+        raise CheckpointError(f"a {PRETRAIN_FORMAT} file whose run config is invalid: {problem}")
+    return spec
 
 
 def _caffe2_names(state: dict) -> str | None:
@@ -220,7 +228,10 @@ FORMATS: dict[str, Format] = {
               ("projector.", "projection head"), ("predictor.", "predictor MLP"),
               ("prototypes.", "prototypes"), ("classifier.", "online linear classifier"),
               ("momentum_classifier.", "online linear classifier (momentum)"),
-              ("queue", "queue (and its pointer)")),
+              ("queue", "queue (and its pointer)"),
+              # solo-learn's DINO: its projection head, the teacher's copy, the loss's center
+              ("head.", "DINO projection head"), ("momentum_head.", "momentum projection head"),
+              ("dino_loss_func.", "DINO loss state (center)")),
         metadata=meta.lightning),
     "mmpretrain": Format(
         "mmpretrain", "mmselfsup / mmpretrain / mmseg / mmdet ({meta, state_dict})",
@@ -232,7 +243,9 @@ FORMATS: dict[str, Format] = {
               ("encoder_k.", "momentum encoder"), ("target_net.", "momentum encoder"),
               ("teacher.", "momentum encoder"), ("queue", "queue (and its pointer)"),
               ("data_preprocessor.", "data preprocessor buffers"), ("decode_head.", "decode head"),
-              ("auxiliary_head.", "auxiliary head")),
+              ("auxiliary_head.", "auxiliary head"),
+              # mmdet detectors: two-stage (rpn_head, roi_head) and one-stage (bbox_head)
+              ("rpn_head.", "RPN head"), ("roi_head.", "ROI heads"), ("bbox_head.", "detection head")),
         metadata=meta.mm),
     "vissl": Format(
         "vissl", "VISSL (classy_state_dict -> base_model -> model -> trunk)",

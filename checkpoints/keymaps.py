@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from mocobench.checkpoints.errors import CheckpointError
+
 Rules = tuple[tuple[str, str], ...]
 
 
@@ -70,31 +72,49 @@ def map_keys(state: dict, keep: tuple[str, ...], drop: tuple[tuple[str, str], ..
 
     1. A key starting with a ``drop`` prefix is dropped with its reason.
     2. Otherwise the wrapper prefix is stripped: the first of ``keep`` that some non-dropped key
-       starts with is the one in use; keys outside it are dropped and listed.
+       starts with is the one in use (where none does, ``mapped`` is empty and the caller refuses
+       the file).
     3. ``rules`` rename the rest; names starting with ``heads`` are dropped as the classifier.
 
     ``mapped`` holds the values under canonical names, ``key_map`` the file key of each.
+
+    Raises :class:`CheckpointError` (without the file's name; the caller adds it) when a key is
+    neither dropped by a rule nor under the prefix in use (a branch the format's table does not
+    know, a second wrapper, a stray key: dropping it would let a load succeed with part of the file
+    unread), or when two file keys map to the same name (one would silently replace the other).
     """
     def dropped_reason(k):
         return next((reason for prefix, reason in drop if k.startswith(prefix)), None)
 
-    keys = [k for k in state if isinstance(k, str)]
-    live = [k for k in keys if dropped_reason(k) is None]
+    live = [k for k in state if isinstance(k, str) and dropped_reason(k) is None]
     prefix = next((p for p in keep if any(k.startswith(p) for k in live)), None)
-    mapped, key_map, dropped = {}, {}, {}
-    for k in keys:
+    mapped, key_map, dropped, unexplained = {}, {}, {}, []
+    source_of: dict[str, str] = {}
+    for k in state:
+        if not isinstance(k, str):
+            unexplained.append(repr(k))
+            continue
         reason = dropped_reason(k)
         if reason is not None:
             dropped[k] = reason
             continue
         rest = strip_prefix(k, (prefix,)) if prefix is not None else None
         if rest is None:
-            dropped[k] = f"outside the backbone prefix {prefix!r}"
+            unexplained.append(k)
             continue
         name = apply_rules(rest, rules)
         if name.startswith(heads):
             dropped[k] = HEAD_REASON
             continue
+        if name in source_of:
+            raise CheckpointError(f"file keys {source_of[name]!r} and {k!r} both map to the backbone key "
+                                  f"{name!r}; refusing to let one replace the other")
+        source_of[name] = k
         mapped[name] = state[k]
         key_map[k] = name
+    if unexplained and prefix is not None:
+        shown = ", ".join(unexplained[:20]) + (f", ... ({len(unexplained)} in all)" if len(unexplained) > 20 else "")
+        raise CheckpointError(f"{len(unexplained)} key(s) are neither under the backbone prefix {prefix!r} nor "
+                              f"a part of the file the format explains (momentum encoder, head, queue, ...): "
+                              f"{shown}")
     return mapped, key_map, dropped

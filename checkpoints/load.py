@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mocobench.checkpoints.arch_guess import CANDIDATE_ARCHS, guess_arch, vit_img_size
-from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone, is_timm
+from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone, is_timm, spec_problem
 from mocobench.checkpoints.convention import apply as apply_convention
 from mocobench.checkpoints.convention import given_convention, timm_convention, torchvision_convention
 from mocobench.checkpoints.errors import CheckpointError
@@ -56,14 +56,26 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None, b
     return backbone, report
 
 
+RANDOM_USAGE = "random:ARCH[:SEED] or random:timm:NAME[:SEED] (e.g. random:resnet50:0)"
+
+
 def _random_report(text: str) -> LoadReport:
-    """The report of ``random:ARCH[:SEED]`` (``random:timm:NAME[:SEED]``)."""
+    """The report of ``random:ARCH[:SEED]`` (``random:timm:NAME[:SEED]``); a name that does not say
+    a known arch and an integer seed is a :class:`CheckpointError` (a usage error to the CLIs)."""
     parts = text.split(":")
     if parts[1] == "timm":  # random:timm:vit_small_patch16_224[:seed]
-        rand_arch, rest = "timm:" + parts[2], parts[3:]
+        rand_arch, rest = "timm:" + (parts[2] if len(parts) > 2 else ""), parts[3:]
     else:
         rand_arch, rest = parts[1], parts[2:]
-    seed = int(rest[0]) if rest else 0
+    try:
+        seed = int(rest[0]) if len(rest) == 1 else 0 if not rest else None
+    except ValueError:
+        seed = None
+    if rand_arch in ("", "timm:") or seed is None:
+        raise CheckpointError(f"{text}: not a random initialisation name; expected {RANDOM_USAGE}")
+    problem = spec_problem({"arch": rand_arch})
+    if problem:
+        raise CheckpointError(f"{text}: {problem}")
     return LoadReport(path=text, name=f"random-{rand_arch.replace(':', '-')}", sha256=None,
                       format="random", arch=rand_arch,
                       metadata={"method": "random-init", "epochs": 0, "seed": seed,
@@ -131,8 +143,11 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, branch: str | N
     problem = fmt.refuse(state)
     if problem:
         raise CheckpointError(f"{path}: {problem}")
-    metadata = {k: v for k, v in fmt.metadata(obj, state).items() if v is not None}
-    mapped, key_map, dropped = map_keys(state, fmt.keep, fmt.drop, fmt.rules, fmt.heads)
+    try:
+        metadata = {k: v for k, v in fmt.metadata(obj, state).items() if v is not None}
+        mapped, key_map, dropped = map_keys(state, fmt.keep, fmt.drop, fmt.rules, fmt.heads)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: detected as {fmt.name}, but {e}") from None
     if not mapped:
         raise CheckpointError(f"{path}: detected as {fmt.name} ({fmt.saved_by}) but no backbone "
                               f"weights were found under {fmt.keep}")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mocobench.checkpoints.errors import CheckpointError
 from mocobench.checkpoints.safe_pickle import decode_json_metadata
 
 
@@ -30,6 +31,17 @@ def plain(v: Any) -> Any:
     if v is None or isinstance(v, (str, int, float, bool)):
         return v
     return repr(v)
+
+
+def settings(obj: dict, key: str) -> dict:
+    """``obj[key]`` as a plain dict of settings (``{}`` when absent); a value of another type is
+    refused (``CheckpointError`` naming the entry) rather than read as if it said nothing."""
+    value = plain(obj.get(key))
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CheckpointError(f"its {key!r} entry is a {type(obj.get(key)).__name__}, not a dict of settings")
+    return value
 
 
 def any_key(state: Any, prefixes: tuple[str, ...]) -> bool:
@@ -53,7 +65,7 @@ def moco_v3(obj: dict, state: dict) -> dict:
 
 
 def dino(obj: dict, state: dict) -> dict:
-    args = plain(obj.get("args")) or {}
+    args = settings(obj, "args")
     return {"method": "dino", "epochs": obj.get("epoch"), "arch": args.get("arch"),
             "patch_size": args.get("patch_size"), "config": args or None}
 
@@ -64,13 +76,13 @@ def swav(obj: dict, state: dict) -> dict:
 
 
 def pycontrast(obj: dict, state: dict) -> dict:
-    opt = plain(obj.get("opt")) or {}
+    opt = settings(obj, "opt")
     return {"method": opt.get("method") or "insdis/pirl/infomin", "epochs": obj.get("epoch"),
             "arch": opt.get("arch"), "config": opt or None}
 
 
 def lightning(obj: dict, state: dict) -> dict:
-    hp = plain(obj.get("hyper_parameters")) or {}
+    hp = settings(obj, "hyper_parameters")
     backbone = hp.get("backbone") if isinstance(hp.get("backbone"), dict) else {}
     return {"method": hp.get("method"), "epochs": obj.get("epoch"), "arch": backbone.get("name"),
             "global_step": obj.get("global_step"),
@@ -78,7 +90,7 @@ def lightning(obj: dict, state: dict) -> dict:
 
 
 def mm(obj: dict, state: dict) -> dict:
-    meta = plain(obj.get("meta")) or {}
+    meta = settings(obj, "meta")
     ours = meta.get("mocobench") if isinstance(meta.get("mocobench"), dict) else {}
     out = {"epochs": meta.get("epoch"), "iteration": meta.get("iter")}
     out.update({k: v for k, v in meta.items() if k in ("mmselfsup_version", "mmpretrain_version",
@@ -94,13 +106,13 @@ def vissl(obj: dict, state: dict) -> dict:
 
 def detectron2(obj: dict, state: dict) -> dict:
     out = {"author": obj.get("__author__"), "matching_heuristics": obj.get("matching_heuristics")}
-    out.update(plain(obj.get("__mocobench__")) or {})
+    out.update(settings(obj, "__mocobench__"))
     return out
 
 
 def own_pretrain(obj: dict, state: dict) -> dict:
     """pretrain/train.py's checkpoint: method, arch, config (resolved), step, epoch, batch_in_epoch."""
-    config = plain(obj.get("config")) or {}
+    config = settings(obj, "config")
     method = obj.get("method") or config.get("method")
     out = {"method": method, "arch": obj.get("arch") or config.get("arch"),
            "epochs": obj.get("epoch"), "planned_epochs": config.get("epochs"), "step": obj.get("step"),
@@ -112,7 +124,7 @@ def own_pretrain(obj: dict, state: dict) -> dict:
 
 def own_backbone(obj: dict, state: dict) -> dict:
     """An exported backbone (``mocobench.checkpoints.write.save_backbone``): its ``meta`` as written."""
-    return plain(obj.get("meta")) or {}
+    return settings(obj, "meta")
 
 
 def safetensors(obj: dict, state: dict) -> dict:

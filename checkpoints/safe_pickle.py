@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mocobench.checkpoints.errors import CheckpointError
+from mocobench.checkpoints.errors import CheckpointError, one_line
 
 ZIP_MAGIC = b"PK\x03\x04"
 # The first object of a legacy (pre-1.6, non-zip) torch file.
@@ -93,13 +93,54 @@ PICKLE_ALLOWLIST: dict[str, Any] = {
 }
 
 
+class TooLarge(pickle.UnpicklingError):
+    """An allocation the file's own bytes cannot back (``bytearray(2**56)`` is 44 bytes of pickle)."""
+
+
+def _bounded(limit: int) -> dict[str, Any]:
+    """Allowlisted constructors whose arguments can size an allocation, refusing any larger than
+    ``limit`` bytes (the file's size). A real pickle carries its data as bytes, so whatever it builds
+    is no larger than the file: ``bytearray(b"...")``, and numpy's ``_reconstruct(ndarray, (0,),
+    b"b")`` whose ``__setstate__`` then fills in the pickled bytes."""
+    def check(nbytes: int, what: str) -> None:
+        if nbytes > limit:
+            raise TooLarge(f"{what} would allocate {nbytes} bytes, more than the file's {limit}")
+
+    def bounded_bytearray(*args):
+        if args and isinstance(args[0], int):
+            check(args[0], f"bytearray({args[0]})")
+        return bytearray(*args)
+
+    def bounded_reconstruct(reconstruct):
+        def call(subtype, shape, dtype, *rest):
+            dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+            n = np.dtype(dtype).itemsize if isinstance(dtype, (str, bytes, np.dtype)) else 1
+            for d in dims:
+                n *= int(d) if isinstance(d, int) else 1
+            check(n, f"a numpy array of shape {tuple(dims)}")
+            return reconstruct(subtype, shape, dtype, *rest)
+        return call
+
+    out: dict[str, Any] = {"builtins.bytearray": bounded_bytearray}
+    for key, obj in PICKLE_ALLOWLIST.items():
+        if key.endswith("._reconstruct"):
+            out[key] = bounded_reconstruct(obj)
+    return out
+
+
 class RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, *, limit: int, **kwargs):
+        super().__init__(file, **kwargs)
+        self._bounded = _bounded(limit)
+
     def find_class(self, module: str, name: str):
         # Python-2 names (protocol <= 2 pickles): __builtin__.set -> builtins.set, as pickle does
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         key = f"{module}.{name}"
+        if key in self._bounded:
+            return self._bounded[key]
         if key in PICKLE_ALLOWLIST:
             return PICKLE_ALLOWLIST[key]
         raise pickle.UnpicklingError(f"global {key!r} is not allowed (only numpy arrays and plain "
@@ -168,13 +209,19 @@ def load_pickle(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
             # latin1: detectron2/Caffe2 model-zoo pickles were written by Python 2 (numpy bytes).
-            return RestrictedUnpickler(f, encoding="latin1").load()
+            return RestrictedUnpickler(f, limit=path.stat().st_size, encoding="latin1").load()
+    except TooLarge as e:
+        raise CheckpointError(f"{path}: refused to load: {e}; a corrupt or hostile pickle") from None
     except pickle.UnpicklingError as e:
         if "is not allowed" in str(e):
             raise _refused(path, str(e).split(" is not allowed")[0]) from None
-        raise CheckpointError(f"{path}: corrupt or truncated pickle ({e})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, struct.error) as e:
-        raise CheckpointError(f"{path}: corrupt or truncated pickle ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated pickle ({one_line(e)})") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, struct.error, OverflowError) as e:
+        raise CheckpointError(f"{path}: corrupt or truncated pickle ({type(e).__name__}: {one_line(e)})") from None
+    except MemoryError:
+        # an allocation the bounded constructors do not see (a huge length in some other opcode)
+        raise CheckpointError(f"{path}: refused to load: the pickle asks for more memory than there is; "
+                              "a corrupt or hostile pickle") from None
 
 
 def load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -185,7 +232,8 @@ def load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
             meta = dict(f.metadata() or {})
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file "
+                              f"({type(e).__name__}: {one_line(e)})") from None
     return state, meta
 
 
@@ -206,7 +254,8 @@ def read_file(path: str | Path) -> tuple[Any, str]:
     # A pickle: either a legacy torch file (its first pickled object is torch's magic number) or a
     # plain pickle. The restricted unpickler reads the first object either way, safely.
     first = load_pickle(path)
-    if first == TORCH_LEGACY_MAGIC:
+    # isinstance first: ``==`` on a numpy array (a pickled array) is elementwise, not a bool
+    if isinstance(first, int) and first == TORCH_LEGACY_MAGIC:
         return load_torch(path), "torch-legacy"
     return first, container
 

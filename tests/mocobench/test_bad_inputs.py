@@ -9,9 +9,11 @@ may write a record or a "passed" gate.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,6 +64,40 @@ def tiny_checkpoint(root: Path, name="w.pth", *, nan=False) -> Path:
     return path
 
 
+def _tiny_pretrain(t: Path, s: Path, *extra: str) -> list[str]:
+    """A pretraining command that would run 1 step of the CPU preset, were it accepted."""
+    return ["pretrain", "--method", "moco_v2", "--preset", "tiny", "--data", str(s), "--out", str(t / "r"),
+            "--epochs=1", "--max_steps_per_epoch=1", *extra]
+
+
+def own_backbone(root: Path, **spec) -> Path:
+    """Our exported-backbone file whose spec has the fields ``spec`` replaces (the weights are never
+    reached: the spec is refused first)."""
+    path = root / "own.pth"
+    full = {"arch": "resnet18", "cifar_stem": False, "dilation": [False] * 3, "img_size": None, "extra": {}} | spec
+    torch.save({"format": "mocobench-backbone", "version": 1, "spec": full,
+                "state_dict": {"conv1.weight": torch.zeros(1)}, "meta": {}}, path)
+    return path
+
+
+def pretrain_state(root: Path, config) -> Path:
+    path = root / "step_1.pth"
+    torch.save({"format": "mocobench-pretrain", "version": 2, "config": config,
+                "model": {"encoder_q.conv1.weight": torch.zeros(1)}}, path)
+    return path
+
+
+def raw_pickle(root: Path, data: bytes, name: str = "odd.pkl") -> Path:
+    path = root / name
+    path.write_bytes(data)
+    return path
+
+
+class HugeBytearray:
+    def __reduce__(self):
+        return (bytearray, (2 ** 56,))
+
+
 def baseline(root: Path, obj) -> Path:
     path = root / "baseline.json"
     if isinstance(obj, dict):
@@ -78,6 +114,16 @@ CASES = [
     ("pretrain-label-fraction-negative", lambda t, s: ["pretrain", "--method", "unimoco", "--data", str(s), "--out", str(t / "r"), "--label-fraction", "-0.5"], 2, ["label"]),
     ("pretrain-lr-nan", lambda t, s: ["pretrain", "--method", "moco_v2", "--data", str(s), "--out", str(t / "r"), "--lr=nan"], 2, ["lr"]),
     ("pretrain-K-zero", lambda t, s: ["pretrain", "--method", "moco_v2", "--data", str(s), "--out", str(t / "r"), "--K=0"], 2, ["K"]),
+    # -- settings that would not run as recorded: exit 2 before a file is written
+    ("pretrain-schedule-unknown", lambda t, s: _tiny_pretrain(t, s, "--schedule=foo"), 2, ["--schedule=foo"]),
+    ("pretrain-precision-fp16", lambda t, s: _tiny_pretrain(t, s, "--precision=fp16"), 2, ["--precision=fp16"]),
+    ("pretrain-optimizer-unknown", lambda t, s: _tiny_pretrain(t, s, "--optimizer=foo"), 2, ["--optimizer=foo"]),
+    ("pretrain-method-as-override", lambda t, s: _tiny_pretrain(t, s, "--Method=smog"), 2, ["--Method"]),
+    ("pretrain-lr-twice", lambda t, s: _tiny_pretrain(t, s, "--lr=0.1", "--lr=0.5"), 2, ["--lr", "twice"]),
+    ("pretrain-smog-field-on-moco", lambda t, s: _tiny_pretrain(t, s, "--n_groups=10"), 2, ["--n_groups"]),
+    ("linear-l2-grid-empty", lambda t, s: ["eval", "linear", "--protocol", "fast", "--checkpoint", "random:resnet18", "--data", str(s), "--results", str(t / "res"), "--l2-grid="], 2, ["--l2-grid"]),
+    ("linear-holdout-zero", lambda t, s: ["eval", "linear", "--protocol", "fast", "--checkpoint", "random:resnet18", "--data", str(s), "--results", str(t / "res"), "--holdout_fraction=0"], 2, ["--holdout_fraction"]),
+    ("semi-lr-grid-empty", lambda t, s: ["eval", "semi", "--labels", "10percent", "--checkpoint", "random:resnet18", "--data", str(s), "--results", str(t / "res"), "--lr-grid="], 2, ["--lr-grid"]),
     ("linear-epochs-negative", lambda t, s: ["eval", "linear", "--checkpoint", "random:resnet18", "--data", str(s), "--results", str(t / "res"), "--epochs", "-3"], 2, ["epochs"]),
     ("knn-k-negative", lambda t, s: ["eval", "knn", "--checkpoint", "random:resnet18", "--data", str(s), "--results", str(t / "res"), "--k=-5"], 2, ["k"]),
     ("detection-max-iters-negative", lambda t, s: ["eval", "detection", "--checkpoint", "random:resnet18", "--dataset", "voc", "--data", str(s / "VOCdevkit"), "--protocol", "tiny", "--results", str(t / "res"), "--max-iters", "-1"], 2, ["max"]),
@@ -106,12 +152,27 @@ CASES = [
     ("check-baseline-string-value", lambda t, s: ["leaderboard", "check", "--baseline", str(baseline(t, {"entries": [{"checkpoint": "moco_v2", "task": "knn", "protocol": "dino-knn", "metric": "top1", "value": "high", "tolerance": 1}]})), "--results", str(t / "results")], 2, ["baseline.json", "value", "high"]),
     ("check-baseline-empty", lambda t, s: ["leaderboard", "check", "--baseline", str(baseline(t, {"entries": []})), "--results", str(t / "results")], 2, ["baseline.json"]),
     ("check-baseline-not-json", lambda t, s: ["leaderboard", "check", "--baseline", str(baseline(t, "{not json")), "--results", str(t / "results")], 2, ["baseline.json"]),
-    ("leaderboard-missing-results", lambda t, s: ["leaderboard", "--results", str(t / "nope")], 1, ["nope"]),
+    ("leaderboard-missing-results", lambda t, s: ["leaderboard", "--results", str(t / "nope")], 2, ["nope"]),
     # -- writing (class 4)
     ("synth-onto-a-file", lambda t, s: ["data", "synth", "--out", str(detections(t, "x")), "--scale", "tiny"], 1, ["det.txt"]),
     ("unknown-option", lambda t, s: ["eval", "knn", "--checkpoint", "random:resnet18", "--data", str(s), "--results", str(t / "res"), "--no-such-flag=1"], 2, ["no-such-flag"]),
     ("pretrain-unknown-method", lambda t, s: ["pretrain", "--method", "byol", "--data", str(s), "--out", str(t / "r")], 2, ["byol"]),
     ("inspect-empty-file", lambda t, s: ["inspect", str(detections(t, b""))], 1, ["det.txt", "empty"]),
+    # -- checkpoint contents a reader must name (the file and what is wrong), not trip over
+    ("inspect-pickled-numpy-array", lambda t, s: ["inspect", str(raw_pickle(t, pickle.dumps(np.zeros(3), protocol=2)))], 1, ["odd.pkl", "unrecognised"]),
+    ("inspect-pickle-allocating-2**56-bytes", lambda t, s: ["inspect", str(raw_pickle(t, pickle.dumps(HugeBytearray(), protocol=2)))], 1, ["odd.pkl", "allocate"]),
+    ("inspect-pretrain-config-not-a-dict", lambda t, s: ["inspect", str(pretrain_state(t, "notadict"))], 1, ["step_1.pth", "'config'"]),
+    ("inspect-own-spec-dilation-5", lambda t, s: ["inspect", str(own_backbone(t, dilation=5))], 1, ["own.pth", "dilation 5"]),
+    ("inspect-own-spec-img-size-string", lambda t, s: ["inspect", str(own_backbone(t, img_size="abc"))], 1, ["own.pth", "img_size 'abc'"]),
+    ("inspect-own-spec-unknown-arch", lambda t, s: ["inspect", str(own_backbone(t, arch="nosuch"))], 1, ["own.pth", "'nosuch'"]),
+    ("inspect-own-spec-timm-checkpoint-path", lambda t, s: ["inspect", str(own_backbone(t, arch="timm:test_vit", extra={"timm_kwargs": {"checkpoint_path": "/x.pth", "pretrained": True}}))], 1, ["own.pth", "checkpoint_path", "pretrained"]),
+    ("inspect-random-timm-without-a-name", lambda t, s: ["inspect", "random:timm"], 2, ["random:timm", "random:timm:NAME"]),
+    ("inspect-random-unknown-arch", lambda t, s: ["inspect", "random:resnet9000"], 2, ["resnet9000"]),
+    ("inspect-random-with-arch", lambda t, s: ["inspect", "random:resnet18", "--arch", "resnet50"], 2, ["--arch", "random:resnet18"]),
+    ("inspect-random-with-branch", lambda t, s: ["inspect", "random:resnet18", "--branch", "ema", "--input-convention", "bgr255"], 2, ["--branch", "--input-convention"]),
+    ("fetch-url-for-two-names", lambda t, s: ["fetch", "moco_v2_200ep", "moco_v2_800ep", "--url", "file:///nonexistent.pth", "--cache-dir", str(t / "cache")], 2, ["--url", "exactly one"]),
+    ("convert-norm-for-torchvision", lambda t, s: ["convert", str(tiny_checkpoint(t)), "--to", "torchvision", "-o", str(t / "out.pth"), "--norm", "BN"], 2, ["--norm", "--to detectron2"]),
+    ("convert-unknown-mmseg-config", lambda t, s: ["convert", str(tiny_checkpoint(t)), "--to", "mmseg", "-o", str(t / "out.pth"), "--config", "nosuch"], 2, ["--config nosuch", "fcn-r50-d8-cityscapes-40k"]),
 ]
 
 

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from mocobench.core.io import atomic_write_text
 from mocobench.core.registry import Registry
 from mocobench.checkpoints import CheckpointError, LoadReport, load_backbone
 from mocobench.checkpoints.backbones import Backbone
+from mocobench.checkpoints.errors import one_line
 from mocobench.checkpoints.write import save_backbone, to_timm, to_torchvision, write_safetensors, write_state_dict
 
 
@@ -24,26 +26,30 @@ def _meta(report: LoadReport) -> dict:
 
 
 def _detectron2(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
-    from mocobench.transfer.adapters.detectron2 import write_detectron2_config, write_detectron2_pkl
+    from mocobench.transfer.adapters.detectron2 import detectron2_config_text, write_detectron2_pkl
 
+    # the config first: a bad option is refused before anything is written
+    config = args.config and detectron2_config_text(args.config, out.resolve(), dataset_root=args.data_root,
+                                                    norm=args.norm or "naiveSyncBN")
     written = [write_detectron2_pkl(out, backbone.net.state_dict(), _meta(report))]
-    if args.config:
-        cfg_out = Path(args.config_out or out.with_suffix(".yaml"))
-        written.append(write_detectron2_config(args.config, out.resolve(), cfg_out, dataset_root=args.data_root,
-                                               norm=args.norm or "naiveSyncBN"))
+    if config:
+        written.append(atomic_write_text(_config_out(out, args, ".yaml"), config))
     return written
 
 
 def _mm(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
-    from mocobench.transfer.adapters.mmseg import write_mmseg_checkpoint, write_mmseg_config
+    from mocobench.transfer.adapters.mmseg import mmseg_protocol_config_text, write_mmseg_checkpoint
 
+    config = args.config and mmseg_protocol_config_text(args.config, out.resolve(), data_root=args.data_root,
+                                                        arch=report.arch, norm=args.norm or "SyncBN")
     written = [write_mmseg_checkpoint(out, backbone.net.state_dict(), _meta(report))]
-    if args.config:
-        cfg_out = Path(args.config_out or out.with_suffix(".py"))
-        written.append(write_mmseg_config(args.config, out.resolve(), cfg_out,
-                                          data_root=args.data_root, arch=report.arch,
-                                          norm=args.norm or "SyncBN"))
+    if config:
+        written.append(atomic_write_text(_config_out(out, args, ".py"), config))
     return written
+
+
+def _config_out(out: Path, args, suffix: str) -> Path:
+    return Path(args.config_out or out.with_suffix(suffix))
 
 
 def _mmseg(backbone: Backbone, report: LoadReport, out: Path, args) -> list[Path]:
@@ -87,13 +93,74 @@ WRITERS: Registry[Callable] = Registry("target format", {
 })
 
 
-def convert(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, **options) -> list[Path]:
-    """Python entry point of ``mocobench convert``; ``options``: config, config_out, data_root, norm."""
+class UsageError(ValueError):
+    """An option that does not apply or a value it cannot take: ``mocobench convert`` exits 2."""
+
+
+# The options that shape an engine config, and the targets that write one with the weights.
+CONFIG_OPTIONS = ("config", "config_out", "data_root", "norm")
+CONFIG_TARGETS = ("detectron2", "mmseg", "mmdet", "mmpretrain")
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def check_options(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, branch: str | None = None,
+                  input_convention: str | None = None, **options) -> None:
+    """Refuse (:class:`UsageError`) what the command line gets wrong, before anything is read or
+    written: a config option for a target that writes no config, or without ``--config``; a config
+    name or norm the target does not know; options a ``random:`` name has no use for."""
     WRITERS.lookup(to)
+    unknown = sorted(set(options) - set(CONFIG_OPTIONS))
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(unknown)} (known: {', '.join(CONFIG_OPTIONS)})")
+    given = [k for k in CONFIG_OPTIONS if options.get(k) is not None]
+    if given and to not in CONFIG_TARGETS:
+        raise UsageError(f"{', '.join(map(_flag, given))}: only --to {', '.join(CONFIG_TARGETS)} write an engine "
+                         f"config; --to {to} writes the weights alone")
+    if given and not options.get("config"):
+        raise UsageError(f"{', '.join(map(_flag, given))} shape(s) the engine config: give --config PROTOCOL too")
+    config, norm = options.get("config"), options.get("norm")
+    if config:
+        from mocobench.transfer.adapters.detectron2 import NORMS as D2_NORMS
+        from mocobench.transfer.adapters.detectron2 import PROTOCOLS as D2_PROTOCOLS
+        from mocobench.transfer.adapters.mmseg import MMSEG_CONFIGS, MMSEG_NORMS
+
+        names, norms = (D2_PROTOCOLS, D2_NORMS) if to == "detectron2" else (MMSEG_CONFIGS, MMSEG_NORMS)
+        if config not in names:
+            raise UsageError(f"--config {config}: not a --to {to} config (known: {', '.join(names)})")
+        if norm is not None and norm not in norms:
+            raise UsageError(f"--norm {norm}: not a --to {to} norm (known: {', '.join(norms)})")
+        config_out = options.get("config_out")
+        if config_out and Path(config_out).resolve() == Path(out).resolve():
+            raise UsageError(f"--config-out {config_out}: is the weights file -o; write the config to another file")
+    if str(ckpt).startswith("random:"):
+        from mocobench.checkpoints.load import describe
+
+        said = [_flag(k) for k, v in (("arch", arch), ("branch", branch), ("input_convention", input_convention)) if v]
+        if said:
+            raise UsageError(f"{', '.join(said)} cannot be used with {ckpt}: a random initialisation's arch is in "
+                             "its name (random:ARCH[:SEED]) and it has no file to choose in")
+        try:
+            describe(ckpt)  # the name's form and arch
+        except CheckpointError as e:
+            raise UsageError(str(e)) from None
+
+
+def convert(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, branch: str | None = None,
+            input_convention: str | None = None, **options) -> list[Path]:
+    """Python entry point of ``mocobench convert``; ``options``: config, config_out, data_root, norm.
+
+    ``branch`` and ``input_convention`` go to the loader, as ``mocobench inspect``'s do. Every
+    option is checked before anything is written (:func:`check_options`, then the writer builds the
+    engine config before it writes the weights).
+    """
+    check_options(ckpt, to, out, arch=arch, branch=branch, input_convention=input_convention, **options)
     targets = [Path(out)] + [Path(options[k]) for k in ("config_out",) if options.get(k)]
     if Path(ckpt).exists() and any(t.exists() and t.resolve() == Path(ckpt).resolve() for t in targets):
         raise ValueError(f"{out}: is the input checkpoint itself; write the conversion to another file")
-    backbone, report = load_backbone(ckpt, arch=arch)
+    backbone, report = load_backbone(ckpt, arch=arch, branch=branch, input_convention=input_convention)
     refuse_other_convention(backbone, report, f"--to {to}")
     args = argparse.Namespace(config=None, config_out=None, data_root=None, norm=None)
     vars(args).update(options)
@@ -121,16 +188,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", required=True, choices=list(WRITERS))
     parser.add_argument("-o", "--out", required=True, help="output weights file")
     parser.add_argument("--arch", help="override arch detection (e.g. resnet50, timm:vit_small_patch16_224)")
-    parser.add_argument("--config", help="also write an engine config for this protocol")
-    parser.add_argument("--config-out", help="config path (default: next to the weights)")
-    parser.add_argument("--data-root", help="dataset root written into the config")
-    parser.add_argument("--norm", help="norm layer in the config (detectron2: naiveSyncBN|SyncBN|BN; mmseg: SyncBN|BN)")
+    parser.add_argument("--branch", choices=("raw", "ema"), help="a file with raw weights and an EMA copy: which one")
+    parser.add_argument("--input-convention", choices=("rgb", "bgr255"),
+                        help="what the weights expect, where the file does not say")
+    targets = ", ".join(CONFIG_TARGETS)
+    parser.add_argument("--config", help=f"also write an engine config for this protocol (--to {targets})")
+    parser.add_argument("--config-out", help="config path (default: next to the weights; with --config)")
+    parser.add_argument("--data-root", help="dataset root written into the config (with --config)")
+    parser.add_argument("--norm", help="norm layer in the config (with --config; detectron2: naiveSyncBN|SyncBN|BN|"
+                                       "FrozenBN|GN; mmseg, mmdet, mmpretrain: SyncBN|BN)")
     args = parser.parse_args(argv)
+    options = dict(arch=args.arch, branch=args.branch, input_convention=args.input_convention, config=args.config,
+                   config_out=args.config_out, data_root=args.data_root, norm=args.norm)
     try:
-        written = convert(args.ckpt, args.to, args.out, arch=args.arch, config=args.config,
-                          config_out=args.config_out, data_root=args.data_root, norm=args.norm)
+        check_options(args.ckpt, args.to, args.out, **options)
+    except UsageError as e:
+        print(f"mocobench convert: {one_line(e)}", file=sys.stderr)
+        return 2
+    try:
+        written = convert(args.ckpt, args.to, args.out, **options)
     except (CheckpointError, ValueError) as e:
-        print(f"mocobench convert: {e}", file=sys.stderr)
+        print(f"mocobench convert: {one_line(e)}", file=sys.stderr)
         return 1
     for path in written:
         print(f"wrote {path}")

@@ -161,6 +161,16 @@ def write_detectron2_config(protocol: str, weights_path: str | os.PathLike, out_
     runs. ``dataset_root`` is where detectron2 finds ``VOC2007``/``VOC2012``/``coco``: detectron2
     reads it from ``$DETECTRON2_DATASETS``, so it is written as a comment for the runner.
     """
+    return atomic_write_text(out_path, detectron2_config_text(
+        protocol, weights_path, dataset_root=dataset_root, norm=norm, num_gpus=num_gpus,
+        ims_per_batch=ims_per_batch, max_iter=max_iter, output_dir=output_dir, eval_period=eval_period))
+
+
+def detectron2_config_text(protocol: str, weights_path: str | os.PathLike, *, dataset_root: str | None = None,
+                           norm: str = "naiveSyncBN", num_gpus: int = 8, ims_per_batch: int = 16,
+                           max_iter: int | None = None, output_dir: str | None = None, eval_period: int = 0) -> str:
+    """The YAML :func:`write_detectron2_config` writes; every option is checked here, so a caller
+    can refuse a bad one before it writes anything (``mocobench convert``)."""
     import yaml
 
     cfg = detectron2_config(protocol, weights_path, dataset_root=dataset_root, norm=norm,
@@ -172,8 +182,7 @@ def write_detectron2_config(protocol: str, weights_path: str | os.PathLike, out_
               if cfg["MODEL"]["ROI_HEADS"]["NAME"] == ROI_HEAD_NAME else "# standard detectron2 heads"]
     if dataset_root:
         header.append(f"# export DETECTRON2_DATASETS={dataset_root}")
-    text = "\n".join(header) + "\n" + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=100)
-    return atomic_write_text(out_path, text)
+    return "\n".join(header) + "\n" + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=100)
 
 
 def register_roi_heads() -> str:

@@ -328,7 +328,23 @@ def write_mmseg_config(protocol: str, ckpt_path: str | os.PathLike, out_path: st
     own tools read it, for a backbone of ``arch``. ``data_root`` defaults to mmseg's layout
     (``data/cityscapes/``, ``data/VOCdevkit/VOC2012/``); ``batch_size`` is per GPU; ``max_iters``
     shortens the schedule (the checkpoint interval shrinks with it); ``norm="BN"`` for one process."""
+    return atomic_write_text(out_path, mmseg_protocol_config_text(
+        protocol, ckpt_path, data_root=data_root, norm=norm, arch=arch, batch_size=batch_size, max_iters=max_iters))
+
+
+# the norm layers the config's ResNet, decode and auxiliary heads are written with
+MMSEG_NORMS = ("SyncBN", "BN")
+
+
+def mmseg_protocol_config_text(protocol: str, ckpt_path: str | os.PathLike, *,
+                               data_root: str | os.PathLike | None = None, norm: str = "SyncBN",
+                               arch: str = "resnet50", batch_size: int | None = None,
+                               max_iters: int | None = None) -> str:
+    """The text :func:`write_mmseg_config` writes; every option is checked here, so a caller can
+    refuse a bad one before it writes anything (``mocobench convert``)."""
     fcn = mmseg_protocol(protocol)
+    if norm not in MMSEG_NORMS:
+        raise ValueError(f"mmseg config: norm must be one of {', '.join(MMSEG_NORMS)}, got {norm!r}")
     if arch not in RESNET_DEPTHS:
         raise ValueError(f"mmseg config: the backbone is {arch}; mmseg's ResNet takes {', '.join(RESNET_DEPTHS)}")
     fcn = dataclasses.replace(fcn, norm=norm, depth=RESNET_DEPTHS[arch])
@@ -338,7 +354,7 @@ def write_mmseg_config(protocol: str, ckpt_path: str | os.PathLike, out_path: st
         fcn = dataclasses.replace(fcn, batch_size=batch_size)
     if max_iters:
         fcn = dataclasses.replace(fcn, iters=max_iters, checkpoint_every=max(1, min(fcn.checkpoint_every, max_iters)))
-    return atomic_write_text(out_path, mmseg_config_text(fcn, ckpt_path, data_root=data_root, name=protocol))
+    return mmseg_config_text(fcn, ckpt_path, data_root=data_root, name=protocol)
 
 
 def _find(pipeline: list[dict], kind: str) -> dict:

@@ -128,3 +128,74 @@ def test_convert_errors_are_clear(tmp_path, capsys):
     assert main(["random:mobilenet_v2", "--to", "detectron2", "-o", str(tmp_path / "x.pkl")]) == 1
     assert "ResNets only" in capsys.readouterr().err
     assert not (tmp_path / "x.pkl").exists()
+
+
+@pytest.mark.parametrize("to, options, named", [
+    ("detectron2", ["--config", "moco-voc-c4-24k", "--norm", "Bogus"], "Bogus"),
+    ("detectron2", ["--config", "nosuch"], "nosuch"),
+    ("mmseg", ["--config", "nosuch"], "nosuch"),
+    ("mmseg", ["--config", "fcn-r50-d8-cityscapes-40k", "--norm", "Bogus"], "Bogus"),
+    ("mmdet", ["--config", "moco-voc-c4-24k"], "moco-voc-c4-24k"),   # a detectron2 config
+])
+def test_a_bad_config_option_is_refused_before_anything_is_written(ours, tmp_path, capsys, to, options, named):
+    path, _ = ours
+    out = tmp_path / "out" / "weights.bin"
+    out.parent.mkdir()
+    assert main([str(path), "--to", to, "-o", str(out), *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err and "--" in err
+    assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("to", ["torchvision", "timm", "safetensors", "mocobench"])
+@pytest.mark.parametrize("option", [["--config", "moco-voc-c4-24k"], ["--config-out", "c.yaml"],
+                                    ["--norm", "BN"], ["--data-root", "/data"]])
+def test_config_options_are_refused_for_targets_that_write_no_config(ours, tmp_path, capsys, to, option):
+    path, _ = ours
+    out = tmp_path / "out" / "weights.bin"
+    out.parent.mkdir()
+    assert main([str(path), "--to", to, "-o", str(out), *option]) == 2
+    err = capsys.readouterr().err
+    assert option[0] in err and "--to detectron2, mmseg, mmdet, mmpretrain" in err
+    assert list(out.parent.iterdir()) == []
+
+
+def test_config_shaping_options_without_a_config_are_refused(ours, tmp_path, capsys):
+    path, _ = ours
+    assert main([str(path), "--to", "detectron2", "-o", str(tmp_path / "w.pkl"), "--norm", "SyncBN"]) == 2
+    assert "--norm" in capsys.readouterr().err and not (tmp_path / "w.pkl").exists()
+
+
+def test_random_names_take_no_file_options(tmp_path, capsys):
+    assert main(["random:resnet18", "--to", "torchvision", "-o", str(tmp_path / "w.pth"), "--arch", "resnet50"]) == 2
+    assert "--arch" in capsys.readouterr().err
+    assert main(["random:timm", "--to", "torchvision", "-o", str(tmp_path / "w.pth")]) == 2
+    assert "random:timm" in capsys.readouterr().err
+    assert not (tmp_path / "w.pth").exists()
+
+
+def test_convert_takes_the_branch_and_input_convention_its_refusals_ask_for(tmp_path, capsys):
+    """The loader's refusals say "say which with --branch raw|ema" / "--input-convention rgb|bgr255";
+    convert must accept both and pass them to the loader."""
+    from mocobench.checkpoints.keymaps import TORCHVISION_TO_DETECTRON2, apply_rules
+
+    torch.manual_seed(0)
+    raw, ema = build_backbone("resnet18", seed=1).net, build_backbone("resnet18", seed=2).net
+    pair = tmp_path / "timm-train.pth.tar"
+    torch.save({"epoch": 9, "state_dict": raw.state_dict(), "state_dict_ema": ema.state_dict()}, pair)
+    out = tmp_path / "ema.pth"
+    assert main([str(pair), "--to", "torchvision", "-o", str(out)]) == 1
+    assert "--branch raw|ema" in capsys.readouterr().err and not out.exists()
+    assert main([str(pair), "--to", "torchvision", "-o", str(out), "--branch", "ema"]) == 0
+    assert_same(torch.load(out, weights_only=True), ema.state_dict())
+
+    anon = tmp_path / "anon.pkl"   # detectron2 names, no pixel statistics, no __author__: undecidable
+    with open(anon, "wb") as f:
+        pickle.dump({"model": {apply_rules(k, TORCHVISION_TO_DETECTRON2): v.numpy()
+                               for k, v in raw.state_dict().items() if "num_batches" not in k}}, f)
+    out = tmp_path / "rgb.pth"
+    assert main([str(anon), "--to", "torchvision", "-o", str(out)]) == 1
+    assert "--input-convention rgb|bgr255" in capsys.readouterr().err and not out.exists()
+    assert main([str(anon), "--to", "torchvision", "-o", str(out), "--input-convention", "rgb"]) == 0
+    got = torch.load(out, weights_only=True)
+    assert all(torch.equal(got[k], v) for k, v in raw.state_dict().items() if "num_batches" not in k)

@@ -1,0 +1,181 @@
+"""What loading refuses rather than reads past: keys no rule explains, two keys for one name, a spec
+that would make timm load something else, one-line messages for a library's multi-line ones.
+
+docs/checkpoints.md: "keys that are neither backbone nor explained (head, momentum encoder, queue,
+...) are an error too"; every drop a real layout needs is a named rule, so a key no rule names is
+one the loader cannot account for.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torchvision
+
+from mocobench.checkpoints import CheckpointError, load_backbone
+from mocobench.checkpoints.backbones import build_classifier_model
+from mocobench.checkpoints.cli import inspect_main
+from mocobench.checkpoints.formats import detect_format
+
+from layouts import LAYOUTS, body, save
+
+STRAY = "zz_unexplained.weight"   # no format's prefix, drop rule or head name covers it
+
+
+@pytest.fixture(scope="module")
+def sources():
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=8, img_size=32)
+    return {"resnet": torchvision.models.resnet18(num_classes=8), "vit": vit}
+
+
+def weights_of(obj, how: str) -> dict:
+    """The flat weights dict inside a layout's object (the dict itself, so it can be added to)."""
+    return obj if how == "safetensors" else detect_format(obj).weights(obj)[0]
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_a_key_no_rule_explains_is_refused_in_every_layout(layout, sources, tmp_path):
+    build, source, _, _ = LAYOUTS[layout]
+    obj, how = build(sources[source])
+    stray = torch.zeros(3)
+    weights_of(obj, how)[STRAY] = stray.numpy() if how == "pickle" else stray
+    path = tmp_path / "ckpt"
+    save(obj, how, path)
+    with pytest.raises(CheckpointError, match=STRAY.replace(".", r"\.")) as e:
+        load_backbone(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("stray", ["module.new_branch.conv1.weight", "conv1.weight", "encoder_q.conv1.weight"])
+def test_moco_keys_outside_the_query_encoder_are_refused_by_name(stray, sources, tmp_path):
+    """The auditor's cases: a branch MoCo's table does not know, a bare key, a second wrapper."""
+    obj, how = LAYOUTS["moco-v2"][0](sources["resnet"])
+    obj["state_dict"][stray] = torch.zeros(3)
+    save(obj, how, tmp_path / "moco.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(tmp_path / "moco.pth")
+    text = str(e.value)
+    assert "moco.pth" in text and "'module.encoder_q.'" in text and text.endswith(f": {stray}"), text
+
+
+def test_two_file_keys_that_map_to_one_backbone_key_are_refused(sources, tmp_path):
+    """detectron2's stem.conv1.weight is renamed conv1.weight; a file that also holds conv1.weight
+    would have one silently replace the other."""
+    obj, how = LAYOUTS["detectron2-pkl"][0](sources["resnet"])
+    obj["model"]["conv1.weight"] = np.zeros((64, 3, 7, 7), np.float32)
+    save(obj, how, tmp_path / "d2.pkl")
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(tmp_path / "d2.pkl")
+    text = str(e.value)
+    assert "d2.pkl" in text and "'stem.conv1.weight'" in text and "and 'conv1.weight'" in text
+    assert "backbone key 'conv1.weight'" in text
+
+
+def own_vit_file(tmp_path, vit, timm_kwargs: dict, container: str):
+    """Our own backbone file (torch or safetensors) whose spec carries ``timm_kwargs``."""
+    from mocobench.checkpoints.write import write_safetensors
+
+    spec = {"arch": "timm:vit_tiny_patch16_224", "cifar_stem": False, "dilation": [False] * 3, "img_size": 32,
+            "extra": {"timm_kwargs": timm_kwargs}}
+    if container == "safetensors":
+        return write_safetensors(tmp_path / "own.safetensors", body(vit), spec, {})
+    path = tmp_path / "own.pth"
+    torch.save({"format": "mocobench-backbone", "version": 1, "spec": spec, "state_dict": body(vit), "meta": {}}, path)
+    return path
+
+
+@pytest.mark.parametrize("container", ["torch", "safetensors"])
+@pytest.mark.parametrize("kwargs, named", [
+    ({"checkpoint_path": "OTHER"}, "checkpoint_path"),
+    ({"pretrained": True}, "pretrained"),
+    ({"pretrained_cfg_overlay": {"file": "OTHER"}}, "pretrained_cfg_overlay"),
+    ({"num_heads": "3; import os"}, "num_heads"),
+])
+def test_a_files_spec_cannot_hand_timm_loading_arguments(kwargs, named, container, sources, tmp_path, monkeypatch):
+    """SECURITY: timm.create_model(checkpoint_path=...) reads another file with timm's own loader
+    (outside safe_pickle), pretrained=True downloads; a file's spec must not reach either."""
+    other = tmp_path / "other.pth"
+    torch.save(body(sources["vit"]), other)   # a file timm could load, so a pass-through would succeed
+    kwargs = {k: (str(other) if v == "OTHER" else {"file": str(other)} if v == {"file": "OTHER"} else v)
+              for k, v in kwargs.items()}
+    path = own_vit_file(tmp_path, sources["vit"], kwargs, container)
+    calls = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    with pytest.raises(CheckpointError, match=named) as e:
+        load_backbone(path)
+    assert str(path) in str(e.value)
+    assert not any(named in kw or kw.get("pretrained") for kw in calls)
+
+
+def test_size_arguments_in_a_spec_still_load_and_round_trip(sources, tmp_path):
+    """MoCo v3's ViT-S (12 heads, formats.py) exported to our formats keeps its heads."""
+    from mocobench.transfer.adapters.cli import convert
+
+    vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=8, num_heads=12, img_size=32)
+    torch.save({"epoch": 300, "state_dict": {"module.base_encoder." + k: v for k, v in vit.state_dict().items()}},
+               tmp_path / "v3.pth")
+    for to in ("mocobench", "safetensors"):
+        convert(str(tmp_path / "v3.pth"), to, tmp_path / f"v3.{to}")
+        backbone, _ = load_backbone(tmp_path / f"v3.{to}")
+        assert backbone.spec.extra["timm_kwargs"] == {"num_heads": 12}
+        assert backbone.net.blocks[0].attn.num_heads == 12
+
+
+def test_build_classifier_model_passes_only_size_arguments_to_timm():
+    with pytest.raises(ValueError, match="checkpoint_path"):
+        build_classifier_model("timm:test_vit", timm_kwargs={"checkpoint_path": "/x.pth"})
+    with pytest.raises(ValueError, match="not a timm model"):
+        build_classifier_model("resnet18", timm_kwargs={"num_heads": 2})
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"dilation": 5}, ["dilation 5"]),
+    ({"img_size": "abc"}, ["img_size 'abc'"]),
+    ({"arch": "nosuch"}, ["'nosuch'"]),
+    ({"arch": "timm:nosuch"}, ["timm:nosuch"]),
+    ({"cifar_stem": "yes"}, ["cifar_stem"]),
+    ({"extra": {"timm_kwargs": {"num_heads": 2}}}, ["not a timm model"]),
+    ({"secret": 1}, ["secret"]),
+])
+def test_an_own_files_spec_is_checked_field_by_field(spec, words, tmp_path):
+    path = tmp_path / "own.pth"
+    full = {"arch": "resnet18", "cifar_stem": False, "dilation": [False] * 3, "img_size": None, "extra": {}} | spec
+    torch.save({"format": "mocobench-backbone", "version": 1, "spec": full,
+                "state_dict": body(torchvision.models.resnet18()), "meta": {}}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(path)
+    assert str(e.value).startswith(f"{path}: ") and all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_a_pickle_that_asks_for_a_huge_allocation_is_refused_naming_the_file(tmp_path):
+    class Huge:
+        def __reduce__(self):
+            return (bytearray, (2 ** 56,))
+
+    path = tmp_path / "huge.pkl"
+    path.write_bytes(pickle.dumps(Huge(), protocol=2))   # 44 bytes
+    with pytest.raises(CheckpointError, match="huge.pkl: refused to load: .*allocate"):
+        load_backbone(path)
+
+
+def test_a_pickled_numpy_array_is_an_unrecognised_layout_not_an_internal_error(tmp_path):
+    path = tmp_path / "array.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(np.zeros(3), f, protocol=2)
+    with pytest.raises(CheckpointError, match="array.pkl: unrecognised checkpoint layout"):
+        load_backbone(path)
+
+
+def test_a_multi_line_library_message_is_printed_on_one_line(tmp_path, capsys):
+    """pickle's persistent-id error spans two lines; inspect prints one."""
+    path = tmp_path / "persid.pkl"
+    path.write_bytes(b"\x80\x02X\x01\x00\x00\x00aQ.")   # BINPERSID with no persistent_load
+    assert inspect_main([str(path)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "persid.pkl" in err and "persistent id" in err

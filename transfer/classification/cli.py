@@ -168,7 +168,7 @@ def _features(backbone, report, imagenet, cfg, args, seed, device, log, aug_view
     eval_tf = D.eval_transform(cfg.img_size, resize, mean, std)
     train, val = _datasets(imagenet, eval_tf, eval_tf)
     cache_dir = None if args.no_cache else Path(args.cache_dir or default_cache_dir())
-    ckpt = checkpoint_identity(report)
+    ckpt = checkpoint_identity(report, backbone)
     base_tf = {"img_size": cfg.img_size, "resize": resize, "mean": list(mean), "std": list(std)}
     hits = {}
 
@@ -193,8 +193,8 @@ def _features(backbone, report, imagenet, cfg, args, seed, device, log, aug_view
         aug = ImageFolder(imagenet / "train", D.train_transform(cfg.img_size, mean, std))
         for v in range(aug_views):
             view_seed = seed * 1000 + v
-            f, y, _ = get(aug, f"train-aug{v}", {**base_tf, "kind": "rrc-flip", "view": v, "seed": view_seed},
-                          seed=view_seed)
+            f, y, _ = get(D.SeededViews(aug, view_seed), f"train-aug{v}",
+                          {**base_tf, "kind": "rrc-flip", "view": v, "seed": view_seed}, seed=view_seed)
             if not torch.equal(y, train_y):
                 raise RuntimeError("augmented views do not align with the centre-crop features")
             views.append(f)

@@ -53,6 +53,34 @@ def train_transform(img_size: int, mean, std):
                       T.Normalize(mean, std)])
 
 
+class SeededViews(torch.utils.data.Dataset):
+    """``dataset[i]`` with its random transform drawn from torch's generator seeded by ``(seed, i)``.
+
+    A DataLoader gives each worker a generator of its own, so views drawn from a generator seeded
+    once per loader depend on the worker count (which ``make_loader`` caps at the machine's cores):
+    the same seed gave other augmented features on another machine. Seeded per image, a view is the
+    same whatever the workers. The caller's generator is left as it was."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name):   # samples, root, classes, n_skipped of the wrapped folder
+        if name in ("dataset", "seed"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, i: int):
+        import hashlib
+
+        draw = int.from_bytes(hashlib.sha256(f"{self.seed}:{i}".encode()).digest()[:8], "little")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(draw)
+            return self.dataset[i]
+
+
 def eval_transform(img_size: int, resize: int, mean, std):
     from torchvision import transforms as T
 

@@ -7,7 +7,9 @@ transform) under the cache folder, written atomically, so the second ``fast`` li
 run on the same checkpoint and data reads features from disk and never runs the backbone.
 
 Cache key (sha256 of a JSON document):
-- the checkpoint: its file's sha256, or for ``random:ARCH[:SEED]`` the architecture and seed;
+- the checkpoint: its file's sha256, or for ``random:ARCH[:SEED]`` the architecture and seed, and a
+  digest of the weights as loaded (one file may hold several: ``--branch raw|ema``, and
+  ``--input-convention`` flips the stem);
 - the dataset split: its resolved path, the hash of its sorted (file, label) list;
 - the transform: kind (centre crop / augmented view + view index + seed), img_size, resize,
   mean/std, and ``FEATURE_VERSION`` (bumped whenever the extraction code changes its output).
@@ -27,7 +29,7 @@ from mocobench.core.precision import evaluation_autocast as autocast
 from mocobench.core.io import atomic_torch_save, progress
 from mocobench.transfer.classification.data import to_device
 
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3   # 3: augmented views drawn per image (data.SeededViews), not per loader
 
 
 def default_cache_dir() -> Path:
@@ -37,13 +39,29 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mocobench" / "features"
 
 
-def checkpoint_identity(report) -> dict:
-    """What identifies the weights: the file's sha256, or a random backbone's arch and seed."""
+def checkpoint_identity(report, backbone: torch.nn.Module | None = None) -> dict:
+    """What identifies the weights: the file's sha256, or a random backbone's arch and seed; with
+    ``backbone``, also the digest of the weights it holds (:func:`weights_digest`)."""
     if report.format == "random":
-        return {"random": report.arch, "seed": int(report.metadata.get("seed", 0))}
-    if not report.sha256:
+        out = {"random": report.arch, "seed": int(report.metadata.get("seed", 0))}
+    elif not report.sha256:
         raise ValueError(f"{report.path}: no sha256 known for this checkpoint, cannot key the feature cache")
-    return {"sha256": report.sha256}
+    else:
+        out = {"sha256": report.sha256}
+    if backbone is not None:
+        out["weights"] = weights_digest(backbone)
+    return out
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 of every tensor of ``module``'s state dict (name, dtype, shape, bytes): the weights a
+    file's sha256 does not pin down, as one file may hold a raw and an EMA branch."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}\t{t.dtype}\t{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def files_hash(samples) -> str:

@@ -93,3 +93,35 @@ def test_bad_input_is_a_clear_error(tiny_imagenet, tmp_path, capsys):
     assert main(["eval", "semi", "--checkpoint", "random:resnet18", "--data", str(tiny_imagenet),
                  "--results", str(tmp_path), "--labels", "nope.txt"]) == 1
     assert "nope.txt" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_the_cache_tells_apart_the_branches_of_one_file(tiny_imagenet, tmp_path):
+    """One file, a raw and an EMA branch: the file's sha256 is the same for both, and --branch ema
+    was taken for the raw run already evaluated (the work folder's key), or served the raw branch's
+    cached features (the cache key), and scored as them."""
+    import torch
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    raw = resnet18().state_dict()
+    torch.manual_seed(1)
+    ema = resnet18().state_dict()
+    ckpt = tmp_path / "ema.pth"
+    torch.save({"state_dict": raw, "state_dict_ema": ema}, ckpt)
+    cache = tmp_path / "cache"
+
+    def knn(branch, results, *extra):
+        args = ["knn", "--checkpoint", str(ckpt), "--branch", branch, "--data", str(tiny_imagenet),
+                "--results", str(results), "--img-size", "32", "--workers", "0", *extra]
+        assert eval_main(args) == 0
+        (rec,) = load_records(results)[0]
+        return rec
+
+    first = knn("raw", tmp_path / "r1", "--cache-dir", str(cache))
+    second = knn("ema", tmp_path / "r2", "--cache-dir", str(cache))
+    alone = knn("ema", tmp_path / "r3", "--no-cache", "--work-dir", str(tmp_path / "w3"))
+    assert second["checkpoint"]["branch"] == "EMA weights"
+    assert second["run"]["cache_hits"] == {"train": False, "val": False}
+    assert second["metrics"] == alone["metrics"] and first["metrics"] != alone["metrics"]
+    assert first["checkpoint"]["sha256"] == second["checkpoint"]["sha256"]

@@ -90,3 +90,28 @@ def test_half_storage_keeps_tiny_and_huge_features():
         f = magnitude * torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
         back = from_half(*to_half(f))
         torch.testing.assert_close(back, f, rtol=1e-3, atol=magnitude * 2e-3)
+
+
+def test_augmented_views_are_the_same_whatever_the_worker_count(tmp_path):
+    """The views were drawn from each DataLoader worker's generator: another worker count (capped
+    at the machine's cores) gave other augmented features for the same seed."""
+    from mocobench.transfer.classification.data import SeededViews, train_transform
+
+    ds = ImageFolder(make_folder(tmp_path / "train", per_class=4, bad=False),
+                     train_transform(12, (0.5,) * 3, (0.25,) * 3))
+    views = {}
+    for workers in (0, 1, 2):
+        torch.manual_seed(123)
+        loader = make_loader(SeededViews(ds, 7), 3, workers=workers, seed=7)
+        views[workers] = torch.cat([x for (x, _), _ in loader])
+    assert torch.equal(views[0], views[1]) and torch.equal(views[0], views[2])
+    # another seed gives other views, and the caller's generator is left as it was
+    other = torch.cat([x for (x, _), _ in make_loader(SeededViews(ds, 8), 3)])
+    assert not torch.equal(views[0], other)
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
+    SeededViews(ds, 7)[0]
+    assert torch.equal(torch.rand(1), expected)
+    # the wrapped folder's fields, which the cache key reads, come through
+    assert SeededViews(ds, 7).samples == ds.samples and SeededViews(ds, 7).root == ds.root

@@ -72,7 +72,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--checkpoint", action="append", default=[],
                    help="evaluate this checkpoint (file or zoo name) instead of pretraining; repeatable")
     p.add_argument("--no-random", action="store_true", help="leave out the random-init baseline")
-    p.add_argument("--random-arch", help="architecture of the random-init baseline (default: the mode's arch)")
+    p.add_argument("--random-arch", metavar="ARCH",
+                   help="the random-init baseline of the pretrained runs and given checkpoints is random:ARCH, in place "
+                        "of the mode's (a reference checkpoint keeps its own architecture's)")
     p.add_argument("--out", default="outputs", help="output folder (default outputs/)")
     p.add_argument("--only", action="append", default=[],
                    help="run only stages whose name contains this text (repeatable), e.g. --only knn")
@@ -94,7 +96,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--slurm-mem", help="memory per node, as sbatch --mem takes it (e.g. 64G; default: the partition's)")
     p.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sbatch option (account, qos, constraint, ...); repeatable")
-    p.add_argument("--slurm-timeout-min", type=int, default=72 * 60, help="job time limit (default 72 h)")
+    p.add_argument("--slurm-timeout-min", type=int, default=None, help="job time limit (default 72 h)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of every pretraining run, evaluation and random init (default 0); another seed "
                         "is an honest re-run of the same pipeline")
@@ -130,21 +132,40 @@ def parse_args(argv: list[str] | None):
                     + ("; the Transformer presets by name or as 'transformers'" if "transformers" in known else "") + ")")
         if args.checkpoint:
             p.error("--methods picks pretraining runs; with --checkpoint nothing is pretrained")
+    if args.checkpoint and (args.fast or args.pretrain_arg):
+        p.error(f"{'--fast' if args.fast else '--pretrain-arg'} applies to pretraining; with --checkpoint nothing "
+                "is pretrained")
+    seen: dict[str, str] = {}
+    for c in args.checkpoint:   # one file given twice would share its stages (names, state, records)
+        where = os.path.realpath(c) if os.sep in c or Path(c).exists() else c
+        if where in seen:
+            p.error(f"--checkpoint {c}: given twice ({seen[where]})")
+        seen[where] = c
+    if args.random_arch is not None:
+        if args.no_random:
+            p.error(f"--random-arch {args.random_arch} names the random-init baseline; --no-random leaves it out")
+        from mocobench.checkpoints.backbones import spec_problem
+
+        problem = spec_problem({"arch": args.random_arch})
+        if problem:
+            p.error(f"--random-arch {args.random_arch}: {problem}")
     if args.data_root and not Path(args.data_root).is_dir():
         p.error(f"--data-root {args.data_root}: no such folder")
-    for flag, value in (("--seed", args.seed), ("--threads", args.threads), ("--jobs", args.jobs)):
+    for flag, value in (("--seed", args.seed), ("--threads", args.threads), ("--jobs", args.jobs),
+                        ("--nproc", args.nproc), ("--nnodes", args.nnodes), ("--slurm-timeout-min", args.slurm_timeout_min)):
         if value is not None and value < (0 if flag == "--seed" else 1):
             p.error(f"{flag} {value}: must be at least {0 if flag == '--seed' else 1}")
     if (args.jobs or 1) > 1 and (args.slurm or args.data_root or (args.nproc or 1) > 1 or args.nnodes > 1):
         p.error(f"--jobs {args.jobs} runs stages side by side on this machine's CPUs, for the embedded data; "
                 "with --data-root, --nproc/--nnodes > 1 or --slurm each stage takes the GPUs: leave --jobs out")
-    if args.slurm and (args.nnodes < 1 or args.node_rank):
+    if args.slurm and args.node_rank:
         p.error("with --slurm the pipeline runs once and SLURM places the nodes: give --nnodes, not --node-rank")
     if not 0 <= args.node_rank < args.nnodes:
         p.error(f"--node-rank {args.node_rank}: must be in [0, --nnodes={args.nnodes})")
     slurm_only = [flag for flag, value in (("--slurm-gpus-per-node", args.slurm_gpus_per_node),
                                            ("--slurm-cpus-per-task", args.slurm_cpus_per_task),
-                                           ("--slurm-mem", args.slurm_mem), ("--slurm-arg", args.slurm_arg))
+                                           ("--slurm-mem", args.slurm_mem), ("--slurm-arg", args.slurm_arg),
+                                           ("--slurm-timeout-min", args.slurm_timeout_min))
                   if value not in (None, [])]
     if slurm_only and not args.slurm:
         p.error(f"{', '.join(slurm_only)} only apply with --slurm PARTITION")
@@ -202,6 +223,18 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args) -> int:
     mode = choose_mode(args)
     out = Path(args.out)
+    from mocobench.core.records import iter_record_files
+
+    # planned before anything is written or started: a usage error found in the plan exits 2 with nothing done
+    records = [(p, r) for p, r in iter_record_files(out / "results") if isinstance(r, dict)] \
+        if (out / "results").exists() else []
+    stages = plan(args, mode, out, records)
+    unmatched = [o for o in args.only if not any(o in s.name for s in stages)]
+    if unmatched:   # a typo would run nothing and exit 0
+        print(f"run_all.sh: error: --only {', '.join(unmatched)}: no stage of this plan is named with it (the names are "
+              f"those --dry-run prints, e.g. '{stages[-1].name if stages else 'eval knn-dino-knn moco_v2'}')",
+              file=sys.stderr, flush=True)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     if args.nproc is None:
         args.nproc = 1
@@ -223,13 +256,9 @@ def _main(args) -> int:
             slurm.check_available()   # fail now, not after an hour of stages
         runner = slurm.SlurmRunner(slurm.SlurmOptions(
             args.slurm, args.nproc if args.slurm_gpus_per_node is None else args.slurm_gpus_per_node,
-            args.slurm_cpus_per_task, args.slurm_mem, args.slurm_timeout_min, args.slurm_extra), launcher)
+            args.slurm_cpus_per_task, args.slurm_mem, args.slurm_timeout_min or slurm.SlurmOptions.timeout_min,
+            args.slurm_extra), launcher)
         print(runner.defaults(), flush=True)
-    from mocobench.core.records import iter_record_files
-
-    records = [(p, r) for p, r in iter_record_files(out / "results") if isinstance(r, dict)] \
-        if (out / "results").exists() else []
-    stages = plan(args, mode, out, records)
     if args.only:
         stages = [s for s in stages if any(o in s.name for o in args.only)]
 

@@ -3,7 +3,10 @@ whether it is done, cannot run (dataset absent), or must first move stale output
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,20 +121,14 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
     archs: dict[str, str] = {}    # checkpoint -> its architecture, where the plan knows it
     baseline_archs = [args.random_arch or mode.arch]   # the random inits the pretrained runs are compared with
     preflights: dict[str, str] = {}
-    if args.checkpoint:   # given checkpoints take every evaluation of the mode, after their pre-flight
-        for c in args.checkpoint:
-            report = out / "preflight" / f"{short_name(c)}.json"
-            argv = ["preflight", c, "--data", str(datasets.get("imagenet", "")), "--json", str(report),
-                    *(("--img-size", "64") if mode.synth_scale else ()), *(("--force",) if args.force else ())]
-            st = Stage(f"preflight {short_name(c)}", argv, logs / f"preflight-{short_name(c)}.log",
-                       needs=["data synth"] if mode.synth_scale else [], output=str(report), cost=1)
-            _resolve(st, out, mode, {**upstream, "checkpoint": resume.file_identity(c), "force": str(args.force)},
-                     report.exists(), [report], f"{report} exists")
-            if "imagenet" not in datasets:
-                st.missing = missing.get("imagenet", "ImageNet not found")
-            stages.append(st)
-            preflights[c] = str(report)
-            checkpoints.append((c, [st.name], {"checkpoint": resume.file_identity(c)}, None))
+    identities: dict[Path, str] = {}
+
+    def data_in(keys: list[str]) -> dict[str, str]:
+        # the real datasets' identities; the embedded data's is the data stage's key (upstream)
+        return _data_inputs(datasets, keys, identities) if not mode.synth_scale else {}
+
+    if args.checkpoint:   # given checkpoints take every evaluation of the mode, after their pre-flight (below)
+        checkpoints += [(c, [], {"checkpoint": resume.file_identity(c)}, None) for c in args.checkpoint]
     else:
         for run in mode.runs:
             if not selected(run, args.methods):
@@ -145,13 +142,14 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
             argv = with_extra(argv + list(precision), args.pretrain_arg)
             st = Stage(f"pretrain {run.name}", argv, logs / f"pretrain-{run.name}.log", distributed=True,
                        needs=["data synth"] if mode.synth_scale else [], output=str(backbone), cost=run.cost)
-            _resolve(st, out, mode, upstream, backbone.exists(), [run_dir], f"{backbone} exists")
+            _resolve(st, out, mode, {**upstream, **data_in(["imagenet/train"])}, backbone.exists(), [run_dir],
+                     f"{backbone} exists")
             if "imagenet" not in datasets:
                 st.missing = missing.get("imagenet", "ImageNet not found")
             stages.append(st)
             checkpoints.append((str(backbone), [st.name], {**upstream, "checkpoint": st.key}, ("pretrained", run.name)))
             archs[str(backbone)] = run.arch(mode)
-            if run.arch(mode) not in baseline_archs:   # a Transformer preset's own random init
+            if run.arch(mode) not in baseline_archs and not args.random_arch:   # a Transformer preset's own random init
                 baseline_archs.append(run.arch(mode))
         # a published checkpoint and a random init of its architecture; first in the plan, as their
         # evaluations need no pretraining and are the longest (stages run side by side start them early)
@@ -171,15 +169,33 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
     for arch in baseline_archs if not args.no_random else ():
         baseline = _random(arch, seed, upstream, ("pretrained",))
         same = next((i for i, c in enumerate(checkpoints) if c[0] == baseline[0]), None)
-        if same is not None:   # a reference's random init may be the same: one checkpoint in both groups
+        if same is not None:   # a reference's random init (or a given checkpoint) may be the same: planned once
             ckpt, needs, inputs, groups = checkpoints[same]
-            checkpoints[same] = (ckpt, needs, inputs, (*groups, "pretrained"))
+            checkpoints[same] = (ckpt, needs, inputs, None if groups is None else (*groups, "pretrained"))
         else:
             checkpoints.append(baseline)
             archs[baseline[0]] = arch
+    names = short_names([c[0] for c in checkpoints])
+
+    for i, (c, _, inputs, groups) in enumerate(checkpoints):
+        if c not in args.checkpoint:
+            continue
+        report = out / "preflight" / f"{names[c]}.json"
+        argv = ["preflight", c, "--data", str(datasets.get("imagenet", "")), "--json", str(report),
+                *(("--img-size", "64") if mode.synth_scale else ()), *(("--force",) if args.force else ())]
+        st = Stage(f"preflight {names[c]}", argv, logs / f"preflight-{names[c]}.log",
+                   needs=["data synth"] if mode.synth_scale else [], output=str(report), cost=1)
+        _resolve(st, out, mode, {**upstream, "checkpoint": resume.file_identity(c), "force": str(args.force),
+                                 **data_in(["imagenet/train"])},
+                 report.exists(), [report], f"{report} exists")
+        if "imagenet" not in datasets:
+            st.missing = missing.get("imagenet", "ImageNet not found")
+        stages.append(st)
+        preflights[c] = str(report)
+        checkpoints[i] = (c, [st.name], inputs, groups)
 
     for ckpt, needs, inputs, groups in checkpoints:
-        short = short_name(ckpt)
+        short = names[ckpt]
         for ev in mode.evals:
             if groups is not None and not set(groups) & set(ev.on):
                 continue
@@ -190,7 +206,13 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                     "det_engine": args.det_engine or "detectron2",
                     **{k: str(v) for k, v in datasets.items()}}
             absent = [a[1:-1] for a in ev.argv if a.startswith("{") and a[1:-1] not in fill]
-            for ev_seed in ((seed,) if seed else ev.seeds):
+            # the data it reads: its dataset and the files its options name ({labels_1pct})
+            reads = [k for k in (ev.needs, *(a[1:-1] for a in ev.argv if a.startswith("{"))) if k in datasets]
+            ev_inputs = {**inputs, **data_in([part for k in dict.fromkeys(reads) for part in
+                                              (("imagenet/train", "imagenet/val") if k == "imagenet" else (k,))])}
+            # --seed S offsets the protocol's seeds (5 trials: S..S+4), so another seed re-runs the
+            # same protocol rather than a one-seed version of it
+            for ev_seed in (seed + s for s in ev.seeds):
                 argv = with_extra(["eval", ev.argv[0], "--checkpoint", ckpt, "--results", str(out / "results"),
                                    *[a.format_map(fill) if "{" in a and a[1:-1] not in absent else a for a in ev.argv[1:]],
                                    *(("--preflight", preflights[ckpt]) if ckpt in preflights else ())], args.eval_arg)
@@ -204,7 +226,11 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                     st.after = [s.name for s in stages if s.argv[2:4] == ["--checkpoint", ckpt]
                                 and "--cache-dir" in s.argv][:1]
                 found = matching_records(records, ckpt, ev.task, ev.protocol, ev_seed)
-                _resolve(st, out, mode, inputs, bool(found), [p for p, _ in found] + [work],
+                # its own outputs: the record and this seed's folders in the work root, which the
+                # runner names ...-s<seed>; the other seeds' stages share the root and must not
+                # move (supersede) one another's work
+                own = sorted(work.glob(f"*-s{ev_seed}")) if work.is_dir() else []
+                _resolve(st, out, mode, ev_inputs, bool(found), [p for p, _ in found] + own,
                          f"record {found[-1][1]['id']} exists" if found else "")
                 for key in [ev.needs, *absent]:   # the dataset, and e.g. {labels_1pct}
                     if key not in datasets and st.missing is None:
@@ -212,6 +238,9 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                 if ckpt in missing and st.missing is None:   # a reference checkpoint not installed
                     st.missing = missing[ckpt]
                 stages.append(st)
+    clash = sorted(n for n, k in Counter(st.name for st in stages).items() if k > 1)
+    if clash:   # they would share a state entry, a log and a status line, where one stage's FAIL hides
+        raise ValueError(f"two stages are named {clash[0]!r}: the plan cannot tell them apart")
     return stages
 
 
@@ -228,6 +257,35 @@ def _random(arch: str, seed: int, upstream: dict[str, str], groups: tuple[str, .
     too (its row keeps the name ``random-<arch>``)."""
     ckpt = f"random:{arch}" + (f":{seed}" if seed else "")
     return ckpt, [], {**upstream, "checkpoint": ckpt}, groups
+
+
+def short_names(ckpts: list[str]) -> dict[str, str]:
+    """Each checkpoint's name in stage names, logs, pre-flight reports and work folders: its
+    ``short_name``, or, where checkpoints share one (``ca/r18.pth`` and ``cb/r18.pth``), that name and
+    8 hex digits of the sha256 of its absolute path, so that no two share a stage or its state."""
+    short = {c: short_name(c) for c in dict.fromkeys(ckpts)}
+    count = Counter(short.values())
+    return {c: f"{n}-{_where(c)}" if count[n] > 1 else n for c, n in short.items()}
+
+
+def _where(ckpt: str) -> str:
+    path = os.path.abspath(ckpt) if os.sep in ckpt or Path(ckpt).exists() else ckpt   # else a zoo or random: name
+    return hashlib.sha256(path.encode()).hexdigest()[:8]
+
+
+def _data_inputs(datasets: dict[str, Path], keys, identities: dict[Path, str]) -> dict[str, str]:
+    """``{"data KEY": identity}`` of each data folder (``imagenet/train``) or file (``labels_1pct``)
+    a stage reads (``resume.data_identity``), each listed once per plan (``identities``)."""
+    found = {}
+    for key in keys:
+        name, _, part = key.partition("/")
+        if name not in datasets:
+            continue
+        path = datasets[name] / part if part else datasets[name]
+        if path not in identities:
+            identities[path] = resume.data_identity(path)
+        found[f"data {key}"] = identities[path]
+    return found
 
 
 def short_name(ckpt: str) -> str:

@@ -5,8 +5,10 @@
   protocol's seeds (:data:`DEFAULT_SEEDS` for every protocol today). One record per seed;
 - ``--work-dir DIR``: working files (training state, logs, predictions); each seed runs in its own
   folder ``DIR/<checkpoint>-<sha256[:8]>-<protocol>-<dataset>-<key>-s<seed>`` (:func:`run_dir`).
-  Default: ``work/<task>`` next to ``RESULTS`` (never inside it). The folder's name also carries
-  a digest of the run's settings, so two configurations never share one;
+  Default: ``work/<task>`` next to ``RESULTS`` (never inside it), so results folders side by side
+  share it: a seed finished for one is copied into another (``runner.record_here``), not skipped
+  with its record elsewhere. The folder's name also carries a digest of the run's settings, so two
+  configurations never share one;
 - ``--device``: ``cpu``, ``cuda``, ``cuda:1``; default CUDA when present (``mocobench.core.dist.setup``);
 - ``--resume auto|no|PATH``: see ``transfer/runner.py``, which runs every evaluation.
 """

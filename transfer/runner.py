@@ -12,7 +12,8 @@ does everything else, the same way for all of them:
   overrides, data folder, engine and its options, world size): two configurations never share a
   folder, so a resumed state is always this configuration's;
 - the resume policy, ``--resume auto|no|PATH``: ``auto`` skips a seed whose record exists (its
-  folder's ``record.done`` names it) and lets the task resume its own saved state; ``no`` starts
+  folder's ``record.done`` names it; a record in another results folder is copied into this one,
+  :func:`record_here`) and lets the task resume its own saved state; ``no`` starts
   the seed over; ``PATH`` resumes from that state file (tasks that keep no state refuse it). A
   seed has one record: ``no`` or ``PATH`` for a seed whose record exists is refused, naming it;
 - the record (rank 0), the files written beside it, the one line printed per record, and the
@@ -138,7 +139,9 @@ def evaluate(ev: Evaluation) -> int:
         if not Path(ev.resume).is_file():
             raise UsageError(f"--resume {ev.resume}: no such file")
     info, device = dist.setup(ev.device)
-    key = settings_key({**ev.settings, "task": ev.task, "world_size": info.world})
+    # the branch and input convention pick other weights out of the same file (same sha256)
+    picked = {k: v for k, v in (("branch", ev.branch), ("input_convention", ev.input_convention)) if v}
+    key = settings_key({**ev.settings, "task": ev.task, "world_size": info.world, **picked})
     carded = None
     # the checkpoint named (file read and checked, nothing built): a finished seed is skipped
     # without loading it
@@ -155,9 +158,10 @@ def evaluate(ev: Evaluation) -> int:
                                  "(or use other --results and --work-dir) to run it again")
             if previous.is_file():
                 if info.main:
+                    here, copied = record_here(previous, ev.results)
                     print(f"{ev.prog} [{ev.protocol}] {fields.get('name')} seed {seed}: evaluated already "
-                          f"-> {previous}", flush=True)
-                    ev.written.append(previous)
+                          f"-> {here}" + (f" (copied from {previous})" if copied else ""), flush=True)
+                    ev.written.append(here)
                 continue
         # seeded before the load: building an architecture draws from the generator (as it did
         # when each task loaded for itself), so a seed's run does not depend on the seeds before it
@@ -203,14 +207,47 @@ def evaluate(ev: Evaluation) -> int:
     return 0
 
 
+def record_here(previous: Path, results: Path) -> tuple[Path, bool]:
+    """The record of a finished seed in ``results``, and whether it was copied now: ``previous``
+    (or its copy) where it is there already, else a copy of it written now (the files beside it and
+    the checkpoint card first, the record last, each atomically), so that every ``--results`` given
+    holds its records.
+
+    Two results folders with the same parent share a work root (``run_options.work_root``), and with
+    it the seeds' ``record.done``. The seed's folder name holds the checkpoint's sha256, the settings
+    digest and the seed, so the record found is this very evaluation: it is copied, keeping its id
+    (the leaderboard counts a cell's seed once), rather than run again for the same numbers."""
+    from mocobench.core.io import atomic_write_text
+    from mocobench.core.records import write_record
+
+    target = Path(results) / previous.name
+    if target.is_file():   # there already (or copied by an earlier run)
+        return target, False
+    rec = json.loads(previous.read_text(encoding="utf-8"))
+    stem = previous.name[:-len(".json")]
+    for name in (rec.get("run") or {}).values():   # the files an engine keeps beside the record
+        if isinstance(name, str) and name.startswith(f"{stem}.") and (previous.parent / name).is_file():
+            atomic_write_text(Path(results) / name, (previous.parent / name).read_text(encoding="utf-8"))
+    ckpt = rec.get("checkpoint") or {}
+    card = card_path(previous.parent, ckpt.get("name"), ckpt.get("sha256"))
+    if card.is_file() and not card_path(results, ckpt.get("name"), ckpt.get("sha256")).is_file():
+        atomic_write_text(card_path(results, ckpt.get("name"), ckpt.get("sha256")), card.read_text(encoding="utf-8"))
+    return Path(write_record(results, rec)), True
+
+
+def card_path(results: Path, name, sha256) -> Path:
+    """``RESULTS/cards/<name>-<sha256[:8]>.json``: the card of the checkpoint ``name`` (``write_card``)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+    return Path(results) / "cards" / f"{safe}-{(sha256 or 'nosha')[:8]}.json"
+
+
 def write_card(results: Path, report) -> Path:
     """The checkpoint card (``LoadReport.card``) beside the records: ``RESULTS/cards/<name>-<sha256[:8]>.json``;
     the records name its identity (``checkpoint.sha256``, ``branch``, ``input_convention``)."""
     from mocobench.core.io import atomic_write_json
     from mocobench.core.records import CARD_FORMAT
 
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(report.name))
-    path = Path(results) / "cards" / f"{name}-{(report.sha256 or 'nosha')[:8]}.json"
+    path = card_path(results, report.name, report.sha256)
     atomic_write_json(path, {"file_type": CARD_FORMAT, **report.card()})
     return path
 

@@ -102,6 +102,32 @@ def test_a_toy_task_gets_seeding_folders_records_and_reruns_from_the_runner(toy,
     assert CALLS == [3] and len(load_records(tmp_path / "res")[0]) == 2
 
 
+def test_a_seed_finished_for_another_results_folder_gets_its_record_here(toy, tmp_path, capsys, monkeypatch):
+    """Results folders side by side share the default work root: a second --results saw the seed's
+    record.done, said "evaluated already" and wrote nothing into its own folder. The record (the
+    same evaluation: same checkpoint, settings and seed) is copied there now, without a run."""
+    import mocobench.checkpoints.load
+
+    first, second = tmp_path / "A", tmp_path / "B"
+    argv = ["eval", "toy", "--checkpoint", "random:resnet18", "--seeds", "0", "1"]
+    assert main([*argv, "--results", str(first)]) == 0
+    CALLS.clear()
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        m.setattr(mocobench.checkpoints.load, "load_backbone", lambda *a, **k: pytest.fail("loaded to be copied"))
+        assert main([*argv, "--results", str(second)]) == 0
+    assert CALLS == []
+    a, b = load_records(first)[0], load_records(second)[0]
+    assert sorted(r["id"] for r in b) == sorted(r["id"] for r in a) and len(b) == 2
+    assert sorted(p.name for p in (second / "cards").iterdir()) == sorted(p.name for p in (first / "cards").iterdir())
+    out = capsys.readouterr().out
+    assert out.count(f"-> {second}") == 2 and "copied from" in out
+    # once there, it is found there; the first folder's records stay where they are
+    assert main([*argv, "--results", str(second)]) == 0
+    assert CALLS == [] and len(load_records(second)[0]) == 2 and len(load_records(first)[0]) == 2
+    assert "copied from" not in capsys.readouterr().out
+
+
 def test_other_settings_get_their_own_folder(toy, tmp_path):
     assert _toy(tmp_path, "--seed", "1") == 0
     toy["scale"] = 10.0
@@ -164,8 +190,10 @@ def test_every_task_exit_codes_and_rerun(task, synth_tiny, tmp_path, capsys, mon
         bad = tmp_path / "what.pth"
         bad.write_text("not a checkpoint")
         argv[argv.index("random:resnet18")] = str(bad)
-    else:
-        argv += option
+    else:   # in place of the task's own values: an option given twice is refused
+        from mocobench.stages import with_extra
+
+        argv = with_extra(argv, option)
     assert main(argv) == 1
     err = [line[line.index("mocobench eval"):] for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
            if "mocobench eval" in line]  # after a progress bar's last state, on its line

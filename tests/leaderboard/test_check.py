@@ -252,6 +252,15 @@ def _records_of(results, seed=None, checkpoint=None):
     return out
 
 
+def _edit_record(results, seed, change, checkpoint=None):
+    """Rewrite the one record of ``seed`` (and ``checkpoint``) with ``change(rec)`` applied; its path."""
+    [path] = _records_of(results, seed=seed, checkpoint=checkpoint)
+    rec = json.loads(path.read_text())
+    change(rec)
+    path.write_text(json.dumps(rec))
+    return path
+
+
 def _three_seeds(results, add_record, checkpoint="moco_v2", values=(60.0, 61.0, 62.0), config=None):
     for seed, v in enumerate(values):
         add_record(results, checkpoint, "linear", "fast", {"top1": v, "top5": v + 20}, seed=seed,
@@ -270,10 +279,7 @@ def test_a_skipped_record_fails_the_gate_though_the_other_seeds_fill_its_cell(tm
     res = tmp_path / "results"
     _three_seeds(res, add_record)
     b = _baseline(tmp_path / "b.json", [_entry(task="linear", protocol="fast", value=61.0, tolerance=3.0)])
-    [path] = _records_of(res, seed=1)
-    rec = json.loads(path.read_text())
-    rec["metrics"]["top1"] = bad
-    path.write_text(json.dumps(rec))
+    path = _edit_record(res, 1, lambda rec: rec["metrics"].update(top1=bad))
     rc, out = _run(tmp_path, b, capsys)
     assert rc == 1 and f"error: {path}" in out and "skipped" in out and "1 record file(s) skipped" in out
 
@@ -293,10 +299,7 @@ def test_a_seed_whose_record_lacks_the_metric_is_an_error_not_a_smaller_mean(tmp
     res = tmp_path / "results"
     _three_seeds(res, add_record)
     b = _baseline(tmp_path / "b.json", [_entry(task="linear", protocol="fast", value=61.0, tolerance=3.0)])
-    [path] = _records_of(res, seed=1)
-    rec = json.loads(path.read_text())
-    del rec["metrics"]["top1"]
-    path.write_text(json.dumps(rec))
+    _edit_record(res, 1, lambda rec: rec["metrics"].pop("top1"))
     rc, out = _run(tmp_path, b, capsys)
     assert rc == 1 and "ERROR" in out and "seed(s) 1 of moco_v2's linear [fast] have no 'top1'" in out
 
@@ -308,10 +311,8 @@ def test_a_relative_entry_holds_its_reference_cell_to_the_same_rules(tmp_path, a
     b = _baseline(tmp_path / "b.json", [_entry(task="linear", protocol="fast", value=10.0, tolerance=3.0,
                                                relative_to="random-resnet18")])
     assert _run(tmp_path, b, capsys)[0] == 0
-    [path] = _records_of(res, seed=1, checkpoint="random-resnet18")
-    rec = json.loads(path.read_text())
-    rec["config"]["epochs"] = 99   # the reference's seeds now ran two protocols
-    path.write_text(json.dumps(rec))
+    # the reference's seeds now ran two protocols
+    _edit_record(res, 1, lambda rec: rec["config"].update(epochs=99), checkpoint="random-resnet18")
     rc, out = _run(tmp_path, b, capsys)
     assert rc == 1 and "reference 'random-resnet18': protocol mismatch" in out
 
@@ -352,10 +353,7 @@ def test_an_update_refuses_to_drop_or_rewrite_an_entry_whose_cell_is_in_error(tm
     res = tmp_path / "results"
     _three_seeds(res, add_record)
     b = _baseline(tmp_path / "b.json", [_entry(task="linear", protocol="fast", value=61.0, tolerance=3.0)])
-    [path] = _records_of(res, seed=1)
-    rec = json.loads(path.read_text())
-    rec["config"]["epochs"] = 99
-    path.write_text(json.dumps(rec))
+    _edit_record(res, 1, lambda rec: rec["config"].update(epochs=99))
     before = b.read_text()
     rc = cli.main(["check", "--baseline", str(b), "--results", str(res), "--update-baseline"])
     assert rc == 1 and "not written" in capsys.readouterr().out and b.read_text() == before

@@ -168,8 +168,7 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
                 raise ValueError(f"{arch}: dilation {tuple(dilation)} is not an output stride timm can build "
                                  "(use (False, False, True) or (False, True, True))")
             kwargs["output_stride"] = strides[tuple(dilation)]
-        kwargs.update(check_timm_kwargs(timm_kwargs or {}))
-        kwargs["pretrained"] = False  # never downloaded, whatever a spec says (TIMM_KWARGS refuses it anyway)
+        kwargs.update(check_timm_kwargs(timm_kwargs or {}))   # size arguments only: pretrained stays False
         while True:
             try:
                 return timm.create_model(arch[len("timm:"):], **kwargs)

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from mocobench.checkpoints.errors import CheckpointError, one_line
+from mocobench.checkpoints.errors import CheckpointError
+from mocobench.core.io import one_line
 
 
 def _human(n: int) -> str:

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mocobench.checkpoints.errors import CheckpointError, one_line
+from mocobench.checkpoints.errors import CheckpointError
+from mocobench.core.io import one_line
 
 ZIP_MAGIC = b"PK\x03\x04"
 # The first object of a legacy (pre-1.6, non-zip) torch file.

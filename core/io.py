@@ -147,3 +147,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def one_line(text: object) -> str:
+    """A message on one line (pickle's, torch's and timm's can span several): every command prints
+    its errors as one line (``mocobench.cli.describe`` and the commands that catch their own)."""
+    return " ".join(str(text).split())

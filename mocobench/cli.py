@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from mocobench.core.io import one_line
+
 # subcommand: (module, function, one-line description)
 COMMANDS = {
     "data": ("mocobench.datasets.cli", "main", "generate the embedded dataset (synth) or convert real files (fashion-mnist)"),
@@ -73,7 +75,7 @@ def describe(e: BaseException) -> str:
         text = str(e) or type(e).__name__
     if type(e).__module__ == "builtins" and not isinstance(e, (ValueError, OSError, RuntimeError)):
         text = f"{type(e).__name__}: {text}"
-    text = " ".join(text.split())  # one line, whatever the message held
+    text = one_line(text)   # one line, whatever the message held
     return text if len(text) <= 2000 else text[:2000] + " ..."
 
 

@@ -17,7 +17,6 @@ from mocobench.core.settings import arg, range_of
 from mocobench.core.overrides import given_fields, parse_overrides, refuse_repeated, split_overrides
 from mocobench.core.schedules import keep_shape
 from mocobench.pretrain.config import PRESETS, PretrainConfig, check_resolved, resolve_preset
-from mocobench.pretrain.fast_paths import check_compile
 from mocobench.pretrain.methods import METHODS
 
 
@@ -74,7 +73,6 @@ def resolve(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
     if cfg.epochs != preset.epochs and "milestones" not in given:
         # a shortened run keeps its schedule's shape (mocobench.core.schedules.keep_shape)
         cfg = replace(cfg, milestones=keep_shape(preset.milestones, preset.epochs, cfg.epochs))
-    check_compile(cfg.compile)
     return args, check_resolved(cfg, given)
 
 

@@ -29,7 +29,6 @@ AUGMENTATIONS = ("moco_v1", "moco_v2", "smog")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("step", "cosine")
 PRECISIONS = ("bf16", "fp32")
-COMPILE_SCOPES = COMPILE   # pretrain.fast_paths
 INPUT_PIPELINES = ("pil", "device")
 
 
@@ -83,7 +82,7 @@ class PretrainConfig:
     channels_last: bool = True  # NHWC weights and views, on any device
     # torch.compile (inductor; GPU, or CPU with a C compiler): off | modules (each top-level sub-module)
     #   | step (the whole training step: pretrain.fast_paths.TrainStep)
-    compile: str = setting("off", run=True, choices=COMPILE_SCOPES)
+    compile: str = setting("off", run=True, choices=COMPILE)   # pretrain.fast_paths
     input_pipeline: str = setting("pil", choices=INPUT_PIPELINES)  # pil: decode + PIL augmentations in DataLoader workers | device: workers
     #   read bytes, decode_jpeg + tensor-op augmentations on the training device (pretrain.gpu_augment)
     sync_bn: bool = False  # SyncBatchNorm in the online branch under DDP

@@ -16,7 +16,7 @@ from mocobench.core.io import atomic_write_text
 from mocobench.core.registry import Registry
 from mocobench.checkpoints import CheckpointError, LoadReport, load_backbone
 from mocobench.checkpoints.backbones import Backbone
-from mocobench.checkpoints.errors import one_line
+from mocobench.core.io import one_line
 from mocobench.checkpoints.write import save_backbone, to_timm, to_torchvision, write_safetensors, write_state_dict
 
 
@@ -201,12 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     options = dict(arch=args.arch, branch=args.branch, input_convention=args.input_convention, config=args.config,
                    config_out=args.config_out, data_root=args.data_root, norm=args.norm)
     try:
-        check_options(args.ckpt, args.to, args.out, **options)
-    except UsageError as e:
+        written = convert(args.ckpt, args.to, args.out, **options)   # checks every option first
+    except UsageError as e:   # a ValueError too: caught first
         print(f"mocobench convert: {one_line(e)}", file=sys.stderr)
         return 2
-    try:
-        written = convert(args.ckpt, args.to, args.out, **options)
     except (CheckpointError, ValueError) as e:
         print(f"mocobench convert: {one_line(e)}", file=sys.stderr)
         return 1

@@ -22,7 +22,6 @@ from torch.utils.data import DistributedSampler, Subset
 
 from mocobench.core import dist
 from mocobench.core.precision import evaluation_autocast as autocast
-from mocobench.core.schedules import Schedule
 from mocobench.core.io import progress
 from mocobench.transfer.classification import protocols as P
 from mocobench.transfer.classification.data import eval_subset, make_loader, prepare_model, to_device
@@ -47,12 +46,6 @@ def epochs_for(cfg, pct: int) -> int:
     return cfg.epochs_1pct if pct == 1 else cfg.epochs_10pct
 
 
-def lr_schedule(cfg, epochs: int) -> Schedule:
-    """The rate of a run of ``epochs``: the milestones as they are (epochs of the run, as
-    ``protocols.apply_overrides`` resolved them and the record states them)."""
-    return P.lr_schedule(cfg, epochs)
-
-
 def fine_tune(backbone: nn.Module, dataset, num_classes: int, lr: float, epochs: int, cfg, pct: int,
               device: torch.device, seed: int, desc: str = "semi") -> tuple[nn.Module, int]:
     """A fine-tuned copy of ``backbone`` + fc trained on ``dataset``; also images skipped (1st epoch)."""
@@ -73,7 +66,7 @@ def fine_tune(backbone: nn.Module, dataset, num_classes: int, lr: float, epochs:
     opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           weight_decay=cfg.weight_decay)
     skipped, seen, t0 = 0, 0, time.perf_counter()
-    schedule = lr_schedule(cfg, epochs)
+    schedule = P.lr_schedule(cfg, epochs)   # the milestones as resolved and recorded
     for epoch in range(epochs):
         for g in opt.param_groups:
             g["lr"] = schedule.lr(g["base"], epoch)

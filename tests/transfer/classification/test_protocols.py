@@ -75,7 +75,8 @@ def test_cli_override_parsing_and_label_fraction():
     ({"epochs_1pct": "10", "epochs_10pct": "10"}, (6, 8)),
 ])
 def test_semi_steps_where_its_record_says(overrides, milestones):
-    from mocobench.transfer.classification.semi import epochs_for, lr_schedule
+    from mocobench.transfer.classification.protocols import lr_schedule
+    from mocobench.transfer.classification.semi import epochs_for
 
     cfg = P.apply_overrides(P.SEMI_PRESETS["mmselfsup"], overrides)
     assert cfg.milestones == milestones

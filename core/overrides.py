@@ -109,6 +109,28 @@ def given_fields(cls, overrides: Mapping[str, Any], exclude: Iterable[str] = ())
     return out
 
 
+def with_named(cls, overrides: Mapping[str, Any], named: Iterable[tuple[str, Any]],
+               owner: str = "this command") -> tuple[dict[str, str], dict[str, str]]:
+    """The overrides with a command's named options merged in, and ``{field: key as typed}`` of all
+    of them. ``named``: ``(flag, value)`` pairs (``("--img-size", 64)`` sets field ``img_size``; a
+    value of None was not given). A named option whose field ``cls`` lacks does not apply to
+    ``owner``; one whose field is among the overrides too (``--img-size 64 --img_size=32``: which
+    was meant?) is refused: both ``ValueError``s."""
+    overrides = {k: str(v) for k, v in overrides.items()}
+    given = given_fields(cls, overrides)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for flag, value in named:
+        if value is None:
+            continue
+        name = flag.lstrip("-").replace("-", "_")
+        if name not in fields:
+            raise ValueError(f"{flag} does not apply to {owner}")
+        if name in given:
+            raise ValueError(f"{flag} given twice (as --{given[name]} too); give it once")
+        overrides[flag.lstrip("-")], given[name] = str(value), flag.lstrip("-")
+    return overrides, given
+
+
 def refuse_repeated(argv: Sequence[str], parser) -> None:
     """A named option of argparse ``parser`` given twice is a ``ValueError`` (argparse keeps the last
     one silently, so ``--arch a --arch b`` would run b with no word about a)."""

@@ -80,3 +80,30 @@ def keep_shape(steps, old_length: float, new_length: float) -> tuple[int, ...]:
     if old_length == new_length:
         return tuple(steps)
     return tuple(max(1, int(round(s * new_length / old_length))) for s in steps)
+
+
+def steps_kept(steps, old_lengths: tuple[float, ...], new_lengths: tuple[float, ...], shape: str,
+               option: str = "--milestones") -> tuple[int, ...]:
+    """The steps a run uses when its length or shape was changed and its steps were not given: none
+    for a shape without steps (the record then lists none); else ``steps`` (stated for runs of
+    ``old_lengths``) moved by :func:`keep_shape` to ``new_lengths``. A protocol with two run lengths
+    (semi-supervised: one per label subset) has one tuple of steps, which cannot keep the shape of
+    both when either length changes: refused, naming ``option``."""
+    if shape != "step":
+        return ()
+    if not steps or tuple(old_lengths) == tuple(new_lengths):
+        return tuple(steps)
+    if len(old_lengths) > 1 or len(new_lengths) > 1:
+        raise ValueError(f"the {option.lstrip('-')} {','.join(map(str, steps))} are stated for runs of "
+                         f"{' and '.join(map(str, old_lengths))}; runs of {' and '.join(map(str, new_lengths))} "
+                         f"need their own: give each run's length, or {option}")
+    return keep_shape(steps, old_lengths[0], new_lengths[0])
+
+
+def check_steps(steps, length: float, option: str, unit: str = "epoch") -> None:
+    """Refuse given steps that a run of ``length`` never reaches (the rate would never change
+    while the record said it did): a ``ValueError`` naming ``option`` as typed."""
+    late = [s for s in steps if s >= length]
+    if late:
+        raise ValueError(f"{option}={','.join(map(str, steps))}: a run of {length:g} {unit}s never reaches "
+                         f"{unit} {late[0]}")

@@ -14,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from mocobench.core.settings import arg, range_of
-from mocobench.core.overrides import given_fields, parse_overrides, refuse_repeated, split_overrides
-from mocobench.core.schedules import keep_shape
+from mocobench.core.overrides import given_fields, parse_overrides, refuse_repeated, split_overrides, with_named
+from mocobench.core.schedules import steps_kept
 from mocobench.pretrain.config import PRESETS, PretrainConfig, check_resolved, resolve_preset
 from mocobench.pretrain.methods import METHODS
 
@@ -57,22 +57,15 @@ def resolve(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
     args, rest = p.parse_known_args(argv)
     refuse_repeated(argv, p)
     overrides = split_overrides(rest)
-    given = given_fields(PretrainConfig, overrides)   # {field: key as typed}
-    if "method" in given:
-        # the method picks the preset and the model; an override would leave both of the other one
-        raise ValueError(f"--{given['method']}: the method is chosen with --method only")
-    for name, flag, value in (("arch", "arch", args.arch), ("label_fraction", "label-fraction", args.label_fraction),
-                              ("supervised_list", "supervised-list", args.supervised_list)):
-        if value is None:
-            continue
-        if name in given:
-            raise ValueError(f"--{flag} given twice (as --{given[name]} too); give it once")
-        overrides[flag], given[name] = str(value), flag
+    typed = given_fields(PretrainConfig, overrides).get("method")
+    if typed:   # the method picks the preset and the model; an override would leave both of the other one
+        raise ValueError(f"--{typed}: the method is chosen with --method only")
+    overrides, given = with_named(PretrainConfig, overrides, (
+        ("--arch", args.arch), ("--label-fraction", args.label_fraction), ("--supervised-list", args.supervised_list)))
     preset = resolve_preset(args.preset, args.method)
     cfg = replace(preset, **parse_overrides(PretrainConfig, overrides))
-    if cfg.epochs != preset.epochs and "milestones" not in given:
-        # a shortened run keeps its schedule's shape (mocobench.core.schedules.keep_shape)
-        cfg = replace(cfg, milestones=keep_shape(preset.milestones, preset.epochs, cfg.epochs))
+    if "milestones" not in given:   # a shortened run keeps its schedule's shape; a cosine one has no steps
+        cfg = replace(cfg, milestones=steps_kept(preset.milestones, (preset.epochs,), (cfg.epochs,), cfg.schedule))
     return args, check_resolved(cfg, given)
 
 

@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, replace
 
 from mocobench.core.registry import Registry
-from mocobench.core.schedules import Schedule
+from mocobench.core.schedules import Schedule, check_steps
 from mocobench.core.settings import (AT_LEAST_0, AT_LEAST_1, OPEN_UNIT_BOTTOM, POSITIVE, UNIT, UNIT_OPEN_TOP,
                                      setting)
 from mocobench.pretrain.fast_paths import COMPILE
@@ -219,7 +219,8 @@ def resolve_preset(name: str | None, method: str) -> PretrainConfig:
 def from_dict(d: dict) -> PretrainConfig:
     """The config stored in a checkpoint (``to_dict()``) back as a dataclass."""
     d = dict(d)
-    d["milestones"] = tuple(d.get("milestones", ()))
+    # a schedule without steps has no milestones (written before runs dropped the preset's)
+    d["milestones"] = tuple(d.get("milestones", ())) if d.get("schedule", "step") == "step" else ()
     if isinstance(d.get("compile"), bool):   # written before compile had scopes: true compiled the modules
         d["compile"] = "modules" if d["compile"] else "off"
     return PretrainConfig(**d)
@@ -267,10 +268,7 @@ def check_resolved(cfg: PretrainConfig, given: dict[str, str]) -> PretrainConfig
         raise ValueError(f"--{given['label_fraction']} and --supervised-list: the list names the labeled images; "
                          "give one of them (the run records the fraction the list labels)")
     if "milestones" in given:
-        late = [m for m in cfg.milestones if m >= cfg.epochs]
-        if late:
-            raise ValueError(f"--{given['milestones']}={','.join(map(str, cfg.milestones))}: a run of "
-                             f"{cfg.epochs} epochs never reaches epoch {late[0]}")
+        check_steps(cfg.milestones, cfg.epochs, f"--{given['milestones']}")
     if cfg.method == "smog":
         # the k-means of a reset (pretrain.smog.SMoG.reset) needs n_groups features in the bank
         if cfg.bank_size < cfg.n_groups:

@@ -98,3 +98,17 @@ def test_a_named_option_given_twice_is_refused():
     refuse_repeated(["--arch", "a", "--tag", "x", "--tag=y", "--lr=1", "--lr=2"], p)   # overrides: not argparse's
     with pytest.raises(ValueError, match="--arch given twice"):
         refuse_repeated(["--arch", "a", "--lr=1", "--arch=b"], p)
+
+
+def test_named_options_merge_with_the_overrides_by_one_rule():
+    """The pretraining and classification commands' named options (``--arch``, ``--img-size``) join
+    their ``--key=value`` overrides here (each command had its own copy of this loop)."""
+    from mocobench.core.overrides import with_named
+
+    overrides, given = with_named(Cfg, {"LR": "0.5"}, [("--mask-on", True), ("--steps", None)])
+    assert overrides == {"LR": "0.5", "mask-on": "True"} and given == {"lr": "LR", "mask_on": "mask-on"}
+    assert apply_overrides(Cfg(), overrides) == Cfg(lr=0.5, mask_on=True)
+    with pytest.raises(ValueError, match="--steps given twice \\(as --Steps too\\)"):
+        with_named(Cfg, {"Steps": "3"}, [("--steps", 4)])
+    with pytest.raises(ValueError, match="--img-size does not apply to the knn protocol"):
+        with_named(Cfg, {}, [("--img-size", 64)], owner="the knn protocol")

@@ -89,3 +89,69 @@ def test_protocols_keep_their_published_schedules():
     assert (det.steps, det.warmup, det.warmup_start) == ((18000, 22000), 100, 0.001)
     seg = get_protocol("moco-fcn", "cityscapes").lr_schedule()
     assert seg.steps == (63000, 81000)
+
+
+def test_a_schedule_without_steps_records_none_in_every_protocol():
+    """Before: MoCo v2's cosine pretraining recorded milestones 120, 160, and mmseg's poly presets
+    lr_steps 0.7, 0.9, which neither run used (the classification probes already dropped them)."""
+    from mocobench.pretrain.cli import resolve
+    from mocobench.pretrain.config import PRESETS, from_dict
+    from mocobench.transfer.segmentation.protocols import get_protocol, override
+
+    _, v2 = resolve(["--method", "moco_v2", "--data", "d", "--out", "o"])
+    assert v2.schedule == "cosine" and v2.milestones == ()
+    _, v1 = resolve(["--method", "moco_v1", "--data", "d", "--out", "o", "--schedule=cosine"])
+    assert v1.milestones == ()
+    # a checkpoint written before this rule resumes: its stored config reads the same
+    old = {**PRESETS["moco_v2_200ep"].to_dict(), "milestones": [120, 160]}
+    assert from_dict(old).milestones == ()
+    assert get_protocol("mmseg-fcn-40k", "cityscapes").lr_steps == ()
+    assert override(get_protocol("moco-fcn", "cityscapes"), {"schedule": "poly"}).lr_steps == ()
+    back = override(get_protocol("mmseg-fcn-40k", "cityscapes"), {"schedule": "step"})
+    assert back.lr_steps == (0.7, 0.9) and back.lr_schedule().steps == (28000, 36000)
+
+
+@pytest.mark.parametrize("what, words", [
+    ("pretrain", ["--milestones=3,12", "10 epochs", "epoch 12"]),
+    ("linear", ["--milestones=3,12", "10 epochs", "epoch 12"]),
+    ("detection", ["--STEPS=100,600", "500 iterations", "iteration 600"]),
+    ("seg-poly", ["--lr_steps", "--schedule=poly"]),
+    ("seg-step", ["--poly-power", "--schedule=step"]),
+    ("seg-end", ["lr_steps", "1"]),
+])
+def test_a_step_the_run_never_takes_is_refused_in_every_protocol(what, words):
+    """A step at or past the end of the run never acts while the record lists it: refused, naming the
+    option as typed. Before: detection's went to detectron2, which dropped it (solver_steps), and the
+    record said it ran; segmentation's poly schedule ignored --lr_steps."""
+    from mocobench.pretrain.cli import resolve
+    from mocobench.transfer.classification import protocols as C
+    from mocobench.transfer.detection.protocols import resolve_protocol
+    from mocobench.transfer.segmentation.protocols import get_protocol, override
+
+    calls = {
+        "pretrain": lambda: resolve(["--method", "moco_v1", "--data", "d", "--out", "o", "--epochs=10",
+                                     "--milestones=3,12"]),
+        "linear": lambda: C.apply_overrides(C.LINEAR_PRESETS["paper"], {"epochs": "10", "milestones": "3,12"}),
+        "detection": lambda: resolve_protocol("moco-voc-c4-24k", {"max_iter": "500", "STEPS": "100,600"}),
+        "seg-poly": lambda: override(get_protocol("mmseg-fcn-40k", "cityscapes"), ["--lr_steps=0.5"]),
+        "seg-step": lambda: override(get_protocol("moco-fcn", "cityscapes"), ["--poly-power=2"]),
+        "seg-end": lambda: override(get_protocol("moco-fcn", "cityscapes"), ["--lr_steps=0.5,1"]),
+    }
+    with pytest.raises(ValueError) as e:
+        calls[what]()
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_steps_kept_and_check_steps_state_the_rule():
+    from mocobench.core.schedules import check_steps, steps_kept
+
+    assert steps_kept((60, 80), (100,), (10,), "step") == (6, 8)
+    assert steps_kept((60, 80), (100,), (100,), "step") == (60, 80)
+    assert steps_kept((60, 80), (100,), (10,), "cosine") == ()
+    assert steps_kept((12, 16), (20, 20), (20, 20), "step") == (12, 16)
+    with pytest.raises(ValueError, match="12,16.*runs of 20 and 30.*--milestones"):
+        steps_kept((12, 16), (20, 30), (10, 30), "step")
+    check_steps((5, 9), 10, "--milestones")   # the last epoch of a 10-epoch run is 9
+    with pytest.raises(ValueError, match="never reaches epoch 10"):
+        check_steps((5, 10), 10, "--milestones")

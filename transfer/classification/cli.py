@@ -64,20 +64,12 @@ def build_parser(task: str) -> argparse.ArgumentParser:
 
 
 def resolve_config(task: str, args, overrides: dict[str, str]):
-    from mocobench.core.overrides import given_fields
+    from mocobench.core.overrides import with_named
 
     protocol, preset = P.get_preset(task, args.protocol)
-    overrides = dict(overrides)
-    given = given_fields(type(preset), overrides)   # {field: key as typed}
-    for name in ("img_size", "epochs", "workers"):
-        value = getattr(args, name)
-        if value is not None:
-            flag = f"--{name.replace('_', '-')}"
-            if not hasattr(preset, name):
-                raise ValueError(f"{flag} does not apply to the {protocol} protocol")
-            if name in given:   # --img-size 64 --img_size=32: which one was meant?
-                raise ValueError(f"{flag} given twice (as --{given[name]} too); give it once")
-            overrides[name] = str(value)
+    overrides, _ = with_named(type(preset), overrides, ((f"--{name.replace('_', '-')}", getattr(args, name))
+                                                        for name in ("img_size", "epochs", "workers")),
+                              owner=f"the {protocol} protocol")
     return protocol, P.apply_overrides(preset, overrides)
 
 

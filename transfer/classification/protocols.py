@@ -18,7 +18,7 @@ from typing import Any
 
 from mocobench.core.overrides import given_fields, parse_overrides
 from mocobench.core.registry import Registry
-from mocobench.core.schedules import Schedule, keep_shape
+from mocobench.core.schedules import Schedule, check_steps, steps_kept
 from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT_OPEN_TOP, setting
 
 
@@ -168,15 +168,7 @@ def apply_overrides(cfg, overrides: dict[str, str]):
     if not hasattr(cfg, "milestones"):
         return check(new, given)
     if "milestones" not in given:
-        if new.schedule != "step":
-            new = replace(new, milestones=())
-        elif cfg.milestones and run_lengths(new) != run_lengths(cfg):
-            old, now = run_lengths(cfg), run_lengths(new)
-            if len(old) > 1 or len(now) > 1:   # one tuple of milestones cannot keep the shape of both
-                raise ValueError(f"the milestones {','.join(map(str, cfg.milestones))} are stated for runs of "
-                                 f"{' and '.join(map(str, old))} epochs; runs of {' and '.join(map(str, now))} "
-                                 "epochs need their own: give --epochs (both subsets) or --milestones")
-            new = replace(new, milestones=keep_shape(cfg.milestones, old[0], now[0]))
+        new = replace(new, milestones=steps_kept(cfg.milestones, run_lengths(cfg), run_lengths(new), new.schedule))
     return check(new, given)
 
 
@@ -199,11 +191,7 @@ def check(cfg, given: dict[str, str] | None = None):
         if cfg.schedule != "step":
             raise ValueError(f"{flag('milestones')} does not apply to --schedule={cfg.schedule} (only a step "
                              "schedule has milestones)")
-        length = min(run_lengths(cfg))
-        late = [m for m in cfg.milestones if m >= length]
-        if late:
-            raise ValueError(f"{flag('milestones')}={','.join(map(str, cfg.milestones))}: a run of {length} "
-                             f"epochs never reaches epoch {late[0]}")
+        check_steps(cfg.milestones, min(run_lengths(cfg)), flag("milestones"))
     return cfg
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from mocobench.core.overrides import parse_overrides
+from mocobench.core.overrides import given_fields, parse_overrides
 from mocobench.core.registry import Registry
-from mocobench.core.schedules import Schedule, keep_shape
+from mocobench.core.schedules import Schedule, check_steps, steps_kept
 from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, UNIT_OPEN_TOP, setting
 
 
@@ -144,8 +144,13 @@ def resolve_protocol(name: str, overrides: dict[str, str] | None = None) -> Dete
     p = dataclasses.replace(PROTOCOLS[name], **changes)
     if p.model not in ("c4", "fpn"):
         raise ProtocolError(f"model must be c4 or fpn, not {p.model!r}")
-    if "max_iter" in changes and "steps" not in changes:
-        # a shortened run keeps its schedule's shape (mocobench.core.schedules.keep_shape)
-        base = PROTOCOLS[name]
-        p = dataclasses.replace(p, steps=keep_shape(base.steps, base.max_iter, p.max_iter))
+    base = PROTOCOLS[name]
+    try:
+        if "steps" in changes:
+            check_steps(p.steps, p.max_iter, "--" + given_fields(DetectionProtocol, overrides or {})["steps"],
+                        "iteration")
+        else:   # a shortened run keeps its schedule's shape
+            p = dataclasses.replace(p, steps=steps_kept(base.steps, (base.max_iter,), (p.max_iter,), "step"))
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
     return p

@@ -29,10 +29,13 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from mocobench.core.overrides import apply_overrides, split_overrides
+from mocobench.core.overrides import apply_overrides, given_fields, split_overrides
 from mocobench.core.registry import Registry
 from mocobench.core.schedules import Schedule
-from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, UNIT_OPEN_TOP, setting
+from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT_OPEN_TOP, setting
+
+
+DEFAULT_LR_STEPS = (0.7, 0.9)   # MoCo's: x0.1 at 70 % and 90 % of the run
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,8 @@ class SegProtocol:
     lr: float = setting(0.01, range=POSITIVE)
     momentum: float = setting(0.9, range=UNIT_OPEN_TOP)
     weight_decay: float = setting(1e-4, range=AT_LEAST_0)
-    schedule: str = "step"                  # "step" (x0.1 at lr_steps) or "poly"
-    lr_steps: tuple[float, ...] = setting((0.7, 0.9), range=UNIT)  # fractions of iters
+    schedule: str = setting("step", choices=("step", "poly"))   # step: x0.1 at lr_steps
+    lr_steps: tuple[float, ...] = setting(DEFAULT_LR_STEPS, range=UNIT_OPEN_TOP)  # fractions of iters (step only)
     poly_power: float = setting(0.9, range=POSITIVE)
     min_lr: float = setting(0.0, range=AT_LEAST_0)
     scale_range: tuple[float, float] = setting((0.5, 2.0), range=POSITIVE)  # random rescale of the original image
@@ -81,7 +84,7 @@ MOCO_FCN_CITYSCAPES = SegProtocol(name="moco-fcn", crop=(769, 769), lr=0.01, ite
 MOCO_FCN_VOC = SegProtocol(name="moco-fcn", train_split="train_aug", crop=(513, 513), lr=0.003,
                            iters=30_000, slide_crop=(513, 513), slide_stride=(341, 341))
 MMSEG_FCN_40K = SegProtocol(name="mmseg-fcn-40k", crop=(512, 1024), batch_size=8, iters=40_000,
-                            lr=0.01, weight_decay=5e-4, schedule="poly", min_lr=1e-4, num_workers=2,
+                            lr=0.01, weight_decay=5e-4, schedule="poly", lr_steps=(), min_lr=1e-4, num_workers=2,
                             slide_crop=(512, 1024), slide_stride=(341, 683), checkpoint_every=4_000)
 MMSEG_FCN_80K = dataclasses.replace(MMSEG_FCN_40K, name="mmseg-fcn-80k", iters=80_000,
                                     checkpoint_every=8_000)
@@ -119,4 +122,12 @@ def override(protocol: SegProtocol, overrides: Mapping[str, str] | Sequence[str]
     the command line's ``["--crop=512x1024", "iters=7"]`` (leading dashes optional)."""
     if not isinstance(overrides, Mapping):
         overrides = split_overrides(["--" + item.lstrip("-") for item in overrides])
-    return apply_overrides(protocol, overrides)
+    given = given_fields(SegProtocol, overrides)   # {field: key as typed}
+    new = apply_overrides(protocol, overrides)
+    if new.schedule != protocol.schedule and "lr_steps" not in given:   # the new schedule's own steps
+        new = dataclasses.replace(new, lr_steps=DEFAULT_LR_STEPS if new.schedule == "step" else ())
+    # an option the schedule does not use is refused (the run would ignore it while the record listed it)
+    for name in {"step": ("poly_power", "min_lr"), "poly": ("lr_steps",)}[new.schedule]:
+        if name in given:
+            raise ValueError(f"--{given[name]} does not apply to --schedule={new.schedule}")
+    return new

@@ -34,16 +34,8 @@ def inspect_main(argv: list[str] | None = None) -> int:
 
     try:
         if args.ckpt.startswith("random:"):
-            # a random initialisation has no file to read: its arch is in its name, it holds one
-            # branch and torchvision's convention, so these options would say nothing
-            given = [f"--{k.replace('_', '-')}" for k in ("arch", "branch", "input_convention") if getattr(args, k)]
-            if given:
-                print(f"mocobench inspect: {', '.join(given)} cannot be used with {args.ckpt}: a random "
-                      "initialisation's arch is in its name (random:ARCH[:SEED]) and it has no file to choose in",
-                      file=sys.stderr)
-                return 2
-            try:
-                describe(args.ckpt)  # the name's form and arch, before anything is built
+            try:   # the name's form and arch, and options it has no use for, before anything is built
+                describe(args.ckpt, arch=args.arch, branch=args.branch, input_convention=args.input_convention)
             except CheckpointError as e:
                 print(f"mocobench inspect: {one_line(e)}", file=sys.stderr)
                 return 2

@@ -19,7 +19,7 @@ from mocobench.checkpoints.arch_guess import CANDIDATE_ARCHS, guess_arch, vit_im
 from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone, is_timm, spec_problem
 from mocobench.checkpoints.convention import apply as apply_convention
 from mocobench.checkpoints.convention import given_convention, timm_convention, torchvision_convention
-from mocobench.checkpoints.errors import CheckpointError
+from mocobench.checkpoints.errors import CheckpointError, CheckpointUsageError
 from mocobench.checkpoints.formats import FORMATS, detect_format
 from mocobench.checkpoints.keymaps import map_keys
 from mocobench.checkpoints.report import LoadReport, cached_sha256
@@ -46,7 +46,7 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None, b
     """
     text = str(path_or_name)
     if text.startswith("random:"):
-        report = _random_report(text)
+        report = _random_report(text, arch=arch, branch=branch, input_convention=input_convention)
         return build_backbone(report.arch, seed=report.metadata["seed"], **build_kwargs), report
     path, entry = resolve_name(text)
     backbone, report = read_checkpoint(path, arch=arch or (entry.arch if entry else None), branch=branch,
@@ -59,9 +59,15 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None, b
 RANDOM_USAGE = "random:ARCH[:SEED] or random:timm:NAME[:SEED] (e.g. random:resnet50:0)"
 
 
-def _random_report(text: str) -> LoadReport:
-    """The report of ``random:ARCH[:SEED]`` (``random:timm:NAME[:SEED]``); a name that does not say
-    a known arch and an integer seed is a :class:`CheckpointError` (a usage error to the CLIs)."""
+def _random_report(text: str, **options: str | None) -> LoadReport:
+    """The report of ``random:ARCH[:SEED]`` (``random:timm:NAME[:SEED]``). A name that does not say a
+    known arch and an integer seed, or ``options`` (``arch``, ``branch``, ``input_convention``) given
+    with it, is a :class:`CheckpointUsageError`: the arch is in the name, and there is no file to
+    choose a branch in or to say the convention of (every command took them and ignored them)."""
+    said = [f"--{k.replace('_', '-')}" for k, v in options.items() if v]
+    if said:
+        raise CheckpointUsageError(f"{', '.join(said)} cannot be used with {text}: a random initialisation's "
+                                   f"arch is in its name ({RANDOM_USAGE}) and it has no file to choose in")
     parts = text.split(":")
     if parts[1] == "timm":  # random:timm:vit_small_patch16_224[:seed]
         rand_arch, rest = "timm:" + (parts[2] if len(parts) > 2 else ""), parts[3:]
@@ -72,10 +78,10 @@ def _random_report(text: str) -> LoadReport:
     except ValueError:
         seed = None
     if rand_arch in ("", "timm:") or seed is None:
-        raise CheckpointError(f"{text}: not a random initialisation name; expected {RANDOM_USAGE}")
+        raise CheckpointUsageError(f"{text}: not a random initialisation name; expected {RANDOM_USAGE}")
     problem = spec_problem({"arch": rand_arch})
     if problem:
-        raise CheckpointError(f"{text}: {problem}")
+        raise CheckpointUsageError(f"{text}: {problem}")
     return LoadReport(path=text, name=f"random-{rand_arch.replace(':', '-')}", sha256=None,
                       format="random", arch=rand_arch,
                       metadata={"method": "random-init", "epochs": 0, "seed": seed,
@@ -90,7 +96,7 @@ def describe(path_or_name: str | os.PathLike, *, arch: str | None = None, branch
     folder, e.g. to skip a finished evaluation without loading it."""
     text = str(path_or_name)
     if text.startswith("random:"):
-        return _random_report(text)
+        return _random_report(text, arch=arch, branch=branch, input_convention=input_convention)
     path, entry = resolve_name(text)
     _, _, report = resolve(path, arch=arch or (entry.arch if entry else None), branch=branch,
                            input_convention=input_convention)

@@ -38,11 +38,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-EXIT_USAGE = 2
-
-
-class UsageError(ValueError):
-    """A command line that cannot run as given (exit 2)."""
+from mocobench.core.errors import EXIT_USAGE, UsageError
 
 
 @dataclass

@@ -170,6 +170,11 @@ CASES = [
     ("inspect-random-unknown-arch", lambda t, s: ["inspect", "random:resnet9000"], 2, ["resnet9000"]),
     ("inspect-random-with-arch", lambda t, s: ["inspect", "random:resnet18", "--arch", "resnet50"], 2, ["--arch", "random:resnet18"]),
     ("inspect-random-with-branch", lambda t, s: ["inspect", "random:resnet18", "--branch", "ema", "--input-convention", "bgr255"], 2, ["--branch", "--input-convention"]),
+    # options a random initialisation has no use for: every evaluation took them and ignored them
+    ("knn-random-with-arch", lambda t, s: ["eval", "knn", "--checkpoint", "random:resnet18", "--arch", "resnet50", "--data", str(s), "--results", str(t / "res")], 2, ["--arch", "random:resnet18"]),
+    ("detection-random-with-branch", lambda t, s: ["eval", "detection", "--checkpoint", "random:resnet18", "--branch", "ema", "--dataset", "voc", "--data", str(s / "VOCdevkit"), "--protocol", "tiny", "--results", str(t / "res")], 2, ["--branch", "random:resnet18"]),
+    ("segmentation-random-with-convention", lambda t, s: ["eval", "segmentation", "--checkpoint", "random:resnet18", "--input-convention", "bgr255", "--dataset", "cityscapes", "--data", str(s / "cityscapes"), "--protocol", "tiny", "--results", str(t / "res")], 2, ["--input-convention", "random:resnet18"]),
+    ("knn-random-unknown-arch", lambda t, s: ["eval", "knn", "--checkpoint", "random:resnet9000", "--data", str(s), "--results", str(t / "res")], 2, ["resnet9000"]),
     ("fetch-url-for-two-names", lambda t, s: ["fetch", "moco_v2_200ep", "moco_v2_800ep", "--url", "file:///nonexistent.pth", "--cache-dir", str(t / "cache")], 2, ["--url", "exactly one"]),
     ("convert-norm-for-torchvision", lambda t, s: ["convert", str(tiny_checkpoint(t)), "--to", "torchvision", "-o", str(t / "out.pth"), "--norm", "BN"], 2, ["--norm", "--to detectron2"]),
     ("convert-unknown-mmseg-config", lambda t, s: ["convert", str(tiny_checkpoint(t)), "--to", "mmseg", "-o", str(t / "out.pth"), "--config", "nosuch"], 2, ["--config nosuch", "fcn-r50-d8-cityscapes-40k"]),

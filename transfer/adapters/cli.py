@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from mocobench.core.io import atomic_write_text
+from mocobench.core.errors import UsageError
+from mocobench.core.io import atomic_write_text, one_line
 from mocobench.core.registry import Registry
 from mocobench.checkpoints import CheckpointError, LoadReport, load_backbone
 from mocobench.checkpoints.backbones import Backbone
-from mocobench.core.io import one_line
 from mocobench.checkpoints.write import save_backbone, to_timm, to_torchvision, write_safetensors, write_state_dict
 
 
@@ -93,10 +93,6 @@ WRITERS: Registry[Callable] = Registry("target format", {
 })
 
 
-class UsageError(ValueError):
-    """An option that does not apply or a value it cannot take: ``mocobench convert`` exits 2."""
-
-
 # The options that shape an engine config, and the targets that write one with the weights.
 CONFIG_OPTIONS = ("config", "config_out", "data_root", "norm")
 CONFIG_TARGETS = ("detectron2", "mmseg", "mmdet", "mmpretrain")
@@ -138,14 +134,8 @@ def check_options(ckpt: str, to: str, out: str | Path, *, arch: str | None = Non
     if str(ckpt).startswith("random:"):
         from mocobench.checkpoints.load import describe
 
-        said = [_flag(k) for k, v in (("arch", arch), ("branch", branch), ("input_convention", input_convention)) if v]
-        if said:
-            raise UsageError(f"{', '.join(said)} cannot be used with {ckpt}: a random initialisation's arch is in "
-                             "its name (random:ARCH[:SEED]) and it has no file to choose in")
-        try:
-            describe(ckpt)  # the name's form and arch
-        except CheckpointError as e:
-            raise UsageError(str(e)) from None
+        # the name's form and arch, and options it has no use for (CheckpointUsageError)
+        describe(ckpt, arch=arch, branch=branch, input_convention=input_convention)
 
 
 def convert(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, branch: str | None = None,

@@ -149,8 +149,6 @@ def parse_args(argv: list[str] | None):
         problem = spec_problem({"arch": args.random_arch})
         if problem:
             p.error(f"--random-arch {args.random_arch}: {problem}")
-    if args.data_root and not Path(args.data_root).is_dir():
-        p.error(f"--data-root {args.data_root}: no such folder")
     for flag, value in (("--seed", args.seed), ("--threads", args.threads), ("--jobs", args.jobs),
                         ("--nproc", args.nproc), ("--nnodes", args.nnodes), ("--slurm-timeout-min", args.slurm_timeout_min)):
         if value is not None and value < (0 if flag == "--seed" else 1):
@@ -221,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
+    if args.data_root and not Path(args.data_root).is_dir():   # a missing path is a failure (exit 1), as in every command
+        raise ValueError(f"--data-root {args.data_root}: no such folder")
     mode = choose_mode(args)
     out = Path(args.out)
     from mocobench.core.records import iter_record_files

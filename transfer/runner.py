@@ -132,8 +132,8 @@ def evaluate(ev: Evaluation) -> int:
                              "file (use --resume auto or no)")
         if len(ev.seeds) > 1:
             raise UsageError(f"--resume {ev.resume}: a state file resumes one seed; give --seed")
-        if not Path(ev.resume).is_file():
-            raise UsageError(f"--resume {ev.resume}: no such file")
+        if not Path(ev.resume).is_file():   # a missing path is a failure (exit 1), as in every command
+            raise FileNotFoundError(f"--resume {ev.resume}: no such file")
     info, device = dist.setup(ev.device)
     # the branch and input convention pick other weights out of the same file (same sha256)
     picked = {k: v for k, v in (("branch", ev.branch), ("input_convention", ev.input_convention)) if v}

@@ -147,7 +147,7 @@ CASES = [
     ("score-voc-difficult-no", lambda t, s: ["score", "voc", "--devkit", str(voc_devkit(t, difficult="no")), "--detections", str(voc_results(t, "000001 0.9 4 4 40 30\n")), "--split", "test"], 1, ["difficult"]),
     ("score-voc-malformed-xml", lambda t, s: ["score", "voc", "--devkit", str(voc_devkit(t, raw="<annotation><object>")), "--detections", str(voc_results(t, "000001 0.9 4 4 40 30\n")), "--split", "test"], 1, ["000001.xml"]),
     ("score-voc-box-outside-image", lambda t, s: ["score", "voc", "--devkit", str(voc_devkit(t, x0="4", x1="4000")), "--detections", str(voc_results(t, "000001 0.9 4 4 40 30\n")), "--split", "test"], 1, ["000001.xml"]),
-    ("score-cityscapes-missing-gt", lambda t, s: ["score", "cityscapes", "--gt", str(t / "nope"), "--pred", str(t)], 2, ["nope"]),
+    ("score-cityscapes-missing-gt", lambda t, s: ["score", "cityscapes", "--gt", str(t / "nope"), "--pred", str(t)], 1, ["nope"]),
     # -- leaderboard gate (class 1: a gate that checks nothing fails)
     ("check-baseline-string-value", lambda t, s: ["leaderboard", "check", "--baseline", str(baseline(t, {"entries": [{"checkpoint": "moco_v2", "task": "knn", "protocol": "dino-knn", "metric": "top1", "value": "high", "tolerance": 1}]})), "--results", str(t / "results")], 2, ["baseline.json", "value", "high"]),
     ("check-baseline-empty", lambda t, s: ["leaderboard", "check", "--baseline", str(baseline(t, {"entries": []})), "--results", str(t / "results")], 2, ["baseline.json"]),

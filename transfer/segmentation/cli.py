@@ -100,7 +100,7 @@ def eval_main(task: str, argv: list[str]) -> int:
 
 
 def score_main(kind: str, argv: list[str]) -> int:
-    from mocobench.transfer.segmentation.score import NothingToScoreError, score_cityscapes, score_voc
+    from mocobench.transfer.segmentation.score import score_cityscapes, score_voc
 
     ap = argparse.ArgumentParser(prog=f"mocobench score {kind}",
                                  description="Score prediction PNGs; prints mIoU, per-class IoU, mAcc, aAcc as JSON.")
@@ -121,12 +121,9 @@ def score_main(kind: str, argv: list[str]) -> int:
             result = score_cityscapes(args.gt, args.pred, device=args.device)
         else:
             result = score_voc(args.gt, args.pred, args.split, device=args.device)
-    except NothingToScoreError as e:  # files that exist but hold nothing to score: a failure, not a usage error
+    except ValueError as e:   # missing or wrong files, or nothing to score in them: a failure, not a usage error
         print(f"mocobench score {kind}: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:
-        print(f"mocobench score {kind}: {e}", file=sys.stderr)
-        return 2
     print(json.dumps(result, indent=2, sort_keys=True, allow_nan=False))
     return 0
 

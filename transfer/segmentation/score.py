@@ -23,15 +23,11 @@ from mocobench.core.io import progress
 from mocobench.transfer.segmentation.metrics import ConfusionMatrix
 
 
-class NothingToScoreError(ValueError):
-    """Ground truth with no evaluated pixel: every figure would be 0/0 (the message names the folder)."""
-
-
 def _scores(cm: ConfusionMatrix, classes, gt: str | os.PathLike, n_files: int) -> dict:
     # every ground-truth pixel ignored: mIoU, mAcc and aAcc would be NaN, which is not JSON and no score
     if int(cm.mat.sum()) == 0:
-        raise NothingToScoreError(f"{gt}: no pixel of an evaluated class in any of its {n_files} ground-truth "
-                                  "files (every pixel is ignored), so there is nothing to score")
+        raise ValueError(f"{gt}: no pixel of an evaluated class in any of its {n_files} ground-truth "
+                         "files (every pixel is ignored), so there is nothing to score")
     return cm.scores(classes)
 
 

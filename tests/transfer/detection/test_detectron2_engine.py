@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,24 @@ def test_detectron2_engine_defaults_to_fp32_unless_bf16_is_asked(monkeypatch, tm
     eval_main("detection", base)
     eval_main("detection", base + ["--bf16=true"])
     assert seen == [False, True]
+
+
+def test_a_truncated_image_is_refused_before_detectron2_trains(detectron2_ready, synth_tiny, moco_r50, tmp_path,
+                                                               capsys):
+    """detectron2's loaders read every listed image and cannot skip one. A JPEG cut short opens (its
+    header is whole), so the readers' open-time check passed it and detectron2 failed on it while
+    training, as many iterations in as the image took to be drawn: now its data is read first."""
+    from mocobench.cli import main
+
+    devkit = tmp_path / "VOCdevkit"
+    shutil.copytree(synth_tiny / "VOCdevkit", devkit)
+    victim = sorted((devkit / "VOC2012" / "JPEGImages").glob("*.jpg"))[3]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    work = tmp_path / "work"
+    code = main(["eval", "detection", "--checkpoint", str(moco_r50), "--dataset", "voc", "--data", str(devkit),
+                 "--protocol", "moco-voc-c4-24k", "--engine", "detectron2", "--results", str(tmp_path / "results"),
+                 "--work-dir", str(work), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{victim}: unreadable image" in err and "1 such" in err, err
+    assert not list(work.rglob("log.txt")) and not list(work.rglob("backbone.pkl"))   # detectron2 never started

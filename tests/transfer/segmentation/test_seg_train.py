@@ -104,7 +104,8 @@ def test_score_voc_cli_and_errors(voc_small, tmp_path, capsys):
     m = json.loads(capsys.readouterr().out)["metrics"]
     # ground truth scored against itself: 255 borders are ignored, everything else is right
     assert m["mIoU"] == 100.0 and m["aAcc"] == 100.0
-    assert score_main("voc-seg", args[:3] + [str(tmp_path)] + args[4:]) == 2
+    # a prediction folder that lacks an image's file: a failure (exit 1), as any missing or bad file
+    assert score_main("voc-seg", args[:3] + [str(tmp_path)] + args[4:]) == 1
     assert "prediction for" in capsys.readouterr().err
 
 

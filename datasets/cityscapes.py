@@ -176,10 +176,18 @@ class CityscapesSegmentation:
         self.split = split
         samples = list_samples(self.root, split)
         # every mask's values and size, before any training; unreadable images are skipped (files)
-        kept, self.skipped = check_segmentation_split(
+        kept, skipped = check_segmentation_split(
             [(s.image, s.label) for s in samples], read_label_ids,
             lambda ids: (to_train_ids(ids) != IGNORE).sum(), CityscapesError, str(self.root / "gtFine" / split))
         self.samples = [samples[i] for i in kept]
+        self.skipped = [str(samples[i].image) for i in skipped]
+        self._skipped_masks = [samples[i].label for i in skipped]
+
+    def missed_targets(self):
+        """The train-id masks of the images skipped as unreadable: a val split scores their pixels
+        as missed (``transfer.segmentation.inference.evaluate``)."""
+        for mask in self._skipped_masks:
+            yield to_train_ids(read_label_ids(mask))
 
     def __len__(self) -> int:
         return len(self.samples)

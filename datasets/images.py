@@ -83,10 +83,12 @@ def find_unreadable(paths, desc: str = "check image data", threads: int | None =
 
 def check_segmentation_split(pairs, read_mask, evaluated, error: type[Exception], split: str):
     """Every ``(image, mask)`` pair of a segmentation split, checked when the dataset is opened, before
-    any training: ``(indices kept, image files skipped)``.
+    any training: ``(indices kept, indices of the image files skipped)``.
 
     An image that cannot be opened or whose data is broken (:func:`check_data`: a truncated JPEG
-    too) is skipped (named in a warning, counted once as a file). A mask is read in full:
+    too) is skipped (named in a warning, counted once as a file); its mask is still checked, as
+    scoring a val split counts its pixels as missed (``missed_targets`` of the datasets). A mask is
+    read in full:
     ``read_mask(path)`` raises ``error`` on values that are no label;
     a mask whose size differs from its image's is ``error``, and so is a split with no readable
     image or with no pixel that ``evaluated(mask)`` counts (every pixel ignored: nothing to learn or
@@ -104,7 +106,8 @@ def check_segmentation_split(pairs, read_mask, evaluated, error: type[Exception]
                 check_data(im)
         except Exception as e:  # PIL raises many types for broken files
             warnings.warn(f"{image}: unreadable image skipped ({type(e).__name__}: {e})", stacklevel=2)
-            skipped.append(str(image))
+            skipped.append(i)
+            read_mask(mask)   # its values are checked all the same
             continue
         labels = read_mask(mask)
         if labels.shape[::-1] != tuple(size):

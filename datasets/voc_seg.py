@@ -113,11 +113,19 @@ class VOCSegmentation:
             raise VOCSegError(f"{self.mask_dir / (missing[0] + '.png')}: mask missing "
                               f"({len(missing)} of {len(self.ids)} listed in {list_name})")
         # every mask's values and size, before any training; unreadable images are skipped (files)
-        kept, self.skipped = check_segmentation_split(
+        kept, skipped = check_segmentation_split(
             [(self.root / "JPEGImages" / f"{i}.jpg", self.mask_dir / f"{i}.png") for i in self.ids], read_mask,
             lambda mask: (mask != IGNORE).sum(), VOCSegError,
             f"{self.root / 'ImageSets' / 'Segmentation' / list_name}")
+        self.skipped = [str(self.root / "JPEGImages" / f"{self.ids[i]}.jpg") for i in skipped]
+        self._skipped_masks = [self.mask_dir / f"{self.ids[i]}.png" for i in skipped]
         self.ids = [self.ids[i] for i in kept]
+
+    def missed_targets(self):
+        """The class-index masks of the images skipped as unreadable: a val split scores their
+        pixels as missed (``transfer.segmentation.inference.evaluate``)."""
+        for mask in self._skipped_masks:
+            yield read_mask(mask)
 
     def __len__(self) -> int:
         return len(self.ids)

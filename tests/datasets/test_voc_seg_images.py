@@ -54,3 +54,32 @@ def test_truncated_jpeg_is_skipped_and_counted_at_open(tmp_path):
     for i in range(len(ds)):                              # every image left reads
         image, target, image_id = ds[i]
         assert image.shape == (64, 96, 3) and (target == 12).sum() == 30 * 40
+
+
+def test_an_unreadable_val_image_is_scored_as_missed(tmp_path):
+    """The official protocols score a fixed val set: an image that cannot be read is predicted as no
+    class, so its ground-truth pixels count against their classes (before: the val set shrank, and
+    the mIoU was of the readable images alone)."""
+    import torch
+
+    from mocobench.transfer.segmentation.inference import evaluate
+
+    class AlwaysDog(torch.nn.Module):
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 21, *x.shape[2:])
+            out[:, 12] = 1.0
+            return out
+
+    d = voc2012(tmp_path, 3, truncated={1})
+    listing = d / "ImageSets" / "Segmentation"
+    (listing / "val.txt").write_text((listing / "train.txt").read_text())
+    with pytest.warns(UserWarning, match="2012_000001.jpg"):
+        val = VOCSegmentation(tmp_path, "val")
+    scores = evaluate(AlwaysDog(), val, device=torch.device("cpu"), mean=(0.5,) * 3,
+                      std=(0.25,) * 3).scores(val.classes)
+    # IoU = TP / (TP + FP + FN) over all three images, stated by hand: each mask has 30 x 40 dog pixels
+    # in 64 x 96; the two read are predicted dog everywhere, the third is missed whole
+    px, dog = 64 * 96, 30 * 40
+    assert scores["IoU/dog"] == pytest.approx(100 * 2 * dog / (2 * dog + 2 * (px - dog) + dog))
+    assert scores["IoU/background"] == 0.0
+    assert scores["aAcc"] == pytest.approx(100 * 2 * dog / (3 * px))

@@ -52,8 +52,12 @@ def predict_slide(model, x: torch.Tensor, crop: tuple[int, int], stride: tuple[i
 def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str = "whole",
              slide_crop=(769, 769), slide_stride=(513, 513), rank: int = 0, world: int = 1,
              write_prediction=None, desc: str = "eval") -> ConfusionMatrix:
-    """Confusion matrix over the whole of ``dataset`` (checked when it was opened: its unreadable
-    files are left out and counted there, so a read error here is an error).
+    """Confusion matrix over the whole of ``dataset``. Its unreadable images were found and counted
+    when it was opened (a read error here is an error); each is scored as a prediction of no class:
+    its ground-truth pixels go to the void column, so they count against their classes, as
+    cityscapesscripts counts a pixel predicted as an ignored label. The official protocols score a
+    fixed val set, and a figure over fewer images could not be set beside anyone else's (detection
+    scores an unreadable test image with no detections, its objects missed, for the same reason).
 
     Each rank takes its shard (``mocobench.core.dist.shard_indices``: every image once, no padding); the
     matrices are summed over ranks, which is exactly the matrix of one process.
@@ -78,6 +82,10 @@ def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str 
         cm.update(pred, torch.from_numpy(target).to(device))
         if write_prediction is not None:
             write_prediction(name, pred.cpu().numpy().astype(np.uint8))
+    if rank == 0:   # once over the ranks
+        for target in dataset.missed_targets():
+            target = torch.from_numpy(target).to(device)
+            cm.update(torch.full_like(target, -1), target)   # -1: no class, the void column
     cm.all_reduce()
     model.train(was_training)
     return cm

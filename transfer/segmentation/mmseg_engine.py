@@ -156,9 +156,11 @@ def _write_train_ids(root: Path, split: str, out: Path) -> int:
 
 def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool) -> tuple[Path, dict, dict, dict]:
     """``(data_root, folders, split sizes, unreadable images skipped)`` for the mmseg config; rank 0
-    (``main``) writes files. VOC's images are listed in an ``ann_file``, so an unreadable one is left
-    out of it and counted (``skipped_train``, ``skipped_val``), as our engine does; Cityscapes' are
-    read from whole folders, so an unreadable one is refused (``_write_train_ids``)."""
+    (``main``) writes files. VOC's images are listed in an ``ann_file``, so an unreadable training
+    image is left out of it and counted (``skipped_train``), as our engine does; an unreadable val
+    image is refused, as mmseg's IoUMetric would score the val set without it, where our engine
+    counts its pixels as missed. Cityscapes' images are read from whole folders, so an unreadable
+    one is refused in either split (``_write_train_ids``)."""
     folders, sizes, skipped = {}, {}, {"skipped_train": 0, "skipped_val": 0}
     if dataset == "cityscapes":
         root = _cityscapes_root(data_root)
@@ -169,10 +171,13 @@ def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool)
             folders[kind] = {"img_path": str(root / "leftImg8bit" / split), "seg_map_path": str(out),
                              "ann_file": ""}
         return root, folders, sizes, skipped
-    from mocobench.datasets.voc_seg import VOCSegmentation
+    from mocobench.datasets.voc_seg import VOCSegError, VOCSegmentation
 
     for kind, split in (("train", protocol.train_split), ("val", protocol.val_split)):
         ds = VOCSegmentation(data_root, split)  # checks the list and that every mask exists
+        if kind == "val" and ds.skipped:
+            raise VOCSegError(f"{ds.skipped[0]}: unreadable val image; mmseg would score the val set without "
+                              f"it (our engine counts its pixels as missed): repair it ({len(ds.skipped)} such)")
         ids_file = work / "splits" / f"{split}.txt"
         if main:
             atomic_write_text(ids_file, "\n".join(ds.ids) + "\n")

@@ -181,13 +181,13 @@ class CityscapesSegmentation:
             lambda ids: (to_train_ids(ids) != IGNORE).sum(), CityscapesError, str(self.root / "gtFine" / split))
         self.samples = [samples[i] for i in kept]
         self.skipped = [str(samples[i].image) for i in skipped]
-        self._skipped_masks = [samples[i].label for i in skipped]
+        self._skipped_samples = [samples[i] for i in skipped]
 
     def missed_targets(self):
-        """The train-id masks of the images skipped as unreadable: a val split scores their pixels
-        as missed (``transfer.segmentation.inference.evaluate``)."""
-        for mask in self._skipped_masks:
-            yield to_train_ids(read_label_ids(mask))
+        """``(stem, train-id mask)`` of each image skipped as unreadable: a val split scores their
+        pixels as missed (``transfer.segmentation.inference.evaluate``)."""
+        for s in self._skipped_samples:
+            yield s.stem, to_train_ids(read_label_ids(s.label))
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -118,14 +118,14 @@ class VOCSegmentation:
             lambda mask: (mask != IGNORE).sum(), VOCSegError,
             f"{self.root / 'ImageSets' / 'Segmentation' / list_name}")
         self.skipped = [str(self.root / "JPEGImages" / f"{self.ids[i]}.jpg") for i in skipped]
-        self._skipped_masks = [self.mask_dir / f"{self.ids[i]}.png" for i in skipped]
+        self._skipped_ids = [self.ids[i] for i in skipped]
         self.ids = [self.ids[i] for i in kept]
 
     def missed_targets(self):
-        """The class-index masks of the images skipped as unreadable: a val split scores their
-        pixels as missed (``transfer.segmentation.inference.evaluate``)."""
-        for mask in self._skipped_masks:
-            yield read_mask(mask)
+        """``(image id, class-index mask)`` of each image skipped as unreadable: a val split scores
+        their pixels as missed (``transfer.segmentation.inference.evaluate``)."""
+        for image_id in self._skipped_ids:
+            yield image_id, read_mask(self.mask_dir / f"{image_id}.png")
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -62,7 +62,8 @@ def test_an_unreadable_val_image_is_scored_as_missed(tmp_path):
     the mIoU was of the readable images alone)."""
     import torch
 
-    from mocobench.transfer.segmentation.inference import evaluate
+    from mocobench.transfer.segmentation.inference import evaluate, prediction_writer
+    from mocobench.transfer.segmentation.score import score_voc
 
     class AlwaysDog(torch.nn.Module):
         def forward(self, x):
@@ -75,11 +76,15 @@ def test_an_unreadable_val_image_is_scored_as_missed(tmp_path):
     (listing / "val.txt").write_text((listing / "train.txt").read_text())
     with pytest.warns(UserWarning, match="2012_000001.jpg"):
         val = VOCSegmentation(tmp_path, "val")
-    scores = evaluate(AlwaysDog(), val, device=torch.device("cpu"), mean=(0.5,) * 3,
-                      std=(0.25,) * 3).scores(val.classes)
+    written = tmp_path / "pred"
+    scores = evaluate(AlwaysDog(), val, device=torch.device("cpu"), mean=(0.5,) * 3, std=(0.25,) * 3,
+                      write_prediction=prediction_writer("voc2012", written)).scores(val.classes)
     # IoU = TP / (TP + FP + FN) over all three images, stated by hand: each mask has 30 x 40 dog pixels
     # in 64 x 96; the two read are predicted dog everywhere, the third is missed whole
     px, dog = 64 * 96, 30 * 40
     assert scores["IoU/dog"] == pytest.approx(100 * 2 * dog / (2 * dog + 2 * (px - dog) + dog))
     assert scores["IoU/background"] == 0.0
     assert scores["aAcc"] == pytest.approx(100 * 2 * dog / (3 * px))
+    # the unreadable image's prediction is written too (no class), so scoring the files agrees
+    assert sorted(p.name for p in written.iterdir()) == [f"2012_00000{i}.png" for i in range(3)]
+    assert score_voc(d / "SegmentationClass", written, listing / "val.txt")["metrics"] == scores

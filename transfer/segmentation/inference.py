@@ -15,6 +15,9 @@ from mocobench.transfer.segmentation.data import normalize
 from mocobench.transfer.segmentation.metrics import ConfusionMatrix
 
 
+NO_CLASS = 255   # the prediction of an image that could not be read: no evaluated class (void)
+
+
 @torch.no_grad()
 def predict_whole(model, x: torch.Tensor) -> torch.Tensor:
     """x: N x 3 x H x W -> logits N x K x H x W (float32)."""
@@ -63,7 +66,8 @@ def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str 
     matrices are summed over ranks, which is exactly the matrix of one process.
 
     ``write_prediction(name, train_ids_np)`` is called per image when given (e.g. to write
-    Cityscapes label-id PNGs for the official script).
+    Cityscapes label-id PNGs for the official script); an unreadable image's prediction is
+    ``NO_CLASS`` everywhere.
     """
     was_training = model.training
     model.eval()
@@ -83,9 +87,11 @@ def evaluate(model, dataset, *, device: torch.device, mean, std, inference: str 
         if write_prediction is not None:
             write_prediction(name, pred.cpu().numpy().astype(np.uint8))
     if rank == 0:   # once over the ranks
-        for target in dataset.missed_targets():
+        for name, target in dataset.missed_targets():
             target = torch.from_numpy(target).to(device)
-            cm.update(torch.full_like(target, -1), target)   # -1: no class, the void column
+            cm.update(torch.full_like(target, NO_CLASS), target)   # the void column
+            if write_prediction is not None:   # so that scoring the written files gives these figures
+                write_prediction(name, np.full(tuple(target.shape), NO_CLASS, dtype=np.uint8))
     cm.all_reduce()
     model.train(was_training)
     return cm

@@ -77,8 +77,11 @@ def score_voc(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, split_file
 
 
 def write_cityscapes_prediction(path: str | os.PathLike, train_ids: np.ndarray) -> Path:
-    """Write an H x W train-id prediction as an official label-id PNG (atomically)."""
-    return _write_png(path, cs.TRAIN_ID_TO_LABEL_ID[train_ids.astype(np.int64)])
+    """Write an H x W train-id prediction as an official label-id PNG (atomically). Train id 255
+    (no class) is written as label id 0, ``unlabeled``, which no class is scored as."""
+    ids = train_ids.astype(np.int64)
+    void = ids == cs.IGNORE
+    return _write_png(path, np.where(void, 0, cs.TRAIN_ID_TO_LABEL_ID[np.where(void, 0, ids)]).astype(np.uint8))
 
 
 def write_voc_prediction(path: str | os.PathLike, classes: np.ndarray) -> Path:

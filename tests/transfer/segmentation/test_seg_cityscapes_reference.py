@@ -59,3 +59,37 @@ def test_score_matches_cityscapesscripts_on_embedded_val(synth_tiny, tmp_path, c
 
 def test_score_matches_cityscapesscripts_on_written_scenes(cityscapes_small, tmp_path, cs_reference):
     _check_dir(cityscapes_small, tmp_path, 1, cs_reference)
+
+
+def test_an_unreadable_val_image_scores_as_cityscapesscripts_scores_an_unlabeled_prediction(
+        synth_tiny, tmp_path, cs_reference):
+    """Our evaluation predicts no class for a val image it cannot read, and writes it as label id 0
+    (``unlabeled``): the official script, given every written prediction, agrees with the figures
+    our evaluation recorded, so the image's pixels count against their classes in both."""
+    import shutil
+    import warnings
+
+    import torch
+
+    from mocobench.transfer.segmentation.inference import evaluate, prediction_writer
+
+    root = tmp_path / "cityscapes"
+    shutil.copytree(cityscapes_root(synth_tiny), root)
+    victim = sorted((root / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))[1]
+    victim.write_bytes(victim.read_bytes()[:-200])   # its last chunks cut: verify() fails
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        val = cs.CityscapesSegmentation(root, "val")
+    assert val.skipped == [str(victim)]
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, cs.NUM_CLASSES, 1)   # any per-pixel classifier
+    pred_dir = tmp_path / "pred"
+    ours = evaluate(model, val, device=torch.device("cpu"), mean=(0.5,) * 3, std=(0.25,) * 3,
+                    write_prediction=prediction_writer("cityscapes", pred_dir)).scores(val.classes)
+    gt_files = cs.list_ground_truth(root / "gtFine" / "val")
+    pred_files = sorted(pred_dir.glob("*.png"))
+    assert len(pred_files) == len(gt_files)
+    written = np.array(Image.open(pred_dir / f"{victim.name[:-len('_leftImg8bit.png')]}_pred_labelIds.png"))
+    assert (written == 0).all()
+    cs_reference.compare({k: v for k, v in ours.items() if not k.startswith("Acc/")},
+                         cs_reference.scores(gt_files, pred_files))

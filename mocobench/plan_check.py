@@ -126,12 +126,19 @@ def gpu_hours(argv: list[str]) -> tuple[float | None, str]:
         from mocobench.transfer.segmentation.protocols import get_protocol
 
         p = get_protocol(protocol, _arg(argv, "--dataset") or "cityscapes")
+        # each row was measured on its own protocol's Cityscapes crops; another crop is projected by
+        # pixel count (an FCN's convolutions cost in proportion): VOC's 513 px runs 2.2x the 769 px rate
         rate = (rates.get(("engines", "mmseg FCN R50-D8", "mmseg-fcn-40k, Cityscapes"))
                 if _arg(argv, "--engine") == "mmseg" else None)
-        what = "mmseg's FCN R50-D8 at 769 px" if rate else "FCN at 769 px, bf16"
+        measured = get_protocol("mmseg-fcn-40k" if rate else "moco-fcn", "cityscapes").crop
+        what = "mmseg's FCN R50-D8" if rate else "FCN, bf16"
         rate = rate or rates.get(("segmentation", "resnet50-FCN", "moco-fcn, bf16 on GPU"))
         if rate is None:
             return None, "no measured throughput"
+        what += f", measured at {measured[0]}x{measured[1]}"
+        if tuple(p.crop) != tuple(measured):
+            rate *= measured[0] * measured[1] / (p.crop[0] * p.crop[1])
+            what += ", scaled by pixel count"
         return p.iters * p.batch_size / rate / 3600, \
-            f"{p.iters} iterations x {p.batch_size} crops at {rate:.0f} img/s ({what})"
+            f"{p.iters} iterations x {p.batch_size} crops of {p.crop[0]}x{p.crop[1]} at {rate:.0f} img/s ({what})"
     return None, "no measured throughput for this stage"

@@ -25,10 +25,18 @@ def test_engine_stages_are_projected_from_the_engines_own_rows(monkeypatch):
     hours, _ = plan_check.gpu_hours(["eval", "detection", "--protocol", "moco-voc-c4-24k", "--engine", "torchvision"])
     assert hours == pytest.approx(24000 * 16 / 20.0 / 3600)
     seg = ["eval", "segmentation", "--protocol", "mmseg-fcn-40k", "--dataset", "cityscapes", "--engine", "mmseg"]
-    assert plan_check.gpu_hours(seg)[0] == pytest.approx(40000 * 8 / 8.0 / 3600)
+    # no mmseg row yet: our FCN's 769 px rate, by pixel count to mmseg's 512x1024 crops
+    assert plan_check.gpu_hours(seg)[0] == pytest.approx(40000 * 8 / (8.0 * 769 * 769 / (512 * 1024)) / 3600)
     rates[("engines", "mmseg FCN R50-D8", "mmseg-fcn-40k, Cityscapes")] = 4.0
     hours, how = plan_check.gpu_hours(seg)
     assert hours == pytest.approx(40000 * 8 / 4.0 / 3600) and "mmseg's FCN" in how
+    # each protocol's own crops: VOC's 513 px from the 769 px rate by pixel count (it said "769 px")
+    voc_seg = ["eval", "segmentation", "--protocol", "moco-fcn", "--dataset", "voc2012"]
+    hours, how = plan_check.gpu_hours(voc_seg)
+    assert hours == pytest.approx(30000 * 16 / (8.0 * 769 * 769 / (513 * 513)) / 3600)
+    assert "crops of 513x513" in how and "measured at 769x769, scaled by pixel count" in how
+    hours, how = plan_check.gpu_hours(["eval", "segmentation", "--protocol", "moco-fcn", "--dataset", "cityscapes"])
+    assert hours == pytest.approx(90000 * 16 / 8.0 / 3600) and "scaled" not in how
     linear = ["eval", "linear", "--protocol", "paper"]
     assert plan_check.gpu_hours(linear)[0] == pytest.approx((100 * 1_281_167 + 50_000) / 3000.0 / 3600)
     rates[("linear", "resnet50", "paper protocol step")] = 2500.0

@@ -144,45 +144,6 @@ def file_identity(checkpoint: str) -> str:
     return f"sha256:{h.hexdigest()}"
 
 
-def data_identity(path: Path) -> str:
-    """A real dataset's identity (paper mode; the embedded data have the data stage's key): the
-    sha256 of its listing, each file's path under ``path``, size and mtime, read with ``os.scandir``
-    and one ``stat`` per file (symlinks followed). No file is read: an ImageNet-sized folder costs
-    one pass over its 1.3M entries (docs/run_all.md gives the measured cost), where hashing it would
-    read 150 GB. A file added, removed, renamed, resized or rewritten changes it; so does a copy that
-    does not keep mtimes (``cp`` without ``-p``; ``rsync -a`` and ``tar`` keep them)."""
-    h = hashlib.sha256()
-    try:
-        st = path.stat()
-    except OSError:
-        return "absent"
-    if not path.is_dir():
-        h.update(f"{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return f"listing:{h.hexdigest()[:16]}"
-    seen = {(st.st_dev, st.st_ino)}   # a symlink loop is listed once
-    todo = [(str(path), "")]
-    while todo:
-        folder, rel = todo.pop()
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        below = []
-        for e in entries:
-            name = rel + e.name
-            try:
-                st = e.stat()
-                if e.is_dir():
-                    if (st.st_dev, st.st_ino) not in seen:
-                        seen.add((st.st_dev, st.st_ino))
-                        below.append((e.path, name + "/"))
-                    h.update(f"{name}/\n".encode())
-                else:
-                    h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            except OSError:   # a broken symlink
-                h.update(f"{name}\0broken\n".encode())
-        todo += reversed(below)   # depth first, in name order
-    return f"listing:{h.hexdigest()[:16]}"
-
-
 def configuration(mode: str, argv: list[str], inputs: dict[str, str]) -> dict:
     return {"mode": mode, "command": list(argv), "code": protocol_code(argv), "inputs": dict(sorted(inputs.items()))}
 

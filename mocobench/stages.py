@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mocobench import resume
 from mocobench.checkpoints.backbones import TORCHVISION_RESNETS
+from mocobench.datasets.identity import data_identity
 from mocobench.modes import Mode, find_datasets
 
 
@@ -283,7 +284,7 @@ def _data_inputs(datasets: dict[str, Path], keys, identities: dict[Path, str]) -
             continue
         path = datasets[name] / part if part else datasets[name]
         if path not in identities:
-            identities[path] = resume.data_identity(path)
+            identities[path] = data_identity(path)
         found[f"data {key}"] = identities[path]
     return found
 

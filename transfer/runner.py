@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from mocobench.core.errors import EXIT_USAGE, UsageError
+from mocobench.datasets.identity import data_identity
 
 
 @dataclass
@@ -137,7 +138,10 @@ def evaluate(ev: Evaluation) -> int:
     info, device = dist.setup(ev.device)
     # the branch and input convention pick other weights out of the same file (same sha256)
     picked = {k: v for k, v in (("branch", ev.branch), ("input_convention", ev.input_convention)) if v}
-    key = settings_key({**ev.settings, "task": ev.task, "world_size": info.world, **picked})
+    # the data's listing too (names, sizes, times; no file read): data changed under the same path
+    # (an image added, repaired or removed) is another evaluation, never "evaluated already"
+    listing = {"data_listing": data_identity(Path(ev.settings["data"]))} if ev.settings.get("data") else {}
+    key = settings_key({**ev.settings, "task": ev.task, "world_size": info.world, **picked, **listing})
     carded = None
     # the checkpoint named (file read and checked, nothing built): a finished seed is skipped
     # without loading it

@@ -14,6 +14,7 @@ from mocobench import pipeline as P
 from mocobench import resume
 from mocobench.launch import Launcher
 from mocobench.stages import plan
+from mocobench.datasets.identity import data_identity
 
 
 def _plan(argv):
@@ -214,17 +215,17 @@ def test_data_identity_reads_listings_not_files(tmp_path):
     (tmp_path / "d" / "a" / "x.jpg").write_bytes(b"1234")
     (tmp_path / "d" / "y.jpg").write_bytes(b"12")
     os.symlink(tmp_path / "d", tmp_path / "d" / "a" / "loop")   # a symlink loop is listed once
-    first = resume.data_identity(tmp_path / "d")
-    assert first.startswith("listing:") and resume.data_identity(tmp_path / "d") == first
+    first = data_identity(tmp_path / "d")
+    assert first.startswith("listing:") and data_identity(tmp_path / "d") == first
     # the bytes change, the size and time stay: a listing does not see it (a content hash would)
     f = tmp_path / "d" / "a" / "x.jpg"
     st = f.stat()
     f.write_bytes(b"9999")
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert resume.data_identity(tmp_path / "d") == first
+    assert data_identity(tmp_path / "d") == first
     (tmp_path / "d" / "a" / "z.jpg").write_bytes(b"")
-    assert resume.data_identity(tmp_path / "d") != first
-    assert resume.data_identity(tmp_path / "absent") == "absent"
+    assert data_identity(tmp_path / "d") != first
+    assert data_identity(tmp_path / "absent") == "absent"
 
 
 def test_the_embedded_modes_keys_are_unchanged_by_the_data_identity(tmp_path):

@@ -108,6 +108,17 @@ def eval_main(task: str, argv: list[str]) -> int:
     return runner.main(parse, prog)
 
 
+def over_the_whole_val_set(metrics: dict[str, float], listed: int, unreadable: int) -> dict[str, float]:
+    """Top-k accuracies of the readable val images as accuracies over every listed one: an image
+    that cannot be read counts as wrong. The official protocols score a fixed val set (ImageNet's
+    50,000 images), and an accuracy over fewer could not be set beside anyone else's; detection and
+    segmentation score an unreadable test image as missed for the same reason."""
+    if not unreadable:
+        return metrics
+    read = listed - unreadable
+    return {k: v * read / listed if k.startswith("top") else v for k, v in metrics.items()}
+
+
 def run_seed(task: str, protocol: str, cfg, args, imagenet: Path, dataset: str, r):
     """One seed of a classification evaluation (``transfer/runner.py`` calls it): an Outcome on
     rank 0, None on the others."""
@@ -130,6 +141,7 @@ def run_seed(task: str, protocol: str, cfg, args, imagenet: Path, dataset: str, 
                                                                r.device, r.log, world)
     if not r.dist.main:
         return None
+    metrics = over_the_whole_val_set(metrics, splits["val"], skipped["val"])
     protocol_fields, run_settings = protocol_and_run(cfg)
     # of what the probe reports, the settings it derived from the protocol (the scaled lr, which
     # label list); the rest (sweep choices, cache hits, timings, paths) is what this run measured

@@ -125,3 +125,22 @@ def test_the_cache_tells_apart_the_branches_of_one_file(tiny_imagenet, tmp_path)
     assert second["run"]["cache_hits"] == {"train": False, "val": False}
     assert second["metrics"] == alone["metrics"] and first["metrics"] != alone["metrics"]
     assert first["checkpoint"]["sha256"] == second["checkpoint"]["sha256"]
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_an_unreadable_val_image_counts_as_wrong(tiny_imagenet, tmp_path):
+    """Accuracy over the fixed val set: the same run with one more val image, unreadable, scores
+    12/13 of the run without it (before: the same figure, over the 12 images read). And the data
+    changed under the same path make another evaluation (before: "evaluated already", and the first
+    run's record copied)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_imagenet, data)
+    (rec,) = run("knn", data, tmp_path / "before", "--no-cache")
+    (data / "imagenet" / "val" / "n01" / "n01_broken.JPEG").write_bytes(b"\xff\xd8 truncated")
+    (broken,) = run("knn", data, tmp_path / "after", "--no-cache")
+    assert broken["run"]["work_dir"] != rec["run"]["work_dir"]
+    assert broken["dataset"]["unreadable"]["val"] == 1 and broken["dataset"]["splits"]["val"] == 13
+    for k in ("top1", "top5"):
+        assert broken["metrics"][k] == pytest.approx(rec["metrics"][k] * 12 / 13)

@@ -88,7 +88,8 @@ def data_identity(path: Path) -> str:
     and one ``stat`` per file (symlinks followed). No file is read: an ImageNet-sized folder costs
     one pass over its 1.3M entries (docs/run_all.md gives the measured cost), where hashing it would
     read 150 GB. A file added, removed, renamed, resized or rewritten changes it; so does a copy that
-    does not keep mtimes (``cp`` without ``-p``; ``rsync -a`` and ``tar`` keep them)."""
+    does not keep mtimes (``cp`` without ``-p``; ``rsync -a`` and ``tar`` keep them). A name that is
+    not UTF-8 hashes as its bytes (``os.fsencode``)."""
     h = hashlib.sha256()
     try:
         st = path.stat()
@@ -112,10 +113,10 @@ def data_identity(path: Path) -> str:
                     if (st.st_dev, st.st_ino) not in seen:
                         seen.add((st.st_dev, st.st_ino))
                         below.append((e.path, name + "/"))
-                    h.update(f"{name}/\n".encode())
+                    h.update(os.fsencode(name) + b"/\n")
                 else:
-                    h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                    h.update(os.fsencode(name) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
             except OSError:   # a broken symlink
-                h.update(f"{name}\0broken\n".encode())
+                h.update(os.fsencode(name) + b"\0broken\n")
         todo += reversed(below)   # depth first, in name order
     return f"listing:{h.hexdigest()[:16]}"

@@ -65,16 +65,19 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 
 def files_hash(samples) -> str:
-    """Hash of a dataset's sorted ``(path, label)`` list (names and sizes, not the pixels)."""
+    """Hash of a dataset's sorted ``(path, label)`` list with each file's size and modification time
+    (not the pixels): an image rewritten at the same size (a repaired download) is new data, as in
+    ``datasets.identity.data_identity``."""
     h = hashlib.sha256()
     for path, label in sorted(samples):
         try:
-            size = os.path.getsize(path)
+            st = os.stat(path)
+            size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
-            size = -1
+            size, mtime = -1, -1
         # os.fsencode: a file name that is not UTF-8 (undecodable bytes kept as surrogates) hashes as
-        # its bytes; every other name hashes as before
-        h.update(os.fsencode(path) + f"\t{label}\t{size}\n".encode())
+        # its bytes
+        h.update(os.fsencode(path) + f"\t{label}\t{size}\t{mtime}\n".encode())
     return h.hexdigest()
 
 

@@ -1,5 +1,6 @@
 """The feature cache: keyed by checkpoint and data, float16, atomic, reused without the backbone."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,13 @@ def test_cache_key_depends_on_checkpoint_data_and_transform(tmp_path):
     assert base == cache_key(checkpoint_identity(rep), ds, {"img_size": 224})
     assert base != cache_key(checkpoint_identity(rep), ds, {"img_size": 64})
     assert cache_key(checkpoint_identity(rnd), ds, {}) != cache_key(checkpoint_identity(rnd1), ds, {})
+    # an image rewritten at the same size (a repaired download): its time changed, so new data
+    f = tmp_path / "a" / "c1" / "1.png"
+    st = f.stat()
+    f.write_bytes(f.read_bytes())
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert f.stat().st_size == st.st_size
+    assert base != cache_key(checkpoint_identity(rep), ImageFolder(tmp_path / "a"), {"img_size": 224})
     (tmp_path / "a" / "c1" / "0.png").unlink()  # the file list changed
     ds2 = ImageFolder(tmp_path / "a")
     assert base != cache_key(checkpoint_identity(rep), ds2, {"img_size": 224})

@@ -130,9 +130,13 @@ def _cityscapes_root(data_root: str) -> Path:
     return root.resolve()
 
 
-def _write_train_ids(root: Path, split: str, out: Path) -> int:
-    """``out/<city>/<stem>_gtFine_labelTrainIds.png`` for each image of ``split``; returns the count.
-    A mask already written (atomically, so complete) is kept."""
+def _write_train_ids(root: Path, split: str, out: Path, ann_file: Path, kind: str) -> tuple[int, int]:
+    """``out/<city>/<stem>_gtFine_labelTrainIds.png`` for each readable image of ``split`` and the list
+    of them mmseg reads (``ann_file``: ``<city>/<stem>`` lines, which its ``CityscapesDataset`` joins
+    with the image and mask suffixes); ``(images listed, unreadable images left out)``. An unreadable
+    training image is left out and counted, as our engine does; an unreadable val image is refused
+    (mmseg's ``IoUMetric`` would score the val set without it). A mask already written
+    (atomically, so complete) is kept."""
     import io
 
     from PIL import Image
@@ -140,36 +144,35 @@ def _write_train_ids(root: Path, split: str, out: Path) -> int:
     from mocobench.datasets.cityscapes import CityscapesError, CityscapesSegmentation, read_label_ids, to_train_ids
 
     ds = CityscapesSegmentation(root, split)   # the split checked as for our engine, before any training
-    if ds.skipped:
-        raise CityscapesError(f"{ds.skipped[0]}: unreadable image; mmseg reads every image of "
-                              f"{root / 'leftImg8bit' / split} and cannot skip it: repair or remove it "
-                              f"({len(ds.skipped)} such)")
-    samples = ds.samples
-    for s in samples:
+    if kind == "val" and ds.skipped:
+        raise CityscapesError(f"{ds.skipped[0]}: unreadable val image; mmseg would score the val set without "
+                              f"it (our engine counts its pixels as missed): repair it ({len(ds.skipped)} such)")
+    for s in ds.samples:
         dst = out / s.image.parent.name / f"{s.stem}_gtFine_labelTrainIds.png"
         if not dst.is_file():
             buf = io.BytesIO()
             Image.fromarray(to_train_ids(read_label_ids(s.label))).save(buf, format="PNG")
             atomic_write_bytes(dst, buf.getvalue())
-    return len(samples)
+    atomic_write_text(ann_file, "".join(f"{s.image.parent.name}/{s.stem}\n" for s in ds.samples))
+    return len(ds.samples), len(ds.skipped)
 
 
 def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool) -> tuple[Path, dict, dict, dict]:
     """``(data_root, folders, split sizes, unreadable images skipped)`` for the mmseg config; rank 0
-    (``main``) writes files. VOC's images are listed in an ``ann_file``, so an unreadable training
-    image is left out of it and counted (``skipped_train``), as our engine does; an unreadable val
-    image is refused, as mmseg's IoUMetric would score the val set without it, where our engine
-    counts its pixels as missed. Cityscapes' images are read from whole folders, so an unreadable
-    one is refused in either split (``_write_train_ids``)."""
+    (``main``) writes files. Both datasets' images are listed in an ``ann_file``, so an unreadable
+    training image is left out of it and counted (``skipped_train``), as our engine does; an
+    unreadable val image is refused, as mmseg's IoUMetric would score the val set without it, where
+    our engine counts its pixels as missed."""
     folders, sizes, skipped = {}, {}, {"skipped_train": 0, "skipped_val": 0}
     if dataset == "cityscapes":
         root = _cityscapes_root(data_root)
         for kind, split in (("train", protocol.train_split), ("val", protocol.val_split)):
             out = work / "labelTrainIds" / split
+            ann_file = work / "splits" / f"cityscapes_{split}.txt"
             if main:
-                sizes[split] = _write_train_ids(root, split, out)
+                sizes[split], skipped[f"skipped_{kind}"] = _write_train_ids(root, split, out, ann_file, kind)
             folders[kind] = {"img_path": str(root / "leftImg8bit" / split), "seg_map_path": str(out),
-                             "ann_file": ""}
+                             "ann_file": str(ann_file)}
         return root, folders, sizes, skipped
     from mocobench.datasets.voc_seg import VOCSegError, VOCSegmentation
 

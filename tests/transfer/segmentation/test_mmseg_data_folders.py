@@ -42,3 +42,32 @@ def test_voc_unreadable_image_is_left_out_of_the_list_and_counted(tmp_path):
         (d / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids) + "\n")
         with pytest.raises(VOCSegError, match=r"b\.jpg: unreadable val image.*1 such"):
             data_folders("voc2012", str(tmp_path), protocol, tmp_path / "work2", True)
+
+
+def test_cityscapes_unreadable_training_image_is_left_out_and_a_val_one_refused(synth_tiny, tmp_path):
+    """mmseg read Cityscapes' whole image folders, so an unreadable image was refused in either split;
+    its images are listed in an ``ann_file`` now, as VOC's are."""
+    import shutil
+
+    from mocobench.datasets.cityscapes import CityscapesError
+
+    root = tmp_path / "cityscapes"
+    shutil.copytree(synth_tiny / "cityscapes", root)
+    train = sorted((root / "leftImg8bit" / "train").rglob("*_leftImg8bit.png"))
+    train[2].write_bytes(train[2].read_bytes()[:-200])
+    protocol = types.SimpleNamespace(train_split="train", val_split="val")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, folders, sizes, skipped = data_folders("cityscapes", str(tmp_path), protocol, tmp_path / "work", True)
+        listed = (tmp_path / "work" / "splits" / "cityscapes_train.txt").read_text().split()
+        assert sizes["train"] == len(train) - 1 and skipped == {"skipped_train": 1, "skipped_val": 0}
+        assert listed == [f"{p.parent.name}/{p.name[:-len('_leftImg8bit.png')]}" for p in train if p != train[2]]
+        assert folders["train"]["ann_file"].endswith("cityscapes_train.txt")
+        # each listed line names an image and a train-id mask where mmseg's CityscapesDataset looks
+        for line in listed:
+            assert (root / "leftImg8bit" / "train" / f"{line}_leftImg8bit.png").is_file()
+            assert (tmp_path / "work" / "labelTrainIds" / "train" / f"{line}_gtFine_labelTrainIds.png").is_file()
+        val = sorted((root / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))[0]
+        val.write_bytes(val.read_bytes()[:-200])
+        with pytest.raises(CityscapesError, match="unreadable val image"):
+            data_folders("cityscapes", str(tmp_path), protocol, tmp_path / "work2", True)

@@ -63,7 +63,7 @@ def _random_report(text: str, **options: str | None) -> LoadReport:
     """The report of ``random:ARCH[:SEED]`` (``random:timm:NAME[:SEED]``). A name that does not say a
     known arch and an integer seed, or ``options`` (``arch``, ``branch``, ``input_convention``) given
     with it, is a :class:`CheckpointUsageError`: the arch is in the name, and there is no file to
-    choose a branch in or to say the convention of (every command took them and ignored them)."""
+    choose a branch in or to say the convention of, so a command that took them would ignore them."""
     said = [f"--{k.replace('_', '-')}" for k, v in options.items() if v]
     if said:
         raise CheckpointUsageError(f"{', '.join(said)} cannot be used with {text}: a random initialisation's "

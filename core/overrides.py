@@ -122,12 +122,13 @@ def with_named(cls, overrides: Mapping[str, Any], named: Iterable[tuple[str, Any
     for flag, value in named:
         if value is None:
             continue
-        name = flag.lstrip("-").replace("-", "_")
+        key = flag.lstrip("-")
+        name = key.replace("-", "_")
         if name not in fields:
             raise ValueError(f"{flag} does not apply to {owner}")
         if name in given:
             raise ValueError(f"{flag} given twice (as --{given[name]} too); give it once")
-        overrides[flag.lstrip("-")], given[name] = str(value), flag.lstrip("-")
+        overrides[key], given[name] = str(value), key
     return overrides, given
 
 

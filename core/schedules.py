@@ -83,7 +83,7 @@ def keep_shape(steps, old_length: float, new_length: float) -> tuple[int, ...]:
 
 
 def steps_kept(steps, old_lengths: tuple[float, ...], new_lengths: tuple[float, ...], shape: str,
-               option: str = "--milestones") -> tuple[int, ...]:
+               option: str = "--milestones") -> tuple[float, ...]:
     """The steps a run uses when its length or shape was changed and its steps were not given: none
     for a shape without steps (the record then lists none); else ``steps`` (stated for runs of
     ``old_lengths``) moved by :func:`keep_shape` to ``new_lengths``. A protocol with two run lengths

@@ -180,8 +180,12 @@ class CityscapesSegmentation:
             [(s.image, s.label) for s in samples], read_label_ids,
             lambda ids: (to_train_ids(ids) != IGNORE).sum(), CityscapesError, str(self.root / "gtFine" / split))
         self.samples = [samples[i] for i in kept]
-        self.skipped = [str(samples[i].image) for i in skipped]
         self._skipped_samples = [samples[i] for i in skipped]
+
+    @property
+    def skipped(self) -> list[str]:
+        """The image files left out because they cannot be read."""
+        return [str(s.image) for s in self._skipped_samples]
 
     def missed_targets(self):
         """``(stem, train-id mask)`` of each image skipped as unreadable: a val split scores their

@@ -84,8 +84,9 @@ def checked_name(given: str | None, kind: str, root: str | os.PathLike) -> str:
 
 def data_identity(path: Path) -> str:
     """A dataset folder's identity, for keys that must change when the data do (the pipeline's
-    paper-mode stages, every evaluation's work folder): the sha256 of its listing, each file's path under ``path``, size and mtime, read with ``os.scandir``
-    and one ``stat`` per file (symlinks followed). No file is read: an ImageNet-sized folder costs
+    paper-mode stages, every evaluation's work folder): the sha256 of its listing, each file's path
+    under ``path``, size and mtime, read with ``os.scandir`` and one ``stat`` per file (symlinks
+    followed). No file is read: an ImageNet-sized folder costs
     one pass over its 1.3M entries (docs/run_all.md gives the measured cost), where hashing it would
     read 150 GB. A file added, removed, renamed, resized or rewritten changes it; so does a copy that
     does not keep mtimes (``cp`` without ``-p``; ``rsync -a`` and ``tar`` keep them). A name that is

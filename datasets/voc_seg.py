@@ -117,9 +117,13 @@ class VOCSegmentation:
             [(self.root / "JPEGImages" / f"{i}.jpg", self.mask_dir / f"{i}.png") for i in self.ids], read_mask,
             lambda mask: (mask != IGNORE).sum(), VOCSegError,
             f"{self.root / 'ImageSets' / 'Segmentation' / list_name}")
-        self.skipped = [str(self.root / "JPEGImages" / f"{self.ids[i]}.jpg") for i in skipped]
         self._skipped_ids = [self.ids[i] for i in skipped]
         self.ids = [self.ids[i] for i in kept]
+
+    @property
+    def skipped(self) -> list[str]:
+        """The image files left out because they cannot be read."""
+        return [str(self.root / "JPEGImages" / f"{i}.jpg") for i in self._skipped_ids]
 
     def missed_targets(self):
         """``(image id, class-index mask)`` of each image skipped as unreadable: a val split scores

@@ -38,7 +38,7 @@ from pathlib import Path
 from mocobench import resume
 from mocobench.launch import Launcher, children_cpu, preload, tail
 from mocobench.modes import MODES, Mode
-from mocobench.stages import plan
+from mocobench.stages import checkpoint_location, plan
 
 
 # ---------------------------------------------------------------- main
@@ -137,7 +137,7 @@ def parse_args(argv: list[str] | None):
                 "is pretrained")
     seen: dict[str, str] = {}
     for c in args.checkpoint:   # one file given twice would share its stages (names, state, records)
-        where = os.path.realpath(c) if os.sep in c or Path(c).exists() else c
+        where = checkpoint_location(c)
         if where in seen:
             p.error(f"--checkpoint {c}: given twice ({seen[where]})")
         seen[where] = c

@@ -269,14 +269,18 @@ def short_names(ckpts: list[str]) -> dict[str, str]:
     return {c: f"{n}-{_where(c)}" if count[n] > 1 else n for c, n in short.items()}
 
 
+def checkpoint_location(ckpt: str) -> str:
+    """Where a ``--checkpoint`` is: a file's real path, else the name itself (a zoo or ``random:`` name)."""
+    return os.path.realpath(ckpt) if os.sep in ckpt or Path(ckpt).exists() else ckpt
+
+
 def _where(ckpt: str) -> str:
-    path = os.path.abspath(ckpt) if os.sep in ckpt or Path(ckpt).exists() else ckpt   # else a zoo or random: name
-    return hashlib.sha256(path.encode()).hexdigest()[:8]
+    return hashlib.sha256(checkpoint_location(ckpt).encode()).hexdigest()[:8]
 
 
 def _data_inputs(datasets: dict[str, Path], keys, identities: dict[Path, str]) -> dict[str, str]:
     """``{"data KEY": identity}`` of each data folder (``imagenet/train``) or file (``labels_1pct``)
-    a stage reads (``resume.data_identity``), each listed once per plan (``identities``)."""
+    a stage reads (``datasets.identity.data_identity``), each listed once per plan (``identities``)."""
     found = {}
     for key in keys:
         name, _, part = key.partition("/")

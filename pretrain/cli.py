@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mocobench.core.settings import arg, range_of
-from mocobench.core.overrides import given_fields, parse_overrides, refuse_repeated, split_overrides, with_named
+from mocobench.core.overrides import parse_overrides, refuse_repeated, split_overrides, with_named
 from mocobench.core.schedules import steps_kept
 from mocobench.pretrain.config import PRESETS, PretrainConfig, check_resolved, resolve_preset
 from mocobench.pretrain.methods import METHODS
@@ -57,11 +57,10 @@ def resolve(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
     args, rest = p.parse_known_args(argv)
     refuse_repeated(argv, p)
     overrides = split_overrides(rest)
-    typed = given_fields(PretrainConfig, overrides).get("method")
-    if typed:   # the method picks the preset and the model; an override would leave both of the other one
-        raise ValueError(f"--{typed}: the method is chosen with --method only")
     overrides, given = with_named(PretrainConfig, overrides, (
         ("--arch", args.arch), ("--label-fraction", args.label_fraction), ("--supervised-list", args.supervised_list)))
+    if "method" in given:   # the method picks the preset and the model; an override would leave both of the other one
+        raise ValueError(f"--{given['method']}: the method is chosen with --method only")
     preset = resolve_preset(args.preset, args.method)
     cfg = replace(preset, **parse_overrides(PretrainConfig, overrides))
     if "milestones" not in given:   # a shortened run keeps its schedule's shape; a cosine one has no steps

@@ -229,9 +229,9 @@ def record_here(previous: Path, results: Path) -> tuple[Path, bool]:
         if isinstance(name, str) and name.startswith(f"{stem}.") and (previous.parent / name).is_file():
             atomic_write_text(Path(results) / name, (previous.parent / name).read_text(encoding="utf-8"))
     ckpt = rec.get("checkpoint") or {}
-    card = card_path(previous.parent, ckpt.get("name"), ckpt.get("sha256"))
-    if card.is_file() and not card_path(results, ckpt.get("name"), ckpt.get("sha256")).is_file():
-        atomic_write_text(card_path(results, ckpt.get("name"), ckpt.get("sha256")), card.read_text(encoding="utf-8"))
+    card, dest = (card_path(folder, ckpt.get("name"), ckpt.get("sha256")) for folder in (previous.parent, results))
+    if card.is_file() and not dest.is_file():
+        atomic_write_text(dest, card.read_text(encoding="utf-8"))
     return Path(write_record(results, rec)), True
 
 

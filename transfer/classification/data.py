@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -73,8 +74,6 @@ class SeededViews(torch.utils.data.Dataset):
         return getattr(self.dataset, name)
 
     def __getitem__(self, i: int):
-        import hashlib
-
         draw = int.from_bytes(hashlib.sha256(f"{self.seed}:{i}".encode()).digest()[:8], "little")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(draw)

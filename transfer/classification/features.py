@@ -10,7 +10,7 @@ Cache key (sha256 of a JSON document):
 - the checkpoint: its file's sha256, or for ``random:ARCH[:SEED]`` the architecture and seed, and a
   digest of the weights as loaded (one file may hold several: ``--branch raw|ema``, and
   ``--input-convention`` flips the stem);
-- the dataset split: its resolved path, the hash of its sorted (file, label) list;
+- the dataset split: its resolved path, the hash of its sorted (file, label, size, mtime) list;
 - the transform: kind (centre crop / augmented view + view index + seed), img_size, resize,
   mean/std, and ``FEATURE_VERSION`` (bumped whenever the extraction code changes its output).
 """

@@ -139,6 +139,7 @@ def resolve_protocol(name: str, overrides: dict[str, str] | None = None) -> Dete
     try:
         PROTOCOLS.lookup(name)
         changes = parse_overrides(DetectionProtocol, overrides or {}, exclude=("name",))
+        given = given_fields(DetectionProtocol, overrides or {}, exclude=("name",))   # {field: key as typed}
     except ValueError as e:
         raise ProtocolError(str(e)) from None
     p = dataclasses.replace(PROTOCOLS[name], **changes)
@@ -147,8 +148,7 @@ def resolve_protocol(name: str, overrides: dict[str, str] | None = None) -> Dete
     base = PROTOCOLS[name]
     try:
         if "steps" in changes:
-            check_steps(p.steps, p.max_iter, "--" + given_fields(DetectionProtocol, overrides or {})["steps"],
-                        "iteration")
+            check_steps(p.steps, p.max_iter, f"--{given['steps']}", "iteration")
         else:   # a shortened run keeps its schedule's shape
             p = dataclasses.replace(p, steps=steps_kept(base.steps, (base.max_iter,), (p.max_iter,), "step"))
     except ValueError as e:

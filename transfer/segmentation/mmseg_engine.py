@@ -144,9 +144,8 @@ def _write_train_ids(root: Path, split: str, out: Path, ann_file: Path, kind: st
     from mocobench.datasets.cityscapes import CityscapesError, CityscapesSegmentation, read_label_ids, to_train_ids
 
     ds = CityscapesSegmentation(root, split)   # the split checked as for our engine, before any training
-    if kind == "val" and ds.skipped:
-        raise CityscapesError(f"{ds.skipped[0]}: unreadable val image; mmseg would score the val set without "
-                              f"it (our engine counts its pixels as missed): repair it ({len(ds.skipped)} such)")
+    if kind == "val":
+        _refuse_unreadable_val(ds, CityscapesError)
     for s in ds.samples:
         dst = out / s.image.parent.name / f"{s.stem}_gtFine_labelTrainIds.png"
         if not dst.is_file():
@@ -155,6 +154,12 @@ def _write_train_ids(root: Path, split: str, out: Path, ann_file: Path, kind: st
             atomic_write_bytes(dst, buf.getvalue())
     atomic_write_text(ann_file, "".join(f"{s.image.parent.name}/{s.stem}\n" for s in ds.samples))
     return len(ds.samples), len(ds.skipped)
+
+
+def _refuse_unreadable_val(ds, error: type[Exception]) -> None:
+    if ds.skipped:
+        raise error(f"{ds.skipped[0]}: unreadable val image; mmseg would score the val set without it (our "
+                    f"engine counts its pixels as missed): repair it ({len(ds.skipped)} such)")
 
 
 def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool) -> tuple[Path, dict, dict, dict]:
@@ -178,9 +183,8 @@ def data_folders(dataset: str, data_root: str, protocol, work: Path, main: bool)
 
     for kind, split in (("train", protocol.train_split), ("val", protocol.val_split)):
         ds = VOCSegmentation(data_root, split)  # checks the list and that every mask exists
-        if kind == "val" and ds.skipped:
-            raise VOCSegError(f"{ds.skipped[0]}: unreadable val image; mmseg would score the val set without "
-                              f"it (our engine counts its pixels as missed): repair it ({len(ds.skipped)} such)")
+        if kind == "val":
+            _refuse_unreadable_val(ds, VOCSegError)
         ids_file = work / "splits" / f"{split}.txt"
         if main:
             atomic_write_text(ids_file, "\n".join(ds.ids) + "\n")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from mocobench.core.overrides import apply_overrides, given_fields, split_overrides
 from mocobench.core.registry import Registry
-from mocobench.core.schedules import Schedule
+from mocobench.core.schedules import Schedule, steps_kept
 from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT_OPEN_TOP, setting
 
 
@@ -124,8 +124,9 @@ def override(protocol: SegProtocol, overrides: Mapping[str, str] | Sequence[str]
         overrides = split_overrides(["--" + item.lstrip("-") for item in overrides])
     given = given_fields(SegProtocol, overrides)   # {field: key as typed}
     new = apply_overrides(protocol, overrides)
-    if new.schedule != protocol.schedule and "lr_steps" not in given:   # the new schedule's own steps
-        new = dataclasses.replace(new, lr_steps=DEFAULT_LR_STEPS if new.schedule == "step" else ())
+    if "lr_steps" not in given:   # fractions of the run, so a run's length does not move them; a poly run has none
+        new = dataclasses.replace(new, lr_steps=steps_kept(protocol.lr_steps or DEFAULT_LR_STEPS, (1,), (1,),
+                                                           new.schedule))
     # an option the schedule does not use is refused (the run would ignore it while the record listed it)
     for name in {"step": ("poly_power", "min_lr"), "poly": ("lr_steps",)}[new.schedule]:
         if name in given:

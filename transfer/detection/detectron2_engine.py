@@ -15,7 +15,8 @@ a complete YAML config (``transfer/adapters/detectron2.py``), registers the user
    unpickle it) on every GPU of ``--device cuda``, one process on CPU or ``cuda:N``;
    ``dist_url="auto"`` (a free local port) for several GPUs. Each worker applies the
    compatibility patches (``transfer/adapters/detectron2_compat.py``) for its own lifetime,
-   trains with ``DefaultTrainer`` (resuming from ``<run>/last_checkpoint`` when present), and
+   trains with ``DefaultTrainer`` (resuming from ``<run>/last_checkpoint`` when present; the
+   optimizer saved too and the training data from ``detectron2_data``, so a resume is exact), and
    takes the evaluation the trainer already ran after the last iteration (no second one);
 3. hand-off: rank 0 writes ``<run>/results.json``; the parent reads it and returns the outcome;
    the runner writes exactly one record per seed, with the engine config dumped beside it
@@ -135,7 +136,41 @@ def _trainer_class(dataset: str):
 
     from mocobench.transfer.adapters.detectron2_compat import coco_evaluator_kwargs
 
+    from mocobench.transfer.detection.detectron2_data import ResumableTrainLoader, iteration_seed_hook
+
     class Trainer(DefaultTrainer):
+        """detectron2's trainer with training data and random draws that a resume continues exactly
+        (``detectron2_data``), and the task's evaluator."""
+
+        @classmethod
+        def build_train_loader(cls, cfg):
+            return ResumableTrainLoader(cfg)
+
+        def build_hooks(self):
+            hooks = super().build_hooks()
+            for h in hooks:
+                if isinstance(getattr(h, "_data_loader", None), ResumableTrainLoader):  # PreciseBN's
+                    h._data_loader.stream = "precise_bn"
+            return [iteration_seed_hook(self.cfg.SEED), *hooks]
+
+        def resume_or_load(self, resume=True):
+            super().resume_or_load(resume=resume)
+            self._trainer.data_loader.start_iter = self.start_iter
+
+        # detectron2 0.6's DefaultTrainer saves only the iteration and the hooks' states: a resume
+        # restarted SGD's momentum and took the first step at the warmup's starting LR. Later
+        # detectron2 saves its inner trainer (the optimizer, AMP's scaler) under "_trainer", as here.
+        def state_dict(self):
+            return {**super().state_dict(), "_trainer": self._trainer.state_dict()}
+
+        def load_state_dict(self, state_dict):
+            if "_trainer" not in state_dict:
+                raise ValueError(f"{self.checkpointer.get_checkpoint_file()}: a work checkpoint without the "
+                                 "optimizer's state (written before mocobench saved it), so the run cannot "
+                                 "continue exactly; rerun with --resume no")
+            super().load_state_dict(state_dict)
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
         @classmethod
         def build_evaluator(cls, cfg, dataset_name, output_folder=None):
             if dataset == "voc":
@@ -184,6 +219,7 @@ def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Pat
     from detectron2.config import get_cfg
 
     from mocobench.core.io import atomic_write_text
+    from mocobench.transfer.detection.detectron2_data import check_sampler
     from mocobench.transfer.runner import UsageError
 
     if len(opts) % 2:
@@ -196,6 +232,10 @@ def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Pat
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError, ValueError) as e:  # yacs: "Non-existent config key", type mismatch
         raise UsageError(f"--opts {' '.join(opts)}: {e}") from None
+    try:
+        check_sampler(cfg)
+    except ValueError as e:
+        raise UsageError(f"--opts: {e}") from None
     atomic_write_text(out_path, cfg.dump())
     return cfg
 

@@ -249,6 +249,8 @@ def test_bad_opts_are_refused_naming_the_key(detectron2_ready, synth_tiny, tmp_p
     assert code == 2 and "SOLVER.NOT_A_KEY" in err
     code, _, err = _eval(base + ["--opts", "SOLVER.BASE_LR"], capsys)
     assert code == 2 and "KEY VALUE pairs" in err
+    code, _, err = _eval(base + ["--opts", "DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler"], capsys)
+    assert code == 2 and "DATALOADER.SAMPLER_TRAIN RepeatFactorTrainingSampler" in err
     code, _, err = _eval([a if a != "detectron2" else "torchvision" for a in base] + ["--opts", "A", "1"], capsys)
     assert code == 2 and "--engine detectron2" in err
     assert not (tmp_path / "r").exists()
@@ -350,3 +352,66 @@ def test_a_truncated_image_is_refused_before_detectron2_trains(detectron2_ready,
     err = capsys.readouterr().err
     assert code == 1 and f"{victim}: unreadable image" in err and "1 such" in err, err
     assert not list(work.rglob("log.txt")) and not list(work.rglob("backbone.pkl"))   # detectron2 never started
+
+
+@pytest.mark.slow
+def test_detectron2_killed_and_resumed_ends_as_an_uninterrupted_run(detectron2_ready, synth_tiny, moco_r50,
+                                                                   tmp_path, capsys, monkeypatch):
+    """Killed after iteration 2, past the checkpoint of iteration 1, and rerun: the resumed run has the
+    optimizer's state and draws the same images, augmentations and RPN/ROI samples as the run that was
+    never stopped, so both end with bit-identical weights and the same record. Two loader workers map
+    the batches."""
+    from mocobench.transfer.adapters.detectron2_compat import patched
+
+    with patched():
+        from detectron2.engine import train_loop
+
+    small = [a for a in SMALL if not a.startswith(("--max_iter=", "--num_workers="))]
+    small += ["--max_iter=4", "--checkpoint_period=2", "--num_workers=2"]
+
+    def argv(name):
+        return ["--checkpoint", str(moco_r50), "--dataset", "voc", "--data", str(synth_tiny / "VOCdevkit"),
+                "--protocol", "moco-voc-c4-24k", "--engine", "detectron2", "--results", str(tmp_path / name / "r"),
+                "--work-dir", str(tmp_path / name / "w"), *small]
+
+    code, _, err = _eval(argv("straight"), capsys)
+    assert code == 0, err
+
+    class Killed(Exception):
+        pass
+
+    run_step = train_loop.SimpleTrainer.run_step
+
+    def killed_at_3(self):
+        if self.iter == 3:
+            raise Killed
+        return run_step(self)
+
+    monkeypatch.setattr(train_loop.SimpleTrainer, "run_step", killed_at_3)
+    with pytest.raises(Killed):
+        _eval(argv("killed"), capsys)
+    monkeypatch.setattr(train_loop.SimpleTrainer, "run_step", run_step)
+    (run,) = [p for p in (tmp_path / "killed" / "w").iterdir() if p.is_dir()]
+    assert (run / "last_checkpoint").read_text() == "model_0000001.pth"
+    # detectron2 0.6's own trainer saved no optimizer state: such a checkpoint is refused, not resumed
+    saved = (run / "model_0000001.pth").read_bytes()
+    ckpt = torch.load(run / "model_0000001.pth", map_location="cpu", weights_only=False)
+    del ckpt["trainer"]["_trainer"]
+    torch.save(ckpt, run / "model_0000001.pth")
+    from mocobench.cli import main
+
+    code = main(["eval", "detection", *argv("killed")])
+    err = capsys.readouterr().err
+    assert code == 1 and "model_0000001.pth: a work checkpoint without the optimizer's state" in err, err
+    (run / "model_0000001.pth").write_bytes(saved)
+    code, _, err = _eval(argv("killed"), capsys)
+    assert code == 0, err
+
+    (straight,), _ = load_records(tmp_path / "straight" / "r")
+    (resumed,), _ = load_records(tmp_path / "killed" / "r")
+    assert straight["run"]["resumed_from_iteration"] == 0 and resumed["run"]["resumed_from_iteration"] == 2
+    assert resumed["metrics"] == straight["metrics"]
+    (straight_run,) = [p for p in (tmp_path / "straight" / "w").iterdir() if p.is_dir()]
+    a = torch.load(straight_run / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    b = torch.load(run / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -313,10 +313,14 @@ def find_datasets(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
     vocdev = [root / "VOCdevkit", root / "voc" / "VOCdevkit", root / "voc"]
     first("voc", vocdev, lambda p: (p / "VOC2007" / "Annotations").is_dir() and (p / "VOC2012" / "Annotations").is_dir(),
           "VOCdevkit with VOC2007 and VOC2012")
-    first("voc2012", vocdev, lambda p: (p / "VOC2012" / "SegmentationClass").is_dir(),
-          "VOCdevkit/VOC2012 with SegmentationClass")
-    first("coco", [root / "coco", root / "COCO"], lambda p: (p / "annotations").is_dir() and (p / "val2017").is_dir(),
-          "COCO (annotations/ and val2017/)")
+    # what the papers' protocols train on: MoCo's VOC segmentation on train_aug (SBD's masks beside
+    # SegmentationClass), COCO detection on train2017; a stage without it would fail when it starts
+    first("voc2012", vocdev, lambda p: all((p / "VOC2012" / d).is_dir() for d in ("SegmentationClass",
+                                                                                    "SegmentationClassAug")),
+          "VOCdevkit/VOC2012 with SegmentationClass and SegmentationClassAug (train_aug's SBD masks)")
+    first("coco", [root / "coco", root / "COCO"],
+          lambda p: all((p / d).is_dir() for d in ("annotations", "train2017", "val2017")),
+          "COCO (annotations/, train2017/ and val2017/)")
     first("cityscapes", [root / "cityscapes", root / "Cityscapes"],
           lambda p: (p / "leftImg8bit").is_dir() and (p / "gtFine").is_dir(), "Cityscapes (leftImg8bit/ and gtFine/)")
     if "imagenet" in found:

@@ -221,7 +221,7 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                     argv += ["--seed", str(ev_seed)]
                 st = Stage(f"eval {ev.label} {short}" + (f" seed {ev_seed}" if ev_seed else ""), argv,
                            logs / f"eval-{ev.label}-{short}{'-s%d' % ev_seed if ev_seed else ''}.log",
-                           distributed=ev.distributed, needs=needs + (["data synth"] if mode.synth_scale else []),
+                           distributed=ev.distributed and not launches_its_own(argv), needs=needs + (["data synth"] if mode.synth_scale else []),
                            cost=ev.cost)
                 if "{cache}" in ev.argv:   # wait for the stage that fills this checkpoint's feature cache
                     st.after = [s.name for s in stages if s.argv[2:4] == ["--checkpoint", ckpt]
@@ -243,6 +243,12 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
     if clash:   # they would share a state entry, a log and a status line, where one stage's FAIL hides
         raise ValueError(f"two stages are named {clash[0]!r}: the plan cannot tell them apart")
     return stages
+
+
+def launches_its_own(argv: list[str]) -> bool:
+    """Whether a command starts its own process per GPU (detectron2's ``launch``), so that under
+    torchrun every rank would start a whole run."""
+    return "--engine" in argv and argv[argv.index("--engine") + 1] == "detectron2"
 
 
 def selected(run, methods: list[str] | None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -533,7 +534,8 @@ def test_sigterm_to_the_pipeline_lets_pretraining_save_its_step(synth_small, tmp
 
 def _paper_root(root: Path) -> Path:
     for d in ("imagenet/train", "imagenet/val", "VOCdevkit/VOC2007/Annotations", "VOCdevkit/VOC2012/Annotations",
-              "VOCdevkit/VOC2012/SegmentationClass", "coco/annotations", "coco/val2017", "cityscapes/leftImg8bit",
+              "VOCdevkit/VOC2012/SegmentationClass", "VOCdevkit/VOC2012/SegmentationClassAug", "coco/annotations",
+              "coco/train2017", "coco/val2017", "cityscapes/leftImg8bit",
               "cityscapes/gtFine"):
         (root / d).mkdir(parents=True)
     for pct in (1, 10):
@@ -552,6 +554,8 @@ def test_paper_mode_is_the_papers_recipe(tmp_path):
     assert all(s.argv[-2:] == ["--precision=fp32", "--channels_last=false"] for s in stages if s.argv[0] == "pretrain")
     det = [s for s in stages if s.argv[:2] == ["eval", "detection"]]
     assert det and all(s.argv[s.argv.index("--engine") + 1] == "detectron2" for s in det)
+    # detectron2 starts a process per GPU itself: under torchrun every rank would start a whole run
+    assert not any(s.distributed for s in det) and all(s.distributed for s in stages if s.argv[0] == "pretrain")
     by_ckpt = {}
     for s in stages:
         if s.argv[0] == "eval":
@@ -601,7 +605,16 @@ def test_paper_mode_options_take_effect_or_are_refused(tmp_path, capsys):
     assert runs == ["moco_v2_800ep", "unimoco_800ep_0pct", "unimoco_800ep_10pct", "unimoco_800ep_30pct",
                     "unimoco_800ep_60pct", "unimoco_800ep_100pct"]
     assert not any("--precision=fp32" in s.argv for s in stages)
-    assert {s.argv[s.argv.index("--engine") + 1] for s in stages if s.argv[:2] == ["eval", "detection"]} == {"torchvision"}
+    det = [s for s in stages if s.argv[:2] == ["eval", "detection"]]
+    assert {s.argv[s.argv.index("--engine") + 1] for s in det} == {"torchvision"} and all(s.distributed for s in det)
+    # the papers' VOC segmentation trains on train_aug, COCO detection on train2017: a data root
+    # without them has those stages missing, not failing when they start
+    shutil.rmtree(root / "VOCdevkit/VOC2012/SegmentationClassAug")
+    (root / "coco/train2017").rmdir()
+    missing = {s.name.split()[1]: s.missing for s in _plan(base)
+               if s.argv[0] == "eval" and s.missing and s.name.split()[2] == "moco_v2_800ep"}
+    assert "SegmentationClassAug" in missing["seg-voc2012-fcn"] and "train2017/" in missing["det-coco-c4-1x"]
+    assert "seg-cityscapes-fcn" not in missing
     for argv, words in ((base + ["--methods", "byol"], "--methods byol"),
                         (["--quick", "--fast"], "--fast applies to --preset paper"),
                         (["--quick", "--det-engine", "detectron2"], "--det-engine applies to --preset paper")):

@@ -16,6 +16,11 @@ def test_engine_stages_are_projected_from_the_engines_own_rows(monkeypatch):
     voc = ["eval", "detection", "--protocol", "moco-voc-c4-24k", "--dataset", "voc", "--engine", "detectron2"]
     hours, how = plan_check.gpu_hours(voc)
     assert hours == pytest.approx(24000 * 16 / 20.0 / 3600) and "our engine" in how   # not measured: ours
+    assert "detectron2 runs fp32" in how and "a lower bound" in how   # which way the proxy errs
+    _, how = plan_check.gpu_hours(["eval", "detection", "--protocol", "coco-c4-1x", "--engine", "torchvision"])
+    assert "mask head not counted" in how and "fp32" not in how
+    _, how = plan_check.gpu_hours(["eval", "detection", "--protocol", "moco-voc-c4-24k", "--engine", "torchvision"])
+    assert "lower bound" not in how
     rates[("engines", "detectron2 Faster R-CNN R50-C4", "moco-voc-c4-24k")] = 10.0
     rates[("engines", "detectron2 Mask R-CNN R50-C4", "coco-c4-1x")] = 5.0
     hours, how = plan_check.gpu_hours(voc)

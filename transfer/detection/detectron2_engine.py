@@ -260,14 +260,19 @@ def _device(device: str | None) -> tuple[str, int]:
 
 
 def check_protocol(protocol) -> None:
-    """Before any work: detectron2 importable and a config for ``protocol`` (usage errors)."""
-    from mocobench.transfer.adapters.detectron2 import PROTOCOLS as D2_PROTOCOLS
+    """Before any work: detectron2 importable, a config for ``protocol``, not under torchrun (usage errors)."""
+    from mocobench.core.dist import env_dist
     from mocobench.transfer.runner import UsageError
 
+    if env_dist().world > 1:  # each rank would launch a whole detectron2 run of its own, into one folder
+        raise UsageError("--engine detectron2 starts one process per GPU itself (detectron2's launch, "
+                         "--device cuda takes every visible GPU): run it as one process, not under torchrun")
     try:
         require_detectron2()
     except Detectron2Unavailable as e:
         raise UsageError(str(e)) from None
+    from mocobench.transfer.adapters.detectron2 import PROTOCOLS as D2_PROTOCOLS
+
     if protocol.name not in D2_PROTOCOLS:
         raise UsageError(f"protocol {protocol.name} has no detectron2 config (known: {', '.join(D2_PROTOCOLS)}); "
                          "the tiny protocols run with --engine torchvision")

@@ -152,6 +152,25 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t.cpu()
 
 
+def from_main(compute):
+    """``compute()`` run on rank 0 only, its picklable value on every rank: work that every rank
+    would repeat on the same files (listing a dataset folder). An exception on rank 0 is raised on
+    every rank (the others would wait for the value forever)."""
+    if not is_distributed():
+        return compute()
+    box = [None]
+    if is_main():
+        try:
+            box[0] = (True, compute())
+        except Exception as e:  # noqa: BLE001 -- handed to every rank, then raised there
+            box[0] = (False, e)
+    dist.broadcast_object_list(box, src=0)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
 def gather_to_main(obj) -> list | None:
     """Every rank's picklable ``obj``, in rank order, on rank 0; ``None`` on the other ranks."""
     if not is_distributed():

@@ -140,7 +140,9 @@ def evaluate(ev: Evaluation) -> int:
     picked = {k: v for k, v in (("branch", ev.branch), ("input_convention", ev.input_convention)) if v}
     # the data's listing too (names, sizes, times; no file read): data changed under the same path
     # (an image added, repaired or removed) is another evaluation, never "evaluated already"
-    listing = {"data_listing": data_identity(Path(ev.settings["data"]))} if ev.settings.get("data") else {}
+    # (listed on rank 0 only: every rank would walk the same 1.3M entries)
+    listing = ({"data_listing": dist.from_main(lambda: data_identity(Path(ev.settings["data"])))}
+               if ev.settings.get("data") else {})
     key = settings_key({**ev.settings, "task": ev.task, "world_size": info.world, **picked, **listing})
     carded = None
     # the checkpoint named (file read and checked, nothing built): a finished seed is skipped

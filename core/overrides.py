@@ -166,3 +166,16 @@ def parse_overrides(cls, overrides: Mapping[str, Any], exclude: Iterable[str] = 
 def apply_overrides(cfg, overrides: Mapping[str, Any], exclude: Iterable[str] = ()):
     """A copy of the frozen dataclass ``cfg`` with ``--key=value`` overrides applied."""
     return dataclasses.replace(cfg, **parse_overrides(type(cfg), overrides, exclude))
+
+
+def owned_keys_hit(key: str, owned: Iterable[str]) -> list[tuple[str, str]]:
+    """Where an engine's free-form option (``--opts``, ``--cfg-options``) sets a dotted config key
+    that one of our options owns (``owned``: dotted keys), compared by whole segments: the most
+    specific owned key that ``key`` is or lies under, as ``[(key, owned key)]``; else every owned key
+    under ``key`` (a parent, e.g. ``train_cfg=dict(...)``), as ``[(owned key, owned key), ...]``;
+    else ``[]``."""
+    parts = key.split(".")
+    above = [k for k in owned if parts[:len(k.split("."))] == k.split(".")]
+    if above:
+        return [(key, max(above, key=lambda k: len(k.split("."))))]
+    return [(k, k) for k in owned if k.split(".")[:len(parts)] == parts]

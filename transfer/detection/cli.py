@@ -76,7 +76,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="--engine detectron2 only: detectron2 config options as KEY VALUE pairs "
                         "(e.g. --opts SOLVER.AMP.ENABLED True TEST.EVAL_PERIOD 0), merged last as "
-                        "detectron2's tools do and recorded")
+                        "detectron2's tools do and recorded. A key that an option of ours sets (seed, "
+                        "data, weights, a protocol field: use --base_lr= etc.) is refused")
     return p
 
 

@@ -31,19 +31,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from mocobench.core.seeds import seed_everything, seed_for, step_seed
+
 STREAMS = {"train": 0, "precise_bn": 1}  # precise BN's batches are drawn apart from training's
-_IMAGE, _STEP = 0, 1
-
-
-def seed_for(*parts: int) -> int:
-    """A 32-bit seed from non-negative integers (numpy's ``SeedSequence`` mixes them)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-def seed_everything(seed: int) -> None:
-    np.random.seed(seed)
-    random.seed(seed)
-    torch.manual_seed(seed)
+_IMAGE = 0   # per-image seeds: (seed, 0, stream, position); core.seeds.step_seed uses 1
 
 
 def global_order(n: int, seed: int) -> Iterator[int]:
@@ -159,6 +150,6 @@ def iteration_seed_hook(seed: int):
 
     class IterationSeed(HookBase):
         def before_step(self):
-            seed_everything(seed_for(seed, _STEP, comm.get_rank(), self.trainer.iter))
+            seed_everything(step_seed(seed, comm.get_rank(), self.trainer.iter))
 
     return IterationSeed()

@@ -214,8 +214,60 @@ def worker(job: Job) -> None:
                               {"results": results, "start_iter": start, "max_iter": cfg.SOLVER.MAX_ITER})
 
 
+# --opts keys the engine sets from an option of ours -> that option. Given in --opts, such a key would
+# override the option while the record still stated it (the seed, the weights, the data), or move
+# the hand-off (OUTPUT_DIR); so it is refused, naming the option. The detectron2 keys of the protocol's
+# fields (PROTOCOL_KEYS) are owned the same way, by their --field= overrides (:func:`owned_opts`).
+OPTS_OWNED = {
+    "SEED": "--seed/--seeds",
+    "OUTPUT_DIR": "--work-dir",
+    "MODEL.WEIGHTS": "--checkpoint",
+    "DATASETS": "--dataset and --data",
+    "MODEL.DEVICE": "--device",
+    "MODEL.ROI_HEADS.NUM_CLASSES": "--dataset and --data (the registered dataset's classes)",
+    # the input convention the checkpoint was checked for (refuse_other_convention)
+    **dict.fromkeys(("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "INPUT.FORMAT"),
+                    "the checkpoint (torchvision's RGB ImageNet normalisation)"),
+}
+
+
+def owned_opts() -> dict[str, str]:
+    """:data:`OPTS_OWNED` and, for each detectron2 key a protocol field sets, the protocol's
+    ``--field=`` override(s), read from ``PROTOCOL_KEYS`` (its first word; ``A.{B,C}`` is two keys;
+    ``-`` names no key)."""
+    import re
+
+    from mocobench.transfer.adapters.detectron2 import PROTOCOL_KEYS
+
+    fields: dict[str, list[str]] = {}
+    for field, target in PROTOCOL_KEYS.items():
+        key = target.split()[0]
+        if key == "-":
+            continue
+        m = re.fullmatch(r"(.*)\{(.*)\}", key)
+        for k in ([m.group(1) + leaf for leaf in m.group(2).split(",")] if m else [key]):
+            fields.setdefault(k, []).append(f"--{field}=")
+    return {**OPTS_OWNED, **{k: "the protocol's " + " and ".join(f) for k, f in fields.items()}}
+
+
+def refuse_owned_opts(opts: list[str]) -> None:
+    """Raise UsageError for the first KEY of ``opts`` (KEY VALUE pairs) that is an owned key
+    (:func:`owned_opts`), lies under one or holds one (dotted segments), naming the key as typed
+    and the option to use. Needs no detectron2: it can run before any work."""
+    from mocobench.core.overrides import owned_keys_hit
+    from mocobench.transfer.runner import UsageError
+
+    owned = owned_opts()
+    for key, value in zip(opts[0::2], opts[1::2]):
+        hits = owned_keys_hit(key, owned)
+        if hits:
+            raise UsageError(f"--opts {key} {value}: " + "; ".join(f"mocobench sets {k} from {owned[rule]}"
+                                                                    for k, rule in hits))
+
+
 def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Path):
-    """The protocol YAML, then ``settings``, then ``opts`` (last); dumped to ``out_path``."""
+    """The protocol YAML, then ``settings``, then ``opts`` (last); dumped to ``out_path``. An
+    option that sets what the engine sets is refused (:func:`refuse_owned_opts`)."""
     from detectron2.config import get_cfg
 
     from mocobench.core.io import atomic_write_text
@@ -224,6 +276,7 @@ def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Pat
 
     if len(opts) % 2:
         raise UsageError(f"--opts takes KEY VALUE pairs; got an odd number of items: {opts}")
+    refuse_owned_opts(list(opts))
     cfg = get_cfg()
     cfg.merge_from_file(str(base_yaml))
     flat = [x for k, v in settings.items() for x in (k, v)]

@@ -25,9 +25,10 @@ def evaluation(checkpoint: str, protocol, dataset: str, data_root, seeds, result
     settings = {"protocol": protocol.to_dict(), "dataset": dataset, "data": str(Path(data_root).resolve()),
                 "engine": engine, "opts": list(opts)}
     if engine == "detectron2":
-        from mocobench.transfer.detection.detectron2_engine import check_protocol, run_seed as d2_seed
+        from mocobench.transfer.detection.detectron2_engine import check_protocol, refuse_owned_opts, run_seed as d2_seed
 
         check_protocol(protocol)
+        refuse_owned_opts(list(opts))   # before the checkpoint is read
         run = lambda r: d2_seed(r, protocol, dataset, data_root, device=device, opts=list(opts))  # noqa: E731
         tag = f"{protocol.name}-detectron2"  # beside our engine's folder for the same run, never the same one
     else:

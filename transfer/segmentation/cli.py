@@ -42,9 +42,9 @@ def _eval_parser() -> argparse.ArgumentParser:
                     help="shorten the schedule to N iterations (same as --iters=N; lr steps scale)")
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                     help="--engine mmseg only: set keys of the MMSegmentation config, merged last as "
-                         "mmseg's tools do (e.g. optim_wrapper.optimizer.lr=0.02 "
-                         "model.decode_head.dropout_ratio=0.0); recorded, and the merged config is "
-                         "kept beside the record")
+                         "mmseg's tools do (e.g. model.decode_head.dropout_ratio=0.0); recorded, and the "
+                         "merged config is kept beside the record. A key that an option of ours sets "
+                         "(seed, data, checkpoint, a protocol field: use --lr= etc.) is refused")
     ap.add_argument("--save-predictions", default=None,
                     help="write val predictions here (Cityscapes: label-id PNGs; VOC: palette PNGs)")
     return ap
@@ -76,11 +76,13 @@ def eval_main(task: str, argv: list[str]) -> int:
 
         name = dataset_id(args.dataset, args.data)
         if args.engine == "mmseg":
-            from mocobench.transfer.segmentation.mmseg_engine import check_protocol, run_seed as mmseg_seed, why_unavailable
+            from mocobench.transfer.segmentation.mmseg_engine import (check_protocol, refuse_owned_keys,
+                                                                     run_seed as mmseg_seed, why_unavailable)
 
             if args.save_predictions:
                 raise runner.UsageError("--save-predictions is not available with --engine mmseg")
             check_protocol(protocol, args.dataset)
+            refuse_owned_keys(args.cfg_options)   # before the checkpoint is read
             reason = why_unavailable()
             if reason:
                 raise runner.UsageError(f"--engine mmseg is not usable here: {reason}")

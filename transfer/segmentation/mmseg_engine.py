@@ -14,6 +14,10 @@ return the metrics and the merged config (the runner writes it beside the record
   inference, intervals); mmseg's resize bound follows the crop (``FCNConfig.with_crop``), so
   small images are not blown up to 2048x1024. The record's config is read back from the merged
   mmseg config (``describe``), so ``--cfg-options`` changes show in the record.
+- ``--cfg-options`` reaches only what no option of ours sets: a key the engine sets from an option
+  (seed, work dir, resume, checkpoint, data, device, a protocol field) or one mmseg would never read
+  (the val loop, the config's template variables) is refused, naming the option to use
+  (:data:`CFG_OWNED`, :data:`CFG_UNREAD`), so the record states the configuration that ran.
 - NOTE: mmseg's configs validate every ``val_interval`` iterations and at the end of training;
   we drop the validation loop and test once after training (the same weights and val set give
   the number mmseg reports at the end).
@@ -92,8 +96,98 @@ def fcn_config(protocol, dataset: str, arch: str, world: int, device_type: str):
                              norm="SyncBN" if sync else "BN")
 
 
+# -- --cfg-options: the keys the engine owns ------------------------------------------------------
+# Config keys that the engine sets from an option of ours -> that option. Given in --cfg-options, such
+# a key would override the option while the record still stated the option (seed, splits, schedule),
+# be overwritten by the engine, or break the run far from its cause; so it is refused, naming the
+# option to use. A key is refused when it is one of these, lies under one, or holds one (dotted
+# segments). The protocol's fields are those fcn_from_protocol maps (adapters/mmseg.py).
+_DATA = "--data and the split options (--train_split=, --val_split=)"
+CFG_OWNED = {
+    "randomness": "--seed/--seeds",
+    "work_dir": "--work-dir", "experiment_name": "--work-dir",
+    "resume": "--resume", "load_from": "--resume",
+    "checkpoint": "--checkpoint", "model.pretrained": "--checkpoint", "model.backbone.init_cfg": "--checkpoint",
+    "model.backbone.depth": "--checkpoint (its architecture)",
+    "data_root": _DATA, "dataset_type": "--dataset",
+    "train_dataloader.dataset": _DATA, "test_dataloader.dataset": _DATA,
+    "model.decode_head.num_classes": "--dataset (its classes)",
+    "model.auxiliary_head.num_classes": "--dataset (its classes)",
+    "launcher": "--device / torchrun", "env_cfg.dist_cfg": "--device / torchrun",
+    "model_wrapper_cfg": "--device / torchrun",
+    # the input convention the checkpoint was checked for (refuse_other_convention)
+    **dict.fromkeys(("model.data_preprocessor.mean", "model.data_preprocessor.std",
+                     "model.data_preprocessor.bgr_to_rgb"), "the checkpoint (torchvision's RGB ImageNet normalisation)"),
+    # the protocol (SegProtocol's field names)
+    "train_dataloader.dataset.pipeline": "the protocol's --crop=, --scale_range= and --flip=",
+    "test_dataloader.dataset.pipeline": "the protocol's --crop= (the test resize bound follows it)",
+    "model.data_preprocessor.size": "the protocol's --crop=",
+    "train_dataloader.batch_size": "the protocol's --batch_size= (over all processes)",
+    "train_dataloader.num_workers": "the protocol's --num_workers=",
+    "train_dataloader.persistent_workers": "the protocol's --num_workers=",
+    "test_dataloader.num_workers": "the protocol's --num_workers=",
+    "test_dataloader.persistent_workers": "the protocol's --num_workers=",
+    "train_cfg.max_iters": "the protocol's --iters=",
+    "param_scheduler": "the protocol's --schedule=, --poly_power=, --min_lr=, --lr_steps= and --iters=",
+    "optim_wrapper.optimizer.lr": "the protocol's --lr=",
+    "optim_wrapper.optimizer.momentum": "the protocol's --momentum=",
+    "optim_wrapper.optimizer.weight_decay": "the protocol's --weight_decay=",
+    "model.backbone.norm_cfg": "the protocol's --sync_bn=",
+    "model.decode_head.norm_cfg": "the protocol's --sync_bn=",
+    "model.auxiliary_head.norm_cfg": "the protocol's --sync_bn=",
+    "model.backbone.frozen_stages": "the protocol's --frozen_backbone= (on --engine torchvision)",
+    "model.backbone.norm_eval": "the protocol's --frozen_backbone= (on --engine torchvision)",
+    "model.test_cfg": "the protocol's --inference=, --slide_crop= and --slide_stride=",
+    "default_hooks.checkpoint.interval": "the protocol's --checkpoint_every=",
+    "default_hooks.logger.interval": "the protocol's --log_every=",
+}
+# Keys that mmseg would accept and never read -> why.
+_NO_VAL = "the engine tests once after training (test_dataloader), it has no val loop"
+_VARIABLE = "a variable of the generated config, already expanded where it is used; set the key that uses it"
+CFG_UNREAD = {
+    "val_dataloader": _NO_VAL, "val_cfg": _NO_VAL, "val_evaluator": _NO_VAL, "train_cfg.val_interval": _NO_VAL,
+    **dict.fromkeys(("crop_size", "norm_cfg", "data_preprocessor", "train_pipeline", "test_pipeline",
+                     "optimizer", "vis_backends"), _VARIABLE),
+}
+
+
+def _iteration_seed_hook(seed: int, rank: int):
+    """An mmengine hook that seeds torch from (seed, rank, iteration) before each step, so that a
+    resumed run's own draws (the decode head's dropout) are an uninterrupted run's. On resume
+    mmengine replays the data stream by loading every batch before the resume iteration, so the
+    data pipeline's numpy draws continue as they were; numpy is left alone here for that reason."""
+    import torch
+    from mmengine.hooks import Hook
+
+    from mocobench.core.seeds import step_seed
+
+    class IterationSeed(Hook):
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            torch.manual_seed(step_seed(seed, rank, runner.iter))
+
+    return IterationSeed()
+
+
+def refuse_owned_keys(items: list[str]) -> None:
+    """Raise UsageError for the first ``key=value`` of ``items`` whose key is owned (:data:`CFG_OWNED`)
+    or unread (:data:`CFG_UNREAD`), naming the key as typed and the option to use. Pure Python: it
+    can run before any work."""
+    from mocobench.core.overrides import owned_keys_hit
+    from mocobench.transfer.runner import UsageError
+
+    def why(key: str, rule: str) -> str:
+        return (f"mocobench sets {key} from {CFG_OWNED[rule]}" if rule in CFG_OWNED else
+                f"{key} would not be read: {CFG_UNREAD[rule]}")
+
+    for item in items:
+        hits = owned_keys_hit(item.partition("=")[0], [*CFG_OWNED, *CFG_UNREAD])
+        if hits:
+            raise UsageError(f"--cfg-options {item}: " + "; ".join(why(key, rule) for key, rule in hits))
+
+
 def parse_cfg_options(items: list[str]) -> dict:
-    """``key=value`` strings -> dict, values parsed as mmseg's ``--cfg-options`` (mmengine's DictAction)."""
+    """``key=value`` strings -> dict, values parsed as mmseg's ``--cfg-options`` (mmengine's DictAction);
+    a key the engine owns or mmseg would not read is refused (:func:`refuse_owned_keys`)."""
     from mmengine.config import DictAction
 
     from mocobench.transfer.runner import UsageError
@@ -104,6 +198,7 @@ def parse_cfg_options(items: list[str]) -> dict:
         if not sep or not key:
             raise UsageError(f"--cfg-options {item!r} is not key=value")
         out[key] = DictAction._parse_iterable(value)
+    refuse_owned_keys(list(items))
     return out
 
 
@@ -248,6 +343,8 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
     from mocobench.transfer.adapters import mmseg as adapter
     from mocobench.transfer.adapters.mmseg_compat import mmcv_ops_stub, trusted_checkpoints
 
+    # first: a refused option costs no work (the runner has only made the seed's empty folder)
+    options = parse_cfg_options(list(cfg_options))
     info, dev = r.dist, r.device
     work = r.work.resolve()
     backbone, report = r.backbone, r.report
@@ -268,7 +365,6 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
             import torch
 
             torch.cuda.set_device(dev)
-        options = parse_cfg_options(list(cfg_options))
         resume_file = r.resume if isinstance(r.resume, Path) else None
 
         ckpt_path = work / "backbone_mmseg.pth"
@@ -298,6 +394,7 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
             mm_runner = Runner.from_cfg(cfg)
             check = _backbone_check(expected, str(ckpt_path))
             mm_runner.register_hook(check, priority="LOWEST")
+            mm_runner.register_hook(_iteration_seed_hook(r.seed, info.rank))
             mm_runner.train()
             scores = mm_runner.test()
         ran_on = str(next(mm_runner.model.parameters()).device)

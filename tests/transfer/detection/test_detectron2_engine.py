@@ -29,8 +29,8 @@ SMALL = ["--max_iter=2", "--ims_per_batch=2", "--min_size_train=64", "--max_size
          "--min_size_test=64", "--max_size_test=112", "--rpn_pre_nms_top_n_train=100",
          "--rpn_post_nms_top_n_train=20", "--rpn_pre_nms_top_n_test=50", "--rpn_post_nms_top_n_test=10",
          "--roi_batch_size_per_image=8", "--rpn_batch_size_per_image=32", "--precise_bn_iters=1",
-         "--num_workers=0", "--warmup_iters=1", "--device", "cpu"]
-OPTS = ["--opts", "TEST.DETECTIONS_PER_IMAGE", "10"]
+         "--num_workers=0", "--warmup_iters=1", "--detections_per_img=10", "--device", "cpu"]
+OPTS = ["--opts", "MODEL.ROI_HEADS.IOU_THRESHOLDS", "[0.6]"]   # a key no option of ours sets
 # detectron2's parameters that no backbone checkpoint has: the RPN, the extra norm after res5
 # (MoCo's Res5ROIHeadsExtraNorm) and the box/mask predictors
 NEW_PARAMS = {"proposal_generator.rpn_head.anchor_deltas.{bias, weight}",
@@ -88,7 +88,8 @@ def _check_run(results: Path, work: Path, *, classes: int, mask: bool, steps: li
     assert beside == cfg
     assert cfg["MODEL"]["DEVICE"] == "cpu" and cfg["MODEL"]["ROI_HEADS"]["NUM_CLASSES"] == classes
     assert cfg["MODEL"]["MASK_ON"] is mask
-    assert cfg["TEST"]["DETECTIONS_PER_IMAGE"] == 10 and rec["config"]["opts"] == OPTS[1:]  # --opts, last
+    assert cfg["TEST"]["DETECTIONS_PER_IMAGE"] == 10   # the protocol's --detections_per_img=
+    assert cfg["MODEL"]["ROI_HEADS"]["IOU_THRESHOLDS"] == [0.6] and rec["config"]["opts"] == OPTS[1:]  # --opts, last
     proto = rec["config"]["protocol"]
     s = cfg["SOLVER"]
     assert (s["MAX_ITER"], s["IMS_PER_BATCH"], s["CHECKPOINT_PERIOD"]) == (2, 2, rec["run"]["checkpoint_period"])
@@ -253,7 +254,79 @@ def test_bad_opts_are_refused_naming_the_key(detectron2_ready, synth_tiny, tmp_p
     assert code == 2 and "DATALOADER.SAMPLER_TRAIN RepeatFactorTrainingSampler" in err
     code, _, err = _eval([a if a != "detectron2" else "torchvision" for a in base] + ["--opts", "A", "1"], capsys)
     assert code == 2 and "--engine detectron2" in err
+    # a key the engine sets itself (test_opts_the_engine_sets_are_refused has every one)
+    code, _, err = _eval(base + ["--opts", "SOLVER.AMP.ENABLED", "True", "SEED", "5"], capsys)
+    assert code == 2 and "--opts SEED 5: mocobench sets SEED from --seed/--seeds" in err
     assert not (tmp_path / "r").exists()
+
+
+def _d2_owned():
+    from mocobench.transfer.detection.detectron2_engine import owned_opts
+
+    return owned_opts()
+
+
+@pytest.mark.parametrize("key", sorted(_d2_owned()))
+def test_opts_the_engine_sets_are_refused(detectron2_ready, key, tmp_path):
+    """Each key the engine sets (its own options, every protocol field's keys) is refused by name,
+    with the option to use, before the config is written; it exists in detectron2's config."""
+    from mocobench.transfer.adapters.detectron2 import write_detectron2_config
+    from mocobench.transfer.adapters.detectron2_compat import patched
+    from mocobench.transfer.detection.detectron2_engine import build_config
+    from mocobench.transfer.runner import UsageError
+
+    base = write_detectron2_config("coco-fpn-1x", "w.pkl", tmp_path / "protocol.yaml")
+    with patched():
+        from detectron2.config import get_cfg
+
+        node = get_cfg()
+        for part in key.split("."):
+            node = node[part]   # KeyError: the table names a key detectron2 does not have
+        with pytest.raises(UsageError) as e:
+            build_config(base, {}, ["SOLVER.AMP.ENABLED", "True", key, "1"], tmp_path / "config.yaml")
+    assert str(e.value).startswith(f"--opts {key} 1: mocobench sets {key} from {_d2_owned()[key]}")
+    assert not (tmp_path / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("opts,says", [
+    (["SOLVER", "x"], "mocobench sets SOLVER.BASE_LR from the protocol's"),   # a parent: each key under it
+    (["TEST.PRECISE_BN", "x"], "TEST.PRECISE_BN.ENABLED from the protocol's --precise_bn_iters=; "),
+    (["DATASETS.TRAIN", "('x',)"], "mocobench sets DATASETS.TRAIN from --dataset and --data"),  # a child
+    (["MODEL.WEIGHTS", "x.pkl"], "mocobench sets MODEL.WEIGHTS from --checkpoint"),
+    (["MODEL.ROI_HEADS.NUM_CLASSES", "3"], "from --dataset and --data"),
+    (["SOLVER.BASE_LR", "0.1"], "--base_lr="),
+])
+def test_parents_and_children_of_engine_opts_are_refused(opts, says):
+    from mocobench.transfer.detection.detectron2_engine import refuse_owned_opts
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        refuse_owned_opts(opts)
+
+
+def test_every_key_the_engine_sets_is_owned_and_others_are_allowed(detectron2_ready, tmp_path):
+    """Every key protocol_settings and run_seed set, for each protocol (C4 and FPN, frozen BN), is
+    refused in --opts; keys no option sets (fp16 AMP, the eval period) are merged and dumped."""
+    from mocobench.transfer.adapters.detectron2 import PROTOCOLS as D2, protocol_settings, write_detectron2_config
+    from mocobench.transfer.adapters.detectron2_compat import patched
+    from mocobench.transfer.detection.detectron2_engine import build_config, refuse_owned_opts
+    from mocobench.transfer.detection.protocols import PROTOCOLS
+
+    for name in D2:
+        p = PROTOCOLS[name]
+        for protocol in (p, dataclasses.replace(p, frozen_bn=True)):
+            keys = {*protocol_settings(protocol, "coco", 80, "cpu"), "DATASETS.TRAIN", "DATASETS.TEST", "SEED",
+                    "OUTPUT_DIR", "MODEL.WEIGHTS"}
+            for key in keys:
+                with pytest.raises(ValueError, match=re.escape(f"--opts {key} 1: mocobench sets {key} from ")):
+                    refuse_owned_opts([key, "1"])
+    allowed = ["SOLVER.AMP.ENABLED", "True", "TEST.EVAL_PERIOD", "0", "MODEL.ROI_HEADS.IOU_THRESHOLDS", "[0.6]",
+               "DATALOADER.ASPECT_RATIO_GROUPING", "False"]
+    base = write_detectron2_config("moco-voc-c4-24k", "w.pkl", tmp_path / "protocol.yaml")
+    with patched():
+        cfg = build_config(base, {"SEED": 3}, allowed, tmp_path / "config.yaml")
+    dumped = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert dumped["SOLVER"]["AMP"]["ENABLED"] is True and dumped["MODEL"]["ROI_HEADS"]["IOU_THRESHOLDS"] == [0.6]
+    assert dumped["DATALOADER"]["ASPECT_RATIO_GROUPING"] is False and cfg.SEED == 3
 
 
 def test_compat_patches_apply_only_inside_the_block(detectron2_ready):

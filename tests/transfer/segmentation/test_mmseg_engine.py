@@ -117,14 +117,29 @@ def test_mmseg_cityscapes_fcn_end_to_end(mmseg_ready, synth_tiny, moco_r18, tmp_
 
     ckpt, backbone = moco_r18
     results, work_root = tmp_path / "results", tmp_path / "work"
+    # --cfg-options: a key no option of ours sets (the lr is --lr=; test_mmseg_owned_keys.py)
     argv = _argv(ckpt, "cityscapes", synth_tiny, "mmseg-fcn-40k", tmp_path, 0, "--crop=32,64",
-                 "--cfg-options", "optim_wrapper.optimizer.lr=0.02")
+                 "--cfg-options", "model.decode_head.dropout_ratio=0.2")
     code, out, err = _eval(argv, capsys)
     assert code == 0, err
-    rec = _check_record_and_log(results, work_root, backbone, lr=0.02)
+    rec = _check_record_and_log(results, work_root, backbone, lr=0.01)
     # mmengine read our files through the loader confined to this run's work dir
     assert f"Loads checkpoint by this_run backend from path: {next(work_root.rglob('backbone_mmseg.pth'))}" in out
-    assert rec["config"]["cfg_options"] == {"optim_wrapper.optimizer.lr": 0.02}
+    assert rec["config"]["cfg_options"] == {"model.decode_head.dropout_ratio": 0.2}
+    # the config that ran, kept beside the record, builds a head that drops 20% of its features
+    from mmengine.config import Config
+
+    from mocobench.transfer.adapters.mmseg_compat import mmcv_ops_stub
+
+    ran = Config.fromfile(str(results / rec["run"]["mmseg_config"]))
+    assert ran.model.decode_head.dropout_ratio == 0.2 and ran.model.auxiliary_head.dropout_ratio == 0.1
+    with mmcv_ops_stub():
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+
+        register_all_modules()
+        head = MODELS.build(ran.model.decode_head)
+    assert isinstance(head.dropout, torch.nn.Dropout2d) and head.dropout.p == 0.2
     assert rec["config"]["crop"] == [32, 64] and rec["dataset"]["splits"] == {"train": 8, "val": 4}
     # the resize bound follows the crop: the 128x64 images are evaluated at their own size
     assert rescale_size((128, 64), tuple(rec["config"]["mmseg_scale"])) == (128, 64)
@@ -197,3 +212,49 @@ def test_mmseg_under_torchrun_rank0_alone_writes(mmseg_ready, synth_tiny, moco_r
     (rec,), _ = load_records(results)
     assert rec["run"]["world_size"] == 2 and rec["config"]["batch_size"] == 2
     assert len(list(results.glob("*.mmseg.py"))) == 1
+
+
+@pytest.mark.slow
+def test_mmseg_killed_and_resumed_ends_as_an_uninterrupted_run(mmseg_ready, synth_tiny, moco_r18, tmp_path, capsys,
+                                                               monkeypatch):
+    """Killed after iteration 2, past the checkpoint of iteration 2 (mmengine counts from 1), and rerun:
+    mmengine replays the data up to the resume point and the engine seeds each step's own draws (the
+    decode head's dropout), so both runs end with bit-identical weights and the same metrics. Without
+    the per-step seed the resumed run's dropout masks differed and so did its mIoU."""
+    from mmengine.runner import loops
+
+    ckpt, _ = moco_r18
+    small = [a for a in SMALL if not a.startswith(("--iters=", "--checkpoint-every="))]
+
+    def argv(name):
+        return ["--checkpoint", str(ckpt), "--dataset", "cityscapes", "--data", str(synth_tiny),
+                "--protocol", "mmseg-fcn-40k", "--engine", "mmseg", "--results", str(tmp_path / name / "results"),
+                "--work-dir", str(tmp_path / name / "work"), *small, "--iters=4", "--checkpoint-every=2",
+                "--crop=32,64"]
+
+    code, _, err = _eval(argv("straight"), capsys)
+    assert code == 0, err
+
+    class Killed(Exception):
+        pass
+
+    run_iter = loops.IterBasedTrainLoop.run_iter
+
+    def killed_at_3(self, data_batch):
+        if self._iter == 3:
+            raise Killed
+        return run_iter(self, data_batch)
+
+    monkeypatch.setattr(loops.IterBasedTrainLoop, "run_iter", killed_at_3)
+    with pytest.raises(Killed):
+        _eval(argv("killed"), capsys)
+    monkeypatch.setattr(loops.IterBasedTrainLoop, "run_iter", run_iter)
+    code, _, err = _eval(argv("killed"), capsys)
+    assert code == 0, err
+
+    (straight,), _ = load_records(tmp_path / "straight" / "results")
+    (resumed,), _ = load_records(tmp_path / "killed" / "results")
+    assert resumed["run"]["resumed_from_iteration"] == 2 and resumed["metrics"] == straight["metrics"]
+    a = torch.load(next((tmp_path / "straight" / "work").rglob("iter_4.pth")), weights_only=False)["state_dict"]
+    b = torch.load(next((tmp_path / "killed" / "work").rglob("iter_4.pth")), weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -236,10 +236,11 @@ def inspect_checkpoint(path: str | os.PathLike, *, arch: str | None = None, bran
 
 
 def resolve_name(text: str):
-    """``(path, zoo entry or None)`` for a file path or a zoo name (which must be fetched already)."""
+    """``(path, zoo entry or None)`` for a file path (its entry where it is a fetched zoo file) or a zoo
+    name (which must be fetched already)."""
     path = Path(text)
     if path.exists() or os.sep in text or "/" in text:
-        return path, None
+        return path, fetched_entry(path)
     zoo = load_zoo()
     if text not in zoo:
         raise CheckpointError(f"{text}: no such file, and not a checkpoint name in {ZOO_PATH} "
@@ -252,7 +253,21 @@ def resolve_name(text: str):
     return cached, entry
 
 
+def fetched_entry(path: Path):
+    """The zoo entry whose fetched file ``path`` is, else None. ``fetch`` checked the file against the
+    entry's hashes when it put it there, so the file keeps the entry's identity when it is named by
+    its path (as the pipeline names its reference checkpoints) rather than by the entry's name."""
+    if not path.is_file():
+        return None
+    for entry in load_zoo().values():
+        cached = cached_path(entry)
+        if cached.is_file() and os.path.samefile(cached, path):
+            return entry
+    return None
+
+
 def annotate_zoo(report: LoadReport, entry) -> None:
     report.name = entry.name
-    report.metadata = {"method": entry.method, "epochs": entry.epochs} | report.metadata
+    stated = {"method": entry.method, "epochs": entry.epochs, "label_fraction": entry.label_fraction}
+    report.metadata = {k: v for k, v in stated.items() if v is not None} | report.metadata
     report.metadata["zoo"] = entry.to_dict()

@@ -18,6 +18,9 @@ class ZooEntry:
     arch: str
     method: str
     epochs: int | None = None
+    # the fraction of ImageNet's labels its pretraining used (0 self-supervised, 1 supervised), as
+    # our own exports state it: part of the identity a measured row meets its paper row by
+    label_fraction: float | None = None
     sha256: str = ""  # full digest if published ("" if not)
     sha256_prefix: str = ""  # torchvision's file-name hash prefix
     md5: str = ""  # full digest or the 8-digit prefix the publisher lists

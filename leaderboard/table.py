@@ -288,6 +288,16 @@ def _percent(fraction: Any) -> float | None:
     return f * 100.0 if f <= 1.0 else f   # records may store 0.1 or 10 for 10%
 
 
+def _stated_percent(text: str) -> float | None:
+    """reported.csv's ``label_fraction``: a percent from 0 to 100 (never a fraction: ``1`` is 1 %), or
+    None where the cell states none."""
+    try:
+        percent = float(text)
+    except ValueError:
+        return None
+    return percent if 0.0 <= percent <= 100.0 else None
+
+
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
@@ -341,12 +351,20 @@ def load_reported(path: str | Path = REPORTED_CSV) -> list[dict[str, Any]]:
                 n = int(r["n"]) if r["n"] else None
             except ValueError as e:
                 raise TableError(f"{path}:{lineno}: {e}") from None
+            labels = _stated_percent(r["label_fraction"])
+            if labels is None:
+                # a paper row is matched with measured ones on it (compare_with_papers), and a
+                # self-supervised export states 0: an empty cell here matched no run (the MoCo rows did)
+                raise TableError(f"{path}:{lineno}: row {r['row']!r} states no label_fraction: give the percent "
+                                 f"of labelled pretraining images (0 for a self-supervised method, 100 for a "
+                                 f"supervised one), not {r['label_fraction']!r}")
             if (why := metric_problem(r["metric"], value)):
                 raise TableError(f"{path}:{lineno}: {why}")
             if std is not None and not (math.isfinite(std) and std >= 0):
                 raise TableError(f"{path}:{lineno}: std {std!r} must be a finite number >= 0")
             digits = len(r["value"].partition(".")[2])
-            out.append(r | {"value": value, "std": std, "n": n, "lineno": lineno, "digits": digits})
+            out.append(r | {"value": value, "std": std, "n": n, "label_fraction": labels, "lineno": lineno,
+                            "digits": digits})
     return out
 
 
@@ -436,7 +454,7 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
         if key not in rows:
             rows[key] = Row(key=key, name=r["row"], method=r["method"] or None, arch=r["arch"] or None,
                             epochs=int(r["epochs"]) if r["epochs"] else None,
-                            label_fraction=_percent(r["label_fraction"]) if r["label_fraction"] != "" else None,
+                            label_fraction=r["label_fraction"],
                             kind=r["status"], source=r["source"])
             table_rows.append(rows[key])
         elif rows[key].kind != r["status"]:   # a row is compared with measured ones as a whole: one status

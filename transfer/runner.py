@@ -16,7 +16,9 @@ does everything else, the same way for all of them:
   :func:`record_here`) and lets the task resume its own saved state; ``no`` starts
   the seed over; ``PATH`` resumes from that state file (tasks that keep no state refuse it). A
   seed has one record: ``no`` or ``PATH`` for a seed whose record exists is refused, naming it;
-- the record (rank 0), the files written beside it, the one line printed per record, and the
+- the record (rank 0), with the precision our engine ran at in its config
+  (:func:`evaluation_precision`) and the departures from the official recipes that apply in its run
+  (``core/deviations.toml``), the files written beside it, the one line printed per record, and the
   seed's log (``eval.log``);
 - exit codes: 2 for a command line that cannot run (:class:`UsageError`: bad options, overrides
   out of range, contradicting options), checked before any work; anything that goes wrong while
@@ -29,16 +31,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from mocobench.core.errors import EXIT_USAGE, UsageError
+from mocobench.core.seeds import seed_everything
 from mocobench.datasets.identity import data_identity
 
 
@@ -111,12 +112,6 @@ def settings_key(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # every device's generator
-
-
 def evaluate(ev: Evaluation) -> int:
     """Run ``ev`` once per seed; returns the exit code (0, or 2 for usage). Failures while running
     are raised (the command's handler prints them as one line and exits 1)."""
@@ -186,12 +181,14 @@ def evaluate(ev: Evaluation) -> int:
         if out is None or not info.main:
             continue
         ran = {**out.run, "work_dir": str(work)}
+        precision = evaluation_precision(out, device)
+        config = out.config if precision is None else {**out.config, "precision": precision}
         ran["deviations"] = of_evaluation(out.task or ev.task, ev.protocol, out.engine or "torchvision",
-                                          report.metadata.get("config"))
+                                          report.metadata.get("config"), precision=precision)
         if preflight is not None:
             ran["preflight"] = preflight
         rec = new_record(checkpoint=fields, task=out.task or ev.task, protocol=ev.protocol, dataset=out.dataset,
-                         metrics=out.metrics, config=out.config, run=ran, seed=seed, wall_time_s=wall,
+                         metrics=out.metrics, config=config, run=ran, seed=seed, wall_time_s=wall,
                          device=out.device or dist.device_name(device), engine=out.engine)
         stem = record_filename(rec)[:-len(".json")]
         for run_key, (suffix, text) in out.beside.items():
@@ -207,6 +204,18 @@ def evaluate(ev: Evaluation) -> int:
         print(f"{ev.prog} [{ev.protocol}] {fields.get('name')} seed {seed}: {shown}  ({wall:.1f} s) "
               f"-> {path}", flush=True)
     return 0
+
+
+def evaluation_precision(out: Outcome, device: torch.device) -> str | None:
+    """The precision a seed's evaluation ran at, for its record's config: on our engine, what
+    core/precision.py decides (bf16 autocast on CUDA, unless the task's config says it turned it
+    off, as detection's ``bf16`` does); None on a third-party engine, which runs what its own
+    config says (detectron2 and mmseg: fp32 unless their options turn AMP on)."""
+    from mocobench.core import precision
+
+    if (out.engine or "torchvision") != "torchvision":
+        return None
+    return precision.evaluation(device, bool(out.config.get("bf16", True)))
 
 
 def record_here(previous: Path, results: Path) -> tuple[Path, bool]:

@@ -145,3 +145,30 @@ def test_load_backbone_by_zoo_name_needs_fetch(tmp_path, monkeypatch):
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")
     assert resolve_name("moco_v2_800ep") == (cached, e)
+
+
+def test_a_fetched_file_named_by_its_path_keeps_its_zoo_identity(tmp_path, monkeypatch):
+    """The pipeline names its reference checkpoints by their fetched file, not by their zoo name
+    (mocobench/stages.py): the file is still the entry, so its records carry the entry's name, method,
+    epochs and label fraction, which the leaderboard matches with the paper rows. A copy elsewhere is
+    a file of its own."""
+    import shutil
+
+    import torch
+    import torchvision
+
+    from mocobench.checkpoints.load import describe
+
+    monkeypatch.setenv("MOCOBENCH_CACHE", str(tmp_path / "cache"))
+    e = load_zoo()["torchvision_r50_supervised"]
+    cached = cached_path(e)
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet50().state_dict(), cached)
+    fields = describe(str(cached)).record_fields()
+    assert (fields["name"], fields["method"], fields["epochs"], fields["label_fraction"]) == (
+        "torchvision_r50_supervised", "supervised", 90, 1.0)
+    copy = tmp_path / "elsewhere" / cached.name
+    copy.parent.mkdir()
+    shutil.copy(cached, copy)
+    fields = describe(str(copy)).record_fields()
+    assert fields["name"] == "resnet50-0676ba61" and fields["method"] is None and fields["label_fraction"] is None

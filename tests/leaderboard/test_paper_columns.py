@@ -3,7 +3,10 @@ record of the same protocol, as our tasks write it, in one column."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import pytest
 
 from mocobench.datasets.identity import dataset_id
 
@@ -23,17 +26,20 @@ def protocols_we_run() -> set[str]:
 
 
 def test_the_zoo_names_paper_rows_of_its_own_identity():
-    """A zoo checkpoint's paper row exists, and has the checkpoint's method, arch and epochs: so a
-    measured row of that checkpoint meets its paper row in the table (reported.csv is the only copy
-    of the papers' numbers)."""
+    """A zoo checkpoint's paper row exists, and has the checkpoint's method, arch, epochs and label
+    fraction: so a measured row of that checkpoint meets its paper row in the table (reported.csv is
+    the only copy of the papers' numbers)."""
     from mocobench.checkpoints.zoo import load_zoo
     from mocobench.leaderboard.table import load_reported
 
     rows = {}
     for r in load_reported():
-        rows.setdefault(r["row"], set()).add((r["method"], r["arch"], int(r["epochs"]) if r["epochs"] else None))
+        rows.setdefault(r["row"], set()).add((r["method"], r["arch"], int(r["epochs"]) if r["epochs"] else None,
+                                              r["label_fraction"]))
     for name, e in load_zoo().items():
-        assert rows.get(e.paper_row) == {(e.method, e.arch, e.epochs)}, (name, e.paper_row, rows.get(e.paper_row))
+        assert e.label_fraction is not None, name
+        assert rows.get(e.paper_row) == {(e.method, e.arch, e.epochs, 100 * e.label_fraction)}, (
+            name, e.paper_row, rows.get(e.paper_row))
 
 
 def test_every_reported_row_meets_a_measured_record_in_its_column(tmp_path, add_record):
@@ -64,42 +70,65 @@ def test_every_reported_row_meets_a_measured_record_in_its_column(tmp_path, add_
     assert len(labels) == len(set(labels))
 
 
-def _record(results: Path, *, method: str, label_fraction, task: str, protocol: str, dataset: str, engine: str,
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, dict]:
+    """The checkpoint fields of real exports of the paper presets, as transfer/runner.py reads them
+    back into each record (``describe(...).record_fields()``): untrained resnet50s, whose metadata is
+    what the table matches on."""
+    from mocobench.checkpoints.load import describe
+    from mocobench.pretrain.config import PRESETS
+    from mocobench.pretrain.methods import METHODS
+    from mocobench.pretrain.train import export_backbone
+
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for preset in ("moco_v1_200ep", "moco_v2_800ep", "unimoco_800ep_10pct"):
+        cfg = dataclasses.replace(PRESETS[preset], K=16)   # a short queue: the export keeps no queue
+        path = export_backbone(cfg, METHODS[cfg.method].build(cfg), root / preset / "backbone.pth", step=0,
+                               epochs_done=cfg.epochs)
+        out[preset] = describe(path).record_fields()
+    return out
+
+
+def _record(results: Path, checkpoint: dict, *, task: str, protocol: str, dataset: str, engine: str,
             metrics: dict, seed: int) -> None:
     from mocobench.core.records import new_record, write_record
 
-    ckpt = {"name": "backbone", "path": f"runs/{method}_{label_fraction}/backbone.pth",
-            "sha256": (method * 64)[:64], "format": "mocobench-backbone", "arch": "resnet50", "method": method,
-            "epochs": 800, "label_fraction": label_fraction}
-    write_record(results, new_record(checkpoint=ckpt, task=task, protocol=protocol,
+    write_record(results, new_record(checkpoint=checkpoint, task=task, protocol=protocol,
                                      dataset={"name": dataset, "path": "/data", "splits": {"train": 1}},
                                      metrics=metrics, config={}, run={"seed": seed}, seed=seed, wall_time_s=1.0,
                                      device="cuda:0", engine=engine))
 
 
-def paper_reproduction(results: Path, tmp_path: Path, voc_ap50: tuple[float, ...]) -> None:
-    """Our MoCo v2 800ep and UniMoCo 10 % runs as the tasks record them: ImageNet under CLS-LOC, VOC
-    through detectron2 (AP50 per seed ``voc_ap50``) and through the torchvision engine, COCO."""
+def moco_v2_reproduction(results: Path, tmp_path: Path, voc_ap50: tuple[float, ...], exported: dict) -> None:
+    """Our MoCo v2 800ep run as the tasks record it: ImageNet under CLS-LOC, VOC through detectron2 (AP50
+    per seed ``voc_ap50``) and through the torchvision engine."""
+    ckpt = exported["moco_v2_800ep"]
     imagenet = dataset_id("imagenet", imagenet_like(tmp_path / "CLS-LOC"))
     for seed, top1 in enumerate((71.0, 71.3, 70.8)):
-        _record(results, method="moco_v2", label_fraction=None, task="linear", protocol="paper", dataset=imagenet,
-                engine="torchvision", metrics={"top1": top1, "top5": 90.0}, seed=seed)
+        _record(results, ckpt, task="linear", protocol="paper", dataset=imagenet, engine="torchvision",
+                metrics={"top1": top1, "top5": 90.0}, seed=seed)
     for seed, ap50 in enumerate(voc_ap50):
         for engine in ("detectron2", "torchvision"):
-            _record(results, method="moco_v2", label_fraction=None, task="detection", protocol="moco-voc-c4-24k",
+            _record(results, ckpt, task="detection", protocol="moco-voc-c4-24k",
                     dataset=dataset_id("voc07+12", tmp_path / "VOCdevkit"), engine=engine,
                     metrics={"AP50": ap50, "AP": 57.3, "AP75": 63.8}, seed=seed)
-    _record(results, method="unimoco", label_fraction=0.1, task="detection", protocol="coco-c4-1x",
+
+
+def paper_reproduction(results: Path, tmp_path: Path, voc_ap50: tuple[float, ...], exported: dict) -> None:
+    """Our MoCo v2 800ep (``moco_v2_reproduction``) and UniMoCo 10 % runs, COCO for the latter."""
+    moco_v2_reproduction(results, tmp_path, voc_ap50, exported)
+    _record(results, exported["unimoco_800ep_10pct"], task="detection", protocol="coco-c4-1x",
             dataset=dataset_id("coco", tmp_path / "coco2017"), engine="detectron2",
             metrics={"bbox_AP": 39.0, "segm_AP": 34.0}, seed=0)
 
 
-def test_measured_against_paper_shows_delta_and_band_in_every_format(tmp_path):
+def test_measured_against_paper_shows_delta_and_band_in_every_format(tmp_path, exported):
     from mocobench.leaderboard.html import render as render_html
     from mocobench.leaderboard.table import Column, load_table, to_csv, to_markdown
 
     results = tmp_path / "results"
-    paper_reproduction(results, tmp_path, voc_ap50=(82.3, 82.6, 82.1))
+    paper_reproduction(results, tmp_path, voc_ap50=(82.3, 82.6, 82.1), exported=exported)
     table = load_table(results)
     rows = {r.method: r for r in table.measured_rows()}
     linear = Column("linear", "paper", "imagenet", "torchvision", "top1")
@@ -125,12 +154,12 @@ def test_measured_against_paper_shows_delta_and_band_in_every_format(tmp_path):
     assert 'data-delta="' in html and "inband" in html
 
 
-def test_check_against_paper_fails_outside_the_band_and_passes_inside(tmp_path, capsys):
+def test_check_against_paper_fails_outside_the_band_and_passes_inside(tmp_path, capsys, exported):
     from mocobench.cli import main
 
     inside, outside = tmp_path / "inside", tmp_path / "outside"
-    paper_reproduction(inside / "results", inside, voc_ap50=(82.3, 82.6, 82.1))
-    paper_reproduction(outside / "results", outside, voc_ap50=(79.0, 79.4, 79.2))   # 3 AP50 below the paper
+    paper_reproduction(inside / "results", inside, voc_ap50=(82.3, 82.6, 82.1), exported=exported)
+    paper_reproduction(outside / "results", outside, voc_ap50=(79.0, 79.4, 79.2), exported=exported)   # 3 AP50 below
     assert main(["leaderboard", "check", "--against-paper", "--results", str(inside / "results")]) == 0
     text = capsys.readouterr().out
     assert "OUTSIDE" not in text and "0 outside" in text
@@ -142,6 +171,41 @@ def test_check_against_paper_fails_outside_the_band_and_passes_inside(tmp_path, 
     empty = tmp_path / "none"
     empty.mkdir()
     assert main(["leaderboard", "check", "--against-paper", "--results", str(empty)]) == 1
+
+
+def test_moco_records_alone_meet_their_paper_rows(tmp_path, capsys, exported):
+    """MoCo v1 and v2 exports state label fraction 0, as their paper rows do, so their records alone
+    are compared: the gate found nothing to check in them when the paper rows left it empty."""
+    from mocobench.cli import main
+    from mocobench.leaderboard.table import load_table
+
+    results = tmp_path / "results"
+    moco_v2_reproduction(results, tmp_path, (82.3, 82.6, 82.1), exported)
+    _record(results, exported["moco_v1_200ep"], task="linear", protocol="paper",
+            dataset=dataset_id("imagenet", tmp_path / "CLS-LOC"), engine="torchvision",
+            metrics={"top1": 60.7, "top5": 83.0}, seed=0)
+    table = load_table(results)
+    assert {(key, c.paper) for (key, _), c in table.comparisons.items()} == {
+        ("moco_v1_200ep", "MoCo v1 R50 200ep (5 runs)"), ("moco_v2_800ep", "MoCo v2 R50 800ep")}
+    assert main(["leaderboard", "check", "--against-paper", "--results", str(results)]) == 0
+    text = capsys.readouterr().out
+    assert "moco_v1_200ep ImageNet linear top-1 [paper]: 60.70 vs MoCo v1 R50 200ep (5 runs) 60.8" in text
+    assert "5 within their band, 0 outside" in text   # v1 top-1; v2 top-1 and VOC AP50, AP, AP75
+
+
+def test_every_method_but_unimoco_pretrains_and_is_reported_without_labels():
+    """The rule both sides keep (docs/leaderboard.md): the export of a self-supervised method states
+    label fraction 0, and so does every paper row of such a method."""
+    from mocobench.leaderboard.table import load_reported
+    from mocobench.pretrain.config import PRESETS
+    from mocobench.pretrain.train import label_fraction_of
+
+    unlabelled = {cfg.method for cfg in PRESETS.values()} - {"unimoco"}
+    assert {"moco_v1", "moco_v2", "smog"} <= unlabelled
+    for name, cfg in PRESETS.items():
+        assert cfg.method == "unimoco" or label_fraction_of(cfg) == 0.0, name
+    rows = [r for r in load_reported() if r["method"] in unlabelled]
+    assert {r["method"] for r in rows} == unlabelled and all(r["label_fraction"] == 0.0 for r in rows)
 
 
 def test_the_table_shows_each_checkpoints_card_identity(tmp_path):
@@ -173,7 +237,8 @@ def test_deviations_are_data_carried_by_records_and_marked_in_the_table(tmp_path
     from mocobench.core.records import load_records
     from mocobench.leaderboard.table import load_table, to_markdown
 
-    ours = of_evaluation("detection", "moco-voc-c4-24k", "torchvision", {"method": "moco_v2", "precision": "bf16"})
+    ours = of_evaluation("detection", "moco-voc-c4-24k", "torchvision",
+                         {"method": "moco_v2", "precision": "bf16", "schedule": "cosine"})
     assert any("torchvision engine" in d for d in ours) and any("per iteration" in d for d in ours)
     assert any("fp32" in d for d in ours)
     assert not any("torchvision engine" in d for d in of_evaluation("detection", "moco-voc-c4-24k", "detectron2", None))
@@ -183,6 +248,7 @@ def test_deviations_are_data_carried_by_records_and_marked_in_the_table(tmp_path
                  str(tmp_path / "res"), "--protocol", "simclr", "--labels", "10percent", "--epochs", "1",
                  "--img-size", "32", "--batch-size=8", "--workers", "0", "--lr-grid=0.05"]) == 0
     (rec,), _ = load_records(tmp_path / "res")
-    assert rec["run"]["deviations"] == of_evaluation("semi-10pct", "simclr", "torchvision", None)
+    assert rec["config"]["precision"] == "fp32"   # on CPU; bf16 on CUDA (test_deviations.py)
+    assert rec["run"]["deviations"] == of_evaluation("semi-10pct", "simclr", "torchvision", None, precision="fp32")
     md = to_markdown(load_table(tmp_path / "res", reported=False))
     assert " †1" in md and "- †1 SGD nesterov at batch 256" in md

@@ -345,15 +345,31 @@ def test_a_reported_row_has_one_status(tmp_path):
     from mocobench.leaderboard.table import build_table
 
     src = (REPORTED_CSV.read_text(encoding="utf-8").splitlines()[0] + "\n"
-           'P,moco_v2,resnet50,200,,linear,paper,imagenet,torchvision,top1,67.5,,,reported,"a paper"\n'
-           'P,moco_v2,resnet50,200,,knn,dino-knn,imagenet,torchvision,top1,60.0,,,unverified,"a summary"\n')
+           'P,moco_v2,resnet50,200,0,linear,paper,imagenet,torchvision,top1,67.5,,,reported,"a paper"\n'
+           'P,moco_v2,resnet50,200,0,knn,dino-knn,imagenet,torchvision,top1,60.0,,,unverified,"a summary"\n')
     path = tmp_path / "reported.csv"
     path.write_text(src, encoding="utf-8")
     with pytest.raises(TableError, match=r"reported.csv:3: row 'P' is 'unverified' here and 'reported'"):
         build_table([], reported=load_reported(path))
-    path.write_text(src.replace("P,moco_v2,resnet50,200,,knn", "P (summary),moco_v2,resnet50,200,,knn"), encoding="utf-8")
+    path.write_text(src.replace("P,moco_v2,resnet50,200,0,knn", "P (summary),moco_v2,resnet50,200,0,knn"), encoding="utf-8")
     table = build_table([], reported=load_reported(path))
     assert sorted((r.name, r.kind) for r in table.rows) == [("P", "reported"), ("P (summary)", "unverified")]
+
+
+@pytest.mark.parametrize("labels", ["", "ten", "-1", "150", "nan"])
+def test_a_reported_row_states_its_label_fraction(tmp_path, labels):
+    """A paper row meets measured rows on its label fraction, and our exports state one (0 for a
+    self-supervised method): a row that states none, or no percent, met none of them, so it is
+    refused, naming the line and the row."""
+    path = tmp_path / "reported.csv"
+    path.write_text(REPORTED_CSV.read_text(encoding="utf-8").splitlines()[0] + "\n"
+                    f'P,moco_v2,resnet50,200,{labels},linear,paper,imagenet,torchvision,top1,67.5,,,reported,"a paper"\n',
+                    encoding="utf-8")
+    with pytest.raises(TableError, match=r"reported.csv:2: row 'P' states no label_fraction: .*0 for a self-supervised"):
+        load_reported(path)
+    path.write_text(path.read_text(encoding="utf-8").replace(f",200,{labels},", ",200,1,"), encoding="utf-8")
+    (row,) = load_reported(path)
+    assert row["label_fraction"] == 1.0   # a percent: 1 %, never read as a fraction of 1
 
 
 # ---- fields the table groups on, and names that outputs must carry whole

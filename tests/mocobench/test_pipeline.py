@@ -395,7 +395,7 @@ def test_given_checkpoints_skip_pretraining(tmp_path):
 def test_real_data_mode_finds_datasets_and_names_the_missing_ones(tmp_path):
     root = tmp_path / "data"
     for d in ("imagenet/train", "imagenet/val", "VOCdevkit/VOC2007/Annotations", "VOCdevkit/VOC2012/Annotations",
-              "VOCdevkit/VOC2012/SegmentationClass"):
+              "VOCdevkit/VOC2012/SegmentationClass", "VOCdevkit/VOC2012/SegmentationClassAug"):
         (root / d).mkdir(parents=True)
     (root / "imagenet" / "10percent.txt").write_text("a.JPEG\n")
     stages = {s.name: s for s in _plan(["--data-root", str(root), "--preset", "paper", "--out", str(tmp_path / "o"),

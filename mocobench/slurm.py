@@ -4,7 +4,8 @@ The request of a stage (printed before it is submitted):
 
 - nodes: ``--nnodes`` for a stage that runs under torchrun, else 1; one task per node, which runs
   ``torchrun`` with that node's rank and the job's first node as master (or the plain command);
-- GPUs per node: ``--slurm-gpus-per-node`` (default ``--nproc``) for torchrun stages, at most 1 for
+- GPUs per node: ``--slurm-gpus-per-node`` (default ``--nproc``) for torchrun stages and for a
+  detectron2 stage (one process that starts its own per GPU, on one node), at most 1 for other
   single-process evaluations, none for stages that need no GPU (the embedded dataset); 0 asks for
   no GPU gres at all. The leaderboard is not a job: it runs in the pipeline's own process;
 - CPUs per task: ``--slurm-cpus-per-task`` (default: one per process of the task);
@@ -60,11 +61,12 @@ def parse_extra(values: list[str]) -> dict[str, str]:
 def request(opts: SlurmOptions, stage, launcher: Launcher) -> dict:
     """submitit ``SlurmExecutor`` parameters for one stage."""
     torchrun = launcher.torchrun(stage.distributed)
+    node_wide = torchrun or stage.all_gpus   # one node's GPUs: nproc processes, or one that starts its own
     gpus = 0
     if stage.gpu:
-        gpus = opts.gpus_per_node if torchrun else min(1, opts.gpus_per_node)
+        gpus = opts.gpus_per_node if node_wide else min(1, opts.gpus_per_node)
     params = {"partition": opts.partition, "nodes": launcher.nnodes if torchrun else 1, "ntasks_per_node": 1,
-              "cpus_per_task": opts.cpus_per_task or (launcher.nproc if torchrun else 1),
+              "cpus_per_task": opts.cpus_per_task or (launcher.nproc if node_wide else 1),
               "time": opts.timeout_min, "job_name": f"mocobench-{stage.name.replace(' ', '-')}"}
     if gpus:
         params["gpus_per_node"] = gpus

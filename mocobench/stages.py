@@ -23,6 +23,7 @@ class Stage:
     log: Path
     distributed: bool = False
     gpu: bool = True                   # asks for GPUs when submitted to SLURM
+    all_gpus: bool = False             # one process that uses every GPU of its node (detectron2's launch)
     done: str | None = None            # why it can be skipped (resume), if it can
     missing: str | None = None         # why it cannot run (dataset absent)
     needs: list[str] = field(default_factory=list)
@@ -221,7 +222,8 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                     argv += ["--seed", str(ev_seed)]
                 st = Stage(f"eval {ev.label} {short}" + (f" seed {ev_seed}" if ev_seed else ""), argv,
                            logs / f"eval-{ev.label}-{short}{'-s%d' % ev_seed if ev_seed else ''}.log",
-                           distributed=ev.distributed and not launches_its_own(argv), needs=needs + (["data synth"] if mode.synth_scale else []),
+                           distributed=ev.distributed and not launches_its_own(argv),
+                           all_gpus=ev.distributed and launches_its_own(argv), needs=needs + (["data synth"] if mode.synth_scale else []),
                            cost=ev.cost)
                 if "{cache}" in ev.argv:   # wait for the stage that fills this checkpoint's feature cache
                     st.after = [s.name for s in stages if s.argv[2:4] == ["--checkpoint", ckpt]

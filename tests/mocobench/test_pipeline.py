@@ -459,6 +459,9 @@ def test_slurm_request_fits_each_stage():
     assert pre["additional_parameters"] == {"account": "abc"}
     knn = request(opts, Stage("eval knn x", [], Path("x")), launcher)
     assert (knn["gpus_per_node"], knn["nodes"]) == (1, 1)
+    # detectron2 starts a process per GPU itself: one node's GPUs, one task, no torchrun
+    d2 = request(opts, Stage("eval det-voc-c4-24k x", [], Path("x"), all_gpus=True), launcher)
+    assert (d2["gpus_per_node"], d2["nodes"], d2["cpus_per_task"]) == (4, 1, 4)
     none = request(SlurmOptions("cpu", gpus_per_node=0, cpus_per_task=3), Stage("pretrain m", [], Path("x"),
                                                                                  distributed=True), launcher)
     assert "gpus_per_node" not in none and none["cpus_per_task"] == 3
@@ -556,6 +559,7 @@ def test_paper_mode_is_the_papers_recipe(tmp_path):
     assert det and all(s.argv[s.argv.index("--engine") + 1] == "detectron2" for s in det)
     # detectron2 starts a process per GPU itself: under torchrun every rank would start a whole run
     assert not any(s.distributed for s in det) and all(s.distributed for s in stages if s.argv[0] == "pretrain")
+    assert all(s.all_gpus for s in det) and not any(s.all_gpus for s in stages if s not in det)
     by_ckpt = {}
     for s in stages:
         if s.argv[0] == "eval":

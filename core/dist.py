@@ -14,6 +14,7 @@ alone scores and writes the record (:func:`is_main`).
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 
 import torch
@@ -163,6 +164,10 @@ def from_main(compute):
         try:
             box[0] = (True, compute())
         except Exception as e:  # noqa: BLE001 -- handed to every rank, then raised there
+            try:
+                pickle.dumps(e)
+            except Exception:  # noqa: BLE001 -- the broadcast would fail here and the others wait forever
+                e = RuntimeError(f"{type(e).__name__}: {e}")
             box[0] = (False, e)
     dist.broadcast_object_list(box, src=0)
     ok, value = box[0]

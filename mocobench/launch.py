@@ -39,8 +39,18 @@ class Launcher:
         """Run one stage here (a forked child or a fresh process); its exit code."""
         return self.start(stage, env).wait()
 
+    def stage_env(self, stage, env: dict) -> dict:
+        """``env`` for ``stage``: a stage that starts one process per visible GPU itself (detectron2's
+        ``launch``) sees the first ``nproc`` GPUs, as a torchrun stage runs ``nproc`` processes."""
+        if not stage.all_gpus:
+            return env
+        visible = env.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(self.nproc)]
+        return {**env, "CUDA_VISIBLE_DEVICES": ",".join(ids[:self.nproc])}
+
     def start(self, stage, env: dict) -> "Running":
         """Start one stage here (a forked child or a fresh process) and return without waiting."""
+        env = self.stage_env(stage, env)
         cmd = self.command(stage.argv, stage.distributed)
         if self.preload and not self.torchrun(stage.distributed) and hasattr(os, "fork"):
             return Running(start_forked(stage.argv, cmd, stage.log, env))

@@ -250,7 +250,8 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
 def launches_its_own(argv: list[str]) -> bool:
     """Whether a command starts its own process per GPU (detectron2's ``launch``), so that under
     torchrun every rank would start a whole run."""
-    return "--engine" in argv and argv[argv.index("--engine") + 1] == "detectron2"
+    return any(a == "--engine=detectron2" or (a == "--engine" and argv[i + 1:i + 2] == ["detectron2"])
+               for i, a in enumerate(argv))
 
 
 def selected(run, methods: list[str] | None) -> bool:

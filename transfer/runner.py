@@ -209,12 +209,12 @@ def evaluate(ev: Evaluation) -> int:
 def evaluation_precision(out: Outcome, device: torch.device) -> str | None:
     """The precision a seed's evaluation ran at, for its record's config: on our engine, what
     core/precision.py decides (bf16 autocast on CUDA, unless the task's config says it turned it
-    off, as detection's ``bf16`` does); None on a third-party engine, which runs what its own
-    config says (detectron2 and mmseg: fp32 unless their options turn AMP on)."""
+    off, as detection's ``bf16`` does); on a third-party engine what it states from the config that
+    ran (detectron2 and mmseg: fp32, fp16 where their options turn AMP on)."""
     from mocobench.core import precision
 
     if (out.engine or "torchvision") != "torchvision":
-        return None
+        return out.config.get("precision")   # the engine states it (fp16 with its AMP option)
     return precision.evaluation(device, bool(out.config.get("bf16", True)))
 
 

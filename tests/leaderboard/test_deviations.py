@@ -49,12 +49,17 @@ def test_a_bf16_evaluation_departs_from_the_official_fp32():
         assert has(of_evaluation(task, protocol, "torchvision", None, precision="bf16"), BF16_EVAL)
         assert not has(of_evaluation(task, protocol, "torchvision", None, precision="fp32"), BF16_EVAL)
     assert not has(of_evaluation("detection", "moco-voc-c4-24k", "detectron2", None), BF16_EVAL)
+    # the engines' own AMP (--opts SOLVER.AMP.ENABLED True, mmengine's AmpOptimWrapper) is fp16
+    for task, protocol, engine in (("detection", "moco-voc-c4-24k", "detectron2"),
+                                   ("segmentation", "mmseg-fcn-40k", "mmseg")):
+        assert has(of_evaluation(task, protocol, engine, None, precision="fp16"), "fp16 AMP")
+        assert not has(of_evaluation(task, protocol, engine, None, precision="fp32"), "fp16 AMP")
 
 
 def test_the_record_states_the_precision_its_evaluation_ran_at():
     """transfer/runner.py puts the precision core/precision.py chose into the record's config: bf16 on
     CUDA, fp32 on CPU or where the task turned bf16 off (detection's config says so); a third-party
-    engine runs its own, which the runner does not claim to know."""
+    engine states what its config ran (fp16 with its AMP option, else fp32)."""
     from mocobench.transfer.runner import Outcome, evaluation_precision
 
     def ran(device: str, engine: str = "torchvision", **config) -> str | None:
@@ -62,4 +67,6 @@ def test_the_record_states_the_precision_its_evaluation_ran_at():
 
     assert ran("cuda") == "bf16" and ran("cpu") == "fp32"
     assert ran("cuda", bf16=False) == "fp32" and ran("cuda", bf16=True) == "bf16"
-    assert ran("cuda", engine="detectron2") is None and ran("cuda", engine="mmseg") is None
+    assert ran("cuda", engine="detectron2") is None   # an engine that states nothing is not guessed
+    assert ran("cuda", engine="detectron2", precision="fp16") == "fp16"
+    assert ran("cpu", engine="mmseg", precision="fp32") == "fp32"

@@ -460,8 +460,17 @@ def test_slurm_request_fits_each_stage():
     knn = request(opts, Stage("eval knn x", [], Path("x")), launcher)
     assert (knn["gpus_per_node"], knn["nodes"]) == (1, 1)
     # detectron2 starts a process per GPU itself: one node's GPUs, one task, no torchrun
-    d2 = request(opts, Stage("eval det-voc-c4-24k x", [], Path("x"), all_gpus=True), launcher)
+    d2_stage = Stage("eval det-voc-c4-24k x", ["eval", "detection", "--engine=detectron2"], Path("x"), all_gpus=True)
+    d2 = request(opts, d2_stage, launcher)
     assert (d2["gpus_per_node"], d2["nodes"], d2["cpus_per_task"]) == (4, 1, 4)
+    # run here, it sees --nproc GPUs (the first of those visible), as a torchrun stage runs nproc processes
+    assert launcher.stage_env(d2_stage, {})["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+    assert Launcher(nproc=2).stage_env(d2_stage, {"CUDA_VISIBLE_DEVICES": "5,3,7"})["CUDA_VISIBLE_DEVICES"] == "5,3"
+    assert Launcher(nproc=2).stage_env(Stage("eval knn x", [], Path("x")), {"A": "1"}) == {"A": "1"}
+    from mocobench.stages import launches_its_own
+
+    assert launches_its_own(d2_stage.argv) and launches_its_own(["--engine", "detectron2", "--seed", "1"])
+    assert not launches_its_own(["--engine", "torchvision"]) and not launches_its_own(["--x", "--engine"])
     none = request(SlurmOptions("cpu", gpus_per_node=0, cpus_per_task=3), Stage("pretrain m", [], Path("x"),
                                                                                  distributed=True), launcher)
     assert "gpus_per_node" not in none and none["cpus_per_task"] == 3

@@ -384,6 +384,8 @@ def describe(cfg: dict, world: int) -> dict[str, Any]:
         "checkpoint_every": cfg["default_hooks"]["checkpoint"]["interval"],
         "log_every": cfg["default_hooks"]["logger"]["interval"],
         "mmseg_scale": list(resize.get("scale", ())), "mmseg_depth": model["backbone"]["depth"],
+        # mmengine's AMP wrapper autocasts to fp16; the plain one runs fp32
+        "precision": "fp16" if "Amp" in str(cfg["optim_wrapper"].get("type", "")) else "fp32",
     }
     if out["schedule"] == "poly":
         out.update(poly_power=sched.get("power"), min_lr=sched.get("eta_min"))

@@ -33,6 +33,7 @@ import torch
 
 from mocobench.core.seeds import seed_everything, seed_for, step_seed
 
+SAMPLER = "TrainingSampler"   # the one order drawn here (global_order)
 STREAMS = {"train": 0, "precise_bn": 1}  # precise BN's batches are drawn apart from training's
 _IMAGE = 0   # per-image seeds: (seed, 0, stream, position); core.seeds.step_seed uses 1
 
@@ -80,34 +81,45 @@ class _Batches(torch.utils.data.IterableDataset):
             with _rng_kept(in_main_process=info is None):
                 out = []
                 for pos, i in items:
-                    seed_everything(seed_for(self.seed, _IMAGE, STREAMS[self.stream], pos))
+                    _seed_host(seed_for(self.seed, _IMAGE, STREAMS[self.stream], pos))
                     out.append(self.mapper(self.dataset[i]))
             yield out
 
 
+def _seed_host(seed: int) -> None:
+    """numpy, ``random`` and torch's CPU generator: what a mapper draws from. Not the GPUs' (which
+    ``torch.manual_seed`` would reseed too): in the training process they hold the step's draws."""
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.default_generator.manual_seed(seed)
+
+
 @contextlib.contextmanager
 def _rng_kept(in_main_process: bool):
-    """Mapping in the training process leaves its RNGs as they were (so ``num_workers=0`` trains as
-    workers do); a worker's own RNGs matter to nobody."""
+    """Mapping in the training process leaves its generators as they were (so ``num_workers=0``
+    trains as workers do); a worker's own generators matter to nobody."""
     if not in_main_process:
         yield
         return
-    np_state, py_state = np.random.get_state(), random.getstate()
-    with torch.random.fork_rng(devices=[]):
+    np_state, py_state, torch_state = np.random.get_state(), random.getstate(), torch.get_rng_state()
+    try:
         yield
-    np.random.set_state(np_state)
-    random.setstate(py_state)
-
-
-def check_sampler(cfg) -> None:
-    if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-        raise ValueError(f"DATALOADER.SAMPLER_TRAIN {cfg.DATALOADER.SAMPLER_TRAIN}: this engine draws "
-                         "training images as TrainingSampler does (so that a resume is exact); "
-                         "other samplers are not supported")
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        torch.set_rng_state(torch_state)
 
 
 def _as_is(batch):
     return batch
+
+
+def batch_loader(batches: "_Batches", workers: int) -> torch.utils.data.DataLoader:
+    """PyTorch's loader over ``batches`` (each item a whole batch), in order over its workers."""
+    # a generator of its own: a loader draws its workers' base seed, which would otherwise take a
+    # number from the training process's torch RNG at the first step after a resume
+    return torch.utils.data.DataLoader(batches, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                                       generator=torch.Generator())
 
 
 class ResumableTrainLoader:
@@ -118,7 +130,8 @@ class ResumableTrainLoader:
         from detectron2.data import DatasetFromList, DatasetMapper, get_detection_dataset_dicts
         from detectron2.utils import comm
 
-        check_sampler(cfg)
+        if cfg.DATALOADER.SAMPLER_TRAIN != SAMPLER:   # refused in --opts before any work; a config from elsewhere
+            raise ValueError(f"DATALOADER.SAMPLER_TRAIN {cfg.DATALOADER.SAMPLER_TRAIN}: only {SAMPLER}'s order is drawn here")
         dicts = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
@@ -128,6 +141,8 @@ class ResumableTrainLoader:
         self.mapper = DatasetMapper(cfg, True)
         self.seed, self.stream = cfg.SEED, stream
         self.rank, self.world = comm.get_rank(), comm.get_world_size()
+        if cfg.SOLVER.IMS_PER_BATCH % self.world:
+            raise ValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by {self.world} processes")
         self.batch = cfg.SOLVER.IMS_PER_BATCH // self.world
         self.grouping, self.workers = cfg.DATALOADER.ASPECT_RATIO_GROUPING, cfg.DATALOADER.NUM_WORKERS
         self.start_iter = 0
@@ -136,10 +151,7 @@ class ResumableTrainLoader:
         batches = _Batches(self.dataset, self.sizes, self.mapper, seed=self.seed, stream=self.stream,
                            rank=self.rank, world=self.world, batch=self.batch, grouping=self.grouping,
                            start=self.start_iter)
-        # a generator of its own: a loader draws its workers' base seed, which would otherwise take a
-        # number from the training process's torch RNG at the first step after a resume
-        yield from torch.utils.data.DataLoader(batches, batch_size=None, num_workers=self.workers,
-                                               collate_fn=_as_is, generator=torch.Generator())
+        yield from batch_loader(batches, self.workers)
 
 
 def iteration_seed_hook(seed: int):

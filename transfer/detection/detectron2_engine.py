@@ -156,6 +156,9 @@ def _trainer_class(dataset: str):
         def resume_or_load(self, resume=True):
             super().resume_or_load(resume=resume)
             self._trainer.data_loader.start_iter = self.start_iter
+            for h in self._hooks:   # PreciseBN draws NUM_ITER batches each time it runs before start_iter
+                if isinstance(getattr(h, "_data_loader", None), ResumableTrainLoader) and h._period > 0:
+                    h._data_loader.start_iter = self.start_iter // h._period * h._num_iter
 
         # detectron2 0.6's DefaultTrainer saves only the iteration and the hooks' states: a resume
         # restarted SGD's momentum and took the first step at the warmup's starting LR. Later
@@ -225,6 +228,11 @@ OPTS_OWNED = {
     "DATASETS": "--dataset and --data",
     "MODEL.DEVICE": "--device",
     "MODEL.ROI_HEADS.NUM_CLASSES": "--dataset and --data (the registered dataset's classes)",
+    **dict.fromkeys(("MODEL.BACKBONE.NAME", "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.STRIDE_IN_1X1",
+                     "MODEL.RESNETS.NUM_GROUPS", "MODEL.RESNETS.WIDTH_PER_GROUP"),
+                    "--checkpoint (its architecture: weights of another would not all load)"),
+    # detectron2's auto-scaling would rescale the batch, LR and schedule after config.yaml is written
+    "SOLVER.REFERENCE_WORLD_SIZE": "the protocol's --ims_per_batch= and --base_lr=",
     # the input convention the checkpoint was checked for (refuse_other_convention)
     **dict.fromkeys(("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "INPUT.FORMAT"),
                     "the checkpoint (torchvision's RGB ImageNet normalisation)"),
@@ -257,26 +265,29 @@ def refuse_owned_opts(opts: list[str]) -> None:
     from mocobench.core.overrides import owned_keys_hit
     from mocobench.transfer.runner import UsageError
 
+    from mocobench.transfer.detection.detectron2_data import SAMPLER
+
     owned = owned_opts()
     for key, value in zip(opts[0::2], opts[1::2]):
         hits = owned_keys_hit(key, owned)
         if hits:
             raise UsageError(f"--opts {key} {value}: " + "; ".join(f"mocobench sets {k} from {owned[rule]}"
                                                                     for k, rule in hits))
+        if key == "DATALOADER.SAMPLER_TRAIN" and value != SAMPLER:
+            raise UsageError(f"--opts {key} {value}: this engine draws training images as {SAMPLER} does "
+                             "(so that a resume is exact); other samplers are not supported")
 
 
 def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Path):
-    """The protocol YAML, then ``settings``, then ``opts`` (last); dumped to ``out_path``. An
-    option that sets what the engine sets is refused (:func:`refuse_owned_opts`)."""
+    """The protocol YAML, then ``settings``, then ``opts`` (last); dumped to ``out_path``. (An option
+    that sets what the engine sets was refused before any work: :func:`refuse_owned_opts`.)"""
     from detectron2.config import get_cfg
 
     from mocobench.core.io import atomic_write_text
-    from mocobench.transfer.detection.detectron2_data import check_sampler
     from mocobench.transfer.runner import UsageError
 
     if len(opts) % 2:
         raise UsageError(f"--opts takes KEY VALUE pairs; got an odd number of items: {opts}")
-    refuse_owned_opts(list(opts))
     cfg = get_cfg()
     cfg.merge_from_file(str(base_yaml))
     flat = [x for k, v in settings.items() for x in (k, v)]
@@ -285,10 +296,6 @@ def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Pat
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError, ValueError) as e:  # yacs: "Non-existent config key", type mismatch
         raise UsageError(f"--opts {' '.join(opts)}: {e}") from None
-    try:
-        check_sampler(cfg)
-    except ValueError as e:
-        raise UsageError(f"--opts: {e}") from None
     atomic_write_text(out_path, cfg.dump())
     return cfg
 
@@ -399,6 +406,7 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
         # the protocol and what changes the computation beyond it (--opts); detectron2's own
         # rendering of it names this run's seed, folders and datasets, so it belongs to the run
         config={"protocol": protocol_fields, "num_classes": len(classes), "opts": list(opts),
+                "precision": "fp16" if cfg.SOLVER.AMP.ENABLED else "fp32",
                 "lr": cfg.SOLVER.BASE_LR,
                 "lr_scaling": f"linear: base_lr {protocol.base_lr} x ims_per_batch "
                               f"{protocol.ims_per_batch} / reference_batch {protocol.reference_batch}"},

@@ -111,6 +111,7 @@ CFG_OWNED = {
     "model.backbone.depth": "--checkpoint (its architecture)",
     "data_root": _DATA, "dataset_type": "--dataset",
     "train_dataloader.dataset": _DATA, "test_dataloader.dataset": _DATA,
+    "train_dataloader.sampler": "--seed/--seeds (the sampler's order is seeded from it)",
     "model.decode_head.num_classes": "--dataset (its classes)",
     "model.auxiliary_head.num_classes": "--dataset (its classes)",
     "launcher": "--device / torchrun", "env_cfg.dist_cfg": "--device / torchrun",
@@ -169,9 +170,9 @@ def _iteration_seed_hook(seed: int, rank: int):
 
 
 def refuse_owned_keys(items: list[str]) -> None:
-    """Raise UsageError for the first ``key=value`` of ``items`` whose key is owned (:data:`CFG_OWNED`)
-    or unread (:data:`CFG_UNREAD`), naming the key as typed and the option to use. Pure Python: it
-    can run before any work."""
+    """Raise UsageError for the first of ``items`` that is not ``key=value`` or whose key is owned
+    (:data:`CFG_OWNED`) or unread (:data:`CFG_UNREAD`), naming the key as typed and the option to
+    use. Pure Python: the command runs it before any work."""
     from mocobench.core.overrides import owned_keys_hit
     from mocobench.transfer.runner import UsageError
 
@@ -180,26 +181,20 @@ def refuse_owned_keys(items: list[str]) -> None:
                 f"{key} would not be read: {CFG_UNREAD[rule]}")
 
     for item in items:
-        hits = owned_keys_hit(item.partition("=")[0], [*CFG_OWNED, *CFG_UNREAD])
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--cfg-options {item!r} is not key=value")
+        hits = owned_keys_hit(key, [*CFG_OWNED, *CFG_UNREAD])
         if hits:
             raise UsageError(f"--cfg-options {item}: " + "; ".join(why(key, rule) for key, rule in hits))
 
 
 def parse_cfg_options(items: list[str]) -> dict:
-    """``key=value`` strings -> dict, values parsed as mmseg's ``--cfg-options`` (mmengine's DictAction);
-    a key the engine owns or mmseg would not read is refused (:func:`refuse_owned_keys`)."""
+    """``key=value`` strings (checked before any work: :func:`refuse_owned_keys`) -> dict, values
+    parsed as mmseg's ``--cfg-options`` (mmengine's DictAction)."""
     from mmengine.config import DictAction
 
-    from mocobench.transfer.runner import UsageError
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--cfg-options {item!r} is not key=value")
-        out[key] = DictAction._parse_iterable(value)
-    refuse_owned_keys(list(items))
-    return out
+    return {key: DictAction._parse_iterable(value) for key, _, value in (i.partition("=") for i in items)}
 
 
 def _check_keys(cfg, options: dict) -> None:
@@ -343,7 +338,6 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
     from mocobench.transfer.adapters import mmseg as adapter
     from mocobench.transfer.adapters.mmseg_compat import mmcv_ops_stub, trusted_checkpoints
 
-    # first: a refused option costs no work (the runner has only made the seed's empty folder)
     options = parse_cfg_options(list(cfg_options))
     info, dev = r.dist, r.device
     work = r.work.resolve()

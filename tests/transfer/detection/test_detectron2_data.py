@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mocobench.transfer.detection.detectron2_data import _Batches, global_order, rank_batches
+from mocobench.transfer.detection.detectron2_data import _Batches, batch_loader, global_order, rank_batches
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +63,16 @@ def _draw(d):
 def _stream(start: int, workers: int, n: int) -> list:
     ds = _Batches(list(range(11)), _sizes(11, seed=2), _draw, seed=3, stream="train", rank=0, world=1,
                   batch=2, grouping=True, start=start)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda b: b)
-    return list(itertools.islice(loader, n))
+    return list(itertools.islice(batch_loader(ds, workers), n))
 
 
 def test_a_stream_started_at_batch_s_continues_the_stream_from_0():
+    # mapping in the training process (no workers) leaves its generators as they were
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
     whole = _stream(0, 0, 12)
+    after = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())
+    assert torch.equal(before[0], after[0]) and (before[1] == after[1]).all() and before[2] == after[2]
     assert _stream(5, 0, 7) == whole[5:]
     assert _stream(5, 2, 7) == whole[5:]         # two loader workers: the same batches, the same order
     assert len({x[1] for b in whole for x in b}) == 24  # every image its own draw

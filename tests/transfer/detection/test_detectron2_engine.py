@@ -87,6 +87,7 @@ def _check_run(results: Path, work: Path, *, classes: int, mask: bool, steps: li
     beside = yaml.safe_load((results / rec["run"]["detectron2_config_file"]).read_text())
     assert beside == cfg
     assert cfg["MODEL"]["DEVICE"] == "cpu" and cfg["MODEL"]["ROI_HEADS"]["NUM_CLASSES"] == classes
+    assert rec["config"]["precision"] == "fp32" and not cfg["SOLVER"]["AMP"]["ENABLED"]
     assert cfg["MODEL"]["MASK_ON"] is mask
     assert cfg["TEST"]["DETECTIONS_PER_IMAGE"] == 10   # the protocol's --detections_per_img=
     assert cfg["MODEL"]["ROI_HEADS"]["IOU_THRESHOLDS"] == [0.6] and rec["config"]["opts"] == OPTS[1:]  # --opts, last
@@ -246,17 +247,19 @@ def test_bad_opts_are_refused_naming_the_key(detectron2_ready, synth_tiny, tmp_p
     base = ["--checkpoint", "random:resnet50", "--dataset", "voc", "--data", str(synth_tiny / "VOCdevkit"),
             "--protocol", "moco-voc-c4-24k", "--engine", "detectron2", "--results", str(tmp_path / "r"),
             "--work-dir", str(tmp_path / "w"), "--device", "cpu"]
+    # refused before any work (nothing read or written): another sampler, a key the engine sets
+    # itself (test_opts_the_engine_sets_are_refused has every one)
+    code, _, err = _eval(base + ["--opts", "DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler"], capsys)
+    assert code == 2 and "DATALOADER.SAMPLER_TRAIN RepeatFactorTrainingSampler" in err
+    code, _, err = _eval(base + ["--opts", "SOLVER.AMP.ENABLED", "True", "SEED", "5"], capsys)
+    assert code == 2 and "--opts SEED 5: mocobench sets SEED from --seed/--seeds" in err
+    code, _, err = _eval([a if a != "detectron2" else "torchvision" for a in base] + ["--opts", "A", "1"], capsys)
+    assert code == 2 and "--engine detectron2" in err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()
     code, _, err = _eval(base + ["--opts", "SOLVER.NOT_A_KEY", "1"], capsys)
     assert code == 2 and "SOLVER.NOT_A_KEY" in err
     code, _, err = _eval(base + ["--opts", "SOLVER.BASE_LR"], capsys)
     assert code == 2 and "KEY VALUE pairs" in err
-    code, _, err = _eval(base + ["--opts", "DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler"], capsys)
-    assert code == 2 and "DATALOADER.SAMPLER_TRAIN RepeatFactorTrainingSampler" in err
-    code, _, err = _eval([a if a != "detectron2" else "torchvision" for a in base] + ["--opts", "A", "1"], capsys)
-    assert code == 2 and "--engine detectron2" in err
-    # a key the engine sets itself (test_opts_the_engine_sets_are_refused has every one)
-    code, _, err = _eval(base + ["--opts", "SOLVER.AMP.ENABLED", "True", "SEED", "5"], capsys)
-    assert code == 2 and "--opts SEED 5: mocobench sets SEED from --seed/--seeds" in err
     assert not (tmp_path / "r").exists()
 
 
@@ -267,25 +270,23 @@ def _d2_owned():
 
 
 @pytest.mark.parametrize("key", sorted(_d2_owned()))
-def test_opts_the_engine_sets_are_refused(detectron2_ready, key, tmp_path):
+def test_opts_the_engine_sets_are_refused(detectron2_ready, key):
     """Each key the engine sets (its own options, every protocol field's keys) is refused by name,
-    with the option to use, before the config is written; it exists in detectron2's config."""
-    from mocobench.transfer.adapters.detectron2 import write_detectron2_config
+    with the option to use (before any work: test_bad_opts_are_refused_naming_the_key); it exists in
+    detectron2's config."""
     from mocobench.transfer.adapters.detectron2_compat import patched
-    from mocobench.transfer.detection.detectron2_engine import build_config
+    from mocobench.transfer.detection.detectron2_engine import refuse_owned_opts
     from mocobench.transfer.runner import UsageError
 
-    base = write_detectron2_config("coco-fpn-1x", "w.pkl", tmp_path / "protocol.yaml")
     with patched():
         from detectron2.config import get_cfg
 
         node = get_cfg()
         for part in key.split("."):
             node = node[part]   # KeyError: the table names a key detectron2 does not have
-        with pytest.raises(UsageError) as e:
-            build_config(base, {}, ["SOLVER.AMP.ENABLED", "True", key, "1"], tmp_path / "config.yaml")
+    with pytest.raises(UsageError) as e:
+        refuse_owned_opts(["SOLVER.AMP.ENABLED", "True", key, "1"])
     assert str(e.value).startswith(f"--opts {key} 1: mocobench sets {key} from {_d2_owned()[key]}")
-    assert not (tmp_path / "config.yaml").exists()
 
 
 @pytest.mark.parametrize("opts,says", [
@@ -440,7 +441,8 @@ def test_detectron2_killed_and_resumed_ends_as_an_uninterrupted_run(detectron2_r
         from detectron2.engine import train_loop
 
     small = [a for a in SMALL if not a.startswith(("--max_iter=", "--num_workers="))]
-    small += ["--max_iter=4", "--checkpoint_period=2", "--num_workers=2"]
+    # precise BN and an evaluation after iteration 2 too: precise BN's stream resumes where it was
+    small += ["--max_iter=4", "--checkpoint_period=2", "--num_workers=2", "--opts", "TEST.EVAL_PERIOD", "2"]
 
     def argv(name):
         return ["--checkpoint", str(moco_r50), "--dataset", "voc", "--data", str(synth_tiny / "VOCdevkit"),

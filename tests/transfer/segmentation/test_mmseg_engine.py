@@ -88,6 +88,7 @@ def _check_record_and_log(results: Path, work_root: Path, backbone: dict, lr: fl
     assert rec["engine"] == "mmseg" and rec["env"]["device"].split(":")[0] == get_device()
     cfg, ran = rec["config"], rec["run"]
     assert cfg["iters"] == 2 and cfg["batch_size"] == 2 and ran["num_workers"] == 0 and cfg["lr"] == lr
+    assert cfg["precision"] == "fp32" and not any("fp16" in d for d in ran["deviations"])
     assert 0 <= rec["metrics"]["mIoU"] <= 100 and set(rec["metrics"]) == {"mIoU", "mAcc", "aAcc"}
     # the merged mmseg config is kept beside the record and says the same
     dumped = Config.fromfile(str(results / ran["mmseg_config"]))

@@ -151,3 +151,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def mmseg_ready():
+    """MMSegmentation importable and usable: in CI its absence fails (``.ci/run`` installs it), elsewhere
+    the tests that need it skip and say why."""
+    import os
+
+    from mocobench.transfer.segmentation.mmseg_engine import why_unavailable
+
+    reason = why_unavailable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"MMSegmentation must run in CI: {reason}")
+        pytest.skip(f"MMSegmentation is not installed: {reason}")

@@ -22,17 +22,6 @@ SMALL = ["--iters=2", "--batch-size=2", "--num-workers=0", "--checkpoint-every=1
 
 
 @pytest.fixture(scope="module")
-def mmseg_ready():
-    from mocobench.transfer.segmentation.mmseg_engine import why_unavailable
-
-    reason = why_unavailable()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"MMSegmentation must run in CI: {reason}")
-        pytest.skip(f"MMSegmentation is not installed: {reason}")
-
-
-@pytest.fixture(scope="module")
 def moco_r18(tmp_path_factory) -> tuple[Path, dict]:
     """An official-MoCo-layout checkpoint (``module.encoder_q.*`` + its fc) of a seeded ResNet-18."""
     import torchvision

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
-import os
 
 import pytest
 
@@ -32,17 +31,6 @@ def _refusal(item: str) -> str | None:
 
 def test_an_item_that_is_not_key_value_is_refused():
     assert "'lr' is not key=value" in _refusal("lr") and "is not key=value" in _refusal("=3")
-
-
-@pytest.fixture(scope="module")
-def mmseg_ready():
-    from mocobench.transfer.segmentation.mmseg_engine import why_unavailable
-
-    reason = why_unavailable()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"MMSegmentation must run in CI: {reason}")
-        pytest.skip(f"MMSegmentation is not installed: {reason}")
 
 
 @pytest.mark.parametrize("key", sorted(RULES))

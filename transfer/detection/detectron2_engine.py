@@ -278,6 +278,13 @@ def refuse_owned_opts(opts: list[str]) -> None:
                              "(so that a resume is exact); other samplers are not supported")
 
 
+def engine_settings(settings: dict, train_names, test_names, seed: int, out_dir: Path) -> dict:
+    """The protocol's detectron2 ``settings`` and what the engine sets beside them (all owned by
+    options of ours: :func:`owned_opts`)."""
+    return {**settings, "DATASETS.TRAIN": list(train_names), "DATASETS.TEST": list(test_names),
+            "SEED": seed, "OUTPUT_DIR": str(out_dir)}
+
+
 def build_config(base_yaml: Path, settings: dict, opts: list[str], out_path: Path):
     """The protocol YAML, then ``settings``, then ``opts`` (last); dumped to ``out_path``. (An option
     that sets what the engine sets was refused before any work: :func:`refuse_owned_opts`.)"""
@@ -382,8 +389,7 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
     base = write_detectron2_config(protocol.name, weights, out_dir / "protocol.yaml", dataset_root=str(data_root),
                                    num_gpus=num_procs, ims_per_batch=protocol.ims_per_batch,
                                    output_dir=str(out_dir))
-    run_settings = {**settings, "DATASETS.TRAIN": train_names, "DATASETS.TEST": test_names,
-                    "SEED": r.seed, "OUTPUT_DIR": str(out_dir)}
+    run_settings = engine_settings(settings, train_names, test_names, r.seed, out_dir)
     with patched():
         cfg = build_config(base, run_settings, list(opts), out_dir / "config.yaml")
     job = Job(config=str(out_dir / "config.yaml"), dataset=dataset, data_root=str(data_root),

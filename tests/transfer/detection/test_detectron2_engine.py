@@ -309,14 +309,16 @@ def test_every_key_the_engine_sets_is_owned_and_others_are_allowed(detectron2_re
     refused in --opts; keys no option sets (fp16 AMP, the eval period) are merged and dumped."""
     from mocobench.transfer.adapters.detectron2 import PROTOCOLS as D2, protocol_settings, write_detectron2_config
     from mocobench.transfer.adapters.detectron2_compat import patched
-    from mocobench.transfer.detection.detectron2_engine import build_config, refuse_owned_opts
+    from mocobench.transfer.detection.detectron2_engine import build_config, engine_settings, refuse_owned_opts
     from mocobench.transfer.detection.protocols import PROTOCOLS
 
     for name in D2:
         p = PROTOCOLS[name]
         for protocol in (p, dataclasses.replace(p, frozen_bn=True)):
-            keys = {*protocol_settings(protocol, "coco", 80, "cpu"), "DATASETS.TRAIN", "DATASETS.TEST", "SEED",
-                    "OUTPUT_DIR", "MODEL.WEIGHTS"}
+            # what run_seed sets: engine_settings over the protocol's settings, and the weights
+            # write_detectron2_config puts into the base YAML
+            keys = {*engine_settings(protocol_settings(protocol, "coco", 80, "cpu"), ["a"], ["b"], 0, tmp_path),
+                    "MODEL.WEIGHTS"}
             for key in keys:
                 with pytest.raises(ValueError, match=re.escape(f"--opts {key} 1: mocobench sets {key} from ")):
                     refuse_owned_opts([key, "1"])

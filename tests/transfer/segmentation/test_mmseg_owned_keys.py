@@ -111,6 +111,23 @@ CHANGES = [("crop", (64, 96)), ("batch_size", 4), ("iters", 123), ("lr", 0.05), 
            ("inference", "slide"), ("schedule", "step")]
 
 
+# the fields CHANGES leaves out, and where each is covered: a new SegProtocol field must be added to
+# one or the other (test_every_protocol_field_is_covered)
+ELSEWHERE = {"name": "not a setting", "head": "one head per mmseg protocol (check_protocol)",
+             "train_split": "the data folders: test_the_values_sync_bn_data_and_arch_set_are_refused",
+             "val_split": "the data folders: test_the_values_sync_bn_data_and_arch_set_are_refused",
+             "sync_bn": "test_the_values_sync_bn_data_and_arch_set_are_refused",
+             "lr_steps": "with schedule=step in CHANGES", "frozen_backbone": "refused on --engine mmseg",
+             "slide_crop": "with inference=slide in CHANGES", "slide_stride": "with inference=slide in CHANGES"}
+
+
+def test_every_protocol_field_is_covered():
+    from mocobench.transfer.segmentation.protocols import SegProtocol
+
+    fields = {f.name for f in dataclasses.fields(SegProtocol)}
+    assert fields == {c[0] for c in CHANGES} | set(ELSEWHERE), "a SegProtocol field no test moves"
+
+
 @pytest.mark.parametrize("field,value", CHANGES, ids=[c[0] for c in CHANGES])
 def test_every_value_a_protocol_field_moves_is_refused(field, value):
     """A field changed in the protocol moves some config values; setting any of them directly

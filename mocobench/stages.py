@@ -220,11 +220,11 @@ def plan(args, mode: Mode, out: Path, records: list[tuple[Path, dict]]) -> list[
                                    *(("--preflight", preflights[ckpt]) if ckpt in preflights else ())], args.eval_arg)
                 if ev_seed:
                     argv += ["--seed", str(ev_seed)]
+                own = launches_its_own(argv)   # detectron2: one process over the node's GPUs, not torchrun
                 st = Stage(f"eval {ev.label} {short}" + (f" seed {ev_seed}" if ev_seed else ""), argv,
                            logs / f"eval-{ev.label}-{short}{'-s%d' % ev_seed if ev_seed else ''}.log",
-                           distributed=ev.distributed and not launches_its_own(argv),
-                           all_gpus=ev.distributed and launches_its_own(argv), needs=needs + (["data synth"] if mode.synth_scale else []),
-                           cost=ev.cost)
+                           distributed=ev.distributed and not own, all_gpus=ev.distributed and own,
+                           needs=needs + (["data synth"] if mode.synth_scale else []), cost=ev.cost)
                 if "{cache}" in ev.argv:   # wait for the stage that fills this checkpoint's feature cache
                     st.after = [s.name for s in stages if s.argv[2:4] == ["--checkpoint", ckpt]
                                 and "--cache-dir" in s.argv][:1]

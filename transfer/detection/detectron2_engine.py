@@ -148,17 +148,19 @@ def _trainer_class(dataset: str):
 
         def build_hooks(self):
             hooks = super().build_hooks()
-            for h in hooks:
-                if isinstance(getattr(h, "_data_loader", None), ResumableTrainLoader):  # PreciseBN's
-                    h._data_loader.stream = "precise_bn"
+            # PreciseBN's loader (built by build_train_loader too; absent without BN layers)
+            self._precise_bn = next((h for h in hooks if isinstance(getattr(h, "_data_loader", None),
+                                                                    ResumableTrainLoader)), None)
+            if self._precise_bn is not None:
+                self._precise_bn._data_loader.stream = "precise_bn"
             return [iteration_seed_hook(self.cfg.SEED), *hooks]
 
         def resume_or_load(self, resume=True):
             super().resume_or_load(resume=resume)
             self._trainer.data_loader.start_iter = self.start_iter
-            for h in self._hooks:   # PreciseBN draws NUM_ITER batches each time it runs before start_iter
-                if isinstance(getattr(h, "_data_loader", None), ResumableTrainLoader) and h._period > 0:
-                    h._data_loader.start_iter = self.start_iter // h._period * h._num_iter
+            bn = self._precise_bn   # it drew NUM_ITER batches each time it ran before start_iter
+            if bn is not None and bn._period > 0:
+                bn._data_loader.start_iter = self.start_iter // bn._period * bn._num_iter
 
         # detectron2 0.6's DefaultTrainer saves only the iteration and the hooks' states: a resume
         # restarted SGD's momentum and took the first step at the warmup's starting LR. Later

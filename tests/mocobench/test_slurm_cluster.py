@@ -92,16 +92,19 @@ def test_preempted_pretraining_job_saves_requeues_and_continues(slurm, synth_sma
     """SLURM preemption as submitit tests it (SIGTERM, then submitit's SIGUSR2): the command saves a
     checkpoint at its step and exits 75; the job's checkpoint() requeues it; it continues and ends.
 
-    ``requeue-killed``: SLURM stops the run it requeues while submitit's ``scontrol requeue`` is
-    still running (an ``scontrol`` that lingers after a requeue, first on the job's PATH), so the
-    run leaves a failed result although the job goes on, as happened by chance in a suite run on
-    2026-12-07; the pipeline waits for the requeued run's result."""
+    ``requeue-killed``: the run leaves a failed result although SLURM requeued the job, as when
+    SLURM's stop of the run kills submitit's ``scontrol requeue`` before it returns (seen by chance
+    in a suite run on 2026-12-07); the pipeline waits for the requeued run's result. The
+    ``scontrol`` first on the job's PATH requeues and then reports a failure at once: an
+    ``scontrol`` that lingered until SLURM's stop left the failed result only when submitit wrote
+    it before SLURM's kill came (a CI run on 2026-12-08 lost that race), so the test could not
+    tell which case it had exercised."""
     shim = None
     if requeue_killed:
         shim = tmp_path / "bin"
         shim.mkdir()
         real = shutil.which("scontrol")
-        (shim / "scontrol").write_text(f'#!/bin/sh\n"{real}" "$@"\nrc=$?\n[ "$1" = requeue ] && sleep 30\nexit $rc\n')
+        (shim / "scontrol").write_text(f'#!/bin/sh\n"{real}" "$@"\nrc=$?\n[ "$1" = requeue ] && exit 1\nexit $rc\n')
         (shim / "scontrol").chmod(0o755)
     out = with_data(tmp_path / "out", synth_small)
     run_dir = out / "runs" / "moco_v2"

@@ -151,6 +151,17 @@ def job_state(job_id: str) -> str:
     return out.strip().splitlines()[0] if out.strip() else ""
 
 
+def job_start(job_id: str) -> float | None:
+    """When the job's current run started (``squeue``'s start time, whole seconds; None while it
+    has not started or once SLURM has forgotten it)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-t", "all", "-o", "%S"], capture_output=True,
+                             text=True, timeout=60).stdout.strip()
+        return time.mktime(time.strptime(out.splitlines()[0], "%Y-%m-%dT%H:%M:%S")) if out else None
+    except (OSError, subprocess.SubprocessError, ValueError):   # N/A, Unknown: not started
+        return None
+
+
 class SlurmRunner:
     """Submits a stage, waits for it, and returns its exit code; says which job and log failed."""
 
@@ -207,13 +218,20 @@ class SlurmRunner:
 
         submitit requeues a preempted job from inside it (``scontrol requeue``), and SLURM stops
         the run it requeues: when that stop kills ``scontrol`` before it returns, submitit records
-        the run as failed although the job goes on (seen on the test cluster, 2026-12-07)."""
+        the run as failed although the job goes on (seen on the test cluster, 2026-12-07).
+
+        A requeue shows as a pending state, or, when the requeued run started between two looks,
+        as a run that started after the failed result was written (a start time truncated to the
+        second that is later than the result cannot be the failed run's)."""
         folder = Path(job.paths.folder)
         results = list(folder.glob("*_result.pkl"))
         failed_at = max((p.stat().st_mtime for p in results), default=0.0)
         deadline, requeued, ended_since = time.time() + grace_s, False, None
         while True:
             state = job_state(job.job_id)
+            if not requeued and state not in REQUEUED and state:
+                started = job_start(job.job_id)
+                requeued = started is not None and started > failed_at
             requeued = requeued or state in REQUEUED
             if requeued and results and all(p.exists() and p.stat().st_mtime > failed_at for p in results):
                 return True

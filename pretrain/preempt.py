@@ -38,7 +38,9 @@ class StopRequest:
         self._pending: torch.Tensor | None = None   # the last step's all_reduced flag (torchrun)
 
     def _handler(self, signum, frame) -> None:
-        self.signum = signum
+        # the first signal is the one that asked: SLURM's preemption sends SIGTERM and submitit's
+        # SIGUSR2 a few milliseconds apart, and the event names what began the stop
+        self.signum = self.signum or signum
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():

@@ -172,7 +172,7 @@ def test_tarjan_finds_a_planted_cycle():
 
 
 def test_no_module_import_cycle(installed):
-    grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter (the 'test' extra)")
+    pytest.importorskip("grimp", reason="grimp comes with import-linter (the 'test' extra)")
     code = ("import grimp, json\n"
             "g = grimp.build_graph('mocobench', 'benchmarks', cache_dir=None)\n"
             "print(json.dumps({m: sorted(g.find_modules_directly_imported_by(m)) for m in g.modules}))")

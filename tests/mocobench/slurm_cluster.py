@@ -39,10 +39,17 @@ def why_not() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` different free ports: each socket stays bound until all are read, so the kernel
+    cannot hand the same port out twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _node_hardware() -> tuple[int, int]:
@@ -142,7 +149,7 @@ def start(timeout_s: float = 60) -> Cluster:
     for d in ("state", "spool"):
         (root / d).mkdir()
     conf = root / "slurm.conf"
-    conf.write_text(slurm_conf(root, host, _free_port(), _free_port(), munge_socket))
+    conf.write_text(slurm_conf(root, host, *_free_ports(2), munge_socket))
     cluster = Cluster(root, conf, host)
     try:
         out = open(root / "daemons.out", "ab")

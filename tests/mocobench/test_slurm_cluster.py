@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -19,12 +20,18 @@ from pipeline_runs import PRETRAIN, events, pipeline, records, wait_for_step, wi
 pytest.importorskip("submitit", reason="the SLURM tests need submitit (pip install -e '.[test]')")
 
 
-def running_job(cluster, name: str, timeout_s: float = 120) -> str:
+def job_ids(cluster, name: str, *state: str) -> set[str]:
+    return set(cluster.run("squeue", "-h", "-t", ",".join(state) or "all", "-n", name, "-o", "%i").split())
+
+
+def running_job(cluster, name: str, before: set[str], timeout_s: float = 120) -> str:
+    """The id of the running job ``name`` that was not among ``before`` (an earlier test's job of
+    the same name can still be running for a moment after its pipeline returned)."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        ids = cluster.run("squeue", "-h", "-t", "RUNNING", "-n", name, "-o", "%i").split()
+        ids = job_ids(cluster, name, "RUNNING") - before
         if ids:
-            return ids[0]
+            return min(ids, key=int)
         time.sleep(0.5)
     raise AssertionError(f"no running job {name}: {cluster.run('squeue', '-t', 'all')}")
 
@@ -70,8 +77,9 @@ def test_failed_slurm_stage_exits_nonzero_with_job_id_and_log(slurm, tmp_path):
 def test_cancelled_pretraining_job_continues_from_its_checkpoint(slurm, synth_small, tmp_path):
     out = with_data(tmp_path / "out", synth_small)
     run_dir = out / "runs" / "moco_v2"
+    before = job_ids(slurm, "mocobench-pretrain-moco_v2")
     first = pipeline(out, *PRETRAIN, "--slurm", slurm.partition, "--slurm-gpus-per-node", "0", background=True)
-    job = running_job(slurm, "mocobench-pretrain-moco_v2")
+    job = running_job(slurm, "mocobench-pretrain-moco_v2", before)
     wait_for_step(run_dir, first, 6)
     slurm.run("scancel", job)
     text = first.communicate(timeout=120)[0]
@@ -95,22 +103,28 @@ def test_preempted_pretraining_job_saves_requeues_and_continues(slurm, synth_sma
     ``requeue-killed``: the run leaves a failed result although SLURM requeued the job, as when
     SLURM's stop of the run kills submitit's ``scontrol requeue`` before it returns (seen by chance
     in a suite run on 2026-12-07); the pipeline waits for the requeued run's result. The
-    ``scontrol`` first on the job's PATH requeues and then reports a failure at once: an
-    ``scontrol`` that lingered until SLURM's stop left the failed result only when submitit wrote
-    it before SLURM's kill came (a CI run on 2026-12-08 lost that race), so the test could not
-    tell which case it had exercised."""
+    ``scontrol`` first on the job's PATH writes the failed result submitit would write, then
+    requeues and reports a failure: left to submitit, the failed result exists only when submitit
+    writes it before SLURM's kill comes (a CI run on 2026-12-08 lost that race, by milliseconds),
+    so the test could not tell which case it had exercised."""
     shim = None
     if requeue_killed:
         shim = tmp_path / "bin"
         shim.mkdir()
         real = shutil.which("scontrol")
-        (shim / "scontrol").write_text(f'#!/bin/sh\n"{real}" "$@"\nrc=$?\n[ "$1" = requeue ] && exit 1\nexit $rc\n')
+        failed = tmp_path / "out" / "logs" / "slurm"   # submitit's folder: <job>/<job>_0_result.pkl
+        write = ("import os, pathlib, pickle, sys; p = sys.argv[1]; pathlib.Path(p + '.tmp').write_bytes("
+                 "pickle.dumps(('error', 'scontrol requeue was killed'))); os.replace(p + '.tmp', p)")
+        (shim / "scontrol").write_text(
+            f'#!/bin/sh\n[ "$1" = requeue ] && "{sys.executable}" -c "{write}" "{failed}/$2/$2_0_result.pkl"\n'
+            f'"{real}" "$@"\nrc=$?\n[ "$1" = requeue ] && exit 1\nexit $rc\n')
         (shim / "scontrol").chmod(0o755)
     out = with_data(tmp_path / "out", synth_small)
     run_dir = out / "runs" / "moco_v2"
+    before = job_ids(slurm, "mocobench-pretrain-moco_v2")
     proc = pipeline(out, *PRETRAIN, "--slurm", slurm.partition, "--slurm-gpus-per-node", "0", background=True,
                     path_first=shim)
-    job = running_job(slurm, "mocobench-pretrain-moco_v2")
+    job = running_job(slurm, "mocobench-pretrain-moco_v2", before)
     wait_for_step(run_dir, proc, 6)
     slurm.run("scancel", "--signal=TERM", job)
     slurm.run("scancel", "--signal=USR2", job)

@@ -36,8 +36,10 @@ def runner() -> slurm.SlurmRunner:
     return slurm.SlurmRunner(slurm.SlurmOptions(partition="debug", gpus_per_node=0), Launcher(), poll_s=0)
 
 
-def scripted(monkeypatch, states: list[str], on_call: dict | None = None) -> list[str]:
+def scripted(monkeypatch, states: list[str], on_call: dict | None = None, started: float | None = None) -> list[str]:
+    """``started``: the start time squeue gives for the job's current run (None: not started)."""
     seen: list[str] = []
+    monkeypatch.setattr(slurm, "job_start", lambda job_id: started)
 
     def job_state(job_id: str) -> str:
         (on_call or {}).get(len(seen), lambda: None)()
@@ -66,3 +68,25 @@ def test_a_failure_of_a_job_slurm_does_not_requeue_is_reported_at_once(tmp_path,
     rc, why = runner().wait(job)
     assert rc == 1 and why.startswith("failed: Command '['scontrol', 'requeue', '5']' died")
     assert seen == ["COMPLETING", "FAILED"]
+
+
+def test_a_requeued_run_that_started_between_two_looks_is_recognised_by_its_start_time(
+        tmp_path, monkeypatch, capsys):
+    """The pending state can pass unseen (a loaded login node, SLURM releasing the job at once):
+    a run that started after the failed result was written is the requeued run."""
+    job = Job(tmp_path)
+    job.write("error", age_s=5)
+    failed_at = job.result.stat().st_mtime
+    seen = scripted(monkeypatch, ["RUNNING", "RUNNING", "COMPLETED"], started=failed_at + 3,
+                    on_call={2: lambda: job.write("success")})
+    assert runner().wait(job) == (0, "exited with code 0")
+    assert "REQUEUED" not in seen and "PENDING" not in seen
+    assert "written while SLURM requeued the job" in capsys.readouterr().out
+
+
+def test_a_run_that_started_before_its_failed_result_is_not_taken_for_a_requeued_one(tmp_path, monkeypatch):
+    job = Job(tmp_path)
+    job.write("error")
+    scripted(monkeypatch, ["RUNNING", "COMPLETING", "FAILED"], started=job.result.stat().st_mtime - 60)
+    rc, why = runner().wait(job)
+    assert rc == 1 and why.startswith("failed: Command")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from mocobench.transfer.detection import protocols
 from mocobench.transfer.detection.protocols import PROTOCOLS, TINY, ProtocolError, resolve_protocol
 from mocobench.transfer.detection.train import IterationBatches, hflip, lr_at, scaled_lr
 

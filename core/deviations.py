@@ -11,7 +11,7 @@ from pathlib import Path
 
 DEVIATIONS = Path(__file__).with_name("deviations.toml")
 FIELDS = {"eval": ("task", "protocol", "engine", "precision"),
-          "pretrain": ("method", "precision", "labels", "schedule", "augmentation")}
+          "pretrain": ("method", "precision", "labels", "schedule", "augmentation", "optimizer")}
 
 
 @lru_cache(maxsize=1)
@@ -52,5 +52,6 @@ def of_evaluation(task: str, protocol: str, engine: str, pretrain_config: dict |
         labelled = cfg.get("method") == "unimoco" and (cfg.get("label_fraction") or 0) > 0
         labels = "given" if cfg.get("supervised_list") else "drawn" if labelled else "none"
         out += applying("pretrain", method=cfg.get("method"), precision=cfg.get("precision"), labels=labels,
-                        schedule=cfg.get("schedule"), augmentation=cfg.get("augmentation"))
+                        schedule=cfg.get("schedule"), augmentation=cfg.get("augmentation"),
+                        optimizer=cfg.get("optimizer"))
     return out

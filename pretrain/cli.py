@@ -13,10 +13,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from mocobench.core.dist import env_dist
 from mocobench.core.settings import arg, range_of
 from mocobench.core.overrides import parse_overrides, refuse_repeated, split_overrides, with_named
 from mocobench.core.schedules import steps_kept
-from mocobench.pretrain.config import PRESETS, PretrainConfig, check_resolved, resolve_preset
+from mocobench.pretrain.config import PRESETS, PretrainConfig, check_processes, check_resolved, resolve_preset
 from mocobench.pretrain.methods import METHODS
 
 
@@ -52,7 +53,8 @@ def resolve(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
 
     Every check goes by field name, as the override parser resolves it (``--Milestones`` is
     ``milestones``); an option given twice, in any spelling, is refused, and so is a field the run
-    would not use (``pretrain.config.check_resolved``)."""
+    would not use (``pretrain.config.check_resolved``) or one its processes would not use (torchrun's
+    ``WORLD_SIZE``: ``pretrain.config.check_processes``)."""
     p = parser()
     args, rest = p.parse_known_args(argv)
     refuse_repeated(argv, p)
@@ -65,7 +67,9 @@ def resolve(argv: list[str]) -> tuple[argparse.Namespace, PretrainConfig]:
     cfg = replace(preset, **parse_overrides(PretrainConfig, overrides))
     if "milestones" not in given:   # a shortened run keeps its schedule's shape; a cosine one has no steps
         cfg = replace(cfg, milestones=steps_kept(preset.milestones, (preset.epochs,), (cfg.epochs,), cfg.schedule))
-    return args, check_resolved(cfg, given)
+    cfg = check_resolved(cfg, given)
+    check_processes(cfg, env_dist().world)
+    return args, cfg
 
 
 def main(argv: list[str] | None = None) -> int:

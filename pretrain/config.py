@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from mocobench.core.registry import Registry
 from mocobench.core.schedules import Schedule, check_steps
 from mocobench.core.settings import (AT_LEAST_0, AT_LEAST_1, OPEN_UNIT_BOTTOM, POSITIVE, UNIT, UNIT_OPEN_TOP,
-                                     setting)
+                                     Range, setting)
+from mocobench.pretrain.data import MAX_SEED
 from mocobench.pretrain.fast_paths import COMPILE
 
 
@@ -45,7 +46,7 @@ class PretrainConfig:
     m: float = setting(0.999, range=UNIT)  # momentum of the key (momentum) encoder
     T: float = setting(0.07, range=POSITIVE)  # softmax temperature
     mlp: bool = False  # MoCo v2 MLP head
-    # one process: key batch in G sub-batches with their own BN stats
+    # one process: key batch in G sub-batches with their own BN stats (refused under DDP: check_processes)
     shuffle_bn_groups: int = setting(1, range=AT_LEAST_1)
     label_fraction: float = setting(0.0, range=UNIT)  # UniMoCo: fraction of labeled images (class-balanced draw), 0..1
     supervised_list: str = ""  # UniMoCo: file of labeled image names (overrides label_fraction)
@@ -75,7 +76,7 @@ class PretrainConfig:
     milestones: tuple[int, ...] = setting((120, 160), range=AT_LEAST_0)  # step schedule: ×0.1 at these epochs
     warmup_epochs: float = setting(0.0, range=AT_LEAST_0)
     # -- runtime
-    seed: int = setting(0, range=AT_LEAST_0)
+    seed: int = setting(0, range=Range(0, MAX_SEED))  # at most MAX_SEED: every per-image seed fits torch's generator
     workers: int = setting(8, range=AT_LEAST_0, run=True)  # DataLoader workers per process
     device: str = setting("", run=True)  # "" = cuda if available else cpu
     precision: str = setting("bf16", choices=PRECISIONS)  # bf16: autocast; on any device (pretrain.fast_paths)
@@ -161,6 +162,9 @@ TINY = {
 # 256 images, wd 0.1, 40 warmup epochs, batch 4096, m 0.99, T 0.2, crops scale 0.08-1).
 # NOTE: MoCo v2's method is kept as it is (queue, 2-layer MLP head 384-384-128 for ViT-S); MoCo v3's
 # 3-layer projector, predictor and frozen random patch projection are MoCo v3 and are not used.
+# NOTE: two departures from MoCo v3's optimisation: m stays 0.99 (MoCo v3 raises it to 1 with a half
+# cosine over the iterations, --moco-m-cos), and AdamW skips norms, biases, position embeddings and the
+# class token (MoCo v3 decays every parameter). docs/pretrain.md states both.
 MOCO_V2_VIT_S_300EP = replace(MOCO_V2_200EP, arch="timm:vit_small_patch16_224", m=0.99, T=0.2, epochs=300,
                               batch_size=4096, optimizer="adamw", lr=1.5e-4 * 4096 / 256, weight_decay=0.1,
                               warmup_epochs=40, crop_min_scale=0.08)
@@ -274,6 +278,16 @@ def check_resolved(cfg: PretrainConfig, given: dict[str, str]) -> PretrainConfig
                          "give one of them (the run records the fraction the list labels)")
     if "milestones" in given:
         check_steps(cfg.milestones, cfg.epochs, f"--{given['milestones']}")
+    if cfg.schedule == "step" and not cfg.milestones:
+        # a cosine preset holds no milestones (PretrainConfig.__post_init__): its rate would stay constant
+        raise ValueError(f"--{given.get('schedule', 'schedule')}=step with no milestones: the rate would never "
+                         "change; give the epochs at which it is multiplied by 0.1 with --milestones=E1,E2")
+    if "warmup_epochs" in given and cfg.warmup_epochs >= cfg.epochs:
+        # NOTE: only a given warmup is refused; a preset's warmup in a run shortened with --epochs
+        # (a 1-epoch smoke run of a preset with 1 warmup epoch) is all warmup (core.schedules.Schedule)
+        raise ValueError(f"--{given['warmup_epochs']}={cfg.warmup_epochs:g} is not shorter than the run "
+                         f"({cfg.epochs} epochs): the rate would never reach --lr; give fewer warmup epochs "
+                         "or more --epochs")
     if cfg.method == "smog":
         # the k-means of a reset (pretrain.smog.SMoG.reset) needs n_groups features in the bank
         if cfg.bank_size < cfg.n_groups:
@@ -284,3 +298,12 @@ def check_resolved(cfg: PretrainConfig, given: dict[str, str]) -> PretrainConfig
                              f"{2 * cfg.batch_size * cfg.reset_every} features into the bank before the first "
                              f"reset, fewer than n_groups={cfg.n_groups}: the k-means reset needs one per group")
     return cfg
+
+
+def check_processes(cfg: PretrainConfig, world: int) -> None:
+    """Refuse what a run of ``world`` processes would not do as its config says: ``shuffle_bn_groups``
+    is the one-process form of shuffle BN; under DDP the keys are shuffled across processes
+    (``pretrain.moco.MoCo.keys``), and the groups would be recorded without taking effect."""
+    if world > 1 and cfg.shuffle_bn_groups > 1:
+        raise ValueError(f"shuffle_bn_groups={cfg.shuffle_bn_groups} applies to one process; with {world} processes "
+                         "the keys use shuffle BN across processes: leave --shuffle-bn-groups at 1")

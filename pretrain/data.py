@@ -37,6 +37,12 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch) * 100_000_007 + index
 
 
+# The largest run seed whose per-image seeds fit torch's generator (at most 2**64 - 1) for every epoch
+# below 1_000_003 and every image index below 100_000_007, the ranges in which the terms of
+# item_seed do not overlap. A larger seed would fail at the first image (the config refuses it).
+MAX_SEED = ((2**64 - 1 - 100_000_006) // 100_000_007 - 1_000_002) // 1_000_003
+
+
 class SeededViews(torch.utils.data.Dataset):
     """Item i: ``(views, label)`` with views = transform(image i) drawn with a per-(epoch, i) seed,
     label = -1 for unlabeled images; ``None`` for an unreadable image."""

@@ -1,4 +1,5 @@
-"""MoCo's shuffle BN, across processes (DDP) or within one (sub-batches).
+"""MoCo's shuffle BN, across processes (DDP) or within one (sub-batches), and rank 0's copy of a
+state buffer sent to every process (SMoG's groups).
 
 Rank, world size and the gather come from ``mocobench.core.dist``; with one process the gather is the
 identity and the "all processes" are this one.
@@ -21,6 +22,22 @@ def broadcast_permutation(n: int, device) -> torch.Tensor:
     if dist.is_distributed():
         torch.distributed.broadcast(perm, src=0)
     return perm
+
+
+@torch.no_grad()
+def broadcast_from_main(t: torch.Tensor) -> torch.Tensor:
+    """``t`` overwritten in place with rank 0's values (one process: unchanged). For state that every
+    process computes from the same inputs but with kernels that need not give the same bits (CUDA's
+    ``index_add_`` adds in no fixed order), so the processes cannot drift apart."""
+    if dist.is_distributed():   # checked outside the eager part: one process's compiled step has no break
+        _broadcast(t)
+    return t
+
+
+@torch.compiler.disable
+def _broadcast(t: torch.Tensor) -> None:
+    # eager inside a compiled step, like the gathers (core.dist): the graph ends at the collective
+    torch.distributed.broadcast(t, src=0)
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mocobench.core import dist
+from mocobench.pretrain import distributed
 from mocobench.pretrain.moco import momentum_update
 from mocobench.pretrain.ring_buffer import RingBuffer
 
@@ -138,6 +139,7 @@ class SMoG(nn.Module):
         if bank.shape[0] >= self.groups.shape[0]:
             self.groups.copy_(spherical_kmeans(bank, self.groups.shape[0], self.kmeans_iters,
                                                seed=self.seed * 1_000_003 + self._steps_taken()))
+            distributed.broadcast_from_main(self.groups)   # the k-means adds with index_add_ (see commit)
         self.backbone_k.load_state_dict(self.backbone.state_dict())
         self.projector_k.load_state_dict(self.projector.state_dict())
 
@@ -168,7 +170,8 @@ class SMoG(nn.Module):
             z = [self.momentum_features(x) for x in crops[:2]]  # 2 x (N x d)
             a = [assign(zv, self.groups) for zv in z]  # 2 x N
             # NOTE: the paper updates the groups with momentum features (lightly's example uses the
-            # online ones); all processes' features, so every process keeps the same groups.
+            # online ones); all processes' features, and rank 0's result kept by all (commit), so
+            # every process keeps the same groups.
             z_all = torch.cat([dist.concat_all_gather(zv) for zv in z])  # (2·world·N) x d
             a_all = assign(z_all, self.groups)
             # NOTE: order within a step is ambiguous in the paper; like lightly we assign with G_t,
@@ -188,8 +191,14 @@ class SMoG(nn.Module):
 
     @torch.no_grad()
     def commit(self, groups: torch.Tensor, z_all: torch.Tensor) -> None:
-        """After the backward: G ← G_{t+1}, the momentum features into the bank, one more step taken."""
+        """After the backward: G ← G_{t+1}, the momentum features into the bank, one more step taken.
+
+        Under DDP every process computes G_{t+1} from the same gathered features, but ``index_add_``
+        on CUDA adds in no fixed order, so the bits may differ between processes and, with
+        ``broadcast_buffers=False`` (pretrain/train.py), the differences would grow: rank 0's groups
+        are sent to all. On the CPU the processes' groups are already equal and nothing changes."""
         self.groups.copy_(groups)
+        distributed.broadcast_from_main(self.groups)
         self.bank.push(features=z_all)
         self.iteration += 1
 

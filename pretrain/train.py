@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import random
 import signal
 import time
@@ -34,7 +35,7 @@ from mocobench.core import dist
 from mocobench.core.io import StepLog, atomic_write_json, progress
 from mocobench.core.settings import protocol_changes
 from mocobench.pretrain import augment, data, fast_paths, gpu_augment
-from mocobench.pretrain.config import PretrainConfig, from_dict
+from mocobench.pretrain.config import PretrainConfig, check_processes, from_dict
 from mocobench.pretrain.divergence import DivergenceGuard
 from mocobench.pretrain.lars import LARS
 from mocobench.pretrain.methods import METHODS
@@ -101,6 +102,28 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def supersede_later_checkpoints(run_dir: Path, step: int) -> list[Path]:
+    """Move the checkpoints of ``RUN_DIR/checkpoints`` after ``step`` under
+    ``RUN_DIR/superseded/<time>/checkpoints/`` (as ``mocobench.resume.supersede``, a layer above this
+    one, keeps the pipeline's outputs nothing may resume from); returns where they went. A run
+    resumed from an earlier checkpoint trains on from there, so they hold a trajectory it abandoned:
+    left in place, pruning (by step) would keep them over the new run's checkpoints and ``--resume
+    auto`` would continue them."""
+    later = [p for p in sorted((run_dir / "checkpoints").glob("step_*.pth")) if int(p.stem[len("step_"):]) > step]
+    if not later:
+        return []
+    dest = run_dir / "superseded" / time.strftime("%Y%m%d-%H%M%S", time.gmtime()) / "checkpoints"
+    dest.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for path in later:
+        target = dest / path.name
+        if target.exists():   # a second resume within the same second
+            target = target.with_name(f"{path.name}.{os.getpid()}")
+        path.replace(target)
+        moved.append(target)
+    return moved
+
+
 def refuse_used_run_dir(run_dir: Path) -> None:
     """A new run (no ``--resume``) into a folder that holds checkpoints is refused: checkpoints are
     pruned by name, so the old run's later steps would outlive the new run's own, and ``--resume
@@ -162,6 +185,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     # ---- setup: processes, device, determinism
     place, dev = dist.setup(cfg.device or None)  # torchrun: process group, this process's GPU
     rank, world, main = place.rank, place.world, place.main
+    check_processes(cfg, world)   # before anything is written
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     device, on_gpu = str(dev), dev.type == "cuda"
@@ -208,7 +232,7 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
     optimizer = build_optimizer(cfg, model)
 
     # ---- resume
-    start_epoch, start_batch, step, skipped, changed = 0, 0, 0, 0, {}
+    start_epoch, start_batch, step, skipped, changed, superseded = 0, 0, 0, 0, {}, []
     ckpt_file = latest_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
     if ckpt_file is not None:
         ckpt = read_training_state(ckpt_file, offer_previous=resume == "auto")
@@ -245,6 +269,11 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         skipped = ckpt.get("skipped_images", 0) if main else 0
         if main:
             print(f"resuming from {ckpt_file} (step {step}, epoch {start_epoch}, batch {start_batch})")
+            # before any checkpoint of this run is written
+            superseded = [str(p) for p in supersede_later_checkpoints(run_dir, step)]
+            if superseded:
+                print(f"moved aside the checkpoints after step {step}, which this run does not continue: "
+                      + ", ".join(superseded))
     if main:
         # the history of the steps the checkpoint holds (a row names the steps done, so step
         # `step`'s row is kept); what ran after it is cut, as that is trained again
@@ -258,13 +287,14 @@ def train(cfg: PretrainConfig, data_dir: str | Path, run_dir: str | Path, resume
         atomic_write_json(run_dir / "config.json", record)
         log(event="start", step=step, world_size=world, device=device, images=len(folder),
                   data=data_id, labels=label_info, resumed_from=str(ckpt_file) if ckpt_file else None, config=cfg.to_dict(),
-                  changed_on_resume={k: list(v) for k, v in changed.items()})
+                  changed_on_resume={k: list(v) for k, v in changed.items()}, superseded=superseded)
 
     net = model
     if world > 1:
         # NOTE: the official code keeps DDP's default broadcast_buffers=True, which re-sends the
         # whole queue from rank 0 at every step. The queues, label queue and groups are identical
-        # on every process by construction (gathered keys), so we skip that traffic; BN running
+        # on every process by construction (gathered keys; SMoG's groups are sent from rank 0 after
+        # each update, pretrain.smog.SMoG.commit), so we skip that traffic; BN running
         # statistics then stay per process and rank 0's are the ones saved and exported.
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_gpu else None,
                                                   broadcast_buffers=False)

@@ -36,6 +36,19 @@ def test_pretraining_departures_follow_what_the_run_used(preset, per_iteration, 
     assert has(found, PER_ITERATION) == per_iteration and has(found, BLUR) == blur, found
 
 
+CONSTANT_M = "momentum m constant (0.99); MoCo v3 raises it"
+DECAY_ALL = "AdamW applies no weight decay to norms"
+
+
+@pytest.mark.parametrize("preset, vit_recipe", [
+    ("moco_v2_vit_s_300ep", True), ("unimoco_vit_s_300ep_100pct", True),
+    ("moco_v2_200ep", False), ("smog_vit_s_300ep", False),   # SGD; SMoG takes no MoCo v3 recipe
+])
+def test_the_moco_vit_presets_state_what_they_do_not_take_from_moco_v3(preset, vit_recipe):
+    found = pretrain_departures(preset)
+    assert has(found, CONSTANT_M) == vit_recipe and has(found, DECAY_ALL) == vit_recipe, found
+
+
 def test_the_departures_follow_the_recipe_not_the_method_name():
     """MoCo v1 given a cosine schedule departs from main_moco.py's per-epoch step; given MoCo v2's
     augmentation it blurs as we do; MoCo v2 with a step schedule does not depart."""

@@ -4,6 +4,7 @@ checked by field name whatever the spelling, before anything is written."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mocobench.pretrain.cli import main, resolve
 
@@ -51,6 +52,15 @@ def _resolve(method: str, *extra: str):
     ("moco_v2", ["--input_pipeline=gpu"], ["--input_pipeline=gpu"]),
     # a milestone the run never reaches (issue 4, pretraining's side)
     ("moco_v1", ["--schedule=step", "--milestones=3,9"], ["--milestones=3,9", "1 epochs"]),
+    # a step schedule with no steps: a cosine preset holds no milestones, the rate would stay constant
+    ("moco_v2", ["--schedule=step"], ["--schedule=step", "no milestones", "--milestones"]),
+    ("moco_v2", ["--Schedule=step"], ["--Schedule=step", "--milestones"]),
+    # a given warmup as long as the run: the rate would never reach --lr
+    ("moco_v2", ["--warmup_epochs=20"], ["--warmup_epochs=20", "1 epochs", "--lr"]),
+    ("moco_v2", ["--warmup-epochs=1"], ["--warmup-epochs=1", "1 epochs"]),
+    # a seed whose per-image seeds would not fit torch's generator (it failed at the first image)
+    ("moco_v2", ["--seed=1234567"], ["--seed=1234567", "<= 184465"]),
+    ("moco_v2", ["--seed=184466"], ["--seed=184466", "<= 184465"]),
 ])
 def test_refused_naming_the_option(method, extra, words, tmp_path, capsys):
     argv = ["--method", method, "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--preset", "tiny",
@@ -76,3 +86,36 @@ def test_what_applies_is_accepted_by_any_spelling():
     assert _resolve("unimoco", "--label-fraction", "0.3").label_fraction == 0.3
     # a preset's fields of other methods stay, unrefused: only what the user gives must apply
     assert _resolve("moco_v2").n_groups == 3000
+    # a step schedule given its milestones on a cosine preset; a warmup shorter than the run
+    cfg = _resolve("moco_v2", "--schedule=step", "--milestones=1", "--epochs=2")
+    assert (cfg.schedule, cfg.milestones) == ("step", (1,))
+    assert _resolve("moco_v2", "--warmup_epochs=7.5").warmup_epochs == 7.5   # tiny: 8 epochs
+    # NOTE: a preset's warmup in a run shortened to it stays allowed (a 1-epoch smoke run, all warmup)
+    assert _resolve("moco_v2", "--epochs=1").warmup_epochs == 1.0
+
+
+def test_the_largest_seed_has_every_per_image_seed_in_torchs_range():
+    """``--seed`` stops at the largest value whose per-image seeds (``pretrain.data.item_seed``) fit
+    torch's generator for any epoch and image index the formula separates; the seeds of smaller
+    values are the formula's, unchanged."""
+    from mocobench.pretrain.data import MAX_SEED, item_seed
+
+    assert _resolve("moco_v2", f"--seed={MAX_SEED}").seed == MAX_SEED
+    torch.Generator().manual_seed(item_seed(MAX_SEED, 1_000_002, 100_000_006))
+    with pytest.raises((RuntimeError, ValueError), match="Overflow"):   # one more, and the last image of such a run overflows
+        torch.Generator().manual_seed(item_seed(MAX_SEED + 1, 1_000_002, 100_000_006))
+    assert item_seed(7, 3, 11) == (7 * 1_000_003 + 3) * 100_000_007 + 11
+
+
+def test_shuffle_bn_groups_is_refused_under_torchrun(monkeypatch, tmp_path, capsys):
+    """``--shuffle-bn-groups`` splits the key batch of one process; under DDP the keys are shuffled
+    across processes and the groups would be recorded without taking effect."""
+    assert _resolve("moco_v2", "--shuffle-bn-groups=4").shuffle_bn_groups == 4   # one process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    argv = ["--method", "moco_v2", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--preset", "tiny",
+            "--shuffle-bn-groups=4"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "shuffle_bn_groups=4" in err and "2 processes" in err, err
+    assert not (tmp_path / "o").exists()
+    assert _resolve("moco_v2").shuffle_bn_groups == 1   # the preset's 1 runs under DDP as before

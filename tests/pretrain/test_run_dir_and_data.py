@@ -82,3 +82,42 @@ def test_supervised_list_records_the_fraction_it_labels(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--label_fraction" in err and "--supervised-list" in err, err
     assert not (tmp_path / "both").exists()
+
+
+def test_a_resume_from_an_earlier_checkpoint_moves_the_later_ones_aside(tmp_path, monkeypatch, capsys):
+    """A run resumed from an earlier checkpoint (here with another lr) trains another trajectory: the
+    checkpoints after it are moved under RUN_DIR/superseded/, before the new run writes its own, so that
+    pruning (by step) keeps the new run's and ``--resume auto`` continues the new run, not the old."""
+    from mocobench.pretrain.train import latest_checkpoint
+
+    monkeypatch.setenv("MOCOBENCH_PROGRESS", "0")
+    data = write_image_folder(tmp_path / "data", n_classes=3, per_class=6, size=16)   # 4 batches of 4
+    args = ["--method", "moco_v2", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny",
+            "--img_size=16", "--batch_size=4", "--K=8", "--epochs=1", "--ckpt_every=1", "--keep_checkpoints=4",
+            "--log_every=1", "--workers=0"]
+    out = tmp_path / "run"
+    assert cli_main([*args, "--max_steps_per_epoch=4", "--lr=0.05"]) == 0
+    names = lambda: sorted(p.name for p in (out / "checkpoints").glob("step_*.pth"))   # noqa: E731
+    assert names() == [f"step_{s:08d}.pth" for s in (1, 2, 3, 4)]
+    old = {n: (out / "checkpoints" / n).read_bytes() for n in names()}
+    # back to step 2 with another lr, and a run one step shorter: it writes step 3 and ends
+    capsys.readouterr()
+    assert cli_main([*args, "--max_steps_per_epoch=3", "--lr=0.1", "--allow-config-change",
+                     "--resume", str(out / "checkpoints" / "step_00000002.pth")]) == 0
+    said = capsys.readouterr().out
+    assert names() == [f"step_{s:08d}.pth" for s in (1, 2, 3)]
+    moved = sorted(p for p in (out / "superseded").rglob("step_*.pth"))
+    assert [p.name for p in moved] == ["step_00000003.pth", "step_00000004.pth"]
+    assert [p.read_bytes() for p in moved] == [old["step_00000003.pth"], old["step_00000004.pth"]]
+    assert all(p.parent.name == "checkpoints" for p in moved) and "moved aside" in said, said
+    start = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()
+             if json.loads(line).get("event") == "start"][-1]
+    assert sorted(start["superseded"]) == [str(p) for p in moved]
+    # --resume auto continues the new trajectory
+    latest = latest_checkpoint(out)
+    assert latest.name == "step_00000003.pth" and latest.read_bytes() != old["step_00000003.pth"]
+    assert torch.load(latest, weights_only=True)["config"]["lr"] == 0.1
+    assert cli_main([*args, "--max_steps_per_epoch=3", "--lr=0.1", "--resume", "auto"]) == 0
+    start = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()
+             if json.loads(line).get("event") == "start"][-1]
+    assert start["resumed_from"] == str(latest) and start["superseded"] == []

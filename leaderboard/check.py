@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from mocobench.core.records import TASKS, code_version, metric_problem
-from mocobench.leaderboard.table import DISPLAY_METRICS, Table, checkpoint_display_name, entry_names, load_table
+from mocobench.leaderboard.table import (DISPLAY_METRICS, Table, checkpoint_display_name, entry_names, load_table,
+                                         settings_differences)
 
 BASELINES_DIR = Path(__file__).with_name("baselines")   # the committed baselines, one per embedded mode
 BASELINE_FORMAT = "mocobench-baseline"
@@ -267,6 +268,11 @@ def evaluate(entry: dict, table: Table, defaults: dict, known: dict | None = Non
         # the reference's cell is held to the same rules (its settings are its own protocol's)
         if (err := _cell_problem(table, ref_rows[0], col, {"cell_seeds": entry.get("cell_seeds")}, {})):
             return Outcome(entry, None, allowed, "ERROR", f"reference {entry['relative_to']!r}: {err}")
+        # a difference between cells that ran other settings (another k, T, lr) measures the settings
+        if (differ := settings_differences(table.cell(row, col).settings, ref.settings, entry["relative_to"])):
+            return Outcome(entry, None, allowed, "ERROR",
+                           f"{name} and its reference {entry['relative_to']!r} ran other protocol settings "
+                           f"({differ}): their difference is no comparison; re-run one with the other's settings")
         current = current - ref.mean
     if not math.isfinite(current):   # NaN passes every comparison below: never "ok"
         return Outcome(entry, None, allowed, "ERROR", f"the current value is {current!r}, not a number")
@@ -487,15 +493,21 @@ def run_against_paper(results: str | Path, out=print) -> int:
     except TableError as e:
         out(str(e))
         return 1
+    for (key, col), (paper, differ) in sorted(table.uncompared.items(), key=lambda kv: (kv[0][0], kv[0][1].sort_key())):
+        out(f"{key} {col.label}: NOT COMPARED with {paper}: its records ran other settings than the "
+            f"{col.protocol} preset that row stands for ({differ})")
     if not table.comparisons:
         out(f"{results}: no measured cell shares a column with a paper row (same method, arch, epochs and "
-            "label fraction, same task, protocol, dataset, engine and metric): nothing was checked")
+            "label fraction, same task, protocol, dataset, engine and metric) and ran the preset it stands for: "
+            "nothing was checked")
         return 1
     outside = 0
     for (key, col), c in sorted(table.comparisons.items(), key=lambda kv: (kv[0][0], kv[0][1].sort_key())):
         outside += not c.within
+        unstated = table.cell(key, col).preset_changes is None
         out(f"{key} {col.label}: {c.measured:.2f} vs {c.paper} {c.reported:g}: Δ {c.delta:+.2f}, band "
-            f"±{c.band:.2f}: {'within' if c.within else 'OUTSIDE'}")
+            f"±{c.band:.2f}: {'within' if c.within else 'OUTSIDE'}"
+            + (" (its records do not state whether they ran the preset)" if unstated else ""))
     out(f"{len(table.comparisons) - outside} within their band, {outside} outside")
     return 1 if outside else 0
 

@@ -121,12 +121,16 @@ def table_html(table: Table, table_id: str = "leaderboard") -> str:
                 tip += f"; {noise.text(2)}"
                 text += f" {noise.mark}" if noise.mark else ""
                 cls += {"within noise": " noise", "spread unknown": " nospread",
-                        "no random init": " nospread"}.get(noise.verdict, "")
+                        "no random init": " nospread", "settings differ": " nospread"}.get(noise.verdict, "")
             if cmp is not None:   # against the paper row in this column: shown, and its grounds on hover
                 tip += f"; vs {cmp.paper} {cmp.reported:g}: {cmp.text(2)}"
                 text += f" · {cmp.text()}"
                 cls += " inband" if cmp.within else " outband"
                 std += f' data-delta="{cmp.delta!r}" data-band="{cmp.band!r}"'
+            if (paper := table.uncompared.get((row.key, col))) is not None:   # ran other settings than the preset
+                tip += f"; not compared with {paper[0]}: ran other settings than its protocol's preset ({paper[1]})"
+                text += " · Δ ‡"
+                cls += " nospread"
             tds.append(f'<td class="{cls}" data-mean="{cell.mean!r}"{std} data-n="{cell.n}" '
                        f'title="{_e(tip)}">{_e(text)}</td>')
         body.append(f'<tr class="{row.kind}" data-row="{_e(row.key)}">' + "".join(tds) + "</tr>")

@@ -119,6 +119,7 @@ class Row:
     kind: str                     # "measured" | "reported" | "unverified"
     source: str = ""              # reported rows: where the numbers come from
     card: str = ""                # measured rows: the checkpoint card's identity (sha256, branch, input)
+    random_init: bool = False     # measured rows: its records evaluated a random initialisation
 
     @property
     def label_fraction_text(self) -> str:
@@ -142,6 +143,16 @@ class Cell:
     digits: int | None = None           # reported rows: as many decimals as the source gives
     deviations: tuple[str, ...] = ()    # measured: the departures from the official recipe its records state
     settings: dict = field(default_factory=dict)   # measured: the protocol settings its records ran (protocol_settings)
+    # measured: {field: {"preset": v, "ran": v}} where its records ran other values than their protocol's
+    # preset ({} none), as the records state it (``run.preset_changes``); None where no record states it
+    preset_changes: dict | None = None
+
+    @property
+    def spread(self) -> float | None:
+        """The std its seeds measured: None for one seed, and for seeds that all gave the same value
+        (an evaluation that does not depend on its seed, such as kNN, gives that): a std of 0 there
+        says nothing about how far another run could move."""
+        return self.std if self.n >= 2 and self.std is not None and len(set(self.values)) > 1 else None
 
     def text(self, digits: int = 1) -> str:
         digits = self.digits if self.digits is not None else digits
@@ -193,9 +204,10 @@ class Noise:
     none, so nothing says the cell differs from random init)."""
 
     baseline: str | None          # the random-init row's name
-    diff: float | None            # this cell's mean − the random init's mean
-    pooled_std: float | None      # None: neither cell has a known spread
+    diff: float | None            # this cell's mean − the random init's mean (None: not compared)
+    pooled_std: float | None      # None: one of the two cells has no known spread
     spread: str                   # where the spread came from, in words (or why there is no baseline)
+    mismatch: str = ""            # the protocol settings the two cells' records disagree on: not compared
 
     @property
     def threshold(self) -> float | None:
@@ -203,8 +215,10 @@ class Noise:
 
     @property
     def verdict(self) -> str:
-        if self.baseline is None or self.diff is None:
+        if self.baseline is None:
             return "no random init"
+        if self.mismatch:
+            return "settings differ"
         if self.pooled_std is None:
             return "spread unknown"
         # strict: a difference of 0 between cells without spread is no result
@@ -212,11 +226,14 @@ class Noise:
 
     @property
     def mark(self) -> str:
-        return {"beyond noise": "", "within noise": "≈", "spread unknown": "?", "no random init": "∅"}[self.verdict]
+        return {"beyond noise": "", "within noise": "≈", "spread unknown": "?", "no random init": "∅",
+                "settings differ": "‡"}[self.verdict]
 
     def text(self, digits: int = 1) -> str:
         if self.verdict == "no random init":
             return f"not compared with random init: {self.spread}"
+        if self.verdict == "settings differ":
+            return f"not compared with {self.baseline}: their records ran other protocol settings ({self.mismatch})"
         if self.pooled_std is None:
             return f"{self.diff:+.{digits}f} vs {self.baseline}, spread unknown ({self.spread})"
         return (f"{self.diff:+.{digits}f} vs {self.baseline}: {self.verdict} "
@@ -239,6 +256,9 @@ class Table:
     # measured cells against the random init of their architecture in the same column: is the
     # difference beyond seed noise?
     noise: dict[tuple[str, Column], "Noise"] = field(default_factory=dict)
+    # measured cells that share a column with their paper row but ran other settings than the
+    # protocol's preset that row stands for: (the paper row's name, the settings that differ)
+    uncompared: dict[tuple[str, Column], tuple[str, str]] = field(default_factory=dict)
 
     def cell(self, row: Row | str, column: Column) -> Cell | None:
         return self.cells.get((row.key if isinstance(row, Row) else row, column))
@@ -266,7 +286,8 @@ class Table:
         return Table(keep, cols, {k: v for k, v in self.cells.items() if k[0] in keys},
                      self.problems, self.errors, self.refused,
                      {k: v for k, v in self.comparisons.items() if k[0] in keys},
-                     {k: v for k, v in self.noise.items() if k[0] in keys})
+                     {k: v for k, v in self.noise.items() if k[0] in keys},
+                     {k: v for k, v in self.uncompared.items() if k[0] in keys})
 
 
 # ---------------------------------------------------------------- names and fingerprints
@@ -326,6 +347,21 @@ def _describe_mismatch(a: tuple[str, dict], b: tuple[str, dict]) -> str:
     return "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 5 else "")
 
 
+def settings_differences(mine: dict, theirs: dict, other: str, limit: int = 5) -> str:
+    """The protocol settings (:func:`protocol_settings`) on which ``mine`` and ``theirs`` disagree, in
+    words: ``config.k = 20 here, 200 in random-resnet18``; "" when they agree."""
+    diffs = [f"{k} = {json.dumps(mine.get(k, '<absent>'), default=str)} here, "
+             f"{json.dumps(theirs.get(k, '<absent>'), default=str)} in {other}"
+             for k in sorted(set(mine) | set(theirs)) if mine.get(k, "<absent>") != theirs.get(k, "<absent>")]
+    return "; ".join(diffs[:limit]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > limit else "")
+
+
+def preset_differences(changes: dict) -> str:
+    """A cell's ``preset_changes`` in words: ``epochs 1 (preset 100); lr 0.1 (preset 30)``."""
+    return "; ".join(f"{k} {json.dumps(v.get('ran'), default=str)} (preset {json.dumps(v.get('preset'), default=str)})"
+                     if isinstance(v, dict) else f"{k} {json.dumps(v, default=str)}" for k, v in sorted(changes.items()))
+
+
 # ---------------------------------------------------------------- reported rows
 
 def load_reported(path: str | Path = REPORTED_CSV) -> list[dict[str, Any]]:
@@ -378,11 +414,27 @@ def card_identity(ckpt: dict) -> str:
     return " · ".join(str(p) for p in parts if p)
 
 
+def random_init_seed(ckpt: dict) -> int | None:
+    """The seed of a random initialisation's record (``random:ARCH[:SEED]``; 0 where the name gives
+    none, as ``checkpoints/load.py`` builds it), None for a checkpoint that is no random init. A
+    random init is told by what its record states it is (format ``random``, method ``random-init``),
+    never by its name: a run folder may be called ``random_crop_only``."""
+    if ckpt.get("format") != "random" and ckpt.get("method") not in ("random-init", "random"):
+        return None
+    seed = ckpt.get("init_seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    last = str(ckpt.get("path") or "").split(":")
+    # records written before they stated init_seed: the seed is the last part of random:ARCH:SEED
+    return int(last[-1]) if len(last) > 2 and last[-1].isdigit() else 0
+
+
 def _row_from_checkpoint(key: str, name: str, ckpt: dict) -> Row:
     epochs = ckpt.get("epochs")
     return Row(key=key, name=name, method=ckpt.get("method"), arch=ckpt.get("arch"),
                epochs=int(epochs) if isinstance(epochs, (int, float)) else None,
-               label_fraction=_percent(ckpt.get("label_fraction")), kind="measured", card=card_identity(ckpt))
+               label_fraction=_percent(ckpt.get("label_fraction")), kind="measured", card=card_identity(ckpt),
+               random_init=random_init_seed(ckpt) is not None)
 
 
 def build_table(records: list[dict], *, reported: list[dict] | None = None,
@@ -399,10 +451,19 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
     files = files or [f"record {r.get('id', i)}" for i, r in enumerate(records)]
     runs = runs if runs is not None and len(set(runs)) > 1 else None
 
-    # Rows: one per checkpoint, identified by (display name, sha256 or path); over several runs, by
-    # the name alone (a run pretrains its own "moco_v2"), which must then name one file per run.
+    # Rows: one per checkpoint, identified by (display name, sha256 or path; a random init by its
+    # seed: random:ARCH and random:ARCH:0 are the same weights); over several runs, by the name alone
+    # (a run pretrains its own "moco_v2", and the pipeline's --seed S seeds its random init with S),
+    # which must then name one checkpoint per run.
     def ident_of(ck: dict) -> tuple[str, str]:
+        seed = random_init_seed(ck)
+        if seed is not None:
+            return checkpoint_display_name(ck), f"init{seed}"
         return checkpoint_display_name(ck), str(ck.get("sha256") or ck.get("path") or "")
+
+    def tag_of(ident: tuple[str, str]) -> str:
+        # what tells the rows of one name apart: 8 hex digits of the sha256, or the init seed whole
+        return ident[1] if ident[1].startswith("init") else ident[1][:8]
 
     identity: dict[tuple[str, str], str] = {}
     names: dict[str, set[tuple[str, str]]] = {}
@@ -422,7 +483,7 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
     else:
         for name, idents in names.items():
             for ident in sorted(idents):
-                identity[ident] = name if len(idents) == 1 else f"{name}@{ident[1][:8]}"
+                identity[ident] = name if len(idents) == 1 else f"{name}@{tag_of(ident)}"
 
     rows: dict[str, Row] = {}
     values = []  # one entry per (record, metric shown)
@@ -444,7 +505,8 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
                              str(rec.get("engine") or "torchvision"), metric)
                 values.append({"row": key, "column": col, "seed": seed, "value": float(value),
                                "timestamp": str(rec.get("timestamp", "")), "file": fname, "settings": settings,
-                               "deviations": tuple((rec.get("run") or {}).get("deviations") or ())})
+                               "deviations": tuple((rec.get("run") or {}).get("deviations") or ()),
+                               "preset_changes": _stated_changes(rec)})
     cells, errors = _aggregate(values)
 
     measured = sorted(rows.values(), key=_measured_order)
@@ -473,16 +535,22 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
     refused = [(str(p), p.record) for p in problems if isinstance(getattr(p, "record", None), dict)]
     table = Table(table_rows, columns, cells, problems=[str(p) for p in problems], errors=errors,
                   refused=refused)
-    table.comparisons = compare_with_papers(table)
+    table.comparisons, table.uncompared = compare_with_papers(table)
     table.noise = compare_with_random(table, spreads)
     return table
 
 
-def compare_with_papers(table: Table) -> dict[tuple[str, Column], Comparison]:
+def compare_with_papers(table: Table) -> tuple[dict[tuple[str, Column], Comparison],
+                                               dict[tuple[str, Column], tuple[str, str]]]:
     """Each measured cell against its paper row's number in the same column: the paper row is a
     reported (not unverified) row of the same method, arch, epochs and label fraction; where several
-    have a number in the column, one with a published ± is preferred, then the first in the CSV."""
-    out = {}
+    have a number in the column, one with a published ± is preferred, then the first in the CSV.
+
+    A paper row stands for its column's protocol as preset: a cell whose records state that they ran
+    other values (``run.preset_changes``: fewer epochs, another lr) is not compared but listed in the
+    second dict, with the settings that differ. Records that state nothing (detection, segmentation)
+    are compared as they are."""
+    out, uncompared = {}, {}
     papers = [r for r in table.reported_rows() if r.kind == "reported"]
     for row in table.measured_rows():
         ident = (row.method, row.arch, row.epochs, row.label_fraction)
@@ -493,16 +561,21 @@ def compare_with_papers(table: Table) -> dict[tuple[str, Column], Comparison]:
             if cell is None or not found:
                 continue
             paper, theirs = sorted(found, key=lambda rc: rc[1].std is None)[0]
+            if cell.preset_changes:
+                uncompared[(row.key, col)] = (paper.name, preset_differences(cell.preset_changes))
+                continue
             default = DEFAULT_RUN_STD.get(col.metric, FALLBACK_RUN_STD)
-            s_mine = cell.std if cell.std is not None and cell.n > 1 else default
+            s_mine = cell.spread if cell.spread is not None else default
             s_theirs = theirs.std if theirs.std is not None else default
             band = BAND_Z * math.sqrt(s_mine ** 2 / cell.n + s_theirs ** 2 / max(theirs.n, 1))
             out[(row.key, col)] = Comparison(paper.name, cell.mean, theirs.mean, band)
-    return out
+    return out, uncompared
 
 
 def is_random_init(row: Row) -> bool:
-    return row.method in ("random-init", "random") or row.name.startswith("random")
+    """Whether ``row`` is a random initialisation: what its records state (:func:`random_init_seed`),
+    never its name."""
+    return row.random_init or row.method in ("random-init", "random")
 
 
 def entry_names(entry: dict, col: Column) -> bool:
@@ -515,8 +588,9 @@ def entry_names(entry: dict, col: Column) -> bool:
 def _spread_from_baseline(spreads: list[dict], row: Row, col: Column) -> tuple[float, int] | None:
     """The (std, n) of a baseline entry for this row's absolute value in this column, if any."""
     for e in spreads:
+        # a std of 0 (runs that all gave the same value) measures no spread, as in Cell.spread
         if (e.get("checkpoint") == row.name and entry_names(e, col) and not e.get("relative_to")
-                and e.get("std") is not None and int(e.get("n") or 0) >= 2):
+                and e.get("std") is not None and float(e["std"]) > 0 and int(e.get("n") or 0) >= 2):
             return float(e["std"]), int(e["n"])
     return None
 
@@ -524,10 +598,12 @@ def _spread_from_baseline(spreads: list[dict], row: Row, col: Column) -> tuple[f
 def compare_with_random(table: Table, spreads: list[dict] | None = None) -> dict[tuple[str, Column], Noise]:
     """Each measured cell of a pretrained row against the random-init row of the same architecture
     in the same column. The pooled seed std is sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)) over the two
-    cells, each cell's spread being its own seeds' (n >= 2) or else the baseline's runs of that
-    cell (``spreads``); with one side's spread alone, that one. A cell with nothing to compare with
-    (no random init of its architecture in its column, or several) is said to be so, never left
-    looking like a result."""
+    cells, each cell's spread being its own seeds' (:attr:`Cell.spread`: n >= 2 and not all equal)
+    or else the baseline's runs of that cell (``spreads``). Both cells need a spread: with one side's
+    alone, the other side's single number could lie anywhere in its own run-to-run range, so the
+    spread is unknown. Cells whose records ran other protocol settings are not compared (their
+    difference would be the settings'). A cell with nothing to compare with (no random init of its
+    architecture in its column, or several) is said to be so, never left looking like a result."""
     out: dict[tuple[str, Column], Noise] = {}
     measured = table.measured_rows()
     for row in measured:
@@ -544,19 +620,34 @@ def compare_with_random(table: Table, spreads: list[dict] | None = None) -> dict
                        else f"no random init of {row.arch or 'its architecture'} in this column")
                 out[(row.key, col)] = Noise(None, None, None, why)
                 continue
+            if (differ := settings_differences(mine.settings, theirs.settings, base.name)):
+                out[(row.key, col)] = Noise(base.name, None, None, "", mismatch=differ)
+                continue
             parts, sources = [], []
             for r, c in ((row, mine), (base, theirs)):
-                if c.std is not None and c.n >= 2:
-                    parts.append((c.std, c.n))
+                if c.spread is not None:
+                    parts.append((c.spread, c.n))
                     sources.append(f"{r.name}: {c.n} seeds")
                 elif (found := _spread_from_baseline(spreads or [], r, col)):
                     parts.append(found)
                     sources.append(f"{r.name}: the baseline's {found[1]} runs")
+                elif c.n >= 2:
+                    sources.append(f"{r.name}: its {c.n} seeds gave the same value, which measures no spread, "
+                                   "and no baseline spread")
+                else:
+                    sources.append(f"{r.name}: one seed and no baseline spread")
             dof = sum(n - 1 for _, n in parts)
-            pooled = math.sqrt(sum((n - 1) * s * s for s, n in parts) / dof) if dof > 0 else None
-            out[(row.key, col)] = Noise(base.name, mine.mean - theirs.mean, pooled,
-                                        "; ".join(sources) or "one seed each and no baseline spread")
+            pooled = (math.sqrt(sum((n - 1) * s * s for s, n in parts) / dof)
+                      if len(parts) == 2 and dof > 0 else None)
+            out[(row.key, col)] = Noise(base.name, mine.mean - theirs.mean, pooled, "; ".join(sources))
     return out
+
+
+def _stated_changes(rec: dict) -> dict | None:
+    """The record's ``run.preset_changes`` (its protocol fields that differ from the preset it names),
+    None where it does not state them (detection and segmentation records, older records)."""
+    changes = (rec.get("run") or {}).get("preset_changes")
+    return changes if isinstance(changes, dict) else None
 
 
 def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list[str]]:
@@ -579,7 +670,7 @@ def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list
         cells[(key, col)] = Cell(mean=float(mean), std=None if math.isnan(std) else float(std), n=int(n),
                                  values=g["value"].tolist(), seeds=g["seed"].tolist(), files=g["file"].tolist(),
                                  deviations=tuple(dict.fromkeys(d for ds in g["deviations"] for d in ds)),
-                                 settings=g["settings"].iloc[0])
+                                 settings=g["settings"].iloc[0], preset_changes=_cell_changes(g["preset_changes"]))
     for cell, g in every.groupby("cell", sort=True):
         key, col = g["row"].iloc[0], g["column"].iloc[0]
         first = (g["file"].iloc[0], g["settings"].iloc[0])
@@ -590,6 +681,13 @@ def _aggregate(values: list[dict]) -> tuple[dict[tuple[str, Column], Cell], list
                           f"{_describe_mismatch(first, other)}. Re-run one of them with the other's "
                           f"settings, or give the variant its own protocol name.")
     return cells, list(dict.fromkeys(errors))
+
+
+def _cell_changes(stated) -> dict | None:
+    """A cell's departures from its preset: those a record states (its records agree on their config,
+    so on these too), {} where every stating record ran the preset, None where none states them."""
+    known = [c for c in stated if isinstance(c, dict)]   # pandas may hold an unstated one as NaN
+    return next((c for c in known if c), {} if known else None)
 
 
 def _measured_order(row: Row) -> tuple:
@@ -637,13 +735,22 @@ def _row_fields(row: Row) -> list[str]:
 
 NOISE_FOOTNOTE = (f"Against random init (the random-init row of the same architecture, same column): ≈ the "
                   f"difference is within noise (less than {NOISE_Z:g} pooled seed standard deviations); ? the "
-                  f"spread is not known (one seed, and no baseline gives that cell's spread), so the "
-                  f"difference is not shown to be a result; ∅ no random-init row of its architecture in "
-                  f"that column, so nothing says it differs from random init; unmarked: beyond noise.")
+                  f"spread of the cell or of its random init is not known (one seed, or seeds that all gave "
+                  f"the same value, as an evaluation that does not depend on its seed such as kNN does, and "
+                  f"no baseline gives that cell's spread), so the difference is not shown to be a result; "
+                  f"‡ not compared: the two cells' records ran other protocol settings (each cell's note names "
+                  f"them); ∅ no "
+                  f"random-init row of its architecture in that column, so nothing says it differs from "
+                  f"random init; unmarked: beyond noise.")
+
+
+def _line(text: str) -> str:
+    """``text`` on one line: a line break in a checkpoint's name would end a table row or list item."""
+    return text.replace("\r\n", "\\n").replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|")   # a pipe in a name would end its cell
+    return _line(text).replace("|", "\\|")   # a pipe in a name would end its cell
 
 
 def to_markdown(table: Table, digits: int = 1) -> str:
@@ -651,6 +758,7 @@ def to_markdown(table: Table, digits: int = 1) -> str:
     head = list(ROW_FIELDS) + [_md(labels[c]) for c in table.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 6 + ["---:"] * len(table.columns)) + "|"]
     marks: dict[tuple[str, ...], str] = {}   # each distinct set of deviations gets its footnote mark
+    unlike: dict[str, str] = {}   # each distinct "not compared: settings differ" gets its footnote mark
     for row in table.rows:
         cells = []
         for col in table.columns:
@@ -659,29 +767,39 @@ def to_markdown(table: Table, digits: int = 1) -> str:
             if c and c.deviations:
                 text += " " + marks.setdefault(c.deviations, f"†{len(marks) + 1}")
             if (noise := table.noise.get((row.key, col))) and noise.mark:
-                text += " " + noise.mark
+                text += " " + (unlike.setdefault(noise.text(digits), f"‡{len(unlike) + 1}") if noise.mismatch
+                               else noise.mark)
             if (cmp := table.comparisons.get((row.key, col))):
                 text += f" · {cmp.text(digits)}"
-            cells.append(text)
+            if (paper := table.uncompared.get((row.key, col))):
+                why = f"not compared with {paper[0]}: ran other settings than its protocol's preset ({paper[1]})"
+                text += " · Δ " + unlike.setdefault(why, f"‡{len(unlike) + 1}")
+            cells.append(_md(text))
         lines.append("| " + " | ".join([_md(f) for f in _row_fields(row)] + cells) + " |")
     if marks:
         lines += ["", "Departures from the official recipes stated by the records (core/deviations.toml):", ""]
         lines += [f"- {mark} " + "; ".join(devs) for devs, mark in marks.items()]
+    if unlike:
+        lines += ["", "Not compared, because the cells ran other protocol settings:", ""]
+        lines += [f"- {mark} {_line(why)}" for why, mark in unlike.items()]
     if table.comparisons:
         lines += ["", f"Δ: measured mean − the paper row's number in the same column; ✓ within ±{BAND_Z:g} standard "
                   "errors of the difference (seed std here, the paper's ± where published, else a stated "
                   "default per metric; docs/leaderboard.md), ✗ outside. Paper rows compared: "
-                  + "; ".join(sorted({f"{k[0]} -> {c.paper}" for k, c in table.comparisons.items()})) + "."]
+                  + "; ".join(sorted({f"{k[0]} -> {c.paper}" for k, c in table.comparisons.items()})) + ". A "
+                  "cell is compared only where its records ran the preset of the column's protocol, which the "
+                  "paper row stands for; records that do not state their changes to the preset "
+                  "(run.preset_changes: detection and segmentation records, older ones) are compared as they are."]
     if table.noise:
         lines += ["", NOISE_FOOTNOTE]
     cards = [(r.name, r.card) for r in table.measured_rows() if r.card]
     if cards:
         lines += ["", "Checkpoints (their cards are in RESULTS/cards/):", ""]
-        lines += [f"- {name}: {card}" for name, card in cards]
+        lines += [f"- {_line(name)}: {card}" for name, card in cards]
     sources = [(r.name, r.kind, r.source) for r in table.reported_rows()]
     if sources:
         lines += ["", "Reported rows (numbers from the papers, not measured here):", ""]
-        lines += [f"- {name}{' (UNVERIFIED)' if kind == 'unverified' else ''}: {src}"
+        lines += [f"- {_line(name)}{' (UNVERIFIED)' if kind == 'unverified' else ''}: {_line(src)}"
                   for name, kind, src in sources]
     return "\n".join(lines) + "\n"
 
@@ -711,11 +829,14 @@ def to_csv(table: Table) -> str:
             out[f"{label} noise threshold"] = [_num(n.threshold) if n and n.threshold is not None else ""
                                                    for n in noise]
         compared = [table.comparisons.get((r.key, col)) for r in table.rows]
-        if any(compared):
-            out[f"{label} paper row"] = [c.paper if c else "" for c in compared]
+        unlike = [table.uncompared.get((r.key, col)) for r in table.rows]
+        if any(compared) or any(unlike):
+            # a cell that ran other settings than the paper row's preset: its paper row, no Δ, and why
+            out[f"{label} paper row"] = [c.paper if c else u[0] if u else "" for c, u in zip(compared, unlike)]
             out[f"{label} delta"] = [_num(c.delta) if c else "" for c in compared]
             out[f"{label} band"] = [_num(c.band) if c else "" for c in compared]
-            out[f"{label} within band"] = [("yes" if c.within else "no") if c else "" for c in compared]
+            out[f"{label} within band"] = [("yes" if c.within else "no") if c else
+                                           f"not compared: ran {u[1]}" if u else "" for c, u in zip(compared, unlike)]
     return out.to_csv(index=False, lineterminator="\n")
 
 

@@ -85,8 +85,11 @@ def work_root(args: argparse.Namespace, task: str) -> Path:
 def run_dir(root: str | Path, checkpoint: dict, protocol: str, dataset: str, seed: int,
             key: str | None = None) -> Path:
     """The folder of one (checkpoint, protocol, dataset, settings key, seed) run under ``root``;
-    ``checkpoint`` is a record's checkpoint fields (``name``, ``sha256``), ``key`` the digest of
-    the run's settings (``transfer/runner.py``)."""
+    ``checkpoint`` is a record's checkpoint fields (``name``, ``sha256``; a random init seeded with
+    S != 0, ``init_seed``), ``key`` the digest of the run's settings (``transfer/runner.py``). The
+    checkpoint part names the weights: the file's sha256, or a random init's seed, which has none."""
     sha = (checkpoint.get("sha256") or "nosha")[:8]
+    if checkpoint.get("init_seed"):
+        sha += f"-init{checkpoint['init_seed']}"
     tag = f"{checkpoint.get('name') or 'checkpoint'}-{sha}-{protocol}-{dataset}{f'-{key}' if key else ''}-s{seed}"
     return Path(root) / "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)

@@ -142,8 +142,8 @@ def evaluate(ev: Evaluation) -> int:
     carded = None
     # the checkpoint named (file read and checked, nothing built): a finished seed is skipped
     # without loading it
-    fields = describe(ev.checkpoint, arch=ev.arch, branch=ev.branch,
-                      input_convention=ev.input_convention).record_fields()
+    fields = checkpoint_fields(describe(ev.checkpoint, arch=ev.arch, branch=ev.branch,
+                                        input_convention=ev.input_convention))
     for seed in ev.seeds:
         work = run_dir(ev.work_root, fields, ev.folder_tag or ev.protocol, ev.dataset, seed, key=key)
         done = work / "record.done"  # JSON naming the record; not *.json, so no record reader takes it for one
@@ -165,7 +165,7 @@ def evaluate(ev: Evaluation) -> int:
         seed_everything(seed)
         backbone, report = (ev.load or load_backbone)(ev.checkpoint, arch=ev.arch, branch=ev.branch,
                                                       input_convention=ev.input_convention)
-        if report.record_fields() != fields:   # the file changed between the two reads
+        if checkpoint_fields(report) != fields:   # the file changed between the two reads
             raise RuntimeError(f"{ev.checkpoint}: changed while it was being read ({fields.get('sha256')} "
                                f"-> {report.sha256}); run the evaluation again")
         # checked before the run, not after its hours: a report of another file is refused now
@@ -204,6 +204,17 @@ def evaluate(ev: Evaluation) -> int:
         print(f"{ev.prog} [{ev.protocol}] {fields.get('name')} seed {seed}: {shown}  ({wall:.1f} s) "
               f"-> {path}", flush=True)
     return 0
+
+
+def checkpoint_fields(report) -> dict:
+    """The record's checkpoint fields of a load report. A random initialisation seeded otherwise than
+    by default (``random:ARCH:SEED``, SEED not 0) is other weights under the same name and without
+    a sha256: its ``init_seed`` is stated, so that its work folder (``run_options.run_dir``) and its
+    record tell it from ``random:ARCH``'s. ``random:ARCH`` (seed 0) keeps the fields it always had;
+    the name stays ``random-ARCH``, as the pipeline's runs with ``--seed S`` are matched by it."""
+    fields = report.record_fields()
+    seed = report.metadata.get("seed") if report.format == "random" else None
+    return fields | {"init_seed": int(seed)} if seed else fields
 
 
 def evaluation_precision(out: Outcome, device: torch.device) -> str | None:

@@ -372,3 +372,20 @@ def test_a_results_folder_that_does_not_exist_is_a_usage_error(tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         cli.main(["check", "--baseline", str(b), "--results", str(tmp_path / "nope")])
     assert e.value.code == 2 and "nope: no such results folder" in capsys.readouterr().err
+
+
+def test_a_relative_entry_whose_reference_ran_other_settings_is_an_error(tmp_path, add_record, capsys):
+    """"Pretrained kNN minus random-init kNN" where the random init ran k=200, T=1 and the checkpoint
+    k=20, T=0.07: the difference measures the settings, and passed the gate. It is an error naming them."""
+    res = tmp_path / "results"
+    for seed in range(3):
+        add_record(res, "moco_v2", "knn", "dino-knn", {"top1": 60.0 + seed}, seed=seed, config={"k": 20, "T": 0.07})
+        add_record(res, "random-resnet18", "knn", "dino-knn", {"top1": 50.0 + seed}, seed=seed,
+                   config={"k": 200, "T": 1.0})
+    b = _baseline(tmp_path / "b.json", [_entry(value=10.0, tolerance=2.0, relative_to="random-resnet18")])
+    rc, out = _run(tmp_path, b, capsys)
+    assert rc == 1 and "ERROR" in out and "ran other protocol settings" in out
+    assert "config.T = 0.07 here, 1.0 in random-resnet18" in out and "config.k = 20 here, 200 in random-resnet18" in out
+    # an update refuses to write the entry rather than carry the comparison over
+    assert cli.main(["check", "--baseline", str(b), "--results", str(res), "--update-baseline"]) == 1
+    assert "ran other protocol settings" in capsys.readouterr().out

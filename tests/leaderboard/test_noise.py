@@ -156,13 +156,73 @@ def test_a_cell_without_a_random_init_to_compare_with_is_marked_so(results, add_
     assert "not compared with random init" in capsys.readouterr().out
 
 
-def test_no_difference_between_cells_without_spread_is_within_noise(tmp_path, add_record):
-    """kNN on a few hundred images moves in steps of 0.25: equal seeds give a pooled std of 0, and a
-    difference of 0 was called 'beyond noise' (|0| >= 2 x 0)."""
+def test_seeds_that_all_gave_one_value_measure_no_spread(tmp_path, add_record):
+    """kNN does not depend on its seed: three seeds write one value three times, a std of 0. That is
+    no measured spread: a pooled std of 0 made any difference (here 0.25) 'beyond noise', and a
+    difference of 0 'within noise'. Equal seeds are a spread not known, as one seed is."""
     r = tmp_path / "results"
-    _write(r, add_record, "moco_v2", "knn", "top1", [47.75, 47.75])
-    _write(r, add_record, "random-resnet18", "knn", "top1", [47.75, 47.75])
+    for seed in range(3):
+        add_record(r, "moco_v2", "knn", "dino-knn", {"top1": 50.25}, seed=seed)
+        add_record(r, "random-resnet18", "knn", "dino-knn", {"top1": 50.0}, seed=seed)
+        add_record(r, "moco_v2", "linear", "fast", {"top1": 47.75}, seed=seed)
+        add_record(r, "random-resnet18", "linear", "fast", {"top1": 47.75}, seed=seed)
+    table = load_table(r, reported=False)
+    row = next(x for x in table.measured_rows() if x.name == "moco_v2")
+    for task, diff in (("knn", 0.25), ("linear", 0.0)):
+        noise = table.noise[(row.key, _cols(table)[task])]
+        assert noise.diff == pytest.approx(diff)
+        assert noise.pooled_std is None and noise.verdict == "spread unknown" and noise.mark == "?"
+        assert "3 seeds gave the same value" in noise.spread
+    md = to_markdown(table)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| moco_v2 "))
+    assert line.count(" ?") == 2 and "seeds that all gave the same value" in md
+    # a baseline whose runs all gave one value gives no spread either
+    entries = [{"checkpoint": n, "task": "knn", "protocol": "dino-knn", "metric": "top1", "value": v, "std": 0.0,
+                "n": 3} for n, v in (("moco_v2", 50.25), ("random-resnet18", 50.0))]
+    table = load_table(r, reported=False, spreads=entries)
+    assert table.noise[(row.key, _cols(table)["knn"])].verdict == "spread unknown"
+
+
+def test_one_seed_against_several_is_spread_unknown(tmp_path, add_record):
+    """One seed of a checkpoint against a random init of three: the spread of the three says nothing
+    about where the one seed's number lies in its own range, so the difference is no verdict (it
+    was 'beyond noise', shown unmarked, against the footnote's "one seed: ?")."""
+    r = tmp_path / "results"
+    add_record(r, "moco_v2", "knn", "dino-knn", {"top1": 53.0}, seed=0)
+    for seed, v in enumerate((50.0, 50.1, 49.9)):
+        add_record(r, "random-resnet18", "knn", "dino-knn", {"top1": v}, seed=seed)
     table = load_table(r, reported=False)
     row = next(x for x in table.measured_rows() if x.name == "moco_v2")
     noise = table.noise[(row.key, _cols(table)["knn"])]
-    assert noise.pooled_std == 0.0 and noise.diff == 0.0 and noise.verdict == "within noise"
+    assert noise.pooled_std is None and noise.verdict == "spread unknown" and noise.mark == "?"
+    assert "moco_v2: one seed" in noise.spread and "random-resnet18: 3 seeds" in noise.spread
+    line = next(ln for ln in to_markdown(table).splitlines() if ln.startswith("| moco_v2 "))
+    assert line.rstrip(" |").endswith("53.0 ?")
+    # the one seed's spread from a baseline's runs of that cell: both sides known, a verdict again
+    spread = [{"checkpoint": "moco_v2", "task": "knn", "protocol": "dino-knn", "metric": "top1", "value": 53.0,
+               "std": 0.2, "n": 4}]
+    table = load_table(r, reported=False, spreads=spread)
+    assert table.noise[(row.key, _cols(table)["knn"])].verdict == "beyond noise"
+
+
+def test_cells_that_ran_other_settings_are_not_compared(tmp_path, add_record):
+    """The random init evaluated with k=200, T=1 beside a checkpoint's k=20, T=0.07 under one protocol
+    name: their difference is the settings', so it gets no verdict; the table names what differs."""
+    r = tmp_path / "results"
+    for seed in range(3):
+        add_record(r, "moco_v2", "knn", "dino-knn", {"top1": 60.0 + seed}, seed=seed, config={"k": 20, "T": 0.07})
+        add_record(r, "random-resnet18", "knn", "dino-knn", {"top1": 50.0 + seed}, seed=seed,
+                   config={"k": 200, "T": 1.0})
+    table = load_table(r, reported=False)
+    row = next(x for x in table.measured_rows() if x.name == "moco_v2")
+    noise = table.noise[(row.key, _cols(table)["knn"])]
+    assert noise.verdict == "settings differ" and noise.mark == "‡" and noise.diff is None
+    assert "config.k = 20 here, 200 in random-resnet18" in noise.mismatch and "config.T" in noise.mismatch
+    md = to_markdown(table)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| moco_v2 "))
+    assert line.rstrip(" |").endswith("‡1")
+    assert "- ‡1 not compared with random-resnet18" in md and "config.k = 20 here, 200" in md
+    rows = {x["checkpoint"]: x for x in csv.DictReader(io.StringIO(to_csv(table)))}
+    label = _cols(table)["knn"].label
+    assert rows["moco_v2"][f"{label} vs random init"] == "settings differ"
+    assert rows["moco_v2"][f"{label} minus random init"] == ""

@@ -4,6 +4,7 @@ record of the same protocol, as our tasks write it, in one column."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,47 @@ def test_deviations_are_data_carried_by_records_and_marked_in_the_table(tmp_path
     assert rec["run"]["deviations"] == of_evaluation("semi-10pct", "simclr", "torchvision", None, precision="fp32")
     md = to_markdown(load_table(tmp_path / "res", reported=False))
     assert " †1" in md and "- †1 SGD nesterov at batch 256" in md
+
+
+def test_a_cell_that_ran_other_settings_than_the_preset_is_not_compared_with_the_paper(tmp_path, capsys):
+    """A ``paper`` linear record that ran 1 epoch at lr 0.1 was set beside MoCo v2's 71.1 (and passed
+    --against-paper): the paper row stands for the protocol as preset. Records state their changes to
+    the preset (run.preset_changes, as transfer/classification writes them); such a cell is marked,
+    the changes named, and not compared."""
+    from mocobench.cli import main
+    from mocobench.core.records import new_record, write_record
+    from mocobench.leaderboard.table import Column, load_table, to_csv, to_markdown
+
+    ck = {"name": "moco_v2_800ep", "path": "/ck/moco_v2_800ep.pth.tar", "sha256": "a" * 64, "format": "moco",
+          "arch": "resnet50", "method": "moco_v2", "epochs": 800, "label_fraction": 0.0}
+    results = tmp_path / "results"
+
+    def record(changes, top1):
+        write_record(results, new_record(
+            checkpoint=ck, task="linear", protocol="paper", metrics={"top1": top1, "top5": 90.0}, seed=0,
+            dataset={"name": "imagenet", "path": "/d", "splits": {"train": 1281167, "val": 50000}},
+            config={"epochs": 100 if not changes else 1, "lr": 30.0 if not changes else 0.1},
+            run={"preset_changes": changes}, wall_time_s=1.0, device="cpu"))
+
+    record({"epochs": {"preset": 100, "ran": 1}, "lr": {"preset": 30.0, "ran": 0.1}}, 71.0)
+    table = load_table(results)
+    row = table.measured_rows()[0]
+    col = Column("linear", "paper", "imagenet", "torchvision", "top1")
+    assert (row.key, col) not in table.comparisons
+    assert table.uncompared[(row.key, col)] == ("MoCo v2 R50 800ep", "epochs 1 (preset 100); lr 0.1 (preset 30.0)")
+    md = to_markdown(table)
+    assert "71.0 ∅ · Δ ‡1" in md and "- ‡1 not compared with MoCo v2 R50 800ep: ran other settings than its " \
+        "protocol's preset (epochs 1 (preset 100); lr 0.1 (preset 30.0))" in md
+    csv = to_csv(table)
+    assert "not compared: ran epochs 1 (preset 100)" in csv
+    assert main(["leaderboard", "check", "--against-paper", "--results", str(results)]) == 1
+    out = capsys.readouterr().out
+    assert "NOT COMPARED with MoCo v2 R50 800ep" in out and "nothing was checked" in out
+
+    # the same checkpoint run as preset: compared
+    shutil.rmtree(results)
+    record({}, 71.0)
+    table = load_table(results)
+    assert table.comparisons[(row.key, col)].within and not table.uncompared
+    assert main(["leaderboard", "check", "--against-paper", "--results", str(results)]) == 0
+    assert "do not state" not in capsys.readouterr().out

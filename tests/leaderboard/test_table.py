@@ -426,3 +426,66 @@ def test_title_and_rows_options_that_cannot_take_effect_are_refused(tmp_path, ad
         with pytest.raises(SystemExit) as e:
             cli.main(["--results", str(tmp_path), *argv])
         assert e.value.code == 2 and why in capsys.readouterr().err
+
+
+def test_a_line_break_in_a_name_stays_inside_its_markdown_row(tmp_path, add_record):
+    add_record(tmp_path, "a\nb|c", "knn", "dino-knn", {"top1": 40.0})
+    md = to_markdown(load_table(tmp_path, reported=False))
+    head, _, row = md.splitlines()[:3]
+    split = lambda line: re.split(r"(?<!\\)\|", line.strip().strip("|"))  # noqa: E731
+    assert len(split(row)) == len(split(head)) and split(row)[0].strip() == r"a\nb\|c"
+    assert "- a\\nb|c: sha256" in md   # the checkpoints' list keeps one item per line too
+
+
+def _random_record(results, path: str, value: float, **extra):
+    from mocobench.core.records import new_record, write_record
+
+    ck = {"name": "random-resnet18", "path": path, "sha256": None, "format": "random", "arch": "resnet18",
+          "method": "random-init", "epochs": 0, **extra}
+    write_record(results, new_record(checkpoint=ck, task="knn", protocol="dino-knn",
+                                     dataset={"name": "ds", "path": "/d", "splits": {}}, metrics={"top1": value},
+                                     config={}, run={}, seed=0, wall_time_s=0.0, device="cpu"))
+
+
+def test_random_inits_of_other_seeds_are_rows_of_their_own(tmp_path):
+    """random:resnet18 and random:resnet18:7 are other weights with no sha256: their rows were keyed by
+    the path's first 8 characters, "random:r" for both, and merged into one cell of both seeds' numbers.
+    random:resnet18:0 is random:resnet18's weights: the same row."""
+    _random_record(tmp_path, "random:resnet18", 40.0)
+    _random_record(tmp_path, "random:resnet18:7", 42.0, init_seed=7)
+    _random_record(tmp_path, "random:resnet18:9", 44.0)   # written before records stated init_seed
+    table = load_table(tmp_path, reported=False)
+    cells = {r.name: table.cell(r, table.columns[0]).values for r in table.rows}
+    assert cells == {"random-resnet18@init0": [40.0], "random-resnet18@init7": [42.0],
+                     "random-resnet18@init9": [44.0]}
+    assert all(r.random_init for r in table.rows)
+    # one random init alone keeps its name (the baselines name its row)
+    alone = tmp_path / "alone"
+    _random_record(alone, "random:resnet18", 40.0)
+    _random_record(alone, "random:resnet18:0", 40.0)
+    assert [r.name for r in load_table(alone, reported=False).rows] == ["random-resnet18"]
+
+
+def test_a_run_named_random_is_no_random_init(tmp_path, add_record):
+    """A MoCo v2 run in a folder named random_crop_only was taken for a random init by its name: the
+    real random init then had a rival, and every other row lost its comparison with it."""
+    from mocobench.core.records import new_record, write_record
+
+    ablation = {"name": "backbone", "path": "runs/random_crop_only/backbone.pth", "sha256": "c" * 64,
+                "format": "mocobench-backbone", "arch": "resnet18", "method": "moco_v2", "epochs": 3}
+    for seed in range(3):
+        add_record(tmp_path, "moco_v2", "knn", "dino-knn", {"top1": 60.0 + seed}, seed=seed)
+        add_record(tmp_path, "random-resnet18", "knn", "dino-knn", {"top1": 50.0 + seed}, seed=seed)
+        write_record(tmp_path, new_record(checkpoint=ablation, task="knn", protocol="dino-knn",
+                                          dataset={"name": "synth-tiny/imagenet", "path": "/data",
+                                                   "splits": {"train": 100, "val": 40}},
+                                          metrics={"top1": 58.0 + seed}, config={"epochs": 10},
+                                          run={"workers": 2}, seed=seed, wall_time_s=1.0, device="cpu"))
+    table = load_table(tmp_path, reported=False)
+    rows = {r.name: r for r in table.rows}
+    assert not rows["random_crop_only"].random_init and rows["random-resnet18"].random_init
+    col = table.columns[0]
+    for name in ("moco_v2", "random_crop_only"):
+        noise = table.noise[(rows[name].key, col)]
+        assert noise.baseline == "random-resnet18" and noise.verdict == "beyond noise"
+    assert (rows["random-resnet18"].key, col) not in table.noise

@@ -137,6 +137,30 @@ def test_other_settings_get_their_own_folder(toy, tmp_path):
     assert len({r["run"]["work_dir"] for r in recs}) == 2
 
 
+def test_a_random_init_of_another_seed_is_another_evaluation(toy, tmp_path, capsys):
+    """random:resnet18:7 after random:resnet18: same name, no sha256, same settings, so the same work
+    folder, and "evaluated already" gave it the seed-0 init's record. The init seed now names its work
+    folder and its record; random:resnet18 keeps the folder and record fields it always had."""
+    from mocobench.leaderboard.table import load_table
+
+    assert _toy(tmp_path, "--seed", "0") == 0
+    assert main(["eval", "toy", "--checkpoint", "random:resnet18:7", "--results", str(tmp_path / "res"),
+                 "--seed", "0"]) == 0
+    assert CALLS == [0, 0] and "evaluated already" not in capsys.readouterr().out
+    recs = {r["checkpoint"]["path"]: r for r in load_records(tmp_path / "res")[0]}
+    default, seeded = recs["random:resnet18"], recs["random:resnet18:7"]
+    assert "init_seed" not in default["checkpoint"] and seeded["checkpoint"]["init_seed"] == 7
+    assert default["checkpoint"]["name"] == seeded["checkpoint"]["name"] == "random-resnet18"
+    assert Path(default["run"]["work_dir"]).name.startswith("random-resnet18-nosha-toy-draw-")
+    assert Path(seeded["run"]["work_dir"]).name.startswith("random-resnet18-nosha-init7-toy-draw-")
+    table = load_table(tmp_path / "res", reported=False)
+    assert sorted(r.name for r in table.rows) == ["random-resnet18@init0", "random-resnet18@init7"]
+    # random:resnet18:0 is random:resnet18: its finished seed is found
+    assert main(["eval", "toy", "--checkpoint", "random:resnet18:0", "--results", str(tmp_path / "res"),
+                 "--seed", "0"]) == 0
+    assert CALLS == [0, 0] and "evaluated already" in capsys.readouterr().out
+
+
 def test_toy_exit_codes_usage_two_failure_one_and_no_record(toy, tmp_path, capsys):
     assert _toy(tmp_path, "--no-such=1") == 2
     assert "--no-such=1" in capsys.readouterr().err

@@ -89,6 +89,12 @@ def eval_main(task: str, argv: list[str]) -> int:
         refuse_repeated(argv, parser)
         protocol, cfg = resolve_config(task, args, split_overrides(rest))
         seeds = seeds_of(args)
+        if len(seeds) > 1 and (why := P.seed_unused(cfg)):
+            from mocobench.core.errors import UsageError
+
+            raise UsageError(f"--seeds {' '.join(map(str, seeds))}: the {protocol} protocol does not depend on its "
+                             f"seed ({why}), so every seed would write the same numbers and the cell would show a "
+                             "spread of 0 that measures nothing; give one --seed")
         if args.threads:
             torch.set_num_threads(args.threads)
         imagenet = D.resolve_imagenet(args.data)
@@ -106,6 +112,16 @@ def eval_main(task: str, argv: list[str]) -> int:
             input_convention=args.input_convention)
 
     return runner.main(parse, prog)
+
+
+def preset_changes(task: str, protocol: str, cfg) -> dict[str, dict]:
+    """``{field: {"preset": v, "ran": v}}`` for each protocol field of ``cfg`` that differs from the
+    preset ``protocol`` ships with: a record of the ``paper`` protocol that ran 1 epoch is not the
+    paper's protocol, and the leaderboard compares only a preset run with the paper's number."""
+    from mocobench.core.settings import protocol_changes
+
+    preset, _ = protocol_and_run(P.get_preset(task, protocol)[1])
+    return {k: {"preset": was, "ran": now} for k, (was, now) in protocol_changes(preset, cfg).items()}
 
 
 def over_the_whole_val_set(metrics: dict[str, float], listed: int, unreadable: int) -> dict[str, float]:
@@ -143,11 +159,13 @@ def run_seed(task: str, protocol: str, cfg, args, imagenet: Path, dataset: str, 
         return None
     metrics = over_the_whole_val_set(metrics, splits["val"], skipped["val"])
     protocol_fields, run_settings = protocol_and_run(cfg)
-    # of what the probe reports, the settings it derived from the protocol (the scaled lr, which
-    # label list); the rest (sweep choices, cache hits, timings, paths) is what this run measured
-    derived = {k: info.pop(k) for k in ("lr", "labels_sha256", "label_pct") if k in info}
+    # of what the probe reports, the settings the data gave it (which label list); the rest (the
+    # lr it trained at after scaling, sweep choices, cache hits, timings, paths) is what this run
+    # measured: the config stays the protocol as given, so that it runs again as it says
+    derived = {k: info.pop(k) for k in ("labels_sha256", "label_pct") if k in info}
     config = {"protocol": protocol, **protocol_fields, "resize": P.resize_for(cfg), **derived}
-    run = {**run_settings, "checkpoint_arg": str(args.checkpoint), "world_size": world, **info}
+    run = {**run_settings, "checkpoint_arg": str(args.checkpoint), "world_size": world, **info,
+           "preset_changes": preset_changes(task, protocol, cfg)}
     return runner.Outcome(metrics=metrics, dataset=D.dataset_fields(dataset, imagenet, splits, skipped),
                           config=config, run=run, task=record_task)
 

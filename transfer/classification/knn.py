@@ -4,6 +4,13 @@ Features are L2-normalised, so the dot product is the cosine similarity. For eac
 ``k`` most similar train features vote for their labels with weight ``exp(sim / T)``; classes are
 ranked by their summed votes. DINO: k = 20, T = 0.07.
 
+Top-5 ranks only the classes that got a vote: with k = 3 neighbours at most 3 classes are
+predicted, and a class no neighbour voted for is no prediction, so it never fills the top 5 (in
+index order, as a plain ``topk`` of the vote matrix does, scoring a hit on a tie at zero).
+NOTE: DINO's eval_knn.py narrows top-5 to the first min(5, k) ranked classes; we agree with it
+for every k except where fewer distinct classes than min(5, k) voted, whose remaining places
+DINO fills with unvoted classes in sort order and we leave empty.
+
 Memory: the similarity of a ``test_chunk`` block against a ``train_chunk`` block is formed at a time
 and only the running top-k (``test_chunk x k``) is kept, so ImageNet's 1.28M x 2048 train set needs
 ``test_chunk x train_chunk`` floats at once, never ``N_test x N_train``.
@@ -23,10 +30,18 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, test_fe
     Inputs need not be normalised (they are here); computation happens on ``test_features``'
     device, train blocks are moved there one at a time.
     """
+    return _knn_votes(train_features, train_labels, test_features, num_classes, k, T, test_chunk, train_chunk)[0]
+
+
+def _knn_votes(train_features, train_labels, test_features, num_classes: int, k: int, T: float,
+               test_chunk: int, train_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(votes, voted)``, both ``N_test x num_classes``: :func:`knn_scores`' votes, and whether any
+    of the k neighbours has the class (a vote of exp(sim / T) can underflow to 0 at a small T, so a
+    zero vote does not say it)."""
     device = test_features.device
     k = min(k, train_features.shape[0])
     test = F.normalize(test_features.float(), dim=1)
-    out = []
+    out, voted = [], []
     for t0 in range(0, test.shape[0], test_chunk):
         q = test[t0:t0 + test_chunk]  # B x D
         best_sim = torch.full((q.shape[0], 0), float("-inf"), device=device)
@@ -46,15 +61,19 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, test_fe
         votes = torch.zeros(q.shape[0], num_classes, device=device)
         votes.scatter_add_(1, neighbour_labels, weights)  # B x C
         out.append(votes)
-    return torch.cat(out)
+        voted.append(torch.zeros(q.shape[0], num_classes, dtype=torch.bool, device=device)
+                     .scatter_(1, neighbour_labels, True))  # B x C
+    return torch.cat(out), torch.cat(voted)
 
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes: int,
                  k: int = 20, T: float = 0.07, **chunks) -> dict[str, float]:
-    """Top-1 and top-5 accuracy (percent) of the weighted k-NN classifier."""
-    from mocobench.transfer.classification.data import topk_correct
-
-    votes = knn_scores(train_features, train_labels, test_features, num_classes, k=k, T=T, **chunks)
-    c1, c5 = topk_correct(votes, test_labels.to(votes.device), (1, 5))
+    """Top-1 and top-5 accuracy (percent) of the weighted k-NN classifier; a class no neighbour voted
+    for is never among its predictions (see the module's note)."""
+    chunks = {"test_chunk": 1024, "train_chunk": 262144} | chunks
+    votes, voted = _knn_votes(train_features, train_labels, test_features, num_classes, k, T, **chunks)
+    maxk = min(5, num_classes)
+    _, pred = votes.masked_fill(~voted, float("-inf")).topk(maxk, dim=1)  # N x maxk, voted classes first
+    hit = pred.eq(test_labels.to(votes.device).view(-1, 1)) & voted.gather(1, pred)  # N x maxk
     n = len(test_labels)
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n}
+    return {"top1": 100.0 * int(hit[:, :1].any(dim=1).sum()) / n, "top5": 100.0 * int(hit.any(dim=1).sum()) / n}

@@ -130,7 +130,7 @@ def train_linear_paper(backbone: nn.Module, train_loader, val_loader, num_classe
     check_unchanged(before, backbone)
     metrics, val_skipped = evaluate(lambda x: fc(backbone(x).float()), val_loader, device, num_classes)
     train_skipped = int(dist.all_reduce_sum(torch.tensor([float(skipped)]))[0])
-    return metrics, {"train_time_s": train_time, "lr": base_lr,
+    return metrics, {"train_time_s": train_time, "effective_lr": base_lr,
                      "unreadable": {"train": train_skipped, "val": val_skipped}}
 
 

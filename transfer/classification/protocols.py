@@ -201,6 +201,20 @@ def lr_schedule(cfg, epochs: int | None = None) -> Schedule:
     return Schedule(cfg.schedule, epochs or cfg.epochs, steps=tuple(cfg.milestones))
 
 
+def seed_unused(cfg) -> str | None:
+    """Why the evaluation seed changes nothing in a run of ``cfg`` (None where it does): DINO's k-NN
+    scores centre-crop features, and the fast probe with no augmented views and one L2 strength fits
+    from zeros on every train image (the seed only draws the held-out images, which then choose
+    among one strength). The paper probe (random crops, shuffling) and semi (held-out draw,
+    fine-tuning) depend on it."""
+    if isinstance(cfg, KNNConfig):
+        return "the k-NN classifier scores centre-crop features and draws no random number"
+    if isinstance(cfg, FastLinearConfig) and not cfg.aug_views and len(cfg.l2_grid) == 1:
+        return ("with no augmented views and one L2 strength the fit starts from zeros on every train image; "
+                "the seed only draws held-out images, which choose among that one strength")
+    return None
+
+
 def get_preset(task: str, protocol: str | None):
     protocol = protocol or DEFAULT_PROTOCOL[task]
     return protocol, PROTOCOLS.lookup(task).lookup(protocol)

@@ -69,15 +69,47 @@ def test_paper_linear_and_semi_write_records(tiny_imagenet, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable image")
 def test_seeds_give_one_record_each_and_a_log_in_the_default_work_dir(tiny_imagenet, tmp_path):
-    recs = run("knn", tiny_imagenet, tmp_path / "results", "--seeds", "4", "0", "--no-cache")
+    # the fast probe choosing between two L2 strengths on held-out images the seed draws
+    recs = run("linear", tiny_imagenet, tmp_path / "results", "--protocol", "fast", "--l2-grid=1e-3,1e-1",
+               "--seeds", "4", "0", "--no-cache")
     assert sorted(r["seed"] for r in recs) == [0, 4] and all(r["env"]["device"] == "cpu" for r in recs)
-    logs = sorted((tmp_path / "work" / "knn").glob("random-resnet18-nosha-dino-knn-*-s*/eval.log"))
+    logs = sorted((tmp_path / "work" / "linear").glob("random-resnet18-nosha-fast-*-s*/eval.log"))
     assert [p.parent.name[-2:] for p in logs] == ["s0", "s4"]
     assert all(r["run"]["work_dir"] in {str(p.parent) for p in logs} for r in recs)
     assert "record: " in logs[0].read_text()
     recs = run("knn", tiny_imagenet, tmp_path / "one", "--seed", "7", "--no-cache", "--work-dir",
                str(tmp_path / "mine"))
     assert [r["seed"] for r in recs] == [7] and len(list((tmp_path / "mine").glob("*-s7/eval.log"))) == 1
+
+
+def test_several_seeds_of_a_protocol_that_does_not_depend_on_them_are_refused(tiny_imagenet, tmp_path, capsys):
+    """kNN (and the fast probe with one L2 strength) give the same numbers for every seed: --seeds 0 1 2
+    wrote three equal records, and the table showed "± 0.0 (3)", a spread that measures nothing."""
+    base = ["--checkpoint", "random:resnet18", "--data", str(tiny_imagenet), "--results", str(tmp_path / "r")]
+    assert eval_main(["knn", *base, "--seeds", "0", "1", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds 0 1 2: the dino-knn protocol does not depend on its seed" in err and "give one --seed" in err
+    assert eval_main(["linear", *base, "--protocol", "fast", "--l2-grid=1e-3", "--seeds", "0", "1"]) == 2
+    assert "the fast protocol does not depend on its seed" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()   # refused before anything ran
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_the_record_keeps_the_protocol_as_given_and_states_the_lr_it_trained_at(tiny_imagenet, tmp_path):
+    """MoCo v3's probe scales lr by batch / 256: the scaled lr took config.lr's place while
+    lr_scale_by_batch stayed true, so the record's config, run again, scaled it a second time. The
+    config keeps the lr as given; run.effective_lr is the one trained at; run.preset_changes names
+    what differs from the preset."""
+    (rec,) = run("linear", tiny_imagenet, tmp_path / "r", "--protocol", "mocov3-vit", "--epochs", "1",
+                 "--batch-size=16", "--no-cache")
+    assert rec["config"]["lr"] == 0.1 and rec["config"]["lr_scale_by_batch"] is True
+    assert rec["config"]["batch_size"] == 16
+    assert rec["run"]["effective_lr"] == pytest.approx(0.1 * 16 / 256)
+    assert rec["run"]["preset_changes"] == {"epochs": {"preset": 90, "ran": 1},
+                                            "batch_size": {"preset": 1024, "ran": 16},
+                                            "img_size": {"preset": 224, "ran": 32}}   # workers: a run setting
+    (rec,) = run("knn", tiny_imagenet, tmp_path / "k", "--no-cache")
+    assert rec["run"]["preset_changes"] == {"img_size": {"preset": 224, "ran": 32}}
 
 
 def test_bad_input_is_a_clear_error(tiny_imagenet, tmp_path, capsys):

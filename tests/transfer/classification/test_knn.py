@@ -58,3 +58,22 @@ def test_knn_recovers_clusters_and_k_larger_than_train():
     # k = 50 > 20 train images: every train image votes, the nearest class still wins
     acc = knn_accuracy(train, train_labels, test, torch.arange(4), 4, k=50, T=0.07, train_chunk=6)
     assert acc["top1"] == 100.0
+
+
+def test_top5_counts_only_classes_that_got_a_vote():
+    """k = 1: one neighbour votes, so one class is predicted. A plain top-5 of the vote matrix filled
+    the other four places with unvoted classes: of 5 classes, every image scored a top-5 hit, a test
+    image of class 1 next to a train image of class 4 too (DINO narrows top-5 to min(5, k) predictions)."""
+    C = 5
+    train = torch.eye(C)[[4, 2]]                  # one train image each of classes 4 and 2
+    train_labels = torch.tensor([4, 2])
+    test = torch.eye(C)[[4, 2]] + 0.01            # nearest: the class-4 image, then the class-2 image
+    acc = knn_accuracy(train, train_labels, test, torch.tensor([1, 2]), C, k=1, T=0.07)
+    assert acc == {"top1": 50.0, "top5": 50.0}
+    # k = 2: both classes vote; class 1 still has no vote and is never a prediction
+    acc = knn_accuracy(train, train_labels, test, torch.tensor([1, 4]), C, k=2, T=0.07)
+    assert acc == {"top1": 0.0, "top5": 50.0}
+    # a vote that underflows to 0 (similarity -1 at a tiny T) is still a vote: its class is predicted
+    acc = knn_accuracy(train, train_labels, -torch.eye(C)[[4]], torch.tensor([4]), C, k=2, T=1e-3)
+    assert knn_scores(train, train_labels, -torch.eye(C)[[4]], C, k=2, T=1e-3)[0, 4] == 0.0
+    assert acc == {"top1": 0.0, "top5": 100.0}

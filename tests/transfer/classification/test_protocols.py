@@ -110,3 +110,14 @@ def test_a_cosine_schedule_records_no_milestones():
     assert cfg.milestones == ()
     one = P.apply_overrides(P.FAST_PRESETS["fast"], {"holdout_fraction": "0", "l2_grid": "0.1"})
     assert one.holdout_fraction == 0   # one L2, nothing to choose: no held-out images needed
+
+
+def test_the_protocols_whose_seed_changes_nothing_are_named():
+    """kNN, and the fast probe with one L2 strength and no augmented views, give the same numbers for
+    every seed (``mocobench eval --seeds`` refuses several seeds of them); the others depend on it."""
+    assert P.seed_unused(P.KNN_PRESETS["dino-knn"])
+    assert P.seed_unused(P.apply_overrides(P.FAST_PRESETS["fast"], {"l2-grid": "1e-3"}))
+    assert P.seed_unused(P.FAST_PRESETS["fast"]) is None   # the held-out draw chooses the L2 strength
+    assert P.seed_unused(P.apply_overrides(P.FAST_PRESETS["fast-aug"], {"l2-grid": "1e-3"})) is None
+    for cfg in (*P.LINEAR_PRESETS.values(), *P.SEMI_PRESETS.values()):
+        assert P.seed_unused(cfg) is None

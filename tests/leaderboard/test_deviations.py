@@ -83,3 +83,9 @@ def test_the_record_states_the_precision_its_evaluation_ran_at():
     assert ran("cuda", engine="detectron2") is None   # an engine that states nothing is not guessed
     assert ran("cuda", engine="detectron2", precision="fp16") == "fp16"
     assert ran("cpu", engine="mmseg", precision="fp32") == "fp32"
+
+
+def test_dino_knn_states_its_bilinear_resize():
+    """DINO's eval_knn.py resizes bicubic; ours bilinearly, for kNN as for the linear probes."""
+    assert has(of_evaluation("knn", "dino-knn", "torchvision", None, precision="fp32"), "bilinear resize")
+    assert not has(of_evaluation("linear", "paper", "torchvision", None, precision="fp32"), "bilinear resize")

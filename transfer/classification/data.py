@@ -81,6 +81,8 @@ class SeededViews(torch.utils.data.Dataset):
 
 
 def eval_transform(img_size: int, resize: int, mean, std):
+    # NOTE: bilinear, as MoCo's main_lincls.py; DINO's kNN resizes bicubic, a listed departure of
+    # dino-knn (core/deviations.toml)
     from torchvision import transforms as T
 
     return T.Compose([T.Resize(resize), T.CenterCrop(img_size), T.ToTensor(), T.Normalize(mean, std)])

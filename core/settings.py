@@ -120,6 +120,19 @@ def protocol_changes(saved: dict, cfg: Any) -> dict[str, tuple]:
     return {k: (saved.get(k), v) for k, v in now.items() if _plain(saved.get(k)) != v}
 
 
+def preset_changes(preset: Any, cfg: Any, options: dict[str, Any] | None = None) -> dict[str, dict]:
+    """What a run of config ``cfg`` changed from ``preset`` (the config of the same class that its
+    protocol ships with), as a result record states it (``run.preset_changes``):
+    ``{field: {"preset": v, "ran": v}}`` for each protocol field that differs (run settings may), and
+    ``{key: {"preset": None, "ran": v}}`` for each engine option ``options`` sets beyond the protocol
+    (a detectron2 ``--opts`` key, an mmseg ``--cfg-options`` key: the preset leaves it at the engine
+    config's own value). ``{}`` is the preset as shipped, the only run the leaderboard compares with
+    the paper's number (a 1-epoch run of the ``paper`` protocol is not the paper's protocol)."""
+    saved, _ = protocol_and_run(preset)
+    changes = {k: {"preset": was, "ran": now} for k, (was, now) in protocol_changes(saved, cfg).items()}
+    return changes | {k: {"preset": None, "ran": v} for k, v in (options or {}).items()}
+
+
 def check_value(value: Any, rng: Range | None, shown: str, choices: tuple[str, ...] | None = None) -> Any:
     """``value`` if ``rng`` allows it (tuples item by item; floats must be finite) and it is one of
     ``choices`` (when given); a :class:`SettingError` naming ``shown`` (the flag as the user typed it)

@@ -548,8 +548,8 @@ def compare_with_papers(table: Table) -> tuple[dict[tuple[str, Column], Comparis
 
     A paper row stands for its column's protocol as preset: a cell whose records state that they ran
     other values (``run.preset_changes``: fewer epochs, another lr) is not compared but listed in the
-    second dict, with the settings that differ. Records that state nothing (detection, segmentation)
-    are compared as they are."""
+    second dict, with the settings that differ. Records that state nothing (written before every
+    task stated them) are compared as they are."""
     out, uncompared = {}, {}
     papers = [r for r in table.reported_rows() if r.kind == "reported"]
     for row in table.measured_rows():
@@ -644,8 +644,9 @@ def compare_with_random(table: Table, spreads: list[dict] | None = None) -> dict
 
 
 def _stated_changes(rec: dict) -> dict | None:
-    """The record's ``run.preset_changes`` (its protocol fields that differ from the preset it names),
-    None where it does not state them (detection and segmentation records, older records)."""
+    """The record's ``run.preset_changes`` (its protocol fields that differ from the preset it names,
+    and engine options beyond them), None where it does not state them (records written before
+    every task stated them)."""
     changes = (rec.get("run") or {}).get("preset_changes")
     return changes if isinstance(changes, dict) else None
 
@@ -789,7 +790,7 @@ def to_markdown(table: Table, digits: int = 1) -> str:
                   + "; ".join(sorted({f"{k[0]} -> {c.paper}" for k, c in table.comparisons.items()})) + ". A "
                   "cell is compared only where its records ran the preset of the column's protocol, which the "
                   "paper row stands for; records that do not state their changes to the preset "
-                  "(run.preset_changes: detection and segmentation records, older ones) are compared as they are."]
+                  "(run.preset_changes: records written before every task stated them) are compared as they are."]
     if table.noise:
         lines += ["", NOISE_FOOTNOTE]
     cards = [(r.name, r.card) for r in table.measured_rows() if r.card]

@@ -297,3 +297,41 @@ def test_a_cell_that_ran_other_settings_than_the_preset_is_not_compared_with_the
     assert table.comparisons[(row.key, col)].within and not table.uncompared
     assert main(["leaderboard", "check", "--against-paper", "--results", str(results)]) == 0
     assert "do not state" not in capsys.readouterr().out
+
+
+def test_a_detection_cell_that_ran_other_settings_than_the_preset_is_not_compared_with_the_paper(tmp_path):
+    """Detection records state their changes to the preset as classification records do, computed by
+    the engine (run.preset_changes): a 2400-iteration run of moco-voc-c4-24k with an --opts key is not
+    MoCo v2's 24k-iteration VOC number; the preset run (detectron2's fp32 is its preset) is compared."""
+    from mocobench.core.records import new_record, write_record
+    from mocobench.leaderboard.table import Column, load_table
+    from mocobench.transfer.detection.detectron2_engine import ENGINE_DEFAULTS, opts_changes
+    from mocobench.transfer.detection.protocols import preset_changes, resolve_protocol
+
+    ck = {"name": "moco_v2_800ep", "path": "/ck/moco_v2_800ep.pth.tar", "sha256": "b" * 64, "format": "moco",
+          "arch": "resnet50", "method": "moco_v2", "epochs": 800, "label_fraction": 0.0}
+    results = tmp_path / "results"
+
+    def record(overrides, opts):
+        protocol = dataclasses.replace(resolve_protocol("moco-voc-c4-24k", overrides), **ENGINE_DEFAULTS)
+        changes = preset_changes(protocol, opts_changes(opts, {"TEST": {"EVAL_PERIOD": 0}}), ENGINE_DEFAULTS)
+        write_record(results, new_record(
+            checkpoint=ck, task="detection", protocol="moco-voc-c4-24k", engine="detectron2",
+            metrics={"AP50": 82.5, "AP": 57.4, "AP75": 64.0}, seed=0,
+            dataset={"name": "voc07+12", "path": "/d", "test": "VOC2007 test"},
+            config={"protocol": protocol.to_dict(), "opts": opts},
+            run={"preset_changes": changes}, wall_time_s=1.0, device="cpu"))
+
+    record({"max_iter": "2400"}, ["TEST.EVAL_PERIOD", "0"])
+    table = load_table(results)
+    row = table.measured_rows()[0]
+    col = Column("detection", "moco-voc-c4-24k", "voc07+12", "detectron2", "AP50")
+    assert (row.key, col) not in table.comparisons
+    paper, why = table.uncompared[(row.key, col)]
+    assert paper == "MoCo v2 R50 800ep" and "max_iter 2400 (preset 24000)" in why
+    assert "steps [1800, 2200] (preset [18000, 22000])" in why and "opts.TEST.EVAL_PERIOD 0 (preset null)" in why
+
+    shutil.rmtree(results)
+    record({}, [])
+    table = load_table(results)
+    assert table.comparisons[(row.key, col)].within and not table.uncompared

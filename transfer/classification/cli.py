@@ -115,13 +115,11 @@ def eval_main(task: str, argv: list[str]) -> int:
 
 
 def preset_changes(task: str, protocol: str, cfg) -> dict[str, dict]:
-    """``{field: {"preset": v, "ran": v}}`` for each protocol field of ``cfg`` that differs from the
-    preset ``protocol`` ships with: a record of the ``paper`` protocol that ran 1 epoch is not the
-    paper's protocol, and the leaderboard compares only a preset run with the paper's number."""
-    from mocobench.core.settings import protocol_changes
+    """``run.preset_changes`` of a ``task`` run of ``protocol`` with config ``cfg``
+    (:func:`mocobench.core.settings.preset_changes`)."""
+    from mocobench.core.settings import preset_changes as changes
 
-    preset, _ = protocol_and_run(P.get_preset(task, protocol)[1])
-    return {k: {"preset": was, "ran": now} for k, (was, now) in protocol_changes(preset, cfg).items()}
+    return changes(P.get_preset(task, protocol)[1], cfg)
 
 
 def over_the_whole_val_set(metrics: dict[str, float], listed: int, unreadable: int) -> dict[str, float]:

@@ -107,10 +107,12 @@ def eval_main(task: str, argv: list[str]) -> int:
             if device.type != "cuda":
                 raise runner.UsageError(f"--bf16=true: this engine runs bf16 autocast on CUDA only, and this run "
                                         f"is on {device}; leave --bf16 out (fp32 here)")
-        if (args.engine == "detectron2" and protocol.bf16 and "bf16" not in explicit):
-            # NOTE: the protocols default to bf16 for our engine; detectron2 0.6 has no bf16, so its
-            # default is fp32 (the record says bf16=false). An explicit --bf16=true is still refused.
-            protocol = dataclasses.replace(protocol, bf16=False)
+        if args.engine == "detectron2":
+            from mocobench.transfer.detection.detectron2_engine import ENGINE_DEFAULTS
+
+            # fp32 unless --bf16= is given (the record says bf16=false); an explicit --bf16=true is
+            # still refused on CUDA
+            protocol = dataclasses.replace(protocol, **{k: v for k, v in ENGINE_DEFAULTS.items() if k not in explicit})
         return evaluation(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results,
                           work_root(args, "detection"), device=args.device, resume=args.resume,
                           engine=args.engine, opts=args.opts, preflight=args.preflight, check_only=args.check,

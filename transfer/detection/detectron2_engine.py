@@ -219,6 +219,25 @@ def worker(job: Job) -> None:
                               {"results": results, "start_iter": start, "max_iter": cfg.SOLVER.MAX_ITER})
 
 
+# Protocol fields this engine sets when the command does not give them (cli.py): the preset as this
+# engine runs it. NOTE: the protocols default to bf16 for our engine; detectron2 0.6 has no bf16 and
+# the official MoCo runs are fp32, so fp32 is this engine's preset (its records state no change).
+ENGINE_DEFAULTS = {"bf16": False}
+
+
+def opts_changes(opts: list[str], cfg: dict) -> dict:
+    """``{"opts.KEY": value}`` for each ``--opts KEY VALUE`` pair, the value as detectron2 merged it
+    into ``cfg`` (its config as a dict): settings beyond the protocol, so the run is not the paper's
+    recipe (``run.preset_changes``)."""
+    out = {}
+    for key in opts[0::2]:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        out[f"opts.{key}"] = node
+    return out
+
+
 # --opts keys the engine sets from an option of ours -> that option. Given in --opts, such a key would
 # override the option while the record still stated it (the seed, the weights, the data), or move
 # the hand-off (OUTPUT_DIR); so it is refused, naming the option. The detectron2 keys of the protocol's
@@ -359,6 +378,7 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
                                                         write_detectron2_config, write_detectron2_pkl)
     from mocobench.transfer.adapters.detectron2_compat import patched
     from mocobench.transfer.detection.data import build_datasets
+    from mocobench.transfer.detection.protocols import preset_changes
 
     backbone, fields = r.backbone, r.report.record_fields()
     from mocobench.transfer.adapters.cli import refuse_other_convention
@@ -406,6 +426,8 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
     got = json.loads(handoff.read_text())
     gpu = torch.cuda.get_device_name(0) if model_device == "cuda" else "cpu"
     protocol_fields, protocol_run = protocol_and_run(protocol)
+    ran = yaml.safe_load(cfg.dump())
+    changes = preset_changes(protocol, opts_changes(list(opts), ran), ENGINE_DEFAULTS)
     return runner.Outcome(
         metrics=_metrics(got["results"], dataset), engine="detectron2",
         dataset={"name": info["name"], "path": str(data_root),
@@ -419,7 +441,7 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
                 "lr_scaling": f"linear: base_lr {protocol.base_lr} x ims_per_batch "
                               f"{protocol.ims_per_batch} / reference_batch {protocol.reference_batch}"},
         run={**protocol_run, "detectron2_settings": run_settings,
-             "detectron2_config": yaml.safe_load(cfg.dump()), "num_processes": num_procs,
-             "resumed_from_iteration": got["start_iter"]},
+             "detectron2_config": ran, "num_processes": num_procs,
+             "resumed_from_iteration": got["start_iter"], "preset_changes": changes},
         device=f"{num_procs}x{gpu}" if model_device == "cuda" else "cpu",
         beside={"detectron2_config_file": ("detectron2.yaml", cfg.dump())})

@@ -30,6 +30,7 @@ from mocobench.core.overrides import given_fields, parse_overrides
 from mocobench.core.registry import Registry
 from mocobench.core.schedules import Schedule, check_steps, steps_kept
 from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, UNIT_OPEN_TOP, setting
+from mocobench.core.settings import preset_changes as changes_from
 
 
 class ProtocolError(ValueError):
@@ -154,3 +155,12 @@ def resolve_protocol(name: str, overrides: dict[str, str] | None = None) -> Dete
     except ValueError as e:
         raise ProtocolError(str(e)) from None
     return p
+
+
+def preset_changes(p: DetectionProtocol, options: dict | None = None, engine_defaults: dict | None = None) -> dict:
+    """A record's ``run.preset_changes``: what ``p`` changed from its preset ``PROTOCOLS[p.name]``,
+    as an engine runs that preset (``engine_defaults``: fields the engine sets when they are not
+    given, detectron2's fp32), and the engine ``options`` beyond the protocol
+    (:func:`mocobench.core.settings.preset_changes`). A shortened run lists ``max_iter`` and the
+    ``steps`` it moved."""
+    return changes_from(dataclasses.replace(PROTOCOLS[p.name], **(engine_defaults or {})), p, options)

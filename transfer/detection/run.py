@@ -9,6 +9,7 @@ from pathlib import Path
 from mocobench.core.io import atomic_write_json
 from mocobench.core.settings import protocol_and_run
 from mocobench.transfer.detection.data import build_datasets
+from mocobench.transfer.detection.protocols import preset_changes
 from mocobench.core.dist import unwrap
 from mocobench.transfer.detection.train import freeze_bn, precise_bn, train
 
@@ -100,5 +101,6 @@ def run_seed(r, protocol, dataset: str, data_root, *, stop_at: int | None = None
     # with no detections (their objects missed), so they lower the figures above.
     run = {**run_settings, **{k: summary[k] for k in ("world_size", "ims_per_gpu", "sync_bn")},
            "resumed_from_iteration": summary["start_iteration"], "final_loss": summary["final_loss"],
-           "skipped_train": len(train_set.skipped), "skipped_test": len(test_set.skipped)}
+           "skipped_train": len(train_set.skipped), "skipped_test": len(test_set.skipped),
+           "preset_changes": preset_changes(p)}
     return runner.Outcome(metrics=metrics, dataset=info, config=config, run=run)

@@ -38,6 +38,7 @@ from pathlib import Path
 from mocobench.core.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from mocobench.core.settings import protocol_and_run, run_fields
 from mocobench.transfer.adapters.mmseg import MMSEG_CONFIGS
+from mocobench.transfer.segmentation.protocols import preset_changes
 
 # (our protocol, dataset) -> the mmseg config it reproduces (transfer.adapters.mmseg.MMSEG_CONFIGS)
 MMSEG_PROTOCOLS = {(protocol, dataset): name for name, (protocol, dataset, _) in MMSEG_CONFIGS.items()}
@@ -412,5 +413,6 @@ def run_seed(r, *, dataset: str, dataset_name: str, data_root: str, protocol, de
         config={**protocol_fields, **{k: v for k, v in settings.items() if k not in run_names}, "dataset": dataset,
                 "mmseg_protocol": MMSEG_PROTOCOLS[(protocol.name, dataset)], "cfg_options": options},
         run={**run_settings, **{k: v for k, v in settings.items() if k in run_names}, "world_size": info.world,
-             "mmseg_versions": _versions(), "resumed_from_iteration": check.start_iter, **skipped},
+             "mmseg_versions": _versions(), "resumed_from_iteration": check.start_iter, **skipped,
+             "preset_changes": preset_changes(protocol, dataset, {f"cfg_options.{k}": v for k, v in options.items()})},
         beside={"mmseg_config": ("mmseg.py", cfg.pretty_text)})

@@ -33,6 +33,7 @@ from mocobench.core.overrides import apply_overrides, given_fields, split_overri
 from mocobench.core.registry import Registry
 from mocobench.core.schedules import Schedule, steps_kept
 from mocobench.core.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT_OPEN_TOP, setting
+from mocobench.core.settings import preset_changes as changes_from
 
 
 DEFAULT_LR_STEPS = (0.7, 0.9)   # MoCo's: x0.1 at 70 % and 90 % of the run
@@ -132,3 +133,10 @@ def override(protocol: SegProtocol, overrides: Mapping[str, str] | Sequence[str]
         if name in given:
             raise ValueError(f"--{given[name]} does not apply to --schedule={new.schedule}")
     return new
+
+
+def preset_changes(protocol: SegProtocol, dataset: str, options: dict | None = None) -> dict:
+    """A record's ``run.preset_changes``: what ``protocol`` changed from its preset on ``dataset``
+    and the engine ``options`` beyond the protocol (mmseg's ``--cfg-options``, each as
+    ``cfg_options.KEY``; :func:`mocobench.core.settings.preset_changes`)."""
+    return changes_from(get_protocol(protocol.name, dataset), protocol, options)

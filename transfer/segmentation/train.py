@@ -22,7 +22,7 @@ from mocobench.core.settings import protocol_and_run, protocol_changes
 from mocobench.transfer.segmentation.data import IGNORE, PositionBatches, TrainStream, build_dataset, collate
 from mocobench.transfer.segmentation.inference import evaluate, prediction_writer
 from mocobench.transfer.segmentation.model import segmentation_model
-from mocobench.transfer.segmentation.protocols import SegProtocol
+from mocobench.transfer.segmentation.protocols import SegProtocol, preset_changes
 
 STATE_FORMAT = "mocobench-segmentation-train"
 
@@ -175,4 +175,5 @@ def run_seed(r, protocol: SegProtocol, dataset: str, data_root: str, *, dataset_
         config={**protocol_fields, "dataset": dataset, **model.features_used()},
         # SyncBN runs only with several processes: what ran follows from the world size
         run={**run_settings, "skipped_train": len(train_set.skipped), "skipped_val": len(val_set.skipped),
-             "world_size": dist_info.world, "sync_bn": sync_bn})
+             "world_size": dist_info.world, "sync_bn": sync_bn,
+             "preset_changes": preset_changes(protocol, dataset)})

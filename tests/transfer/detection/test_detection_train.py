@@ -76,6 +76,22 @@ def test_overrides():
         resolve_protocol("voc", {})
 
 
+@pytest.mark.parametrize("name", sorted(PROTOCOLS))
+def test_records_state_what_they_changed_from_the_preset(name):
+    """run.preset_changes (what the torchvision engine's record states): {} for the preset as shipped,
+    which the leaderboard compares with the paper's number; each changed protocol field otherwise, a
+    shortened run's moved steps too; run settings (workers, checkpoint period) are no change."""
+    from mocobench.transfer.detection.protocols import preset_changes
+
+    preset = PROTOCOLS[name]
+    assert preset_changes(resolve_protocol(name, {})) == {}
+    assert preset_changes(resolve_protocol(name, {"num_workers": "0", "checkpoint_period": "7"})) == {}
+    changed = resolve_protocol(name, {"max_iter": "20", "base_lr": "0.05"})
+    assert preset_changes(changed) == {"max_iter": {"preset": preset.max_iter, "ran": 20},
+                                       "base_lr": {"preset": preset.base_lr, "ran": 0.05},
+                                       "steps": {"preset": list(preset.steps), "ran": list(changed.steps)}}
+
+
 def test_lr_schedule_and_linear_scaling():
     p = dataclasses.replace(PROTOCOLS["moco-voc-c4-24k"], ims_per_batch=8)
     assert scaled_lr(p) == pytest.approx(0.01)  # 0.02 x 8 / 16
@@ -140,6 +156,16 @@ def test_eval_detection_voc_and_coco_write_records(synth_tiny, tmp_path):
     assert {"AP", "AP50", "AP75"} <= set(voc["metrics"]) and 0 <= voc["metrics"]["AP50"] <= 100
     assert voc["config"]["protocol"]["max_iter"] == 2 and voc["config"]["lr"] == pytest.approx(0.01)
     assert voc["run"]["world_size"] == 1 and voc["env"]["device"] == "cpu"
+    # --max-iters and the --key= overrides: not the tiny protocol as preset (the leaderboard says so)
+    tiny = PROTOCOLS["tiny"]
+    assert voc["run"]["preset_changes"] == coco["run"]["preset_changes"] == {
+        "max_iter": {"preset": 80, "ran": 2}, "steps": {"preset": [60], "ran": voc["config"]["protocol"]["steps"]},
+        "min_size_train": {"preset": list(tiny.min_size_train), "ran": [64]},
+        "min_size_test": {"preset": tiny.min_size_test, "ran": 64},
+        "max_size_train": {"preset": tiny.max_size_train, "ran": 96},
+        "max_size_test": {"preset": tiny.max_size_test, "ran": 96},
+        "precise_bn_iters": {"preset": tiny.precise_bn_iters, "ran": 1},
+        "warmup_iters": {"preset": tiny.warmup_iters, "ran": 1}}
     assert {"bbox_AP", "bbox_AP50", "segm_AP"} <= set(coco["metrics"])
     assert coco["config"]["model"] == "c4-mask-rcnn"
     # the VOC detections were written in the devkit's format and scored from those files

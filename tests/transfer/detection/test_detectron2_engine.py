@@ -92,6 +92,15 @@ def _check_run(results: Path, work: Path, *, classes: int, mask: bool, steps: li
     assert cfg["TEST"]["DETECTIONS_PER_IMAGE"] == 10   # the protocol's --detections_per_img=
     assert cfg["MODEL"]["ROI_HEADS"]["IOU_THRESHOLDS"] == [0.6] and rec["config"]["opts"] == OPTS[1:]  # --opts, last
     proto = rec["config"]["protocol"]
+    # not the paper's recipe: the overridden protocol fields and the --opts key (as detectron2 merged
+    # it; no protocol field sets it); fp32 is this engine's preset, so bf16 is no change
+    from mocobench.transfer.detection.protocols import PROTOCOLS
+
+    changes, preset = rec["run"]["preset_changes"], PROTOCOLS[rec["protocol"]]
+    assert changes["max_iter"] == {"preset": preset.max_iter, "ran": 2}
+    assert changes["ims_per_batch"] == {"preset": 16, "ran": 2} and "bf16" not in changes
+    assert changes["opts.MODEL.ROI_HEADS.IOU_THRESHOLDS"] == {"preset": None, "ran": [0.6]}
+    assert not {"num_workers", "checkpoint_period"} & set(changes)   # run settings
     s = cfg["SOLVER"]
     assert (s["MAX_ITER"], s["IMS_PER_BATCH"], s["CHECKPOINT_PERIOD"]) == (2, 2, rec["run"]["checkpoint_period"])
     assert s["BASE_LR"] == pytest.approx(proto["base_lr"] * 2 / proto["reference_batch"])
@@ -407,6 +416,39 @@ def test_detectron2_engine_defaults_to_fp32_unless_bf16_is_asked(monkeypatch, tm
     eval_main("detection", base)
     eval_main("detection", base + ["--bf16=true"])
     assert seen == [False, True]
+
+
+def _d2_protocols() -> list[str]:
+    from mocobench.transfer.adapters.detectron2 import PROTOCOLS as D2_PROTOCOLS
+
+    return sorted(D2_PROTOCOLS)
+
+
+@pytest.mark.parametrize("name", _d2_protocols())
+def test_a_detectron2_preset_run_states_no_change(monkeypatch, tmp_path, name):
+    """The protocol the command runs with no overrides (fp32: this engine's preset) states
+    run.preset_changes {}, which the leaderboard compares with the paper's number; --bf16=true, an
+    override or an --opts key is stated."""
+    import mocobench.transfer.detection.run as run
+    from mocobench.transfer.detection.cli import eval_main
+    from mocobench.transfer.detection.detectron2_engine import ENGINE_DEFAULTS, opts_changes
+    from mocobench.transfer.detection.protocols import preset_changes
+    from mocobench.transfer.runner import UsageError
+
+    seen = []
+
+    def evaluation(ckpt, protocol, *a, opts=(), **k):  # the protocol the command would run, then stop
+        seen.append(preset_changes(protocol, opts_changes(list(opts), {"TEST": {"EVAL_PERIOD": 0}}), ENGINE_DEFAULTS))
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(run, "evaluation", evaluation)
+    base = ["--checkpoint", "random:resnet50", "--dataset", "coco" if "coco" in name else "voc", "--data",
+            str(tmp_path), "--protocol", name, "--engine", "detectron2", "--results", str(tmp_path / "res")]
+    eval_main("detection", base)
+    eval_main("detection", base + ["--bf16=true", "--base_lr=0.01", "--opts", "TEST.EVAL_PERIOD", "0"])
+    assert seen == [{}, {"bf16": {"preset": False, "ran": True},
+                         "base_lr": {"preset": 0.02, "ran": 0.01},
+                         "opts.TEST.EVAL_PERIOD": {"preset": None, "ran": 0}}]
 
 
 def test_a_truncated_image_is_refused_before_detectron2_trains(detectron2_ready, synth_tiny, moco_r50, tmp_path,

@@ -116,6 +116,12 @@ def test_mmseg_cityscapes_fcn_end_to_end(mmseg_ready, synth_tiny, moco_r18, tmp_
     # mmengine read our files through the loader confined to this run's work dir
     assert f"Loads checkpoint by this_run backend from path: {next(work_root.rglob('backbone_mmseg.pth'))}" in out
     assert rec["config"]["cfg_options"] == {"model.decode_head.dropout_ratio": 0.2}
+    # not the paper's recipe: the overridden protocol fields (run settings are no change) and the
+    # --cfg-options key, which no protocol field sets
+    assert rec["run"]["preset_changes"] == {
+        "iters": {"preset": 40_000, "ran": 2}, "batch_size": {"preset": 8, "ran": 2},
+        "crop": {"preset": [512, 1024], "ran": [32, 64]},
+        "cfg_options.model.decode_head.dropout_ratio": {"preset": None, "ran": 0.2}}
     # the config that ran, kept beside the record, builds a head that drops 20% of its features
     from mmengine.config import Config
 

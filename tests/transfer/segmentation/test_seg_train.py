@@ -57,6 +57,26 @@ def test_exact_resume(cityscapes_small, tmp_path):
     assert again.losses == rest.losses
 
 
+def _presets() -> list[tuple[str, str]]:
+    from mocobench.transfer.segmentation.protocols import PROTOCOLS
+
+    return [(name, dataset) for name, by_dataset in PROTOCOLS.items() for dataset in by_dataset]
+
+
+@pytest.mark.parametrize("name,dataset", _presets())
+def test_records_state_what_they_changed_from_the_preset(name, dataset):
+    """run.preset_changes (what both engines' records state): {} for the preset as the command
+    resolves it with no overrides, which the leaderboard compares with the paper's number; each
+    changed protocol field otherwise; run settings (workers, intervals) are no change."""
+    from mocobench.transfer.segmentation.protocols import preset_changes
+
+    preset = get_protocol(name, dataset)
+    assert preset_changes(override(preset, []), dataset) == {}
+    assert preset_changes(override(preset, ["--num_workers=0", "--log_every=3"]), dataset) == {}
+    assert preset_changes(override(preset, ["--iters=7", "--lr=0.5"]), dataset) == {
+        "iters": {"preset": preset.iters, "ran": 7}, "lr": {"preset": preset.lr, "ran": 0.5}}
+
+
 @pytest.mark.slow
 def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_reference):
     from mocobench.core.records import load_records
@@ -76,6 +96,9 @@ def test_eval_cli_writes_one_record_per_seed(synth_tiny, tmp_path, capsys, cs_re
     assert [w.name[-2:] for w in work] == ["s0", "s3"] and all((w / "last.pth").is_file() for w in work)
     assert r["task"] == "segmentation" and r["dataset"]["name"] == "synth-tiny-cityscapes" and r["protocol"] == "tiny"
     assert {"mIoU", "mAcc", "aAcc"} <= set(r["metrics"]) and r["config"]["iters"] == 1
+    # --max-iters and --crop=: not the tiny protocol as preset (the leaderboard says so)
+    assert r["run"]["preset_changes"] == {"iters": {"preset": 40, "ran": 1},
+                                          "crop": {"preset": [96, 96], "ran": [32, 32]}}
     assert any(k.startswith("IoU/") for k in r["metrics"])
     # the predictions it wrote score to the same mIoU through `mocobench score cityscapes`
     from mocobench.transfer.segmentation.cli import score_main

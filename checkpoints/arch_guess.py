@@ -19,6 +19,14 @@ ARCH_ALIASES = {"vit_small": "timm:vit_small_patch16_224", "vit_base": "timm:vit
                 "vit_tiny": "timm:vit_tiny_patch16_224", "vit_large": "timm:vit_large_patch16_224",
                 "deit_small": "timm:vit_small_patch16_224", "deit_tiny": "timm:vit_tiny_patch16_224"}
 
+# Archs whose shapes do not fix how they are built -> (the names a file's own ``arch`` may give that
+# say it is the model timm builds, why the shapes do not tell). A ViT-S/16's qkv is 3C x C whatever
+# its head count.
+HEADS_NOT_IN_SHAPES = {
+    "timm:vit_small_patch16_224": (("vit_small_patch16_224", "deit_small_patch16_224"),
+                                   "timm's, DeiT's and DINO's ViT-S/16 have 6 attention heads, MoCo v3's 12"),
+}
+
 # ViT candidates: embedding width and patch size (read from the names, to skip building the rest)
 VIT_SHAPES = {"timm:vit_tiny_patch16_224": (192, 16), "timm:vit_small_patch16_224": (384, 16),
               "timm:vit_base_patch16_224": (768, 16), "timm:vit_large_patch16_224": (1024, 16),

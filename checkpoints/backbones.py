@@ -31,6 +31,9 @@ STAGES = ("res2", "res3", "res4", "res5")
 # Torchvision classification backbones the factory knows how to cut into stages.
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                        "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d", "resnext101_32x8d")
+# The ResNets built of Bottleneck blocks (1x1, 3x3, 1x1): the only ones where the stride of a stage's
+# first block can sit in either convolution (``BackboneSpec.stride_in_1x1``).
+BOTTLENECK_RESNETS = tuple(a for a in TORCHVISION_RESNETS if a not in ("resnet18", "resnet34"))
 # mobilenet_v2 ``features`` indices whose outputs are at stride 4/8/16/32.
 MOBILENET_V2_STAGE_ENDS = {"res2": 3, "res3": 6, "res4": 13, "res5": 18}
 
@@ -46,16 +49,26 @@ class BackboneSpec:
     # timm only: input size the model is built for (ViT position embeddings).
     img_size: int | None = None
     extra: dict = field(default_factory=dict)
+    # Bottleneck ResNets: the stride of a stage's first block in its 1x1 conv (MSRA's original
+    # ResNets, detectron2's MODEL.RESNETS.STRIDE_IN_1X1 True) instead of its 3x3 conv (torchvision's).
+    # The parameter shapes are the same, so only the file's origin or the user can say which.
+    stride_in_1x1: bool = False
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, "cifar_stem": self.cifar_stem, "dilation": list(self.dilation),
-                "img_size": self.img_size, "extra": dict(self.extra)}
+        d = {"arch": self.arch, "cifar_stem": self.cifar_stem, "dilation": list(self.dilation),
+             "img_size": self.img_size, "extra": dict(self.extra)}
+        # only when set: the specs of torchvision-style backbones (files written before the field
+        # existed, the key of strict.expected_keys' cache) stay as they were
+        if self.stride_in_1x1:
+            d["stride_in_1x1"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "BackboneSpec":
         return cls(arch=d["arch"], cifar_stem=bool(d.get("cifar_stem", False)),
                    dilation=tuple(d.get("dilation", (False, False, False))),
-                   img_size=d.get("img_size"), extra=dict(d.get("extra") or {}))
+                   img_size=d.get("img_size"), extra=dict(d.get("extra") or {}),
+                   stride_in_1x1=bool(d.get("stride_in_1x1", False)))
 
 
 # The timm constructor arguments a spec may carry in ``extra["timm_kwargs"]``: sizes of the
@@ -91,7 +104,7 @@ def spec_problem(d: dict) -> str | None:
     A file's spec decides what is built, so each field is checked for its type here rather than
     failing deep inside torchvision or timm, and unknown fields are refused rather than ignored.
     """
-    fields = ("arch", "cifar_stem", "dilation", "img_size", "extra")
+    fields = ("arch", "cifar_stem", "dilation", "img_size", "extra", "stride_in_1x1")
     unknown = sorted(str(k) for k in d if k not in fields)
     if unknown:
         return f"unknown field(s) {', '.join(unknown)} (a spec has {', '.join(fields)})"
@@ -109,6 +122,10 @@ def spec_problem(d: dict) -> str | None:
             return f"arch {arch!r}: timm has no model of that name"
     if not isinstance(d.get("cifar_stem", False), bool):
         return f"cifar_stem {d['cifar_stem']!r} is not true or false"
+    if not isinstance(d.get("stride_in_1x1", False), bool):
+        return f"stride_in_1x1 {d['stride_in_1x1']!r} is not true or false"
+    if d.get("stride_in_1x1") and arch not in BOTTLENECK_RESNETS:
+        return f"stride_in_1x1 for {arch}: only Bottleneck ResNets ({', '.join(BOTTLENECK_RESNETS)}) have a 1x1 conv to stride"
     dilation = d.get("dilation", [False] * 3)
     if not (isinstance(dilation, (list, tuple)) and len(dilation) == 3 and all(isinstance(x, bool) for x in dilation)):
         return f"dilation {dilation!r} is not three booleans (res3, res4, res5)"
@@ -146,15 +163,19 @@ def family(arch: str) -> str:
 
 def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool = False,
                            dilation=(False, False, False), img_size: int | None = None,
-                           timm_kwargs: dict | None = None) -> nn.Module:
+                           timm_kwargs: dict | None = None, stride_in_1x1: bool = False) -> nn.Module:
     """The full library model *with* its classifier (randomly initialised), as pretraining wants it.
 
     ``num_classes`` sizes the last layer, which is how the official MoCo builds its encoders
     (``base_encoder(num_classes=dim)``). ``timm_kwargs`` (from ``spec.extra["timm_kwargs"]``) are
     extra ``timm.create_model`` arguments that do not show in parameter shapes, e.g. MoCo v3's
-    ViT-S has 12 attention heads where timm's ``vit_small_patch16_224`` has 6.
+    ViT-S has 12 attention heads where timm's ``vit_small_patch16_224`` has 6. ``stride_in_1x1``
+    moves each Bottleneck stage's stride from the 3x3 conv to the first 1x1 conv (MSRA ResNets).
     """
     fam = family(arch)
+    if stride_in_1x1 and arch not in BOTTLENECK_RESNETS:
+        raise ValueError(f"stride_in_1x1 for {arch}: only Bottleneck ResNets ({', '.join(BOTTLENECK_RESNETS)}) "
+                         "have a 1x1 conv to stride")
     if fam == "timm":
         import timm
 
@@ -185,6 +206,8 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
     ctor = getattr(torchvision.models, arch)
     if fam == "resnet":
         model = ctor(weights=None, num_classes=num_classes)
+        if stride_in_1x1:
+            _stride_in_1x1(model)
         _dilate_stages(model, dilation)
         if cifar_stem:
             # NOTE: CIFAR-style stem (3x3 conv, stride 1, no max-pool) as in SimCLR/MoCo CIFAR
@@ -202,13 +225,24 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
     return model
 
 
+def _stride_in_1x1(model: nn.Module) -> None:
+    """Move the stride of every strided Bottleneck (the first of layer2..4) from its 3x3 conv
+    (``conv2``, torchvision's "ResNet v1.5") to its first 1x1 conv (``conv1``), as in MSRA's
+    original ResNets and detectron2's ``STRIDE_IN_1X1: True``. The shortcut keeps its stride."""
+    for name in ("layer2", "layer3", "layer4"):
+        for block in getattr(model, name):
+            if block.conv2.stride != (1, 1):
+                block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+
+
 def _dilate_stages(model: nn.Module, dilation) -> None:
     """Trade stride for dilation in layer2..4 (res3..res5), in place, for any torchvision ResNet.
 
     NOTE: torchvision's ``replace_stride_with_dilation`` refuses BasicBlock (ResNet-18/34); doing it
     here on the built model works for both block types and gives the same result for Bottleneck:
     the stage's first block keeps the previous dilation, the others get the new one, and strided
-    convolutions (the 3x3 and the shortcut) get stride 1. Parameter shapes do not change.
+    convolutions (the 3x3, or the first 1x1 with ``stride_in_1x1``, and the shortcut) get stride 1.
+    Parameter shapes do not change.
     """
     current = 1
     for i, dilate in enumerate(dilation):
@@ -221,8 +255,8 @@ def _dilate_stages(model: nn.Module, dilation) -> None:
             for conv in block.modules():
                 if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3):
                     conv.stride, conv.dilation, conv.padding = (1, 1), (d, d), (d, d)
-            if block.downsample is not None:
-                block.downsample[0].stride = (1, 1)
+                elif isinstance(conv, nn.Conv2d):
+                    conv.stride = (1, 1)   # the 1x1 convs: the shortcut's, and conv1 under stride_in_1x1
 
 
 # the blocks of mobilenet_v2 ``features`` that halve the resolution at the start of res3, res4, res5
@@ -348,17 +382,17 @@ class Backbone(nn.Module):
 
 def build_backbone(arch: str | BackboneSpec, *, cifar_stem: bool = False,
                    dilation=(False, False, False), img_size: int | None = None,
-                   seed: int | None = None) -> Backbone:
+                   stride_in_1x1: bool = False, seed: int | None = None) -> Backbone:
     """A randomly initialised backbone (``seed`` makes the initialisation reproducible)."""
     spec = arch if isinstance(arch, BackboneSpec) else BackboneSpec(
-        arch=arch, cifar_stem=cifar_stem, dilation=tuple(dilation), img_size=img_size)
+        arch=arch, cifar_stem=cifar_stem, dilation=tuple(dilation), img_size=img_size, stride_in_1x1=stride_in_1x1)
     if seed is not None:
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
     try:
         model = build_classifier_model(spec.arch, num_classes=1000, cifar_stem=spec.cifar_stem,
                                        dilation=spec.dilation, img_size=spec.img_size,
-                                       timm_kwargs=spec.extra.get("timm_kwargs"))
+                                       timm_kwargs=spec.extra.get("timm_kwargs"), stride_in_1x1=spec.stride_in_1x1)
     finally:
         if seed is not None:
             torch.random.set_rng_state(state)
@@ -372,6 +406,6 @@ def canonical_keys(arch: str | BackboneSpec) -> dict[str, tuple[int, ...]]:
         spec = arch if isinstance(arch, BackboneSpec) else BackboneSpec(arch=arch)
         model = build_classifier_model(spec.arch, num_classes=1000, cifar_stem=spec.cifar_stem,
                                        dilation=spec.dilation, img_size=spec.img_size,
-                                       timm_kwargs=spec.extra.get("timm_kwargs"))
+                                       timm_kwargs=spec.extra.get("timm_kwargs"), stride_in_1x1=spec.stride_in_1x1)
         net, _ = _remove_classifier(model, spec.arch)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}

@@ -27,26 +27,31 @@ def inspect_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--branch", choices=("raw", "ema"), help="a file with raw weights and an EMA copy: which one")
     parser.add_argument("--input-convention", choices=("rgb", "bgr255"),
                         help="what the weights expect, where the file does not say")
+    parser.add_argument("--stride-in-1x1", choices=("true", "false"),
+                        help="a ResNet-50 or deeper: the stride in each stage's first 1x1 conv (MSRA, detectron2's "
+                             "STRIDE_IN_1X1) or not (torchvision), where the file does not say")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--all", action="store_true", help="list every key")
     args = parser.parse_args(argv)
     from mocobench.checkpoints.load import annotate_zoo, describe, inspect_checkpoint, load_backbone, resolve_name
 
+    build = {"stride_in_1x1": args.stride_in_1x1 == "true"} if args.stride_in_1x1 else {}
+
     try:
         if args.ckpt.startswith("random:"):
             try:   # the name's form and arch, and options it has no use for, before anything is built
-                describe(args.ckpt, arch=args.arch, branch=args.branch, input_convention=args.input_convention)
+                describe(args.ckpt, arch=args.arch, branch=args.branch, input_convention=args.input_convention, **build)
             except CheckpointError as e:
                 print(f"mocobench inspect: {one_line(e)}", file=sys.stderr)
                 return 2
-            backbone, report = load_backbone(args.ckpt)
+            backbone, report = load_backbone(args.ckpt, **build)
             report.num_params = sum(p.numel() for p in backbone.net.parameters())
         else:
             # Everything load_backbone checks (format, mapping, strict keys and shapes), without
             # loading the weights.
             path, entry = resolve_name(args.ckpt)
             report = inspect_checkpoint(path, arch=args.arch or (entry.arch if entry else None), branch=args.branch,
-                                        input_convention=args.input_convention)
+                                        input_convention=args.input_convention, **build)
             if entry is not None:
                 annotate_zoo(report, entry)
     except CheckpointError as e:
@@ -73,6 +78,10 @@ def inspect_main(argv: list[str] | None = None) -> int:
         if conv.get("eval_crop_pct") is not None:
             print(f"eval crop:  crop_pct {conv['eval_crop_pct']:g}, {conv.get('eval_interpolation', '?')} (the weights' own; "
                   f"the probes use their protocol's resize and crop)")
+    stride = card["stride_in_1x1"]
+    if stride:
+        where = "the 1x1 conv (MSRA-style)" if stride["value"] else "the 3x3 conv (torchvision-style)"
+        print(f"blocks:     stride in {where} ({stride['source']})")
     print(f"parameters: {_human(d['num_params'])} ({d['num_params']})")
     mapping = report.key_map or {k: k for k in report.used_keys}
     print(f"keys used:  {len(mapping)} file keys -> {len(report.used_keys)} backbone keys")

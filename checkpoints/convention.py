@@ -79,7 +79,9 @@ def detectron2_convention(obj: dict, state: dict) -> dict[str, Any]:
         return torchvision_convention(f"the format's known convention: __author__ {author!r}, {RGB_AUTHORS[author]}")
     raise Undecided(f"a detectron2 checkpoint with no pixel_mean/pixel_std and no known __author__ "
                     f"({author!r}): its input convention cannot be decided (detectron2's own MSRA models are BGR 0-255, "
-                    "converted torchvision ones RGB); say which with --input-convention rgb|bgr255")
+                    "converted torchvision ones RGB); say which with --input-convention rgb|bgr255, and for a "
+                    "ResNet-50 or deeper where its stride is with --stride-in-1x1 true|false (MSRA models put it in "
+                    "the 1x1 conv, torchvision ones in the 3x3; the weights' shapes are the same)")
 
 
 def apply(convention: dict[str, Any], state: dict[str, torch.Tensor], arch: str) -> tuple[tuple, tuple]:

@@ -22,6 +22,7 @@ Adding a format is one entry in :data:`FORMATS`: ``load.resolve`` only calls the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,7 +31,7 @@ import torch
 
 from mocobench.checkpoints import metadata as meta
 from mocobench.checkpoints.backbones import is_timm, spec_problem
-from mocobench.checkpoints.convention import detectron2_convention, torchvision_convention
+from mocobench.checkpoints.convention import RGB_AUTHORS, detectron2_convention, is_torchvision, torchvision_convention
 from mocobench.checkpoints.errors import CheckpointError
 from mocobench.checkpoints.keymaps import DETECTRON2_TO_TORCHVISION, HEAD_PREFIXES, HEAD_REASON, Rules
 from mocobench.checkpoints.metadata import any_key
@@ -84,6 +85,15 @@ class Format:
     # files that state no convention of their own: timm weights in them take timm's, from a
     # config.json beside the file or the arch's pretrained tag (checkpoints/convention.py)
     timm_convention: bool = False
+    # (obj, weights) -> whether a Bottleneck ResNet's stride is in its 1x1 conv (BackboneSpec.
+    # stride_in_1x1), and what says so; (None, why) where the file cannot tell, and the user must
+    stride_in_1x1: Callable[[dict, dict], tuple[bool | None, str]] = lambda obj, state: (
+        False, "the format's layout (torchvision's Bottleneck: the stride in the 3x3 conv)")
+    # top-level (raw, EMA) entries of one network, between which --branch raw|ema chooses
+    ema_pairs: tuple[tuple[str, str], ...] = (("state_dict", "state_dict_ema"), ("model", "model_ema"))
+    # whether the layout is one project's, whose models fix the sizes that shapes do not show (a
+    # ViT's head count, arch_guess.HEADS_NOT_IN_SHAPES); plain state dicts are anyone's
+    says_whose_model: bool = True
 
 
 # -- where the weights are -----------------------------------------------------------------------
@@ -146,14 +156,49 @@ def _pretrain_spec(obj: dict, metadata: dict) -> dict:
     return spec
 
 
-def _caffe2_names(state: dict) -> str | None:
-    if any("_branch2a" in k or k.endswith("_w") for k in state):
-        return ("a Caffe2-named detectron2 checkpoint (res2_0_branch2a_w, ...); only detectron2-named "
-                "weights (stem.conv1, res2.0.conv1.norm, ...) are read")
+CAFFE2_NAME = re.compile(r"(conv1|res\d+_\d+_branch\w+|res_conv1_bn|fc1000)_[a-z]+")
+
+
+def foreign_names(obj: Any) -> str | None:
+    """Why ``obj`` cannot be read whatever format it looks like, or None: Caffe2/Detectron names
+    (``conv1_w``, ``res2_0_branch2a_w``; detectron2's ImageNet ``.pkl`` models, Detectron's
+    ``{"blobs": ...}``), which no rename table here maps and which would otherwise read as an
+    unknown architecture. Checked before any format is detected."""
+    for weights in (obj, _get(obj, "blobs"), _get(obj, "model")):
+        if isinstance(weights, dict) and any(isinstance(k, str) and CAFFE2_NAME.fullmatch(k) for k in weights):
+            return ("Caffe2 names (conv1_w, res2_0_branch2a_w, ...: a Detectron / detectron2 ImageNet .pkl); "
+                    "convert them with detectron2 (DetectionCheckpointer renames them when it loads the file "
+                    "into a model; save that model's state_dict) and read the result")
     return None
 
 
+def _detectron2_stride(obj: dict, state: dict) -> tuple[bool | None, str]:
+    """Where a detectron2 ResNet's stride is: a config setting (MODEL.RESNETS.STRIDE_IN_1X1) that
+    its weights do not store, so it is decided from what the file shows of its origin."""
+    author = obj.get("__author__")
+    if "pixel_mean" not in state and author in RGB_AUTHORS:
+        return False, f"__author__ {author!r}: {RGB_AUTHORS[author].split(' (')[0]} converts torchvision ResNets"
+    if "pixel_mean" in state:
+        conv = detectron2_convention(obj, state)
+        mean, std = conv["mean"], conv["std"]
+        scale = 255.0 if conv["scale"] == "0-255" else 1.0
+        if conv["channels"] == "BGR" and conv["scale"] == "0-255" and std == [1.0, 1.0, 1.0]:
+            return True, ("the file's pixel_mean/pixel_std are detectron2's defaults (MSRA: BGR 0-255, std 1), "
+                          "trained with its default MODEL.RESNETS.STRIDE_IN_1X1 True")
+        if conv["channels"] == "RGB" and is_torchvision([m / scale for m in mean], [s / scale for s in std]):
+            return False, ("the file's pixel_mean/pixel_std are torchvision's (RGB), which detectron2's configs for "
+                           "converted torchvision ResNets pair with STRIDE_IN_1X1 False")
+        return None, (f"its pixel_mean {mean} / pixel_std {std} are neither MSRA's (BGR, std 1) nor torchvision's, "
+                      "and the stride's place (MODEL.RESNETS.STRIDE_IN_1X1) is not stored in the weights")
+    return None, (f"it has no pixel_mean/pixel_std and no known __author__ ({author!r}), and the stride's place "
+                  "(MODEL.RESNETS.STRIDE_IN_1X1: True in MSRA models and detectron2's default, False in converted "
+                  "torchvision ones) is not stored in the weights")
+
+
 # -- the table (first match wins) ----------------------------------------------------------------
+# the ViTs of MoCo v3's vits.py that timm's names and shapes describe (its vit_conv_* have a conv stem)
+MOCO_V3_VITS = ("vit_small", "vit_base")
+
 MOMENTUM_DROPS = (("module.encoder_k.", "momentum encoder (encoder_k)"), ("encoder_k.", "momentum encoder (encoder_k)"),
                   ("module.queue", "queue (and its pointer)"), ("queue", "queue (and its pointer)"),
                   ("module.label_queue", "label queue"), ("label_queue", "label queue"))
@@ -195,6 +240,15 @@ FORMATS: dict[str, Format] = {
         # NOTE: MoCo v3's ViT-S uses 12 attention heads (timm's vit_small has 6); same shapes, so
         # only the format says so. DINO's ViT-S has 6, like timm.
         extra=lambda arch: {"timm_kwargs": {"num_heads": 12}} if arch == "timm:vit_small_patch16_224" else {}),
+    "moco-v3-linear": Format(
+        "moco-v3-linear", "official MoCo v3 linear classification (main_lincls.py) of its ViTs",
+        detect=lambda o: isinstance(o, dict) and o.get("arch") in MOCO_V3_VITS and "best_acc1" in o
+        and any_key(o.get("state_dict"), ("module.",)),
+        weights=lambda o: weights_in(o, "state_dict"),
+        keep=("module.",),
+        metadata=meta.moco_v3_linear,
+        # the same ViT-S of 12 heads as its pretraining checkpoints (moco-v3 above)
+        extra=lambda arch: {"timm_kwargs": {"num_heads": 12}} if arch == "timm:vit_small_patch16_224" else {}),
     "dino": Format(
         "dino", "official DINO full checkpoints (teacher/student)",
         detect=lambda o: isinstance(o, dict) and isinstance(o.get("teacher"), dict)
@@ -217,7 +271,10 @@ FORMATS: dict[str, Format] = {
         keep=("module.encoder.", "encoder."),
         drop=(("module.head", "projection head"), ("head", "projection head"),
               ("module.jigsaw", "PIRL jigsaw head"), ("jigsaw", "PIRL jigsaw head")),
-        metadata=meta.pycontrast),
+        metadata=meta.pycontrast,
+        # NOTE: PyContrast's model_ema is the momentum encoder its contrast is computed with (as MoCo's
+        # encoder_k), not an EMA release of the model: it is dropped, not offered as a branch.
+        ema_pairs=(("state_dict", "state_dict_ema"),)),
     "solo-learn": Format(
         "solo-learn", "solo-learn / PyTorch Lightning .ckpt",
         detect=lambda o: isinstance(o, dict) and isinstance(o.get("state_dict"), dict)
@@ -266,14 +323,14 @@ FORMATS: dict[str, Format] = {
               ("pixel_mean", "input normalisation"), ("pixel_std", "input normalisation"),
               ("fc1000.", HEAD_REASON), ("stem.fc.", HEAD_REASON)),
         rules=DETECTRON2_TO_TORCHVISION,
-        metadata=meta.detectron2, refuse=_caffe2_names, convention=detectron2_convention),
+        metadata=meta.detectron2, convention=detectron2_convention, stride_in_1x1=_detectron2_stride),
     "safetensors": Format(
         "safetensors", "safetensors files (torchvision/timm names, optional module. prefix; "
         "our own exports also state their spec)",
         detect=lambda o: isinstance(o, dict) and "__safetensors__" in o,
         weights=lambda o: (o["__safetensors__"], {}),
         keep=("module.", ""),
-        metadata=meta.safetensors, spec=_safetensors_spec, timm_convention=True),
+        metadata=meta.safetensors, spec=_safetensors_spec, timm_convention=True, says_whose_model=False),
     "torchvision/timm": Format(
         "torchvision/timm", "plain torchvision / timm state dicts (also DINO's and Barlow Twins' "
         "backbone-only releases, timm train checkpoints)",
@@ -281,7 +338,7 @@ FORMATS: dict[str, Format] = {
         weights=state_dict_or_flat,
         keep=("module.", ""),
         metadata=meta.plain_state_dict,
-        label=lambda arch: "timm" if is_timm(arch) else "torchvision", timm_convention=True,
+        label=lambda arch: "timm" if is_timm(arch) else "torchvision", timm_convention=True, says_whose_model=False,
         convention=lambda obj, state: torchvision_convention("default (torchvision's; a plain state dict states none)")),
 }
 

@@ -67,8 +67,8 @@ HEAD_REASON = "head (classifier / projection MLP)"
 
 
 def map_keys(state: dict, keep: tuple[str, ...], drop: tuple[tuple[str, str], ...] = (), rules: Rules = (),
-             heads: tuple[str, ...] = HEAD_PREFIXES) -> tuple[dict, dict[str, str], dict[str, str]]:
-    """``(mapped, key_map, dropped)`` of a flat weights dict, in three steps per key.
+             heads: tuple[str, ...] = HEAD_PREFIXES) -> tuple[dict, dict[str, str], dict[str, str], dict[str, str]]:
+    """``(mapped, key_map, dropped, classifier)`` of a flat weights dict, in three steps per key.
 
     1. A key starting with a ``drop`` prefix is dropped with its reason.
     2. Otherwise the wrapper prefix is stripped: the first of ``keep`` that some non-dropped key
@@ -76,7 +76,10 @@ def map_keys(state: dict, keep: tuple[str, ...], drop: tuple[tuple[str, str], ..
        the file).
     3. ``rules`` rename the rest; names starting with ``heads`` are dropped as the classifier.
 
-    ``mapped`` holds the values under canonical names, ``key_map`` the file key of each.
+    ``mapped`` holds the values under canonical names, ``key_map`` the file key of each;
+    ``classifier`` maps the keys dropped in step 3 to their names: a backbone may own a name that
+    starts like a classifier (timm ConvNeXt's ``head.norm``), which the caller, knowing the
+    backbone's keys, takes back.
 
     Raises :class:`CheckpointError` (without the file's name; the caller adds it) when a key is
     neither dropped by a rule nor under the prefix in use (a branch the format's table does not
@@ -88,7 +91,7 @@ def map_keys(state: dict, keep: tuple[str, ...], drop: tuple[tuple[str, str], ..
 
     live = [k for k in state if isinstance(k, str) and dropped_reason(k) is None]
     prefix = next((p for p in keep if any(k.startswith(p) for k in live)), None)
-    mapped, key_map, dropped, unexplained = {}, {}, {}, []
+    mapped, key_map, dropped, classifier, unexplained = {}, {}, {}, {}, []
     source_of: dict[str, str] = {}
     for k in state:
         if not isinstance(k, str):
@@ -104,7 +107,7 @@ def map_keys(state: dict, keep: tuple[str, ...], drop: tuple[tuple[str, str], ..
             continue
         name = apply_rules(rest, rules)
         if name.startswith(heads):
-            dropped[k] = HEAD_REASON
+            dropped[k], classifier[k] = HEAD_REASON, name
             continue
         if name in source_of:
             raise CheckpointError(f"file keys {source_of[name]!r} and {k!r} both map to the backbone key "
@@ -117,4 +120,4 @@ def map_keys(state: dict, keep: tuple[str, ...], drop: tuple[tuple[str, str], ..
         raise CheckpointError(f"{len(unexplained)} key(s) are neither under the backbone prefix {prefix!r} nor "
                               f"a part of the file the format explains (momentum encoder, head, queue, ...): "
                               f"{shown}")
-    return mapped, key_map, dropped
+    return mapped, key_map, dropped, classifier

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mocobench.checkpoints.arch_guess import CANDIDATE_ARCHS, guess_arch, vit_img_size
-from mocobench.checkpoints.backbones import Backbone, BackboneSpec, build_backbone, is_timm, spec_problem
+from mocobench.checkpoints.arch_guess import CANDIDATE_ARCHS, HEADS_NOT_IN_SHAPES, guess_arch, vit_img_size
+from mocobench.checkpoints.backbones import (BOTTLENECK_RESNETS, Backbone, BackboneSpec, build_backbone, is_timm,
+                                             spec_problem)
 from mocobench.checkpoints.convention import apply as apply_convention
 from mocobench.checkpoints.convention import given_convention, timm_convention, torchvision_convention
 from mocobench.checkpoints.errors import CheckpointError, CheckpointUsageError
-from mocobench.checkpoints.formats import FORMATS, detect_format
+from mocobench.checkpoints.formats import FORMATS, detect_format, foreign_names
 from mocobench.checkpoints.keymaps import map_keys
 from mocobench.checkpoints.report import LoadReport, cached_sha256
 from mocobench.checkpoints.safe_pickle import read_file
@@ -41,8 +42,10 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None, b
     said where a file holds both; ``input_convention`` (``rgb`` | ``bgr255``) says what the weights
     expect where the file does not (checkpoints/convention.py).
 
-    ``build_kwargs`` (``dilation``, ``cifar_stem``, ``img_size``) override how the backbone is built
-    (segmentation asks for a dilated res5, for instance); they never change parameter shapes.
+    ``build_kwargs`` (``dilation``, ``cifar_stem``, ``img_size``, ``stride_in_1x1``) override how the
+    backbone is built (segmentation asks for a dilated res5, for instance); they never change
+    parameter shapes. ``stride_in_1x1`` says where a Bottleneck ResNet's stride is where the file
+    cannot (a detectron2 file of unknown origin); ``None`` leaves it to the file.
     """
     text = str(path_or_name)
     if text.startswith("random:"):
@@ -90,7 +93,7 @@ def _random_report(text: str, **options: str | None) -> LoadReport:
 
 
 def describe(path_or_name: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,
-             input_convention: str | None = None) -> LoadReport:
+             input_convention: str | None = None, **build_kwargs) -> LoadReport:
     """What :func:`load_backbone` would report, without building the backbone or loading weights
     (the file is read, detected and checked): enough to name the checkpoint's record and work
     folder, e.g. to skip a finished evaluation without loading it."""
@@ -99,31 +102,38 @@ def describe(path_or_name: str | os.PathLike, *, arch: str | None = None, branch
         return _random_report(text, arch=arch, branch=branch, input_convention=input_convention)
     path, entry = resolve_name(text)
     _, _, report = resolve(path, arch=arch or (entry.arch if entry else None), branch=branch,
-                           input_convention=input_convention)
+                           input_convention=input_convention, **build_kwargs)
     if entry is not None:
         annotate_zoo(report, entry)
     return report
 
 
-def _choose_branch(path: Path, obj: Any, branch: str | None) -> Any:
-    """A file with raw weights and an EMA copy (timm's ``state_dict`` and ``state_dict_ema``): the one
-    ``branch`` names goes under ``state_dict``, the other is kept aside as not used. Releases report
-    either, so an unsaid choice is refused; a choice the file does not offer is refused too."""
-    both = isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and isinstance(obj.get("state_dict_ema"), dict)
+def _choose_branch(path: Path, obj: Any, branch: str | None,
+                   pairs: tuple[tuple[str, str], ...]) -> tuple[Any, dict[str, str]]:
+    """A file with raw weights and an EMA copy (timm's ``state_dict`` and ``state_dict_ema``, DeiT's and
+    ConvNeXt's ``model`` and ``model_ema``: the format's ``pairs``): the one ``branch`` names goes under
+    the raw entry's name, the other is kept aside as not used (``<raw>_raw``); and why the entry not
+    used is dropped. Releases report either, so an unsaid choice is refused; a choice the file does
+    not offer is refused too."""
     if branch not in (None, "raw", "ema"):
         raise CheckpointError(f"--branch {branch!r}: one of raw, ema")
-    if not both:
+    pair = next(((raw, ema) for raw, ema in pairs if isinstance(obj, dict) and isinstance(obj.get(raw), dict)
+                 and isinstance(obj.get(ema), dict)), None)
+    if pair is None:
         if branch is not None:
-            raise CheckpointError(f"{path}: --branch {branch}: the file holds no raw/EMA pair (state_dict and "
-                                  "state_dict_ema) to choose from")
-        return obj
+            offered = ", ".join(f"{raw} and {ema}" for raw, ema in pairs) or "none in this format"
+            raise CheckpointError(f"{path}: --branch {branch}: the file holds no raw/EMA pair to choose from "
+                                  f"({offered})")
+        return obj, {}
+    raw, ema = pair
     if branch is None:
-        raise CheckpointError(f"{path}: holds raw weights (state_dict) and an EMA copy (state_dict_ema), and "
-                              "releases report either (VAN: 72.0 raw against 75.4 EMA); say which with --branch raw|ema")
+        raise CheckpointError(f"{path}: holds raw weights ({raw}) and an EMA copy ({ema}), and releases report "
+                              "either (VAN: 72.0 raw against 75.4 EMA); say which with --branch raw|ema")
     if branch == "raw":
-        return obj
-    out = {k: v for k, v in obj.items() if k not in ("state_dict", "state_dict_ema")}
-    return out | {"state_dict": obj["state_dict_ema"], "state_dict_raw": obj["state_dict"]}
+        return obj, {ema: "EMA weights"}
+    out = {k: v for k, v in obj.items() if k not in pair}
+    return (out | {raw: obj[ema], f"{raw}_raw": obj[raw]},
+            {f"{raw}_raw": "raw (non-EMA) weights (--branch ema used the EMA copy)"})
 
 
 def resolve(path: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,
@@ -135,13 +145,17 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, branch: str | N
     """
     path = Path(path)
     obj, container = read_file(path)
-    obj = _choose_branch(path, obj, branch)
+    problem = foreign_names(obj)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     fmt = detect_format(obj)
     if fmt is None:
         top = sorted(map(str, obj))[:12] if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: unrecognised checkpoint layout (container {container}; "
                               f"top-level keys: {top}); known formats: {', '.join(FORMATS)}")
+    obj, unused = _choose_branch(path, obj, branch, fmt.ema_pairs)
     state, top_dropped = fmt.weights(obj)
+    top_dropped |= unused
     try:
         convention = given_convention(input_convention) if input_convention else fmt.convention(obj, state)
     except ValueError as e:
@@ -151,29 +165,35 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, branch: str | N
         raise CheckpointError(f"{path}: {problem}")
     try:
         metadata = {k: v for k, v in fmt.metadata(obj, state).items() if v is not None}
-        mapped, key_map, dropped = map_keys(state, fmt.keep, fmt.drop, fmt.rules, fmt.heads)
+        mapped, key_map, dropped, classifier = map_keys(state, fmt.keep, fmt.drop, fmt.rules, fmt.heads)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: detected as {fmt.name}, but {e}") from None
     if not mapped:
         raise CheckpointError(f"{path}: detected as {fmt.name} ({fmt.saved_by}) but no backbone "
                               f"weights were found under {fmt.keep}")
-    mapped = {k: _to_tensor(v) for k, v in mapped.items()}
-    bad = [k for k, v in mapped.items() if torch.is_tensor(v) and v.is_floating_point()
-           and not bool(torch.isfinite(v).all())]
-    if bad:
-        # A diverged run's weights give features of NaN and a meaningless (yet written) result.
-        raise CheckpointError(f"{path}: {len(bad)} backbone tensor(s) hold NaN or infinite values, e.g. "
-                              f"{', '.join(sorted(bad)[:5])}; refusing to evaluate a diverged checkpoint")
-    spec, arch_source = _spec(path, fmt, obj, metadata, mapped, arch, build_kwargs)
+    mapped = {name: _to_tensor(path, k, state[k]) for k, name in key_map.items()}
+    _refuse_non_finite(path, mapped)
+    spec, arch_source, stride = _spec(path, fmt, obj, state, metadata, mapped, arch, build_kwargs)
     try:
         if not input_convention and fmt.timm_convention and is_timm(spec.arch):
             convention = timm_convention(path, spec.arch) or convention
         mean, std = apply_convention(convention, mapped, spec.arch)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    expected = expected_keys(spec)
+    for k, name in classifier.items():   # the backbone's own keys under a classifier's name (ConvNeXt's head.norm)
+        if name in expected:
+            if name in mapped:
+                raise CheckpointError(f"{path}: file keys {next(f for f, n in key_map.items() if n == name)!r} and "
+                                      f"{k!r} both map to the backbone key {name!r}; refusing to let one replace the other")
+            mapped[name], key_map[k] = _to_tensor(path, k, state[k]), name
+            _refuse_non_finite(path, {name: mapped[name]})
+            del dropped[k]
     metadata["input_convention"] = convention | {"applied_mean": list(mean), "applied_std": list(std)}
-    filled = fill_bn_counters(expected_keys(spec), mapped)
-    check_state_keys(expected_keys(spec), mapped, f"{path} ({fmt.name}, arch {spec.arch})")
+    if stride is not None:
+        metadata["stride_in_1x1"] = stride
+    filled = fill_bn_counters(expected, mapped)
+    check_state_keys(expected, mapped, f"{path} ({fmt.name}, arch {spec.arch})")
     report = LoadReport(path=str(path), name=path.stem, sha256=cached_sha256(path),
                         format=fmt.label(spec.arch) if fmt.label else fmt.name, arch=spec.arch,
                         used_keys=sorted(mapped), dropped=top_dropped | dropped, metadata=metadata,
@@ -182,21 +202,41 @@ def resolve(path: str | os.PathLike, *, arch: str | None = None, branch: str | N
     return spec, mapped, report
 
 
-def _to_tensor(v: Any) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(v, order="C")) if isinstance(v, np.ndarray) else v  # keeps 0-d arrays 0-d
+def _refuse_non_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        # A diverged run's weights give features of NaN and a meaningless (yet written) result.
+        raise CheckpointError(f"{path}: {len(bad)} backbone tensor(s) hold NaN or infinite values, e.g. "
+                              f"{', '.join(sorted(bad)[:5])}; refusing to evaluate a diverged checkpoint")
 
 
-def _spec(path: Path, fmt, obj: dict, metadata: dict, mapped: dict, arch: str | None,
-          build_kwargs: dict) -> tuple[BackboneSpec, str]:
+def _to_tensor(path: Path, key: str, v: Any) -> torch.Tensor:
+    """A weight of the file as a tensor: numpy arrays and scalars (detectron2 ``.pkl`` files) are
+    converted (0-d stays 0-d; a read-only buffer is copied); anything else is refused by name."""
+    if isinstance(v, np.generic):
+        v = np.asarray(v)
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind not in "biuf":
+            raise CheckpointError(f"{path}: the file key {key!r} holds a numpy array of dtype {v.dtype}, not numbers")
+        return torch.from_numpy(np.require(v, requirements=("C", "W")))
+    if not isinstance(v, torch.Tensor):
+        raise CheckpointError(f"{path}: the file key {key!r} holds a {type(v).__name__}, not a tensor or array")
+    return v
+
+
+def _spec(path: Path, fmt, obj: dict, state: dict, metadata: dict, mapped: dict, arch: str | None,
+          build_kwargs: dict) -> tuple[BackboneSpec, str, dict | None]:
     """How to build the backbone: what the file states (``arch=`` replaces its arch), else the
-    guessed arch with the ViT input size its position embedding implies; and how the arch was
-    decided (the card's ``arch_source``)."""
+    guessed arch with the ViT input size its position embedding implies; how the arch was decided
+    (the card's ``arch_source``); and for a Bottleneck ResNet where its stride is and what says so
+    (``{"value", "source"}``, else None)."""
     try:
         stated = fmt.spec(obj, metadata)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     source = ("given (--arch or the zoo entry)" if arch else "stated by the file" if (stated or {}).get("arch")
               else "guessed from the backbone's key shapes (arch_guess)")
+    guessed = not arch and not (stated or {}).get("arch")
     arch = arch or (stated or {}).get("arch")
     if arch is None:
         shapes = {k: tuple(v.shape) for k, v in mapped.items()}
@@ -211,7 +251,37 @@ def _spec(path: Path, fmt, obj: dict, metadata: dict, mapped: dict, arch: str | 
         fields = {"arch": arch, "img_size": vit_img_size(arch, shapes), "extra": fmt.extra(arch)}
     if is_timm(arch) and fields.get("img_size") is None and "patch_embed.proj.weight" in mapped:
         fields["img_size"] = 224
-    return BackboneSpec.from_dict(fields | build_kwargs), source
+    given = {k: v for k, v in build_kwargs.items() if v is not None}
+    fields = fields | given
+    if guessed and arch in HEADS_NOT_IN_SHAPES and not fmt.says_whose_model \
+            and "timm_kwargs" not in (fields.get("extra") or {}):
+        names, why = HEADS_NOT_IN_SHAPES[arch]
+        hint = metadata.get("arch")
+        if not (isinstance(hint, str) and hint.split(".")[0] in names):
+            raise CheckpointError(
+                f"{path}: a {arch} state dict ({fmt.name}), but its shapes do not say how many attention heads it "
+                f"has ({why}) and the file does not say whose model it is; give --arch {arch} for timm's "
+                "(MoCo v3's are read from its own checkpoint files, or with load_backbone(..., "
+                "extra={'timm_kwargs': {'num_heads': 12}}))")
+    stride = None
+    if arch in BOTTLENECK_RESNETS:
+        if "stride_in_1x1" in given:
+            stride = {"value": bool(given["stride_in_1x1"]), "source": "given (--stride-in-1x1)"}
+        elif stated:
+            stride = {"value": bool(stated.get("stride_in_1x1", False)), "source": "stated by the file (its spec)"}
+        else:
+            value, why = fmt.stride_in_1x1(obj, state)
+            if value is None:
+                raise CheckpointError(
+                    f"{path}: detected as {fmt.name} ({arch}), but where its blocks' stride is cannot be decided: "
+                    f"{why}; say it with --stride-in-1x1 true (MSRA-style, stride in the 1x1 conv) or false "
+                    "(torchvision-style, in the 3x3 conv), or load_backbone(..., stride_in_1x1=...)")
+            stride = {"value": value, "source": why}
+        fields["stride_in_1x1"] = stride["value"]
+    elif given.get("stride_in_1x1"):
+        raise CheckpointError(f"{path}: --stride-in-1x1 true for {arch}: only Bottleneck ResNets "
+                              f"({', '.join(BOTTLENECK_RESNETS)}) have a 1x1 conv to put the stride in")
+    return BackboneSpec.from_dict(fields), source, stride
 
 
 def read_checkpoint(path: str | os.PathLike, *, arch: str | None = None, branch: str | None = None,

@@ -7,6 +7,7 @@ Python values (JSON-able); ``None`` values are left out of the report.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,13 @@ def moco_v3(obj: dict, state: dict) -> dict:
     return {"method": "moco_v3", "epochs": obj.get("epoch"), "arch": obj.get("arch")}
 
 
+def moco_v3_linear(obj: dict, state: dict) -> dict:
+    # main_lincls.py saves 'epoch': epoch + 1 of the linear classifier's training; the backbone's
+    # pretraining epochs are not in the file
+    return {"method": "moco_v3", "arch": obj.get("arch"), "linear_epochs": obj.get("epoch"),
+            "linear_best_acc1": plain(obj.get("best_acc1"))}
+
+
 def dino(obj: dict, state: dict) -> dict:
     args = settings(obj, "args")
     return {"method": "dino", "epochs": obj.get("epoch"), "arch": args.get("arch"),
@@ -84,9 +92,48 @@ def pycontrast(obj: dict, state: dict) -> dict:
 def lightning(obj: dict, state: dict) -> dict:
     hp = settings(obj, "hyper_parameters")
     backbone = hp.get("backbone") if isinstance(hp.get("backbone"), dict) else {}
-    return {"method": hp.get("method"), "epochs": obj.get("epoch"), "arch": backbone.get("name"),
+    return {"method": hp.get("method"), "epochs": lightning_epochs(obj), "arch": backbone.get("name"),
             "global_step": obj.get("global_step"),
             "lightning_version": obj.get("pytorch-lightning_version"), "config": hp or None}
+
+
+def _count(d: Any, key: str) -> int | None:
+    v = d.get(key) if isinstance(d, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def lightning_epochs(obj: dict) -> int | None:
+    """The epochs a Lightning checkpoint had finished.
+
+    Since Lightning 1.6 ``epoch`` is the 0-based ``current_epoch``, which counts finished epochs
+    *excluding* the one whose end hooks are running; the ModelCheckpoint saves at an epoch's end
+    (and solo-learn's Checkpointer) happen exactly then, so a 400-epoch run's last file says 399.
+    The loop state (``loops.fit_loop``) tells when the file was saved: an epoch started and not
+    completed whose batches have all run (``epoch_loop.batch_progress.is_last_batch``, or
+    ``epoch_progress`` processed past completed in the on_train_epoch_end hooks) is finished.
+    Before 1.6 Lightning saved ``current_epoch + 1`` itself.
+    """
+    epoch = _count(obj, "epoch")
+    if epoch is None:
+        return None
+    version = re.match(r"(\d+)\.(\d+)", str(obj.get("pytorch-lightning_version") or ""))
+    if version and (int(version[1]), int(version[2])) < (1, 6):
+        return epoch
+    fit = obj.get("loops", {}).get("fit_loop") if isinstance(obj.get("loops"), dict) else None
+    current = (fit.get("epoch_progress") or {}).get("current") if isinstance(fit, dict) else None
+    started, processed, completed = (_count(current, k) for k in ("started", "processed", "completed"))
+    batches = fit.get("epoch_loop.batch_progress") if isinstance(fit, dict) else None
+    last_batch = batches.get("is_last_batch") if isinstance(batches, dict) else None
+    if started is not None and completed is not None and started == completed:
+        return completed      # between epochs: after fit, or before the first
+    if (processed is not None and completed is not None and processed > completed) or last_batch is True:
+        return epoch + 1      # the epoch's batches have all run: saved at its end
+    if last_batch is False:
+        return epoch          # saved during the epoch (every_n_train_steps, val_check_interval < 1)
+    # NOTE: no loop state says when the file was saved (a stripped or hand-made file); we count the
+    # epoch as finished, since the saves of ModelCheckpoint's defaults and solo-learn's Checkpointer
+    # happen at epoch ends.
+    return epoch + 1
 
 
 def mm(obj: dict, state: dict) -> dict:

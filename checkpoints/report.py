@@ -55,14 +55,16 @@ class LoadReport:
         return used, other
 
     def card(self) -> dict[str, Any]:
-        """The checkpoint card: what the file is, which of its branches and which input convention
-        were used, and how each was decided (``mocobench inspect``; written beside every evaluation)."""
+        """The checkpoint card: what the file is, which of its branches, which input convention and
+        (ResNet-50 and deeper) which block layout were used, and how each was decided (``mocobench inspect``; written beside every evaluation)."""
         used, other = self.branches()
         size = os.path.getsize(self.path) if self.sha256 and os.path.isfile(self.path) else None
         return {"file": self.path, "size_bytes": size, "sha256": self.sha256, "format": self.format,
                 "format_why": self.format_why, "container": self.container, "branch_used": used,
                 "branches_not_used": other, "arch": self.arch, "arch_source": self.arch_source,
-                "input_convention": self.metadata.get("input_convention"), "num_params": self.num_params,
+                "input_convention": self.metadata.get("input_convention"),
+                # Bottleneck ResNets: whether the stride is in the 1x1 conv (MSRA) or the 3x3 (torchvision)
+                "stride_in_1x1": self.metadata.get("stride_in_1x1"), "num_params": self.num_params,
                 "keys_used": len(self.used_keys), "keys_dropped": len(self.dropped), "keys_filled": len(self.filled)}
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,8 +11,10 @@ bytes (never from the file name) and reads it safely:
   admits numpy array reconstruction and plain containers only.
 - safetensors: ``safetensors.torch.load_file`` (no pickle at all).
 
-A file that pickles anything else is refused with a message naming the offending global; its
-payload never runs. A truncated or corrupt file is a :class:`CheckpointError` naming the file.
+In both pickle readers a numpy array may not be larger than the file (its data are the file's
+bytes) and may not hold Python objects. A file that pickles anything else is refused with a message
+naming the offending global; its payload never runs. A truncated or corrupt file is a
+:class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import _compat_pickle
 import argparse
 import collections
 import codecs
+import functools
 import json
+import operator
 import pickle
 import struct
 from pathlib import Path
@@ -54,15 +58,79 @@ def _inert(qualname: str) -> type:
     return type(qualname.rsplit(".", 1)[-1], (InertRecord,), {"_pickled_as": qualname})
 
 
-def _numpy_globals() -> dict[str, Any]:
-    """numpy array / scalar / dtype reconstruction under both numpy 1 and numpy 2 module names."""
-    from numpy._core import multiarray
+class Refused(Exception):
+    """An allocation the file's own bytes cannot back (``bytearray(2**56)`` is 44 bytes of pickle),
+    or a numpy array that is not one of numbers. Not an ``UnpicklingError``: torch.load would reword
+    that one."""
 
-    names = {}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        names[f"{mod}._reconstruct"] = multiarray._reconstruct
-        names[f"{mod}.scalar"] = multiarray.scalar
-    names["numpy.ndarray"] = np.ndarray
+
+class _CheckedArray(np.ndarray):
+    """What our ``_reconstruct`` builds in place of a plain ndarray, so that the ``__setstate__`` the
+    pickle then calls is checked first: numpy reads an object array's state (a list) without
+    checking its length against the shape, and crashes the process on a short one. Object arrays
+    are refused; every other dtype's state is bytes of the file, whose length numpy checks.
+    :func:`read_file` turns these back into plain ndarrays."""
+
+    def __setstate__(self, state):
+        dtype = state[-3] if isinstance(state, tuple) and len(state) >= 4 else None
+        if not isinstance(dtype, np.dtype):
+            raise Refused(f"a numpy array whose pickled state is not (shape, dtype, order, data): {type(state).__name__}")
+        if dtype.hasobject:
+            raise Refused(f"a numpy object array (dtype {dtype}); only arrays of numbers are read")
+        super().__setstate__(state)
+
+
+class _NdarrayName:
+    """What the name ``numpy.ndarray`` gives in a pickle: only ``_reconstruct``'s first argument.
+    Called or instantiated (``ndarray((N,), 'f4')``) it would allocate N elements that the file does
+    not hold, so that is refused."""
+
+    def __new__(cls, *args, **kwargs):
+        raise Refused("numpy.ndarray(...) called directly (a pickled ndarray is rebuilt by _reconstruct)")
+
+
+def _nbytes(dtype: Any, shape: Any) -> int:
+    """Bytes of an array of ``dtype`` and ``shape``, in every form a pickle can give them: a subarray
+    dtype such as ``('f4', (N,))`` counts N items, numpy integers count as integers."""
+    dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+    n = np.dtype(dtype).itemsize
+    for d in dims:
+        n *= operator.index(d)
+    return n
+
+
+def _numpy_globals(limit: int) -> dict[str, Any]:
+    """numpy array / scalar / dtype reconstruction under both numpy 1 and numpy 2 module names, each
+    constructor that can size an allocation refusing one larger than ``limit`` bytes (the file's
+    size). A real pickle carries an array's data as bytes, so it is never larger than the file:
+    ``_reconstruct(ndarray, (0,), b"b")`` builds an empty array whose ``__setstate__`` then fills in
+    the pickled bytes; protocol 5 pickles ``_frombuffer(bytes, dtype, shape, order)``."""
+    from numpy._core import multiarray, numeric
+
+    def check(nbytes: int, what: str) -> None:
+        if nbytes < 0 or nbytes > limit:
+            raise Refused(f"{what} would allocate {nbytes} bytes, more than the file's {limit}")
+
+    def reconstruct(subtype, shape, dtype, *rest):
+        if subtype is not _NdarrayName:
+            raise Refused(f"_reconstruct of {subtype!r}: only numpy.ndarray is rebuilt")
+        check(_nbytes(dtype, shape), f"a numpy array of shape {shape!r} and dtype {dtype!r}")
+        return multiarray._reconstruct(_CheckedArray, shape, dtype, *rest)
+
+    def frombuffer(buf, dtype, shape, order):
+        if not isinstance(buf, (bytes, bytearray, memoryview, pickle.PickleBuffer)):
+            raise Refused(f"_frombuffer of a {type(buf).__name__}, not a buffer")
+        if np.dtype(dtype).hasobject:
+            raise Refused(f"a numpy object array (dtype {dtype}); only arrays of numbers are read")
+        check(_nbytes(dtype, shape), f"a numpy array of shape {shape!r} and dtype {dtype!r}")
+        return numeric._frombuffer(buf, dtype, shape, order)
+
+    names: dict[str, Any] = {}
+    for mod in ("numpy.core", "numpy._core"):
+        names[f"{mod}.multiarray._reconstruct"] = reconstruct
+        names[f"{mod}.multiarray.scalar"] = multiarray.scalar   # sized by its bytes, which the file holds
+        names[f"{mod}.numeric._frombuffer"] = frombuffer
+    names["numpy.ndarray"] = _NdarrayName
     names["numpy.dtype"] = np.dtype
     for dtype_cls in vars(np.dtypes).values():  # numpy >= 1.25 pickles dtypes as numpy.dtypes.*DType
         if isinstance(dtype_cls, type) and issubclass(dtype_cls, np.dtype):
@@ -74,65 +142,72 @@ def _numpy_globals() -> dict[str, Any]:
 # data only: numpy arrays/scalars (mmengine, timm), argparse.Namespace (DINO, PyContrast and the
 # official MoCo v3 store their command-line ``args``), and mmengine's ``HistoryBuffer`` (the logger
 # state in ``meta.message_hub``), which is read into an inert stand-in since mmengine is not a
-# dependency. Anything else is refused.
-def torch_allowlist() -> list[tuple[Any, str]]:
-    allowed = [(obj, name) for name, obj in _numpy_globals().items()]
+# dependency. Anything else is refused. ``limit`` bounds numpy's allocations (the file's size).
+def torch_allowlist(limit: int = 0) -> list[tuple[Any, str]]:
+    allowed = [(obj, name) for name, obj in _numpy_globals(limit).items()]
+    # torch builds (BUILD) only allowlisted types; the name has no dot, so no pickle can name it
+    allowed.append((_CheckedArray, "mocobench-checked-ndarray"))
     allowed.append((argparse.Namespace, "argparse.Namespace"))
     for name in ("mmengine.logging.history_buffer.HistoryBuffer",):
         allowed.append((_inert(name), name))
     return allowed
 
 
-# What the restricted ``.pkl`` unpickler admits: numpy arrays and plain containers.
-PICKLE_ALLOWLIST: dict[str, Any] = {
-    **_numpy_globals(),
-    "collections.OrderedDict": collections.OrderedDict,
-    "builtins.set": set,
-    "builtins.frozenset": frozenset,
-    "builtins.bytearray": bytearray,
-    "_codecs.encode": codecs.encode,  # how protocol-2 pickles spell bytes
-}
-
-
-class TooLarge(pickle.UnpicklingError):
-    """An allocation the file's own bytes cannot back (``bytearray(2**56)`` is 44 bytes of pickle)."""
-
-
-def _bounded(limit: int) -> dict[str, Any]:
-    """Allowlisted constructors whose arguments can size an allocation, refusing any larger than
-    ``limit`` bytes (the file's size). A real pickle carries its data as bytes, so whatever it builds
-    is no larger than the file: ``bytearray(b"...")``, and numpy's ``_reconstruct(ndarray, (0,),
-    b"b")`` whose ``__setstate__`` then fills in the pickled bytes."""
-    def check(nbytes: int, what: str) -> None:
-        if nbytes > limit:
-            raise TooLarge(f"{what} would allocate {nbytes} bytes, more than the file's {limit}")
-
+def pickle_allowlist(limit: int) -> dict[str, Any]:
+    """What the restricted ``.pkl`` unpickler admits: numpy arrays and plain containers, bounded by
+    ``limit`` bytes."""
     def bounded_bytearray(*args):
-        if args and isinstance(args[0], int):
-            check(args[0], f"bytearray({args[0]})")
+        try:
+            n = operator.index(args[0]) if args else 0
+        except TypeError:   # bytearray(b"..."), bytearray("...", "latin1"): sized by the file's bytes
+            n = 0
+        if n > limit:
+            raise Refused(f"bytearray({n}) would allocate {n} bytes, more than the file's {limit}")
         return bytearray(*args)
 
-    def bounded_reconstruct(reconstruct):
-        def call(subtype, shape, dtype, *rest):
-            dims = shape if isinstance(shape, (tuple, list)) else (shape,)
-            n = np.dtype(dtype).itemsize if isinstance(dtype, (str, bytes, np.dtype)) else 1
-            for d in dims:
-                n *= int(d) if isinstance(d, int) else 1
-            check(n, f"a numpy array of shape {tuple(dims)}")
-            return reconstruct(subtype, shape, dtype, *rest)
-        return call
+    return {
+        **_numpy_globals(limit),
+        "collections.OrderedDict": collections.OrderedDict,
+        "builtins.set": set,
+        "builtins.frozenset": frozenset,
+        "builtins.bytearray": bounded_bytearray,
+        "_codecs.encode": codecs.encode,  # how protocol-2 pickles spell bytes
+    }
 
-    out: dict[str, Any] = {"builtins.bytearray": bounded_bytearray}
-    for key, obj in PICKLE_ALLOWLIST.items():
-        if key.endswith("._reconstruct"):
-            out[key] = bounded_reconstruct(obj)
-    return out
+
+def _plain_arrays(obj: Any) -> Any:
+    """``obj`` with every :class:`_CheckedArray` in its dicts, lists and namespaces a plain ndarray
+    again, in place (iteratively: a pickle can nest deeper than Python's recursion limit)."""
+    if isinstance(obj, _CheckedArray):
+        return obj.view(np.ndarray)
+    stack, seen = [obj], set()
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, dict):
+            items, put = list(o.items()), o.__setitem__
+        elif isinstance(o, list):
+            items, put = list(enumerate(o)), o.__setitem__
+        elif isinstance(o, (argparse.Namespace, InertRecord)):
+            items, put = list(vars(o).items()), functools.partial(setattr, o)
+        else:
+            if isinstance(o, tuple):
+                stack.extend(o)
+            continue
+        for k, v in items:
+            if isinstance(v, _CheckedArray):
+                put(k, v.view(np.ndarray))
+            else:
+                stack.append(v)
+    return obj
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file, *, limit: int, **kwargs):
         super().__init__(file, **kwargs)
-        self._bounded = _bounded(limit)
+        self._allowed = pickle_allowlist(limit)
 
     def find_class(self, module: str, name: str):
         # Python-2 names (protocol <= 2 pickles): __builtin__.set -> builtins.set, as pickle does
@@ -140,10 +215,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         key = f"{module}.{name}"
-        if key in self._bounded:
-            return self._bounded[key]
-        if key in PICKLE_ALLOWLIST:
-            return PICKLE_ALLOWLIST[key]
+        if key in self._allowed:
+            return self._allowed[key]
         raise pickle.UnpicklingError(f"global {key!r} is not allowed (only numpy arrays and plain "
                                      "containers are)")
 
@@ -178,8 +251,10 @@ def sniff(path: Path) -> str:
 
 def load_torch(path: Path) -> Any:
     try:
-        with torch.serialization.safe_globals(torch_allowlist()):
+        with torch.serialization.safe_globals(torch_allowlist(limit=path.stat().st_size)):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except Refused as e:
+        raise CheckpointError(f"{path}: refused to load: {e}; a corrupt or hostile file") from None
     except pickle.UnpicklingError as e:
         text = str(e)
         if "Weights only load failed" in text or "Unsupported global" in text or "not an allowed global" in text:
@@ -211,7 +286,7 @@ def load_pickle(path: Path) -> Any:
         with open(path, "rb") as f:
             # latin1: detectron2/Caffe2 model-zoo pickles were written by Python 2 (numpy bytes).
             return RestrictedUnpickler(f, limit=path.stat().st_size, encoding="latin1").load()
-    except TooLarge as e:
+    except Refused as e:
         raise CheckpointError(f"{path}: refused to load: {e}; a corrupt or hostile pickle") from None
     except pickle.UnpicklingError as e:
         if "is not allowed" in str(e):
@@ -248,7 +323,7 @@ def read_file(path: str | Path) -> tuple[Any, str]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     container = sniff(path)
     if container == "torch-zip":
-        return load_torch(path), container
+        return _plain_arrays(load_torch(path)), container
     if container == "safetensors":
         state, meta = load_safetensors(path)
         return {"__safetensors__": state, "__metadata__": meta}, container
@@ -257,8 +332,8 @@ def read_file(path: str | Path) -> tuple[Any, str]:
     first = load_pickle(path)
     # isinstance first: ``==`` on a numpy array (a pickled array) is elementwise, not a bool
     if isinstance(first, int) and first == TORCH_LEGACY_MAGIC:
-        return load_torch(path), "torch-legacy"
-    return first, container
+        return _plain_arrays(load_torch(path)), "torch-legacy"
+    return _plain_arrays(first), container
 
 
 def decode_json_metadata(meta: dict[str, str], key: str) -> Any:

@@ -112,6 +112,16 @@ def moco_v3(m):
             "scaler": {"scale": 65536.0, "growth_factor": 2.0}}, "torch"
 
 
+def moco_v3_linear(m):
+    # MoCo v3's main_lincls.py: {'epoch': epoch + 1, 'arch', 'state_dict' (DDP: the ViT with a linear
+    # head), 'best_acc1' (a tensor), 'optimizer'}
+    sd = body(m)
+    state = prefixed(sd, "module.") | {"module.head.weight": torch.randn(10, sd["cls_token"].shape[-1]),
+                                       "module.head.bias": torch.zeros(10)}
+    return {"epoch": 90, "arch": "vit_small", "state_dict": state, "best_acc1": torch.tensor(73.2),
+            "optimizer": optimizer_state(m)}, "torch"
+
+
 def dino(m, ddp=False):
     sd = body(m)
     p = "module." if ddp else ""
@@ -156,8 +166,13 @@ def solo_learn(m):
     state |= mlp_head(8, "projector.") | mlp_head(8, "momentum_projector.")
     state |= {"classifier.weight": torch.randn(10, 8), "classifier.bias": torch.zeros(10),
               "queue": torch.randn(2, 16, 64), "queue_ptr": torch.zeros(1, dtype=torch.long)}
+    # saved by solo-learn's Checkpointer in on_train_epoch_end of the last of 400 epochs (Lightning 2:
+    # current_epoch 399; the epoch is processed, not yet completed)
+    progress = {"ready": 400, "started": 400, "processed": 400, "completed": 399}
+    loops = {"fit_loop": {"epoch_progress": {"total": dict(progress), "current": dict(progress)},
+                          "epoch_loop.batch_progress": {"is_last_batch": True}}}
     return {"epoch": 399, "global_step": 1000, "pytorch-lightning_version": "2.0.7",
-            "state_dict": state, "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 399}}}},
+            "state_dict": state, "loops": loops,
             "callbacks": {}, "optimizer_states": [optimizer_state(m)], "lr_schedulers": [{"last_epoch": 5}],
             "hyper_parameters": {"method": "mocov2plus", "max_epochs": 400,
                                  "backbone": {"name": "resnet18", "kwargs": {}}}}, "torch"
@@ -253,6 +268,8 @@ LAYOUTS = {
     "moco-v3-resnet": (moco_v3, "resnet", "moco-v3", {"momentum encoder", "predictor MLP",
                                                       "head (classifier / projection MLP)", "AMP grad-scaler state"}),
     "moco-v3-vit": (moco_v3, "vit", "moco-v3", {"momentum encoder", "head (classifier / projection MLP)"}),
+    "moco-v3-linear-vit": (moco_v3_linear, "vit", "moco-v3-linear", {"head (classifier / projection MLP)",
+                                                                      "optimizer state"}),
     "dino-resnet": (dino_ddp, "resnet", "dino", {"DINO projection head", "student network (DINO evaluates the teacher)",
                                                   "DINO loss state (center)"}),
     "dino-vit": (dino, "vit", "dino", {"DINO projection head", "student network (DINO evaluates the teacher)"}),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -40,7 +41,7 @@ EXPECTED_METADATA = {
     "mocobench-pretrain-unimoco": {"method": "unimoco", "epochs": 800, "label_fraction": 0.1},
     "mocobench-pretrain-smog": {"method": "smog", "epochs": 400},
     "mocobench-backbone": {"method": "moco_v2", "epochs": 200},
-    "solo-learn": {"method": "mocov2plus", "epochs": 399},
+    "solo-learn": {"method": "mocov2plus", "epochs": 400},
     "mmselfsup": {"epochs": 200, "mmselfsup_version": "1.0.0"},
     "dino-vit": {"method": "dino", "epochs": 100}, "moco-v3-vit": {"method": "moco_v3", "epochs": 300},
     "pycontrast-infomin": {"method": "InfoMin", "epochs": 200}, "swav": {"method": "swav"},
@@ -173,3 +174,87 @@ def test_the_card_says_which_branch_was_used_and_which_were_not(layout, used, no
                                             else card["branches_not_used"] == [])
     assert card["sha256"] == report.sha256 and card["size_bytes"] == path.stat().st_size
     assert report.record_fields()["branch"] == used and report.record_fields()["input_convention"] == "RGB 0-1"
+
+
+def test_model_and_model_ema_are_a_raw_and_ema_pair(sources, tmp_path):
+    """DeiT's and ConvNeXt's training checkpoints: raw weights under model, the EMA copy under
+    model_ema (they loaded the raw weights silently, and --branch ema said there was no pair)."""
+    sd = body(sources["resnet"])
+    ema = {k: v + 1 if v.is_floating_point() else v.clone() for k, v in sd.items()}
+    torch.save({"model": dict(sd), "model_ema": ema, "epoch": 300, "optimizer": {}}, tmp_path / "deit.pth")
+    with pytest.raises(CheckpointError, match=r"deit\.pth: holds raw weights \(model\) and an EMA copy \(model_ema\)"):
+        load_backbone(tmp_path / "deit.pth")
+    for branch, want, used, not_used in (("raw", sd, "raw (non-EMA) weights", "EMA weights"),
+                                         ("ema", ema, "EMA weights", "raw (non-EMA) weights (--branch ema used the EMA copy)")):
+        backbone, report = load_backbone(tmp_path / "deit.pth", branch=branch)
+        assert all(torch.equal(backbone.net.state_dict()[k], v) for k, v in want.items()), branch
+        card = report.card()
+        assert card["branch_used"] == used and not_used in card["branches_not_used"], card
+
+
+def test_pycontrasts_model_ema_is_its_momentum_encoder_not_a_branch(sources, tmp_path):
+    obj, how = LAYOUTS["pycontrast-infomin"][0](sources["resnet"])
+    save(obj, how, tmp_path / "infomin.pth")
+    with pytest.raises(CheckpointError, match="no raw/EMA pair"):
+        load_backbone(tmp_path / "infomin.pth", branch="ema")
+    _, report = load_backbone(tmp_path / "infomin.pth")
+    assert report.dropped["model_ema"] == "momentum (EMA) encoder"
+
+
+@pytest.mark.parametrize("version, loops, epochs", [
+    # Lightning 2, on_train_epoch_end of epoch 399 (solo-learn's Checkpointer): processed, not completed
+    ("2.0.7", {"epoch_progress": {"current": {"started": 400, "processed": 400, "completed": 399}}}, 400),
+    # ModelCheckpoint after the epoch's validation: the last batch has run
+    ("2.1.0", {"epoch_progress": {"current": {"started": 400, "processed": 399, "completed": 399}},
+               "epoch_loop.batch_progress": {"is_last_batch": True}}, 400),
+    # during epoch 399 (every_n_train_steps): 399 epochs are finished
+    ("2.1.0", {"epoch_progress": {"current": {"started": 400, "processed": 399, "completed": 399}},
+               "epoch_loop.batch_progress": {"is_last_batch": False}}, 399),
+    # trainer.save_checkpoint after fit: no epoch in progress
+    ("2.1.0", {"epoch_progress": {"current": {"started": 399, "processed": 399, "completed": 399}},
+               "epoch_loop.batch_progress": {"is_last_batch": True}}, 399),
+    # Lightning 1.5 saved current_epoch + 1 itself
+    ("1.5.10", None, 399),
+])
+def test_lightning_epochs_count_finished_epochs(version, loops, epochs, sources, tmp_path):
+    obj, how = LAYOUTS["solo-learn"][0](sources["resnet"])
+    obj["pytorch-lightning_version"] = version
+    obj["loops"] = {"fit_loop": loops} if loops else None
+    if loops is None:
+        del obj["loops"]
+    save(obj, how, tmp_path / "ckpt.ckpt")
+    _, report = load_backbone(tmp_path / "ckpt.ckpt")
+    assert report.metadata["epochs"] == epochs
+
+
+def test_moco_v3_linear_vit_small_gets_twelve_heads(tmp_path):
+    """MoCo v3's main_lincls.py checkpoint of its ViT-S (12 heads) read as timm's (6) gave other features."""
+    vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=8, num_heads=12, img_size=32)
+    obj, how = LAYOUTS["moco-v3-linear-vit"][0](vit)
+    save(obj, how, tmp_path / "linear-vit-s-300ep.pth.tar")
+    backbone, report = load_backbone(tmp_path / "linear-vit-s-300ep.pth.tar")
+    assert (report.format, report.arch) == ("moco-v3-linear", "timm:vit_small_patch16_224")
+    assert backbone.net.blocks[0].attn.num_heads == 12 and report.metadata["linear_epochs"] == 90
+    x = torch.randn(1, 3, 32, 32)
+    vit.eval(), backbone.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), vit.forward_head(vit.forward_features(x), pre_logits=True))
+
+
+def test_a_backbone_key_under_a_classifier_name_is_kept(tmp_path):
+    """timm's ConvNeXt keeps its final norm as head.norm: only the classifier (head.fc) is dropped."""
+    net = timm.create_model("convnext_atto", pretrained=False, num_classes=8)
+    torch.save(net.state_dict(), tmp_path / "convnext.pth")
+    backbone, report = load_backbone(tmp_path / "convnext.pth", arch="timm:convnext_atto")
+    assert report.key_map["head.norm.weight"] == "head.norm.weight"
+    assert set(report.dropped) == {"head.fc.weight", "head.fc.bias"}
+    assert torch.equal(backbone.net.state_dict()["head.norm.weight"], net.state_dict()["head.norm.weight"])
+
+
+def test_numpy_scalars_in_a_detectron2_file_load(sources, tmp_path):
+    """MoCo's converter of an older torch wrote num_batches_tracked as numpy integers."""
+    obj, how = LAYOUTS["detectron2-pkl"][0](sources["resnet"])
+    obj["model"]["res2.0.conv1.norm.num_batches_tracked"] = np.int64(7)
+    save(obj, how, tmp_path / "d2.pkl")
+    backbone, _ = load_backbone(tmp_path / "d2.pkl")
+    assert int(backbone.net.state_dict()["layer1.0.bn1.num_batches_tracked"]) == 7

@@ -179,3 +179,46 @@ def test_a_multi_line_library_message_is_printed_on_one_line(tmp_path, capsys):
     assert inspect_main([str(path)]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "persid.pkl" in err and "persistent id" in err
+
+
+CAFFE2 = {"conv1_w": np.zeros((64, 3, 7, 7), np.float32), "res_conv1_bn_s": np.ones(64, np.float32),
+          "res2_0_branch2a_w": np.zeros((64, 64, 1, 1), np.float32), "res2_0_branch2a_bn_s": np.ones(64, np.float32)}
+
+
+@pytest.mark.parametrize("layout", ["flat", "blobs", "model"])
+def test_caffe2_names_are_refused_as_such_whatever_the_wrapper(layout, tmp_path):
+    """detectron2's ImageNet .pkl models and Detectron's {"blobs": ...}: refused before any format is
+    detected (they read as an unknown architecture or an unrecognised layout before)."""
+    obj = {"flat": CAFFE2, "blobs": {"blobs": CAFFE2},
+           "model": {"model": CAFFE2, "__author__": "Caffe2", "matching_heuristics": True}}[layout]
+    with open(tmp_path / "R-50.pkl", "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+    with pytest.raises(CheckpointError, match=r"R-50\.pkl: Caffe2 names .*convert them with detectron2"):
+        load_backbone(tmp_path / "R-50.pkl")
+
+
+def test_a_value_that_is_not_an_array_is_refused_naming_the_file_and_key(tmp_path):
+    from mocobench.checkpoints.keymaps import TORCHVISION_TO_DETECTRON2, apply_rules
+
+    model = {apply_rules(k, TORCHVISION_TO_DETECTRON2): v.numpy()
+             for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
+    model["res2.0.conv1.norm.running_mean"] = "not numbers"
+    with open(tmp_path / "d2.pkl", "wb") as f:
+        pickle.dump({"model": model, "__author__": "MOCO"}, f, protocol=2)
+    with pytest.raises(CheckpointError, match=r"d2\.pkl: the file key 'res2\.0\.conv1\.norm\.running_mean' holds a str"):
+        load_backbone(tmp_path / "d2.pkl")
+
+
+def test_a_vit_small_state_dict_must_say_whose_it_is(tmp_path):
+    """timm's, DeiT's and DINO's ViT-S/16 have 6 heads, MoCo v3's 12 (its convert_to_deit.py writes the
+    same {"model": ...} as DeiT's release): the shapes do not tell, so a plain state dict that does
+    not say is refused; --arch (timm's model) or a file that names its timm model loads it."""
+    vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=8, img_size=32)
+    torch.save({"model": body(vit)}, tmp_path / "deit_s.pth")
+    with pytest.raises(CheckpointError, match=r"deit_s\.pth: .*attention heads.*--arch timm:vit_small_patch16_224"):
+        load_backbone(tmp_path / "deit_s.pth")
+    backbone, report = load_backbone(tmp_path / "deit_s.pth", arch="timm:vit_small_patch16_224")
+    assert backbone.net.blocks[0].attn.num_heads == 6
+    torch.save({"arch": "vit_small_patch16_224", "epoch": 300, "state_dict": body(vit)}, tmp_path / "timm_s.pth")
+    backbone, _ = load_backbone(tmp_path / "timm_s.pth")
+    assert backbone.net.blocks[0].attn.num_heads == 6

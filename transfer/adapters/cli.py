@@ -138,11 +138,15 @@ def check_options(ckpt: str, to: str, out: str | Path, *, arch: str | None = Non
         describe(ckpt, arch=arch, branch=branch, input_convention=input_convention)
 
 
+# targets whose files carry the backbone's spec, so a stride-in-1x1 ResNet reads back as one
+SPEC_TARGETS = ("mocobench", "safetensors")
+
+
 def convert(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, branch: str | None = None,
-            input_convention: str | None = None, **options) -> list[Path]:
+            input_convention: str | None = None, stride_in_1x1: bool | None = None, **options) -> list[Path]:
     """Python entry point of ``mocobench convert``; ``options``: config, config_out, data_root, norm.
 
-    ``branch`` and ``input_convention`` go to the loader, as ``mocobench inspect``'s do. Every
+    ``branch``, ``input_convention`` and ``stride_in_1x1`` go to the loader, as ``mocobench inspect``'s do. Every
     option is checked before anything is written (:func:`check_options`, then the writer builds the
     engine config before it writes the weights).
     """
@@ -150,18 +154,32 @@ def convert(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, bra
     targets = [Path(out)] + [Path(options[k]) for k in ("config_out",) if options.get(k)]
     if Path(ckpt).exists() and any(t.exists() and t.resolve() == Path(ckpt).resolve() for t in targets):
         raise ValueError(f"{out}: is the input checkpoint itself; write the conversion to another file")
-    backbone, report = load_backbone(ckpt, arch=arch, branch=branch, input_convention=input_convention)
-    refuse_other_convention(backbone, report, f"--to {to}")
+    build = {} if stride_in_1x1 is None else {"stride_in_1x1": stride_in_1x1}
+    backbone, report = load_backbone(ckpt, arch=arch, branch=branch, input_convention=input_convention, **build)
+    refuse_other_convention(backbone, report, f"--to {to}", keeps_spec=to in SPEC_TARGETS)
     args = argparse.Namespace(config=None, config_out=None, data_root=None, norm=None)
     vars(args).update(options)
     return WRITERS[to](backbone, report, Path(out), args)
 
 
-def refuse_other_convention(backbone, report: LoadReport, target: str) -> None:
+def refuse_other_convention(backbone, report: LoadReport, target: str, *, keeps_spec: bool = False) -> None:
     """The engines' configs and the other formats assume torchvision's input convention (RGB in
     [0, 1], ImageNet mean/std); weights that expect another (detectron2's BGR 0-255, applied by the
-    loader as reversed stem channels and the file's own statistics) would be fed wrongly there."""
+    loader as reversed stem channels and the file's own statistics) would be fed wrongly there.
+
+    They also assume torchvision's Bottleneck (the stride in the 3x3 conv: detectron2's
+    ``STRIDE_IN_1X1 False`` in our configs, mmseg's ``style='pytorch'``, torchvision's and timm's
+    models), which a state dict cannot override; a backbone with the stride in its 1x1 conv is
+    refused unless the target keeps the spec (``keeps_spec``: our own and safetensors files)."""
     from mocobench.checkpoints.convention import is_torchvision
+
+    if backbone.spec.stride_in_1x1 and not keeps_spec:
+        why = (report.metadata.get("stride_in_1x1") or {}).get("source", "its spec")
+        raise ValueError(f"{report.path}: a {report.arch} with the stride in each stage's first 1x1 conv (MSRA-style: "
+                         f"{why}); {target} builds torchvision's layout (the stride in the 3x3 conv, detectron2's "
+                         "STRIDE_IN_1X1 False), which would load these weights without an error and compute other "
+                         "features, so it is refused: evaluate it with the torchvision engine, or convert it --to "
+                         f"{' or '.join(SPEC_TARGETS)}, whose files keep the layout")
 
     if not is_torchvision(backbone.mean, backbone.std):
         conv = report.metadata.get("input_convention", {})
@@ -181,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--branch", choices=("raw", "ema"), help="a file with raw weights and an EMA copy: which one")
     parser.add_argument("--input-convention", choices=("rgb", "bgr255"),
                         help="what the weights expect, where the file does not say")
+    parser.add_argument("--stride-in-1x1", choices=("true", "false"),
+                        help="a ResNet-50 or deeper: the stride in each stage's first 1x1 conv (MSRA, detectron2's "
+                             "STRIDE_IN_1X1) or not (torchvision), where the file does not say")
     targets = ", ".join(CONFIG_TARGETS)
     parser.add_argument("--config", help=f"also write an engine config for this protocol (--to {targets})")
     parser.add_argument("--config-out", help="config path (default: next to the weights; with --config)")
@@ -188,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--norm", help="norm layer in the config (with --config; detectron2: naiveSyncBN|SyncBN|BN|"
                                        "FrozenBN|GN; mmseg, mmdet, mmpretrain: SyncBN|BN)")
     args = parser.parse_args(argv)
-    options = dict(arch=args.arch, branch=args.branch, input_convention=args.input_convention, config=args.config,
-                   config_out=args.config_out, data_root=args.data_root, norm=args.norm)
+    stride = None if args.stride_in_1x1 is None else args.stride_in_1x1 == "true"
+    options = dict(arch=args.arch, branch=args.branch, input_convention=args.input_convention, stride_in_1x1=stride,
+                   config=args.config, config_out=args.config_out, data_root=args.data_root, norm=args.norm)
     try:
         written = convert(args.ckpt, args.to, args.out, **options)   # checks every option first
     except UsageError as e:   # a ValueError too: caught first

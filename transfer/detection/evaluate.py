@@ -118,7 +118,11 @@ def score_coco(results: list[dict], coco_gt, iou_types=("bbox", "segm")) -> dict
         with contextlib.redirect_stdout(io.StringIO()):
             # loadRes rejects an empty list; an empty results index goes through COCOeval all the same,
             # so no detections score 0 where there is ground truth and -1 (NaN below) where there is none
-            dt = coco_gt.loadRes([dict(r) for r in results]) if results else _empty_results(coco_gt)
+            # a mask scored with its box beside it would take the box's area in loadRes, so APs/APm/APl
+            # would sort detections by box size: the mask's own area counts (detectron2's
+            # COCOEvaluator drops the box for the same reason)
+            dt = (coco_gt.loadRes([{k: v for k, v in r.items() if not (iou_type == "segm" and k == "bbox")}
+                                   for r in results]) if results else _empty_results(coco_gt))
             ev = COCOeval(coco_gt, dt, iou_type)
             ev.evaluate()
             ev.accumulate()

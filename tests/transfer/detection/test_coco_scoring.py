@@ -70,3 +70,52 @@ def test_area_ranges_without_ground_truth_are_nan_with_or_without_detections(tmp
     assert nan_keys == {"bbox_APm", "bbox_APl"}
     assert {k for k, v in none.items() if v != v} == nan_keys
     assert {k: v for k, v in none.items() if k not in nan_keys} == {k: 0.0 for k in one if k not in nan_keys}
+
+
+def _l_shape(x: int, y: int, size: int = 60, width: int = 4):
+    """A thin L: its mask covers under 32² pixels (small), its box 60² (medium)."""
+    import numpy as np
+
+    m = np.zeros((200, 200), np.uint8)
+    m[y:y + size, x:x + width] = 1
+    m[y + size - width:y + size, x:x + size] = 1
+    return m
+
+
+def test_mask_area_ranges_go_by_the_masks_area_not_the_boxs(tmp_path):
+    """A false positive whose mask is small but whose box is medium counts against segm APs, as in
+    COCOeval given the mask alone (pycocotools' loadRes gives a result with a box the box's area)."""
+    import contextlib
+    import io
+    import json
+
+    import numpy as np
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def rle(m):
+        r = mask_utils.encode(np.asfortranarray(m))
+        return {"size": r["size"], "counts": r["counts"].decode("ascii")}
+
+    gt_mask, fp_mask = _l_shape(10, 10), _l_shape(110, 110)
+    assert gt_mask.sum() < 32 ** 2 < 60 ** 2
+    g = rle(gt_mask)
+    (tmp_path / "gt.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 200, "height": 200}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": float(gt_mask.sum()),
+                         "bbox": [float(v) for v in mask_utils.toBbox(g)], "segmentation": g}],
+        "categories": [{"id": 1, "name": "thing"}]}))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "gt.json"))
+    results = [{"image_id": 1, "category_id": 1, "score": score, "segmentation": rle(m),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle(m))]}
+               for m, score in ((fp_mask, 0.9), (gt_mask, 0.8))]   # the false positive ranks first
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes([{k: v for k, v in r.items() if k != "bbox"} for r in results]), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    ours = score_coco(results, gt, ("segm",))
+    assert ours["segm_APs"] == pytest.approx(100 * ev.stats[3]) and ours["segm_APs"] < 100
+    assert ours["segm_AP"] == pytest.approx(100 * ev.stats[0])

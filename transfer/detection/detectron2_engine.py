@@ -260,6 +260,19 @@ OPTS_OWNED = {
 }
 
 
+# --opts keys detectron2 0.6 accepts and this engine never reads -> why (checked in its source):
+# TEST.AUG.* only by DatasetMapperTTA, which tools/train_net.py's test_with_TTA builds, not
+# DefaultTrainer; TEST.KEYPOINT_OKS_SIGMAS only by a COCOEvaluator given the config; GLOBAL only through
+# global_cfg, filled by set_global_cfg, which neither detectron2 nor this engine calls.
+OPTS_UNREAD = {
+    "TEST.AUG": "test-time augmentation is not run by this engine (only detectron2's tools/train_net.py "
+                "runs it); the papers' numbers are single-scale",
+    "TEST.KEYPOINT_OKS_SIGMAS": "detectron2 reads it only in a COCOEvaluator built from the config; this "
+                                "engine builds its evaluator without it (and no protocol has keypoints)",
+    "GLOBAL": "detectron2's global_cfg for quick hacks, which nothing in this engine sets or reads",
+}
+
+
 def owned_opts() -> dict[str, str]:
     """:data:`OPTS_OWNED` and, for each detectron2 key a protocol field sets, the protocol's
     ``--field=`` override(s), read from ``PROTOCOL_KEYS`` (its first word; ``A.{B,C}`` is two keys;
@@ -281,19 +294,24 @@ def owned_opts() -> dict[str, str]:
 
 def refuse_owned_opts(opts: list[str]) -> None:
     """Raise UsageError for the first KEY of ``opts`` (KEY VALUE pairs) that is an owned key
-    (:func:`owned_opts`), lies under one or holds one (dotted segments), naming the key as typed
-    and the option to use. Needs no detectron2: it can run before any work."""
+    (:func:`owned_opts`) or an unread one (:data:`OPTS_UNREAD`), lies under one or holds one (dotted
+    segments), naming the key as typed and the option to use or why it would not be read. Needs no
+    detectron2: it can run before any work."""
     from mocobench.core.overrides import owned_keys_hit
     from mocobench.transfer.runner import UsageError
 
     from mocobench.transfer.detection.detectron2_data import SAMPLER
 
     owned = owned_opts()
+
+    def why(key: str, rule: str) -> str:
+        return (f"mocobench sets {key} from {owned[rule]}" if rule in owned else
+                f"{key} would not be read: {OPTS_UNREAD[rule]}")
+
     for key, value in zip(opts[0::2], opts[1::2]):
-        hits = owned_keys_hit(key, owned)
+        hits = owned_keys_hit(key, [*owned, *OPTS_UNREAD])
         if hits:
-            raise UsageError(f"--opts {key} {value}: " + "; ".join(f"mocobench sets {k} from {owned[rule]}"
-                                                                    for k, rule in hits))
+            raise UsageError(f"--opts {key} {value}: " + "; ".join(why(k, rule) for k, rule in hits))
         if key == "DATALOADER.SAMPLER_TRAIN" and value != SAMPLER:
             raise UsageError(f"--opts {key} {value}: this engine draws training images as {SAMPLER} does "
                              "(so that a resume is exact); other samplers are not supported")
@@ -400,6 +418,15 @@ def run_seed(r, protocol, dataset: str, data_root, *, device: str | None = None,
     if unreadable:
         raise ValueError(f"{unreadable[0]}: unreadable image; detectron2's loaders read every listed image and "
                          f"cannot skip it: repair it or take it out of the split ({len(unreadable)} such)")
+    if dataset == "voc":   # its evaluator reads the test XML with a stricter parser, after the schedule
+        from mocobench.transfer.detection.devkit_xml import evaluator_problems
+
+        test_set = checked[1]
+        bad = evaluator_problems(d / "Annotations" / f"{i}.xml" for d, i, _ in test_set.items)
+        if bad:
+            raise ValueError(f"{bad[0]}: detectron2's VOC evaluator (parse_rec) would fail on it after training "
+                             f"({len(bad)} such test annotations); write integers and every field, or use "
+                             "--engine torchvision, whose reader takes them")
     out_dir = r.work
     weights = write_detectron2_pkl(out_dir / "backbone.pkl", backbone.net.state_dict(), fields)
     with patched():

@@ -16,8 +16,9 @@ return the metrics and the merged config (the runner writes it beside the record
   mmseg config (``describe``), so ``--cfg-options`` changes show in the record.
 - ``--cfg-options`` reaches only what no option of ours sets: a key the engine sets from an option
   (seed, work dir, resume, checkpoint, data, device, a protocol field) or one mmseg would never read
-  (the val loop, the config's template variables) is refused, naming the option to use
-  (:data:`CFG_OWNED`, :data:`CFG_UNREAD`), so the record states the configuration that ran.
+  (the val loop, test-time augmentation, the config's template variables) is refused, naming the
+  option to use (:data:`CFG_OWNED`, :data:`CFG_UNREAD`), so the record states the configuration
+  that ran.
 - NOTE: mmseg's configs validate every ``val_interval`` iterations and at the end of training;
   we drop the validation loop and test once after training (the same weights and val set give
   the number mmseg reports at the end).
@@ -146,8 +147,12 @@ CFG_OWNED = {
 # Keys that mmseg would accept and never read -> why.
 _NO_VAL = "the engine tests once after training (test_dataloader), it has no val loop"
 _VARIABLE = "a variable of the generated config, already expanded where it is used; set the key that uses it"
+# mmseg's tools/test.py --tta swaps them in (mmengine's Runner never reads them); run_seed has no such step
+_NO_TTA = ("test-time augmentation is not run by this engine (mmseg runs it only in tools/test.py --tta); "
+           "the papers' numbers are single-scale")
 CFG_UNREAD = {
     "val_dataloader": _NO_VAL, "val_cfg": _NO_VAL, "val_evaluator": _NO_VAL, "train_cfg.val_interval": _NO_VAL,
+    "tta_model": _NO_TTA, "tta_pipeline": _NO_TTA,
     **dict.fromkeys(("crop_size", "norm_cfg", "data_preprocessor", "train_pipeline", "test_pipeline",
                      "optimizer", "vis_backends"), _VARIABLE),
 }

@@ -38,6 +38,15 @@ from mocobench.core.settings import preset_changes as changes_from
 
 DEFAULT_LR_STEPS = (0.7, 0.9)   # MoCo's: x0.1 at 70 % and 90 % of the run
 
+# field -> (the field that picks a mode, the mode that reads the field). Both engines read the field
+# only in that mode (ours: lr_schedule() and inference.evaluate; mmseg: PolyLR or MultiStepLR and
+# test_cfg, adapters/mmseg.py), so given on the command line for another mode it would not be read
+# while run.preset_changes listed it: override() refuses it. (inference and schedule are the only
+# modes: flip and scale_range are training augmentations, read in every mode.)
+USED_ONLY_IN = {"poly_power": ("schedule", "poly"), "min_lr": ("schedule", "poly"),
+                "lr_steps": ("schedule", "step"),
+                "slide_crop": ("inference", "slide"), "slide_stride": ("inference", "slide")}
+
 
 @dataclass(frozen=True)
 class SegProtocol:
@@ -59,7 +68,7 @@ class SegProtocol:
     flip: bool = True
     sync_bn: bool = True
     frozen_backbone: bool = False          # train the head only; the backbone's weights and BN as loaded
-    inference: str = "whole"               # "whole" or "slide"
+    inference: str = setting("whole", choices=("whole", "slide"))   # slide: slide_crop windows, slide_stride apart
     slide_crop: tuple[int, int] = setting((769, 769), range=AT_LEAST_1)
     slide_stride: tuple[int, int] = setting((513, 513), range=AT_LEAST_1)
     num_workers: int = setting(4, range=AT_LEAST_0, run=True)
@@ -128,10 +137,10 @@ def override(protocol: SegProtocol, overrides: Mapping[str, str] | Sequence[str]
     if "lr_steps" not in given:   # fractions of the run, so a run's length does not move them; a poly run has none
         new = dataclasses.replace(new, lr_steps=steps_kept(protocol.lr_steps or DEFAULT_LR_STEPS, (1,), (1,),
                                                            new.schedule))
-    # an option the schedule does not use is refused (the run would ignore it while the record listed it)
-    for name in {"step": ("poly_power", "min_lr"), "poly": ("lr_steps",)}[new.schedule]:
-        if name in given:
-            raise ValueError(f"--{given[name]} does not apply to --schedule={new.schedule}")
+    for name, (mode, reads) in USED_ONLY_IN.items():
+        if name in given and getattr(new, mode) != reads:
+            raise ValueError(f"--{given[name]} does not apply to --{mode}={getattr(new, mode)}; "
+                             f"only --{mode}={reads} uses it")
     return new
 
 

@@ -305,12 +305,36 @@ def test_opts_the_engine_sets_are_refused(detectron2_ready, key):
     (["MODEL.WEIGHTS", "x.pkl"], "mocobench sets MODEL.WEIGHTS from --checkpoint"),
     (["MODEL.ROI_HEADS.NUM_CLASSES", "3"], "from --dataset and --data"),
     (["SOLVER.BASE_LR", "0.1"], "--base_lr="),
+    # accepted by detectron2 and never read by this engine's worker
+    (["TEST.AUG.ENABLED", "True"], "--opts TEST.AUG.ENABLED True: TEST.AUG.ENABLED would not be read: test-time "
+                                   "augmentation is not run by this engine"),
+    (["TEST.AUG.MIN_SIZES", "(400,)"], "the papers' numbers are single-scale"),
+    (["TEST.AUG", "x"], "TEST.AUG would not be read: test-time augmentation"),
+    (["TEST", "x"], "TEST.AUG would not be read: test-time augmentation"),   # a parent: named with the owned keys
+    (["TEST.KEYPOINT_OKS_SIGMAS", "[0.1]"], "TEST.KEYPOINT_OKS_SIGMAS would not be read: "),
+    (["GLOBAL.HACK", "2.0"], "GLOBAL.HACK would not be read: "),
 ])
 def test_parents_and_children_of_engine_opts_are_refused(opts, says):
     from mocobench.transfer.detection.detectron2_engine import refuse_owned_opts
 
     with pytest.raises(ValueError, match=re.escape(says)):
         refuse_owned_opts(opts)
+
+
+def test_unread_opts_exist_in_detectron2_and_no_option_sets_them(detectron2_ready):
+    """OPTS_UNREAD names keys of detectron2's config (else yacs would refuse them anyway) that no
+    option of ours owns."""
+    from mocobench.transfer.adapters.detectron2_compat import patched
+    from mocobench.transfer.detection.detectron2_engine import OPTS_UNREAD
+
+    with patched():
+        from detectron2.config import get_cfg
+
+        for key in OPTS_UNREAD:
+            node = get_cfg()
+            for part in key.split("."):
+                node = node[part]
+    assert not set(OPTS_UNREAD) & set(_d2_owned())
 
 
 def test_every_key_the_engine_sets_is_owned_and_others_are_allowed(detectron2_ready, tmp_path):
@@ -469,6 +493,28 @@ def test_a_truncated_image_is_refused_before_detectron2_trains(detectron2_ready,
                  "--work-dir", str(work), *SMALL])
     err = capsys.readouterr().err
     assert code == 1 and f"{victim}: unreadable image" in err and "1 such" in err, err
+    assert not list(work.rglob("log.txt")) and not list(work.rglob("backbone.pkl"))   # detectron2 never started
+
+
+def test_test_annotations_detectron2s_evaluator_cannot_read_are_refused_before_it_trains(
+        detectron2_ready, synth_tiny, moco_r50, tmp_path, capsys):
+    """Our reader takes a float corner (annotation tools write them); detectron2's VOC evaluator
+    (``parse_rec``) does not, and read the test XML only after the whole schedule."""
+    from mocobench.cli import main
+
+    devkit = tmp_path / "VOCdevkit"
+    shutil.copytree(synth_tiny / "VOCdevkit", devkit)
+    test_ids = (devkit / "VOC2007" / "ImageSets" / "Main" / "test.txt").read_text().split()
+    victim = devkit / "VOC2007" / "Annotations" / f"{test_ids[0]}.xml"
+    text = victim.read_text()
+    corner = text.index("<xmin>") + len("<xmin>")
+    victim.write_text(text[:corner] + text[corner:].replace("</xmin>", ".5</xmin>", 1))
+    work = tmp_path / "work"
+    code = main(["eval", "detection", "--checkpoint", str(moco_r50), "--dataset", "voc", "--data", str(devkit),
+                 "--protocol", "moco-voc-c4-24k", "--engine", "detectron2", "--results", str(tmp_path / "results"),
+                 "--work-dir", str(work), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{victim}: object 1: <bndbox/xmin> is " in err and "parse_rec" in err, err
     assert not list(work.rglob("log.txt")) and not list(work.rglob("backbone.pkl"))   # detectron2 never started
 
 

@@ -58,6 +58,10 @@ def test_an_owned_key_is_refused_before_any_work(mmseg_ready, key, synth_tiny, t
     ("train_dataloader.dataset.ann_file=x.txt", "from --data and the split options"),
     ("param_scheduler.0.type=MultiStepLR", "from the protocol's --schedule="),
     ("val_dataloader.batch_size=2", "no val loop"),
+    # mmseg's tools/test.py --tta reads these; this engine never does
+    ("tta_model.type=SegTTAModel", "tta_model.type would not be read: test-time augmentation is not run"),
+    ("tta_pipeline=[]", "tta_pipeline would not be read: test-time augmentation is not run"),
+    ("tta_pipeline.1.transforms=[]", "the papers' numbers are single-scale"),
     # a parent: every owned key under it is named
     ("train_cfg=dict(max_iters=4)", "train_cfg.max_iters from the protocol's --iters=; train_cfg.val_interval"),
     ("optim_wrapper.optimizer=dict(lr=0.1)", "optim_wrapper.optimizer.lr from the protocol's --lr="),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -70,6 +71,38 @@ def test_overrides():
     assert (p.crop, p.iters, p.flip, p.head) == ((32, 48), 7, False, "deeplabv3")
     with pytest.raises(ValueError, match="unknown option --lrr"):
         override(p, ["lrr=1"])
+
+
+@pytest.mark.parametrize("name,dataset", [(n, d) for n, ds in PROTOCOLS.items() for d in ds])
+def test_a_sliding_window_without_slide_inference_is_refused(name, dataset):
+    """Every preset infers on the whole image: a window given with it would not run (neither engine
+    reads it), while run.preset_changes listed it."""
+    p = get_protocol(name, dataset)
+    assert p.inference == "whole"
+    with pytest.raises(ValueError, match=re.escape(
+            "--slide_crop does not apply to --inference=whole; only --inference=slide uses it")):
+        override(p, ["--slide_crop=512x512", "--slide_stride=100x100"])
+
+
+@pytest.mark.parametrize("given,says", [
+    (["--slide-stride=100x100"], "--slide-stride does not apply to --inference=whole"),   # the key as typed
+    (["--inference=whole", "--slide_stride=100x100"], "--slide_stride does not apply to --inference=whole"),
+    (["--schedule=step", "--min_lr=0.001"], "--min_lr does not apply to --schedule=step; only --schedule=poly"),
+    (["--schedule=step", "--poly_power=1.0"], "--poly_power does not apply to --schedule=step"),
+    (["--schedule=poly", "--lr_steps=0.5"], "--lr_steps does not apply to --schedule=poly; only --schedule=step"),
+    (["--inference=multiscale"], "--inference=multiscale: must be one of whole, slide"),
+])
+def test_a_field_the_chosen_mode_does_not_read_is_refused(given, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        override(get_protocol("moco-fcn", "cityscapes"), given)
+
+
+def test_a_field_is_accepted_with_the_mode_that_reads_it():
+    p = override(get_protocol("moco-fcn", "cityscapes"),
+                 ["--inference=slide", "--slide_crop=512x512", "--slide_stride=100x100"])
+    assert (p.inference, p.slide_crop, p.slide_stride) == ("slide", (512, 512), (100, 100))
+    q = override(get_protocol("moco-fcn", "cityscapes"), ["--schedule=poly", "--min_lr=0.001", "--poly_power=1.0"])
+    assert (q.schedule, q.min_lr, q.poly_power, q.lr_steps) == ("poly", 0.001, 1.0, ())
 
 
 def test_augment_crops_pads_and_keeps_labels():

@@ -165,6 +165,28 @@ class COCODetection(SkipUnreadable):
                                   f"region ({len(self.coco.dataset['images'])} images): nothing to train on or score")
         self.ids = ids
         self.skipped: list[str] = []
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Every image's size (read from its header, without decoding) is the one the JSON states:
+        boxes and polygons are in the stated pixel grid, so another size misplaces them silently.
+        An image that does not open is left as it is: reading it skips and counts it."""
+        from PIL import Image
+
+        from mocobench.core.io import progress
+        from mocobench.datasets.images import UNREADABLE
+
+        for index in progress(range(len(self.ids)), total=len(self.ids), desc="check images", unit="img"):
+            info = self.coco.imgs[self.ids[index]]
+            path = self.image_path(index)
+            try:
+                with Image.open(path) as im:
+                    size = im.size
+            except UNREADABLE:
+                continue
+            if size != (info["width"], info["height"]):
+                raise COCOFormatError(f"{self.annotation_file}: image id {info['id']} is {info['width']}x"
+                                      f"{info['height']} in the JSON but {path} is {size[0]}x{size[1]}")
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -79,7 +79,10 @@ class ImageFolder(torch.utils.data.Dataset):
             folder = self.root / c
             if not folder.is_dir():
                 continue
-            names = sorted(e.name for e in os.scandir(folder) if e.is_file() and is_image_file(e.name))
+            # listed by name: a symlink is a file entry even when its target is gone (is_file() would
+            # drop it without a trace); reading it then skips and counts it as unreadable
+            names = sorted(e.name for e in os.scandir(folder)
+                           if (e.is_symlink() or e.is_file()) and is_image_file(e.name))
             samples += [(str(folder / n), self.class_to_idx[c]) for n in names]
         if not samples:
             raise FileNotFoundError(f"image folder {self.root} has no images with extensions "

@@ -112,11 +112,18 @@ def parse_voc_xml(path: str | os.PathLike) -> VOCAnnotation:
 
 
 def read_image_set(year_dir: str | os.PathLike, split: str) -> list[str]:
-    """Image ids listed in ``ImageSets/Main/<split>.txt`` (first column; blank lines skipped)."""
+    """Image ids listed in ``ImageSets/Main/<split>.txt`` (first column; blank lines skipped). An id
+    listed twice is refused: the split is keyed by id, so one of the two would vanish silently."""
     path = Path(year_dir) / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
         raise VOCFormatError(f"{path}: image set file not found (is {year_dir} a VOCdevkit/VOC<year> folder?)")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    seen = set()
+    for image_id in ids:
+        if image_id in seen:
+            raise VOCFormatError(f"{path}: image id {image_id!r} is listed twice")
+        seen.add(image_id)
+    return ids
 
 
 def year_dir(devkit_root: str | os.PathLike, year: str) -> Path:

@@ -86,6 +86,28 @@ class IterationBatches(torch.utils.data.Dataset):
         return items
 
 
+class WithSkipped(torch.utils.data.Dataset):
+    """``with_skipped[it]`` -> ``(batches[it], skipped)``: ``skipped`` lists the image paths that
+    reading the batch named unreadable for the first time in this process (``dataset.skipped``).
+
+    A DataLoader worker reads its own copy of the dataset, whose ``skipped`` the main process never
+    sees; the paths travel with the batch instead, as ``n_skipped`` does with the classification
+    loops' batches (``datasets.imagefolder.collate_skip``). Paths, not counts: the same image met
+    by two workers or ranks, or in two epochs, is one skipped image."""
+
+    def __init__(self, batches: IterationBatches):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, it: int):
+        named = getattr(self.batches.dataset, "skipped", [])
+        before = len(named)
+        items = self.batches[it]
+        return items, list(named[before:])
+
+
 # -- schedule -------------------------------------------------------------------------------------
 
 
@@ -115,6 +137,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 # -- distributed ----------------------------------------------------------------------------------
 
 
+def gather_skipped(paths: list[str]) -> list[str] | None:
+    """The unreadable image paths every rank met (each once, in rank order), on rank 0; ``None`` on
+    the others. A collective: every rank calls it."""
+    parts = dist.gather_to_main(list(paths))
+    return None if parts is None else list(dict.fromkeys(p for part in parts for p in part))
+
+
 # -- training ---------------------------------------------------------------------------------------
 
 
@@ -133,6 +162,10 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
     ``resume``: True resumes from ``work_dir/last.pt`` when it exists, False starts over, a path
     resumes from that state file. ``stop_at`` ends the loop early (after saving), as a kill would;
     used by the resume test.
+
+    The training images found unreadable on any rank or loader worker (and, on resume, before the
+    work checkpoint) are named in ``dataset.skipped`` on rank 0 when this returns, as ``predict``
+    does for the test images.
     """
     p = protocol
     rank, world = dist.rank(), dist.world_size()
@@ -146,6 +179,7 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
     model.to(device)
     optimizer = torch.optim.SGD(param_groups(model, p.weight_decay), lr=lr_at(0, p), momentum=p.momentum)
     start = 0
+    met: list[str] = []  # unreadable training images this process's batches named (paths, each once)
     state_file = resume if isinstance(resume, Path) else ckpt_path if resume and ckpt_path.exists() else None
     if state_file is not None:
         state = torch.load(state_file, map_location="cpu", weights_only=True)
@@ -162,6 +196,7 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
         dist.unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["iteration"]
+        met = list(state.get("skipped", []))   # met before the work checkpoint (older states: none known)
         torch.set_rng_state(state["rng"]["torch"])
         if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -174,12 +209,14 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
 
     def save(iteration: int) -> None:
+        skipped = gather_skipped(met)   # on every rank: a collective
         if rank != 0:
             return
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         atomic_torch_save({"model": dist.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                           "iteration": iteration, "rng": rng, "fingerprint": fingerprint}, ckpt_path)
+                           "iteration": iteration, "rng": rng, "fingerprint": fingerprint,
+                           "skipped": skipped}, ckpt_path)
 
     end = p.max_iter if stop_at is None else min(stop_at, p.max_iter)
     use_bf16 = precision.evaluation(device, p.bf16) == "bf16"
@@ -193,7 +230,7 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
             warnings.warn(f"{log.path}: no losses for {len(missing)} of the iterations before {start} "
                           f"(written by an older version); the history starts with a gap")
     if start < end:
-        batches = IterationBatches(dataset, p.ims_per_batch, seed, p.hflip, rank, world)
+        batches = WithSkipped(IterationBatches(dataset, p.ims_per_batch, seed, p.hflip, rank, world))
         # The loader draws its worker seed from its own generator, never from the global RNG,
         # so creating it does not shift the stream a resumed run restores.
         loader = torch.utils.data.DataLoader(
@@ -202,7 +239,8 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
             persistent_workers=False, pin_memory=device.type == "cuda")
         model.train()
         bar = progress(total=end - start, desc=desc, unit="it", disable=None if rank == 0 else True)
-        for it, items in zip(range(start, end), loader):
+        for it, (items, skipped) in zip(range(start, end), loader):
+            met += [path for path in skipped if path not in met]
             lr = lr_at(it, p)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -224,6 +262,9 @@ def train(model: nn.Module, dataset, protocol, seed: int, work_dir: str | os.Pat
             if (it + 1) % p.checkpoint_period == 0 or it + 1 == end:
                 save(it + 1)
         bar.close()
+    skipped = gather_skipped(met)
+    if skipped is not None and hasattr(dataset, "skipped"):
+        dataset.skipped += [path for path in skipped if path not in dataset.skipped]
     return summary
 
 

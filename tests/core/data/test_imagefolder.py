@@ -125,3 +125,15 @@ def test_labeled_subset_is_class_balanced_and_seeded(tmp_path):
     assert len(labeled_subset(ds, 1.0, seed=0)) == len(ds)
     with pytest.raises(ValueError):
         labeled_subset(ds, 0.0)
+
+
+def test_dangling_symlink_is_listed_then_skipped_and_counted(tmp_path):
+    # a symlink farm whose target moved: the link is an image entry of its folder, never dropped unseen
+    root = make_folder(tmp_path / "train", corrupt=False)
+    link = root / "b_dog" / "b_dog_gone.JPEG"
+    link.symlink_to(tmp_path / "moved" / "b_dog_gone.JPEG")
+    ds = ImageFolder(root, transform=to_tensor)
+    assert len(ds) == 10 and (str(link), 1) in ds.samples
+    with pytest.warns(UserWarning, match="b_dog_gone.JPEG"):
+        assert ds[ds.samples.index((str(link), 1))] is None
+    assert ds.n_skipped == 1

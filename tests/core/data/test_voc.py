@@ -84,3 +84,18 @@ def test_unreadable_image_is_skipped_and_counted(tmp_path):
         ds = VOCDetection(tmp_path, sets=[("2007", "test")])
     image, _ = ds[0]
     assert image.shape == (3, 12, 16) and len(ds) == 1 and ds.skipped == [str(d / "JPEGImages" / "000001.jpg")]
+
+
+def test_an_id_listed_twice_is_refused(tmp_path):
+    d = tmp_path / "VOC2007"
+    (d / "Annotations").mkdir(parents=True)
+    (d / "ImageSets" / "Main").mkdir(parents=True)
+    for i in ("000001", "000002"):
+        (d / "Annotations" / f"{i}.xml").write_text(
+            "<annotation><size><width>64</width><height>48</height></size><object><name>dog</name><bndbox>"
+            "<xmin>5</xmin><ymin>5</ymin><xmax>40</xmax><ymax>30</ymax></bndbox></object></annotation>")
+    listing = d / "ImageSets" / "Main" / "test.txt"
+    listing.write_text("000001\n000002\n000001\n")
+    with pytest.raises(VOCFormatError) as e:   # the split would shrink to 2 images without a word
+        load_annotations(d, "test")
+    assert str(e.value) == f"{listing}: image id '000001' is listed twice"

@@ -275,7 +275,9 @@ def _spec(path: Path, fmt, obj: dict, state: dict, metadata: dict, mapped: dict,
                 raise CheckpointError(
                     f"{path}: detected as {fmt.name} ({arch}), but where its blocks' stride is cannot be decided: "
                     f"{why}; say it with --stride-in-1x1 true (MSRA-style, stride in the 1x1 conv) or false "
-                    "(torchvision-style, in the 3x3 conv), or load_backbone(..., stride_in_1x1=...)")
+                    "(torchvision-style, in the 3x3 conv) to mocobench inspect or convert, or load_backbone(..., "
+                    f"stride_in_1x1=...); to evaluate it, write it once with mocobench convert {path} --to "
+                    "mocobench -o FILE --stride-in-1x1 true|false (the file then says it) and evaluate FILE")
             stride = {"value": value, "source": why}
         fields["stride_in_1x1"] = stride["value"]
     elif given.get("stride_in_1x1"):

@@ -139,6 +139,35 @@ def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, d
                 disable=disable, mininterval=mininterval, dynamic_ncols=True, **kwargs)
 
 
+def move_aside(root: str | os.PathLike, paths: Iterable[Path], relative_to: Path | None = None) -> list[Path]:
+    """Move ``paths`` (those that exist) under ``ROOT/superseded/<UTC time>/``, each at its place
+    relative to ``relative_to`` (its name alone where it lies outside, or with no ``relative_to``);
+    returns where they went. Outputs nothing may resume from are kept, not deleted; a name taken
+    (a second move within the same second) gets this process's id appended."""
+    import shutil
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    moved = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            continue
+        rel = Path(path.name)
+        if relative_to is not None:
+            try:
+                rel = path.resolve().relative_to(Path(relative_to).resolve())
+            except ValueError:
+                pass
+        dest = Path(root) / "superseded" / stamp / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            dest = dest.with_name(f"{dest.name}.{os.getpid()}")
+        shutil.move(str(path), str(dest))
+        moved.append(dest)
+    return moved
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     import hashlib
 

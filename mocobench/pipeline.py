@@ -153,6 +153,12 @@ def parse_args(argv: list[str] | None):
                         ("--nproc", args.nproc), ("--nnodes", args.nnodes), ("--slurm-timeout-min", args.slurm_timeout_min)):
         if value is not None and value < (0 if flag == "--seed" else 1):
             p.error(f"{flag} {value}: must be at least {0 if flag == '--seed' else 1}")
+    from mocobench.core.settings import range_of
+    from mocobench.pretrain.config import PretrainConfig
+
+    seeds = range_of(PretrainConfig, "seed")   # every pretraining stage takes it: refused now, not in each stage
+    if not seeds.holds(args.seed):
+        p.error(f"--seed {args.seed}: must be {seeds} (the pretraining runs' seed)")
     if (args.jobs or 1) > 1 and (args.slurm or args.data_root or (args.nproc or 1) > 1 or args.nnodes > 1):
         p.error(f"--jobs {args.jobs} runs stages side by side on this machine's CPUs, for the embedded data; "
                 "with --data-root, --nproc/--nnodes > 1 or --slurm each stage takes the GPUs: leave --jobs out")

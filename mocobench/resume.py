@@ -21,8 +21,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -211,21 +209,9 @@ def decide(entry: dict | None, key: str, config: dict, output_present: bool,
 def supersede(out: Path, paths: list[Path], why: str) -> list[Path]:
     """Move ``paths`` (those that exist) under ``OUT/superseded/<time>/``, keeping their place
     relative to ``OUT``; returns where they went."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    moved = []
-    for path in paths:
-        if not path.exists():
-            continue
-        try:
-            rel = path.resolve().relative_to(out.resolve())
-        except ValueError:
-            rel = Path(path.name)
-        dest = out / "superseded" / stamp / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            dest = dest.with_name(f"{dest.name}.{os.getpid()}")
-        shutil.move(str(path), str(dest))
-        moved.append(dest)
+    from mocobench.core.io import move_aside
+
+    moved = move_aside(out, paths, relative_to=out)
     if moved:
         print(f"      moved aside ({why}): " + ", ".join(str(m) for m in moved), flush=True)
     return moved

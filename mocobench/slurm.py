@@ -155,8 +155,9 @@ def job_start(job_id: str) -> float | None:
     """When the job's current run started (``squeue``'s start time, whole seconds; None while it
     has not started or once SLURM has forgotten it)."""
     try:
+        # the ISO form parsed below, whatever SLURM_TIME_FORMAT the user's environment sets
         out = subprocess.run(["squeue", "-h", "-j", job_id, "-t", "all", "-o", "%S"], capture_output=True,
-                             text=True, timeout=60).stdout.strip()
+                             text=True, timeout=60, env={**os.environ, "SLURM_TIME_FORMAT": "standard"}).stdout.strip()
         return time.mktime(time.strptime(out.splitlines()[0], "%Y-%m-%dT%H:%M:%S")) if out else None
     except (OSError, subprocess.SubprocessError, ValueError):   # N/A, Unknown: not started
         return None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import random
 import signal
 import time
@@ -32,7 +31,7 @@ from mocobench.checkpoints.formats import PRETRAIN_FORMAT
 from mocobench.checkpoints.safe_pickle import read_file
 from mocobench.checkpoints.write import save_training_state
 from mocobench.core import dist
-from mocobench.core.io import StepLog, atomic_write_json, progress
+from mocobench.core.io import StepLog, atomic_write_json, move_aside, progress
 from mocobench.core.settings import protocol_changes
 from mocobench.pretrain import augment, data, fast_paths, gpu_augment
 from mocobench.pretrain.config import PretrainConfig, check_processes, from_dict
@@ -110,18 +109,7 @@ def supersede_later_checkpoints(run_dir: Path, step: int) -> list[Path]:
     left in place, pruning (by step) would keep them over the new run's checkpoints and ``--resume
     auto`` would continue them."""
     later = [p for p in sorted((run_dir / "checkpoints").glob("step_*.pth")) if int(p.stem[len("step_"):]) > step]
-    if not later:
-        return []
-    dest = run_dir / "superseded" / time.strftime("%Y%m%d-%H%M%S", time.gmtime()) / "checkpoints"
-    dest.mkdir(parents=True, exist_ok=True)
-    moved = []
-    for path in later:
-        target = dest / path.name
-        if target.exists():   # a second resume within the same second
-            target = target.with_name(f"{path.name}.{os.getpid()}")
-        path.replace(target)
-        moved.append(target)
-    return moved
+    return move_aside(run_dir, later, relative_to=run_dir)
 
 
 def refuse_used_run_dir(run_dir: Path) -> None:

@@ -131,6 +131,7 @@ def test_seed_reaches_pretraining_evaluation_and_random_init(tmp_path):
     (["--jobs", "0"], "--jobs 0: must be at least 1"),
     (["--threads", "0"], "--threads 0: must be at least 1"),
     (["--seed", "-1"], "--seed -1: must be at least 0"),
+    (["--seed", "184466"], "--seed 184466: must be >= 0 and <= 184465 (the pretraining runs' seed)"),
     (["--jobs", "2", "--slurm", "debug"], "leave --jobs out"),
     (["--jobs", "2", "--nproc", "2"], "leave --jobs out"),
 ])

@@ -108,8 +108,12 @@ def test_processes_agree_on_the_stop_one_step_after_the_signal():
 def test_the_first_signal_is_the_one_recorded():
     """SLURM's preemption sends SIGTERM and submitit's SIGUSR2 milliseconds apart, both often before
     the loop looks: the stop is recorded as the SIGTERM that began it."""
+    import threading
+
     from mocobench.pretrain.preempt import StopRequest
 
+    # the handlers are installed only in the main thread: a real SIGTERM elsewhere would end pytest
+    assert threading.current_thread() is threading.main_thread()
     with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGUSR2)

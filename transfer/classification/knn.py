@@ -22,9 +22,12 @@ import torch
 import torch.nn.functional as F
 
 
+TEST_CHUNK, TRAIN_CHUNK = 1024, 262144   # the similarity blocks' default sizes (KNNConfig sets them)
+
+
 def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-               num_classes: int, k: int = 20, T: float = 0.07, test_chunk: int = 1024,
-               train_chunk: int = 262144) -> torch.Tensor:
+               num_classes: int, k: int = 20, T: float = 0.07, test_chunk: int = TEST_CHUNK,
+               train_chunk: int = TRAIN_CHUNK) -> torch.Tensor:
     """Class votes ``N_test x num_classes``: ``sum_{j in topk(i)} exp(sim_ij / T) [y_j = c]``.
 
     Inputs need not be normalised (they are here); computation happens on ``test_features``'
@@ -70,7 +73,7 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, num_c
                  k: int = 20, T: float = 0.07, **chunks) -> dict[str, float]:
     """Top-1 and top-5 accuracy (percent) of the weighted k-NN classifier; a class no neighbour voted
     for is never among its predictions (see the module's note)."""
-    chunks = {"test_chunk": 1024, "train_chunk": 262144} | chunks
+    chunks = {"test_chunk": TEST_CHUNK, "train_chunk": TRAIN_CHUNK} | chunks
     votes, voted = _knn_votes(train_features, train_labels, test_features, num_classes, k, T, **chunks)
     maxk = min(5, num_classes)
     _, pred = votes.masked_fill(~voted, float("-inf")).topk(maxk, dim=1)  # N x maxk, voted classes first

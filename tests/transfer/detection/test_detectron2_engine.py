@@ -475,47 +475,58 @@ def test_a_detectron2_preset_run_states_no_change(monkeypatch, tmp_path, name):
                          "opts.TEST.EVAL_PERIOD": {"preset": None, "ran": 0}}]
 
 
-def test_a_truncated_image_is_refused_before_detectron2_trains(detectron2_ready, synth_tiny, moco_r50, tmp_path,
-                                                               capsys):
-    """detectron2's loaders read every listed image and cannot skip one. A JPEG cut short opens (its
-    header is whole), so the readers' open-time check passed it and detectron2 failed on it while
-    training, as many iterations in as the image took to be drawn: now its data is read first."""
-    from mocobench.cli import main
-
+def _spoiled_devkit(synth_tiny, tmp_path, victim_of, spoil) -> tuple[Path, Path]:
+    """(a copy of the tiny VOCdevkit, the file ``victim_of(devkit)`` in it, spoiled by ``spoil``)."""
     devkit = tmp_path / "VOCdevkit"
     shutil.copytree(synth_tiny / "VOCdevkit", devkit)
-    victim = sorted((devkit / "VOC2012" / "JPEGImages").glob("*.jpg"))[3]
-    data = victim.read_bytes()
-    victim.write_bytes(data[: len(data) // 2])
+    victim = victim_of(devkit)
+    spoil(victim)
+    return devkit, victim
+
+
+def _refused_before_training(devkit: Path, moco_r50: Path, tmp_path: Path, capsys) -> str:
+    """The command's stderr, once it has failed (exit 1) with detectron2 never started."""
+    from mocobench.cli import main
+
     work = tmp_path / "work"
     code = main(["eval", "detection", "--checkpoint", str(moco_r50), "--dataset", "voc", "--data", str(devkit),
                  "--protocol", "moco-voc-c4-24k", "--engine", "detectron2", "--results", str(tmp_path / "results"),
                  "--work-dir", str(work), *SMALL])
     err = capsys.readouterr().err
-    assert code == 1 and f"{victim}: unreadable image" in err and "1 such" in err, err
+    assert code == 1, err
     assert not list(work.rglob("log.txt")) and not list(work.rglob("backbone.pkl"))   # detectron2 never started
+    return err
+
+
+def test_a_truncated_image_is_refused_before_detectron2_trains(detectron2_ready, synth_tiny, moco_r50, tmp_path,
+                                                               capsys):
+    """detectron2's loaders read every listed image and cannot skip one. A JPEG cut short opens (its
+    header is whole), so the readers' open-time check passed it and detectron2 failed on it while
+    training, as many iterations in as the image took to be drawn: now its data is read first."""
+    devkit, victim = _spoiled_devkit(synth_tiny, tmp_path,
+                                     lambda d: sorted((d / "VOC2012" / "JPEGImages").glob("*.jpg"))[3],
+                                     lambda f: f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2]))
+    err = _refused_before_training(devkit, moco_r50, tmp_path, capsys)
+    assert f"{victim}: unreadable image" in err and "1 such" in err, err
+
+
+def _float_corner(xml: Path) -> None:
+    text = xml.read_text()
+    corner = text.index("<xmin>") + len("<xmin>")
+    xml.write_text(text[:corner] + text[corner:].replace("</xmin>", ".5</xmin>", 1))
 
 
 def test_test_annotations_detectron2s_evaluator_cannot_read_are_refused_before_it_trains(
         detectron2_ready, synth_tiny, moco_r50, tmp_path, capsys):
     """Our reader takes a float corner (annotation tools write them); detectron2's VOC evaluator
     (``parse_rec``) does not, and read the test XML only after the whole schedule."""
-    from mocobench.cli import main
+    def first_test_xml(devkit: Path) -> Path:
+        ids = (devkit / "VOC2007" / "ImageSets" / "Main" / "test.txt").read_text().split()
+        return devkit / "VOC2007" / "Annotations" / f"{ids[0]}.xml"
 
-    devkit = tmp_path / "VOCdevkit"
-    shutil.copytree(synth_tiny / "VOCdevkit", devkit)
-    test_ids = (devkit / "VOC2007" / "ImageSets" / "Main" / "test.txt").read_text().split()
-    victim = devkit / "VOC2007" / "Annotations" / f"{test_ids[0]}.xml"
-    text = victim.read_text()
-    corner = text.index("<xmin>") + len("<xmin>")
-    victim.write_text(text[:corner] + text[corner:].replace("</xmin>", ".5</xmin>", 1))
-    work = tmp_path / "work"
-    code = main(["eval", "detection", "--checkpoint", str(moco_r50), "--dataset", "voc", "--data", str(devkit),
-                 "--protocol", "moco-voc-c4-24k", "--engine", "detectron2", "--results", str(tmp_path / "results"),
-                 "--work-dir", str(work), *SMALL])
-    err = capsys.readouterr().err
-    assert code == 1 and f"{victim}: object 1: <bndbox/xmin> is " in err and "parse_rec" in err, err
-    assert not list(work.rglob("log.txt")) and not list(work.rglob("backbone.pkl"))   # detectron2 never started
+    devkit, victim = _spoiled_devkit(synth_tiny, tmp_path, first_test_xml, _float_corner)
+    err = _refused_before_training(devkit, moco_r50, tmp_path, capsys)
+    assert f"{victim}: object 1: <bndbox/xmin> is " in err and "parse_rec" in err, err
 
 
 @pytest.mark.slow

@@ -81,8 +81,8 @@ def detectron2_convention(obj: dict, state: dict) -> dict[str, Any]:
                     f"({author!r}): its input convention cannot be decided (detectron2's own MSRA models are BGR 0-255, "
                     "converted torchvision ones RGB); say which with --input-convention rgb|bgr255, and for a "
                     "ResNet-50 or deeper where its stride is with --stride-in-1x1 true|false (MSRA models put it in "
-                    "the 1x1 conv, torchvision ones in the 3x3; the weights' shapes are the same), which mocobench "
-                    "convert takes (--to mocobench writes a file that states both, for eval)")
+                    "the 1x1 conv, torchvision ones in the 3x3; the weights' shapes are the same), to mocobench eval, "
+                    "preflight, inspect or convert")
 
 
 def apply(convention: dict[str, Any], state: dict[str, torch.Tensor], arch: str) -> tuple[tuple, tuple]:

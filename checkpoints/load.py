@@ -99,7 +99,11 @@ def describe(path_or_name: str | os.PathLike, *, arch: str | None = None, branch
     folder, e.g. to skip a finished evaluation without loading it."""
     text = str(path_or_name)
     if text.startswith("random:"):
-        return _random_report(text, arch=arch, branch=branch, input_convention=input_convention)
+        report = _random_report(text, arch=arch, branch=branch, input_convention=input_convention)
+        # what load_backbone would refuse only once it builds: a stride for a ResNet without 1x1 convs
+        if build_kwargs.get("stride_in_1x1") and (problem := spec_problem({"arch": report.arch, "stride_in_1x1": True})):
+            raise CheckpointUsageError(f"{text}: --stride-in-1x1 true: {problem}")
+        return report
     path, entry = resolve_name(text)
     _, _, report = resolve(path, arch=arch or (entry.arch if entry else None), branch=branch,
                            input_convention=input_convention, **build_kwargs)
@@ -275,9 +279,8 @@ def _spec(path: Path, fmt, obj: dict, state: dict, metadata: dict, mapped: dict,
                 raise CheckpointError(
                     f"{path}: detected as {fmt.name} ({arch}), but where its blocks' stride is cannot be decided: "
                     f"{why}; say it with --stride-in-1x1 true (MSRA-style, stride in the 1x1 conv) or false "
-                    "(torchvision-style, in the 3x3 conv) to mocobench inspect or convert, or load_backbone(..., "
-                    f"stride_in_1x1=...); to evaluate it, write it once with mocobench convert {path} --to "
-                    "mocobench -o FILE --stride-in-1x1 true|false (the file then says it) and evaluate FILE")
+                    "(torchvision-style, in the 3x3 conv) to mocobench eval, preflight, inspect or convert, or "
+                    "load_backbone(..., stride_in_1x1=...)")
             stride = {"value": value, "source": why}
         fields["stride_in_1x1"] = stride["value"]
     elif given.get("stride_in_1x1"):

@@ -406,11 +406,15 @@ def load_reported(path: str | Path = REPORTED_CSV) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- the table
 
+STRIDE_IN_1X1 = "stride in 1x1"   # a record's stride_in_1x1: true (MSRA's block layout), as rows and cards show it
+
+
 def card_identity(ckpt: dict) -> str:
     """A record's checkpoint card identity, as the table shows it: ``sha256 6bfeba98 · online (query)
-    encoder · RGB 0-1`` (records written before the cards lack the last two)."""
+    encoder · RGB 0-1`` (records written before the cards lack the last two), and ``stride in 1x1``
+    for a ResNet built the MSRA way."""
     parts = [f"sha256 {str(ckpt['sha256'])[:8]}" if ckpt.get("sha256") else "no file (random init)",
-             ckpt.get("branch"), ckpt.get("input_convention")]
+             ckpt.get("branch"), ckpt.get("input_convention"), STRIDE_IN_1X1 if ckpt.get("stride_in_1x1") else None]
     return " · ".join(str(p) for p in parts if p)
 
 
@@ -454,23 +458,28 @@ def build_table(records: list[dict], *, reported: list[dict] | None = None,
     # Rows: one per checkpoint, identified by (display name, sha256 or path; a random init by its
     # seed: random:ARCH and random:ARCH:0 are the same weights); over several runs, by the name alone
     # (a run pretrains its own "moco_v2", and the pipeline's --seed S seeds its random init with S),
-    # which must then name one checkpoint per run.
-    def ident_of(ck: dict) -> tuple[str, str]:
+    # which must then name one checkpoint per run. The same weights built with the stride in the 1x1
+    # conv (``stride_in_1x1``, MSRA's ResNets) compute other features: another row (records without
+    # the field, and ``false``, are torchvision's layout).
+    def ident_of(ck: dict) -> tuple[str, str, str]:
+        layout = STRIDE_IN_1X1 if ck.get("stride_in_1x1") else ""
         seed = random_init_seed(ck)
         if seed is not None:
-            return checkpoint_display_name(ck), f"init{seed}"
-        return checkpoint_display_name(ck), str(ck.get("sha256") or ck.get("path") or "")
+            return checkpoint_display_name(ck), f"init{seed}", layout
+        return checkpoint_display_name(ck), str(ck.get("sha256") or ck.get("path") or ""), layout
 
-    def tag_of(ident: tuple[str, str]) -> str:
-        # what tells the rows of one name apart: 8 hex digits of the sha256, or the init seed whole
-        return ident[1] if ident[1].startswith("init") else ident[1][:8]
+    def tag_of(ident: tuple[str, str, str]) -> str:
+        # what tells the rows of one name apart: 8 hex digits of the sha256, or the init seed whole;
+        # and the layout
+        tag = ident[1] if ident[1].startswith("init") else ident[1][:8]
+        return f"{tag} {ident[2]}" if ident[2] else tag
 
-    identity: dict[tuple[str, str], str] = {}
-    names: dict[str, set[tuple[str, str]]] = {}
+    identity: dict[tuple[str, str, str], str] = {}
+    names: dict[str, set[tuple]] = {}
     for i, rec in enumerate(records):
         ident = ident_of(rec["checkpoint"])
         if runs is not None:
-            names.setdefault(ident[0], set()).add((runs[i], ident[1]))
+            names.setdefault(ident[0], set()).add((runs[i], ident[1:]))
             identity[ident] = ident[0]
         else:
             names.setdefault(ident[0], set()).add(ident)

@@ -105,8 +105,9 @@ def verdict(mine: dict, random: dict) -> tuple[str, str]:
 
 def run_preflight(checkpoint: str, data: str | Path, *, n: int = 256, img_size: int | None = None,
                   seed: int = 0, device: str | None = None, arch: str | None = None, branch: str | None = None,
-                  input_convention: str | None = None) -> dict:
-    """The pre-flight report of ``checkpoint`` on the ImageNet-layout folder ``data``."""
+                  input_convention: str | None = None, stride_in_1x1: bool | None = None) -> dict:
+    """The pre-flight report of ``checkpoint`` on the ImageNet-layout folder ``data``; ``branch``,
+    ``input_convention`` and ``stride_in_1x1`` go to the loader."""
     from mocobench.checkpoints.load import load_backbone
     from mocobench.core.dist import pick_device
     from mocobench.datasets.imagefolder import ImageFolder
@@ -115,14 +116,18 @@ def run_preflight(checkpoint: str, data: str | Path, *, n: int = 256, img_size: 
 
     t0 = time.perf_counter()
     dev = pick_device(device)
-    backbone, report = load_backbone(checkpoint, arch=arch, branch=branch, input_convention=input_convention)
+    build = {} if stride_in_1x1 is None else {"stride_in_1x1": stride_in_1x1}
+    backbone, report = load_backbone(checkpoint, arch=arch, branch=branch, input_convention=input_convention, **build)
     randoms = [f"random:{report.arch}:{seed + s}" for s in RANDOM_SEEDS]   # not the seed of a random:ARCH checked
     imagenet = D.resolve_imagenet(data)
     size = img_size or (backbone.spec.img_size or 224)
     out = {"checkpoint": str(checkpoint), "sha256": report.sha256, "arch": report.arch, "format": report.format,
            "data": str(imagenet / "train"), "img_size": size, "seed": seed, "random_baselines": randoms}
     results = {}
-    nets = [("checkpoint", backbone)] + [(f"random_init_{i + 1}", load_backbone(r)[0]) for i, r in enumerate(randoms)]
+    # the random initialisations of the same network: a stride-in-1x1 ResNet's are built so too
+    same = {"stride_in_1x1": True} if backbone.spec.stride_in_1x1 else {}
+    nets = [("checkpoint", backbone)] + [(f"random_init_{i + 1}", load_backbone(r, **same)[0])
+                                         for i, r in enumerate(randoms)]
     ds = ImageFolder(imagenet / "train")   # the folder is listed once; each net gets its own normalisation
     subset = torch.utils.data.Subset(ds, stratified(ds.targets, n, seed))
     for name, net in nets:
@@ -152,6 +157,8 @@ def describe(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mocobench.transfer.run_options import true_or_false
+
     p = argparse.ArgumentParser(prog="mocobench preflight", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint file, zoo name or random:ARCH")
     p.add_argument("--data", required=True, help="ImageNet-layout folder (train/<class>/...) or the embedded data root")
@@ -161,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default=None)
     p.add_argument("--branch", choices=("raw", "ema"), default=None)
     p.add_argument("--input-convention", choices=("rgb", "bgr255"), default=None)
+    p.add_argument("--stride-in-1x1", type=true_or_false, default=None, metavar="true|false",
+                   help="a ResNet-50 or deeper: the stride in the 1x1 conv (MSRA) or not, where the file does not say")
     p.add_argument("--device", default=None)
     p.add_argument("--json", dest="json_out", help="also write the report here (atomically)")
     p.add_argument("--force", action="store_true",
@@ -171,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"-n {args.images}: the pre-flight needs at least 8 images")
     report = run_preflight(args.checkpoint, args.data, n=args.images, img_size=args.img_size, seed=args.seed,
                            device=args.device, arch=args.arch, branch=args.branch,
-                           input_convention=args.input_convention)
+                           input_convention=args.input_convention, stride_in_1x1=args.stride_in_1x1)
     report["forced"] = bool(args.force and report["verdict"] != "healthy")
     print(describe(report) + ("\n--force: going on anyway; the records will say so" if report["forced"] else ""))
     if args.json_out:

@@ -9,6 +9,8 @@
   share it: a seed finished for one is copied into another (``runner.record_here``), not skipped
   with its record elsewhere. The folder's name also carries a digest of the run's settings, so two
   configurations never share one;
+- ``--branch``, ``--input-convention``, ``--stride-in-1x1``: go to the loader (``checkpoints/load.py``),
+  where the file does not say; each is part of the work folder's key;
 - ``--device``: ``cpu``, ``cuda``, ``cuda:1``; default CUDA when present (``mocobench.core.dist.setup``);
 - ``--resume auto|no|PATH``: see ``transfer/runner.py``, which runs every evaluation.
 """
@@ -40,6 +42,9 @@ def add_run_options(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--input-convention", choices=("rgb", "bgr255"), default=None,
                         help="what the weights expect where the file does not say (rgb: torchvision's; bgr255: "
                              "detectron2's MSRA models); see mocobench inspect")
+    parser.add_argument("--stride-in-1x1", type=true_or_false, default=None, metavar="true|false",
+                        help="a ResNet-50 or deeper: the stride in each stage's first 1x1 conv (MSRA, detectron2's "
+                             "STRIDE_IN_1X1) or not (torchvision), where the file does not say; see mocobench inspect")
     parser.add_argument("--preflight", default=None, metavar="FILE",
                         help="the pre-flight report of this checkpoint (mocobench preflight --json FILE): its "
                              "verdict and figures go into every record (the pipeline passes it)")
@@ -49,6 +54,13 @@ def add_run_options(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--resume", default="auto", metavar="auto|no|PATH",
                         help="'auto' (default): skip a seed whose record exists and resume a stopped run "
                              "from its work folder; 'no': start over; or a saved training state to resume from")
+
+
+def true_or_false(text: str) -> bool:
+    """``--stride-in-1x1``'s value: ``true`` or ``false``."""
+    if text not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"{text!r}: true or false")
+    return text == "true"
 
 
 def parse_eval_args(parser: argparse.ArgumentParser, argv: list[str], max_iters_field: str):

@@ -96,8 +96,9 @@ class Evaluation:
     load: Callable[..., tuple] | None = None  # (checkpoint, arch) -> (backbone, report); default load_backbone
     preflight: str | None = None  # a pre-flight report (transfer/preflight.py) of the checkpoint, for the records
     check_only: bool = False      # --check: parsed and checked; nothing is loaded or run
-    branch: str | None = None     # --branch raw|ema, --input-convention rgb|bgr255: to the loader
+    branch: str | None = None     # --branch raw|ema, --input-convention rgb|bgr255, --stride-in-1x1: to the loader
     input_convention: str | None = None
+    stride_in_1x1: bool | None = None
     prog: str = ""
     written: list[Path] = field(default_factory=list)  # the records of the seeds (rank 0), found or new
 
@@ -131,8 +132,11 @@ def evaluate(ev: Evaluation) -> int:
         if not Path(ev.resume).is_file():   # a missing path is a failure (exit 1), as in every command
             raise FileNotFoundError(f"--resume {ev.resume}: no such file")
     info, device = dist.setup(ev.device)
-    # the branch and input convention pick other weights out of the same file (same sha256)
+    # the branch and input convention pick other weights out of the same file (same sha256), the
+    # stride's place another network around them
     picked = {k: v for k, v in (("branch", ev.branch), ("input_convention", ev.input_convention)) if v}
+    build = {} if ev.stride_in_1x1 is None else {"stride_in_1x1": ev.stride_in_1x1}
+    picked |= build
     # the data's listing too (names, sizes, times; no file read): data changed under the same path
     # (an image added, repaired or removed) is another evaluation, never "evaluated already"
     # (listed on rank 0 only: every rank would walk the same 1.3M entries)
@@ -143,7 +147,7 @@ def evaluate(ev: Evaluation) -> int:
     # the checkpoint named (file read and checked, nothing built): a finished seed is skipped
     # without loading it
     fields = checkpoint_fields(describe(ev.checkpoint, arch=ev.arch, branch=ev.branch,
-                                        input_convention=ev.input_convention))
+                                        input_convention=ev.input_convention, **build), **build)
     for seed in ev.seeds:
         work = run_dir(ev.work_root, fields, ev.folder_tag or ev.protocol, ev.dataset, seed, key=key)
         done = work / "record.done"  # JSON naming the record; not *.json, so no record reader takes it for one
@@ -164,8 +168,8 @@ def evaluate(ev: Evaluation) -> int:
         # when each task loaded for itself), so a seed's run does not depend on the seeds before it
         seed_everything(seed)
         backbone, report = (ev.load or load_backbone)(ev.checkpoint, arch=ev.arch, branch=ev.branch,
-                                                      input_convention=ev.input_convention)
-        if checkpoint_fields(report) != fields:   # the file changed between the two reads
+                                                      input_convention=ev.input_convention, **build)
+        if checkpoint_fields(report, **build) != fields:   # the file changed between the two reads
             raise RuntimeError(f"{ev.checkpoint}: changed while it was being read ({fields.get('sha256')} "
                                f"-> {report.sha256}); run the evaluation again")
         # checked before the run, not after its hours: a report of another file is refused now
@@ -206,13 +210,23 @@ def evaluate(ev: Evaluation) -> int:
     return 0
 
 
-def checkpoint_fields(report) -> dict:
+def checkpoint_fields(report, stride_in_1x1: bool | None = None) -> dict:
     """The record's checkpoint fields of a load report. A random initialisation seeded otherwise than
     by default (``random:ARCH:SEED``, SEED not 0) is other weights under the same name and without
     a sha256: its ``init_seed`` is stated, so that its work folder (``run_options.run_dir``) and its
     record tell it from ``random:ARCH``'s. ``random:ARCH`` (seed 0) keeps the fields it always had;
-    the name stays ``random-ARCH``, as the pipeline's runs with ``--seed S`` are matched by it."""
+    the name stays ``random-ARCH``, as the pipeline's runs with ``--seed S`` are matched by it.
+
+    A Bottleneck ResNet read from a file states ``stride_in_1x1`` (the card's value: stated by the
+    file, decided from it, or ``--stride-in-1x1``): the same weights with the stride in the 1x1 conv
+    compute other features. A random initialisation has no file to say it; it states
+    ``stride_in_1x1: true`` where it was built so (``stride_in_1x1``, the option given)."""
     fields = report.record_fields()
+    stride = (report.metadata.get("stride_in_1x1") or {}).get("value")
+    if stride is None and report.format == "random" and stride_in_1x1:
+        stride = True
+    if stride is not None:
+        fields["stride_in_1x1"] = bool(stride)
     seed = report.metadata.get("seed") if report.format == "random" else None
     return fields | {"init_seed": int(seed)} if seed else fields
 
@@ -265,7 +279,7 @@ def card_path(results: Path, name, sha256) -> Path:
 
 def write_card(results: Path, report) -> Path:
     """The checkpoint card (``LoadReport.card``) beside the records: ``RESULTS/cards/<name>-<sha256[:8]>.json``;
-    the records name its identity (``checkpoint.sha256``, ``branch``, ``input_convention``)."""
+    the records name its identity (``checkpoint.sha256``, ``branch``, ``input_convention``, ``stride_in_1x1``)."""
     from mocobench.core.io import atomic_write_json
     from mocobench.core.records import CARD_FORMAT
 

@@ -182,3 +182,79 @@ def test_the_engines_refuse_it_and_files_with_a_spec_keep_it(unsaid, tmp_path):
         again, again_report = load_backbone(tmp_path / f"out.{to}")
         assert again.spec.stride_in_1x1 and again_report.card()["stride_in_1x1"]["source"] == "stated by the file (its spec)"
         torch.testing.assert_close(ours(again, x), ours(backbone, x))
+
+
+@pytest.fixture(scope="module")
+def tiny_imagenet(tmp_path_factory):
+    """``root/imagenet/{train,val}/n0<c>/*.JPEG``: 3 colour classes, 8 train and 3 val images each."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 3)):
+        for c in range(3):
+            d = root / "imagenet" / split / f"n0{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                a = np.clip(rng.normal(60 + 70 * c, 30, (36, 36, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(a).save(d / f"n0{c}_{split}{i}.JPEG")
+    return root
+
+
+def test_eval_and_preflight_take_the_option_and_the_record_and_leaderboard_keep_it(unsaid, tiny_imagenet, tmp_path,
+                                                                                  capsys, monkeypatch):
+    """Before, only inspect and convert took --stride-in-1x1: an undecidable file had to be converted
+    to be evaluated. Now every eval takes it (in the work folder's key, the record and the feature
+    cache key: the same weights with the stride elsewhere compute other features), and so does the
+    pre-flight, whose random initialisations are then built the same way."""
+    from mocobench.cli import main
+    from mocobench.core.records import load_records
+    from mocobench.leaderboard.table import build_table
+
+    cache = tmp_path / "cache"
+
+    def knn(results, *extra):
+        return main(["eval", "knn", "--checkpoint", str(unsaid), "--data", str(tiny_imagenet), "--results",
+                          str(tmp_path / results), "--img-size", "32", "--workers", "0", "--cache-dir", str(cache),
+                          "--input-convention", "bgr255", *extra])
+
+    assert knn("refused") == 1
+    err = capsys.readouterr().err
+    assert "backbone.pkl" in err and "--stride-in-1x1 true" in err and "mocobench eval, preflight" in err
+    assert "write it once" not in err   # the convert route is no longer needed
+    with pytest.raises(SystemExit) as e:
+        knn("bad", "--stride-in-1x1", "maybe")
+    assert e.value.code == 2 and "'maybe': true or false" in capsys.readouterr().err
+    recs = {}
+    for value in ("false", "true"):
+        assert knn(value, "--stride-in-1x1", value) == 0
+        (recs[value],) = load_records(tmp_path / value)[0]
+    assert recs["false"]["checkpoint"]["stride_in_1x1"] is False and recs["true"]["checkpoint"]["stride_in_1x1"] is True
+    assert recs["true"]["checkpoint"]["sha256"] == recs["false"]["checkpoint"]["sha256"]
+    assert recs["true"]["run"]["work_dir"] != recs["false"]["run"]["work_dir"]   # not "evaluated already"
+    assert recs["true"]["run"]["cache_hits"] == {"train": False, "val": False}   # not the other layout's features
+    assert knn("again", "--stride-in-1x1", "true") == 0 and "evaluated already" in capsys.readouterr().out
+    table = build_table([recs["false"], recs["true"]])
+    plain, msra = sorted(r.key for r in table.measured_rows())   # one file, two rows
+    assert plain.endswith(f"@{recs['true']['checkpoint']['sha256'][:8]}") and msra == f"{plain} stride in 1x1"
+    assert any(r.card.endswith("BGR 0-255 · stride in 1x1") for r in table.measured_rows())
+    # where it cannot apply: a ResNet-18 has no 1x1 conv to put the stride in, random or not
+    assert main(["eval", "knn", "--checkpoint", "random:resnet18", "--data", str(tiny_imagenet), "--results",
+                      str(tmp_path / "r18"), "--img-size", "32", "--workers", "0", "--no-cache",
+                      "--stride-in-1x1", "true"]) == 2
+    assert "random:resnet18: --stride-in-1x1 true: stride_in_1x1 for resnet18" in capsys.readouterr().err
+
+    import mocobench.checkpoints.load as load
+
+    built = []
+    real = load.load_backbone
+    monkeypatch.setattr(load, "load_backbone", lambda name, **kw: built.append((str(name), kw)) or real(name, **kw))
+    report = tmp_path / "preflight.json"
+    assert main(["preflight", str(unsaid), "--data", str(tiny_imagenet), "-n", "12", "--img-size", "32",
+                           "--input-convention", "bgr255", "--stride-in-1x1", "true", "--force",
+                           "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["sha256"] == recs["true"]["checkpoint"]["sha256"]
+    assert [kw.get("stride_in_1x1") for _, kw in built] == [True, True, True]   # the random inits built so too
+    built.clear()
+    assert main(["preflight", str(unsaid), "--data", str(tiny_imagenet), "-n", "12", "--input-convention", "bgr255"]) == 1
+    assert "--stride-in-1x1 true" in capsys.readouterr().err and not built[1:]

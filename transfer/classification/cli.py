@@ -109,7 +109,7 @@ def eval_main(task: str, argv: list[str]) -> int:
             checkpoint=args.checkpoint, arch=args.arch, seeds=seeds, results=Path(args.results),
             work_root=work_root(args, task), device=args.device, resume=args.resume, prog=prog,
             preflight=args.preflight, check_only=args.check, branch=args.branch,
-            input_convention=args.input_convention)
+            input_convention=args.input_convention, stride_in_1x1=args.stride_in_1x1)
 
     return runner.main(parse, prog)
 
@@ -189,6 +189,8 @@ def _features(backbone, report, imagenet, cfg, args, seed, device, log, aug_view
     train, val = _datasets(imagenet, eval_tf, eval_tf)
     cache_dir = None if args.no_cache else Path(args.cache_dir or default_cache_dir())
     ckpt = checkpoint_identity(report, backbone)
+    if backbone.spec.stride_in_1x1:   # the same weights (same digest) with the stride elsewhere: other features
+        ckpt["stride_in_1x1"] = True
     base_tf = {"img_size": cfg.img_size, "resize": resize, "mean": list(mean), "std": list(std)}
     hits = {}
 

@@ -116,7 +116,8 @@ def eval_main(task: str, argv: list[str]) -> int:
         return evaluation(args.checkpoint, protocol, args.dataset, args.data, seeds, args.results,
                           work_root(args, "detection"), device=args.device, resume=args.resume,
                           engine=args.engine, opts=args.opts, preflight=args.preflight, check_only=args.check,
-                          branch=args.branch, input_convention=args.input_convention)
+                          branch=args.branch, input_convention=args.input_convention,
+                          stride_in_1x1=args.stride_in_1x1)
 
     return runner.main(parse, prog)
 

@@ -17,7 +17,8 @@ from mocobench.transfer.detection.train import freeze_bn, precise_bn, train
 def evaluation(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,
                device: str | None = None, resume: str = "auto", engine: str = "torchvision",
                opts: list[str] | tuple[str, ...] = (), preflight: str | None = None, check_only: bool = False,
-               branch: str | None = None, input_convention: str | None = None):
+               branch: str | None = None, input_convention: str | None = None,
+               stride_in_1x1: bool | None = None):
     """The ``runner.Evaluation`` of a detection command (either engine)."""
     from mocobench.transfer import runner
 
@@ -39,7 +40,8 @@ def evaluation(checkpoint: str, protocol, dataset: str, data_root, seeds, result
                              run=run, checkpoint=checkpoint, seeds=list(seeds), results=Path(results_dir),
                              work_root=Path(work_root), device=device, resume=resume, folder_tag=tag,
                              resumes_from_file=engine == "torchvision", preflight=preflight,
-                             check_only=check_only, branch=branch, input_convention=input_convention)
+                             check_only=check_only, branch=branch, input_convention=input_convention,
+                             stride_in_1x1=stride_in_1x1)
 
 
 def run_eval(checkpoint: str, protocol, dataset: str, data_root, seeds, results_dir, work_root, *,

@@ -71,7 +71,8 @@ def eval_main(task: str, argv: list[str]) -> int:
                       checkpoint=args.checkpoint, seeds=seeds, results=Path(args.results),
                       work_root=work_root(args, "segmentation"), device=args.device, resume=args.resume,
                       resumes_from_file=True, prog=prog, preflight=args.preflight,
-                      check_only=args.check, branch=args.branch, input_convention=args.input_convention)
+                      check_only=args.check, branch=args.branch, input_convention=args.input_convention,
+                      stride_in_1x1=args.stride_in_1x1)
         from mocobench.datasets.identity import dataset_id
 
         name = dataset_id(args.dataset, args.data)

@@ -93,7 +93,7 @@ class SegmentationModel(nn.Module):
 def load_for_segmentation(checkpoint: str, arch: str | None = None, **choices):
     """Load ``checkpoint`` strictly the way segmentation uses it: a CNN dilated (OS16, the head on
     res5), a plain ViT as it is (the head on res4). Returns ``(backbone, LoadReport)``; ``choices``
-    (``branch``, ``input_convention``) go to the loader."""
+    (``branch``, ``input_convention``, ``stride_in_1x1``) go to the loader."""
     from mocobench.checkpoints.load import load_backbone
 
     # Whether the backbone is a plain ViT shows only once it is built. Loading it undilated first

@@ -44,29 +44,39 @@ def _family_candidates(keys: dict[str, tuple]) -> tuple[str, ...]:
     return CANDIDATE_ARCHS
 
 
-def _mismatch(arch: str, keys: dict[str, tuple]) -> int:
+def _mismatch(arch: str, keys: dict[str, tuple]) -> tuple[int, int, int]:
+    """``(missing, wrong shape, extra)`` key counts of ``keys`` against ``arch``'s canonical keys."""
     want = expected_keys(BackboneSpec(arch=arch))
     # A ViT trained at another input size differs only in pos_embed's length (img_size fixes it).
     size_free = {"pos_embed"} if is_timm(arch) else set()
     missing = sum(1 for k in want if k not in keys and not k.endswith("num_batches_tracked"))
     wrong = sum(1 for k, s in want.items() if k in keys and keys[k] != s and k not in size_free)
     extra = sum(1 for k in keys if k not in want)
-    return missing + wrong + extra
+    return missing, wrong, extra
 
 
 def guess_arch(keys: dict[str, tuple], hint: str | None = None) -> tuple[str | None, bool]:
-    """``(arch, exact)``: the candidate whose canonical keys and shapes match; else the closest."""
+    """``(arch, exact)``: the candidate whose canonical keys and shapes match; else the closest, which
+    the caller's strict check then names the differing keys of."""
     candidates = _family_candidates(keys)
+    family_clear = candidates != CANDIDATE_ARCHS
     hint = ARCH_ALIASES.get(hint, hint) if isinstance(hint, str) else None
     if hint in candidates:
         candidates = (hint, *[c for c in candidates if c != hint])
-    best, best_score = None, None
+    best, best_score, part_of, fewest_missing = None, None, None, None
     for arch in candidates:
-        score = _mismatch(arch, keys)
+        missing, wrong, extra = _mismatch(arch, keys)
+        score = missing + wrong + extra
         if score == 0:
             return arch, True
         if best_score is None or score < best_score:
             best, best_score = arch, score
+        # every key of the file is one of arch's, with its shape: arch with keys missing (a file
+        # without its BN running stats), however many
+        if wrong == extra == 0 and (fewest_missing is None or missing < fewest_missing):
+            part_of, fewest_missing = arch, missing
+    if family_clear and part_of is not None:
+        return part_of, False
     # Only a near miss counts as "this arch with keys missing"; otherwise nothing matched.
     return (best, False) if best_score is not None and best_score <= max(8, len(keys) // 10) else (None, False)
 

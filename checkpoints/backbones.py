@@ -43,6 +43,7 @@ class BackboneSpec:
     """What is needed to rebuild a backbone; stored in checkpoints and result records."""
 
     arch: str
+    # ResNets: a 3x3 stride-1 conv1 and no max-pool, for 32x32 inputs (CIFAR)
     cifar_stem: bool = False
     # torchvision ResNets and MobileNetV2, timm CNNs: replace stride by dilation in (res3, res4, res5).
     dilation: tuple[bool, bool, bool] = (False, False, False)
@@ -53,6 +54,9 @@ class BackboneSpec:
     # ResNets, detectron2's MODEL.RESNETS.STRIDE_IN_1X1 True) instead of its 3x3 conv (torchvision's).
     # The parameter shapes are the same, so only the file's origin or the user can say which.
     stride_in_1x1: bool = False
+    # cifar_stem only: conv1's zero padding. 1 is the common CIFAR ResNet's (ours, pretrain/); 2 is
+    # solo-learn's (its CIFAR ResNets: a 34x34 map out of a 32x32 input). Same shapes, other features.
+    cifar_stem_padding: int = 1
 
     def to_dict(self) -> dict:
         d = {"arch": self.arch, "cifar_stem": self.cifar_stem, "dilation": list(self.dilation),
@@ -61,6 +65,8 @@ class BackboneSpec:
         # existed, the key of strict.expected_keys' cache) stay as they were
         if self.stride_in_1x1:
             d["stride_in_1x1"] = True
+        if self.cifar_stem_padding != 1:
+            d["cifar_stem_padding"] = self.cifar_stem_padding
         return d
 
     @classmethod
@@ -68,7 +74,12 @@ class BackboneSpec:
         return cls(arch=d["arch"], cifar_stem=bool(d.get("cifar_stem", False)),
                    dilation=tuple(d.get("dilation", (False, False, False))),
                    img_size=d.get("img_size"), extra=dict(d.get("extra") or {}),
-                   stride_in_1x1=bool(d.get("stride_in_1x1", False)))
+                   stride_in_1x1=bool(d.get("stride_in_1x1", False)),
+                   cifar_stem_padding=int(d.get("cifar_stem_padding", 1)))
+
+
+# conv1's padding of the CIFAR stems (BackboneSpec.cifar_stem_padding): 1 the common one, 2 solo-learn's
+CIFAR_STEM_PADDINGS = (1, 2)
 
 
 # The timm constructor arguments a spec may carry in ``extra["timm_kwargs"]``: sizes of the
@@ -104,7 +115,7 @@ def spec_problem(d: dict) -> str | None:
     A file's spec decides what is built, so each field is checked for its type here rather than
     failing deep inside torchvision or timm, and unknown fields are refused rather than ignored.
     """
-    fields = ("arch", "cifar_stem", "dilation", "img_size", "extra", "stride_in_1x1")
+    fields = ("arch", "cifar_stem", "dilation", "img_size", "extra", "stride_in_1x1", "cifar_stem_padding")
     unknown = sorted(str(k) for k in d if k not in fields)
     if unknown:
         return f"unknown field(s) {', '.join(unknown)} (a spec has {', '.join(fields)})"
@@ -122,6 +133,11 @@ def spec_problem(d: dict) -> str | None:
             return f"arch {arch!r}: timm has no model of that name"
     if not isinstance(d.get("cifar_stem", False), bool):
         return f"cifar_stem {d['cifar_stem']!r} is not true or false"
+    padding = d.get("cifar_stem_padding", 1)
+    if not isinstance(padding, int) or isinstance(padding, bool) or padding not in CIFAR_STEM_PADDINGS:
+        return f"cifar_stem_padding {padding!r} is not one of {', '.join(map(str, CIFAR_STEM_PADDINGS))}"
+    if padding != 1 and not d.get("cifar_stem"):
+        return f"cifar_stem_padding {padding} without cifar_stem: only the CIFAR stem's conv1 has that padding"
     if not isinstance(d.get("stride_in_1x1", False), bool):
         return f"stride_in_1x1 {d['stride_in_1x1']!r} is not true or false"
     if d.get("stride_in_1x1") and arch not in BOTTLENECK_RESNETS:
@@ -163,7 +179,8 @@ def family(arch: str) -> str:
 
 def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool = False,
                            dilation=(False, False, False), img_size: int | None = None,
-                           timm_kwargs: dict | None = None, stride_in_1x1: bool = False) -> nn.Module:
+                           timm_kwargs: dict | None = None, stride_in_1x1: bool = False,
+                           cifar_stem_padding: int = 1) -> nn.Module:
     """The full library model *with* its classifier (randomly initialised), as pretraining wants it.
 
     ``num_classes`` sizes the last layer, which is how the official MoCo builds its encoders
@@ -171,8 +188,12 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
     extra ``timm.create_model`` arguments that do not show in parameter shapes, e.g. MoCo v3's
     ViT-S has 12 attention heads where timm's ``vit_small_patch16_224`` has 6. ``stride_in_1x1``
     moves each Bottleneck stage's stride from the 3x3 conv to the first 1x1 conv (MSRA ResNets).
+    ``cifar_stem_padding`` is conv1's padding under ``cifar_stem`` (2: solo-learn's CIFAR ResNets).
     """
     fam = family(arch)
+    if cifar_stem_padding not in CIFAR_STEM_PADDINGS or (cifar_stem_padding != 1 and not cifar_stem):
+        raise ValueError(f"cifar_stem_padding {cifar_stem_padding!r}: one of {CIFAR_STEM_PADDINGS}, "
+                         "and other than 1 only with cifar_stem")
     if stride_in_1x1 and arch not in BOTTLENECK_RESNETS:
         raise ValueError(f"stride_in_1x1 for {arch}: only Bottleneck ResNets ({', '.join(BOTTLENECK_RESNETS)}) "
                          "have a 1x1 conv to stride")
@@ -212,7 +233,8 @@ def build_classifier_model(arch: str, num_classes: int = 1000, cifar_stem: bool 
         if cifar_stem:
             # NOTE: CIFAR-style stem (3x3 conv, stride 1, no max-pool) as in SimCLR/MoCo CIFAR
             # experiments; it changes conv1's shape, so such checkpoints only load into this variant.
-            model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            # solo-learn pads its conv1 by 2, not 1 (cifar_stem_padding): the weights fit either.
+            model.conv1 = nn.Conv2d(3, 64, 3, 1, cifar_stem_padding, bias=False)
             model.maxpool = nn.Identity()
         return model
     if cifar_stem:
@@ -392,7 +414,8 @@ def build_backbone(arch: str | BackboneSpec, *, cifar_stem: bool = False,
     try:
         model = build_classifier_model(spec.arch, num_classes=1000, cifar_stem=spec.cifar_stem,
                                        dilation=spec.dilation, img_size=spec.img_size,
-                                       timm_kwargs=spec.extra.get("timm_kwargs"), stride_in_1x1=spec.stride_in_1x1)
+                                       timm_kwargs=spec.extra.get("timm_kwargs"), stride_in_1x1=spec.stride_in_1x1,
+                                       cifar_stem_padding=spec.cifar_stem_padding)
     finally:
         if seed is not None:
             torch.random.set_rng_state(state)
@@ -406,6 +429,7 @@ def canonical_keys(arch: str | BackboneSpec) -> dict[str, tuple[int, ...]]:
         spec = arch if isinstance(arch, BackboneSpec) else BackboneSpec(arch=arch)
         model = build_classifier_model(spec.arch, num_classes=1000, cifar_stem=spec.cifar_stem,
                                        dilation=spec.dilation, img_size=spec.img_size,
-                                       timm_kwargs=spec.extra.get("timm_kwargs"), stride_in_1x1=spec.stride_in_1x1)
+                                       timm_kwargs=spec.extra.get("timm_kwargs"), stride_in_1x1=spec.stride_in_1x1,
+                                       cifar_stem_padding=spec.cifar_stem_padding)
         net, _ = _remove_classifier(model, spec.arch)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}

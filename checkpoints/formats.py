@@ -156,6 +156,47 @@ def _pretrain_spec(obj: dict, metadata: dict) -> dict:
     return spec
 
 
+def _solo_learn_spec(obj: dict, metadata: dict) -> dict | None:
+    """solo-learn's CIFAR ResNets pad their 3x3 conv1 by 2 (metadata.solo_learn_stem decides and says
+    why); the arch is still guessed from the shapes. Other files state nothing."""
+    stem = metadata.get("cifar_stem")
+    return {"cifar_stem": True, "cifar_stem_padding": stem["padding"]} if stem else None
+
+
+# -- OpenSelfSup / mmselfsup 0.x: the backbone saved twice ------------------------------------------
+# Their algorithms wrap backbone and neck in one Sequential and alias its first module
+# (``self.backbone = self.encoder_q[0]``), so the state dict holds every backbone tensor under both
+# names; mmselfsup 1.x's MoCo v3 does the reverse (``base_encoder = Sequential(backbone, neck)``).
+# Sequential -> what it is.
+MM_ALIASES = {"encoder_q.": "query encoder (MoCo, DenseCL)", "encoder.": "encoder (SimSiam)",
+              "online_net.": "online network (BYOL)", "base_encoder.": "base encoder (MoCo v3)"}
+
+
+def _mm_aliases(state: Any) -> list[str]:
+    """The Sequentials of ``MM_ALIASES`` whose module 0 ``state`` holds beside ``backbone.*``."""
+    if not any_key(state, ("backbone.",)):
+        return []
+    return [seq for seq in MM_ALIASES if any_key(state, (seq + "0.",))]
+
+
+def _mm_alias_differs(state: dict) -> str | None:
+    """Why the file cannot be read: the ``<seq>.0.*`` tensors of an alias are not exactly its
+    ``backbone.*`` ones (then which is the backbone cannot be told), or None."""
+    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    for seq in _mm_aliases(state):
+        alias = {k[len(seq) + 2:]: v for k, v in state.items() if k.startswith(seq + "0.")}
+        only = sorted(set(alias) ^ set(backbone))
+        differ = sorted(k for k in set(alias) & set(backbone)
+                        if not torch.equal(torch.as_tensor(alias[k]), torch.as_tensor(backbone[k])))
+        if only or differ:
+            what = "; ".join(([f"keys under one name only: {', '.join(only[:5])}"] if only else [])
+                             + ([f"tensors that differ: {', '.join(differ[:5])}"] if differ else []))
+            return (f"an OpenSelfSup / mmselfsup layout whose {seq}0.* (the {MM_ALIASES[seq]}'s backbone) should "
+                    f"be the same tensors as backbone.*, but they are not ({what}); which is the backbone cannot "
+                    "be told")
+    return None
+
+
 CAFFE2_NAME = re.compile(r"(conv1|res\d+_\d+_branch\w+|res_conv1_bn|fc1000)_[a-z]+")
 
 
@@ -222,6 +263,21 @@ FORMATS: dict[str, Format] = {
                                ("bank", "SMoG feature bank (and its pointer/count)"),
                                ("iteration", "SMoG iteration counter")),
         metadata=meta.own_pretrain, spec=_pretrain_spec),
+    # before moco, moco-v3, pycontrast and mmpretrain, whose prefixes these files also hold
+    "mmselfsup-0.x": Format(
+        "mmselfsup-0.x", "OpenSelfSup / mmselfsup 0.x ({meta, state_dict}; backbone.* aliased as encoder_q.0.*, "
+        "encoder.0.*, online_net.0.*; also mmselfsup 1.x MoCo v3's base_encoder.0.*)",
+        detect=lambda o: isinstance(o, dict) and "meta" in o and bool(_mm_aliases(o.get("state_dict"))),
+        weights=lambda o: weights_in(o, "state_dict"),
+        keep=("backbone.",),
+        drop=tuple((seq + "0.", f"the same tensors as backbone.* ({MM_ALIASES[seq]}'s backbone; checked equal)")
+                   for seq in MM_ALIASES)
+        + tuple((seq + "1.", f"neck (projection; {MM_ALIASES[seq]}'s)") for seq in MM_ALIASES)
+        + (("neck.", "neck (projection)"), ("head.", "head"), ("predictor.", "predictor MLP"),
+           ("encoder_k.", "momentum encoder"), ("target_net.", "momentum encoder"),
+           ("momentum_encoder.", "momentum encoder"), ("queue", "queue (and its pointer)"),
+           ("data_preprocessor.", "data preprocessor buffers")),
+        metadata=meta.mm, refuse=_mm_alias_differs),
     "moco": Format(
         "moco", "official MoCo v1/v2 (main_moco.py), UniMoCo, PCL (same layout)",
         detect=lambda o: any_key(_sd(o), ("module.encoder_q.", "encoder_q.")),
@@ -289,7 +345,7 @@ FORMATS: dict[str, Format] = {
               # solo-learn's DINO: its projection head, the teacher's copy, the loss's center
               ("head.", "DINO projection head"), ("momentum_head.", "momentum projection head"),
               ("dino_loss_func.", "DINO loss state (center)")),
-        metadata=meta.lightning),
+        metadata=meta.lightning, spec=_solo_learn_spec),
     "mmpretrain": Format(
         "mmpretrain", "mmselfsup / mmpretrain / mmseg / mmdet ({meta, state_dict})",
         detect=lambda o: isinstance(o, dict) and "meta" in o and isinstance(o.get("state_dict"), dict)

@@ -93,8 +93,36 @@ def lightning(obj: dict, state: dict) -> dict:
     hp = settings(obj, "hyper_parameters")
     backbone = hp.get("backbone") if isinstance(hp.get("backbone"), dict) else {}
     return {"method": hp.get("method"), "epochs": lightning_epochs(obj), "arch": backbone.get("name"),
-            "global_step": obj.get("global_step"),
+            "global_step": obj.get("global_step"), "cifar_stem": solo_learn_stem(hp, state),
             "lightning_version": obj.get("pytorch-lightning_version"), "config": hp or None}
+
+
+# The datasets for which solo-learn replaces its ResNets' stem (solo/methods/base.py: cfg.data.dataset in
+# ("cifar10", "cifar100"): conv1 = Conv2d(3, 64, kernel_size=3, stride=1, padding=2), maxpool = Identity)
+SOLO_LEARN_CIFAR_DATASETS = ("cifar10", "cifar100")
+SOLO_LEARN_CIFAR_PADDING = 2
+
+
+def solo_learn_stem(hp: dict, state: dict) -> dict | None:
+    """solo-learn's CIFAR stem where the file's ResNet has a 3x3 conv1: ``{"padding", "source"}`` (the
+    padding its conv1 had, and what says so); None for any other stem. NOTE: the common CIFAR ResNet
+    (ours included) pads conv1 by 1; solo-learn pads by 2, which the weights' shapes do not show."""
+    conv1 = state.get("backbone.conv1.weight")
+    if conv1 is None or tuple(conv1.shape) != (64, 3, 3, 3):
+        return None
+    data = hp.get("data") if isinstance(hp.get("data"), dict) else {}
+    dataset = data.get("dataset", hp.get("dataset"))  # cfg.data.dataset; before its Hydra configs, --dataset
+    if dataset in SOLO_LEARN_CIFAR_DATASETS:
+        source = f"hyper_parameters data.dataset {dataset!r}: solo-learn's CIFAR stem"
+    elif dataset is None:
+        source = ("conv1 is 3x3 and hyper_parameters name no dataset: solo-learn's CIFAR stem "
+                  "(the only 3x3 stem solo-learn builds)")
+    else:
+        raise CheckpointError(f"its ResNet has a 3x3 conv1 (a CIFAR stem), but its hyper_parameters name the "
+                              f"dataset {dataset!r}, for which solo-learn keeps the ImageNet stem; how the stem "
+                              "was padded is unknown")
+    return {"padding": SOLO_LEARN_CIFAR_PADDING,
+            "stem": "3x3 conv, stride 1, padding 2, no max-pool", "source": source}
 
 
 def _count(d: Any, key: str) -> int | None:

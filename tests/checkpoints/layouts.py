@@ -197,6 +197,27 @@ def mmselfsup(m):
             "param_schedulers": [{"last_step": 5}]}, "torch"
 
 
+def mmselfsup_0x(seq: str, momentum: str | None, extra: dict | None = None):
+    """OpenSelfSup / mmselfsup 0.x: ``<seq> = Sequential(backbone, neck)`` and ``self.backbone =
+    <seq>[0]``, so every backbone tensor is saved twice (``<seq>.0.*`` and ``backbone.*``), the neck
+    too (``<seq>.1.*``, ``neck.*``); mmselfsup 1.x's MoCo v3 (``base_encoder``) saves the same."""
+    def build(m):
+        sd = body(m)
+        neck = mlp_head(8, "")
+        state = prefixed(sd, seq + ".0.") | prefixed(neck, seq + ".1.") | prefixed(sd, "backbone.")
+        state |= prefixed(neck, "neck.")
+        if momentum:
+            state |= perturbed(sd, momentum + ".0.") | prefixed(neck, momentum + ".1.")
+        state |= extra or {}
+        return {"meta": {"epoch": 200, "iter": 1000, "mmselfsup_version": "0.9.1"}, "state_dict": state,
+                "optimizer": optimizer_state(m)}, "torch"
+    return build
+
+
+MM_0X_QUEUES = {"queue": torch.randn(16, 64), "queue_ptr": torch.zeros(1, dtype=torch.long)}
+MM_0X_PREDICTOR = mlp_head(16, "head.predictor.mlp.")
+
+
 STANDIN = "__mocobench_test_standin__"
 
 
@@ -281,6 +302,14 @@ LAYOUTS = {
                                                           "queue (and its pointer)", "optimizer state"}),
     "mmselfsup": (mmselfsup, "resnet", "mmpretrain", {"neck (projection)", "momentum encoder",
                                                        "queue (and its pointer)", "data preprocessor buffers"}),
+    "mmselfsup-0.x-moco": (mmselfsup_0x("encoder_q", "encoder_k", MM_0X_QUEUES), "resnet", "mmselfsup-0.x",
+                           {"momentum encoder", "queue (and its pointer)", "neck (projection)"}),
+    "mmselfsup-0.x-byol": (mmselfsup_0x("online_net", "target_net", MM_0X_PREDICTOR), "resnet", "mmselfsup-0.x",
+                           {"momentum encoder", "head", "neck (projection)"}),
+    "mmselfsup-0.x-simsiam": (mmselfsup_0x("encoder", None, MM_0X_PREDICTOR), "resnet", "mmselfsup-0.x",
+                              {"head", "neck (projection)"}),
+    "mmselfsup-1.x-mocov3": (mmselfsup_0x("base_encoder", "momentum_encoder.module", MM_0X_PREDICTOR), "resnet",
+                             "mmselfsup-0.x", {"momentum encoder", "head", "neck (projection)"}),
     "vissl": (vissl, "resnet", "vissl", {"heads"}),
     "detectron2-pkl": (detectron2_moco_converter, "resnet", "detectron2", {"head (classifier / projection MLP)"}),
     "safetensors": (safetensors_plain, "resnet", "safetensors", set()),

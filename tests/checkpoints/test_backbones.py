@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from mocobench.checkpoints.backbones import build_backbone, canonical_keys
+from mocobench.checkpoints.backbones import BackboneSpec, build_backbone, canonical_keys
 
 
 @pytest.mark.parametrize("arch,channels", [
@@ -59,6 +59,20 @@ def test_seed_makes_initialisation_reproducible():
 def test_cifar_stem_keeps_resolution():
     b = build_backbone("resnet18", cifar_stem=True).eval()
     assert b.feature_maps(torch.randn(1, 3, 32, 32))["res2"].shape[-1] == 32
+
+
+def test_cifar_stem_pads_conv1_by_1_and_solo_learns_by_2():
+    """Ours (and the common CIFAR ResNet) pads the 3x3 conv1 by 1; solo-learn's by 2 (a 34x34 map)."""
+    assert build_backbone("resnet18", cifar_stem=True).net.conv1.padding == (1, 1)
+    spec = BackboneSpec("resnet18", cifar_stem=True, cifar_stem_padding=2)
+    b = build_backbone(spec).eval()
+    assert b.net.conv1.padding == (2, 2) and b.feature_maps(torch.randn(1, 3, 32, 32))["res2"].shape[-1] == 34
+    assert BackboneSpec.from_dict(spec.to_dict()) == spec and canonical_keys(spec) == canonical_keys(
+        BackboneSpec("resnet18", cifar_stem=True))
+    # the spec of every other backbone is written as before
+    assert "cifar_stem_padding" not in BackboneSpec("resnet18", cifar_stem=True).to_dict()
+    with pytest.raises(ValueError, match="only with cifar_stem"):
+        build_backbone(BackboneSpec("resnet18", cifar_stem_padding=2))
 
 
 def test_timm_vit_gives_pooled_features_and_a_pyramid():

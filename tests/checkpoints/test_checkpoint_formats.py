@@ -227,6 +227,63 @@ def test_lightning_epochs_count_finished_epochs(version, loops, epochs, sources,
     assert report.metadata["epochs"] == epochs
 
 
+def solo_learn_cifar_resnet18() -> torch.nn.Module:
+    """A ResNet-18 as solo-learn builds it for CIFAR (solo/methods/base.py: a 3x3 stride-1 conv1 padded
+    by 2, no max-pool)."""
+    net = torchvision.models.resnet18(num_classes=8)
+    net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
+    net.maxpool = torch.nn.Identity()
+    return net
+
+
+@pytest.mark.parametrize("hp, source", [
+    ({"data": {"dataset": "cifar100", "num_classes": 100}}, "data.dataset 'cifar100'"),
+    ({"dataset": "cifar10"}, "data.dataset 'cifar10'"),   # before solo-learn's Hydra configs
+    ({}, "conv1 is 3x3 and hyper_parameters name no dataset"),
+])
+def test_solo_learn_cifar_resnet_is_read_with_its_own_stem(hp, source, tmp_path):
+    """solo-learn pads its CIFAR conv1 by 2 where ours pads by 1: read with padding 1 (cifar_stem=True)
+    the features were off by 18% (audit); by default the file was refused (conv1 3x3 against 7x7)."""
+    from mocobench.checkpoints.write import save_backbone
+
+    torch.manual_seed(0)
+    net = solo_learn_cifar_resnet18()
+    obj, how = LAYOUTS["solo-learn"][0](net)
+    obj["hyper_parameters"] |= hp
+    save(obj, how, tmp_path / "solo.ckpt")
+    net.fc = torch.nn.Identity()
+    net.eval()
+    x = torch.randn(2, 3, 32, 32)
+    backbone, report = load_backbone(tmp_path / "solo.ckpt")
+    assert (report.format, report.arch) == ("solo-learn", "resnet18")
+    assert backbone.spec.cifar_stem and backbone.spec.cifar_stem_padding == 2
+    assert source in report.metadata["cifar_stem"]["source"] and report.metadata["cifar_stem"]["padding"] == 2
+    with torch.no_grad():
+        assert torch.allclose(backbone.eval()(x), net(x), atol=1e-5)
+    # saying cifar_stem=True does not undo it; written in our format, the file says it
+    assert load_backbone(tmp_path / "solo.ckpt", cifar_stem=True)[0].net.conv1.padding == (2, 2)
+    save_backbone(tmp_path / "own.pth", backbone, {})
+    again, _ = load_backbone(tmp_path / "own.pth")
+    with torch.no_grad():
+        assert again.spec.cifar_stem_padding == 2 and torch.equal(again.eval()(x), backbone(x))
+
+
+def test_solo_learn_3x3_stem_for_a_dataset_it_keeps_the_imagenet_stem_for_is_refused(tmp_path):
+    obj, how = LAYOUTS["solo-learn"][0](solo_learn_cifar_resnet18())
+    obj["hyper_parameters"]["data"] = {"dataset": "imagenet100"}
+    save(obj, how, tmp_path / "solo.ckpt")
+    with pytest.raises(CheckpointError, match=r"solo\.ckpt: detected as solo-learn, but .*3x3 conv1.*'imagenet100'"):
+        load_backbone(tmp_path / "solo.ckpt")
+
+
+def test_solo_learn_imagenet_resnet_keeps_the_imagenet_stem(sources, tmp_path):
+    obj, how = LAYOUTS["solo-learn"][0](sources["resnet"])
+    obj["hyper_parameters"]["data"] = {"dataset": "imagenet"}
+    save(obj, how, tmp_path / "solo.ckpt")
+    backbone, report = load_backbone(tmp_path / "solo.ckpt")
+    assert not backbone.spec.cifar_stem and "cifar_stem" not in report.metadata
+
+
 def test_moco_v3_linear_vit_small_gets_twelve_heads(tmp_path):
     """MoCo v3's main_lincls.py checkpoint of its ViT-S (12 heads) read as timm's (6) gave other features."""
     vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=8, num_heads=12, img_size=32)

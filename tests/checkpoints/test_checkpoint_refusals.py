@@ -140,6 +140,8 @@ def test_build_classifier_model_passes_only_size_arguments_to_timm():
     ({"arch": "nosuch"}, ["'nosuch'"]),
     ({"arch": "timm:nosuch"}, ["timm:nosuch"]),
     ({"cifar_stem": "yes"}, ["cifar_stem"]),
+    ({"cifar_stem": True, "cifar_stem_padding": 3}, ["cifar_stem_padding 3"]),
+    ({"cifar_stem_padding": 2}, ["cifar_stem_padding 2 without cifar_stem"]),
     ({"extra": {"timm_kwargs": {"num_heads": 2}}}, ["not a timm model"]),
     ({"secret": 1}, ["secret"]),
 ])
@@ -222,3 +224,54 @@ def test_a_vit_small_state_dict_must_say_whose_it_is(tmp_path):
     torch.save({"arch": "vit_small_patch16_224", "epoch": 300, "state_dict": body(vit)}, tmp_path / "timm_s.pth")
     backbone, _ = load_backbone(tmp_path / "timm_s.pth")
     assert backbone.net.blocks[0].attn.num_heads == 6
+
+
+@pytest.mark.parametrize("seq", ["encoder_q", "online_net", "encoder", "base_encoder"])
+@pytest.mark.parametrize("change", ["differs", "missing"])
+def test_an_mmselfsup_alias_that_is_not_the_backbone_is_refused(seq, change, sources, tmp_path):
+    """OpenSelfSup / mmselfsup 0.x save the backbone twice (``self.backbone = encoder_q[0]``); where the
+    two copies differ, which one is the backbone cannot be told."""
+    from layouts import mmselfsup_0x
+
+    obj, how = mmselfsup_0x(seq, None)(sources["resnet"])
+    state = obj["state_dict"]
+    if change == "differs":
+        state[f"{seq}.0.layer1.0.conv1.weight"] = state[f"{seq}.0.layer1.0.conv1.weight"] + 1
+    else:
+        del state[f"{seq}.0.bn1.running_mean"]
+    save(obj, how, tmp_path / "mm.pth")
+    word = "tensors that differ: layer1.0.conv1.weight" if change == "differs" else "one name only: bn1.running_mean"
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(tmp_path / "mm.pth")
+    assert str(e.value).startswith(f"{tmp_path / 'mm.pth'}: ") and f"{seq}.0.*" in str(e.value) \
+        and word in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("drop", ["running", "bn1.running_mean"])
+@pytest.mark.parametrize("layout", ["torchvision", "moco-v2"])
+def test_missing_bn_statistics_are_named_not_an_unknown_architecture(drop, layout, sources, tmp_path):
+    """A ResNet (layer1.0.conv1.weight) without its BN running statistics: the loader names the keys
+    the nearest ResNet misses, rather than "match no known architecture ... pass arch=" (audit)."""
+    obj, how = LAYOUTS[layout][0](sources["resnet"])
+    weights = weights_of(obj, how)
+    for k in [k for k in weights if drop in k]:
+        del weights[k]
+    save(obj, how, tmp_path / "ckpt.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(tmp_path / "ckpt.pth")
+    msg = str(e.value)
+    assert "arch resnet18" in msg and "backbone keys missing from the checkpoint: bn1.running_mean" in msg, msg
+    assert "no known architecture" not in msg
+    if drop == "running":
+        assert "layer1.0.bn1.running_var" in msg and "(40 in all)" in msg, msg
+
+
+def test_keys_of_no_known_resnet_still_match_no_architecture(tmp_path):
+    """A ResNet-like file whose shapes fit none of the candidates (16-wide blocks in layer1, as a CIFAR
+    ResNet-20's) is still "no known architecture", not a ResNet-18 with keys missing."""
+    state = body(torchvision.models.resnet18())
+    state = {k: (v[:16].clone() if k.startswith("layer1") and v.ndim and v.shape[0] == 64 else v)
+             for k, v in state.items()}
+    torch.save(state, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointError, match="no known architecture"):
+        load_backbone(tmp_path / "odd.pth")

@@ -187,18 +187,9 @@ def test_the_engines_refuse_it_and_files_with_a_spec_keep_it(unsaid, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_imagenet(tmp_path_factory):
     """``root/imagenet/{train,val}/n0<c>/*.JPEG``: 3 colour classes, 8 train and 3 val images each."""
-    from PIL import Image
+    from unreadable_images import colour_classes
 
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("val", 3)):
-        for c in range(3):
-            d = root / "imagenet" / split / f"n0{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                a = np.clip(rng.normal(60 + 70 * c, 30, (36, 36, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(a).save(d / f"n0{c}_{split}{i}.JPEG")
-    return root
+    return colour_classes(tmp_path_factory.mktemp("tiny"), {"train": 8, "val": 3})
 
 
 def test_eval_and_preflight_take_the_option_and_the_record_and_leaderboard_keep_it(unsaid, tiny_imagenet, tmp_path,

@@ -1,9 +1,7 @@
 """``mocobench eval linear|knn|semi`` end to end on a tiny ImageNet-layout folder."""
 
-
-import numpy as np
 import pytest
-from PIL import Image
+from unreadable_images import colour_classes
 
 from mocobench.core.records import load_records
 from mocobench.transfer.cli import eval_main
@@ -12,15 +10,7 @@ from mocobench.transfer.cli import eval_main
 @pytest.fixture(scope="module")
 def tiny_imagenet(tmp_path_factory):
     """``root/imagenet/{train,val}/c<k>/*.JPEG`` of 3 colour classes, one broken image, a 10 % list."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 30), ("val", 4)):   # 9 of the 91 train images listed: a 10 % list
-        for c in range(3):
-            d = root / "imagenet" / split / f"n0{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                a = np.clip(rng.normal(60 + 70 * c, 30, (36, 36, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(a).save(d / f"n0{c}_{split}{i}.JPEG")
+    root = colour_classes(tmp_path_factory.mktemp("tiny"), {"train": 30, "val": 4})   # 9 of 91 listed: 10 %
     (root / "imagenet" / "train" / "n00" / "n00_broken.JPEG").write_bytes(b"\xff\xd8 truncated")
     names = [f"n0{c}_train{i}.JPEG" for c in range(3) for i in range(3)]
     (root / "imagenet" / "10percent.txt").write_text("\n".join(names) + "\n")

@@ -47,6 +47,7 @@ def load_backbone(path_or_name: str | os.PathLike, *, arch: str | None = None, b
     parameter shapes. ``stride_in_1x1`` says where a Bottleneck ResNet's stride is where the file
     cannot (a detectron2 file of unknown origin); ``None`` leaves it to the file.
     """
+    build_kwargs = {k: v for k, v in build_kwargs.items() if v is not None}   # None: the file says
     text = str(path_or_name)
     if text.startswith("random:"):
         report = _random_report(text, arch=arch, branch=branch, input_convention=input_convention)
@@ -97,6 +98,7 @@ def describe(path_or_name: str | os.PathLike, *, arch: str | None = None, branch
     """What :func:`load_backbone` would report, without building the backbone or loading weights
     (the file is read, detected and checked): enough to name the checkpoint's record and work
     folder, e.g. to skip a finished evaluation without loading it."""
+    build_kwargs = {k: v for k, v in build_kwargs.items() if v is not None}   # None: the file says
     text = str(path_or_name)
     if text.startswith("random:"):
         report = _random_report(text, arch=arch, branch=branch, input_convention=input_convention)

@@ -116,8 +116,8 @@ def run_preflight(checkpoint: str, data: str | Path, *, n: int = 256, img_size: 
 
     t0 = time.perf_counter()
     dev = pick_device(device)
-    build = {} if stride_in_1x1 is None else {"stride_in_1x1": stride_in_1x1}
-    backbone, report = load_backbone(checkpoint, arch=arch, branch=branch, input_convention=input_convention, **build)
+    backbone, report = load_backbone(checkpoint, arch=arch, branch=branch, input_convention=input_convention,
+                                     stride_in_1x1=stride_in_1x1)
     randoms = [f"random:{report.arch}:{seed + s}" for s in RANDOM_SEEDS]   # not the seed of a random:ARCH checked
     imagenet = D.resolve_imagenet(data)
     size = img_size or (backbone.spec.img_size or 224)

@@ -154,8 +154,8 @@ def convert(ckpt: str, to: str, out: str | Path, *, arch: str | None = None, bra
     targets = [Path(out)] + [Path(options[k]) for k in ("config_out",) if options.get(k)]
     if Path(ckpt).exists() and any(t.exists() and t.resolve() == Path(ckpt).resolve() for t in targets):
         raise ValueError(f"{out}: is the input checkpoint itself; write the conversion to another file")
-    build = {} if stride_in_1x1 is None else {"stride_in_1x1": stride_in_1x1}
-    backbone, report = load_backbone(ckpt, arch=arch, branch=branch, input_convention=input_convention, **build)
+    backbone, report = load_backbone(ckpt, arch=arch, branch=branch, input_convention=input_convention,
+                                     stride_in_1x1=stride_in_1x1)
     refuse_other_convention(backbone, report, f"--to {to}", keeps_spec=to in SPEC_TARGETS)
     args = argparse.Namespace(config=None, config_out=None, data_root=None, norm=None)
     vars(args).update(options)

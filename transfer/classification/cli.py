@@ -189,8 +189,6 @@ def _features(backbone, report, imagenet, cfg, args, seed, device, log, aug_view
     train, val = _datasets(imagenet, eval_tf, eval_tf)
     cache_dir = None if args.no_cache else Path(args.cache_dir or default_cache_dir())
     ckpt = checkpoint_identity(report, backbone)
-    if backbone.spec.stride_in_1x1:   # the same weights (same digest) with the stride elsewhere: other features
-        ckpt["stride_in_1x1"] = True
     base_tf = {"img_size": cfg.img_size, "resize": resize, "mean": list(mean), "std": list(std)}
     hits = {}
 

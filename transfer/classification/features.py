@@ -50,6 +50,8 @@ def checkpoint_identity(report, backbone: torch.nn.Module | None = None) -> dict
         out = {"sha256": report.sha256}
     if backbone is not None:
         out["weights"] = weights_digest(backbone)
+        if getattr(getattr(backbone, "spec", None), "stride_in_1x1", False):
+            out["stride_in_1x1"] = True   # the same weights (same digest) with the stride elsewhere: other features
     return out
 
 

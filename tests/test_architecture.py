@@ -172,7 +172,12 @@ def test_tarjan_finds_a_planted_cycle():
 
 
 def test_no_module_import_cycle(installed):
-    pytest.importorskip("grimp", reason="grimp comes with import-linter (the 'test' extra)")
+    try:
+        import grimp  # noqa: F401
+    except ImportError as e:   # in CI nothing may skip
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"grimp comes with import-linter (the 'test' extra): {e}")
+        pytest.skip(f"grimp comes with import-linter (the 'test' extra): {e}")
     code = ("import grimp, json\n"
             "g = grimp.build_graph('mocobench', 'benchmarks', cache_dir=None)\n"
             "print(json.dumps({m: sorted(g.find_modules_directly_imported_by(m)) for m in g.modules}))")

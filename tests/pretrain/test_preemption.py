@@ -115,6 +115,8 @@ def test_the_first_signal_is_the_one_recorded():
     # the handlers are installed only in the main thread: a real SIGTERM elsewhere would end pytest
     assert threading.current_thread() is threading.main_thread()
     with StopRequest() as stop:
+        # a handler that is not ours would let the SIGTERM end the test process, not fail the test
+        assert signal.getsignal(signal.SIGTERM) == stop._handler
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGUSR2)
         assert stop.requested(torch.device("cpu")) == signal.SIGTERM
